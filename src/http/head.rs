@@ -1,0 +1,394 @@
+//! Pure parsing of an HTTP/1.x request head and its body framing (RFC 9112 §2–§7): bytes in,
+//! a [`ParsedHead`] of offsets out. No I/O, no allocation, never panics on any input; this is
+//! the cargo-fuzz target `request_head`. Framing is strict because pa-auth sits behind proxies
+//! that may frame differently: anything ambiguous is refused rather than guessed.
+
+use crate::error::Error;
+
+/// Most header fields accepted in one request head (more → 431).
+pub const MAX_HEADERS: usize = 100;
+
+/// Limits the parser enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Request line plus fields plus the blank line (more → 431).
+    pub max_head_bytes: usize,
+    /// Largest body accepted (a larger Content-Length → 413 before reading it).
+    pub max_body_bytes: u64,
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A byte range inside the buffer the head was parsed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    pub fn of<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        let start = self.start as usize;
+        buf.get(start..start + self.len as usize).unwrap_or(&[])
+    }
+}
+
+/// One header field as spans into the head buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderSpan {
+    pub name: Span,
+    pub value: Span,
+}
+
+/// A parsed, validated request head. Offsets only, so the buffer can be read into afterwards.
+#[derive(Debug, Clone)]
+pub struct ParsedHead {
+    pub method: Span,
+    pub target: Span,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: [HeaderSpan; MAX_HEADERS],
+    pub header_count: usize,
+    /// Bytes of the head including the final blank line.
+    pub head_len: usize,
+    pub framing: Framing,
+    /// The client asked to keep the connection open after this exchange.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request with a body.
+    pub expect_continue: bool,
+}
+
+/// Parses `buf` as a request head. `Ok(None)` means "incomplete, read more" (the caller must
+/// still enforce the size limit on what it has buffered, which this also checks).
+pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<ParsedHead>, Error> {
+    let mut raw_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut raw_headers);
+    let head_len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= limits.max_head_bytes {
+                return Err(Error::HeadTooLarge);
+            }
+            // A bare LF in what we have so far is already fatal; say so now rather than
+            // waiting for a head that will never be accepted.
+            if has_bare_lf(buf) {
+                return Err(Error::BadRequest(
+                    "bare LF line ending in request head".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(e) => return Err(Error::BadRequest(format!("malformed request head: {e}"))),
+    };
+    if head_len > limits.max_head_bytes {
+        return Err(Error::HeadTooLarge);
+    }
+    let head = buf.get(..head_len).unwrap_or(&[]);
+    if has_bare_lf(head) {
+        return Err(Error::BadRequest(
+            "bare LF line ending in request head".into(),
+        ));
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| Span {
+        start: (s.as_ptr() as usize).saturating_sub(base) as u32,
+        len: s.len() as u32,
+    };
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Err(Error::BadRequest("incomplete request line".into()));
+    };
+    if !(target.starts_with('/') || target == "*" || is_absolute_form(target)) {
+        return Err(Error::BadRequest("request target must be a path".into()));
+    }
+    let mut parsed = ParsedHead {
+        method: span(method.as_bytes()),
+        target: span(target.as_bytes()),
+        minor_version: version,
+        headers: [HeaderSpan::default(); MAX_HEADERS],
+        header_count: request.headers.len(),
+        head_len,
+        framing: Framing::Empty,
+        keep_alive: false,
+        expect_continue: false,
+    };
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut host_count = 0usize;
+    let mut expect_continue = false;
+    let (mut saw_close, mut saw_keep_alive) = (false, false);
+    for (slot, h) in parsed.headers.iter_mut().zip(request.headers.iter()) {
+        *slot = HeaderSpan {
+            name: span(h.name.as_bytes()),
+            value: span(h.value),
+        };
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return Err(Error::BadRequest("duplicate Content-Length".into()));
+            }
+            content_length = Some(parse_content_length(h.value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if transfer_encoding {
+                return Err(Error::BadRequest("duplicate Transfer-Encoding".into()));
+            }
+            if !h.value.eq_ignore_ascii_case(b"chunked") {
+                return Err(Error::BadRequest(
+                    "only Transfer-Encoding: chunked is supported".into(),
+                ));
+            }
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            host_count += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in h.value.split(|&b| b == b',') {
+                let option = trim_ows(option);
+                saw_close |= option.eq_ignore_ascii_case(b"close");
+                saw_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if h.value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(Error::BadRequest("unsupported Expect value".into()));
+            }
+        }
+    }
+    // HTTP/1.1 is persistent unless `close`; HTTP/1.0 only with an explicit `keep-alive`.
+    parsed.keep_alive = !saw_close && (version == 1 || saw_keep_alive);
+    if version == 1 && host_count != 1 {
+        return Err(Error::BadRequest(
+            "HTTP/1.1 requires exactly one Host header".into(),
+        ));
+    }
+    parsed.framing = match (content_length, transfer_encoding) {
+        (Some(_), true) => {
+            return Err(Error::BadRequest(
+                "Content-Length together with Transfer-Encoding".into(),
+            ))
+        }
+        (None, true) if version == 0 => {
+            return Err(Error::BadRequest(
+                "Transfer-Encoding in an HTTP/1.0 request".into(),
+            ))
+        }
+        (None, true) => Framing::Chunked,
+        (Some(0), false) | (None, false) => Framing::Empty,
+        (Some(n), false) if n > limits.max_body_bytes => return Err(Error::PayloadTooLarge),
+        (Some(n), false) => Framing::Length(n),
+    };
+    parsed.expect_continue = expect_continue && version == 1 && parsed.framing != Framing::Empty;
+    Ok(Some(parsed))
+}
+
+/// RFC 9112 §6.3: `Content-Length = 1*DIGIT`, one value. No sign, no list, no whitespace
+/// inside. A valid number too large for u64 is simply too large (413).
+fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Error::BadRequest(
+            "Content-Length must be a plain decimal number".into(),
+        ));
+    }
+    let mut n: u64 = 0;
+    for &d in value {
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(Error::PayloadTooLarge)?;
+    }
+    Ok(n)
+}
+
+fn version_error(buf: &[u8]) -> Error {
+    // A well-formed "HTTP/x.y" that is not 1.0/1.1 deserves 505; garbage deserves 400.
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = buf.get(..line_end).unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match line.rsplit(|&b| b == b' ').next() {
+        Some(v) if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() => {
+            Error::HttpVersionNotSupported
+        }
+        _ => Error::BadRequest("malformed request line".into()),
+    }
+}
+
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+fn is_absolute_form(target: &str) -> bool {
+    let t = target.as_bytes();
+    let starts = |p: &[u8]| t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p);
+    starts(b"http://") || starts(b"https://")
+}
+
+/// Strips RFC 9110 optional whitespace (SP / HTAB) from both ends.
+pub fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_head_bytes: 16 * 1024,
+        max_body_bytes: 64 * 1024,
+    };
+
+    fn parse(s: &str) -> Result<Option<ParsedHead>, Error> {
+        parse_request_head(s.as_bytes(), &LIMITS)
+    }
+
+    fn status(s: &str) -> u16 {
+        match parse(s) {
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+            Err(e) => e.status_and_code().0,
+        }
+    }
+
+    #[test]
+    fn simple_get_parses_with_spans() {
+        let raw = "GET /api/token?x=1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\n\r\n";
+        let head = parse(raw).unwrap().unwrap();
+        assert_eq!(head.method.of(raw.as_bytes()), b"GET");
+        assert_eq!(head.target.of(raw.as_bytes()), b"/api/token?x=1");
+        assert_eq!(head.header_count, 2);
+        assert_eq!(head.headers[1].value.of(raw.as_bytes()), b"Bearer x");
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(head.keep_alive);
+        assert_eq!(head.head_len, raw.len());
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more() {
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n"), 0);
+        assert_eq!(status(""), 0);
+    }
+
+    #[test]
+    fn strict_content_length() {
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
+            200
+        );
+        for bad in ["abc", "+5", "-1", "5, 5", "1 2", "0x10", ""] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {bad}\r\n\r\n");
+            assert_eq!(status(&raw), 400, "{bad}");
+        }
+        let dup = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(status(dup), 400);
+        let huge = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000000000\r\n\r\n";
+        assert_eq!(status(huge), 413);
+        let max = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        assert_eq!(status(max), 413);
+        let over = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n";
+        assert_eq!(status(over), 413);
+    }
+
+    #[test]
+    fn strict_transfer_encoding() {
+        let te = |v: &str| format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {v}\r\n\r\n");
+        assert_eq!(
+            parse(&te("chunked")).unwrap().unwrap().framing,
+            Framing::Chunked
+        );
+        assert_eq!(status(&te("gzip")), 400);
+        assert_eq!(status(&te("gzip, chunked")), 400);
+        assert_eq!(status(&te("chunked, chunked")), 400);
+        let both =
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(status(both), 400);
+        let http10 = "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(status(http10), 400);
+    }
+
+    #[test]
+    fn versions_and_line_endings() {
+        assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505);
+        assert_eq!(status("GET / HTTP/1.1\nHost: a\n\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400, "missing Host");
+        assert_eq!(status("GET / HTTP/1.0\r\n\r\n"), 200);
+        assert_eq!(status("GET nopath HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GARBAGE\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn control_and_non_ascii_bytes() {
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nX\u{e9}: b\r\n\r\n"),
+            400
+        );
+    }
+
+    #[test]
+    fn limits_give_431() {
+        let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        for i in 0..MAX_HEADERS {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(status(&many), 431);
+        let long = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(20_000));
+        assert_eq!(status(&long), 431);
+    }
+
+    #[test]
+    fn connection_semantics() {
+        let h = parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
+        let h = parse(
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn never_panics_on_prefixes_of_hostile_input() {
+        let samples: [&[u8]; 4] = [
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"\xff\xfe\x00\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+            b"\r\n\r\n\r\n",
+        ];
+        for s in samples {
+            for end in 0..=s.len() {
+                let _ = parse_request_head(&s[..end], &LIMITS);
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! pa-auth's own small HTTP/1.1 server (replaces tiny_http; see
+//! `docs/decisions/0001-own-http-layer.md`). Its whole surface: [`Request`], [`Response`],
+//! [`Server`] with [`ServerConfig`], and the [`Handler`] it calls. Request heads are parsed by
+//! `httparse` in [`head`], chunked bodies by [`chunked`]; both are pure and fuzzed.
+
+pub mod chunked;
+pub mod head;
+mod request;
+mod response;
+mod server;
+
+pub use request::Request;
+pub use response::{is_valid_header_name, is_valid_header_value, CorrelationId, Response};
+pub use server::{Handler, Server, ServerConfig, ServerStats, StatsHandle};

@@ -1,0 +1,7 @@
+//! One integration-test binary (each costs link time): the HTTP layer in-process, and the
+//! real `pa-auth` binary over loopback HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod http_layer;
+mod support;

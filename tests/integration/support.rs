@@ -1,0 +1,367 @@
+//! Test support: a raw HTTP/1.1 client over std sockets (so hostile bytes can be sent as they
+//! are), and a harness that runs the real `pa-auth` binary on 127.0.0.1:0 with a temporary
+//! data dir.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the contract's error shape: code, message, correlation id in body and header.
+    pub fn assert_error(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert_eq!(self.header("Content-Type"), Some("application/json"));
+        let v = self.json();
+        assert_eq!(v["error"], code, "body: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let cid = v["correlationId"].as_str().expect("correlationId");
+        assert_eq!(cid.len(), 32);
+        assert!(cid
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(self.header("X-Correlation-Id"), Some(cid));
+        v
+    }
+}
+
+/// Reads one response from a buffered stream. `head_request` skips the body.
+pub fn read_response<R: BufRead>(
+    reader: &mut R,
+    head_request: bool,
+) -> std::io::Result<HttpResponse> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "no response",
+            ));
+        }
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end_matches(['\r', '\n']);
+            if h.is_empty() {
+                break;
+            }
+            let (n, v) = h
+                .split_once(':')
+                .ok_or_else(|| std::io::Error::other("bad header"))?;
+            headers.push((n.to_string(), v.trim().to_string()));
+        }
+        if status == 100 {
+            continue;
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; if head_request { 0 } else { len }];
+        reader.read_exact(&mut body)?;
+        return Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        });
+    }
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> HttpResponse {
+    try_raw(addr, bytes).expect("raw exchange")
+}
+
+pub fn try_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(bytes)?;
+    let mut reader = BufReader::new(stream);
+    read_response(&mut reader, bytes.starts_with(b"HEAD "))
+}
+
+/// Reads everything until the server closes (or 30 s pass).
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all);
+    all
+}
+
+/// A simple request builder for the common case.
+pub struct Req<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl<'a> Req<'a> {
+    pub fn new(method: &'a str, path: &'a str) -> Self {
+        Req {
+            method,
+            path,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+    pub fn get(path: &'a str) -> Self {
+        Self::new("GET", path)
+    }
+    pub fn header(mut self, n: &str, v: &str) -> Self {
+        self.headers.push((n.into(), v.into()));
+        self
+    }
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("Authorization", &format!("Bearer {token}"))
+    }
+    pub fn json(mut self, v: &serde_json::Value) -> Self {
+        self.body = Some(serde_json::to_vec(v).expect("json"));
+        self.header("Content-Type", "application/json")
+    }
+    pub fn body(mut self, b: &[u8]) -> Self {
+        self.body = Some(b.to_vec());
+        self
+    }
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = format!(
+            "{} {} HTTP/1.1\r\nHost: localhost\r\n",
+            self.method, self.path
+        )
+        .into_bytes();
+        for (n, v) in &self.headers {
+            out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+        if let Some(b) = &self.body {
+            out.extend_from_slice(format!("Content-Length: {}\r\n", b.len()).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        if let Some(b) = &self.body {
+            out.extend_from_slice(b);
+        }
+        out
+    }
+    pub fn send(&self, addr: SocketAddr) -> HttpResponse {
+        raw(addr, &self.to_bytes())
+    }
+}
+
+/// A keep-alive connection for several requests in a row.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        Conn {
+            reader: BufReader::new(s),
+        }
+    }
+    pub fn send(&mut self, req: &Req<'_>) -> std::io::Result<HttpResponse> {
+        self.reader.get_mut().write_all(&req.to_bytes())?;
+        read_response(&mut self.reader, req.method == "HEAD")
+    }
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("write");
+    }
+    pub fn read(&mut self, head: bool) -> std::io::Result<HttpResponse> {
+        read_response(&mut self.reader, head)
+    }
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh empty directory under the target dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
+        let dir = base.join(format!("{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_pa-auth")
+}
+
+/// The real binary serving on a free loopback port.
+pub struct Service {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _temp: Option<Arc<TempDir>>,
+}
+
+impl Service {
+    /// Starts on a new temporary data dir.
+    pub fn start(extra: &[&str]) -> Service {
+        let temp = Arc::new(TempDir::new("svc"));
+        let dir = temp.path().join("data");
+        let mut s = Service::start_in(&dir, extra);
+        s._temp = Some(temp);
+        s
+    }
+
+    /// Starts on a given data dir (kept by the caller).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Service {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("PA_AUTH_LISTEN")
+            .env_remove("PA_AUTH_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn pa-auth");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                log2.lock().expect("log").push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("listen addr"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("pa-auth did not start; log: {:?}", log.lock().expect("log"));
+            }
+        };
+        Service {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+            _temp: None,
+        }
+    }
+
+    pub fn initial_password(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("initial-admin-password"))
+            .expect("initial password file")
+            .trim()
+            .to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal with kill(1) and waits for the exit status code.
+    pub fn signal_and_wait(&mut self, signal: &str) -> Option<i32> {
+        let pid = self.pid().to_string();
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .expect("kill");
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("pa-auth did not exit after SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9 and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
