@@ -11,3 +11,7 @@ pub mod logging;
 pub mod time_format;
 
 pub use error::{Error, Result};
+pub mod auth;
+pub mod store;
+pub mod token_fields;
+pub mod tokens;

@@ -1,0 +1,294 @@
+//! The embedded sled store and the data dir around it: the exclusive lock that keeps a second
+//! process out, directory/file permissions (0700/0600), the schema version, and the trees.
+//! Token, admin and audit operations live in the submodules; each write that must survive a
+//! crash calls [`Store::flush`] before the caller answers.
+
+mod admin_accounts;
+mod audit_log;
+mod token_records;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+pub use admin_accounts::AdminAccount;
+pub use audit_log::{parse_audit_cursor, AuditEvent, AuditQuery};
+pub use token_records::{parse_cursor, TokenPage, TokenRecord, TokenRecordRef, ORDER_KEY_LEN};
+
+use crate::error::{Error, Result};
+
+/// Layout version of the trees below; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const LOCK_FILE: &str = "pa-auth.lock";
+const DB_DIR: &str = "db";
+
+/// The open store. Holds the data-dir lock for its lifetime.
+pub struct Store {
+    db: sled::Db,
+    data_dir: PathBuf,
+    /// blake3(secret) → token record.
+    tokens: sled::Tree,
+    /// id → blake3(secret).
+    token_ids: sled::Tree,
+    /// lower-cased name → id (uniqueness ignoring case).
+    token_names: sled::Tree,
+    /// created (µs, big-endian) ‖ id → blake3(secret): newest-first listing.
+    token_order: sled::Tree,
+    /// id → last-used unix seconds (big-endian i64), written by the flusher.
+    last_used: sled::Tree,
+    /// username → AdminAccount JSON.
+    admins: sled::Tree,
+    /// time-ordered key → AuditEvent JSON.
+    audit: sled::Tree,
+    /// schema version, token count.
+    meta: sled::Tree,
+    audit_len: AtomicU64,
+    audit_cap: u64,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for opening the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
+    /// Audit events kept before the oldest are dropped.
+    pub audit_cap: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 * 1024 * 1024,
+            audit_cap: 100_000,
+        }
+    }
+}
+
+impl Store {
+    /// Creates the data dir if needed (0700), takes its exclusive lock, opens sled and checks
+    /// the schema version.
+    pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<Store> {
+        create_private_dir(data_dir)?;
+        let lock = lock_data_dir(data_dir)?;
+        let db_path = data_dir.join(DB_DIR);
+        let db = sled::Config::new()
+            .path(&db_path)
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) => Error::Io(io),
+                other => Error::Corrupt(format!(
+                    "cannot open the store in {}: {other}. Restore from a backup; nothing was changed",
+                    db_path.display()
+                )),
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        let store = Store {
+            tokens: tree("tokens")?,
+            token_ids: tree("token_ids")?,
+            token_names: tree("token_names")?,
+            token_order: tree("token_order")?,
+            last_used: tree("last_used")?,
+            admins: tree("admins")?,
+            audit: tree("audit")?,
+            meta: tree("meta")?,
+            audit_len: AtomicU64::new(0),
+            audit_cap: options.audit_cap.max(1),
+            data_dir: data_dir.to_path_buf(),
+            db,
+            _lock: lock,
+        };
+        store.check_schema()?;
+        store.audit_len.store(
+            store.audit.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        store.flush()?;
+        store.restrict_file_modes();
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        match self.meta.get("schema_version")? {
+            None => {
+                if !self.tokens.is_empty() || !self.admins.is_empty() {
+                    return Err(Error::Corrupt("store has data but no schema version".into()));
+                }
+                self.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta.insert("token_count", &0u64.to_be_bytes())?;
+                Ok(())
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
+            Some(v) => Err(Error::Corrupt(format!(
+                "store schema version {:?} is not {SCHEMA_VERSION}; use the pa-auth release that wrote it",
+                v.as_ref()
+            ))),
+        }
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Re-applies 0600 to the store's files (sled creates them with the process umask; the
+    /// systemd unit sets UMask=0077, this covers a hand-started server). Cheap: a few files.
+    pub fn restrict_file_modes(&self) {
+        restrict_tree(&self.data_dir);
+    }
+}
+
+fn restrict_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let path = entry.path();
+        let wanted = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.permissions().mode() & 0o777 != wanted {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted));
+        }
+        if meta.is_dir() {
+            restrict_tree(&path);
+        }
+    }
+}
+
+/// Creates `dir` with mode 0700 (or tightens an existing one).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::Config(format!("cannot create data dir {}: {e}", dir.display())))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::Config(format!("cannot read data dir {}: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::Config(format!(
+            "data dir {} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            Error::Config(format!(
+                "cannot set data dir {} to mode 0700: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Takes the exclusive lock on `<dir>/pa-auth.lock` and writes our pid into it.
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::Config(format!("cannot open lock file {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::DataDirLocked(dir.to_path_buf()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::Config(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
+}
+
+/// Writes a new file with mode 0600 atomically enough for a secret: create-new, write, sync.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn transaction_error<E: Into<Error>>(e: sled::transaction::TransactionError<E>) -> Error {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e.into(),
+        sled::transaction::TransactionError::Storage(e) => Error::Store(e),
+    }
+}
+
+fn be_i64(bytes: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A store in a fresh directory under the system temp dir, removed on drop.
+    pub struct TempStore {
+        pub store: Store,
+        dir: PathBuf,
+    }
+
+    impl TempStore {
+        pub fn new() -> TempStore {
+            let dir = std::env::temp_dir().join(format!(
+                "pa-auth-unit-{}-{}",
+                std::process::id(),
+                crate::tokens::TokenId::generate()
+            ));
+            let store = Store::open(&dir, &StoreOptions::default()).unwrap();
+            TempStore { store, dir }
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    impl std::ops::Deref for TempStore {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            &self.store
+        }
+    }
+}

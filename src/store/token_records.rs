@@ -1,0 +1,425 @@
+//! Token records in sled: the compact binary record (decoded without allocation on the
+//! authentication path), create and delete as one transaction over the primary tree and its
+//! id, name and order indexes, newest-first pagination, and last-used persistence that can
+//! never bring a deleted token back.
+
+use sled::transaction::{abort, ConflictableTransactionError};
+use sled::Transactional;
+
+use super::{be_i64, be_u64, transaction_error, Store};
+use crate::error::{Error, Result};
+use crate::token_fields::fold_name;
+use crate::tokens::{PlaintextToken, TokenHash, TokenId};
+
+const RECORD_VERSION: u8 = 1;
+/// version(1) ‖ id(16) ‖ created µs(8) ‖ expires s(8, i64::MIN = never) ‖ name (UTF-8).
+const RECORD_HEADER: usize = 1 + 16 + 8 + 8;
+const NEVER: i64 = i64::MIN;
+/// created µs(8) ‖ id(16).
+pub const ORDER_KEY_LEN: usize = 24;
+
+/// An owned token record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub name: String,
+    /// Creation time, µs since the epoch (orders the listing).
+    pub created_micros: i64,
+    /// First second at which the token stops working; `None` = never.
+    pub expires_at: Option<i64>,
+}
+
+/// A record borrowed from stored bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRecordRef<'a> {
+    pub id: TokenId,
+    pub name: &'a str,
+    pub created_micros: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl TokenRecord {
+    pub fn created_at(&self) -> i64 {
+        self.created_micros.div_euclid(1_000_000)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(RECORD_HEADER + self.name.len());
+        v.push(RECORD_VERSION);
+        v.extend_from_slice(&self.id.0);
+        v.extend_from_slice(&self.created_micros.to_be_bytes());
+        v.extend_from_slice(&self.expires_at.unwrap_or(NEVER).to_be_bytes());
+        v.extend_from_slice(self.name.as_bytes());
+        v
+    }
+
+    fn order_key(&self) -> [u8; ORDER_KEY_LEN] {
+        order_key(self.created_micros, &self.id)
+    }
+}
+
+fn order_key(created_micros: i64, id: &TokenId) -> [u8; ORDER_KEY_LEN] {
+    let mut k = [0u8; ORDER_KEY_LEN];
+    // Creation times are after 1970, so the sign bit is clear and byte order is time order.
+    k[..8].copy_from_slice(&created_micros.max(0).to_be_bytes());
+    k[8..].copy_from_slice(&id.0);
+    k
+}
+
+impl<'a> TokenRecordRef<'a> {
+    /// Decodes stored bytes; `None` if they are not a record of this version.
+    pub fn decode(bytes: &'a [u8]) -> Option<Self> {
+        if bytes.len() < RECORD_HEADER || bytes[0] != RECORD_VERSION {
+            return None;
+        }
+        let id = TokenId(bytes[1..17].try_into().ok()?);
+        let created_micros = be_i64(&bytes[17..25])?;
+        let expires = be_i64(&bytes[25..33])?;
+        let name = std::str::from_utf8(&bytes[RECORD_HEADER..]).ok()?;
+        Some(TokenRecordRef {
+            id,
+            name,
+            created_micros,
+            expires_at: (expires != NEVER).then_some(expires),
+        })
+    }
+
+    pub fn to_owned_record(&self) -> TokenRecord {
+        TokenRecord {
+            id: self.id,
+            name: self.name.to_owned(),
+            created_micros: self.created_micros,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+fn decode_owned(bytes: &[u8]) -> Result<TokenRecord> {
+    TokenRecordRef::decode(bytes)
+        .map(|r| r.to_owned_record())
+        .ok_or_else(|| Error::Corrupt("undecodable token record".into()))
+}
+
+/// One page of the newest-first listing.
+#[derive(Debug)]
+pub struct TokenPage {
+    pub items: Vec<TokenRecord>,
+    /// Opaque position after the last item, when more items follow.
+    pub next_cursor: Option<[u8; ORDER_KEY_LEN]>,
+}
+
+impl Store {
+    /// Creates a token: one transaction over the record and its indexes, then a flush, so a
+    /// returned token survives `kill -9`. `name` must already be validated.
+    pub fn create_token(
+        &self,
+        name: &str,
+        expires_at: Option<i64>,
+        now_micros: i64,
+    ) -> Result<(PlaintextToken, TokenRecord)> {
+        let secret = PlaintextToken::generate();
+        let hash = secret.hash();
+        let record = TokenRecord {
+            id: TokenId::generate(),
+            name: name.to_owned(),
+            created_micros: now_micros,
+            expires_at,
+        };
+        let folded = fold_name(name);
+        let encoded = record.encode();
+        let order = record.order_key();
+        (
+            &self.tokens,
+            &self.token_ids,
+            &self.token_names,
+            &self.token_order,
+            &self.meta,
+        )
+            .transaction(|(tokens, ids, names, order_tree, meta)| {
+                if names.get(folded.as_bytes())?.is_some() {
+                    return abort(Error::Conflict(format!(
+                        "A token named \"{name}\" already exists"
+                    )));
+                }
+                if tokens.get(hash.as_bytes())?.is_some() || ids.get(record.id.0)?.is_some() {
+                    // 2^-238 odds; refuse rather than overwrite.
+                    return abort(Error::CreationFailed("secret or id collision".into()));
+                }
+                tokens.insert(&hash.as_bytes()[..], encoded.as_slice())?;
+                ids.insert(&record.id.0[..], &hash.as_bytes()[..])?;
+                names.insert(folded.as_bytes(), &record.id.0[..])?;
+                order_tree.insert(&order[..], &hash.as_bytes()[..])?;
+                bump_count(meta, 1)?;
+                Ok(())
+            })
+            .map_err(|e| match transaction_error(e) {
+                e @ (Error::Conflict(_) | Error::CreationFailed(_)) => e,
+                other => Error::CreationFailed(other.to_string()),
+            })?;
+        if let Err(e) = self.flush() {
+            // Not durable: take it back (best effort) so no caller-less token lingers.
+            let _ = self.delete_token(record.id);
+            return Err(Error::CreationFailed(e.to_string()));
+        }
+        Ok((secret, record))
+    }
+
+    /// Deletes a token and everything that refers to it in one transaction, then flushes.
+    /// `Ok(None)` if there is no such token.
+    pub fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        let deleted = (
+            &self.tokens,
+            &self.token_ids,
+            &self.token_names,
+            &self.token_order,
+            &self.last_used,
+            &self.meta,
+        )
+            .transaction(|(tokens, ids, names, order_tree, last_used, meta)| {
+                let Some(hash) = ids.remove(&id.0[..])? else {
+                    return Ok(None);
+                };
+                let Some(bytes) = tokens.remove(hash.as_ref())? else {
+                    return abort(Error::Corrupt("id index points at no token".into()));
+                };
+                let Some(record) = TokenRecordRef::decode(&bytes).map(|r| r.to_owned_record())
+                else {
+                    return abort(Error::Corrupt("undecodable token record".into()));
+                };
+                names.remove(fold_name(&record.name).as_bytes())?;
+                order_tree.remove(&record.order_key()[..])?;
+                last_used.remove(&id.0[..])?;
+                bump_count(meta, -1)?;
+                Ok(Some(record))
+            })
+            .map_err(transaction_error)?;
+        if deleted.is_some() {
+            self.flush()?;
+        }
+        Ok(deleted)
+    }
+
+    /// The stored record bytes for a secret's hash: the authentication lookup. Decode with
+    /// [`TokenRecordRef::decode`].
+    pub fn token_bytes_by_hash(&self, hash: &TokenHash) -> Result<Option<sled::IVec>> {
+        Ok(self.tokens.get(hash.as_bytes())?)
+    }
+
+    pub fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        let Some(hash) = self.token_ids.get(id.0)? else {
+            return Ok(None);
+        };
+        match self.tokens.get(&hash)? {
+            Some(bytes) => decode_owned(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Newest first, `limit` items after `cursor` (exclusive).
+    pub fn list_tokens(
+        &self,
+        limit: usize,
+        cursor: Option<&[u8; ORDER_KEY_LEN]>,
+    ) -> Result<TokenPage> {
+        let iter = match cursor {
+            Some(c) => self.token_order.range(..&c[..]),
+            None => self.token_order.range::<&[u8], _>(..),
+        };
+        let mut items = Vec::with_capacity(limit.min(1000));
+        let mut last_key = None;
+        let mut more = false;
+        for entry in iter.rev() {
+            let (key, hash) = entry?;
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(bytes) = self.tokens.get(&hash)? {
+                items.push(decode_owned(&bytes)?);
+                last_key = Some(key);
+            }
+        }
+        let next_cursor = if more {
+            last_key.and_then(|k| k.as_ref().try_into().ok())
+        } else {
+            None
+        };
+        Ok(TokenPage { items, next_cursor })
+    }
+
+    /// Number of stored tokens (kept in the meta tree by create/delete; O(1)).
+    pub fn token_count(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("token_count")?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+
+    /// Persisted last-used time of a token.
+    pub fn stored_last_used(&self, id: TokenId) -> Result<Option<i64>> {
+        Ok(self.last_used.get(id.0)?.and_then(|v| be_i64(&v)))
+    }
+
+    /// Writes last-used times for tokens that still exist (a deleted id is skipped inside the
+    /// same transaction that checks it, so a flush can never resurrect a token), keeping the
+    /// later of stored and new. Returns how many were written. Does not flush.
+    pub fn write_last_used(&self, batch: &[(TokenId, i64)]) -> Result<usize> {
+        let mut written = 0;
+        for chunk in batch.chunks(1000) {
+            written += (&self.token_ids, &self.last_used)
+                .transaction(|(ids, last_used)| {
+                    let mut n = 0;
+                    for (id, seen) in chunk {
+                        if ids.get(id.0)?.is_none() {
+                            continue;
+                        }
+                        let stored = last_used.get(id.0)?.and_then(|v| be_i64(&v));
+                        if stored.is_none_or(|s| s < *seen) {
+                            last_used.insert(&id.0[..], &seen.to_be_bytes()[..])?;
+                            n += 1;
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<Error>>(n)
+                })
+                .map_err(transaction_error)?;
+        }
+        Ok(written)
+    }
+}
+
+fn bump_count(
+    meta: &sled::transaction::TransactionalTree,
+    delta: i64,
+) -> std::result::Result<(), ConflictableTransactionError<Error>> {
+    let current = meta
+        .get("token_count")?
+        .and_then(|v| be_u64(&v))
+        .unwrap_or(0);
+    let next = current.saturating_add_signed(delta);
+    meta.insert("token_count", &next.to_be_bytes()[..])?;
+    Ok(())
+}
+
+/// Parses a listing cursor (48 hex characters).
+pub fn parse_cursor(s: &str) -> Option<[u8; ORDER_KEY_LEN]> {
+    let b = s.as_bytes();
+    if b.len() != ORDER_KEY_LEN * 2 {
+        return None;
+    }
+    let mut out = [0u8; ORDER_KEY_LEN];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        out[i] = (crate::tokens::hex_digit(pair[0])? << 4) | crate::tokens::hex_digit(pair[1])?;
+    }
+    Some(out)
+}
+
+impl From<Error> for ConflictableTransactionError<Error> {
+    fn from(e: Error) -> Self {
+        ConflictableTransactionError::Abort(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::TempStore;
+
+    #[test]
+    fn record_round_trips() {
+        let r = TokenRecord {
+            id: TokenId::generate(),
+            name: "ci — déploiement".into(),
+            created_micros: 1_796_000_000_123_456,
+            expires_at: Some(1_796_086_400),
+        };
+        assert_eq!(
+            TokenRecordRef::decode(&r.encode())
+                .unwrap()
+                .to_owned_record(),
+            r
+        );
+        let never = TokenRecord {
+            expires_at: None,
+            ..r
+        };
+        assert_eq!(
+            TokenRecordRef::decode(&never.encode()).unwrap().expires_at,
+            None
+        );
+        assert!(TokenRecordRef::decode(b"\x02garbage").is_none());
+        assert!(TokenRecordRef::decode(b"").is_none());
+    }
+
+    #[test]
+    fn create_lookup_delete() {
+        let s = TempStore::new();
+        let (secret, rec) = s.create_token("deploy", None, 1).unwrap();
+        let bytes = s.token_bytes_by_hash(&secret.hash()).unwrap().unwrap();
+        assert_eq!(TokenRecordRef::decode(&bytes).unwrap().id, rec.id);
+        assert_eq!(s.token_by_id(rec.id).unwrap().unwrap().name, "deploy");
+        assert_eq!(s.token_count().unwrap(), 1);
+        assert!(s.delete_token(rec.id).unwrap().is_some());
+        assert!(s.token_bytes_by_hash(&secret.hash()).unwrap().is_none());
+        assert!(s.delete_token(rec.id).unwrap().is_none());
+        assert_eq!(s.token_count().unwrap(), 0);
+        // The name is free again.
+        assert!(s.create_token("DEPLOY", None, 2).is_ok());
+    }
+
+    #[test]
+    fn names_are_unique_ignoring_case() {
+        let s = TempStore::new();
+        s.create_token("Deploy", None, 1).unwrap();
+        let err = s.create_token("dEPLOY", None, 2).unwrap_err();
+        assert_eq!(err.status_and_code(), (409, "conflict"));
+        assert_eq!(s.token_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn listing_is_newest_first_with_cursor() {
+        let s = TempStore::new();
+        for i in 0..25 {
+            s.create_token(&format!("t{i:02}"), None, 1_000_000 + i)
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = s.list_tokens(10, cursor.as_ref()).unwrap();
+            seen.extend(page.items.iter().map(|r| r.name.clone()));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..25).rev().map(|i| format!("t{i:02}")).collect();
+        assert_eq!(seen, expected);
+        let exact = s.list_tokens(25, None).unwrap();
+        assert!(
+            exact.next_cursor.is_none(),
+            "no cursor when nothing follows"
+        );
+    }
+
+    #[test]
+    fn last_used_never_resurrects_and_never_goes_back() {
+        let s = TempStore::new();
+        let (_, a) = s.create_token("a", None, 1).unwrap();
+        let (_, b) = s.create_token("b", None, 2).unwrap();
+        s.delete_token(b.id).unwrap();
+        assert_eq!(s.write_last_used(&[(a.id, 100), (b.id, 100)]).unwrap(), 1);
+        assert_eq!(s.stored_last_used(b.id).unwrap(), None);
+        assert!(s.token_by_id(b.id).unwrap().is_none());
+        s.write_last_used(&[(a.id, 50)]).unwrap();
+        assert_eq!(s.stored_last_used(a.id).unwrap(), Some(100));
+    }
+
+    #[test]
+    fn cursors_parse_strictly() {
+        let k = order_key(5, &TokenId::generate());
+        assert_eq!(parse_cursor(&crate::tokens::hex(&k)), Some(k));
+        assert_eq!(parse_cursor("abc"), None);
+        assert_eq!(parse_cursor(&"g".repeat(48)), None);
+    }
+}

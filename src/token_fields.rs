@@ -1,0 +1,196 @@
+//! Validation of what an admin supplies for a new token, shared by the admin API and the CLI:
+//! the name (trimmed, 1..100 characters, no control, bidi or zero-width characters, unique
+//! ignoring case) and `expiresAt` (a `YYYY-MM-DD` date meaning "through that day, UTC", or an
+//! RFC 3339 date-time with offset; in the future; stored as whole UTC seconds).
+
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
+
+use crate::error::FieldError;
+
+/// Longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// Returns the trimmed name, or why it is refused.
+pub fn validate_name(raw: &str) -> Result<String, FieldError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(FieldError::new("name", "Name is required"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(FieldError::new(
+            "name",
+            format!("Name must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "name",
+            "Name must not contain control characters",
+        ));
+    }
+    if name.chars().any(is_invisible_or_bidi) {
+        return Err(FieldError::new(
+            "name",
+            "Name must not contain bidirectional-override or zero-width characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// The case-insensitive form used for uniqueness.
+pub fn fold_name(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// Characters that make a name display differently from what it is (Trojan-source style
+/// spoofing in the console, logs and proxy headers): bidi controls and zero-width characters.
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Parses `expiresAt` as given (`None` = never expires) into the first second at which the
+/// token stops working, and requires it to be after `now`.
+pub fn parse_expires_at(raw: Option<&str>, now: i64) -> Result<Option<i64>, FieldError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let invalid = || {
+        FieldError::new(
+            "expiresAt",
+            "Must be a date (YYYY-MM-DD) or an RFC 3339 date-time with offset",
+        )
+    };
+    let instant = if raw.len() == 10 {
+        let date = parse_calendar_date(raw).ok_or_else(invalid)?;
+        // Works through that whole day, UTC: stops at the next midnight.
+        let next = date.next_day().ok_or_else(invalid)?;
+        PrimitiveDateTime::new(next, Time::MIDNIGHT)
+            .assume_utc()
+            .unix_timestamp()
+    } else {
+        // Sub-second precision is truncated: a token never outlives what was asked.
+        OffsetDateTime::parse(raw, &Rfc3339)
+            .map_err(|_| invalid())?
+            .unix_timestamp()
+    };
+    if instant <= now {
+        return Err(FieldError::new("expiresAt", "Must be in the future"));
+    }
+    Ok(Some(instant))
+}
+
+/// Strict `YYYY-MM-DD`.
+fn parse_calendar_date(raw: &str) -> Option<Date> {
+    let b = raw.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(r)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let month = time::Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?;
+    let day = u8::try_from(digits(8..10)?).ok()?;
+    Date::from_calendar_date(i32::try_from(digits(0..4)?).ok()?, month, day).ok()
+}
+
+/// Whether a token with this expiry is expired at `now` (`now >= expiresAt`).
+pub fn is_expired(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.is_some_and(|e| now >= e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_796_000_000; // 2026-11-30T00:53:20Z
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(validate_name("  ci deploy  ").unwrap(), "ci deploy");
+        assert!(validate_name("   ").is_err());
+        assert!(validate_name(&"x".repeat(100)).is_ok());
+        assert!(
+            validate_name(&"é".repeat(100)).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(validate_name(&"x".repeat(101)).is_err());
+        assert!(validate_name("a\nb").is_err());
+        assert!(validate_name("a\u{7f}b").is_err());
+        assert!(validate_name("evil\u{202E}gpj.exe").is_err());
+        assert!(validate_name("zero\u{200B}width").is_err());
+        assert!(
+            validate_name("<img src=x onerror=alert(1)>").is_ok(),
+            "rendered as text, kept"
+        );
+        assert_eq!(fold_name("CI Deploy"), fold_name("ci deploy"));
+    }
+
+    #[test]
+    fn date_means_through_that_day_utc() {
+        let e = parse_expires_at(Some("2026-12-01"), NOW).unwrap().unwrap();
+        assert_eq!(
+            crate::time_format::format_rfc3339(e),
+            "2026-12-02T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn datetime_with_offset_is_normalised_to_utc_seconds() {
+        let e = parse_expires_at(Some("2026-12-01T10:00:00.9+02:00"), NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            crate::time_format::format_rfc3339(e),
+            "2026-12-01T08:00:00Z"
+        );
+        assert!(
+            parse_expires_at(Some("2026-12-01T10:00:00"), NOW).is_err(),
+            "offset required"
+        );
+    }
+
+    #[test]
+    fn must_be_in_the_future() {
+        assert_eq!(parse_expires_at(None, NOW).unwrap(), None);
+        assert!(
+            parse_expires_at(Some("2026-11-29"), NOW).is_err(),
+            "yesterday"
+        );
+        // Today still works until tomorrow 00:00Z.
+        assert!(parse_expires_at(Some("2026-11-30"), NOW).is_ok());
+        assert!(
+            parse_expires_at(Some("2026-11-30T00:53:20Z"), NOW).is_err(),
+            "exactly now"
+        );
+        assert!(parse_expires_at(Some("2026-11-30T00:53:21Z"), NOW).is_ok());
+        for bad in [
+            "tomorrow",
+            "2026-13-01",
+            "2026-02-30",
+            "",
+            "2026-12-01T25:00:00Z",
+        ] {
+            let err = parse_expires_at(Some(bad), NOW).unwrap_err();
+            assert_eq!(err.field, "expiresAt");
+        }
+    }
+
+    #[test]
+    fn expiry_boundary_is_inclusive_of_the_instant() {
+        let at = NOW + 10;
+        assert!(!is_expired(Some(at), at - 1));
+        assert!(is_expired(Some(at), at));
+        assert!(is_expired(Some(at), at + 1));
+        assert!(!is_expired(None, i64::MAX));
+    }
+}
