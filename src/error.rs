@@ -15,15 +15,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     /// The JSON field or query parameter, as the caller spelled it in the contract.
-    pub field: &'static str,
+    pub field: String,
     /// What is wrong with it, for humans.
     pub message: String,
 }
 
 impl FieldError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }
@@ -164,6 +164,23 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// The contract's error body, fields in the documented order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    error: &'static str,
+    message: String,
+    correlation_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<FieldErrorBody<'a>>>,
+}
+
+#[derive(serde::Serialize)]
+struct FieldErrorBody<'a> {
+    field: &'a str,
+    message: &'a str,
+}
+
 /// The message every API-token 401 carries, whatever the reason (the seed docs' wording).
 pub const INVALID_TOKEN_MESSAGE: &str = "Invalid or expired authentication token";
 
@@ -228,18 +245,24 @@ impl Error {
     /// and the headers the contract asks for per status. The one error→HTTP mapping.
     pub fn to_response(&self, correlation_id: &CorrelationId) -> Response {
         let (status, code) = self.status_and_code();
-        let mut body = serde_json::json!({
-            "error": code,
-            "message": self.public_message(),
-            "correlationId": correlation_id.as_str(),
-        });
-        if let Error::Validation(errors) = self {
-            body["errors"] = errors
-                .iter()
-                .map(|e| serde_json::json!({"field": e.field, "message": e.message}))
-                .collect();
-        }
-        let mut response = Response::json_value(status, &body);
+        let errors: Option<Vec<FieldErrorBody<'_>>> = match self {
+            Error::Validation(list) => Some(
+                list.iter()
+                    .map(|e| FieldErrorBody {
+                        field: &e.field,
+                        message: &e.message,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: code,
+            message: self.public_message(),
+            correlation_id: correlation_id.as_str(),
+            errors,
+        };
+        let mut response = Response::json(status, &body);
         match self {
             Error::Unauthorized(reason) => {
                 let challenge = match reason {

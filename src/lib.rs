@@ -11,7 +11,17 @@ pub mod logging;
 pub mod time_format;
 
 pub use error::{Error, Result};
+pub mod admin;
+pub mod app;
 pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod flusher;
+pub mod json_body;
+pub mod last_used;
+pub mod metrics;
+pub mod serve;
 pub mod store;
 pub mod token_fields;
 pub mod tokens;
+pub mod views;

@@ -1,1 +1,173 @@
+//! API-token authentication, the hot path: parse the Authorization header → check the token
+//! format → blake3 → one sled lookup → expiry against `now` → record last-used in memory.
+//! No disk write, no allocation, no global lock. Also the counters of outcomes for metrics.
+
 pub mod bearer_header;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{AuthFailure, Error};
+use crate::http::Request;
+use crate::last_used::LastUsedTracker;
+use crate::store::{Store, TokenRecordRef};
+use crate::token_fields::is_expired;
+use crate::tokens::{is_well_formed, TokenHash};
+
+/// A token that authenticated; borrows nothing, holds the stored record bytes.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    record: sled::IVec,
+}
+
+impl VerifiedToken {
+    pub fn record(&self) -> TokenRecordRef<'_> {
+        // Decoded successfully once in `verify_bearer`; the bytes are immutable.
+        TokenRecordRef::decode(&self.record).unwrap_or(TokenRecordRef {
+            id: crate::tokens::TokenId([0; 16]),
+            name: "",
+            created_micros: 0,
+            expires_at: Some(0),
+        })
+    }
+}
+
+/// Counts of authentication outcomes since start (metrics; never per token).
+#[derive(Debug, Default)]
+pub struct AuthCounters {
+    pub success: AtomicU64,
+    pub missing: AtomicU64,
+    pub malformed: AtomicU64,
+    pub unknown: AtomicU64,
+    pub expired: AtomicU64,
+}
+
+impl AuthCounters {
+    fn count(&self, outcome: Result<(), AuthFailure>) {
+        let counter = match outcome {
+            Ok(()) => &self.success,
+            Err(AuthFailure::Missing) => &self.missing,
+            Err(AuthFailure::Malformed) => &self.malformed,
+            Err(AuthFailure::Unknown) => &self.unknown,
+            Err(AuthFailure::Expired) => &self.expired,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The request's Authorization values (at most two are kept: two already means malformed).
+pub fn authorization_values<'a>(request: &Request<'a>) -> ([&'a [u8]; 2], usize) {
+    let mut values: [&[u8]; 2] = [&[], &[]];
+    let mut n = 0;
+    for v in request.headers_named("authorization") {
+        if n < 2 {
+            values[n] = v;
+        }
+        n += 1;
+    }
+    (values, n.min(2))
+}
+
+/// Authenticates an API token from the request's Authorization values at `now`.
+pub fn verify_bearer(
+    store: &Store,
+    tracker: &LastUsedTracker,
+    counters: &AuthCounters,
+    authorization: &[&[u8]],
+    now: i64,
+) -> Result<VerifiedToken, Error> {
+    let outcome = check(store, authorization, now);
+    counters.count(outcome.as_ref().map(|_| ()).map_err(|e| match e {
+        Error::Unauthorized(r) => *r,
+        _ => AuthFailure::Unknown,
+    }));
+    let verified = outcome?;
+    tracker.record(verified.record().id, now);
+    Ok(verified)
+}
+
+/// Like [`verify_bearer`] without recording a use or counting: "is this a valid API token?"
+/// (used to answer 403 rather than 401 when an API token is sent to an admin route).
+pub fn is_valid_api_token(store: &Store, authorization: &[&[u8]], now: i64) -> bool {
+    check(store, authorization, now).is_ok()
+}
+
+fn check(store: &Store, authorization: &[&[u8]], now: i64) -> Result<VerifiedToken, Error> {
+    let token = bearer_header::parse_bearer(authorization).map_err(Error::Unauthorized)?;
+    if !is_well_formed(token) {
+        return Err(Error::Unauthorized(AuthFailure::Malformed));
+    }
+    let hash = TokenHash::of(token);
+    let record = store
+        .token_bytes_by_hash(&hash)?
+        .ok_or(Error::Unauthorized(AuthFailure::Unknown))?;
+    let decoded = TokenRecordRef::decode(&record)
+        .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?;
+    if is_expired(decoded.expires_at, now) {
+        return Err(Error::Unauthorized(AuthFailure::Expired));
+    }
+    Ok(VerifiedToken { record })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::TempStore;
+
+    fn verify(
+        s: &Store,
+        t: &LastUsedTracker,
+        header: &str,
+        now: i64,
+    ) -> Result<VerifiedToken, Error> {
+        verify_bearer(s, t, &AuthCounters::default(), &[header.as_bytes()], now)
+    }
+
+    fn reason(r: Result<VerifiedToken, Error>) -> AuthFailure {
+        match r {
+            Err(Error::Unauthorized(f)) => f,
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_path_with_expiry_boundary_and_last_used() {
+        let s = TempStore::new();
+        let t = LastUsedTracker::default();
+        let (secret, rec) = s.create_token("ci", Some(1000), 1).unwrap();
+        let header = format!("Bearer {}", secret.expose_secret());
+        let ok = verify(&s, &t, &header, 999).unwrap();
+        assert_eq!(ok.record().id, rec.id);
+        assert_eq!(t.get(&rec.id), Some(999));
+        assert_eq!(reason(verify(&s, &t, &header, 1000)), AuthFailure::Expired);
+        assert_eq!(reason(verify(&s, &t, &header, 1001)), AuthFailure::Expired);
+        assert_eq!(t.get(&rec.id), Some(999), "failed attempts are not uses");
+    }
+
+    #[test]
+    fn failure_reasons() {
+        let s = TempStore::new();
+        let t = LastUsedTracker::default();
+        let (secret, rec) = s.create_token("ci", None, 1).unwrap();
+        let header = format!("Bearer {}", secret.expose_secret());
+        assert_eq!(
+            reason(verify_bearer(&s, &t, &AuthCounters::default(), &[], 5)),
+            AuthFailure::Missing
+        );
+        assert_eq!(
+            reason(verify(&s, &t, "Bearer pa_short", 5)),
+            AuthFailure::Malformed
+        );
+        let other = crate::tokens::PlaintextToken::generate();
+        assert_eq!(
+            reason(verify(
+                &s,
+                &t,
+                &format!("Bearer {}", other.expose_secret()),
+                5
+            )),
+            AuthFailure::Unknown
+        );
+        s.delete_token(rec.id).unwrap();
+        assert_eq!(reason(verify(&s, &t, &header, 5)), AuthFailure::Unknown);
+    }
+}

@@ -79,11 +79,6 @@ impl Response {
         }
     }
 
-    /// A JSON body from a `serde_json::Value`.
-    pub fn json_value(status: u16, value: &serde_json::Value) -> Self {
-        Response::json(status, value)
-    }
-
     /// Adds a header. Names must be tokens and values free of control bytes; a violation is
     /// a bug, reported when the response is written.
     pub fn header(

@@ -1,0 +1,427 @@
+//! Admin API handlers: session login/logout, tokens CRUD with cursor pagination, the audit
+//! log and password change. Plain functions of (app, request, identity, now) → response;
+//! routing is in [`crate::app`].
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::passwords::{hash_password, validate_new_password, INITIAL_PASSWORD_FILE};
+use super::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
+use super::{AdminCredential, AdminIdentity};
+use crate::app::App;
+use crate::error::{Error, FieldError, Result};
+use crate::http::{Request, Response};
+use crate::json_body::parse_object;
+use crate::store::{parse_audit_cursor, parse_cursor, AuditEvent, AuditQuery};
+use crate::token_fields::{parse_expires_at, validate_name};
+use crate::tokens::{hex, TokenId};
+use crate::views::{CreatedTokenView, TokenView};
+
+const DEFAULT_LIMIT: usize = 100;
+
+/// `{"items": [...], "nextCursor": null|string}`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+const MAX_LIMIT: usize = 1000;
+
+/// `POST /admin/api/session`: username/password → session cookie.
+pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
+    let ip = req.peer().ip();
+    if let Err(retry_after_secs) = app.throttle.check(ip, Instant::now()) {
+        return Err(Error::TooManyRequests { retry_after_secs });
+    }
+    let body = parse_object(
+        req.header("content-type"),
+        req.body(),
+        &["username", "password"],
+    )?;
+    let (username, password) =
+        collect_fields((body.required_str("username"), body.required_str("password")))?;
+    if !app.check_admin_password(username, password)? {
+        app.record_login_failure(req, username, now);
+        return Err(Error::AdminUnauthorized);
+    }
+    app.throttle.success(ip);
+    let (cookie, session) = app.sessions.create(username, Instant::now());
+    let initial = app
+        .store
+        .admin(username)?
+        .is_some_and(|a| a.initial_password);
+    app.audit(
+        now,
+        AuditEvent {
+            event: "admin.login".into(),
+            actor: Some(username.to_owned()),
+            remote_addr: Some(ip.to_string()),
+            ..Default::default()
+        },
+    );
+    let secure = if req.is_tls() { "; Secure" } else { "" };
+    let set_cookie = format!(
+        "{SESSION_COOKIE}={cookie}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        ABSOLUTE_LIFETIME.as_secs()
+    );
+    Ok(Response::json(
+        200,
+        &json!({
+            "username": username,
+            "csrfToken": session.csrf_token,
+            "initialPassword": initial,
+        }),
+    )
+    .header("Set-Cookie", set_cookie))
+}
+
+/// `GET /admin/api/session`: who am I (and the CSRF token, for a reloaded console).
+pub fn session_info(app: &App, who: &AdminIdentity) -> Result<Response> {
+    let initial = app
+        .store
+        .admin(&who.username)?
+        .is_some_and(|a| a.initial_password);
+    let csrf = match &who.credential {
+        AdminCredential::Session { session, .. } => Some(session.csrf_token.clone()),
+        AdminCredential::Basic => None,
+    };
+    Ok(Response::json(
+        200,
+        &json!({"username": who.username, "csrfToken": csrf, "initialPassword": initial}),
+    ))
+}
+
+/// `DELETE /admin/api/session`: ends the cookie session (a no-op for Basic).
+pub fn logout(app: &App, req: &Request<'_>, who: &AdminIdentity) -> Result<Response> {
+    if let AdminCredential::Session { cookie, .. } = &who.credential {
+        app.sessions.remove(cookie);
+    }
+    let secure = if req.is_tls() { "; Secure" } else { "" };
+    Ok(Response::new(204).header(
+        "Set-Cookie",
+        format!("{SESSION_COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+    ))
+}
+
+/// `GET /admin/api/tokens?limit=&cursor=`.
+pub fn list_tokens(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
+    let params = QueryParams::parse(req.query())?;
+    let limit = params.limit()?;
+    let cursor =
+        match params.get("cursor") {
+            None => None,
+            Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+                Error::Validation(vec![FieldError::new("cursor", "Invalid cursor")])
+            })?),
+        };
+    let page = app.store.list_tokens(limit, cursor.as_ref())?;
+    let items: Vec<TokenView> = page
+        .items
+        .iter()
+        .map(|r| Ok(TokenView::new(r, app.last_used_of(r.id)?, now)))
+        .collect::<Result<_>>()?;
+    Ok(Response::json(
+        200,
+        &Page {
+            items,
+            next_cursor: page.next_cursor.map(|c| hex(&c)),
+        },
+    ))
+}
+
+/// `POST /admin/api/tokens` `{"name","expiresAt"?}` → 201 view + secret, after it is durable.
+pub fn create_token(
+    app: &App,
+    req: &Request<'_>,
+    who: &AdminIdentity,
+    now: i64,
+) -> Result<Response> {
+    let body = parse_object(
+        req.header("content-type"),
+        req.body(),
+        &["name", "expiresAt"],
+    )?;
+    let name = body.required_str("name").and_then(validate_name);
+    let expires = body
+        .optional_str("expiresAt")
+        .and_then(|e| parse_expires_at(e, now));
+    let (name, expires_at) = collect_fields((name, expires))?;
+    let (secret, record) = app.store.create_token(&name, expires_at, now_micros(now))?;
+    app.audit(
+        now,
+        AuditEvent {
+            event: "token.created".into(),
+            actor: Some(who.username.clone()),
+            token_id: Some(record.id.to_string()),
+            token_name: Some(record.name.clone()),
+            remote_addr: Some(req.peer().ip().to_string()),
+            ..Default::default()
+        },
+    );
+    let view = CreatedTokenView {
+        view: TokenView::new(&record, None, now),
+        token: secret.expose_secret(),
+    };
+    Ok(Response::json(201, &view).header("Location", format!("/admin/api/tokens/{}", record.id)))
+}
+
+/// `GET /admin/api/tokens/{id}`.
+pub fn get_token(app: &App, id: &str, now: i64) -> Result<Response> {
+    let id = TokenId::parse(id).ok_or(Error::NotFound)?;
+    let record = app.store.token_by_id(id)?.ok_or(Error::NotFound)?;
+    Ok(Response::json(
+        200,
+        &TokenView::new(&record, app.last_used_of(id)?, now),
+    ))
+}
+
+/// `DELETE /admin/api/tokens/{id}`: gone from the store and the in-memory tracker before 204.
+pub fn delete_token(
+    app: &App,
+    req: &Request<'_>,
+    who: &AdminIdentity,
+    id: &str,
+    now: i64,
+) -> Result<Response> {
+    let id = TokenId::parse(id).ok_or(Error::NotFound)?;
+    let record = app.store.delete_token(id)?.ok_or(Error::NotFound)?;
+    app.tracker.forget(&id);
+    app.audit(
+        now,
+        AuditEvent {
+            event: "token.deleted".into(),
+            actor: Some(who.username.clone()),
+            token_id: Some(id.to_string()),
+            token_name: Some(record.name),
+            remote_addr: Some(req.peer().ip().to_string()),
+            ..Default::default()
+        },
+    );
+    Ok(Response::new(204))
+}
+
+/// `GET /admin/api/audit?limit=&cursor=&tokenId=&event=`.
+pub fn audit(app: &App, req: &Request<'_>) -> Result<Response> {
+    let params = QueryParams::parse(req.query())?;
+    let before =
+        match params.get("cursor") {
+            None => None,
+            Some(c) => Some(parse_audit_cursor(c).ok_or_else(|| {
+                Error::Validation(vec![FieldError::new("cursor", "Invalid cursor")])
+            })?),
+        };
+    let query = AuditQuery {
+        limit: params.limit()?,
+        before,
+        token_id: params.get("tokenId").map(str::to_owned),
+        event: params.get("event").map(str::to_owned),
+    };
+    let (items, next) = app.store.audit_events(&query)?;
+    Ok(Response::json(
+        200,
+        &Page {
+            items,
+            next_cursor: next,
+        },
+    ))
+}
+
+/// `PUT /admin/api/password` `{"currentPassword","newPassword"}` → 204.
+pub fn change_password(
+    app: &App,
+    req: &Request<'_>,
+    who: &AdminIdentity,
+    now: i64,
+) -> Result<Response> {
+    let ip = req.peer().ip();
+    if let Err(retry_after_secs) = app.throttle.check(ip, Instant::now()) {
+        return Err(Error::TooManyRequests { retry_after_secs });
+    }
+    let body = parse_object(
+        req.header("content-type"),
+        req.body(),
+        &["currentPassword", "newPassword"],
+    )?;
+    let (current, new) = collect_fields((
+        body.required_str("currentPassword"),
+        body.required_str("newPassword"),
+    ))?;
+    if !app.check_admin_password(&who.username, current)? {
+        app.record_login_failure(req, &who.username, now);
+        return Err(Error::Validation(vec![FieldError::new(
+            "currentPassword",
+            "Current password is wrong",
+        )]));
+    }
+    validate_new_password(new, "newPassword").map_err(|e| Error::Validation(vec![e]))?;
+    if new == current {
+        return Err(Error::Validation(vec![FieldError::new(
+            "newPassword",
+            "Must differ from the current password",
+        )]));
+    }
+    app.set_admin_password(&who.username, new, now)?;
+    let keep = match &who.credential {
+        AdminCredential::Session { cookie, .. } => Some(cookie.as_str()),
+        AdminCredential::Basic => None,
+    };
+    app.sessions.remove_user_sessions(&who.username, keep);
+    app.audit(
+        now,
+        AuditEvent {
+            event: "admin.password_changed".into(),
+            actor: Some(who.username.clone()),
+            remote_addr: Some(ip.to_string()),
+            ..Default::default()
+        },
+    );
+    Ok(Response::new(204))
+}
+
+/// Stores a new password hash for `username` (creating the account if needed) and removes
+/// the initial-password file once the generated password is gone. Shared with the CLI.
+pub fn store_admin_password(
+    store: &crate::store::Store,
+    username: &str,
+    password: &str,
+    now: i64,
+) -> Result<()> {
+    let existing = store.admin(username)?;
+    let account = crate::store::AdminAccount {
+        password_hash: hash_password(password)?,
+        initial_password: false,
+        created_at: existing.as_ref().map_or(now, |a| a.created_at),
+        password_changed_at: now,
+    };
+    store.put_admin(username, &account)?;
+    if existing.is_some_and(|a| a.initial_password) {
+        let path = store.data_dir().join(INITIAL_PASSWORD_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                crate::log_info!("initial admin password changed; removed {}", path.display())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => crate::log_warn!("could not remove {}: {e}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+fn now_micros(now: i64) -> i64 {
+    // Sub-second order within the listing; `now` itself stays the contract's whole second.
+    let sub = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::from(d.subsec_micros()))
+        .unwrap_or(0);
+    now.saturating_mul(1_000_000).saturating_add(sub)
+}
+
+/// Turns per-field results into values or one validation error listing every bad field.
+fn collect_fields<A, B>(
+    fields: (
+        std::result::Result<A, FieldError>,
+        std::result::Result<B, FieldError>,
+    ),
+) -> Result<(A, B)> {
+    match fields {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(Error::Validation(
+            a.err().into_iter().chain(b.err()).collect(),
+        )),
+    }
+}
+
+/// Decoded `key=value` pairs of a query string; a repeated known key is an error.
+struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    fn parse(query: Option<&str>) -> Result<QueryParams> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, v) = (percent_decode(k), percent_decode(v));
+            let (Some(k), Some(v)) = (k, v) else {
+                return Err(Error::BadRequest(
+                    "Query string is not valid percent-encoded UTF-8".into(),
+                ));
+            };
+            if out.iter().any(|(existing, _)| *existing == k) {
+                return Err(Error::Validation(vec![FieldError::new(
+                    k,
+                    "Given more than once",
+                )]));
+            }
+            out.push((k, v));
+        }
+        Ok(QueryParams(out))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn limit(&self) -> Result<usize> {
+        match self.get("limit") {
+            None => Ok(DEFAULT_LIMIT),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n) && v.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    Error::Validation(vec![FieldError::new(
+                        "limit",
+                        format!("Must be an integer from 1 to {MAX_LIMIT}"),
+                    )])
+                }),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hi = crate::tokens::hex_digit(*b.get(i + 1)?)?;
+                let lo = crate::tokens::hex_digit(*b.get(i + 2)?)?;
+                out.push((hi << 4) | lo);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params() {
+        let q = QueryParams::parse(Some("limit=5&cursor=ab%63&x")).unwrap();
+        assert_eq!(q.limit().unwrap(), 5);
+        assert_eq!(q.get("cursor"), Some("abc"));
+        assert!(QueryParams::parse(Some("limit=1&limit=2")).is_err());
+        assert!(QueryParams::parse(Some("a=%zz")).is_err());
+        for bad in ["0", "1001", "-1", "+5", "abc", ""] {
+            let q = QueryParams::parse(Some(&format!("limit={bad}"))).unwrap();
+            assert!(q.limit().is_err(), "{bad}");
+        }
+        assert_eq!(QueryParams::parse(None).unwrap().limit().unwrap(), 100);
+    }
+}

@@ -1,0 +1,169 @@
+//! The admin world: who may manage tokens and how they prove it. HTTP Basic with an admin
+//! username/password, or the console's session cookie (with a CSRF check on unsafe methods).
+//! API tokens are never admin credentials: one sent here gets 403. Failures are throttled per
+//! client address. The route handlers are in [`api`].
+
+pub mod api;
+pub mod login_throttle;
+pub mod passwords;
+pub mod sessions;
+
+use std::time::Instant;
+
+use crate::app::App;
+use crate::auth::{authorization_values, is_valid_api_token};
+use crate::error::{Error, Result};
+use crate::http::Request;
+use sessions::{session_cookie, Session};
+
+/// How an admin request authenticated.
+#[derive(Debug, Clone)]
+pub enum AdminCredential {
+    /// The console's cookie (its value, to end it on logout).
+    Session { cookie: String, session: Session },
+    /// HTTP Basic on this request.
+    Basic,
+}
+
+/// An authenticated admin.
+#[derive(Debug, Clone)]
+pub struct AdminIdentity {
+    pub username: String,
+    pub credential: AdminCredential,
+}
+
+fn is_unsafe_method(method: &str) -> bool {
+    !matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+/// Authenticates an admin request, or says why not (401, 403, 429).
+pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<AdminIdentity> {
+    let instant = Instant::now();
+    if let Some(cookie) = req.header("cookie").and_then(session_cookie) {
+        if let Some(session) = app.sessions.get(cookie, instant) {
+            if is_unsafe_method(req.method()) {
+                check_csrf(req, &session)?;
+            }
+            return Ok(AdminIdentity {
+                username: session.username.clone(),
+                credential: AdminCredential::Session {
+                    cookie: cookie.to_owned(),
+                    session,
+                },
+            });
+        }
+    }
+    let (values, n) = authorization_values(req);
+    let values = &values[..n];
+    if let [value] = values {
+        if let Some((username, password)) = parse_basic(value) {
+            let ip = req.peer().ip();
+            if let Err(retry_after_secs) = app.throttle.check(ip, instant) {
+                return Err(Error::TooManyRequests { retry_after_secs });
+            }
+            if app.check_admin_password(&username, &password)? {
+                app.throttle.success(ip);
+                return Ok(AdminIdentity {
+                    username,
+                    credential: AdminCredential::Basic,
+                });
+            }
+            app.record_login_failure(req, &username, now);
+            return Err(Error::AdminUnauthorized);
+        }
+    }
+    if is_valid_api_token(&app.store, values, now) {
+        return Err(Error::Forbidden(
+            "API tokens cannot be used on admin routes",
+        ));
+    }
+    Err(Error::AdminUnauthorized)
+}
+
+/// CSRF defence for cookie-authenticated unsafe requests: the session's token must come back
+/// in `X-CSRF-Token`, and a present `Origin` must be this host.
+fn check_csrf(req: &Request<'_>, session: &Session) -> Result<()> {
+    let sent = req.header("x-csrf-token").unwrap_or(&[]);
+    if !passwords::constant_time_eq(sent, session.csrf_token.as_bytes()) {
+        return Err(Error::Forbidden(
+            "CSRF check failed: missing or wrong X-CSRF-Token",
+        ));
+    }
+    if let Some(origin) = req.header("origin") {
+        let host = req.header("host").unwrap_or(&[]);
+        let origin_host = origin
+            .strip_prefix(b"https://")
+            .or_else(|| origin.strip_prefix(b"http://"))
+            .unwrap_or(b"\0");
+        if !origin_host.eq_ignore_ascii_case(host) {
+            return Err(Error::Forbidden("CSRF check failed: cross-origin request"));
+        }
+    }
+    Ok(())
+}
+
+/// `Basic base64(user:password)` → (user, password). `None` if not Basic or undecodable.
+pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
+    let value = crate::http::head::trim_ows(value);
+    let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let decoded = base64_decode(crate::http::head::trim_ows(rest))?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Standard base64 with padding (RFC 4648 §4), strict; bounded input.
+fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
+    if input.is_empty() || !input.len().is_multiple_of(4) || input.len() > 4096 {
+        return None;
+    }
+    let value = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    };
+    let mut out = Vec::with_capacity(input.len() / 4 * 3);
+    let chunks = input.len() / 4;
+    for (i, chunk) in input.chunks_exact(4).enumerate() {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && i + 1 != chunks) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..4 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials() {
+        assert_eq!(
+            parse_basic(b"Basic YWRtaW46czNjcmV0OndpdGg6Y29sb25z"),
+            Some(("admin".into(), "s3cret:with:colons".into()))
+        );
+        assert_eq!(parse_basic(b"basic YTpi"), Some(("a".into(), "b".into())));
+        assert_eq!(parse_basic(b"Basic YQ=="), None, "no colon");
+        assert_eq!(parse_basic(b"Basic !!!!"), None);
+        assert_eq!(parse_basic(b"Bearer abc"), None);
+        assert_eq!(parse_basic(b"Basic"), None);
+        assert_eq!(base64_decode(b"YWI="), Some(b"ab".to_vec()));
+        assert_eq!(base64_decode(b"YQ==YQ=="), None);
+    }
+}

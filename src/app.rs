@@ -1,0 +1,276 @@
+//! The service as an HTTP handler: the shared state ([`App`]) and the router, one readable
+//! first-match over (method, path). Handlers are plain functions of (app, request, now);
+//! every error becomes a response in one place ([`crate::Error::to_response`]). Only
+//! [`App::handle`] reads the clock.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::admin::login_throttle::LoginThrottle;
+use crate::admin::sessions::SessionStore;
+use crate::admin::{api as admin_api, authenticate_admin, passwords};
+use crate::auth::{authorization_values, verify_bearer, AuthCounters, VerifiedToken};
+use crate::error::{Error, Result};
+use crate::flusher::FlushStatus;
+use crate::http::{Handler, Request, Response, StatsHandle};
+use crate::last_used::LastUsedTracker;
+use crate::metrics::{RequestCounters, RouteLabel};
+use crate::store::{AuditEvent, Store};
+use crate::time_format::{format_rfc3339, now_unix};
+use crate::tokens::TokenId;
+use crate::views::{percent_encode, TokenView};
+use crate::{log_error, log_warn};
+
+/// Everything a request handler may touch.
+pub struct App {
+    pub store: Arc<Store>,
+    pub tracker: Arc<LastUsedTracker>,
+    pub auth_counters: AuthCounters,
+    pub requests: RequestCounters,
+    pub sessions: SessionStore,
+    pub throttle: LoginThrottle,
+    pub flush_status: Arc<Mutex<FlushStatus>>,
+    pub server_stats: OnceLock<StatsHandle>,
+}
+
+impl App {
+    pub fn new(store: Arc<Store>, tracker: Arc<LastUsedTracker>) -> App {
+        App {
+            store,
+            tracker,
+            auth_counters: AuthCounters::default(),
+            requests: RequestCounters::default(),
+            sessions: SessionStore::default(),
+            throttle: LoginThrottle::default(),
+            flush_status: Arc::default(),
+            server_stats: OnceLock::new(),
+        }
+    }
+
+    /// Latest last-used time: in memory if used since start, else as persisted.
+    pub fn last_used_of(&self, id: TokenId) -> Result<Option<i64>> {
+        let stored = self.store.stored_last_used(id)?;
+        Ok(match (self.tracker.get(&id), stored) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Checks an admin password (same cost whether or not the user exists).
+    pub fn check_admin_password(&self, username: &str, password: &str) -> Result<bool> {
+        if username.len() > 256 || password.len() > passwords::MAX_PASSWORD_BYTES {
+            return Ok(false);
+        }
+        let account = self.store.admin(username)?;
+        Ok(passwords::verify_password(
+            password,
+            account.as_ref().map(|a| a.password_hash.as_str()),
+        ))
+    }
+
+    pub fn set_admin_password(&self, username: &str, password: &str, now: i64) -> Result<()> {
+        admin_api::store_admin_password(&self.store, username, password, now)
+    }
+
+    /// Counts a failed admin credential against the client's address and audits it.
+    pub fn record_login_failure(&self, req: &Request<'_>, username: &str, now: i64) {
+        let ip = req.peer().ip();
+        let lockout = self.throttle.failure(ip, std::time::Instant::now());
+        if let Some(secs) = lockout {
+            log_warn!("admin logins from {ip} locked for {secs} s after repeated failures");
+        }
+        self.audit(
+            now,
+            AuditEvent {
+                event: "admin.login_failed".into(),
+                actor: Some(username.chars().take(100).collect()),
+                remote_addr: Some(ip.to_string()),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Appends an audit event; a failure is logged, never fails the request.
+    pub fn audit(&self, now: i64, mut event: AuditEvent) {
+        event.at = format_rfc3339(now);
+        let micros = now.saturating_mul(1_000_000);
+        if let Err(e) = self.store.append_audit(micros, event) {
+            log_error!("audit append failed: {e}");
+        }
+    }
+
+    fn authenticate(&self, req: &Request<'_>, now: i64) -> Result<VerifiedToken> {
+        let (values, n) = authorization_values(req);
+        verify_bearer(
+            &self.store,
+            &self.tracker,
+            &self.auth_counters,
+            &values[..n],
+            now,
+        )
+    }
+}
+
+impl Handler for App {
+    fn handle(&self, req: &Request<'_>) -> Response {
+        let now = now_unix();
+        let (label, result) = route(self, req, now);
+        let response = result.unwrap_or_else(|e| {
+            let (status, _) = e.status_and_code();
+            if status >= 500 {
+                log_error!(
+                    "{} {} failed (correlation id {}): {e}",
+                    req.method(),
+                    req.path(),
+                    req.correlation_id().as_str()
+                );
+            }
+            e.to_response(req.correlation_id())
+        });
+        self.requests.count(label, response.status());
+        response
+            .header("Cache-Control", "no-store")
+            .header("X-Content-Type-Options", "nosniff")
+    }
+
+    /// For `Expect: 100-continue`: refuse before the body is sent when the answer cannot
+    /// depend on it (no such route, wrong content type, no credential at all).
+    fn respond_before_body(&self, req: &Request<'_>) -> Option<Response> {
+        let early = match req.path() {
+            "/admin/api/session" | "/admin/api/tokens" | "/admin/api/password" => {
+                (!crate::json_body::is_json_content_type(req.header("content-type")))
+                    .then(|| Error::BadRequest("Content-Type must be application/json".into()))
+            }
+            p if p.starts_with("/auth/verify") || p.starts_with("/api") => None,
+            _ => Some(Error::NotFound),
+        };
+        early.map(|e| e.to_response(req.correlation_id()))
+    }
+}
+
+/// The routing table: first match wins.
+fn route(app: &App, req: &Request<'_>, now: i64) -> (RouteLabel, Result<Response>) {
+    let path = req.path();
+    // HEAD is GET without a body (the server drops it).
+    let method = match req.method() {
+        "HEAD" => "GET",
+        m => m,
+    };
+    match path {
+        "/healthz" => (RouteLabel::Health, only_get(method).map(|()| healthz())),
+        "/metrics" => (RouteLabel::Metrics, only_get(method).map(|()| metrics(app))),
+        p if p == "/auth/verify" || p.starts_with("/auth/verify/") => {
+            (RouteLabel::Verify, forward_auth(app, req, now))
+        }
+        "/api/token" => (RouteLabel::ApiToken, api_token(app, req, method, now)),
+        p if p == "/api" || p.starts_with("/api/") => (
+            RouteLabel::ApiOther,
+            app.authenticate(req, now).and(Err(Error::NotFound)),
+        ),
+        p if p == "/admin/api" || p.starts_with("/admin/api/") => {
+            (RouteLabel::Admin, admin_route(app, req, method, p, now))
+        }
+        _ => (RouteLabel::Other, Err(Error::NotFound)),
+    }
+}
+
+fn only_get(method: &str) -> Result<()> {
+    if method == "GET" {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed("GET, HEAD"))
+    }
+}
+
+fn healthz() -> Response {
+    Response::new(200)
+        .header("Content-Type", "application/json")
+        .body(&b"{\"status\":\"ok\"}"[..])
+}
+
+fn metrics(app: &App) -> Response {
+    let snapshot = crate::metrics::Snapshot {
+        auth: &app.auth_counters,
+        requests: &app.requests,
+        tokens: app.store.token_count().unwrap_or(0),
+        open_connections: app
+            .server_stats
+            .get()
+            .map_or(0, |s| s.stats().open_connections),
+        flush: app.flush_status.lock().map(|s| *s).unwrap_or_default(),
+    };
+    Response::new(200)
+        .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render(&snapshot).into_bytes())
+}
+
+/// `/auth/verify[/...]`, any method: 200 with identity headers, or the 401.
+fn forward_auth(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
+    let verified = app.authenticate(req, now)?;
+    let record = verified.record();
+    let mut id = [0u8; 36];
+    record.id.write_to(&mut id);
+    let mut response = Response::new(200)
+        .header("X-PA-Token-Id", String::from_utf8_lossy(&id).into_owned())
+        .header("X-PA-Token-Name", percent_encode(record.name));
+    if let Some(expires) = record.expires_at {
+        response = response.header("PA-Token-Expiration", format_rfc3339(expires));
+    }
+    Ok(response)
+}
+
+/// `GET /api/token`: the calling token's own view.
+fn api_token(app: &App, req: &Request<'_>, method: &str, now: i64) -> Result<Response> {
+    let verified = app.authenticate(req, now)?;
+    only_get(method)?;
+    let record = verified.record();
+    let view = TokenView::from_ref(&record, app.last_used_of(record.id)?, now);
+    Ok(Response::json(200, &view))
+}
+
+fn admin_route(
+    app: &App,
+    req: &Request<'_>,
+    method: &str,
+    path: &str,
+    now: i64,
+) -> Result<Response> {
+    if path == "/admin/api/session" && method == "POST" {
+        return admin_api::login(app, req, now);
+    }
+    let who = authenticate_admin(app, req, now)?;
+    let rest = path.strip_prefix("/admin/api/").unwrap_or("");
+    match (method, rest) {
+        ("GET", "session") => admin_api::session_info(app, &who),
+        ("DELETE", "session") => admin_api::logout(app, req, &who),
+        (_, "session") => Err(Error::MethodNotAllowed("GET, POST, DELETE")),
+        ("GET", "tokens") => admin_api::list_tokens(app, req, now),
+        ("POST", "tokens") => admin_api::create_token(app, req, &who, now),
+        (_, "tokens") => Err(Error::MethodNotAllowed("GET, HEAD, POST")),
+        (m, t) if t.starts_with("tokens/") && !t["tokens/".len()..].contains('/') => {
+            let id = &t["tokens/".len()..];
+            match m {
+                "GET" => admin_api::get_token(app, id, now),
+                "DELETE" => admin_api::delete_token(app, req, &who, id, now),
+                _ => Err(Error::MethodNotAllowed("GET, HEAD, DELETE")),
+            }
+        }
+        ("GET", "audit") => admin_api::audit(app, req),
+        (_, "audit") => Err(Error::MethodNotAllowed("GET, HEAD")),
+        ("PUT", "password") => admin_api::change_password(app, req, &who, now),
+        (_, "password") => Err(Error::MethodNotAllowed("PUT")),
+        _ => Err(Error::NotFound),
+    }
+}
+
+/// The [`App`] behind an `Arc`, as the HTTP server's handler.
+#[derive(Clone)]
+pub struct SharedApp(pub Arc<App>);
+
+impl Handler for SharedApp {
+    fn handle(&self, req: &Request<'_>) -> Response {
+        self.0.handle(req)
+    }
+    fn respond_before_body(&self, req: &Request<'_>) -> Option<Response> {
+        self.0.respond_before_body(req)
+    }
+}

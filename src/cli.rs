@@ -1,0 +1,330 @@
+//! The command line: argh definitions for `serve`, the offline `token create | list | delete`
+//! and `admin set-password`, and the offline commands themselves. Offline commands take the
+//! data-dir lock, so they refuse (exit 2) while a server holds it.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use argh::FromArgs;
+
+use crate::admin::api::store_admin_password;
+use crate::admin::passwords::validate_new_password;
+use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
+use crate::error::{Error, Result};
+use crate::store::{AuditEvent, Store, StoreOptions};
+use crate::time_format::{format_rfc3339, now_unix};
+use crate::token_fields::{parse_expires_at, validate_name};
+use crate::tokens::TokenId;
+use crate::views::TokenView;
+
+#[derive(FromArgs, Debug)]
+/// pa-auth: the API token service of Permission Assist.
+pub struct Cli {
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+    #[argh(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Serve(ServeCommand),
+    Token(TokenCommand),
+    Admin(AdminCommand),
+}
+
+#[derive(FromArgs, Debug)]
+/// Run the service (flags also from PA_AUTH_<FLAG> environment variables).
+#[argh(subcommand, name = "serve")]
+pub struct ServeCommand {
+    /// address to listen on (default 127.0.0.1:8080; env PA_AUTH_LISTEN)
+    #[argh(option)]
+    pub listen: Option<String>,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// worker threads, i.e. connections served at once (default 64)
+    #[argh(option)]
+    pub workers: Option<String>,
+    /// seconds between last-used flushes to disk (default 10)
+    #[argh(option)]
+    pub flush_interval: Option<String>,
+    /// open connections before new ones get 503 (default 4096)
+    #[argh(option)]
+    pub max_connections: Option<String>,
+    /// seconds a client has to send a complete request head (default 10)
+    #[argh(option)]
+    pub header_timeout: Option<String>,
+    /// seconds an idle keep-alive connection is kept (default 5)
+    #[argh(option)]
+    pub idle_timeout: Option<String>,
+    /// audit events kept before the oldest are dropped (default 100000)
+    #[argh(option)]
+    pub audit_retention: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Manage API tokens offline (no server may hold the data dir).
+#[argh(subcommand, name = "token")]
+pub struct TokenCommand {
+    #[argh(subcommand)]
+    pub action: TokenAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum TokenAction {
+    Create(TokenCreate),
+    List(TokenList),
+    Delete(TokenDelete),
+}
+
+#[derive(FromArgs, Debug)]
+/// Create a token; prints the secret alone on stdout (shown once).
+#[argh(subcommand, name = "create")]
+pub struct TokenCreate {
+    /// token name (1..100 characters, unique ignoring case)
+    #[argh(option)]
+    pub name: String,
+    /// expiry: YYYY-MM-DD (works through that day, UTC) or RFC 3339 date-time
+    #[argh(option)]
+    pub expires: Option<String>,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// List tokens, newest first.
+#[argh(subcommand, name = "list")]
+pub struct TokenList {
+    /// print JSON (the admin API's views) instead of a table
+    #[argh(switch)]
+    pub json: bool,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Delete a token by id.
+#[argh(subcommand, name = "delete")]
+pub struct TokenDelete {
+    /// the token's id (UUID)
+    #[argh(positional)]
+    pub id: String,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Manage admin accounts offline.
+#[argh(subcommand, name = "admin")]
+pub struct AdminCommand {
+    #[argh(subcommand)]
+    pub action: AdminAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum AdminAction {
+    SetPassword(SetPassword),
+}
+
+#[derive(FromArgs, Debug)]
+/// Set an admin's password (read from stdin); creates the admin if missing.
+#[argh(subcommand, name = "set-password")]
+pub struct SetPassword {
+    /// admin username (default admin)
+    #[argh(option, default = "String::from(\"admin\")")]
+    pub username: String,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn env_lookup(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+fn data_dir_or_default(flag: &Option<PathBuf>) -> PathBuf {
+    flag.clone()
+        .or_else(|| env_lookup("PA_AUTH_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// Opens an existing data dir for an offline command.
+fn open_existing(dir: &Path) -> Result<Store> {
+    if !dir.join("db").exists() {
+        return Err(Error::Config(format!(
+            "no pa-auth data in {} (set --data-dir or PA_AUTH_DATA_DIR)",
+            dir.display()
+        )));
+    }
+    Store::open(dir, &StoreOptions::default())
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    if cli.version {
+        println!("pa-auth {}", crate::serve::VERSION);
+        return Ok(());
+    }
+    match cli.command {
+        None => Err(Error::Config(
+            "missing command; see `pa-auth --help`".into(),
+        )),
+        Some(Command::Serve(s)) => {
+            let args = ServeArgs {
+                listen: s.listen,
+                data_dir: s.data_dir,
+                workers: s.workers,
+                flush_interval: s.flush_interval,
+                max_connections: s.max_connections,
+                header_timeout: s.header_timeout,
+                idle_timeout: s.idle_timeout,
+                audit_retention: s.audit_retention,
+            };
+            crate::serve::serve(&Config::from_args(&args, &env_lookup)?)
+        }
+        Some(Command::Token(t)) => match t.action {
+            TokenAction::Create(c) => token_create(&c),
+            TokenAction::List(l) => token_list(&l),
+            TokenAction::Delete(d) => token_delete(&d),
+        },
+        Some(Command::Admin(a)) => match a.action {
+            AdminAction::SetPassword(p) => set_password(&p),
+        },
+    }
+}
+
+fn token_create(c: &TokenCreate) -> Result<()> {
+    let now = now_unix();
+    let name =
+        validate_name(&c.name).map_err(|e| Error::Config(format!("--name: {}", e.message)))?;
+    let expires = parse_expires_at(c.expires.as_deref(), now)
+        .map_err(|e| Error::Config(format!("--expires: {}", e.message)))?;
+    let store = Store::open(&data_dir_or_default(&c.data_dir), &StoreOptions::default())?;
+    let (secret, record) = store.create_token(&name, expires, now.saturating_mul(1_000_000))?;
+    let _ = store.append_audit(
+        now.saturating_mul(1_000_000),
+        AuditEvent {
+            at: format_rfc3339(now),
+            event: "token.created".into(),
+            actor: Some("cli".into()),
+            token_id: Some(record.id.to_string()),
+            token_name: Some(record.name.clone()),
+            ..Default::default()
+        },
+    );
+    store.flush()?;
+    eprintln!(
+        "created token {} \"{}\" (expires {}); the secret below is shown once",
+        record.id,
+        record.name.escape_debug(),
+        record.expires_at.map_or("never".into(), format_rfc3339)
+    );
+    println!("{}", secret.expose_secret());
+    Ok(())
+}
+
+fn token_list(l: &TokenList) -> Result<()> {
+    let store = open_existing(&data_dir_or_default(&l.data_dir))?;
+    let now = now_unix();
+    let mut views = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_tokens(1000, cursor.as_ref())?;
+        for r in &page.items {
+            views.push(TokenView::new(r, store.stored_last_used(r.id)?, now));
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if l.json {
+        let text =
+            serde_json::to_string_pretty(&views).map_err(|e| Error::Internal(e.to_string()))?;
+        writeln!(out, "{text}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<36}  {:<24}  {:<20}  {:<20}  {:<20}  STATUS",
+        "ID", "NAME", "CREATED", "EXPIRES", "LAST USED"
+    )?;
+    for v in views {
+        writeln!(
+            out,
+            "{:<36}  {:<24}  {:<20}  {:<20}  {:<20}  {}",
+            v.id,
+            v.name.escape_debug().to_string(),
+            v.created_at,
+            v.expires_at.unwrap_or_else(|| "never".into()),
+            v.last_used_at.unwrap_or_else(|| "never".into()),
+            v.status
+        )?;
+    }
+    Ok(())
+}
+
+fn token_delete(d: &TokenDelete) -> Result<()> {
+    let id = TokenId::parse(&d.id)
+        .ok_or_else(|| Error::Config(format!("not a token id: {:?}", d.id)))?;
+    let store = open_existing(&data_dir_or_default(&d.data_dir))?;
+    let now = now_unix();
+    match store.delete_token(id)? {
+        Some(record) => {
+            let _ = store.append_audit(
+                now.saturating_mul(1_000_000),
+                AuditEvent {
+                    at: format_rfc3339(now),
+                    event: "token.deleted".into(),
+                    actor: Some("cli".into()),
+                    token_id: Some(id.to_string()),
+                    token_name: Some(record.name.clone()),
+                    ..Default::default()
+                },
+            );
+            store.flush()?;
+            eprintln!("deleted token {id} \"{}\"", record.name.escape_debug());
+            Ok(())
+        }
+        None => Err(Error::Internal(format!("no token with id {id}"))),
+    }
+}
+
+fn set_password(p: &SetPassword) -> Result<()> {
+    if p.username.is_empty() || p.username.len() > 64 || p.username.chars().any(char::is_control) {
+        return Err(Error::Config(
+            "--username: 1..64 characters, no control characters".into(),
+        ));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    validate_new_password(password, "password")
+        .map_err(|e| Error::Config(format!("password on stdin: {}", e.message)))?;
+    let store = Store::open(&data_dir_or_default(&p.data_dir), &StoreOptions::default())?;
+    let now = now_unix();
+    store_admin_password(&store, &p.username, password, now)?;
+    let _ = store.append_audit(
+        now.saturating_mul(1_000_000),
+        AuditEvent {
+            at: format_rfc3339(now),
+            event: "admin.password_changed".into(),
+            actor: Some(p.username.clone()),
+            reason: Some("cli".into()),
+            ..Default::default()
+        },
+    );
+    store.flush()?;
+    eprintln!("password set for admin {:?}", p.username);
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Configuration in two phases: [`ServeArgs`] as given on the command line or in `PA_AUTH_*`
+//! environment variables (flags win), then a validated [`Config`]. Errors here are usage
+//! errors (exit 2) and name the flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::http::ServerConfig;
+
+/// Default listen address: loopback only; expose through the site's reverse proxy.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data dir, relative to the working directory (systemd sets `StateDirectory`).
+pub const DEFAULT_DATA_DIR: &str = "./pa-auth-data";
+
+/// Raw `serve` settings: each `None` falls back to `PA_AUTH_<FLAG>`, then the default.
+#[derive(Debug, Clone, Default)]
+pub struct ServeArgs {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub workers: Option<String>,
+    pub flush_interval: Option<String>,
+    pub max_connections: Option<String>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub audit_retention: Option<String>,
+}
+
+/// Validated settings for `serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub flush_interval: Duration,
+    pub audit_retention: u64,
+    pub http: ServerConfig,
+}
+
+/// Reads an environment variable through a lookup function (tests pass their own).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn pick(flag: &Option<String>, env: EnvLookup<'_>, var: &str) -> Option<(String, String)> {
+    match flag {
+        Some(v) => Some((
+            v.clone(),
+            format!("--{}", var.to_lowercase().replace('_', "-")),
+        )),
+        None => env(&format!("PA_AUTH_{var}")).map(|v| (v, format!("PA_AUTH_{var}"))),
+    }
+}
+
+fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    raw: Option<(String, String)>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T> {
+    let Some((value, source)) = raw else {
+        return Ok(default);
+    };
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(Error::Config(format!(
+            "{source}: expected a whole number from {min} to {max}, got {value:?}"
+        ))),
+    }
+}
+
+impl Config {
+    /// Validates raw settings against the environment.
+    pub fn from_args(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Config> {
+        let (listen_raw, source) =
+            pick(&args.listen, env, "LISTEN").unwrap_or((DEFAULT_LISTEN.into(), "default".into()));
+        let listen: SocketAddr = listen_raw.trim().parse().map_err(|_| {
+            Error::Config(format!("{source}: expected an address like 127.0.0.1:8080 or [::1]:8080, got {listen_raw:?}"))
+        })?;
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or_else(|| env("PA_AUTH_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if data_dir.as_os_str().is_empty() {
+            return Err(Error::Config("--data-dir must not be empty".into()));
+        }
+        let defaults = ServerConfig::default();
+        let workers = number(
+            pick(&args.workers, env, "WORKERS"),
+            defaults.workers,
+            1,
+            4096,
+        )?;
+        let flush = number(
+            pick(&args.flush_interval, env, "FLUSH_INTERVAL"),
+            10u64,
+            1,
+            3600,
+        )?;
+        let max_connections = number(
+            pick(&args.max_connections, env, "MAX_CONNECTIONS"),
+            defaults.max_connections,
+            1,
+            1_000_000,
+        )?;
+        let header_timeout = number(
+            pick(&args.header_timeout, env, "HEADER_TIMEOUT"),
+            10u64,
+            1,
+            600,
+        )?;
+        let idle_timeout = number(pick(&args.idle_timeout, env, "IDLE_TIMEOUT"), 5u64, 1, 3600)?;
+        let audit_retention = number(
+            pick(&args.audit_retention, env, "AUDIT_RETENTION"),
+            100_000u64,
+            100,
+            100_000_000,
+        )?;
+        Ok(Config {
+            listen,
+            data_dir,
+            flush_interval: Duration::from_secs(flush),
+            audit_retention,
+            http: ServerConfig {
+                workers,
+                max_connections,
+                header_timeout: Duration::from_secs(header_timeout),
+                idle_timeout: Duration::from_secs(idle_timeout),
+                ..defaults
+            },
+        })
+    }
+
+    /// A config for tests: loopback port 0, the given data dir, defaults otherwise.
+    pub fn for_tests(data_dir: PathBuf) -> Config {
+        let mut c =
+            Config::from_args(&ServeArgs::default(), &|_| None).unwrap_or_else(|_| unreachable!());
+        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.data_dir = data_dir;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_env_and_flags() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&ServeArgs::default(), &none).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.flush_interval, Duration::from_secs(10));
+        let env = |k: &str| (k == "PA_AUTH_FLUSH_INTERVAL").then(|| "3".to_string());
+        assert_eq!(
+            Config::from_args(&ServeArgs::default(), &env)
+                .unwrap()
+                .flush_interval
+                .as_secs(),
+            3
+        );
+        let flags = ServeArgs {
+            flush_interval: Some("7".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::from_args(&flags, &env)
+                .unwrap()
+                .flush_interval
+                .as_secs(),
+            7,
+            "flag wins"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_source() {
+        let none = |_: &str| None;
+        let bad = ServeArgs {
+            workers: Some("zero".into()),
+            ..Default::default()
+        };
+        let e = Config::from_args(&bad, &none).unwrap_err();
+        assert!(e.to_string().contains("--workers"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let env = |k: &str| (k == "PA_AUTH_LISTEN").then(|| "nowhere".to_string());
+        let e = Config::from_args(&ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("PA_AUTH_LISTEN"), "{e}");
+        let bad = ServeArgs {
+            flush_interval: Some("0".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&bad, &none).is_err());
+    }
+}

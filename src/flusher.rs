@@ -1,0 +1,148 @@
+//! `LastUsedFlusher`: a named background thread that persists last-used times every
+//! `--flush-interval` seconds (monotonic timer) and once more on shutdown. One batch per
+//! round, written through the store's "skip deleted ids" transaction, then one sled flush.
+//! A failed round keeps its entries unflushed for the next one.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::last_used::LastUsedTracker;
+use crate::store::Store;
+use crate::{log_error, log_info};
+
+/// Outcome of one flush round.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlushReport {
+    pub written: usize,
+    pub duration: Duration,
+}
+
+/// Persists what the tracker has that the store does not. Used by the thread and by tests.
+pub fn flush_last_used(store: &Store, tracker: &LastUsedTracker) -> crate::Result<FlushReport> {
+    let started = Instant::now();
+    let batch = tracker.unflushed();
+    if batch.is_empty() {
+        return Ok(FlushReport::default());
+    }
+    let written = store.write_last_used(&batch)?;
+    store.flush()?;
+    tracker.mark_flushed(&batch);
+    Ok(FlushReport {
+        written,
+        duration: started.elapsed(),
+    })
+}
+
+/// Figures from the most recent round, for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlushStatus {
+    /// Unix seconds of the last successful round.
+    pub last_success_unix: i64,
+    pub last_duration: Duration,
+    pub failures: u64,
+}
+
+struct Control {
+    stop: Mutex<bool>,
+    wake: Condvar,
+    status: Arc<Mutex<FlushStatus>>,
+}
+
+/// Handle to the flusher thread; `shutdown` stops it after a final flush.
+pub struct LastUsedFlusher {
+    control: Arc<Control>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LastUsedFlusher {
+    /// Starts the thread; `status` is updated after every round (for metrics).
+    pub fn start(
+        store: Arc<Store>,
+        tracker: Arc<LastUsedTracker>,
+        interval: Duration,
+        status: Arc<Mutex<FlushStatus>>,
+    ) -> std::io::Result<Self> {
+        let control = Arc::new(Control {
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            status,
+        });
+        let thread_control = Arc::clone(&control);
+        let thread = std::thread::Builder::new()
+            .name("last-used-flusher".into())
+            .spawn(move || run(&store, &tracker, interval, &thread_control))?;
+        Ok(LastUsedFlusher {
+            control,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread after one final flush and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Ok(mut stop) = self.control.stop.lock() {
+            *stop = true;
+        }
+        self.control.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for LastUsedFlusher {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run(store: &Store, tracker: &LastUsedTracker, interval: Duration, control: &Control) {
+    let mut next = Instant::now() + interval;
+    loop {
+        let stopping = {
+            let Ok(mut stop) = control.stop.lock() else {
+                return;
+            };
+            while !*stop {
+                let now = Instant::now();
+                if now >= next {
+                    break;
+                }
+                stop = match control.wake.wait_timeout(stop, next - now) {
+                    Ok((s, _)) => s,
+                    Err(_) => return,
+                };
+            }
+            *stop
+        };
+        next = Instant::now() + interval;
+        match flush_last_used(store, tracker) {
+            Ok(report) => {
+                if let Ok(mut s) = control.status.lock() {
+                    s.last_success_unix = crate::time_format::now_unix();
+                    s.last_duration = report.duration;
+                }
+                if stopping {
+                    log_info!("final last-used flush wrote {} token(s)", report.written);
+                }
+            }
+            Err(e) => {
+                if let Ok(mut s) = control.status.lock() {
+                    s.failures += 1;
+                }
+                log_error!(
+                    "last-used flush failed: {e}; will retry in {} s",
+                    interval.as_secs()
+                );
+            }
+        }
+        store.restrict_file_modes();
+        if stopping {
+            return;
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! In-memory last-used times, written on every successful authentication without touching the
+//! disk. Sharded maps of per-token atomics: the common case (a token already seen) takes one
+//! shard's read lock and does an atomic max, so workers never serialise on a global lock. The
+//! flusher collects what changed since it last wrote; deleted tokens are forgotten here and
+//! skipped by the store.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::RwLock;
+
+use crate::tokens::TokenId;
+
+const SHARDS: usize = 64;
+const NEVER_FLUSHED: i64 = i64::MIN;
+
+struct Cell {
+    seen: AtomicI64,
+    flushed: AtomicI64,
+}
+
+/// Token ids are random UUIDs chosen by us, not by callers, so their own bytes are a fine hash
+/// (no HashDoS exposure, no SipHash cost on the hot path).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
+type Shard = RwLock<HashMap<TokenId, Cell, BuildHasherDefault<IdHasher>>>;
+
+/// Last-used times not yet (or already) persisted, per token.
+pub struct LastUsedTracker {
+    shards: Vec<Shard>,
+}
+
+impl Default for LastUsedTracker {
+    fn default() -> Self {
+        LastUsedTracker {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+}
+
+impl LastUsedTracker {
+    fn shard(&self, id: &TokenId) -> &Shard {
+        &self.shards[usize::from(id.0[15]) % SHARDS]
+    }
+
+    /// Records a use at `now` (unix seconds). Never moves a time backwards.
+    pub fn record(&self, id: TokenId, now: i64) {
+        let shard = self.shard(&id);
+        if let Ok(map) = shard.read() {
+            if let Some(cell) = map.get(&id) {
+                if cell.seen.load(Ordering::Relaxed) < now {
+                    cell.seen.fetch_max(now, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        if let Ok(mut map) = shard.write() {
+            map.entry(id)
+                .and_modify(|c| {
+                    c.seen.fetch_max(now, Ordering::Relaxed);
+                })
+                .or_insert(Cell {
+                    seen: AtomicI64::new(now),
+                    flushed: AtomicI64::new(NEVER_FLUSHED),
+                });
+        }
+    }
+
+    /// The latest recorded use, if any since start.
+    pub fn get(&self, id: &TokenId) -> Option<i64> {
+        let map = self.shard(id).read().ok()?;
+        map.get(id).map(|c| c.seen.load(Ordering::Relaxed))
+    }
+
+    /// Uses recorded since the last [`Self::mark_flushed`] of each token.
+    pub fn unflushed(&self) -> Vec<(TokenId, i64)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            if let Ok(map) = shard.read() {
+                out.extend(map.iter().filter_map(|(id, c)| {
+                    let seen = c.seen.load(Ordering::Relaxed);
+                    (seen > c.flushed.load(Ordering::Relaxed)).then_some((*id, seen))
+                }));
+            }
+        }
+        out
+    }
+
+    /// Notes that these times are persisted.
+    pub fn mark_flushed(&self, batch: &[(TokenId, i64)]) {
+        for (id, seen) in batch {
+            if let Ok(map) = self.shard(id).read() {
+                if let Some(c) = map.get(id) {
+                    c.flushed.fetch_max(*seen, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Drops a deleted token.
+    pub fn forget(&self, id: &TokenId) {
+        if let Ok(mut map) = self.shard(id).write() {
+            map.remove(id);
+        }
+    }
+
+    /// Tokens tracked (used at least once since start and not deleted).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .filter_map(|s| s.read().ok().map(|m| m.len()))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_max_and_reports_unflushed_once() {
+        let t = LastUsedTracker::default();
+        let a = TokenId::generate();
+        t.record(a, 10);
+        t.record(a, 5);
+        assert_eq!(t.get(&a), Some(10));
+        let batch = t.unflushed();
+        assert_eq!(batch, vec![(a, 10)]);
+        t.mark_flushed(&batch);
+        assert!(t.unflushed().is_empty());
+        t.record(a, 11);
+        assert_eq!(t.unflushed(), vec![(a, 11)]);
+        t.forget(&a);
+        assert_eq!(t.get(&a), None);
+        assert!(t.unflushed().is_empty());
+    }
+
+    #[test]
+    fn concurrent_records_keep_the_latest() {
+        let t = std::sync::Arc::new(LastUsedTracker::default());
+        let ids: Vec<TokenId> = (0..100).map(|_| TokenId::generate()).collect();
+        let handles: Vec<_> = (0..4)
+            .map(|w| {
+                let t = std::sync::Arc::clone(&t);
+                let ids = ids.clone();
+                std::thread::spawn(move || {
+                    for round in 0..100 {
+                        for id in &ids {
+                            t.record(*id, round * 4 + w);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(t.len(), 100);
+        for id in &ids {
+            assert!(t.get(id).unwrap() >= 396);
+        }
+    }
+}

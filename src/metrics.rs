@@ -1,0 +1,141 @@
+//! `/metrics` in the Prometheus text format: aggregate counters only (never a token name, id
+//! or secret). Request counting is a fixed table of atomics indexed by route and status, so
+//! the hot path takes no lock.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Which route family a request hit (the `route` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLabel {
+    Verify,
+    ApiToken,
+    ApiOther,
+    Admin,
+    Health,
+    Metrics,
+    Other,
+}
+
+const ROUTES: [(RouteLabel, &str); 7] = [
+    (RouteLabel::Verify, "verify"),
+    (RouteLabel::ApiToken, "api_token"),
+    (RouteLabel::ApiOther, "api_other"),
+    (RouteLabel::Admin, "admin"),
+    (RouteLabel::Health, "healthz"),
+    (RouteLabel::Metrics, "metrics"),
+    (RouteLabel::Other, "other"),
+];
+
+const STATUSES: [u16; 16] = [
+    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 429, 431, 500, 503, 505,
+];
+
+/// Request counts by route and status since start.
+pub struct RequestCounters {
+    counts: Vec<AtomicU64>,
+}
+
+impl Default for RequestCounters {
+    fn default() -> Self {
+        RequestCounters {
+            counts: (0..ROUTES.len() * (STATUSES.len() + 1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl RequestCounters {
+    pub fn count(&self, route: RouteLabel, status: u16) {
+        let r = ROUTES
+            .iter()
+            .position(|(l, _)| *l == route)
+            .unwrap_or(ROUTES.len() - 1);
+        let s = STATUSES
+            .iter()
+            .position(|&x| x == status)
+            .unwrap_or(STATUSES.len());
+        if let Some(c) = self.counts.get(r * (STATUSES.len() + 1) + s) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str("# HELP pa_auth_http_requests_total HTTP requests answered, by route family and status.\n");
+        out.push_str("# TYPE pa_auth_http_requests_total counter\n");
+        for (ri, (_, route)) in ROUTES.iter().enumerate() {
+            for si in 0..=STATUSES.len() {
+                let n = self.counts[ri * (STATUSES.len() + 1) + si].load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = STATUSES.get(si).map_or("other".to_owned(), u16::to_string);
+                let _ = writeln!(
+                    out,
+                    "pa_auth_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+    }
+}
+
+/// Values sampled at scrape time.
+pub struct Snapshot<'a> {
+    pub auth: &'a crate::auth::AuthCounters,
+    pub requests: &'a RequestCounters,
+    pub tokens: u64,
+    pub open_connections: usize,
+    pub flush: crate::flusher::FlushStatus,
+}
+
+/// Renders the exposition text.
+pub fn render(s: &Snapshot<'_>) -> String {
+    let mut out = String::with_capacity(2048);
+    out.push_str("# HELP pa_auth_authentications_total API-token authentications, by result.\n");
+    out.push_str("# TYPE pa_auth_authentications_total counter\n");
+    for (label, counter) in [
+        ("success", &s.auth.success),
+        ("missing", &s.auth.missing),
+        ("malformed", &s.auth.malformed),
+        ("unknown", &s.auth.unknown),
+        ("expired", &s.auth.expired),
+    ] {
+        let _ = writeln!(
+            out,
+            "pa_auth_authentications_total{{result=\"{label}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    s.requests.render(&mut out);
+    let gauges = [
+        ("pa_auth_tokens", "Tokens stored.", s.tokens as f64),
+        (
+            "pa_auth_open_connections",
+            "Open client connections.",
+            s.open_connections as f64,
+        ),
+        (
+            "pa_auth_last_flush_timestamp_seconds",
+            "Unix time of the last successful last-used flush (0 = none yet).",
+            s.flush.last_success_unix as f64,
+        ),
+        (
+            "pa_auth_last_flush_duration_seconds",
+            "Duration of the last successful last-used flush.",
+            s.flush.last_duration.as_secs_f64(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pa_auth_flush_failures_total Failed last-used flush rounds.\n# TYPE pa_auth_flush_failures_total counter\npa_auth_flush_failures_total {}",
+        s.flush.failures
+    );
+    out
+}
