@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod flusher;
+pub mod fuzz_checks;
 pub mod json_body;
 pub mod last_used;
 pub mod metrics;

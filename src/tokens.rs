@@ -46,6 +46,18 @@ impl PlaintextToken {
         PlaintextToken(token)
     }
 
+    /// A token from given random characters (fuzzing and tests: real tokens come from
+    /// [`Self::generate`]). Bytes are mapped onto the base62 alphabet.
+    #[doc(hidden)]
+    pub fn from_random_bytes(random: &[u8; RANDOM_LEN]) -> Self {
+        let chars: Vec<u8> = random.iter().map(|b| BASE62[usize::from(b % 62)]).collect();
+        let mut token = String::with_capacity(TOKEN_LEN);
+        token.push_str(TOKEN_PREFIX);
+        token.extend(chars.iter().map(|&b| char::from(b)));
+        token.extend(checksum_digits(&chars).iter().map(|&b| char::from(b)));
+        PlaintextToken(token)
+    }
+
     /// The secret, for the one place it is shown.
     pub fn expose_secret(&self) -> &str {
         &self.0

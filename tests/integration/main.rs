@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fuzz_corpus;
 mod http_layer;
 mod service;
 mod support;
