@@ -135,14 +135,29 @@ impl Handler for App {
     /// For `Expect: 100-continue`: refuse before the body is sent when the answer cannot
     /// depend on it (no such route, wrong content type, no credential at all).
     fn respond_before_body(&self, req: &Request<'_>) -> Option<Response> {
-        let early = match req.path() {
-            "/admin/api/session" | "/admin/api/tokens" | "/admin/api/password" => {
-                (!crate::json_body::is_json_content_type(req.header("content-type")))
-                    .then(|| Error::BadRequest("Content-Type must be application/json".into()))
-            }
-            p if p.starts_with("/auth/verify") || p.starts_with("/api") => None,
-            _ => Some(Error::NotFound),
-        };
+        let path = req.path();
+        let json_route = matches!(
+            (req.method(), path),
+            ("POST", "/admin/api/session" | "/admin/api/tokens") | ("PUT", "/admin/api/password")
+        );
+        let known = ["/healthz", "/metrics", "/auth/verify", "/api", "/admin/api"]
+            .iter()
+            .any(|p| {
+                path == *p
+                    || path
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            });
+        let early =
+            if json_route && !crate::json_body::is_json_content_type(req.header("content-type")) {
+                Some(Error::BadRequest(
+                    "Content-Type must be application/json".into(),
+                ))
+            } else if !known {
+                Some(Error::NotFound)
+            } else {
+                None
+            };
         early.map(|e| e.to_response(req.correlation_id()))
     }
 }

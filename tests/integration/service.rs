@@ -944,3 +944,106 @@ fn http_hygiene_holds_on_the_real_binary() {
     );
     assert_eq!(Req::get("/healthz").send(svc.addr).status, 200);
 }
+
+#[test]
+fn expect_continue_on_admin_routes() {
+    use std::io::{Read, Write};
+    let svc = Service::start(&[]);
+    let auth = basic(&svc.initial_password());
+    let body = br#"{"name":"via-expect"}"#;
+    let head = format!(
+        "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(svc.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body).unwrap();
+    let r = crate::support::read_response(&mut std::io::BufReader::new(s), false).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // Refused before the body: wrong content type, or a path that does not exist.
+    for (path, ct, status) in [
+        ("/admin/api/tokens", "text/plain", 400),
+        ("/nowhere", "application/json", 404),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nExpect: 100-continue\r\nContent-Length: 50000\r\n\r\n"
+        );
+        let mut s = std::net::TcpStream::connect(svc.addr).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let all = String::from_utf8_lossy(&crate::support::read_to_close(&mut s)).into_owned();
+        assert!(all.starts_with(&format!("HTTP/1.1 {status}")), "{all}");
+        assert!(!all.contains("100 Continue"));
+    }
+}
+
+#[test]
+fn running_out_of_file_descriptors_recovers() {
+    // The real binary under a tiny descriptor limit: accept fails with EMFILE, is logged and
+    // retried, and service resumes once clients go away.
+    let temp = TempDir::new("emfile");
+    let dir = temp.path().join("data");
+    let script = format!(
+        "ulimit -n 48; exec {} serve --listen 127.0.0.1:0 --workers 4 --data-dir {}",
+        binary(),
+        dir.display()
+    );
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hogs: Vec<std::net::TcpStream> = (0..80)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        log.lock().unwrap().contains("accept failed"),
+        "{}",
+        log.lock().unwrap()
+    );
+    drop(hogs);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ok = false;
+    while Instant::now() < deadline {
+        if crate::support::try_raw(addr, &Req::get("/healthz").to_bytes())
+            .is_ok_and(|r| r.status == 200)
+        {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "did not recover after descriptors freed up");
+}
