@@ -140,7 +140,7 @@ impl Handler for App {
             (req.method(), path),
             ("POST", "/admin/api/session" | "/admin/api/tokens") | ("PUT", "/admin/api/password")
         );
-        let known = ["/healthz", "/metrics", "/auth/verify", "/api", "/admin/api"]
+        let known = ["/healthz", "/metrics", "/auth/verify", "/api", "/admin"]
             .iter()
             .any(|p| {
                 path == *p
@@ -183,6 +183,9 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> (RouteLabel, Result<Response
         ),
         p if p == "/admin/api" || p.starts_with("/admin/api/") => {
             (RouteLabel::Admin, admin_route(app, req, method, p, now))
+        }
+        p if p == "/admin" || p.starts_with("/admin/") => {
+            (RouteLabel::Admin, crate::console::serve_asset(method, p))
         }
         _ => (RouteLabel::Other, Err(Error::NotFound)),
     }

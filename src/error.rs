@@ -65,8 +65,9 @@ pub enum Error {
     BadRequest(String),
     /// An API-token credential was refused (401 with the RFC 6750 challenge).
     Unauthorized(AuthFailure),
-    /// An admin route without a valid admin credential (401).
-    AdminUnauthorized,
+    /// An admin route without a valid admin credential (401). `basic_challenge` is false for
+    /// the console's own requests, so the browser shows our login page, not a Basic prompt.
+    AdminUnauthorized { basic_challenge: bool },
     /// Authenticated, but not allowed: an API token on an admin route, or a failed CSRF check.
     Forbidden(&'static str),
     /// No such route or resource.
@@ -117,7 +118,7 @@ impl fmt::Display for Error {
             }
             Error::BadRequest(m) => write!(f, "bad request: {m}"),
             Error::Unauthorized(r) => write!(f, "API token refused ({})", r.as_str()),
-            Error::AdminUnauthorized => write!(f, "admin credentials required"),
+            Error::AdminUnauthorized { .. } => write!(f, "admin credentials required"),
             Error::Forbidden(m) => write!(f, "forbidden: {m}"),
             Error::NotFound => write!(f, "not found"),
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
@@ -197,7 +198,7 @@ impl Error {
     pub fn status_and_code(&self) -> (u16, &'static str) {
         match self {
             Error::Validation(_) | Error::BadRequest(_) => (400, "validation_error"),
-            Error::Unauthorized(_) | Error::AdminUnauthorized => (401, "unauthorized"),
+            Error::Unauthorized(_) | Error::AdminUnauthorized { .. } => (401, "unauthorized"),
             Error::Forbidden(_) => (403, "forbidden"),
             Error::NotFound => (404, "not_found"),
             Error::MethodNotAllowed(_) => (405, "method_not_allowed"),
@@ -225,7 +226,7 @@ impl Error {
             Error::Validation(_) => "Request validation failed".into(),
             Error::BadRequest(m) => m.clone(),
             Error::Unauthorized(_) => INVALID_TOKEN_MESSAGE.into(),
-            Error::AdminUnauthorized => "Admin authentication required".into(),
+            Error::AdminUnauthorized { .. } => "Admin authentication required".into(),
             Error::Forbidden(m) => (*m).into(),
             Error::NotFound => "Not found".into(),
             Error::MethodNotAllowed(allow) => format!("Method not allowed; allowed: {allow}"),
@@ -274,11 +275,13 @@ impl Error {
                 };
                 response = response.header("WWW-Authenticate", challenge);
             }
-            Error::AdminUnauthorized => {
-                response = response.header(
-                    "WWW-Authenticate",
-                    r#"Basic realm="pa-auth admin", charset="UTF-8""#,
-                );
+            Error::AdminUnauthorized { basic_challenge } => {
+                let challenge = if *basic_challenge {
+                    r#"Basic realm="pa-auth admin", charset="UTF-8""#
+                } else {
+                    r#"Session realm="pa-auth admin""#
+                };
+                response = response.header("WWW-Authenticate", challenge);
             }
             Error::MethodNotAllowed(allow) => response = response.header("Allow", *allow),
             Error::TooManyRequests { retry_after_secs } => {
@@ -322,7 +325,13 @@ mod tests {
                 401,
                 "unauthorized",
             ),
-            (Error::AdminUnauthorized, 401, "unauthorized"),
+            (
+                Error::AdminUnauthorized {
+                    basic_challenge: true,
+                },
+                401,
+                "unauthorized",
+            ),
             (Error::Forbidden("no"), 403, "forbidden"),
             (Error::NotFound, 404, "not_found"),
             (Error::MethodNotAllowed("GET"), 405, "method_not_allowed"),

@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod flusher;
 pub mod fuzz_checks;
 pub mod json_body;

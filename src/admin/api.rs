@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::passwords::{hash_password, validate_new_password, INITIAL_PASSWORD_FILE};
 use super::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
-use super::{AdminCredential, AdminIdentity};
+use super::{admin_unauthorized, AdminCredential, AdminIdentity};
 use crate::app::App;
 use crate::error::{Error, FieldError, Result};
 use crate::http::{Request, Response};
@@ -44,7 +44,7 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
         collect_fields((body.required_str("username"), body.required_str("password")))?;
     if !app.check_admin_password(username, password)? {
         app.record_login_failure(req, username, now);
-        return Err(Error::AdminUnauthorized);
+        return Err(admin_unauthorized(req));
     }
     app.throttle.success(ip);
     let (cookie, session) = app.sessions.create(username, Instant::now());

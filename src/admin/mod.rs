@@ -32,6 +32,16 @@ pub struct AdminIdentity {
     pub credential: AdminCredential,
 }
 
+/// The 401 for an admin request; the console's own requests get no Basic challenge.
+pub fn admin_unauthorized(req: &Request<'_>) -> Error {
+    let console = req
+        .header("x-requested-with")
+        .is_some_and(|v| v == b"pa-console");
+    Error::AdminUnauthorized {
+        basic_challenge: !console,
+    }
+}
+
 fn is_unsafe_method(method: &str) -> bool {
     !matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
@@ -69,7 +79,7 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
                 });
             }
             app.record_login_failure(req, &username, now);
-            return Err(Error::AdminUnauthorized);
+            return Err(admin_unauthorized(req));
         }
     }
     if is_valid_api_token(&app.store, values, now) {
@@ -77,7 +87,7 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
             "API tokens cannot be used on admin routes",
         ));
     }
-    Err(Error::AdminUnauthorized)
+    Err(admin_unauthorized(req))
 }
 
 /// CSRF defence for cookie-authenticated unsafe requests: the session's token must come back

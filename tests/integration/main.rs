@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod console_browser;
 mod fuzz_corpus;
 mod http_layer;
 mod service;
 mod support;
+mod webdriver;

@@ -1,0 +1,406 @@
+// pa-auth admin console: System Configuration > API Tokens.
+// Plain script, no dependencies, served from the binary under a strict CSP. Every value that
+// came from a user (token names, audit fields) is put into the page with textContent, never
+// as HTML.
+"use strict";
+
+const state = {
+  csrf: null,
+  username: null,
+  tokens: [],
+  sort: { key: "created", dir: -1 },
+  filter: "",
+  page: 0,
+  pageSize: 50,
+  deleting: null,
+  auditCursor: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `Request failed (${status})`);
+    this.status = status;
+    this.body = body || {};
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { "X-Requested-With": "pa-console" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (state.csrf && method !== "GET") headers["X-CSRF-Token"] = state.csrf;
+  const response = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  const text = await response.text();
+  if (text) {
+    try { data = JSON.parse(text); } catch (_) { data = null; }
+  }
+  if (!response.ok) {
+    if (response.status === 401 && path !== "/admin/api/session") showLogin("Your session ended. Sign in again.");
+    throw new ApiError(response.status, data);
+  }
+  return data;
+}
+
+// ---- time display: local time, UTC on hover -------------------------------------------
+function timeCell(cell, iso, emptyText) {
+  if (!iso) {
+    cell.textContent = emptyText;
+    return;
+  }
+  const d = new Date(iso);
+  cell.textContent = d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  cell.title = iso.replace("T", " ").replace("Z", " UTC");
+}
+
+function showNotice(text) {
+  const n = $("notice");
+  n.textContent = text;
+  n.hidden = !text;
+}
+
+// ---- views ----------------------------------------------------------------------------
+function showLogin(message) {
+  state.csrf = null;
+  state.tokens = [];
+  $("app-view").hidden = true;
+  $("account").hidden = true;
+  $("login-view").hidden = false;
+  $("login-error").textContent = message || "";
+  $("login-password").value = "";
+  $("login-username").focus();
+}
+
+function showApp(session) {
+  state.csrf = session.csrfToken;
+  state.username = session.username;
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  $("account").hidden = false;
+  $("whoami").textContent = `Signed in as ${session.username}`;
+  $("initial-banner").hidden = !session.initialPassword;
+  selectTab("tokens");
+  loadTokens();
+}
+
+function selectTab(which) {
+  const tokens = which === "tokens";
+  $("tokens-panel").hidden = !tokens;
+  $("audit-panel").hidden = tokens;
+  $("tab-tokens").setAttribute("aria-selected", String(tokens));
+  $("tab-audit").setAttribute("aria-selected", String(!tokens));
+  if (!tokens) loadAudit(true);
+}
+
+// ---- tokens list ----------------------------------------------------------------------
+async function loadTokens() {
+  $("list-error").textContent = "";
+  try {
+    const all = [];
+    let cursor = null;
+    do {
+      const query = cursor ? `?limit=1000&cursor=${encodeURIComponent(cursor)}` : "?limit=1000";
+      const page = await api("GET", `/admin/api/tokens${query}`);
+      all.push(...page.items);
+      cursor = page.nextCursor;
+    } while (cursor);
+    state.tokens = all;
+    renderTokens();
+  } catch (e) {
+    if (e.status !== 401) $("list-error").textContent = e.message;
+  }
+}
+
+function sortValue(token, key) {
+  if (key === "name") return token.name.toLocaleLowerCase();
+  if (key === "lastUsed") return token.lastUsedAt || "";
+  return token.createdAt;
+}
+
+function visibleTokens() {
+  const filter = state.filter.trim().toLocaleLowerCase();
+  const list = state.tokens.filter((t) => !filter || t.name.toLocaleLowerCase().includes(filter));
+  const { key, dir } = state.sort;
+  list.sort((a, b) => {
+    const x = sortValue(a, key);
+    const y = sortValue(b, key);
+    return x < y ? -dir : x > y ? dir : 0;
+  });
+  return list;
+}
+
+function renderTokens() {
+  const list = visibleTokens();
+  const pages = Math.max(1, Math.ceil(list.length / state.pageSize));
+  state.page = Math.min(state.page, pages - 1);
+  const start = state.page * state.pageSize;
+  const rows = $("token-rows");
+  rows.replaceChildren();
+  for (const token of list.slice(start, start + state.pageSize)) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = token.id;
+    if (token.status === "expired") tr.classList.add("expired");
+
+    const name = document.createElement("td");
+    name.className = "name";
+    name.dataset.label = "Name";
+    name.textContent = token.name;
+    tr.append(name);
+
+    const created = document.createElement("td");
+    created.dataset.label = "Created";
+    timeCell(created, token.createdAt, "");
+    tr.append(created);
+
+    const expires = document.createElement("td");
+    expires.dataset.label = "Expiration";
+    timeCell(expires, token.expiresAt, "Never");
+    if (token.status === "expired") {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "Expired";
+      expires.append(" ", badge);
+    }
+    tr.append(expires);
+
+    const used = document.createElement("td");
+    used.dataset.label = "Last used";
+    used.className = "last-used";
+    timeCell(used, token.lastUsedAt, "Never");
+    tr.append(used);
+
+    const actions = document.createElement("td");
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "danger delete";
+    del.textContent = "Delete";
+    del.setAttribute("aria-label", `Delete token ${token.name}`);
+    del.addEventListener("click", () => openDelete(token));
+    actions.append(del);
+    tr.append(actions);
+    rows.append(tr);
+  }
+  $("empty-state").hidden = list.length > 0;
+  $("empty-state").textContent = state.tokens.length ? "No API tokens match the filter." : "No API tokens yet.";
+  $("page-info").textContent = `Page ${state.page + 1} of ${pages} · ${list.length} token${list.length === 1 ? "" : "s"}`;
+  $("prev-page").disabled = state.page === 0;
+  $("next-page").disabled = state.page >= pages - 1;
+  for (const button of document.querySelectorAll("button.sort")) {
+    const active = button.dataset.sort === state.sort.key;
+    button.closest("th").setAttribute("aria-sort", active ? (state.sort.dir > 0 ? "ascending" : "descending") : "none");
+  }
+}
+
+// ---- create ---------------------------------------------------------------------------
+function openCreate() {
+  $("create-form").reset();
+  for (const id of ["token-name-error", "token-expiry-error", "create-error"]) $(id).textContent = "";
+  $("create-fields").hidden = false;
+  $("secret-view").hidden = true;
+  $("secret-value").value = "";
+  $("create-dialog").showModal();
+  $("token-name").focus();
+}
+
+function forgetSecret() {
+  $("secret-value").value = "";
+  $("secret-name").textContent = "";
+}
+
+async function submitCreate(event) {
+  event.preventDefault();
+  for (const id of ["token-name-error", "token-expiry-error", "create-error"]) $(id).textContent = "";
+  const name = $("token-name").value;
+  if (!name.trim()) {
+    $("token-name-error").textContent = "Name is required";
+    $("token-name").focus();
+    return;
+  }
+  const body = { name };
+  if ($("token-expiry").value) body.expiresAt = $("token-expiry").value;
+  $("create-submit").disabled = true;
+  try {
+    const created = await api("POST", "/admin/api/tokens", body);
+    $("create-fields").hidden = true;
+    $("secret-view").hidden = false;
+    $("secret-name").textContent = created.name;
+    $("secret-value").value = created.token;
+    $("secret-value").select();
+    $("copy-secret").focus();
+    loadTokens();
+  } catch (e) {
+    showFieldErrors(e, { name: "token-name-error", expiresAt: "token-expiry-error" }, "create-error");
+  } finally {
+    $("create-submit").disabled = false;
+  }
+}
+
+function showFieldErrors(error, fieldMap, generalId) {
+  const fields = (error.body && error.body.errors) || [];
+  let placed = false;
+  for (const f of fields) {
+    const target = fieldMap[f.field];
+    if (target) {
+      $(target).textContent = f.message;
+      placed = true;
+    }
+  }
+  if (!placed) $(generalId).textContent = error.message;
+}
+
+async function copySecret() {
+  const value = $("secret-value").value;
+  try {
+    await navigator.clipboard.writeText(value);
+  } catch (_) {
+    $("secret-value").select();
+    document.execCommand("copy");
+  }
+  $("copy-secret").textContent = "Copied";
+  setTimeout(() => { $("copy-secret").textContent = "Copy"; }, 2000);
+}
+
+// ---- delete ---------------------------------------------------------------------------
+function openDelete(token) {
+  state.deleting = token;
+  $("delete-name").textContent = token.name;
+  $("delete-error").textContent = "";
+  $("delete-dialog").showModal();
+  $("delete-cancel").focus();
+}
+
+async function confirmDelete() {
+  const token = state.deleting;
+  if (!token) return;
+  $("delete-confirm").disabled = true;
+  try {
+    await api("DELETE", `/admin/api/tokens/${encodeURIComponent(token.id)}`);
+    $("delete-dialog").close();
+    state.tokens = state.tokens.filter((t) => t.id !== token.id);
+    renderTokens();
+    showNotice(`Deleted token ${token.name}.`);
+  } catch (e) {
+    $("delete-error").textContent = e.message;
+  } finally {
+    $("delete-confirm").disabled = false;
+  }
+}
+
+// ---- password -------------------------------------------------------------------------
+function openPassword() {
+  $("password-form").reset();
+  for (const id of ["current-password-error", "new-password-error", "password-error"]) $(id).textContent = "";
+  $("password-dialog").showModal();
+  $("current-password").focus();
+}
+
+async function submitPassword(event) {
+  event.preventDefault();
+  for (const id of ["current-password-error", "new-password-error", "password-error"]) $(id).textContent = "";
+  try {
+    await api("PUT", "/admin/api/password", {
+      currentPassword: $("current-password").value,
+      newPassword: $("new-password").value,
+    });
+    $("password-dialog").close();
+    $("password-form").reset();
+    $("initial-banner").hidden = true;
+    showNotice("Password changed.");
+  } catch (e) {
+    showFieldErrors(e, { currentPassword: "current-password-error", newPassword: "new-password-error" }, "password-error");
+  }
+}
+
+// ---- audit ----------------------------------------------------------------------------
+async function loadAudit(fresh) {
+  $("audit-error").textContent = "";
+  if (fresh) {
+    state.auditCursor = null;
+    $("audit-rows").replaceChildren();
+  }
+  try {
+    const query = state.auditCursor ? `?limit=50&cursor=${encodeURIComponent(state.auditCursor)}` : "?limit=50";
+    const page = await api("GET", `/admin/api/audit${query}`);
+    for (const ev of page.items) {
+      const tr = document.createElement("tr");
+      const at = document.createElement("td");
+      timeCell(at, ev.at, "");
+      tr.append(at);
+      for (const value of [ev.event, ev.actor, ev.tokenName || ev.tokenId, ev.remoteAddr]) {
+        const td = document.createElement("td");
+        td.textContent = value || "";
+        tr.append(td);
+      }
+      $("audit-rows").append(tr);
+    }
+    state.auditCursor = page.nextCursor;
+    $("audit-more").hidden = !page.nextCursor;
+  } catch (e) {
+    if (e.status !== 401) $("audit-error").textContent = e.message;
+  }
+}
+
+// ---- wiring ---------------------------------------------------------------------------
+async function login(event) {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const session = await api("POST", "/admin/api/session", {
+      username: $("login-username").value,
+      password: $("login-password").value,
+    });
+    $("login-password").value = "";
+    showApp(session);
+  } catch (e) {
+    $("login-error").textContent = e.status === 401 ? "Wrong username or password." : e.message;
+  }
+}
+
+async function logout() {
+  try { await api("DELETE", "/admin/api/session"); } catch (_) { /* signed out either way */ }
+  showNotice("");
+  showLogin("You are signed out.");
+}
+
+function init() {
+  $("login-form").addEventListener("submit", login);
+  $("logout-button").addEventListener("click", logout);
+  $("change-password-button").addEventListener("click", openPassword);
+  $("banner-change-password").addEventListener("click", openPassword);
+  $("tab-tokens").addEventListener("click", () => selectTab("tokens"));
+  $("tab-audit").addEventListener("click", () => selectTab("audit"));
+  $("audit-more").addEventListener("click", () => loadAudit(false));
+  $("create-button").addEventListener("click", openCreate);
+  $("create-form").addEventListener("submit", submitCreate);
+  $("create-cancel").addEventListener("click", () => $("create-dialog").close());
+  $("secret-done").addEventListener("click", () => $("create-dialog").close());
+  $("create-dialog").addEventListener("close", forgetSecret);
+  $("copy-secret").addEventListener("click", copySecret);
+  $("delete-cancel").addEventListener("click", () => $("delete-dialog").close());
+  $("delete-confirm").addEventListener("click", confirmDelete);
+  $("password-form").addEventListener("submit", submitPassword);
+  $("password-cancel").addEventListener("click", () => $("password-dialog").close());
+  $("filter").addEventListener("input", (e) => {
+    state.filter = e.target.value;
+    state.page = 0;
+    renderTokens();
+  });
+  $("prev-page").addEventListener("click", () => { state.page -= 1; renderTokens(); });
+  $("next-page").addEventListener("click", () => { state.page += 1; renderTokens(); });
+  for (const button of document.querySelectorAll("button.sort")) {
+    button.addEventListener("click", () => {
+      const key = button.dataset.sort;
+      state.sort = state.sort.key === key ? { key, dir: -state.sort.dir } : { key, dir: key === "name" ? 1 : -1 };
+      renderTokens();
+    });
+  }
+  api("GET", "/admin/api/session").then(showApp, () => showLogin(""));
+}
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,301 @@
+//! Issue 4: the admin console in a real headless chromium (WebDriver): log in, create tokens
+//! with and without expiry, the secret shown once works and is forgotten, last-used appears,
+//! inline validation errors, an XSS name renders literally, sort/filter, delete, logout.
+//! Screenshots land in `target/browser-artifacts/`.
+
+use serde_json::json;
+
+use crate::support::{Req, Service};
+use crate::webdriver::Browser;
+
+fn row_names(b: &Browser) -> Vec<String> {
+    b.exec(
+        "return [...document.querySelectorAll('#token-rows td.name')].map(td => td.textContent);",
+        json!([]),
+    )
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|v| v.as_str().unwrap().to_string())
+    .collect()
+}
+
+fn create_in_dialog(b: &Browser, name: &str, expiry: Option<&str>) -> String {
+    b.click("#create-button");
+    b.wait_for(
+        "create dialog",
+        "document.getElementById('create-dialog').open",
+    );
+    b.type_into("#token-name", name);
+    if let Some(date) = expiry {
+        b.exec(
+            "document.getElementById('token-expiry').value = arguments[0];",
+            json!([date]),
+        );
+    }
+    b.click("#create-submit");
+    b.wait_for("secret", "!document.getElementById('secret-view').hidden");
+    let text = b.text("#secret-view .warning");
+    assert!(
+        text.contains("Copy it now — you will not be able to see it again"),
+        "{text}"
+    );
+    b.value_of("secret-value")
+}
+
+#[test]
+fn console_flows_in_a_real_browser() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&[]);
+    let base = format!("http://{}", svc.addr);
+
+    // Security headers on the page itself.
+    let page = Req::get("/admin/").send(svc.addr);
+    assert_eq!(page.status, 200);
+    let csp = page.header("Content-Security-Policy").unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    assert_eq!(page.header("X-Frame-Options"), Some("DENY"));
+    assert_eq!(page.header("Referrer-Policy"), Some("no-referrer"));
+
+    // Log in.
+    b.goto(&format!("{base}/admin/"));
+    b.wait_for(
+        "login form",
+        "!document.getElementById('login-view').hidden",
+    );
+    let unlabeled = b.exec(
+        "return [...document.querySelectorAll('input')].filter(i => !document.querySelector(`label[for=\"${i.id}\"]`)).length;",
+        json!([]),
+    );
+    assert_eq!(unlabeled, json!(0), "every input has a label");
+    b.type_into("#login-username", "admin");
+    b.type_into("#login-password", "wrong password");
+    b.click("#login-submit");
+    b.wait_for(
+        "login error",
+        "document.getElementById('login-error').textContent.length > 0",
+    );
+    b.type_into("#login-password", &svc.initial_password());
+    b.click("#login-submit");
+    b.wait_for("token list", "!document.getElementById('app-view').hidden");
+    assert!(b.visible("initial-banner"), "initial password banner");
+
+    // Create without expiry; the secret works against /api/token; closing forgets it.
+    let secret = create_in_dialog(&b, "ci-no-expiry", None);
+    assert_eq!(secret.len(), 49);
+    b.screenshot("create-dialog");
+    let me = Req::get("/api/token").bearer(&secret).send(svc.addr);
+    assert_eq!(me.status, 200);
+    b.click("#secret-done");
+    b.wait_for(
+        "dialog closed",
+        "!document.getElementById('create-dialog').open",
+    );
+    assert_eq!(
+        b.value_of("secret-value"),
+        "",
+        "secret forgotten after closing"
+    );
+    assert!(!b
+        .exec("return document.body.innerHTML;", json!([]))
+        .as_str()
+        .unwrap()
+        .contains(&secret));
+
+    // Create with an expiry date.
+    let secret2 = create_in_dialog(&b, "ci-expiry", Some("2999-12-31"));
+    assert_eq!(
+        Req::get("/api/token")
+            .bearer(&secret2)
+            .send(svc.addr)
+            .status,
+        200
+    );
+    b.keys("\u{E00C}"); // Escape closes the dialog from the keyboard.
+    b.wait_for(
+        "dialog closed",
+        "!document.getElementById('create-dialog').open",
+    );
+    assert_eq!(b.value_of("secret-value"), "");
+
+    // Last used appears after a reload.
+    b.goto(&format!("{base}/admin/"));
+    b.wait_for(
+        "rows",
+        "document.querySelectorAll('#token-rows tr').length === 2",
+    );
+    let last_used = b.exec(
+        "return [...document.querySelectorAll('#token-rows tr')].map(tr => [tr.querySelector('td.name').textContent, tr.querySelector('td.last-used').textContent, tr.querySelector('td.last-used').title]);",
+        json!([]),
+    );
+    for row in last_used.as_array().unwrap() {
+        assert_ne!(row[1], "Never", "{row}");
+        assert!(
+            row[2].as_str().unwrap().ends_with("UTC"),
+            "UTC on hover: {row}"
+        );
+    }
+    let expiry_cells = b.exec(
+        "return [...document.querySelectorAll('#token-rows tr')].map(tr => tr.children[2].textContent);",
+        json!([]),
+    );
+    assert!(expiry_cells
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "Never"));
+
+    // Validation errors appear next to their fields.
+    b.click("#create-button");
+    b.wait_for(
+        "create dialog",
+        "document.getElementById('create-dialog').open",
+    );
+    b.exec(
+        "document.getElementById('token-name').value = 'bad\\u202Ename';",
+        json!([]),
+    );
+    b.click("#create-submit");
+    b.wait_for(
+        "name error",
+        "document.getElementById('token-name-error').textContent.length > 0",
+    );
+    b.type_into("#token-name", "fine-name");
+    b.exec(
+        "document.getElementById('token-expiry').value = '2001-01-01';",
+        json!([]),
+    );
+    b.click("#create-submit");
+    b.wait_for(
+        "expiry error",
+        "document.getElementById('token-expiry-error').textContent.includes('future')",
+    );
+    b.type_into("#token-name", "ci-no-expiry");
+    b.exec(
+        "document.getElementById('token-expiry').value = '';",
+        json!([]),
+    );
+    b.click("#create-submit");
+    b.wait_for(
+        "conflict",
+        "document.getElementById('create-error').textContent.includes('already exists')",
+    );
+    b.click("#create-cancel");
+
+    // A hostile name renders literally.
+    let xss = "<img src=x onerror=alert(1)>";
+    create_in_dialog(&b, xss, None);
+    b.click("#secret-done");
+    b.wait_for(
+        "xss row",
+        "document.querySelectorAll('#token-rows tr').length === 3",
+    );
+    assert!(row_names(&b).contains(&xss.to_string()));
+    assert_eq!(
+        b.exec(
+            "return document.querySelectorAll('#token-rows img').length;",
+            json!([])
+        ),
+        json!(0)
+    );
+
+    // Sort and filter.
+    b.click("button.sort[data-sort='name']");
+    let names = row_names(&b);
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|n| n.to_lowercase());
+    assert_eq!(names, sorted);
+    b.type_into("#filter", "expiry");
+    b.wait_for(
+        "filtered",
+        "document.querySelectorAll('#token-rows tr').length === 2",
+    );
+    b.screenshot("token-list-filtered-1280");
+    b.type_into("#filter", "");
+    b.exec("const f = document.getElementById('filter'); f.value=''; f.dispatchEvent(new Event('input'));", json!([]));
+    b.wait_for(
+        "all rows",
+        "document.querySelectorAll('#token-rows tr').length === 3",
+    );
+    b.screenshot("token-list-1280");
+    b.set_size(390, 844);
+    b.screenshot("token-list-390");
+    let overflow = b.exec(
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+        json!([]),
+    );
+    assert_eq!(overflow, json!(true), "no horizontal scrolling at 390 px");
+    b.set_size(1280, 900);
+
+    // Delete with confirmation naming the token; the secret stops working.
+    b.click("button[aria-label='Delete token ci-no-expiry']");
+    b.wait_for("confirm", "document.getElementById('delete-dialog').open");
+    assert_eq!(b.text("#delete-name"), "ci-no-expiry");
+    b.click("#delete-confirm");
+    b.wait_for(
+        "row gone",
+        "document.querySelectorAll('#token-rows tr').length === 2",
+    );
+    assert_eq!(
+        Req::get("/api/token").bearer(&secret).send(svc.addr).status,
+        401
+    );
+
+    // Audit view.
+    b.click("#tab-audit");
+    b.wait_for(
+        "audit rows",
+        "document.querySelectorAll('#audit-rows tr').length > 0",
+    );
+    let audit_text = b.text("#audit-panel");
+    assert!(audit_text.contains("token.deleted") && audit_text.contains("token.created"));
+    b.click("#tab-tokens");
+
+    // Log out: the session is gone for the browser too.
+    b.click("#logout-button");
+    b.wait_for(
+        "login form",
+        "!document.getElementById('login-view').hidden",
+    );
+    b.goto(&format!("{base}/admin/"));
+    b.wait_for(
+        "login form after reload",
+        "!document.getElementById('login-view').hidden",
+    );
+}
+
+#[test]
+fn change_password_from_the_console_clears_the_banner() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&[]);
+    b.goto(&format!("http://{}/admin/", svc.addr));
+    b.wait_for(
+        "login form",
+        "!document.getElementById('login-view').hidden",
+    );
+    b.type_into("#login-username", "admin");
+    b.type_into("#login-password", &svc.initial_password());
+    b.click("#login-submit");
+    b.wait_for(
+        "banner",
+        "!document.getElementById('initial-banner').hidden",
+    );
+    b.click("#banner-change-password");
+    b.wait_for("dialog", "document.getElementById('password-dialog').open");
+    b.type_into("#current-password", &svc.initial_password());
+    b.type_into("#new-password", "short");
+    b.click("#password-submit");
+    b.wait_for(
+        "inline error",
+        "document.getElementById('new-password-error').textContent.length > 0",
+    );
+    b.type_into("#new-password", "a long console passphrase");
+    b.click("#password-submit");
+    b.wait_for("closed", "!document.getElementById('password-dialog').open");
+    assert!(!b.visible("initial-banner"));
+    assert!(!svc.data_dir.join("initial-admin-password").exists());
+}
