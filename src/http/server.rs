@@ -458,7 +458,15 @@ fn read_head(
     let mut head_started = (first_request || conn.filled > 0).then_some(waiting_since);
     loop {
         if conn.filled > 0 {
-            match parse_request_head(&conn.buf[..conn.filled], &limits) {
+            let mut parsed = parse_request_head(&conn.buf[..conn.filled], &limits);
+            // RFC 9110 §5.5 lets a recipient replace NUL in a field value with SP instead of
+            // rejecting the message. Doing so keeps "every credential problem is a 401": a
+            // NUL inside an Authorization value becomes a malformed token, not a 400. Only on
+            // the error path, so valid requests pay nothing.
+            if parsed.is_err() && replace_nul_in_head(&mut conn.buf[..conn.filled]) {
+                parsed = parse_request_head(&conn.buf[..conn.filled], &limits);
+            }
+            match parsed {
                 Ok(Some(head)) => return HeadOutcome::Ready(Box::new(head)),
                 Ok(None) => {}
                 Err(e) => return HeadOutcome::Rejected(e),
@@ -506,6 +514,27 @@ fn read_head(
             Err(_) => return HeadOutcome::Closed,
         }
     }
+}
+
+/// Replaces NUL bytes in the header-field lines (not the request line, not the body) with
+/// SP. Returns whether anything changed.
+fn replace_nul_in_head(buf: &mut [u8]) -> bool {
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |i| i + 4);
+    let fields_start = buf
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head_end, |i| i + 1);
+    let mut changed = false;
+    for b in buf.iter_mut().take(head_end).skip(fields_start) {
+        if *b == 0 {
+            *b = b' ';
+            changed = true;
+        }
+    }
+    changed
 }
 
 enum Next {

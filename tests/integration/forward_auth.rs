@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pa_auth::http::{Request, Response, Server, ServerConfig};
 use serde_json::{json, Value};
 
-use crate::support::{try_raw, Conn, HttpResponse, Req, Service, TempDir};
+use crate::support::{admin_basic, try_raw, Conn, HttpResponse, Req, Service, TempDir};
 use crate::webdriver::require_program;
 
 /// An upstream API that echoes the request headers and counts hits.
@@ -213,30 +213,6 @@ fn admin_create(svc: &Service, auth: &str, body: Value) -> Value {
     r.json()
 }
 
-fn basic_auth(svc: &Service) -> String {
-    // "admin:<pw>" in base64 via the same encoder the service tests use.
-    let pw = svc.initial_password();
-    let creds = format!("admin:{pw}");
-    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in creds.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                table[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    format!("Basic {out}")
-}
-
 fn assert_pa_auth_401(r: &HttpResponse, what: &str) {
     assert_eq!(r.status, 401, "{what}: {}", r.text());
     let v = r.json();
@@ -264,7 +240,7 @@ fn assert_pa_auth_401(r: &HttpResponse, what: &str) {
 
 /// The scenario every shipped proxy config must pass.
 fn exercise_proxy(proxy: SocketAddr, svc: &Service, upstream: &EchoUpstream) {
-    let auth = basic_auth(svc);
+    let auth = admin_basic(svc);
     let token = admin_create(svc, &auth, json!({"name": "billing export"}));
     let (id, secret) = (
         token["id"].as_str().unwrap().to_string(),
@@ -373,7 +349,7 @@ fn nginx_auth_request_protects_the_api() {
     };
     exercise_proxy(nginx.addr, &svc, &upstream);
     // The access log names the token (one token per integration → attributable calls).
-    let auth = basic_auth(&svc);
+    let auth = admin_basic(&svc);
     let t = admin_create(&svc, &auth, json!({"name": "logged"}));
     assert_eq!(
         Req::get("/api/x")
@@ -398,7 +374,7 @@ fn nginx_auth_request_protects_the_api() {
 fn nginx_thousand_requests_with_and_without_keepalive_to_pa_auth() {
     let svc = Service::start(&[]);
     let upstream = EchoUpstream::start();
-    let auth = basic_auth(&svc);
+    let auth = admin_basic(&svc);
     let secret = admin_create(&svc, &auth, json!({"name": "load"}))["token"]
         .as_str()
         .unwrap()
@@ -419,7 +395,7 @@ fn caddy_forward_auth_protects_the_api() {
         return;
     };
     exercise_proxy(caddy.addr, &svc, &upstream);
-    let auth = basic_auth(&svc);
+    let auth = admin_basic(&svc);
     let secret = admin_create(&svc, &auth, json!({"name": "caddy-load"}))["token"]
         .as_str()
         .unwrap()

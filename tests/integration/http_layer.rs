@@ -221,8 +221,14 @@ fn bad_request_lines_and_bytes_get_clear_errors() {
     raw(addr, b"GET / HTTP/1.1\nHost: x\n\n").assert_error(400, "validation_error");
     raw(addr, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n").assert_error(505, "http_version_not_supported");
     raw(addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").assert_error(505, "http_version_not_supported");
-    raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n")
+    raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n")
         .assert_error(400, "validation_error");
+    raw(addr, b"GET /a\0b HTTP/1.1\r\nHost: x\r\n\r\n").assert_error(400, "validation_error");
+    // NUL in a field value is replaced by SP (RFC 9110 section 5.5), not a 400.
+    assert_eq!(
+        raw(addr, b"GET /nul HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n").status,
+        200
+    );
     raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\nX-\xff: b\r\n\r\n")
         .assert_error(400, "validation_error");
     raw(

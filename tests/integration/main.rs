@@ -6,6 +6,7 @@
 mod console_browser;
 mod forward_auth;
 mod fuzz_corpus;
+mod hostile;
 mod http_layer;
 mod service;
 mod support;

@@ -11,32 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{binary, raw, Conn, HttpResponse, Req, Service, TempDir};
+use crate::support::{basic_auth, binary, raw, Conn, HttpResponse, Req, Service, TempDir};
 
 fn basic(password: &str) -> String {
-    basic_for("admin", password)
+    basic_auth("admin", password)
 }
 
 fn basic_for(user: &str, password: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
+    basic_auth(user, password)
 }
 
 /// An admin client using HTTP Basic.
