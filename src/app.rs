@@ -140,14 +140,21 @@ impl Handler for App {
             (req.method(), path),
             ("POST", "/admin/api/session" | "/admin/api/tokens") | ("PUT", "/admin/api/password")
         );
-        let known = ["/healthz", "/metrics", "/auth/verify", "/api", "/admin"]
-            .iter()
-            .any(|p| {
-                path == *p
-                    || path
-                        .strip_prefix(p)
-                        .is_some_and(|rest| rest.starts_with('/'))
-            });
+        let known = [
+            "/healthz",
+            "/metrics",
+            "/openapi.json",
+            "/auth/verify",
+            "/api",
+            "/admin",
+        ]
+        .iter()
+        .any(|p| {
+            path == *p
+                || path
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        });
         let early =
             if json_route && !crate::json_body::is_json_content_type(req.header("content-type")) {
                 Some(Error::BadRequest(
@@ -173,6 +180,7 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> (RouteLabel, Result<Response
     match path {
         "/healthz" => (RouteLabel::Health, only_get(method).map(|()| healthz())),
         "/metrics" => (RouteLabel::Metrics, only_get(method).map(|()| metrics(app))),
+        "/openapi.json" => (RouteLabel::Other, only_get(method).map(|()| openapi())),
         p if p == "/auth/verify" || p.starts_with("/auth/verify/") => {
             (RouteLabel::Verify, forward_auth(app, req, now))
         }
@@ -203,6 +211,13 @@ fn healthz() -> Response {
     Response::new(200)
         .header("Content-Type", "application/json")
         .body(&b"{\"status\":\"ok\"}"[..])
+}
+
+/// The OpenAPI 3 description of every route, schema and error (`docs/openapi.json`).
+fn openapi() -> Response {
+    Response::new(200)
+        .header("Content-Type", "application/json")
+        .body(include_str!("../docs/openapi.json").as_bytes())
 }
 
 fn metrics(app: &App) -> Response {
