@@ -30,6 +30,8 @@ pub struct App {
     pub throttle: LoginThrottle,
     pub flush_status: Arc<Mutex<FlushStatus>>,
     pub server_stats: OnceLock<StatsHandle>,
+    /// Token counts for /metrics, recomputed at most every 30 s (a full scan).
+    token_stats: Mutex<Option<(std::time::Instant, crate::store::TokenStats)>>,
 }
 
 impl App {
@@ -43,6 +45,7 @@ impl App {
             throttle: LoginThrottle::default(),
             flush_status: Arc::default(),
             server_stats: OnceLock::new(),
+            token_stats: Mutex::new(None),
         }
     }
 
@@ -98,6 +101,20 @@ impl App {
         }
     }
 
+    fn token_stats(&self, now: i64) -> crate::store::TokenStats {
+        let Ok(mut cached) = self.token_stats.lock() else {
+            return Default::default();
+        };
+        match *cached {
+            Some((at, stats)) if at.elapsed() < std::time::Duration::from_secs(30) => stats,
+            _ => {
+                let stats = self.store.token_stats(now).unwrap_or_default();
+                *cached = Some((std::time::Instant::now(), stats));
+                stats
+            }
+        }
+    }
+
     fn authenticate(&self, req: &Request<'_>, now: i64) -> Result<VerifiedToken> {
         let (values, n) = authorization_values(req);
         verify_bearer(
@@ -112,6 +129,7 @@ impl App {
 
 impl Handler for App {
     fn handle(&self, req: &Request<'_>) -> Response {
+        let started = std::time::Instant::now();
         let now = now_unix();
         let (label, result) = route(self, req, now);
         let response = result.unwrap_or_else(|e| {
@@ -126,7 +144,23 @@ impl Handler for App {
             }
             e.to_response(req.correlation_id())
         });
-        self.requests.count(label, response.status());
+        let elapsed = started.elapsed();
+        self.requests.count(label, response.status(), elapsed);
+        if crate::logging::enabled(crate::logging::Level::Info) {
+            // The path only: a query string may carry a secret someone pasted there.
+            crate::logging::write_event(
+                crate::logging::Level::Info,
+                "request",
+                &[
+                    ("method", &req.method()),
+                    ("path", &req.path()),
+                    ("status", &response.status()),
+                    ("duration_us", &elapsed.as_micros()),
+                    ("peer", &req.peer()),
+                    ("correlation_id", &req.correlation_id().as_str()),
+                ],
+            );
+        }
         response
             .header("Cache-Control", "no-store")
             .header("X-Content-Type-Options", "nosniff")
@@ -179,7 +213,10 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> (RouteLabel, Result<Response
     };
     match path {
         "/healthz" => (RouteLabel::Health, only_get(method).map(|()| healthz())),
-        "/metrics" => (RouteLabel::Metrics, only_get(method).map(|()| metrics(app))),
+        "/metrics" => (
+            RouteLabel::Metrics,
+            only_get(method).map(|()| metrics(app, now)),
+        ),
         "/openapi.json" => (RouteLabel::Other, only_get(method).map(|()| openapi())),
         p if p == "/auth/verify" || p.starts_with("/auth/verify/") => {
             (RouteLabel::Verify, forward_auth(app, req, now))
@@ -220,11 +257,11 @@ fn openapi() -> Response {
         .body(include_str!("../docs/openapi.json").as_bytes())
 }
 
-fn metrics(app: &App) -> Response {
+fn metrics(app: &App, now: i64) -> Response {
     let snapshot = crate::metrics::Snapshot {
         auth: &app.auth_counters,
         requests: &app.requests,
-        tokens: app.store.token_count().unwrap_or(0),
+        tokens: app.token_stats(now),
         open_connections: app
             .server_stats
             .get()

@@ -31,39 +31,89 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     Serve(ServeCommand),
+    CheckConfig(CheckConfigCommand),
     Token(TokenCommand),
     Admin(AdminCommand),
 }
 
-#[derive(FromArgs, Debug)]
-/// Run the service (flags also from PA_AUTH_<FLAG> environment variables).
-#[argh(subcommand, name = "serve")]
-pub struct ServeCommand {
-    /// address to listen on (default 127.0.0.1:8080; env PA_AUTH_LISTEN)
-    #[argh(option)]
-    pub listen: Option<String>,
-    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
-    #[argh(option)]
-    pub data_dir: Option<PathBuf>,
-    /// worker threads, i.e. connections served at once (default 64)
-    #[argh(option)]
-    pub workers: Option<String>,
-    /// seconds between last-used flushes to disk (default 10)
-    #[argh(option)]
-    pub flush_interval: Option<String>,
-    /// open connections before new ones get 503 (default 4096)
-    #[argh(option)]
-    pub max_connections: Option<String>,
-    /// seconds a client has to send a complete request head (default 10)
-    #[argh(option)]
-    pub header_timeout: Option<String>,
-    /// seconds an idle keep-alive connection is kept (default 5)
-    #[argh(option)]
-    pub idle_timeout: Option<String>,
-    /// audit events kept before the oldest are dropped (default 100000)
-    #[argh(option)]
-    pub audit_retention: Option<String>,
+/// `serve` and `check-config` take the same flags; this keeps them one list.
+macro_rules! serve_flags {
+    ($(#[$doc:meta])* $name:ident, $sub:literal) => {
+        #[derive(FromArgs, Debug)]
+        $(#[$doc])*
+        #[argh(subcommand, name = $sub)]
+        pub struct $name {
+            /// address to listen on (default 127.0.0.1:8080; env PA_AUTH_LISTEN)
+            #[argh(option)]
+            pub listen: Option<String>,
+            /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+            #[argh(option)]
+            pub data_dir: Option<PathBuf>,
+            /// worker threads, i.e. connections served at once (default 64)
+            #[argh(option)]
+            pub workers: Option<String>,
+            /// seconds between last-used flushes to disk (default 10)
+            #[argh(option)]
+            pub flush_interval: Option<String>,
+            /// open connections before new ones get 503 (default 4096)
+            #[argh(option)]
+            pub max_connections: Option<String>,
+            /// seconds a client has to send a complete request head (default 10)
+            #[argh(option)]
+            pub header_timeout: Option<String>,
+            /// seconds an idle keep-alive connection is kept (default 5)
+            #[argh(option)]
+            pub idle_timeout: Option<String>,
+            /// audit events kept before the oldest are dropped (default 100000)
+            #[argh(option)]
+            pub audit_retention: Option<String>,
+            /// PEM certificate chain; with --tls-key, serve HTTPS (env PA_AUTH_TLS_CERT)
+            #[argh(option)]
+            pub tls_cert: Option<PathBuf>,
+            /// PEM private key for --tls-cert (env PA_AUTH_TLS_KEY)
+            #[argh(option)]
+            pub tls_key: Option<PathBuf>,
+            /// log format: text or json (default text; env PA_AUTH_LOG_FORMAT)
+            #[argh(option)]
+            pub log_format: Option<String>,
+            /// lowest level logged: info (one line per request), warn or error (default info)
+            #[argh(option)]
+            pub log_level: Option<String>,
+        }
+
+        impl $name {
+            /// The raw settings, before environment and validation.
+            pub fn to_args(&self) -> ServeArgs {
+                ServeArgs {
+                    listen: self.listen.clone(),
+                    data_dir: self.data_dir.clone(),
+                    workers: self.workers.clone(),
+                    flush_interval: self.flush_interval.clone(),
+                    max_connections: self.max_connections.clone(),
+                    header_timeout: self.header_timeout.clone(),
+                    idle_timeout: self.idle_timeout.clone(),
+                    audit_retention: self.audit_retention.clone(),
+                    tls_cert: self.tls_cert.clone(),
+                    tls_key: self.tls_key.clone(),
+                    log_format: self.log_format.clone(),
+                    log_level: self.log_level.clone(),
+                }
+            }
+        }
+    };
 }
+
+serve_flags!(
+    /// Run the service (flags also from PA_AUTH_<FLAG> environment variables).
+    ServeCommand,
+    "serve"
+);
+
+serve_flags!(
+    /// Validate flags, environment and TLS files as `serve` would, without starting.
+    CheckConfigCommand,
+    "check-config"
+);
 
 #[derive(FromArgs, Debug)]
 /// Manage API tokens offline (no server may hold the data dir).
@@ -170,7 +220,11 @@ fn open_existing(dir: &Path) -> Result<Store> {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if cli.version {
-        println!("pa-auth {}", crate::serve::VERSION);
+        println!(
+            "pa-auth {} (commit {})",
+            crate::serve::VERSION,
+            crate::serve::GIT_COMMIT
+        );
         return Ok(());
     }
     match cli.command {
@@ -178,17 +232,12 @@ pub fn run(cli: Cli) -> Result<()> {
             "missing command; see `pa-auth --help`".into(),
         )),
         Some(Command::Serve(s)) => {
-            let args = ServeArgs {
-                listen: s.listen,
-                data_dir: s.data_dir,
-                workers: s.workers,
-                flush_interval: s.flush_interval,
-                max_connections: s.max_connections,
-                header_timeout: s.header_timeout,
-                idle_timeout: s.idle_timeout,
-                audit_retention: s.audit_retention,
-            };
-            crate::serve::serve(&Config::from_args(&args, &env_lookup)?)
+            crate::serve::serve(&Config::from_args(&s.to_args(), &env_lookup)?)
+        }
+        Some(Command::CheckConfig(c)) => {
+            let config = Config::from_args(&c.to_args(), &env_lookup)?;
+            println!("{}", config.describe());
+            Ok(())
         }
         Some(Command::Token(t)) => match t.action {
             TokenAction::Create(c) => token_create(&c),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::http::ServerConfig;
+use crate::logging::{Level, LogFormat};
 
 /// Default listen address: loopback only; expose through the site's reverse proxy.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -25,6 +26,17 @@ pub struct ServeArgs {
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub audit_retention: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// Certificate and key files for HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Validated settings for `serve`.
@@ -35,6 +47,9 @@ pub struct Config {
     pub flush_interval: Duration,
     pub audit_retention: u64,
     pub http: ServerConfig,
+    pub tls: Option<TlsFiles>,
+    pub log_format: LogFormat,
+    pub log_level: Level,
 }
 
 /// Reads an environment variable through a lookup function (tests pass their own).
@@ -115,7 +130,51 @@ impl Config {
             100,
             100_000_000,
         )?;
+        let path_of = |flag: &Option<PathBuf>, var: &str| {
+            flag.clone()
+                .or_else(|| env(&format!("PA_AUTH_{var}")).map(PathBuf::from))
+        };
+        let tls = match (
+            path_of(&args.tls_cert, "TLS_CERT"),
+            path_of(&args.tls_key, "TLS_KEY"),
+        ) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles { cert, key };
+                crate::http::tls::load_server_config(&files.cert, &files.key)?;
+                Some(files)
+            }
+            (None, None) => None,
+            _ => return Err(Error::Config("--tls-cert and --tls-key go together".into())),
+        };
+        let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
+            None => LogFormat::Text,
+            Some((v, source)) => match v.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(Error::Config(format!(
+                        "{source}: expected text or json, got {other:?}"
+                    )))
+                }
+            },
+        };
+        let log_level = match pick(&args.log_level, env, "LOG_LEVEL") {
+            None => Level::Info,
+            Some((v, source)) => match v.trim() {
+                "info" => Level::Info,
+                "warn" => Level::Warn,
+                "error" => Level::Error,
+                other => {
+                    return Err(Error::Config(format!(
+                        "{source}: expected info, warn or error, got {other:?}"
+                    )))
+                }
+            },
+        };
         Ok(Config {
+            tls,
+            log_format,
+            log_level,
             listen,
             data_dir,
             flush_interval: Duration::from_secs(flush),
@@ -128,6 +187,23 @@ impl Config {
                 ..defaults
             },
         })
+    }
+
+    /// One line for `check-config` and the start-up log.
+    pub fn describe(&self) -> String {
+        format!(
+            "configuration OK: listen {}://{}, data dir {}, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, logs {:?}/{:?}",
+            if self.tls.is_some() { "https" } else { "http" },
+            self.listen,
+            self.data_dir.display(),
+            self.http.workers,
+            self.http.max_connections,
+            self.flush_interval.as_secs(),
+            self.http.header_timeout.as_secs(),
+            self.http.idle_timeout.as_secs(),
+            self.log_format,
+            self.log_level,
+        )
     }
 
     /// A config for tests: loopback port 0, the given data dir, defaults otherwise.

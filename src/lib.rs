@@ -24,6 +24,7 @@ pub mod last_used;
 pub mod metrics;
 pub mod serve;
 pub mod store;
+pub mod systemd_notify;
 pub mod token_fields;
 pub mod tokens;
 pub mod views;

@@ -31,9 +31,17 @@ const STATUSES: [u16; 16] = [
     200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 429, 431, 500, 503, 505,
 ];
 
-/// Request counts by route and status since start.
+/// Upper bounds (seconds) of the request-duration histogram buckets.
+const DURATION_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
+];
+
+/// Request counts by route and status, and handler durations, since start.
 pub struct RequestCounters {
     counts: Vec<AtomicU64>,
+    /// One per bucket plus +Inf; not cumulative (summed when rendered).
+    durations: Vec<AtomicU64>,
+    duration_sum_micros: AtomicU64,
 }
 
 impl Default for RequestCounters {
@@ -42,12 +50,26 @@ impl Default for RequestCounters {
             counts: (0..ROUTES.len() * (STATUSES.len() + 1))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            durations: (0..=DURATION_BUCKETS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            duration_sum_micros: AtomicU64::new(0),
         }
     }
 }
 
 impl RequestCounters {
-    pub fn count(&self, route: RouteLabel, status: u16) {
+    pub fn count(&self, route: RouteLabel, status: u16, duration: std::time::Duration) {
+        let secs = duration.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        if let Some(b) = self.durations.get(bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration_sum_micros
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
         let r = ROUTES
             .iter()
             .position(|(l, _)| *l == route)
@@ -77,6 +99,26 @@ impl RequestCounters {
                 );
             }
         }
+        out.push_str("# HELP pa_auth_http_request_duration_seconds Handler time per request.\n");
+        out.push_str("# TYPE pa_auth_http_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        let bounds = DURATION_BUCKETS
+            .iter()
+            .map(f64::to_string)
+            .chain(["+Inf".to_owned()]);
+        for (i, bound) in bounds.enumerate() {
+            cumulative += self.durations[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "pa_auth_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let sum = self.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "pa_auth_http_request_duration_seconds_sum {sum}");
+        let _ = writeln!(
+            out,
+            "pa_auth_http_request_duration_seconds_count {cumulative}"
+        );
     }
 }
 
@@ -84,7 +126,7 @@ impl RequestCounters {
 pub struct Snapshot<'a> {
     pub auth: &'a crate::auth::AuthCounters,
     pub requests: &'a RequestCounters,
-    pub tokens: u64,
+    pub tokens: crate::store::TokenStats,
     pub open_connections: usize,
     pub flush: crate::flusher::FlushStatus,
 }
@@ -108,8 +150,28 @@ pub fn render(s: &Snapshot<'_>) -> String {
         );
     }
     s.requests.render(&mut out);
+    out.push_str("# HELP pa_auth_tokens Tokens stored, by status (counted at most every 30 s).\n# TYPE pa_auth_tokens gauge\n");
+    let _ = writeln!(
+        out,
+        "pa_auth_tokens{{status=\"active\"}} {}",
+        s.tokens.active
+    );
+    let _ = writeln!(
+        out,
+        "pa_auth_tokens{{status=\"expired\"}} {}",
+        s.tokens.expired
+    );
     let gauges = [
-        ("pa_auth_tokens", "Tokens stored.", s.tokens as f64),
+        (
+            "pa_auth_tokens_expiring_7d",
+            "Active tokens that expire within 7 days.",
+            s.tokens.expiring_7d as f64,
+        ),
+        (
+            "pa_auth_tokens_expiring_30d",
+            "Active tokens that expire within 30 days.",
+            s.tokens.expiring_30d as f64,
+        ),
         (
             "pa_auth_open_connections",
             "Open client connections.",

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::admin::passwords::{generate_initial_password, hash_password, INITIAL_PASSWORD_FILE};
@@ -12,19 +12,31 @@ use crate::app::{App, SharedApp};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::flusher::LastUsedFlusher;
-use crate::http::Server;
+use crate::http::tls::{load_server_config, TlsContext};
+use crate::http::{Server, ServerConfig};
 use crate::last_used::LastUsedTracker;
 use crate::store::{write_private_file, AdminAccount, AuditEvent, Store, StoreOptions};
+use crate::systemd_notify::notify;
 use crate::time_format::now_unix;
 use crate::{log_info, log_warn};
 
-/// The version string, with the git commit when the build knew it.
+/// The version string.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`unknown` outside a checkout).
+pub const GIT_COMMIT: &str = env!("PA_AUTH_GIT_COMMIT");
 
 /// Runs the service until SIGTERM or SIGINT.
 pub fn serve(config: &Config) -> Result<()> {
     // Registered first, so a signal during start-up is not lost.
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    crate::logging::configure(config.log_format, config.log_level);
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(TlsContext::new(load_server_config(
+            &files.cert,
+            &files.key,
+        )?))),
+        None => None,
+    };
     let options = StoreOptions {
         audit_cap: config.audit_retention,
         ..StoreOptions::default()
@@ -39,15 +51,16 @@ pub fn serve(config: &Config) -> Result<()> {
         config.flush_interval,
         Arc::clone(&app.flush_status),
     )?;
-    let server = Server::start(
-        config.listen,
-        config.http.clone(),
-        SharedApp(Arc::clone(&app)),
-    )
-    .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let http = ServerConfig {
+        tls: tls.clone(),
+        ..config.http.clone()
+    };
+    let server = Server::start(config.listen, http, SharedApp(Arc::clone(&app)))
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
     let _ = app.server_stats.set(server.stats_handle());
     log_info!(
-        "pa-auth {VERSION} listening on http://{} (data dir {}, {} tokens, {} workers, flush every {} s)",
+        "pa-auth {VERSION} ({GIT_COMMIT}) listening on {}://{} (data dir {}, {} tokens, {} workers, flush every {} s)",
+        if tls.is_some() { "https" } else { "http" },
         server.local_addr(),
         config.data_dir.display(),
         store.token_count()?,
@@ -62,12 +75,13 @@ pub fn serve(config: &Config) -> Result<()> {
         },
     );
 
-    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    let signal = wait_for_stop(&mut signals, tls.as_deref(), config);
     let name = if signal == SIGINT {
         "SIGINT"
     } else {
         "SIGTERM"
     };
+    notify("STOPPING=1\nSTATUS=draining in-flight requests");
     log_info!("{name} received: stopped accepting; finishing in-flight requests");
     if !server.shutdown() {
         log_warn!("drain timed out; some connections were still busy");
@@ -83,6 +97,28 @@ pub fn serve(config: &Config) -> Result<()> {
     store.flush()?;
     log_info!("pa-auth stopped cleanly");
     Ok(())
+}
+
+/// Blocks until SIGTERM or SIGINT; SIGHUP reloads the TLS certificate in between.
+fn wait_for_stop(signals: &mut Signals, tls: Option<&TlsContext>, config: &Config) -> i32 {
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            return signal;
+        }
+        match (tls, &config.tls) {
+            (Some(ctx), Some(files)) => match ctx.reload(&files.cert, &files.key) {
+                Ok(()) => log_info!(
+                    "SIGHUP: TLS certificate reloaded from {}",
+                    files.cert.display()
+                ),
+                Err(e) => {
+                    log_warn!("SIGHUP: TLS reload failed, keeping the current certificate: {e}")
+                }
+            },
+            _ => log_info!("SIGHUP ignored: no TLS certificate to reload"),
+        }
+    }
+    SIGTERM
 }
 
 /// On a data dir with no admin: create `admin` with a random password written to

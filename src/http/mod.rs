@@ -8,6 +8,7 @@ pub mod head;
 mod request;
 mod response;
 mod server;
+pub mod tls;
 
 pub use request::Request;
 pub use response::{is_valid_header_name, is_valid_header_value, CorrelationId, Response};

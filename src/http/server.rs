@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::chunked::ChunkedDecoder;
 use super::head::{parse_request_head, Framing, HeadLimits, ParsedHead};
 use super::response::{serialize, DateCache};
+use super::tls::{Stream, TlsContext};
 use super::{CorrelationId, Request, Response};
 use crate::error::Error;
 use crate::{log_error, log_warn};
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Serve HTTPS with this certificate (reloadable) instead of plain HTTP.
+    pub tls: Option<Arc<TlsContext>>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -219,7 +223,11 @@ fn accept_loop(listener: &TcpListener, shared: &Shared) {
                 let open = shared.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
                 if open > shared.config.max_connections {
                     shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-                    overload.reject(stream);
+                    // Over TLS no HTTP answer is possible before a handshake, which the
+                    // acceptor must not block on: those connections are just closed.
+                    if shared.config.tls.is_none() {
+                        overload.reject(stream);
+                    }
                     continue;
                 }
                 let queued = Queued {
@@ -353,7 +361,7 @@ enum HeadOutcome {
 }
 
 struct Connection<'w> {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     buf: &'w mut [u8],
     filled: usize,
@@ -364,7 +372,7 @@ impl Connection<'_> {
     fn set_read_timeout(&mut self, timeout: Duration) {
         let timeout = Some(timeout.max(Duration::from_millis(1)));
         if self.read_timeout != timeout {
-            let _ = self.stream.set_read_timeout(timeout);
+            let _ = self.stream.tcp().set_read_timeout(timeout);
             self.read_timeout = timeout;
         }
     }
@@ -396,6 +404,9 @@ fn serve_connection(queued: Queued, shared: &Shared, buffers: &mut WorkerBuffers
     } = queued;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.config.write_timeout));
+    let Ok(stream) = Stream::new(stream, shared.config.tls.as_deref()) else {
+        return;
+    };
     let WorkerBuffers { read, out, date } = buffers;
     let mut conn = Connection {
         stream,
@@ -433,7 +444,7 @@ fn serve_connection(queued: Queued, shared: &Shared, buffers: &mut WorkerBuffers
                 first_request = false;
             }
             Next::Close => {
-                let _ = conn.stream.shutdown(Shutdown::Write);
+                conn.stream.shutdown_write();
                 return;
             }
             Next::LingerClose => {
@@ -571,7 +582,7 @@ fn serve_request(
             body_pending: true,
             peer: conn.peer,
             correlation_id,
-            tls: false,
+            tls: conn.stream.is_tls(),
         };
         let early = catch_unwind(AssertUnwindSafe(|| handler.respond_before_body(&request)))
             .unwrap_or_else(|_| Some(panic_response(&correlation_id)));
@@ -587,11 +598,7 @@ fn serve_request(
             );
             return Next::LingerClose;
         }
-        if conn
-            .stream
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .is_err()
-        {
+        if conn.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
             return Next::Close;
         }
     }
@@ -728,7 +735,7 @@ fn read_body(
 
 /// Serialises and writes one response. Returns false if the client is gone.
 fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     response: &Response,
     correlation_id: &CorrelationId,
     keep_alive: bool,
@@ -744,16 +751,17 @@ fn write_response(
         head_only,
         out,
     );
-    stream.write_all(out).is_ok()
+    stream.send(out).is_ok()
 }
 
 /// Closes after an error without reading the rest of the request: stop writing, then read and
 /// discard (bounded) so the kernel does not answer the client's unread bytes with a reset that
 /// would destroy our error response before the client reads it.
-fn linger_close(stream: &mut TcpStream) {
-    let _ = stream.flush();
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+fn linger_close(stream: &mut Stream) {
+    stream.shutdown_write();
+    let _ = stream
+        .tcp()
+        .set_read_timeout(Some(Duration::from_millis(100)));
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut sink = [0u8; 8192];
     let mut discarded = 0usize;

@@ -15,7 +15,9 @@ use std::sync::atomic::AtomicU64;
 
 pub use admin_accounts::AdminAccount;
 pub use audit_log::{parse_audit_cursor, AuditEvent, AuditQuery};
-pub use token_records::{parse_cursor, TokenPage, TokenRecord, TokenRecordRef, ORDER_KEY_LEN};
+pub use token_records::{
+    parse_cursor, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
+};
 
 use crate::error::{Error, Result};
 

@@ -100,6 +100,15 @@ fn decode_owned(bytes: &[u8]) -> Result<TokenRecord> {
         .ok_or_else(|| Error::Corrupt("undecodable token record".into()))
 }
 
+/// Token counts for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenStats {
+    pub active: u64,
+    pub expired: u64,
+    pub expiring_7d: u64,
+    pub expiring_30d: u64,
+}
+
 /// One page of the newest-first listing.
 #[derive(Debug)]
 pub struct TokenPage {
@@ -245,6 +254,27 @@ impl Store {
             None
         };
         Ok(TokenPage { items, next_cursor })
+    }
+
+    /// Counts tokens by status at `now` (a full scan: callers cache it).
+    pub fn token_stats(&self, now: i64) -> Result<TokenStats> {
+        let mut stats = TokenStats::default();
+        for entry in self.tokens.iter() {
+            let (_, bytes) = entry?;
+            let Some(r) = TokenRecordRef::decode(&bytes) else {
+                continue;
+            };
+            match r.expires_at {
+                Some(e) if now >= e => stats.expired += 1,
+                Some(e) => {
+                    stats.active += 1;
+                    stats.expiring_7d += u64::from(e - now <= 7 * 86_400);
+                    stats.expiring_30d += u64::from(e - now <= 30 * 86_400);
+                }
+                None => stats.active += 1,
+            }
+        }
+        Ok(stats)
     }
 
     /// Number of stored tokens (kept in the meta tree by create/delete; O(1)).

@@ -1,0 +1,153 @@
+//! HTTPS for the HTTP layer: rustls with the ring provider (no cmake in the build), TLS 1.2
+//! and 1.3 only, HTTP/1.1 over ALPN. The certificate can be reloaded (SIGHUP) without
+//! dropping connections: existing ones keep the config they started with, new handshakes
+//! use the new one. A failed reload keeps the old certificate.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use crate::error::{Error, Result};
+
+/// Reads PEM files into a rustls server config.
+pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| Error::Config(format!("--tls-cert {}: {e}", cert.display())))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Config(format!("--tls-cert {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Config(format!(
+            "--tls-cert {}: no certificate found",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::Config(format!("--tls-key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            Error::Config(format!(
+                "--tls-cert/--tls-key do not form a usable pair: {e}"
+            ))
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The current server certificate, swappable at run time.
+pub struct TlsContext {
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl std::fmt::Debug for TlsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsContext")
+    }
+}
+
+impl TlsContext {
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        TlsContext {
+            current: RwLock::new(config),
+        }
+    }
+
+    /// Loads the files again; on error the old certificate stays in use.
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<()> {
+        let config = load_server_config(cert, key)?;
+        let mut current = self
+            .current
+            .write()
+            .map_err(|_| Error::Internal("TLS lock poisoned".into()))?;
+        *current = config;
+        Ok(())
+    }
+
+    fn accept(&self) -> io::Result<ServerConnection> {
+        let config = self
+            .current
+            .read()
+            .map(|c| Arc::clone(&c))
+            .map_err(|_| io::Error::other("TLS lock"))?;
+        ServerConnection::new(config).map_err(io::Error::other)
+    }
+}
+
+/// A client connection, plain or TLS; timeouts and shutdown go to the TCP socket.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    pub(crate) fn new(tcp: TcpStream, tls: Option<&TlsContext>) -> io::Result<Stream> {
+        Ok(match tls {
+            None => Stream::Plain(tcp),
+            Some(ctx) => Stream::Tls(Box::new(StreamOwned::new(ctx.accept()?, tcp))),
+        })
+    }
+
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Writes everything, including TLS records still buffered.
+    pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)?;
+        self.flush()
+    }
+
+    /// Half-closes: close_notify for TLS, then FIN.
+    pub(crate) fn shutdown_write(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let _ = self.tcp().shutdown(Shutdown::Write);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => match s.read(buf) {
+                // A peer that closes without close_notify is treated as a normal close.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
