@@ -74,6 +74,10 @@ pub fn serve(config: &Config) -> Result<()> {
             ..Default::default()
         },
     );
+    notify(&format!(
+        "READY=1\nSTATUS=listening on {}",
+        server.local_addr()
+    ));
 
     let signal = wait_for_stop(&mut signals, tls.as_deref(), config);
     let name = if signal == SIGINT {

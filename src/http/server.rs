@@ -627,7 +627,7 @@ fn serve_request(
         body_pending: false,
         peer: conn.peer,
         correlation_id,
-        tls: false,
+        tls: conn.stream.is_tls(),
     };
     let mut response = catch_unwind(AssertUnwindSafe(|| handler.handle(&request)))
         .unwrap_or_else(|_| panic_response(&correlation_id));
