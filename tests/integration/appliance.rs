@@ -267,7 +267,10 @@ fn https_serves_secure_cookies_and_reloads_on_sighup() {
 }
 
 /// A strict reader of the Prometheus text format (0.0.4) for the lines we emit.
-fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut typed = std::collections::HashSet::new();
     for line in text.lines() {
