@@ -46,12 +46,12 @@ fn sd_notify_ready_and_stopping() {
     assert!(ready.starts_with("READY=1\n"), "{ready}");
     assert!(ready.contains("STATUS=listening on 127.0.0.1:"));
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     let n = socket.recv(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1"));
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
 
 /// A self-signed certificate for 127.0.0.1 made with the openssl command.
