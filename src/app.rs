@@ -276,12 +276,12 @@ fn metrics(app: &App, now: i64) -> Response {
 /// `/auth/verify[/...]`, any method: 200 with identity headers, or the 401.
 fn forward_auth(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let verified = app.authenticate(req, now)?;
-    let record = verified.record();
+    let record = &verified.token;
     let mut id = [0u8; 36];
     record.id.write_to(&mut id);
     let mut response = Response::new(200)
         .header("X-PA-Token-Id", String::from_utf8_lossy(&id).into_owned())
-        .header("X-PA-Token-Name", percent_encode(record.name));
+        .header("X-PA-Token-Name", percent_encode(&record.name));
     if let Some(expires) = record.expires_at {
         response = response.header("PA-Token-Expiration", format_rfc3339(expires));
     }
@@ -292,8 +292,8 @@ fn forward_auth(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
 fn api_token(app: &App, req: &Request<'_>, method: &str, now: i64) -> Result<Response> {
     let verified = app.authenticate(req, now)?;
     only_get(method)?;
-    let record = verified.record();
-    let view = TokenView::from_ref(&record, app.last_used_of(record.id)?, now);
+    let token = &verified.token;
+    let view = TokenView::from_indexed(token, app.last_used_of(token.id)?, now);
     Ok(Response::json(200, &view))
 }
 

@@ -39,6 +39,7 @@ pub fn serve(config: &Config) -> Result<()> {
     };
     let options = StoreOptions {
         audit_cap: config.audit_retention,
+        index_tokens: true,
         ..StoreOptions::default()
     };
     let store = Arc::new(Store::open(&config.data_dir, &options)?);

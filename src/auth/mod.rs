@@ -9,26 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{AuthFailure, Error};
 use crate::http::Request;
 use crate::last_used::LastUsedTracker;
-use crate::store::{Store, TokenRecordRef};
+use crate::store::{IndexedToken, Store};
 use crate::token_fields::is_expired;
 use crate::tokens::{is_well_formed, TokenHash};
 
-/// A token that authenticated; borrows nothing, holds the stored record bytes.
+/// A token that authenticated (a clone of its index entry; the name is shared, not copied).
 #[derive(Debug)]
 pub struct VerifiedToken {
-    record: sled::IVec,
-}
-
-impl VerifiedToken {
-    pub fn record(&self) -> TokenRecordRef<'_> {
-        // Decoded successfully once in `verify_bearer`; the bytes are immutable.
-        TokenRecordRef::decode(&self.record).unwrap_or(TokenRecordRef {
-            id: crate::tokens::TokenId([0; 16]),
-            name: "",
-            created_micros: 0,
-            expires_at: Some(0),
-        })
-    }
+    pub token: IndexedToken,
 }
 
 /// Counts of authentication outcomes since start (metrics; never per token).
@@ -81,7 +69,7 @@ pub fn verify_bearer(
         _ => AuthFailure::Unknown,
     }));
     let verified = outcome?;
-    tracker.record(verified.record().id, now);
+    tracker.record(verified.token.id, now);
     Ok(verified)
 }
 
@@ -97,15 +85,13 @@ fn check(store: &Store, authorization: &[&[u8]], now: i64) -> Result<VerifiedTok
         return Err(Error::Unauthorized(AuthFailure::Malformed));
     }
     let hash = TokenHash::of(token);
-    let record = store
-        .token_bytes_by_hash(&hash)?
+    let token = store
+        .lookup_token(&hash)?
         .ok_or(Error::Unauthorized(AuthFailure::Unknown))?;
-    let decoded = TokenRecordRef::decode(&record)
-        .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?;
-    if is_expired(decoded.expires_at, now) {
+    if is_expired(token.expires_at, now) {
         return Err(Error::Unauthorized(AuthFailure::Expired));
     }
-    Ok(VerifiedToken { record })
+    Ok(VerifiedToken { token })
 }
 
 #[cfg(test)]
@@ -136,7 +122,7 @@ mod tests {
         let (secret, rec) = s.create_token("ci", Some(1000), 1).unwrap();
         let header = format!("Bearer {}", secret.expose_secret());
         let ok = verify(&s, &t, &header, 999).unwrap();
-        assert_eq!(ok.record().id, rec.id);
+        assert_eq!(ok.token.id, rec.id);
         assert_eq!(t.get(&rec.id), Some(999));
         assert_eq!(reason(verify(&s, &t, &header, 1000)), AuthFailure::Expired);
         assert_eq!(reason(verify(&s, &t, &header, 1001)), AuthFailure::Expired);

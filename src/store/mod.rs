@@ -5,6 +5,7 @@
 
 mod admin_accounts;
 mod audit_log;
+mod token_index;
 mod token_records;
 
 use std::fs::{File, OpenOptions};
@@ -15,6 +16,7 @@ use std::sync::atomic::AtomicU64;
 
 pub use admin_accounts::AdminAccount;
 pub use audit_log::{parse_audit_cursor, AuditEvent, AuditQuery};
+pub use token_index::{IndexedToken, TokenIndex};
 pub use token_records::{
     parse_cursor, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
 };
@@ -49,6 +51,8 @@ pub struct Store {
     meta: sled::Tree,
     audit_len: AtomicU64,
     audit_cap: u64,
+    /// blake3 → token, in memory, when serving (see `token_index`).
+    index: Option<TokenIndex>,
     _lock: File,
 }
 
@@ -67,6 +71,9 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Audit events kept before the oldest are dropped.
     pub audit_cap: u64,
+    /// Keep every token in the in-memory authentication index (the server does; offline
+    /// commands do not need to load it).
+    pub index_tokens: bool,
 }
 
 impl Default for StoreOptions {
@@ -74,6 +81,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_bytes: 64 * 1024 * 1024,
             audit_cap: 100_000,
+            index_tokens: false,
         }
     }
 }
@@ -109,11 +117,13 @@ impl Store {
             meta: tree("meta")?,
             audit_len: AtomicU64::new(0),
             audit_cap: options.audit_cap.max(1),
+            index: options.index_tokens.then(TokenIndex::default),
             data_dir: data_dir.to_path_buf(),
             db,
             _lock: lock,
         };
         store.check_schema()?;
+        store.load_index()?;
         store.audit_len.store(
             store.audit.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -276,7 +286,11 @@ pub(crate) mod test_support {
                 std::process::id(),
                 crate::tokens::TokenId::generate()
             ));
-            let store = Store::open(&dir, &StoreOptions::default()).unwrap();
+            let options = StoreOptions {
+                index_tokens: true,
+                ..StoreOptions::default()
+            };
+            let store = Store::open(&dir, &options).unwrap();
             TempStore { store, dir }
         }
     }

@@ -6,7 +6,7 @@
 use sled::transaction::{abort, ConflictableTransactionError};
 use sled::Transactional;
 
-use super::{be_i64, be_u64, transaction_error, Store};
+use super::{be_i64, be_u64, transaction_error, IndexedToken, Store};
 use crate::error::{Error, Result};
 use crate::token_fields::fold_name;
 use crate::tokens::{PlaintextToken, TokenHash, TokenId};
@@ -41,6 +41,15 @@ pub struct TokenRecordRef<'a> {
 impl TokenRecord {
     pub fn created_at(&self) -> i64 {
         self.created_micros.div_euclid(1_000_000)
+    }
+
+    fn indexed(&self) -> IndexedToken {
+        IndexedToken {
+            id: self.id,
+            created_micros: self.created_micros,
+            expires_at: self.expires_at,
+            name: self.name.as_str().into(),
+        }
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -170,6 +179,9 @@ impl Store {
             let _ = self.delete_token(record.id);
             return Err(Error::CreationFailed(e.to_string()));
         }
+        if let Some(index) = &self.index {
+            index.insert(hash, record.indexed());
+        }
         Ok((secret, record))
     }
 
@@ -199,19 +211,49 @@ impl Store {
                 order_tree.remove(&record.order_key()[..])?;
                 last_used.remove(&id.0[..])?;
                 bump_count(meta, -1)?;
-                Ok(Some(record))
+                let hash = TokenHash(hash.as_ref().try_into().unwrap_or([0; 32]));
+                Ok(Some((record, hash)))
             })
             .map_err(transaction_error)?;
-        if deleted.is_some() {
-            self.flush()?;
+        let Some((record, hash)) = deleted else {
+            return Ok(None);
+        };
+        // Gone from the authentication index before the caller can answer 204.
+        if let Some(index) = &self.index {
+            index.remove(&hash);
         }
-        Ok(deleted)
+        self.flush()?;
+        Ok(Some(record))
     }
 
-    /// The stored record bytes for a secret's hash: the authentication lookup. Decode with
-    /// [`TokenRecordRef::decode`].
-    pub fn token_bytes_by_hash(&self, hash: &TokenHash) -> Result<Option<sled::IVec>> {
-        Ok(self.tokens.get(hash.as_bytes())?)
+    /// The token a secret's hash belongs to: the authentication lookup. From the in-memory
+    /// index when serving, else from sled.
+    pub fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
+        if let Some(index) = &self.index {
+            return Ok(index.get(hash));
+        }
+        match self.tokens.get(hash.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(decode_owned(&bytes)?.indexed())),
+        }
+    }
+
+    /// Fills the in-memory index from sled (start-up).
+    pub(super) fn load_index(&self) -> Result<()> {
+        let Some(index) = &self.index else {
+            return Ok(());
+        };
+        index.reserve(self.token_count()? as usize);
+        for entry in self.tokens.iter() {
+            let (key, bytes) = entry?;
+            let hash = TokenHash(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("token key is not 32 bytes".into()))?,
+            );
+            index.insert(hash, decode_owned(&bytes)?.indexed());
+        }
+        Ok(())
     }
 
     pub fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>> {
@@ -254,6 +296,37 @@ impl Store {
             None
         };
         Ok(TokenPage { items, next_cursor })
+    }
+
+    /// Bulk import for restore and load generation: writes records with sled batches (one per
+    /// tree, not one transaction per token) and flushes once. Offline use only: the caller
+    /// guarantees unique names, ids and hashes (a backup's contents, or generated ones).
+    pub fn import_tokens(&self, records: &[(TokenHash, TokenRecord)]) -> Result<()> {
+        let (mut tokens, mut ids, mut names, mut order) = (
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+        );
+        for (hash, record) in records {
+            tokens.insert(&hash.as_bytes()[..], record.encode());
+            ids.insert(&record.id.0[..], &hash.as_bytes()[..]);
+            names.insert(fold_name(&record.name).as_bytes(), &record.id.0[..]);
+            order.insert(&record.order_key()[..], &hash.as_bytes()[..]);
+        }
+        self.tokens.apply_batch(tokens)?;
+        self.token_ids.apply_batch(ids)?;
+        self.token_names.apply_batch(names)?;
+        self.token_order.apply_batch(order)?;
+        let count = self.token_count()? + records.len() as u64;
+        self.meta.insert("token_count", &count.to_be_bytes())?;
+        self.flush()?;
+        if let Some(index) = &self.index {
+            for (hash, record) in records {
+                index.insert(*hash, record.indexed());
+            }
+        }
+        Ok(())
     }
 
     /// Counts tokens by status at `now` (a full scan: callers cache it).
@@ -385,12 +458,12 @@ mod tests {
     fn create_lookup_delete() {
         let s = TempStore::new();
         let (secret, rec) = s.create_token("deploy", None, 1).unwrap();
-        let bytes = s.token_bytes_by_hash(&secret.hash()).unwrap().unwrap();
-        assert_eq!(TokenRecordRef::decode(&bytes).unwrap().id, rec.id);
+        let found = s.lookup_token(&secret.hash()).unwrap().unwrap();
+        assert_eq!(found.id, rec.id);
         assert_eq!(s.token_by_id(rec.id).unwrap().unwrap().name, "deploy");
         assert_eq!(s.token_count().unwrap(), 1);
         assert!(s.delete_token(rec.id).unwrap().is_some());
-        assert!(s.token_bytes_by_hash(&secret.hash()).unwrap().is_none());
+        assert!(s.lookup_token(&secret.hash()).unwrap().is_none());
         assert!(s.delete_token(rec.id).unwrap().is_none());
         assert_eq!(s.token_count().unwrap(), 0);
         // The name is free again.

@@ -1,0 +1,70 @@
+//! `cargo bench --bench verify_path`: the authentication hot path in-process (parse the
+//! Authorization value → format check → blake3 → sled lookup → expiry → last-used record),
+//! with 1,000 and with 1,000,000 tokens stored. Prints the median and p99 of per-call times
+//! measured over batches, and the 1M/1k ratio. No thresholds: it reports.
+
+// A benchmark that cannot set up should stop loudly, like a test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "support.rs"]
+mod support;
+
+use std::time::Instant;
+
+use pa_auth::auth::{verify_bearer, AuthCounters};
+use pa_auth::last_used::LastUsedTracker;
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 1_000_000]
+    } else {
+        sizes
+    };
+    let mut medians = Vec::new();
+    for n in sizes {
+        let dir =
+            std::env::temp_dir().join(format!("pa-auth-bench-verify-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let started = Instant::now();
+        let (store, secrets) = support::generate(&dir, n, 1_000);
+        let generated = started.elapsed();
+        let headers: Vec<String> = secrets.iter().map(|s| format!("Bearer {s}")).collect();
+        let tracker = LastUsedTracker::default();
+        let counters = AuthCounters::default();
+        let now = pa_auth::time_format::now_unix();
+        // Warm the cache the way a running server is warm.
+        for h in &headers {
+            verify_bearer(&store, &tracker, &counters, &[h.as_bytes()], now).expect("valid");
+        }
+        const BATCH: usize = 10_000;
+        let mut per_call_ns: Vec<f64> = (0..200)
+            .map(|round| {
+                let t = Instant::now();
+                for i in 0..BATCH {
+                    let h = &headers[(round * 7919 + i) % headers.len()];
+                    let ok = verify_bearer(&store, &tracker, &counters, &[h.as_bytes()], now);
+                    std::hint::black_box(ok.is_ok());
+                }
+                t.elapsed().as_nanos() as f64 / BATCH as f64
+            })
+            .collect();
+        per_call_ns.sort_by(f64::total_cmp);
+        let median = per_call_ns[per_call_ns.len() / 2];
+        let p99 = per_call_ns[per_call_ns.len() * 99 / 100];
+        println!(
+            "verify_path tokens={n:>9} median={median:>7.0} ns/call  p99(batch)={p99:>7.0} ns/call  (generated in {:.1} s)",
+            generated.as_secs_f64()
+        );
+        medians.push((n, median));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let [(a, first), .., (b, last)] = medians[..] {
+        println!("ratio tokens={b}/tokens={a}: {:.2}x", last / first);
+    }
+}
