@@ -292,8 +292,13 @@ fn forward_auth(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
 fn api_token(app: &App, req: &Request<'_>, method: &str, now: i64) -> Result<Response> {
     let verified = app.authenticate(req, now)?;
     only_get(method)?;
-    let token = &verified.token;
-    let view = TokenView::from_indexed(token, app.last_used_of(token.id)?, now);
+    let id = verified.token.id;
+    // Deleted between verification and here: as good as never authenticated.
+    let record = app
+        .store
+        .token_by_id(id)?
+        .ok_or(Error::Unauthorized(crate::error::AuthFailure::Unknown))?;
+    let view = TokenView::new(&record, app.last_used_of(id)?, now);
     Ok(Response::json(200, &view))
 }
 

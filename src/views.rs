@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::store::{IndexedToken, TokenRecord};
+use crate::store::TokenRecord;
 use crate::time_format::format_rfc3339;
 use crate::token_fields::is_expired;
 
@@ -29,21 +29,6 @@ impl TokenView {
             expires_at: record.expires_at.map(format_rfc3339),
             last_used_at: last_used.map(format_rfc3339),
             status: if is_expired(record.expires_at, now) {
-                "expired"
-            } else {
-                "active"
-            },
-        }
-    }
-
-    pub fn from_indexed(token: &IndexedToken, last_used: Option<i64>, now: i64) -> Self {
-        TokenView {
-            id: token.id.to_string(),
-            name: token.name.to_string(),
-            created_at: format_rfc3339(token.created_micros.div_euclid(1_000_000)),
-            expires_at: token.expires_at.map(format_rfc3339),
-            last_used_at: last_used.map(format_rfc3339),
-            status: if is_expired(token.expires_at, now) {
                 "expired"
             } else {
                 "active"

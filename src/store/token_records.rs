@@ -46,7 +46,6 @@ impl TokenRecord {
     fn indexed(&self) -> IndexedToken {
         IndexedToken {
             id: self.id,
-            created_micros: self.created_micros,
             expires_at: self.expires_at,
             name: self.name.as_str().into(),
         }
@@ -238,21 +237,41 @@ impl Store {
         }
     }
 
-    /// Fills the in-memory index from sled (start-up).
+    /// Fills the in-memory index from sled (start-up), reading the two halves of the key
+    /// space on two threads.
     pub(super) fn load_index(&self) -> Result<()> {
         let Some(index) = &self.index else {
             return Ok(());
         };
-        index.reserve(self.token_count()? as usize);
-        for entry in self.tokens.iter() {
-            let (key, bytes) = entry?;
-            let hash = TokenHash(
-                key.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("token key is not 32 bytes".into()))?,
-            );
-            index.insert(hash, decode_owned(&bytes)?.indexed());
-        }
+        let read_range = |range: sled::Iter| -> Result<Vec<(TokenHash, IndexedToken)>> {
+            let mut out = Vec::new();
+            for entry in range {
+                let (key, bytes) = entry?;
+                let hash = TokenHash(
+                    key.as_ref()
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("token key is not 32 bytes".into()))?,
+                );
+                let record = TokenRecordRef::decode(&bytes)
+                    .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?;
+                out.push((
+                    hash,
+                    IndexedToken {
+                        id: record.id,
+                        expires_at: record.expires_at,
+                        name: record.name.into(),
+                    },
+                ));
+            }
+            Ok(out)
+        };
+        let (low, high) = std::thread::scope(|scope| {
+            let low = scope.spawn(|| read_range(self.tokens.range::<&[u8], _>(..&[0x80u8][..])));
+            let high = read_range(self.tokens.range::<&[u8], _>(&[0x80u8][..]..));
+            (low.join(), high)
+        });
+        let low = low.map_err(|_| Error::Internal("index loader panicked".into()))??;
+        index.load(low.into_iter().chain(high?));
         Ok(())
     }
 
