@@ -1,6 +1,6 @@
 //! `cargo bench --bench generate_tokens -- DATA_DIR COUNT [SECRETS_FILE]`: fills a data dir
 //! with COUNT tokens quickly (offline, batched) for the scale and HTTP benchmarks, writing
-//! the first 1,000 secrets to SECRETS_FILE (one per line). The data dir must not be in use.
+//! the first 100,000 secrets to SECRETS_FILE (one per line). The data dir must not be in use.
 
 // A benchmark that cannot set up should stop loudly, like a test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -21,7 +21,7 @@ fn main() {
         std::process::exit(2);
     };
     let started = std::time::Instant::now();
-    let (_store, secrets) = support::generate(std::path::Path::new(dir), count, 1_000);
+    let (_store, secrets) = support::generate(std::path::Path::new(dir), count, 100_000);
     if let Some(file) = args.get(2) {
         std::fs::write(file, secrets.join("\n") + "\n").expect("write secrets");
     }

@@ -39,7 +39,7 @@ fn main() {
         let now = pa_auth::time_format::now_unix();
         // Warm the cache the way a running server is warm.
         for h in &headers {
-            verify_bearer(&store, &tracker, &counters, &[h.as_bytes()], now).expect("valid");
+            verify_bearer(&store, &tracker, &counters, None, &[h.as_bytes()], now).expect("valid");
         }
         const BATCH: usize = 10_000;
         let mut per_call_ns: Vec<f64> = (0..200)
@@ -47,7 +47,7 @@ fn main() {
                 let t = Instant::now();
                 for i in 0..BATCH {
                     let h = &headers[(round * 7919 + i) % headers.len()];
-                    let ok = verify_bearer(&store, &tracker, &counters, &[h.as_bytes()], now);
+                    let ok = verify_bearer(&store, &tracker, &counters, None, &[h.as_bytes()], now);
                     std::hint::black_box(ok.is_ok());
                 }
                 t.elapsed().as_nanos() as f64 / BATCH as f64

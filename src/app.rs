@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::admin::login_throttle::LoginThrottle;
 use crate::admin::sessions::SessionStore;
 use crate::admin::{api as admin_api, authenticate_admin, passwords};
-use crate::auth::{authorization_values, verify_bearer, AuthCounters, VerifiedToken};
+use crate::auth::failure_log::AuthFailureLog;
+use crate::auth::{authorization_values, verify_bearer, AuthCounters, FailureSink, VerifiedToken};
 use crate::error::{Error, Result};
 use crate::flusher::FlushStatus;
 use crate::http::{Handler, Request, Response, StatsHandle};
@@ -29,6 +30,11 @@ pub struct App {
     pub sessions: SessionStore,
     pub throttle: LoginThrottle,
     pub flush_status: Arc<Mutex<FlushStatus>>,
+    /// Failed authentications, aggregated until the next flush writes them to the audit log.
+    pub auth_failures: Arc<AuthFailureLog>,
+    /// Held shared by every change to tokens or admins, exclusively by an online backup, so
+    /// a backup is one consistent snapshot.
+    pub mutation_gate: std::sync::RwLock<()>,
     pub server_stats: OnceLock<StatsHandle>,
     /// Token counts for /metrics, recomputed at most every 30 s (a full scan).
     token_stats: Mutex<Option<(std::time::Instant, crate::store::TokenStats)>>,
@@ -44,6 +50,8 @@ impl App {
             sessions: SessionStore::default(),
             throttle: LoginThrottle::default(),
             flush_status: Arc::default(),
+            auth_failures: Arc::default(),
+            mutation_gate: std::sync::RwLock::new(()),
             server_stats: OnceLock::new(),
             token_stats: Mutex::new(None),
         }
@@ -117,10 +125,15 @@ impl App {
 
     fn authenticate(&self, req: &Request<'_>, now: i64) -> Result<VerifiedToken> {
         let (values, n) = authorization_values(req);
+        let sink = FailureSink {
+            log: &self.auth_failures,
+            peer: req.peer().ip(),
+        };
         verify_bearer(
             &self.store,
             &self.tracker,
             &self.auth_counters,
+            Some(sink),
             &values[..n],
             now,
         )
@@ -321,6 +334,7 @@ fn admin_route(
         ("GET", "tokens") => admin_api::list_tokens(app, req, now),
         ("POST", "tokens") => admin_api::create_token(app, req, &who, now),
         (_, "tokens") => Err(Error::MethodNotAllowed("GET, HEAD, POST")),
+        ("POST", "tokens/lookup") => admin_api::lookup_token(app, req, &who, now),
         (m, t) if t.starts_with("tokens/") && !t["tokens/".len()..].contains('/') => {
             let id = &t["tokens/".len()..];
             match m {
@@ -329,6 +343,8 @@ fn admin_route(
                 _ => Err(Error::MethodNotAllowed("GET, HEAD, DELETE")),
             }
         }
+        ("GET", "backup") => admin_api::backup(app, req, &who, now),
+        (_, "backup") => Err(Error::MethodNotAllowed("GET, HEAD")),
         ("GET", "audit") => admin_api::audit(app, req),
         (_, "audit") => Err(Error::MethodNotAllowed("GET, HEAD")),
         ("PUT", "password") => admin_api::change_password(app, req, &who, now),

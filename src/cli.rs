@@ -34,6 +34,35 @@ pub enum Command {
     CheckConfig(CheckConfigCommand),
     Token(TokenCommand),
     Admin(AdminCommand),
+    Backup(BackupCommand),
+    Restore(RestoreCommand),
+}
+
+#[derive(FromArgs, Debug)]
+/// Write a checksummed backup of an offline data dir (tokens, admins, audit log).
+#[argh(subcommand, name = "backup")]
+pub struct BackupCommand {
+    /// file to write (created with mode 0600; must not exist)
+    #[argh(option)]
+    pub to: PathBuf,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Restore a backup into a data dir (empty unless --force); the file is verified first.
+#[argh(subcommand, name = "restore")]
+pub struct RestoreCommand {
+    /// backup file to read
+    #[argh(option)]
+    pub from: PathBuf,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// replace the contents of a non-empty data dir
+    #[argh(switch)]
+    pub force: bool,
 }
 
 /// `serve` and `check-config` take the same flags; this keeps them one list.
@@ -247,6 +276,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Admin(a)) => match a.action {
             AdminAction::SetPassword(p) => set_password(&p),
         },
+        Some(Command::Backup(b)) => backup(&b),
+        Some(Command::Restore(r)) => restore(&r),
     }
 }
 
@@ -375,5 +406,56 @@ fn set_password(p: &SetPassword) -> Result<()> {
     );
     store.flush()?;
     eprintln!("password set for admin {:?}", p.username);
+    Ok(())
+}
+
+fn backup(b: &BackupCommand) -> Result<()> {
+    if b.to.exists() {
+        return Err(Error::Config(format!(
+            "{} exists; choose a new file",
+            b.to.display()
+        )));
+    }
+    let store = open_existing(&data_dir_or_default(&b.data_dir))?;
+    let (bytes, summary) = crate::backup::write_backup(&store, now_unix())?;
+    crate::store::write_private_file(&b.to, &bytes)?;
+    eprintln!(
+        "backup written to {}: {} tokens, {} admins, {} audit events",
+        b.to.display(),
+        summary.tokens,
+        summary.admins,
+        summary.audit_events
+    );
+    Ok(())
+}
+
+fn restore(r: &RestoreCommand) -> Result<()> {
+    let bytes = std::fs::read(&r.from)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", r.from.display())))?;
+    // Verified in full before the data dir is even opened.
+    let contents = crate::backup::read_backup(&bytes)?;
+    let store = Store::open(&data_dir_or_default(&r.data_dir), &StoreOptions::default())?;
+    if !store.is_empty() {
+        if !r.force {
+            return Err(Error::Config(format!(
+                "{} already holds tokens, admins or audit events; --force replaces them",
+                store.data_dir().display()
+            )));
+        }
+        store.clear_all()?;
+    }
+    let summary = crate::backup::restore(&store, contents)?;
+    let _ = std::fs::remove_file(
+        store
+            .data_dir()
+            .join(crate::admin::passwords::INITIAL_PASSWORD_FILE),
+    );
+    eprintln!(
+        "restored {} tokens, {} admins, {} audit events into {}",
+        summary.tokens,
+        summary.admins,
+        summary.audit_events,
+        store.data_dir().display()
+    );
     Ok(())
 }

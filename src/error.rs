@@ -31,7 +31,7 @@ impl FieldError {
 
 /// Why an API-token credential was refused. Kept for logs, audit and metrics; never told to
 /// the caller, who always reads the same message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthFailure {
     /// No `Authorization` header, or one with another scheme.
     Missing,

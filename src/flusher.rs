@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::auth::failure_log::AuthFailureLog;
 use crate::last_used::LastUsedTracker;
 use crate::store::Store;
 use crate::{log_error, log_info};
@@ -56,12 +57,14 @@ pub struct LastUsedFlusher {
 }
 
 impl LastUsedFlusher {
-    /// Starts the thread; `status` is updated after every round (for metrics).
+    /// Starts the thread; `status` is updated after every round (for metrics), and the
+    /// aggregated failed authentications are written to the audit log each round too.
     pub fn start(
         store: Arc<Store>,
         tracker: Arc<LastUsedTracker>,
         interval: Duration,
         status: Arc<Mutex<FlushStatus>>,
+        failures: Arc<AuthFailureLog>,
     ) -> std::io::Result<Self> {
         let control = Arc::new(Control {
             stop: Mutex::new(false),
@@ -71,7 +74,7 @@ impl LastUsedFlusher {
         let thread_control = Arc::clone(&control);
         let thread = std::thread::Builder::new()
             .name("last-used-flusher".into())
-            .spawn(move || run(&store, &tracker, interval, &thread_control))?;
+            .spawn(move || run(&store, &tracker, &failures, interval, &thread_control))?;
         Ok(LastUsedFlusher {
             control,
             thread: Some(thread),
@@ -100,7 +103,13 @@ impl Drop for LastUsedFlusher {
     }
 }
 
-fn run(store: &Store, tracker: &LastUsedTracker, interval: Duration, control: &Control) {
+fn run(
+    store: &Store,
+    tracker: &LastUsedTracker,
+    failures: &AuthFailureLog,
+    interval: Duration,
+    control: &Control,
+) {
     let mut next = Instant::now() + interval;
     loop {
         let stopping = {
@@ -120,6 +129,9 @@ fn run(store: &Store, tracker: &LastUsedTracker, interval: Duration, control: &C
             *stop
         };
         next = Instant::now() + interval;
+        if let Err(e) = failures.write_to_audit(store, crate::time_format::now_unix()) {
+            log_error!("writing aggregated auth failures to the audit log failed: {e}");
+        }
         match flush_last_used(store, tracker) {
             Ok(report) => {
                 if let Ok(mut s) = control.status.lock() {

@@ -14,6 +14,7 @@ pub use error::{Error, Result};
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod console;

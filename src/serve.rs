@@ -51,6 +51,7 @@ pub fn serve(config: &Config) -> Result<()> {
         Arc::clone(&tracker),
         config.flush_interval,
         Arc::clone(&app.flush_status),
+        Arc::clone(&app.auth_failures),
     )?;
     let http = ServerConfig {
         tls: tls.clone(),

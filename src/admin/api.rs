@@ -148,7 +148,13 @@ pub fn create_token(
         .optional_str("expiresAt")
         .and_then(|e| parse_expires_at(e, now));
     let (name, expires_at) = collect_fields((name, expires))?;
-    let (secret, record) = app.store.create_token(&name, expires_at, now_micros(now))?;
+    let (secret, record) = {
+        let _shared = app
+            .mutation_gate
+            .read()
+            .map_err(|_| Error::Internal("gate".into()))?;
+        app.store.create_token(&name, expires_at, now_micros(now))?
+    };
     app.audit(
         now,
         AuditEvent {
@@ -186,7 +192,13 @@ pub fn delete_token(
     now: i64,
 ) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
-    let record = app.store.delete_token(id)?.ok_or(Error::NotFound)?;
+    let record = {
+        let _shared = app
+            .mutation_gate
+            .read()
+            .map_err(|_| Error::Internal("gate".into()))?;
+        app.store.delete_token(id)?.ok_or(Error::NotFound)?
+    };
     app.tracker.forget(&id);
     app.audit(
         now,
@@ -262,7 +274,13 @@ pub fn change_password(
             "Must differ from the current password",
         )]));
     }
-    app.set_admin_password(&who.username, new, now)?;
+    {
+        let _shared = app
+            .mutation_gate
+            .read()
+            .map_err(|_| Error::Internal("gate".into()))?;
+        app.set_admin_password(&who.username, new, now)?;
+    }
     let keep = match &who.credential {
         AdminCredential::Session { cookie, .. } => Some(cookie.as_str()),
         AdminCredential::Basic => None,
@@ -405,6 +423,110 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// `POST /admin/api/tokens/lookup` `{"token": "pa_…"}` or `{"tokenHash": "<64 hex>"}`: which
+/// token is this leaked string? 200 with its view, or 404. Neither value is logged or
+/// audited; the audit records only that a lookup happened and what it found.
+pub fn lookup_token(
+    app: &App,
+    req: &Request<'_>,
+    who: &AdminIdentity,
+    now: i64,
+) -> Result<Response> {
+    let body = parse_object(
+        req.header("content-type"),
+        req.body(),
+        &["token", "tokenHash"],
+    )?;
+    let token = body
+        .optional_str("token")
+        .map_err(|e| Error::Validation(vec![e]))?;
+    let hash_hex = body
+        .optional_str("tokenHash")
+        .map_err(|e| Error::Validation(vec![e]))?;
+    let hash = match (token, hash_hex) {
+        (Some(t), None) => {
+            let t = t.trim();
+            if !crate::tokens::is_well_formed(t.as_bytes()) {
+                return Err(Error::Validation(vec![FieldError::new(
+                    "token",
+                    "Not a pa-auth token (pa_ + 46 characters with a valid checksum)",
+                )]));
+            }
+            crate::tokens::TokenHash::of(t.as_bytes())
+        }
+        (None, Some(h)) => crate::tokens::TokenHash::from_hex(h.trim()).ok_or_else(|| {
+            Error::Validation(vec![FieldError::new(
+                "tokenHash",
+                "Must be 64 hexadecimal characters",
+            )])
+        })?,
+        _ => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "token",
+                "Give exactly one of token or tokenHash",
+            )]))
+        }
+    };
+    let found = app.store.lookup_token(&hash)?;
+    app.audit(
+        now,
+        AuditEvent {
+            event: "token.lookup".into(),
+            actor: Some(who.username.clone()),
+            token_id: found.as_ref().map(|t| t.id.to_string()),
+            reason: Some(
+                if found.is_some() {
+                    "found"
+                } else {
+                    "not_found"
+                }
+                .into(),
+            ),
+            remote_addr: Some(req.peer().ip().to_string()),
+            ..Default::default()
+        },
+    );
+    let token = found.ok_or(Error::NotFound)?;
+    let record = app.store.token_by_id(token.id)?.ok_or(Error::NotFound)?;
+    Ok(Response::json(
+        200,
+        &TokenView::new(&record, app.last_used_of(token.id)?, now),
+    ))
+}
+
+/// `GET /admin/api/backup`: a consistent, checksummed snapshot (`.pab`) of tokens, admins
+/// and the audit log. Token and admin changes wait while it is taken.
+pub fn backup(app: &App, req: &Request<'_>, who: &AdminIdentity, now: i64) -> Result<Response> {
+    let (bytes, summary) = {
+        let _exclusive = app
+            .mutation_gate
+            .write()
+            .map_err(|_| Error::Internal("gate".into()))?;
+        crate::backup::write_backup(&app.store, now)?
+    };
+    app.audit(
+        now,
+        AuditEvent {
+            event: "backup.created".into(),
+            actor: Some(who.username.clone()),
+            reason: Some(format!(
+                "{} tokens, {} admins, {} audit events",
+                summary.tokens, summary.admins, summary.audit_events
+            )),
+            remote_addr: Some(req.peer().ip().to_string()),
+            ..Default::default()
+        },
+    );
+    let date = crate::time_format::format_rfc3339(now).replace(':', "");
+    Ok(Response::new(200)
+        .header("Content-Type", "application/octet-stream")
+        .header(
+            "Content-Disposition",
+            format!("attachment; filename=\"pa-auth-{date}.pab\""),
+        )
+        .body(bytes))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! No disk write, no allocation, no global lock. Also the counters of outcomes for metrics.
 
 pub mod bearer_header;
+pub mod failure_log;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -55,22 +56,37 @@ pub fn authorization_values<'a>(request: &Request<'a>) -> ([&'a [u8]; 2], usize)
     (values, n.min(2))
 }
 
+/// Where a failed attempt is recorded, and from whom it came.
+pub struct FailureSink<'a> {
+    pub log: &'a failure_log::AuthFailureLog,
+    pub peer: std::net::IpAddr,
+}
+
 /// Authenticates an API token from the request's Authorization values at `now`.
 pub fn verify_bearer(
     store: &Store,
     tracker: &LastUsedTracker,
     counters: &AuthCounters,
+    failures: Option<FailureSink<'_>>,
     authorization: &[&[u8]],
     now: i64,
 ) -> Result<VerifiedToken, Error> {
-    let outcome = check(store, authorization, now);
-    counters.count(outcome.as_ref().map(|_| ()).map_err(|e| match e {
-        Error::Unauthorized(r) => *r,
-        _ => AuthFailure::Unknown,
-    }));
-    let verified = outcome?;
-    tracker.record(verified.token.id, now);
-    Ok(verified)
+    match check(store, authorization, now) {
+        Ok(verified) => {
+            counters.count(Ok(()));
+            tracker.record(verified.token.id, now);
+            Ok(verified)
+        }
+        Err((error, token)) => {
+            if let Error::Unauthorized(reason) = error {
+                counters.count(Err(reason));
+                if let Some(sink) = failures {
+                    sink.log.record(reason, sink.peer, token);
+                }
+            }
+            Err(error)
+        }
+    }
 }
 
 /// Like [`verify_bearer`] without recording a use or counting: "is this a valid API token?"
@@ -79,17 +95,24 @@ pub fn is_valid_api_token(store: &Store, authorization: &[&[u8]], now: i64) -> b
     check(store, authorization, now).is_ok()
 }
 
-fn check(store: &Store, authorization: &[&[u8]], now: i64) -> Result<VerifiedToken, Error> {
-    let token = bearer_header::parse_bearer(authorization).map_err(Error::Unauthorized)?;
+/// The checks in order; a failure carries the token id when it is known (expired).
+fn check(
+    store: &Store,
+    authorization: &[&[u8]],
+    now: i64,
+) -> Result<VerifiedToken, (Error, Option<crate::tokens::TokenId>)> {
+    let refuse = |r| (Error::Unauthorized(r), None);
+    let token = bearer_header::parse_bearer(authorization).map_err(refuse)?;
     if !is_well_formed(token) {
-        return Err(Error::Unauthorized(AuthFailure::Malformed));
+        return Err(refuse(AuthFailure::Malformed));
     }
     let hash = TokenHash::of(token);
     let token = store
-        .lookup_token(&hash)?
-        .ok_or(Error::Unauthorized(AuthFailure::Unknown))?;
+        .lookup_token(&hash)
+        .map_err(|e| (e, None))?
+        .ok_or_else(|| refuse(AuthFailure::Unknown))?;
     if is_expired(token.expires_at, now) {
-        return Err(Error::Unauthorized(AuthFailure::Expired));
+        return Err((Error::Unauthorized(AuthFailure::Expired), Some(token.id)));
     }
     Ok(VerifiedToken { token })
 }
@@ -105,7 +128,14 @@ mod tests {
         header: &str,
         now: i64,
     ) -> Result<VerifiedToken, Error> {
-        verify_bearer(s, t, &AuthCounters::default(), &[header.as_bytes()], now)
+        verify_bearer(
+            s,
+            t,
+            &AuthCounters::default(),
+            None,
+            &[header.as_bytes()],
+            now,
+        )
     }
 
     fn reason(r: Result<VerifiedToken, Error>) -> AuthFailure {
@@ -136,7 +166,14 @@ mod tests {
         let (secret, rec) = s.create_token("ci", None, 1).unwrap();
         let header = format!("Bearer {}", secret.expose_secret());
         assert_eq!(
-            reason(verify_bearer(&s, &t, &AuthCounters::default(), &[], 5)),
+            reason(verify_bearer(
+                &s,
+                &t,
+                &AuthCounters::default(),
+                None,
+                &[],
+                5
+            )),
             AuthFailure::Missing
         );
         assert_eq!(

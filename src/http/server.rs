@@ -355,8 +355,10 @@ const PRESSURED_SLICE: Duration = Duration::from_millis(20);
 
 enum HeadOutcome {
     Ready(Box<ParsedHead>),
-    /// Peer closed, went idle too long, or the server is shutting down: close quietly.
+    /// Peer closed or went idle too long: close quietly.
     Closed,
+    /// Idle, and the worker is needed elsewhere (shutdown, queued connections).
+    ClosedIdle,
     Rejected(Error),
 }
 
@@ -421,6 +423,11 @@ fn serve_connection(queued: Queued, shared: &Shared, buffers: &mut WorkerBuffers
         let head = match read_head(&mut conn, shared, waiting_since, first_request) {
             HeadOutcome::Ready(head) => head,
             HeadOutcome::Closed => return,
+            HeadOutcome::ClosedIdle => {
+                conn.stream.shutdown_write();
+                linger(&mut conn.stream, Duration::from_millis(100));
+                return;
+            }
             HeadOutcome::Rejected(err) => {
                 let cid = CorrelationId::generate();
                 write_response(
@@ -496,10 +503,8 @@ fn read_head(
             };
         }
         let pressured = shared.queued.load(Ordering::Relaxed) > 0;
-        if conn.filled == 0 && shared.shutting_down.load(Ordering::Relaxed) && !first_request {
-            return HeadOutcome::Closed;
-        }
-        let slice = if pressured {
+        let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
+        let slice = if pressured || shutting_down {
             PRESSURED_SLICE
         } else {
             IDLE_SLICE
@@ -512,13 +517,14 @@ fn read_head(
             }
             Err(e) if is_timeout(&e) => {
                 // Nothing yet: give the worker to a waiting connection, or stop on shutdown.
+                // Closed with FIN and a short linger, so a request that crosses our close
+                // in flight meets an orderly end of stream, never a reset.
                 let idle = conn.filled == 0;
                 if idle
                     && (shared.queued.load(Ordering::Relaxed) > 0
-                        || (shared.shutting_down.load(Ordering::Relaxed)
-                            && waiting_since.elapsed() > Duration::from_millis(200)))
+                        || shared.shutting_down.load(Ordering::Relaxed))
                 {
-                    return HeadOutcome::Closed;
+                    return HeadOutcome::ClosedIdle;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -759,10 +765,15 @@ fn write_response(
 /// would destroy our error response before the client reads it.
 fn linger_close(stream: &mut Stream) {
     stream.shutdown_write();
+    linger(stream, Duration::from_secs(1));
+}
+
+/// Reads and discards what the client still sends, for at most `how_long` or 1 MiB.
+fn linger(stream: &mut Stream, how_long: Duration) {
     let _ = stream
         .tcp()
-        .set_read_timeout(Some(Duration::from_millis(100)));
-    let deadline = Instant::now() + Duration::from_secs(1);
+        .set_read_timeout(Some(Duration::from_millis(50)));
+    let deadline = Instant::now() + how_long;
     let mut sink = [0u8; 8192];
     let mut discarded = 0usize;
     while Instant::now() < deadline && discarded < 1024 * 1024 {

@@ -30,6 +30,9 @@ pub struct AuditEvent {
     pub remote_addr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For aggregated events (`auth.failed`): how many in the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// Filters for reading the log.

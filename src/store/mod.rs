@@ -5,6 +5,7 @@
 
 mod admin_accounts;
 mod audit_log;
+mod export;
 mod token_index;
 mod token_records;
 
@@ -16,6 +17,7 @@ use std::sync::atomic::AtomicU64;
 
 pub use admin_accounts::AdminAccount;
 pub use audit_log::{parse_audit_cursor, AuditEvent, AuditQuery};
+pub use export::ExportedToken;
 pub use token_index::{IndexedToken, TokenIndex};
 pub use token_records::{
     parse_cursor, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
@@ -27,6 +29,9 @@ use crate::error::{Error, Result};
 pub const SCHEMA_VERSION: u32 = 1;
 
 const LOCK_FILE: &str = "pa-auth.lock";
+/// Written once a store was created here: its absence later means "never initialized", so
+/// a missing or emptied `db/` is refused instead of silently starting an empty store.
+const INITIALIZED_MARKER: &str = "pa-auth.initialized";
 const DB_DIR: &str = "db";
 
 /// The open store. Holds the data-dir lock for its lifetime.
@@ -93,12 +98,17 @@ impl Store {
         create_private_dir(data_dir)?;
         let lock = lock_data_dir(data_dir)?;
         let db_path = data_dir.join(DB_DIR);
+        check_before_open(data_dir, &db_path)?;
         let db = sled::Config::new()
             .path(&db_path)
             .cache_capacity(options.cache_bytes)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| match e {
+                sled::Error::Io(io) if is_unwritable(&io) => Error::Config(format!(
+                    "data dir {} is not writable ({io}); pa-auth needs it read-write",
+                    data_dir.display()
+                )),
                 sled::Error::Io(io) => Error::Io(io),
                 other => Error::Corrupt(format!(
                     "cannot open the store in {}: {other}. Restore from a backup; nothing was changed",
@@ -129,6 +139,12 @@ impl Store {
             std::sync::atomic::Ordering::Relaxed,
         );
         store.flush()?;
+        if !data_dir.join(INITIALIZED_MARKER).exists() {
+            write_private_file(
+                &data_dir.join(INITIALIZED_MARKER),
+                b"pa-auth store initialized\n",
+            )?;
+        }
         store.restrict_file_modes();
         Ok(store)
     }
@@ -183,6 +199,46 @@ fn restrict_tree(dir: &Path) {
             restrict_tree(&path);
         }
     }
+}
+
+fn is_unwritable(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// Refuses to open what would lose data silently: a store that existed and is gone or
+/// empty, or a snapshot left half-written by an interrupted run. Touches nothing.
+fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
+    let initialized = data_dir.join(INITIALIZED_MARKER).exists();
+    let db_file = db_path.join("db");
+    let missing = !db_file.exists()
+        || std::fs::metadata(&db_file)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+    if initialized && missing {
+        return Err(Error::Corrupt(format!(
+            "{} held a pa-auth store, but {} is missing or empty. Refusing to start with an empty \
+             store: restore the data dir from a backup (pa-auth restore), or remove {} to start afresh",
+            data_dir.display(),
+            db_file.display(),
+            data_dir.join(INITIALIZED_MARKER).display()
+        )));
+    }
+    if let Ok(entries) = std::fs::read_dir(db_path) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".generating") {
+                return Err(Error::Corrupt(format!(
+                    "{} is a snapshot left by an interrupted run. Take a copy of the data dir, then \
+                     move that file away and start again; nothing was changed",
+                    entry.path().display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` with mode 0700 (or tightens an existing one).

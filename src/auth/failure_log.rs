@@ -1,0 +1,104 @@
+//! Failed authentications, aggregated: a count per (reason, client address, token id when
+//! known) per flush interval, written to the audit log as `auth.failed` events by the
+//! flusher. A flood can neither fill the disk (one event per key per interval, at most
+//! `MAX_KEYS` keys; the rest are counted as dropped) nor slow valid requests (they never
+//! touch this; failures take one of 16 shard locks).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::error::AuthFailure;
+use crate::store::{AuditEvent, Store};
+use crate::tokens::TokenId;
+
+const SHARDS: usize = 16;
+/// Distinct (reason, address, token) keys kept per interval.
+pub const MAX_KEYS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    reason: AuthFailure,
+    addr: IpAddr,
+    token: Option<TokenId>,
+}
+
+/// The aggregation between two flushes.
+pub struct AuthFailureLog {
+    shards: Vec<Mutex<HashMap<Key, u64>>>,
+    dropped: AtomicU64,
+}
+
+impl Default for AuthFailureLog {
+    fn default() -> Self {
+        AuthFailureLog {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AuthFailureLog {
+    pub fn record(&self, reason: AuthFailure, addr: IpAddr, token: Option<TokenId>) {
+        let shard_index = match addr {
+            IpAddr::V4(a) => usize::from(a.octets()[3]),
+            IpAddr::V6(a) => usize::from(a.octets()[15]),
+        } % SHARDS;
+        let Ok(mut shard) = self.shards[shard_index].lock() else {
+            return;
+        };
+        let key = Key {
+            reason,
+            addr,
+            token,
+        };
+        if let Some(count) = shard.get_mut(&key) {
+            *count += 1;
+        } else if shard.len() < MAX_KEYS / SHARDS {
+            shard.insert(key, 1);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes one `auth.failed` event per key (and one for dropped counts) and resets.
+    pub fn write_to_audit(&self, store: &Store, now: i64) -> crate::Result<usize> {
+        let mut drained = Vec::new();
+        for shard in &self.shards {
+            if let Ok(mut s) = shard.lock() {
+                drained.extend(s.drain());
+            }
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        let at = crate::time_format::format_rfc3339(now);
+        let micros = now.saturating_mul(1_000_000);
+        for (key, count) in &drained {
+            store.append_audit(
+                micros,
+                AuditEvent {
+                    at: at.clone(),
+                    event: "auth.failed".into(),
+                    reason: Some(key.reason.as_str().into()),
+                    remote_addr: Some(key.addr.to_string()),
+                    token_id: key.token.map(|t| t.to_string()),
+                    count: Some(*count),
+                    ..Default::default()
+                },
+            )?;
+        }
+        if dropped > 0 {
+            store.append_audit(
+                micros,
+                AuditEvent {
+                    at,
+                    event: "auth.failed".into(),
+                    reason: Some("aggregation_overflow".into()),
+                    count: Some(dropped),
+                    ..Default::default()
+                },
+            )?;
+        }
+        Ok(drained.len())
+    }
+}

@@ -1,0 +1,110 @@
+//! Whole-store reads and writes for backup and restore: every token (by hash, with its
+//! last-used time), every admin account, every audit event; and clearing a store before a
+//! forced restore.
+
+use super::{be_i64, AdminAccount, AuditEvent, Store};
+use crate::error::{Error, Result};
+use crate::tokens::TokenHash;
+
+use super::token_records::TokenRecordRef;
+use super::TokenRecord;
+
+/// A token as exported: its hash (never a secret), record and last-used time.
+#[derive(Debug, Clone)]
+pub struct ExportedToken {
+    pub hash: TokenHash,
+    pub record: TokenRecord,
+    pub last_used: Option<i64>,
+}
+
+impl Store {
+    /// Every token, in key order.
+    pub fn export_tokens(&self) -> Result<Vec<ExportedToken>> {
+        let mut out = Vec::new();
+        for entry in self.tokens.iter() {
+            let (key, bytes) = entry?;
+            let hash = TokenHash(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("token key".into()))?,
+            );
+            let record = TokenRecordRef::decode(&bytes)
+                .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?
+                .to_owned_record();
+            let last_used = self.last_used.get(record.id.0)?.and_then(|v| be_i64(&v));
+            out.push(ExportedToken {
+                hash,
+                record,
+                last_used,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every admin account.
+    pub fn export_admins(&self) -> Result<Vec<(String, AdminAccount)>> {
+        let mut out = Vec::new();
+        for entry in self.admins.iter() {
+            let (key, bytes) = entry?;
+            let name =
+                String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("admin name".into()))?;
+            let account = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Corrupt(format!("admin account: {e}")))?;
+            out.push((name, account));
+        }
+        Ok(out)
+    }
+
+    /// Every audit event with its 16-byte key, oldest first.
+    pub fn export_audit(&self) -> Result<Vec<([u8; 16], AuditEvent)>> {
+        let mut out = Vec::new();
+        for entry in self.audit.iter() {
+            let (key, bytes) = entry?;
+            let key: [u8; 16] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Corrupt("audit key".into()))?;
+            let event = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Corrupt(format!("audit record: {e}")))?;
+            out.push((key, event));
+        }
+        Ok(out)
+    }
+
+    /// True when the store holds no token, admin or audit event.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.admins.is_empty() && self.audit.is_empty()
+    }
+
+    /// Removes every token, admin and audit event (forced restore), then flushes.
+    pub fn clear_all(&self) -> Result<()> {
+        for tree in [
+            &self.tokens,
+            &self.token_ids,
+            &self.token_names,
+            &self.token_order,
+            &self.last_used,
+            &self.admins,
+            &self.audit,
+        ] {
+            tree.clear()?;
+        }
+        self.meta.insert("token_count", &0u64.to_be_bytes())?;
+        self.audit_len
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.flush()
+    }
+
+    /// Restores audit events with their original keys.
+    pub fn import_audit(&self, events: &[([u8; 16], AuditEvent)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (key, event) in events {
+            let bytes = serde_json::to_vec(event).map_err(|e| Error::Internal(e.to_string()))?;
+            batch.insert(&key[..], bytes);
+        }
+        self.audit.apply_batch(batch)?;
+        self.audit_len
+            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
