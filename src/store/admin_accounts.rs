@@ -43,7 +43,7 @@ impl Store {
     pub fn put_admin(&self, username: &str, account: &AdminAccount) -> Result<()> {
         let bytes = serde_json::to_vec(account).map_err(|e| Error::Internal(e.to_string()))?;
         self.admins.insert(username.as_bytes(), bytes)?;
-        self.flush()
+        self.commit_durable()
     }
 
     pub fn has_admins(&self) -> bool {

@@ -92,7 +92,7 @@ impl Store {
         self.meta.insert("token_count", &0u64.to_be_bytes())?;
         self.audit_len
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        self.flush()
+        self.commit_durable()
     }
 
     /// Restores audit events with their original keys.

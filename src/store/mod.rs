@@ -58,6 +58,8 @@ pub struct Store {
     audit_cap: u64,
     /// blake3 → token, in memory, when serving (see `token_index`).
     index: Option<TokenIndex>,
+    /// Serialises writes of `pa-auth.state`.
+    state_lock: std::sync::Mutex<()>,
     _lock: File,
 }
 
@@ -99,6 +101,10 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
         let db_path = data_dir.join(DB_DIR);
         check_before_open(data_dir, &db_path)?;
+        // Only now, with the store about to be used, record who holds it.
+        let mut lock = lock;
+        let _ = lock.set_len(0);
+        let _ = writeln!(lock, "{}", std::process::id());
         let db = sled::Config::new()
             .path(&db_path)
             .cache_capacity(options.cache_bytes)
@@ -128,11 +134,13 @@ impl Store {
             audit_len: AtomicU64::new(0),
             audit_cap: options.audit_cap.max(1),
             index: options.index_tokens.then(TokenIndex::default),
+            state_lock: std::sync::Mutex::new(()),
             data_dir: data_dir.to_path_buf(),
             db,
             _lock: lock,
         };
         store.check_schema()?;
+        store.check_generation()?;
         store.load_index()?;
         store.audit_len.store(
             store.audit.len() as u64,
@@ -147,6 +155,27 @@ impl Store {
         }
         store.restrict_file_modes();
         Ok(store)
+    }
+
+    /// The store must be at least as new as the last recorded durable change.
+    fn check_generation(&self) -> Result<()> {
+        let Some(state) = StoreState::read(&self.data_dir) else {
+            return Ok(());
+        };
+        let current = self
+            .meta
+            .get("generation")?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0);
+        if current < state.generation {
+            return Err(Error::Corrupt(format!(
+                "the store in {} is older than its last recorded change (generation {current} < {}): \
+                 it was truncated, rolled back or replaced. Restore from a backup",
+                self.data_dir.display(),
+                state.generation
+            )));
+        }
+        Ok(())
     }
 
     fn check_schema(&self) -> Result<()> {
@@ -171,6 +200,33 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// After a token or admin change: bump the store's generation, flush, then record the
+    /// generation and the log file's length beside the store (`pa-auth.state`). Start-up
+    /// compares both, so a store that lost its tail (truncated, rolled back, replaced by an
+    /// older copy) is refused instead of silently serving older data.
+    pub fn commit_durable(&self) -> Result<()> {
+        let generation = self
+            .meta
+            .update_and_fetch("generation", |old| {
+                let n = old.and_then(be_u64).unwrap_or(0) + 1;
+                Some(n.to_be_bytes().to_vec())
+            })?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0);
+        self.db.flush()?;
+        let db_len = std::fs::metadata(self.data_dir.join(DB_DIR).join("db"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let Ok(_guard) = self.state_lock.lock() else {
+            return Ok(());
+        };
+        let state = StoreState::read(&self.data_dir);
+        if state.is_some_and(|s| s.generation >= generation) {
+            return Ok(());
+        }
+        StoreState { generation, db_len }.write(&self.data_dir)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -226,6 +282,17 @@ fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
             data_dir.join(INITIALIZED_MARKER).display()
         )));
     }
+    if let Some(state) = StoreState::read(data_dir) {
+        let len = std::fs::metadata(&db_file).map(|m| m.len()).unwrap_or(0);
+        if len < state.db_len {
+            return Err(Error::Corrupt(format!(
+                "{} is shorter ({len} bytes) than when it was last written ({} bytes): it was \
+                 truncated. Refusing to start; restore from a backup. Nothing was changed",
+                db_file.display(),
+                state.db_len
+            )));
+        }
+    }
     if let Ok(entries) = std::fs::read_dir(db_path) {
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -239,6 +306,31 @@ fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+const STATE_FILE: &str = "pa-auth.state";
+
+/// What `commit_durable` last recorded.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoreState {
+    generation: u64,
+    db_len: u64,
+}
+
+impl StoreState {
+    fn read(data_dir: &Path) -> Option<StoreState> {
+        serde_json::from_slice(&std::fs::read(data_dir.join(STATE_FILE)).ok()?).ok()
+    }
+
+    /// Write-then-rename, so the file is always whole.
+    fn write(&self, data_dir: &Path) -> Result<()> {
+        let tmp = data_dir.join(format!("{STATE_FILE}.tmp"));
+        let bytes = serde_json::to_vec(self).map_err(|e| Error::Internal(e.to_string()))?;
+        write_private_file(&tmp, &bytes)?;
+        std::fs::rename(&tmp, data_dir.join(STATE_FILE))?;
+        Ok(())
+    }
 }
 
 /// Creates `dir` with mode 0700 (or tightens an existing one).
@@ -272,7 +364,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// Takes the exclusive lock on `<dir>/pa-auth.lock` and writes our pid into it.
 fn lock_data_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -292,8 +384,6 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
             )))
         }
     }
-    let _ = file.set_len(0);
-    let _ = writeln!(file, "{}", std::process::id());
     Ok(file)
 }
 

@@ -173,7 +173,7 @@ impl Store {
                 e @ (Error::Conflict(_) | Error::CreationFailed(_)) => e,
                 other => Error::CreationFailed(other.to_string()),
             })?;
-        if let Err(e) = self.flush() {
+        if let Err(e) = self.commit_durable() {
             // Not durable: take it back (best effort) so no caller-less token lingers.
             let _ = self.delete_token(record.id);
             return Err(Error::CreationFailed(e.to_string()));
@@ -221,7 +221,7 @@ impl Store {
         if let Some(index) = &self.index {
             index.remove(&hash);
         }
-        self.flush()?;
+        self.commit_durable()?;
         Ok(Some(record))
     }
 
@@ -339,7 +339,7 @@ impl Store {
         self.token_order.apply_batch(order)?;
         let count = self.token_count()? + records.len() as u64;
         self.meta.insert("token_count", &count.to_be_bytes())?;
-        self.flush()?;
+        self.commit_durable()?;
         if let Some(index) = &self.index {
             for (hash, record) in records {
                 index.insert(*hash, record.indexed());

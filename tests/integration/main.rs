@@ -9,6 +9,7 @@ mod forward_auth;
 mod fuzz_corpus;
 mod hostile;
 mod http_layer;
+mod reliability;
 mod service;
 mod support;
 mod webdriver;
