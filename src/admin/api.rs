@@ -328,12 +328,14 @@ pub fn store_admin_password(
 }
 
 fn now_micros(now: i64) -> i64 {
-    // Sub-second order within the listing; `now` itself stays the contract's whole second.
-    let sub = std::time::SystemTime::now()
+    // Sub-second order within the listing, kept inside `now`'s second (the second may have
+    // turned since the request began; the store keeps creation order strictly increasing).
+    let full = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::from(d.subsec_micros()))
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    now.saturating_mul(1_000_000).saturating_add(sub)
+    let second = now.saturating_mul(1_000_000);
+    full.clamp(second, second.saturating_add(999_999))
 }
 
 /// Turns per-field results into values or one validation error listing every bad field.

@@ -60,6 +60,8 @@ pub struct Store {
     index: Option<TokenIndex>,
     /// Serialises writes of `pa-auth.state`.
     state_lock: std::sync::Mutex<()>,
+    /// Creation time of the newest token, µs (creation order is kept strictly increasing).
+    last_created_micros: std::sync::atomic::AtomicI64,
     _lock: File,
 }
 
@@ -135,12 +137,19 @@ impl Store {
             audit_cap: options.audit_cap.max(1),
             index: options.index_tokens.then(TokenIndex::default),
             state_lock: std::sync::Mutex::new(()),
+            last_created_micros: std::sync::atomic::AtomicI64::new(0),
             data_dir: data_dir.to_path_buf(),
             db,
             _lock: lock,
         };
         store.check_schema()?;
         store.check_generation()?;
+        if let Some((newest, _)) = store.token_order.last()? {
+            let micros = newest.get(..8).and_then(be_i64).unwrap_or(0);
+            store
+                .last_created_micros
+                .store(micros, std::sync::atomic::Ordering::SeqCst);
+        }
         store.load_index()?;
         store.audit_len.store(
             store.audit.len() as u64,

@@ -136,10 +136,20 @@ impl Store {
     ) -> Result<(PlaintextToken, TokenRecord)> {
         let secret = PlaintextToken::generate();
         let hash = secret.hash();
+        // Strictly increasing, so "newest first" is the order of creation even within a
+        // microsecond or across a clock step back.
+        let created_micros = self
+            .last_created_micros
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |last| Some(now_micros.max(last.saturating_add(1))),
+            )
+            .map_or(now_micros, |last| now_micros.max(last.saturating_add(1)));
         let record = TokenRecord {
             id: TokenId::generate(),
             name: name.to_owned(),
-            created_micros: now_micros,
+            created_micros,
             expires_at,
         };
         let folded = fold_name(name);
