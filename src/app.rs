@@ -154,6 +154,15 @@ impl Handler for App {
                     req.path(),
                     req.correlation_id().as_str()
                 );
+                if matches!(e, Error::CreationFailed(_) | Error::Store(_) | Error::Io(_)) {
+                    log_error!(
+                        "the store in {} could not be written: check free disk space and \
+                         permissions there. Verification keeps working from memory; if writes \
+                         keep failing after space is freed, restart pa-auth (systemd does so on \
+                         a non-zero exit)",
+                        self.store.data_dir().display()
+                    );
+                }
             }
             e.to_response(req.correlation_id())
         });

@@ -517,12 +517,20 @@ fn disk_full_fails_creation_cleanly_and_auth_keeps_working() {
             .to_bytes(),
     );
     match after {
-        Ok(r) if r.status == 201 => {}
-        _ => {
+        Ok(r) if r.status == 201 => eprintln!("disk full: recovered once space was freed"),
+        other => {
+            eprintln!(
+                "disk full: did not recover ({:?}); checking for a non-zero exit",
+                other.map(|r| r.status)
+            );
             let code = svc.signal_and_wait("TERM");
             assert_ne!(code, Some(0), "neither recovered nor exited non-zero");
         }
     }
+    assert!(
+        svc.log_text().contains("check free disk space"),
+        "the log must say what to do"
+    );
 }
 
 #[test]
