@@ -299,6 +299,34 @@ fn regression_issue_9_sigterm_under_load_drains_without_resets() {
     assert!(v["lastUsedAt"].is_string(), "{v}");
 }
 
+/// A small tmpfs mounted for one test (needs root), unmounted on drop. Missing the
+/// capability is a loud skip locally and a failure under CI=true.
+struct TmpfsMount(std::path::PathBuf);
+
+impl TmpfsMount {
+    fn new(at: &Path, size: &str, what: &str) -> Option<TmpfsMount> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let msg = format!("\n!!! cannot mount a tmpfs (needs root): {what} SKIPPED\n");
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+            eprintln!("{msg}");
+            return None;
+        }
+        Some(TmpfsMount(at.to_path_buf()))
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 fn run_cli(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(binary())
         .args(args)
@@ -395,18 +423,9 @@ fn unwritable_and_busy_data_dirs_exit_2() {
     );
     // A read-only mount (root ignores permission bits, so use a real read-only tmpfs).
     let mnt = temp.path().join("ro");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        let msg = "\n!!! cannot mount a tmpfs (needs root): read-only data dir case SKIPPED\n";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("{msg}");
+    let Some(_mounted) = TmpfsMount::new(&mnt, "4m", "read-only data dir case") else {
         return;
-    }
+    };
     let ro_dir = mnt.join("data");
     assert_eq!(
         run_cli(&[
@@ -433,7 +452,6 @@ fn unwritable_and_busy_data_dirs_exit_2() {
         "--data-dir",
         ro_dir.to_str().unwrap(),
     ]);
-    let _ = Command::new("umount").arg(&mnt).status();
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("not writable") || err.contains("Read-only") || err.contains("read-only"),
@@ -445,25 +463,9 @@ fn unwritable_and_busy_data_dirs_exit_2() {
 fn disk_full_fails_creation_cleanly_and_auth_keeps_working() {
     let temp = TempDir::new("diskfull");
     let mnt = temp.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        let msg = "\n!!! cannot mount a tmpfs (needs root): disk-full test SKIPPED\n";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("{msg}");
+    let Some(_mounted) = TmpfsMount::new(&mnt, "24m", "disk-full test") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    };
     let dir = mnt.join("data");
     let mut svc = Service::start_in(&dir, &["--flush-interval", "1"]);
     let auth = basic_auth("admin", &svc.initial_password());
