@@ -379,7 +379,11 @@ function init() {
   $("create-button").addEventListener("click", openCreate);
   $("create-form").addEventListener("submit", submitCreate);
   $("create-cancel").addEventListener("click", () => $("create-dialog").close());
-  $("secret-done").addEventListener("click", () => $("create-dialog").close());
+  $("secret-done").addEventListener("click", () => {
+    forgetSecret();
+    $("create-dialog").close();
+  });
+  $("create-dialog").addEventListener("cancel", forgetSecret);
   $("create-dialog").addEventListener("close", forgetSecret);
   $("copy-secret").addEventListener("click", copySecret);
   $("delete-cancel").addEventListener("click", () => $("delete-dialog").close());
