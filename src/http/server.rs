@@ -352,6 +352,8 @@ impl WorkerBuffers {
 const IDLE_SLICE: Duration = Duration::from_millis(200);
 /// The same under pressure: other connections are waiting for a worker.
 const PRESSURED_SLICE: Duration = Duration::from_millis(20);
+/// How long a just-dequeued connection may stay silent while others wait.
+const QUEUED_IDLE_SLICE: Duration = Duration::from_millis(5);
 
 enum HeadOutcome {
     Ready(Box<ParsedHead>),
@@ -425,7 +427,11 @@ fn serve_connection(queued: Queued, shared: &Shared, buffers: &mut WorkerBuffers
             HeadOutcome::Closed => return,
             HeadOutcome::ClosedIdle => {
                 conn.stream.shutdown_write();
-                linger(&mut conn.stream, Duration::from_millis(100));
+                // On shutdown, a request crossing our FIN meets an orderly end of stream,
+                // not a reset. Under queue pressure the worker is needed at once instead.
+                if shared.shutting_down.load(Ordering::Relaxed) {
+                    linger(&mut conn.stream, Duration::from_millis(100));
+                }
                 return;
             }
             HeadOutcome::Rejected(err) => {
@@ -504,7 +510,11 @@ fn read_head(
         }
         let pressured = shared.queued.load(Ordering::Relaxed) > 0;
         let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
-        let slice = if pressured || shutting_down {
+        let slice = if pressured && first_request && conn.filled == 0 {
+            // A connection that waited in the queue and still has sent nothing is idle; a
+            // real client has its request in the socket by now.
+            QUEUED_IDLE_SLICE
+        } else if pressured || shutting_down {
             PRESSURED_SLICE
         } else {
             IDLE_SLICE
