@@ -205,15 +205,6 @@ impl Config {
             self.log_level,
         )
     }
-
-    /// A config for tests: loopback port 0, the given data dir, defaults otherwise.
-    pub fn for_tests(data_dir: PathBuf) -> Config {
-        let mut c =
-            Config::from_args(&ServeArgs::default(), &|_| None).unwrap_or_else(|_| unreachable!());
-        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.data_dir = data_dir;
-        c
-    }
 }
 
 #[cfg(test)]
@@ -245,6 +236,22 @@ mod tests {
                 .as_secs(),
             7,
             "flag wins"
+        );
+    }
+
+    #[test]
+    fn describe_names_scheme_address_and_dir() {
+        let none = |_: &str| None;
+        let args = ServeArgs {
+            data_dir: Some("/var/lib/pa-auth".into()),
+            ..Default::default()
+        };
+        let text = Config::from_args(&args, &none).unwrap().describe();
+        assert!(
+            text.starts_with(
+                "configuration OK: listen http://127.0.0.1:8080, data dir /var/lib/pa-auth"
+            ),
+            "{text}"
         );
     }
 
