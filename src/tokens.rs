@@ -93,15 +93,7 @@ impl TokenHash {
 
     /// Parses 64 hex characters (an incident responder pasting a hash).
     pub fn from_hex(s: &str) -> Option<Self> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
-        }
-        Some(TokenHash(out))
+        decode_hex(s).map(TokenHash)
     }
 }
 
@@ -242,6 +234,19 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         s.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     s
+}
+
+/// Exactly `2 * N` hex digits (either case) → `N` bytes; anything else is `None`.
+pub(crate) fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let b = s.as_bytes();
+    if b.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+    }
+    Some(out)
 }
 
 pub(crate) fn hex_digit(b: u8) -> Option<u8> {

@@ -105,15 +105,7 @@ impl Store {
 
 /// Parses an audit cursor (32 hex characters).
 pub fn parse_audit_cursor(s: &str) -> Option<[u8; 16]> {
-    let b = s.as_bytes();
-    if b.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        out[i] = (crate::tokens::hex_digit(pair[0])? << 4) | crate::tokens::hex_digit(pair[1])?;
-    }
-    Some(out)
+    crate::tokens::decode_hex(s)
 }
 
 #[cfg(test)]

@@ -435,15 +435,7 @@ fn bump_count(
 
 /// Parses a listing cursor (48 hex characters).
 pub fn parse_cursor(s: &str) -> Option<[u8; ORDER_KEY_LEN]> {
-    let b = s.as_bytes();
-    if b.len() != ORDER_KEY_LEN * 2 {
-        return None;
-    }
-    let mut out = [0u8; ORDER_KEY_LEN];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        out[i] = (crate::tokens::hex_digit(pair[0])? << 4) | crate::tokens::hex_digit(pair[1])?;
-    }
-    Some(out)
+    crate::tokens::decode_hex(s)
 }
 
 impl From<Error> for ConflictableTransactionError<Error> {
