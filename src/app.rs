@@ -101,10 +101,8 @@ impl App {
     }
 
     /// Appends an audit event; a failure is logged, never fails the request.
-    pub fn audit(&self, now: i64, mut event: AuditEvent) {
-        event.at = format_rfc3339(now);
-        let micros = now.saturating_mul(1_000_000);
-        if let Err(e) = self.store.append_audit(micros, event) {
+    pub fn audit(&self, now: i64, event: AuditEvent) {
+        if let Err(e) = self.store.append_audit(now, event) {
             log_error!("audit append failed: {e}");
         }
     }

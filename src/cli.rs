@@ -290,9 +290,8 @@ fn token_create(c: &TokenCreate) -> Result<()> {
     let store = Store::open(&data_dir_or_default(&c.data_dir), &StoreOptions::default())?;
     let (secret, record) = store.create_token(&name, expires, now.saturating_mul(1_000_000))?;
     let _ = store.append_audit(
-        now.saturating_mul(1_000_000),
+        now,
         AuditEvent {
-            at: format_rfc3339(now),
             event: "token.created".into(),
             actor: Some("cli".into()),
             token_id: Some(record.id.to_string()),
@@ -361,9 +360,8 @@ fn token_delete(d: &TokenDelete) -> Result<()> {
     match store.delete_token(id)? {
         Some(record) => {
             let _ = store.append_audit(
-                now.saturating_mul(1_000_000),
+                now,
                 AuditEvent {
-                    at: format_rfc3339(now),
                     event: "token.deleted".into(),
                     actor: Some("cli".into()),
                     token_id: Some(id.to_string()),
@@ -395,9 +393,8 @@ fn set_password(p: &SetPassword) -> Result<()> {
     let now = now_unix();
     store_admin_password(&store, &p.username, password, now)?;
     let _ = store.append_audit(
-        now.saturating_mul(1_000_000),
+        now,
         AuditEvent {
-            at: format_rfc3339(now),
             event: "admin.password_changed".into(),
             actor: Some(p.username.clone()),
             reason: Some("cli".into()),

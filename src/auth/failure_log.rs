@@ -71,13 +71,10 @@ impl AuthFailureLog {
             }
         }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        let at = crate::time_format::format_rfc3339(now);
-        let micros = now.saturating_mul(1_000_000);
         for (key, count) in &drained {
             store.append_audit(
-                micros,
+                now,
                 AuditEvent {
-                    at: at.clone(),
                     event: "auth.failed".into(),
                     reason: Some(key.reason.as_str().into()),
                     remote_addr: Some(key.addr.to_string()),
@@ -89,9 +86,8 @@ impl AuthFailureLog {
         }
         if dropped > 0 {
             store.append_audit(
-                micros,
+                now,
                 AuditEvent {
-                    at,
                     event: "auth.failed".into(),
                     reason: Some("aggregation_overflow".into()),
                     count: Some(dropped),

@@ -46,11 +46,13 @@ pub struct AuditQuery {
 }
 
 impl Store {
-    /// Appends an event (not flushed: the next flush, at most ~0.5 s later by sled's own
-    /// timer, makes it durable; token create/delete flush right after anyway).
-    pub fn append_audit(&self, now_micros: i64, mut event: AuditEvent) -> Result<()> {
+    /// Appends an event that happened at `now` (unix seconds), which also sets its `at`.
+    /// Not flushed: the next flush, at most ~0.5 s later by sled's own timer, makes it
+    /// durable; token create/delete flush right after anyway.
+    pub fn append_audit(&self, now: i64, mut event: AuditEvent) -> Result<()> {
+        event.at = crate::time_format::format_rfc3339(now);
         let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&now_micros.max(0).to_be_bytes());
+        key[..8].copy_from_slice(&now.saturating_mul(1_000_000).max(0).to_be_bytes());
         key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
         event.id = crate::tokens::hex(&key);
         let bytes = serde_json::to_vec(&event).map_err(|e| Error::Internal(e.to_string()))?;
