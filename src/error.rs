@@ -92,8 +92,6 @@ pub enum Error {
     CreationFailed(String),
     /// The embedded store failed.
     Store(sled::Error),
-    /// A store transaction aborted or conflicted unexpectedly.
-    Transaction(String),
     /// Stored bytes did not decode: the data dir is damaged or from another version.
     Corrupt(String),
     /// A file-system or socket operation failed.
@@ -136,7 +134,6 @@ impl fmt::Display for Error {
             }
             Error::CreationFailed(m) => write!(f, "token could not be stored: {m}"),
             Error::Store(e) => write!(f, "store error: {e}"),
-            Error::Transaction(m) => write!(f, "store transaction failed: {m}"),
             Error::Corrupt(m) => write!(f, "stored data is damaged: {m}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
@@ -211,7 +208,6 @@ impl Error {
             Error::Overloaded => (503, "service_unavailable"),
             Error::HttpVersionNotSupported => (505, "http_version_not_supported"),
             Error::Store(_)
-            | Error::Transaction(_)
             | Error::Corrupt(_)
             | Error::Io(_)
             | Error::Internal(_)

@@ -63,19 +63,6 @@ impl TokenIndex {
         &self.shards[usize::from(hash.0[0])]
     }
 
-    /// Looks a hash up; calls `f` with the entry while the shard is read-locked, so the
-    /// caller copies only what it needs (no allocation for a rejected token).
-    pub fn with<R>(
-        &self,
-        hash: &TokenHash,
-        f: impl FnOnce(&TokenId, Option<i64>, &str) -> R,
-    ) -> Option<R> {
-        let shard = self.shard(hash).read().ok()?;
-        let i = shard.binary_search_by(|e| e.hash.cmp(&hash.0)).ok()?;
-        let e = &shard[i];
-        Some(f(&e.id, (e.expires != NEVER).then_some(e.expires), &e.name))
-    }
-
     pub fn get(&self, hash: &TokenHash) -> Option<IndexedToken> {
         let shard = self.shard(hash).read().ok()?;
         let i = shard.binary_search_by(|e| e.hash.cmp(&hash.0)).ok()?;
@@ -165,10 +152,6 @@ mod tests {
         for h in &hashes {
             assert!(index.get(h).is_some());
         }
-        assert_eq!(
-            index.with(&hashes[0], |_, e, n| (e, n.to_string())),
-            Some((Some(5), "bulk".into()))
-        );
         index.remove(&hashes[5]);
         assert!(index.get(&hashes[5]).is_none());
         assert_eq!(index.len(), 1999);
