@@ -34,7 +34,7 @@ pub struct App {
     pub auth_failures: Arc<AuthFailureLog>,
     /// Held shared by every change to tokens or admins, exclusively by an online backup, so
     /// a backup is one consistent snapshot.
-    pub mutation_gate: std::sync::RwLock<()>,
+    mutation_gate: std::sync::RwLock<()>,
     pub server_stats: OnceLock<StatsHandle>,
     /// Token counts for /metrics, recomputed at most every 30 s (a full scan).
     token_stats: Mutex<Option<(std::time::Instant, crate::store::TokenStats)>>,
@@ -98,6 +98,20 @@ impl App {
                 ..Default::default()
             },
         );
+    }
+
+    /// Held while changing tokens or admins (many at once).
+    pub fn mutation_shared(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
+        self.mutation_gate
+            .read()
+            .map_err(|_| Error::Internal("mutation gate poisoned".into()))
+    }
+
+    /// Held while taking a consistent backup (no change meanwhile).
+    pub fn mutation_exclusive(&self) -> Result<std::sync::RwLockWriteGuard<'_, ()>> {
+        self.mutation_gate
+            .write()
+            .map_err(|_| Error::Internal("mutation gate poisoned".into()))
     }
 
     /// Appends an audit event; a failure is logged, never fails the request.

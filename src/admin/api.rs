@@ -149,10 +149,7 @@ pub fn create_token(
         .and_then(|e| parse_expires_at(e, now));
     let (name, expires_at) = collect_fields((name, expires))?;
     let (secret, record) = {
-        let _shared = app
-            .mutation_gate
-            .read()
-            .map_err(|_| Error::Internal("gate".into()))?;
+        let _shared = app.mutation_shared()?;
         app.store.create_token(&name, expires_at, now_micros(now))?
     };
     app.audit(
@@ -193,10 +190,7 @@ pub fn delete_token(
 ) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
     let record = {
-        let _shared = app
-            .mutation_gate
-            .read()
-            .map_err(|_| Error::Internal("gate".into()))?;
+        let _shared = app.mutation_shared()?;
         app.store.delete_token(id)?.ok_or(Error::NotFound)?
     };
     app.tracker.forget(&id);
@@ -275,10 +269,7 @@ pub fn change_password(
         )]));
     }
     {
-        let _shared = app
-            .mutation_gate
-            .read()
-            .map_err(|_| Error::Internal("gate".into()))?;
+        let _shared = app.mutation_shared()?;
         app.set_admin_password(&who.username, new, now)?;
     }
     let keep = match &who.credential {
@@ -502,10 +493,7 @@ pub fn lookup_token(
 /// and the audit log. Token and admin changes wait while it is taken.
 pub fn backup(app: &App, req: &Request<'_>, who: &AdminIdentity, now: i64) -> Result<Response> {
     let (bytes, summary) = {
-        let _exclusive = app
-            .mutation_gate
-            .write()
-            .map_err(|_| Error::Internal("gate".into()))?;
+        let _exclusive = app.mutation_exclusive()?;
         crate::backup::write_backup(&app.store, now)?
     };
     app.audit(
