@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{admin_basic, binary, Req, Service, TempDir};
+use crate::support::{admin_basic, binary, run_cli, Req, Service, TempDir};
 use crate::webdriver::require_program;
 
 #[test]
@@ -433,21 +433,9 @@ fn json_logs_carry_correlation_ids_and_never_secrets() {
 #[test]
 fn check_config_and_version() {
     let temp = TempDir::new("check");
-    let run = |args: &[&str]| {
-        let out = Command::new(binary())
-            .args(args)
-            .env_remove("PA_AUTH_DATA_DIR")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
     let d = temp.path().join("d");
-    let (code, out, _) = run(&["check-config", "--data-dir", d.to_str().unwrap()]);
-    assert_eq!(code, Some(0));
+    let (code, out, _) = run_cli(&["check-config", "--data-dir", d.to_str().unwrap()], None);
+    assert_eq!(code, 0);
     assert!(
         out.starts_with("configuration OK: listen http://127.0.0.1:8080"),
         "{out}"
@@ -456,28 +444,31 @@ fn check_config_and_version() {
         !d.exists(),
         "check-config must not create or touch the data dir"
     );
-    let (code, _, err) = run(&["check-config", "--tls-cert", "/nonexistent.pem"]);
-    assert_eq!(code, Some(2));
+    let (code, _, err) = run_cli(&["check-config", "--tls-cert", "/nonexistent.pem"], None);
+    assert_eq!(code, 2);
     assert!(
         err.contains("--tls-cert and --tls-key go together"),
         "{err}"
     );
-    let (code, _, err) = run(&[
-        "check-config",
-        "--tls-cert",
-        "/nonexistent.pem",
-        "--tls-key",
-        "/nonexistent.key",
-    ]);
-    assert_eq!(code, Some(2));
+    let (code, _, err) = run_cli(
+        &[
+            "check-config",
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.key",
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.pem"), "{err}");
-    assert_eq!(run(&["check-config", "--log-format", "xml"]).0, Some(2));
-    assert_eq!(run(&["check-config", "--idle-timeout", "0"]).0, Some(2));
-    let (code, out, _) = run(&["--version"]);
-    assert_eq!(code, Some(0));
+    assert_eq!(run_cli(&["check-config", "--log-format", "xml"], None).0, 2);
+    assert_eq!(run_cli(&["check-config", "--idle-timeout", "0"], None).0, 2);
+    let (code, out, _) = run_cli(&["--version"], None);
+    assert_eq!(code, 0);
     assert!(out.starts_with("pa-auth 0.1.0 (commit "), "{out}");
-    let (code, out, _) = run(&["--help"]);
-    assert_eq!(code, Some(0));
+    let (code, out, _) = run_cli(&["--help"], None);
+    assert_eq!(code, 0);
     for word in ["serve", "check-config", "token", "admin"] {
         assert!(out.contains(word), "{out}");
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{basic_auth, binary, Conn, Req, Service, TempDir};
+use crate::support::{basic_auth, run_cli, Conn, Req, Service, TempDir};
 
 /// A console session: cookie + CSRF token (one Argon2 check per session, not per request).
 #[derive(Clone)]
@@ -327,18 +327,6 @@ impl Drop for TmpfsMount {
     }
 }
 
-fn run_cli(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .env_remove("PA_AUTH_DATA_DIR")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn dir_digest(dir: &Path) -> Vec<(String, u64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -367,16 +355,19 @@ fn damaged_stores_are_refused_and_left_untouched() {
     let dir = temp.path().join("data");
     let d = dir.to_str().unwrap().to_string();
     assert_eq!(
-        run_cli(&["token", "create", "--name", "x", "--data-dir", &d]).0,
-        Some(0)
+        run_cli(&["token", "create", "--name", "x", "--data-dir", &d], None).0,
+        0
     );
 
     // A leftover half-written snapshot.
     let leftover = dir.join("db").join("snap.0000000000001234.generating");
     std::fs::write(&leftover, b"partial").unwrap();
     let before = dir_digest(&dir);
-    let (code, err) = run_cli(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &d]);
-    assert_eq!(code, Some(1), "{err}");
+    let (code, _, err) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", &d],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(".generating") && err.contains("nothing was changed"),
         "{err}"
@@ -387,8 +378,11 @@ fn damaged_stores_are_refused_and_left_untouched() {
     // The store vanished: never start empty.
     let moved = temp.path().join("db-moved");
     std::fs::rename(dir.join("db"), &moved).unwrap();
-    let (code, err) = run_cli(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &d]);
-    assert_eq!(code, Some(1), "{err}");
+    let (code, _, err) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", &d],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("Refusing to start with an empty store"),
         "{err}"
@@ -406,8 +400,8 @@ fn damaged_stores_are_refused_and_left_untouched() {
     f.set_len(len / 3).unwrap();
     drop(f);
     let before = dir_digest(&dir);
-    let (code, err) = run_cli(&["token", "list", "--data-dir", &d]);
-    assert_ne!(code, Some(0), "a truncated store opened: {err}");
+    let (code, _, err) = run_cli(&["token", "list", "--data-dir", &d], None);
+    assert_ne!(code, 0, "a truncated store opened: {err}");
     assert!(!err.is_empty());
     assert_eq!(dir_digest(&dir), before, "a refused open changed files");
 }
@@ -418,8 +412,8 @@ fn unwritable_and_busy_data_dirs_exit_2() {
     let dir = temp.path().join("data");
     let d = dir.to_str().unwrap().to_string();
     assert_eq!(
-        run_cli(&["token", "create", "--name", "x", "--data-dir", &d]).0,
-        Some(0)
+        run_cli(&["token", "create", "--name", "x", "--data-dir", &d], None).0,
+        0
     );
     // A read-only mount (root ignores permission bits, so use a real read-only tmpfs).
     let mnt = temp.path().join("ro");
@@ -428,16 +422,19 @@ fn unwritable_and_busy_data_dirs_exit_2() {
     };
     let ro_dir = mnt.join("data");
     assert_eq!(
-        run_cli(&[
-            "token",
-            "create",
-            "--name",
-            "y",
-            "--data-dir",
-            ro_dir.to_str().unwrap()
-        ])
+        run_cli(
+            &[
+                "token",
+                "create",
+                "--name",
+                "y",
+                "--data-dir",
+                ro_dir.to_str().unwrap()
+            ],
+            None
+        )
         .0,
-        Some(0)
+        0
     );
     assert!(Command::new("mount")
         .args(["-o", "remount,ro"])
@@ -445,14 +442,17 @@ fn unwritable_and_busy_data_dirs_exit_2() {
         .status()
         .unwrap()
         .success());
-    let (code, err) = run_cli(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        ro_dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = run_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            ro_dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("not writable") || err.contains("Read-only") || err.contains("read-only"),
         "{err}"
@@ -584,14 +584,17 @@ fn backup_and_restore_round_trip() {
 
     // Offline backup of the stopped dir, 0600.
     let offline_file = temp.path().join("offline.pab");
-    let (code, err) = run_cli(&[
-        "backup",
-        "--to",
-        offline_file.to_str().unwrap(),
-        "--data-dir",
-        &d,
-    ]);
-    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run_cli(
+        &[
+            "backup",
+            "--to",
+            offline_file.to_str().unwrap(),
+            "--data-dir",
+            &d,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
     assert_eq!(
         std::fs::metadata(&offline_file)
             .unwrap()
@@ -613,39 +616,51 @@ fn backup_and_restore_round_trip() {
         damaged[mid] ^= 0x20;
         let bad = temp.path().join("damaged.pab");
         std::fs::write(&bad, &damaged).unwrap();
-        let (code, err) = run_cli(&["restore", "--from", bad.to_str().unwrap(), "--data-dir", &t]);
-        assert_eq!(code, Some(2), "{err}");
+        let (code, _, err) = run_cli(
+            &["restore", "--from", bad.to_str().unwrap(), "--data-dir", &t],
+            None,
+        );
+        assert_eq!(code, 2, "{err}");
         assert!(err.contains("checksum"), "{err}");
         assert!(!target.exists(), "a bad restore created the target");
 
-        let (code, err) = run_cli(&[
-            "restore",
-            "--from",
-            file.to_str().unwrap(),
-            "--data-dir",
-            &t,
-        ]);
-        assert_eq!(code, Some(0), "{err}");
-        // Non-empty target: refused without --force.
-        let (code, err) = run_cli(&[
-            "restore",
-            "--from",
-            file.to_str().unwrap(),
-            "--data-dir",
-            &t,
-        ]);
-        assert_eq!(code, Some(2), "{err}");
-        assert_eq!(
-            run_cli(&[
+        let (code, _, err) = run_cli(
+            &[
                 "restore",
-                "--force",
                 "--from",
                 file.to_str().unwrap(),
                 "--data-dir",
-                &t
-            ])
+                &t,
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        // Non-empty target: refused without --force.
+        let (code, _, err) = run_cli(
+            &[
+                "restore",
+                "--from",
+                file.to_str().unwrap(),
+                "--data-dir",
+                &t,
+            ],
+            None,
+        );
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(
+            run_cli(
+                &[
+                    "restore",
+                    "--force",
+                    "--from",
+                    file.to_str().unwrap(),
+                    "--data-dir",
+                    &t
+                ],
+                None
+            )
             .0,
-            Some(0)
+            0
         );
 
         let restored = Service::start_in(&target, &[]);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{basic_auth, binary, raw, Conn, HttpResponse, Req, Service, TempDir};
+use crate::support::{basic_auth, binary, raw, run_cli, Conn, HttpResponse, Req, Service, TempDir};
 
 fn basic(password: &str) -> String {
     basic_auth("admin", password)
@@ -763,39 +763,12 @@ fn secrets_never_reach_the_log() {
     assert!(!log.contains(&secret[3..]), "secret in log");
 }
 
-fn cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(binary())
-        .args(args)
-        .env_remove("PA_AUTH_DATA_DIR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn offline_cli_manages_tokens_and_refuses_a_held_data_dir() {
     let temp = TempDir::new("cli");
     let dir = temp.path().join("data");
     let d = dir.to_str().unwrap();
-    let (code, out, err) = cli(
+    let (code, out, err) = run_cli(
         &[
             "token",
             "create",
@@ -812,17 +785,17 @@ fn offline_cli_manages_tokens_and_refuses_a_held_data_dir() {
     let secret = out.trim().to_string();
     assert_eq!(out, format!("{secret}\n"), "secret alone on stdout");
     assert_eq!(secret.len(), 49);
-    let (code, out, _) = cli(&["token", "list", "--json", "--data-dir", d], None);
+    let (code, out, _) = run_cli(&["token", "list", "--json", "--data-dir", d], None);
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["name"], "nightly");
     assert!(!out.contains(&secret));
     let id = list[0]["id"].as_str().unwrap().to_string();
-    let (code, out, _) = cli(&["token", "list", "--data-dir", d], None);
+    let (code, out, _) = run_cli(&["token", "list", "--data-dir", d], None);
     assert_eq!(code, 0);
     assert!(out.contains("nightly") && out.contains(&id));
     assert_eq!(
-        cli(
+        run_cli(
             &["token", "create", "--name", "NIGHTLY", "--data-dir", d],
             None
         )
@@ -831,7 +804,7 @@ fn offline_cli_manages_tokens_and_refuses_a_held_data_dir() {
         "conflict is a runtime failure"
     );
     assert_eq!(
-        cli(
+        run_cli(
             &[
                 "token",
                 "create",
@@ -848,11 +821,11 @@ fn offline_cli_manages_tokens_and_refuses_a_held_data_dir() {
         2
     );
     assert_eq!(
-        cli(&["admin", "set-password", "--data-dir", d], Some("tiny\n")).0,
+        run_cli(&["admin", "set-password", "--data-dir", d], Some("tiny\n")).0,
         2
     );
     assert_eq!(
-        cli(
+        run_cli(
             &["admin", "set-password", "--data-dir", d],
             Some("offline password 1\n")
         )
@@ -868,20 +841,29 @@ fn offline_cli_manages_tokens_and_refuses_a_held_data_dir() {
         auth: basic("offline password 1"),
     };
     assert_eq!(admin.list("").status, 200);
-    let (code, _, err) = cli(&["token", "list", "--data-dir", d], None);
+    let (code, _, err) = run_cli(&["token", "list", "--data-dir", d], None);
     assert_eq!(code, 2);
     assert!(err.contains("held by another pa-auth process"), "{err}");
-    assert_eq!(cli(&["token", "delete", &id, "--data-dir", d], None).0, 2);
+    assert_eq!(
+        run_cli(&["token", "delete", &id, "--data-dir", d], None).0,
+        2
+    );
     assert_eq!(svc.signal_and_wait("TERM"), Some(0));
 
     assert_eq!(
-        cli(&["token", "delete", "not-an-id", "--data-dir", d], None).0,
+        run_cli(&["token", "delete", "not-an-id", "--data-dir", d], None).0,
         2
     );
-    assert_eq!(cli(&["token", "delete", &id, "--data-dir", d], None).0, 0);
-    assert_eq!(cli(&["token", "delete", &id, "--data-dir", d], None).0, 1);
     assert_eq!(
-        cli(
+        run_cli(&["token", "delete", &id, "--data-dir", d], None).0,
+        0
+    );
+    assert_eq!(
+        run_cli(&["token", "delete", &id, "--data-dir", d], None).0,
+        1
+    );
+    assert_eq!(
+        run_cli(
             &[
                 "token",
                 "list",
@@ -893,12 +875,12 @@ fn offline_cli_manages_tokens_and_refuses_a_held_data_dir() {
         .0,
         2
     );
-    assert_eq!(cli(&["no-such-command"], None).0, 2);
+    assert_eq!(run_cli(&["no-such-command"], None).0, 2);
     assert_eq!(
-        cli(&["serve", "--listen", "nowhere", "--data-dir", d], None).0,
+        run_cli(&["serve", "--listen", "nowhere", "--data-dir", d], None).0,
         2
     );
-    let (code, out, _) = cli(&["--version"], None);
+    let (code, out, _) = run_cli(&["--version"], None);
     assert_eq!(code, 0);
     assert!(out.starts_with("pa-auth "));
 }

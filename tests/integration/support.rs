@@ -397,3 +397,31 @@ pub fn basic_auth(user: &str, password: &str) -> String {
 pub fn admin_basic(svc: &Service) -> String {
     basic_auth("admin", &svc.initial_password())
 }
+
+/// Runs the binary with `args` (and optional stdin), without PA_AUTH_DATA_DIR from the
+/// environment; returns (exit code, -1 if killed by a signal; stdout; stderr).
+pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .env_remove("PA_AUTH_DATA_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
