@@ -235,6 +235,15 @@ impl Handler for App {
             };
         early.map(|e| e.to_response(req.correlation_id()))
     }
+
+    /// Token checks, health and not-found answers run on the event loops: they read memory
+    /// (and, for `/api/token`, one cached store record) and never wait on a disk write, a
+    /// lock held by slow work, or Argon2. Admin routes and `/metrics` (a store scan) go to
+    /// the worker pool.
+    fn serves_inline(&self, req: &Request<'_>) -> bool {
+        let path = req.path();
+        !(path == "/metrics" || path == "/admin" || path.starts_with("/admin/"))
+    }
 }
 
 /// The routing table: first match wins.
@@ -384,5 +393,8 @@ impl Handler for SharedApp {
     }
     fn respond_before_body(&self, req: &Request<'_>) -> Option<Response> {
         self.0.respond_before_body(req)
+    }
+    fn serves_inline(&self, req: &Request<'_>) -> bool {
+        self.0.serves_inline(req)
     }
 }

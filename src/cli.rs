@@ -78,7 +78,10 @@ macro_rules! serve_flags {
             /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
             #[argh(option)]
             pub data_dir: Option<PathBuf>,
-            /// worker threads, i.e. connections served at once (default 64)
+            /// event-loop threads, where connections start and token checks run (default: one per core)
+            #[argh(option)]
+            pub event_loops: Option<String>,
+            /// worker threads for admin, TLS and requests with a body: connections served there at once (default 64)
             #[argh(option)]
             pub workers: Option<String>,
             /// seconds between last-used flushes to disk (default 10)
@@ -116,6 +119,7 @@ macro_rules! serve_flags {
                 ServeArgs {
                     listen: self.listen.clone(),
                     data_dir: self.data_dir.clone(),
+                    event_loops: self.event_loops.clone(),
                     workers: self.workers.clone(),
                     flush_interval: self.flush_interval.clone(),
                     max_connections: self.max_connections.clone(),

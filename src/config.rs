@@ -20,6 +20,7 @@ pub const DEFAULT_DATA_DIR: &str = "./pa-auth-data";
 pub struct ServeArgs {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub event_loops: Option<String>,
     pub workers: Option<String>,
     pub flush_interval: Option<String>,
     pub max_connections: Option<String>,
@@ -99,6 +100,12 @@ impl Config {
             return Err(Error::Config("--data-dir must not be empty".into()));
         }
         let defaults = ServerConfig::default();
+        let event_loops = number(
+            pick(&args.event_loops, env, "EVENT_LOOPS"),
+            defaults.event_loops,
+            1,
+            256,
+        )?;
         let workers = number(
             pick(&args.workers, env, "WORKERS"),
             defaults.workers,
@@ -180,6 +187,7 @@ impl Config {
             flush_interval: Duration::from_secs(flush),
             audit_retention,
             http: ServerConfig {
+                event_loops,
                 workers,
                 max_connections,
                 header_timeout: Duration::from_secs(header_timeout),
@@ -192,10 +200,11 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "configuration OK: listen {}://{}, data dir {}, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, logs {:?}/{:?}",
+            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, logs {:?}/{:?}",
             if self.tls.is_some() { "https" } else { "http" },
             self.listen,
             self.data_dir.display(),
+            self.http.event_loops,
             self.http.workers,
             self.http.max_connections,
             self.flush_interval.as_secs(),

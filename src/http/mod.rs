@@ -4,11 +4,13 @@
 //! `httparse` in [`head`], chunked bodies by [`chunked`]; both are pure and fuzzed.
 
 pub mod chunked;
+mod event_loop;
 pub mod head;
 mod request;
 mod response;
 mod server;
 pub mod tls;
+mod worker_pool;
 
 pub use request::Request;
 pub use response::{is_valid_header_name, is_valid_header_value, CorrelationId, Response};

@@ -40,6 +40,12 @@ impl Handler for TestHandler {
     fn respond_before_body(&self, req: &Request<'_>) -> Option<Response> {
         (req.path() == "/early").then(|| Response::new(403).body(b"no".to_vec()))
     }
+
+    /// Everything but `/slow` and `/pool/*` runs on the event loops, so most cases here
+    /// exercise the loop lane and bodies, `/slow` and `/pool/*` the hand-over to the pool.
+    fn serves_inline(&self, req: &Request<'_>) -> bool {
+        !(req.path() == "/slow" || req.path().starts_with("/pool/"))
+    }
 }
 
 fn start(config: ServerConfig) -> Server {
@@ -79,6 +85,19 @@ fn keep_alive_and_pipelining_answer_in_order() {
         let r = conn.read(false).unwrap();
         assert_eq!(r.json()["path"], format!("/p/{i}"));
         assert_eq!(r.json()["bodyLen"], len);
+    }
+    // The event loop answers a 4 MiB body the client reads slowly, then hands the connection
+    // to the pool at /pool/1, which serves it from then on: still in order.
+    let mut pipelined = Vec::new();
+    for path in ["/big", "/pool/1", "/p/2"] {
+        pipelined.extend(Req::get(path).to_bytes());
+    }
+    conn.write(&pipelined);
+    std::thread::sleep(Duration::from_millis(200));
+    let big = conn.read(false).unwrap();
+    assert_eq!(big.body.len(), 4 * 1024 * 1024);
+    for path in ["/pool/1", "/p/2"] {
+        assert_eq!(conn.read(false).unwrap().json()["path"], path);
     }
     assert!(server.shutdown());
 }
