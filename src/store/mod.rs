@@ -60,6 +60,9 @@ pub struct Store {
     index: Option<TokenIndex>,
     /// Serialises writes of `pa-auth.state`.
     state_lock: std::sync::Mutex<()>,
+    /// Held by a delete's transaction and by each chunk the flusher writes, so a last-used
+    /// time is never written for a token deleted in between (see `write_last_used`).
+    last_used_gate: std::sync::Mutex<()>,
     /// Creation time of the newest token, µs (creation order is kept strictly increasing).
     last_created_micros: std::sync::atomic::AtomicI64,
     _lock: File,
@@ -137,6 +140,7 @@ impl Store {
             audit_cap: options.audit_cap.max(1),
             index: options.index_tokens.then(TokenIndex::default),
             state_lock: std::sync::Mutex::new(()),
+            last_used_gate: std::sync::Mutex::new(()),
             last_created_micros: std::sync::atomic::AtomicI64::new(0),
             data_dir: data_dir.to_path_buf(),
             db,
