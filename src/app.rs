@@ -318,14 +318,13 @@ fn metrics(app: &App, now: i64) -> Response {
 
 /// `/auth/verify[/...]`, any method: 200 with identity headers, or the 401.
 fn forward_auth(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
-    let verified = app.authenticate(req, now)?;
-    let record = &verified.token;
+    let token = app.authenticate(req, now)?.token;
     let mut id = [0u8; 36];
-    record.id.write_to(&mut id);
+    token.id.write_to(&mut id);
     let mut response = Response::new(200)
         .header("X-PA-Token-Id", String::from_utf8_lossy(&id).into_owned())
-        .header("X-PA-Token-Name", percent_encode(&record.name));
-    if let Some(expires) = record.expires_at {
+        .header("X-PA-Token-Name", percent_encode(token.name));
+    if let Some(expires) = token.expires_at {
         response = response.header("PA-Token-Expiration", format_rfc3339(expires));
     }
     Ok(response)

@@ -47,12 +47,16 @@ pub struct CreatedTokenView<'a> {
 }
 
 /// UTF-8 percent-encoding of everything but RFC 3986 unreserved characters: the result is
-/// visible ASCII only, safe in any header.
-pub fn percent_encode(s: &str) -> String {
+/// visible ASCII only, safe in any header. Takes the string by value and hands it back when
+/// nothing needs escaping (the common case on the forward-auth path: no allocation).
+pub fn percent_encode(s: Box<str>) -> String {
+    if s.bytes().all(is_unreserved) {
+        return s.into();
+    }
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if is_unreserved(b) {
             out.push(char::from(b));
         } else {
             out.push('%');
@@ -63,6 +67,11 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// RFC 3986 unreserved characters.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,11 +79,12 @@ mod tests {
 
     #[test]
     fn names_become_header_safe() {
-        assert_eq!(percent_encode("CI deploy"), "CI%20deploy");
-        assert_eq!(percent_encode("a\r\nX: y"), "a%0D%0AX%3A%20y");
-        assert_eq!(percent_encode("é"), "%C3%A9");
+        assert_eq!(percent_encode("CI deploy".into()), "CI%20deploy");
+        assert_eq!(percent_encode("ci-deploy_2.x~".into()), "ci-deploy_2.x~");
+        assert_eq!(percent_encode("a\r\nX: y".into()), "a%0D%0AX%3A%20y");
+        assert_eq!(percent_encode("é".into()), "%C3%A9");
         assert!(crate::http::is_valid_header_value(&percent_encode(
-            "\0\u{7f}\u{202e}"
+            "\0\u{7f}\u{202e}".into()
         )));
     }
 
