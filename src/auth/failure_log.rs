@@ -2,11 +2,12 @@
 //! known) per flush interval, written to the audit log as `auth.failed` events by the
 //! flusher. A flood can neither fill the disk (one event per key per interval, at most
 //! `MAX_KEYS` keys; the rest are counted as dropped) nor slow valid requests (they never
-//! touch this; failures take one of 16 shard locks).
+//! touch this; a failure takes its own thread's one of 16 shard locks, so event loops do
+//! not queue on each other).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::error::AuthFailure;
@@ -14,6 +15,15 @@ use crate::store::{AuditEvent, Store};
 use crate::tokens::TokenId;
 
 const SHARDS: usize = 16;
+
+/// This thread's shard: threads are numbered in the order they first record a failure.
+fn thread_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
 /// Distinct (reason, address, token) keys kept per interval.
 pub const MAX_KEYS: usize = 10_000;
 
@@ -41,11 +51,10 @@ impl Default for AuthFailureLog {
 
 impl AuthFailureLog {
     pub fn record(&self, reason: AuthFailure, addr: IpAddr, token: Option<TokenId>) {
-        let shard_index = match addr {
-            IpAddr::V4(a) => usize::from(a.octets()[3]),
-            IpAddr::V6(a) => usize::from(a.octets()[15]),
-        } % SHARDS;
-        let Ok(mut shard) = self.shards[shard_index].lock() else {
+        // Sharded by the recording thread, not by address: behind a reverse proxy every
+        // failure comes from one address, and an address-keyed shard would be one lock all
+        // event loops queue on during a flood of bad tokens.
+        let Ok(mut shard) = self.shards[thread_shard()].lock() else {
             return;
         };
         let key = Key {
@@ -64,10 +73,13 @@ impl AuthFailureLog {
 
     /// Writes one `auth.failed` event per key (and one for dropped counts) and resets.
     pub fn write_to_audit(&self, store: &Store, now: i64) -> crate::Result<usize> {
-        let mut drained = Vec::new();
+        // The same key may have been counted on several threads: sum them.
+        let mut drained: HashMap<Key, u64> = HashMap::new();
         for shard in &self.shards {
             if let Ok(mut s) = shard.lock() {
-                drained.extend(s.drain());
+                for (key, count) in s.drain() {
+                    *drained.entry(key).or_default() += count;
+                }
             }
         }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
