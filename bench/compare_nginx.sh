@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # pa-auth side by side with nginx on this machine, the way proxies use it.
 #
-#   bench/compare_nginx.sh [TOKENS] [SECONDS]      (defaults: 1000 tokens, 10 s per run)
+#   [ROUNDS=2] bench/compare_nginx.sh [TOKENS] [SECONDS]   (defaults: 1000 tokens, 10 s per run)
 #
 # Installs or finds wrk and nginx-light, fills a data dir with TOKENS tokens, starts pa-auth
 # (release build, request logging off like nginx's `access_log off`) and nginx with the
 # equivalent static check (a `map` on the Authorization header: 200 for the valid token,
 # 401 otherwise; nginx gets as many worker processes as the machine has cores), then runs
 # each scenario alternating pa-auth / nginx twice and prints requests/s, p50/p99/p99.9 and
-# the pa-auth/nginx ratio. Extra rows: valid-token p99 during a flood of invalid tokens,
-# and p99 while last-used flushes of many distinct tokens run. Output: stdout and
+# the pa-auth/nginx ratio (one scenario paced, so its tail is the server's, not the CPU
+# queue's). Extra rows: valid-token p99 during a flood of invalid tokens, and p99 while
+# last-used flushes of many distinct tokens run, saturated and paced. Output: stdout and
 # bench/results/<date>-<tokens>.md. Reports only; nothing here asserts a threshold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tokens=${1:-1000}
 secs=${2:-10}
+rounds=${ROUNDS:-2}   # alternating pa-auth/nginx rounds per scenario (the machine is noisy)
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
@@ -102,7 +104,7 @@ declare -A rows
 scenario() { # name path conns header...
   local name=$1 path=$2 conns=$3; shift 3
   local pa_sum="" ng_sum=""
-  for round in 1 2; do
+  for _ in $(seq "$rounds"); do
     pa_sum+=$(run_wrk "http://127.0.0.1:$pa_port$path" "$conns" "$@")$'\n'
     ng_sum+=$(run_wrk "http://127.0.0.1:$ng_port$path" "$conns" "$@")$'\n'
   done
@@ -128,18 +130,22 @@ wait "$flood"
 stop_pa_auth
 
 # Last-used flushes of many distinct tokens: p99 with a 5 s flush interval vs none in the run.
+# Saturated (as fast as wrk can) and paced (PA_PACED: 1 request/ms per connection), each
+# alternating a run with no flush (interval 3600 s) and one with a flush every 5 s, twice.
 head -n 100000 "$work/secrets" >"$work/rotate"
-start_pa_auth 3600
-no_flush=$(PA_SECRETS="$work/rotate" wrk -t2 -c32 -d"${secs}s" --latency -s bench/rotate.lua "http://127.0.0.1:$pa_port/" | grep '^RESULT')
-stop_pa_auth
-start_pa_auth 5
-with_flush=$(PA_SECRETS="$work/rotate" wrk -t2 -c32 -d"${secs}s" --latency -s bench/rotate.lua "http://127.0.0.1:$pa_port/" | grep '^RESULT')
-stop_pa_auth
+rotate_run() { PA_SECRETS="$work/rotate" wrk -t2 -c32 -d"${secs}s" --latency -s bench/rotate.lua "http://127.0.0.1:$pa_port/" | grep '^RESULT'; }
+no_flush="" with_flush="" no_flush_paced="" with_flush_paced=""
+for round in 1 2; do
+  start_pa_auth 3600; no_flush+=$(rotate_run)$'\n'; stop_pa_auth
+  start_pa_auth 5; with_flush+=$(rotate_run)$'\n'; stop_pa_auth
+  start_pa_auth 3600; no_flush_paced+=$(PA_PACED=1 rotate_run)$'\n'; stop_pa_auth
+  start_pa_auth 5; with_flush_paced+=$(PA_PACED=1 rotate_run)$'\n'; stop_pa_auth
+done
 
 mkdir -p bench/results
 out="bench/results/$(date -u +%Y-%m-%d)-${tokens}-tokens.md"
 {
-  echo "# pa-auth vs nginx — $(date -u +%Y-%m-%dT%H:%MZ), $tokens tokens, ${secs} s runs, mean of 2 alternating rounds"
+  echo "# pa-auth vs nginx — $(date -u +%Y-%m-%dT%H:%MZ), $tokens tokens, ${secs} s runs, mean of $rounds alternating rounds"
   echo
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)."
   echo "pa-auth $(./target/release/pa-auth --version | cut -d' ' -f2-), $cores event loops + 64 workers, --log-level warn; nginx $(/usr/sbin/nginx -v 2>&1 | cut -d/ -f2), $cores workers, access_log off; wrk -t2 on the same machine."
@@ -155,6 +161,16 @@ out="bench/results/$(date -u +%Y-%m-%d)-${tokens}-tokens.md"
   echo
   echo "Valid-token p99 (8 conns), alone: $(field p99 "$alone") ms at $(field rps "$alone") req/s; during a 24-connection flood of invalid tokens: $(field p99 "$during") ms at $(field rps "$during") req/s."
   echo
-  echo "Last-used flush, $(wc -l <"$work/rotate") distinct tokens rotated over 32 conns: p99 $(field p99 "$no_flush") ms with no flush in the run, $(field p99 "$with_flush") ms with --flush-interval 5; req/s $(field rps "$no_flush") vs $(field rps "$with_flush")."
+  echo "Last-used flush, $(wc -l <"$work/rotate") distinct tokens rotated over 32 conns (mean of 2 alternating runs each):"
+  echo
+  echo "| load | no flush: req/s, p50 / p99 / p99.9 ms | flush every 5 s: req/s, p50 / p99 / p99.9 ms | p99 ratio |"
+  echo "|---|---|---|---|"
+  for load in saturated paced; do
+    if [ "$load" = paced ]; then a=$no_flush_paced; b=$with_flush_paced; else a=$no_flush; b=$with_flush; fi
+    printf '| %s | %.0f, %s / %s / %s | %.0f, %s / %s / %s | %.2f |\n' "$load" \
+      "$(avg rps "$a")" "$(avg p50 "$a")" "$(avg p99 "$a")" "$(avg p999 "$a")" \
+      "$(avg rps "$b")" "$(avg p50 "$b")" "$(avg p99 "$b")" "$(avg p999 "$b")" \
+      "$(awk -v a="$(avg p99 "$a")" -v b="$(avg p99 "$b")" 'BEGIN{print b/a}')"
+  done
 } | tee "$out"
 echo "written: $out" >&2
