@@ -282,5 +282,16 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::from_args(&bad, &none).is_err());
+        let loops = |k: &str| (k == "PA_AUTH_EVENT_LOOPS").then(|| "0".to_string());
+        let e = Config::from_args(&ServeArgs::default(), &loops).unwrap_err();
+        assert!(e.to_string().contains("PA_AUTH_EVENT_LOOPS"), "{e}");
+        let loops = |k: &str| (k == "PA_AUTH_EVENT_LOOPS").then(|| "3".to_string());
+        assert_eq!(
+            Config::from_args(&ServeArgs::default(), &loops)
+                .unwrap()
+                .http
+                .event_loops,
+            3
+        );
     }
 }
