@@ -44,6 +44,9 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 const ERROR_LINGER: Duration = Duration::from_secs(1);
 /// On shutdown, idle connections are closed with this linger.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(100);
+/// Requests answered (or reads done) for one connection before the loop turns to the others:
+/// a client that pipelines without pause cannot starve its loop's other connections.
+const DRIVE_BUDGET: u32 = 64;
 
 /// One event loop; [`EventLoop::run`] consumes its thread.
 pub(super) struct EventLoop {
@@ -57,6 +60,8 @@ pub(super) struct EventLoop {
     overload: OverloadResponder,
     accept_paused_until: Option<Instant>,
     accept_backoff: Duration,
+    /// Connections that yielded with work left (edge-triggered: no new event will come).
+    again: Vec<usize>,
 }
 
 struct LoopConn {
@@ -84,6 +89,8 @@ struct Closing {
 
 enum Outcome {
     Keep,
+    /// Still has work (its budget ran out): drive it again after the other ready ones.
+    Yield,
     Drop,
     Migrate,
 }
@@ -112,6 +119,7 @@ impl EventLoop {
                 overload: OverloadResponder::default(),
                 accept_paused_until: None,
                 accept_backoff: Duration::from_millis(5),
+                again: Vec::new(),
             },
             waker,
         ))
@@ -122,12 +130,13 @@ impl EventLoop {
         let mut last_sweep = Instant::now();
         let mut drain_deadline: Option<Instant> = None;
         loop {
-            let timeout =
-                if self.conns.len() == self.free.len() && self.accept_paused_until.is_none() {
-                    Some(Duration::from_secs(1))
-                } else {
-                    Some(SWEEP_EVERY)
-                };
+            let timeout = if !self.again.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.conns.len() == self.free.len() && self.accept_paused_until.is_none() {
+                Some(Duration::from_secs(1))
+            } else {
+                Some(SWEEP_EVERY)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log_warn!("event loop poll failed: {e}");
@@ -149,6 +158,9 @@ impl EventLoop {
                     }
                     Token(idx) => self.drive_and_settle(idx),
                 }
+            }
+            for idx in std::mem::take(&mut self.again) {
+                self.drive_and_settle(idx);
             }
             let now = Instant::now();
             if self
@@ -298,6 +310,11 @@ impl EventLoop {
         };
         match outcome {
             Outcome::Keep => {}
+            Outcome::Yield => {
+                if !self.again.contains(&idx) {
+                    self.again.push(idx);
+                }
+            }
             Outcome::Drop => self.remove(idx),
             Outcome::Migrate => self.migrate(idx),
         }
@@ -390,7 +407,12 @@ fn drive(
     scratch: &mut Vec<u8>,
     date: &mut DateCache,
 ) -> Outcome {
+    let mut budget = DRIVE_BUDGET;
     loop {
+        if budget == 0 {
+            return Outcome::Yield;
+        }
+        budget -= 1;
         if !conn.out.is_empty() {
             match conn.stream.write(&conn.out) {
                 Ok(0) => return Outcome::Drop,
@@ -413,7 +435,7 @@ fn drive(
             }
             // Discard what the client still sends until it closes (or the linger ends).
             let mut sink = [0u8; 4096];
-            loop {
+            for _ in 0..DRIVE_BUDGET {
                 match conn.stream.read(&mut sink) {
                     Ok(0) => return Outcome::Drop,
                     Ok(_) => {}
@@ -422,6 +444,7 @@ fn drive(
                     Err(_) => return Outcome::Drop,
                 }
             }
+            return Outcome::Yield;
         }
         match serve_buffered(conn, shared, scratch, date) {
             Served::Progress => continue,

@@ -411,6 +411,47 @@ fn two_thousand_idle_connections_do_not_starve_a_real_client() {
 }
 
 #[test]
+fn a_client_pipelining_without_pause_does_not_starve_its_loop() {
+    // One event loop, so the flooder and the normal client share it.
+    let server = start(ServerConfig {
+        event_loops: 1,
+        ..test_config()
+    });
+    let addr = server.local_addr();
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut flood = TcpStream::connect(addr).unwrap();
+    let mut drain = flood.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut sink = vec![0u8; 64 * 1024];
+        while matches!(drain.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let writer = {
+        let flooding = flooding.clone();
+        std::thread::spawn(move || {
+            let batch = Req::get("/flood").to_bytes().repeat(256);
+            let until = std::time::Instant::now() + Duration::from_secs(4);
+            while std::time::Instant::now() < until && flood.write_all(&batch).is_ok() {}
+            flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+            let _ = flood.shutdown(std::net::Shutdown::Both);
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Twenty requests on a fresh connection are all answered while the flood goes on.
+    let mut conn = Conn::open(addr);
+    for i in 0..20 {
+        let r = conn.send(&Req::get(&format!("/during/{i}"))).unwrap();
+        assert_eq!(r.json()["path"], format!("/during/{i}"));
+    }
+    assert!(
+        flooding.load(std::sync::atomic::Ordering::SeqCst),
+        "the other connection was only served after the flood ended"
+    );
+    writer.join().unwrap();
+    reader.join().unwrap();
+    assert!(server.shutdown());
+}
+
+#[test]
 fn client_reset_mid_response_leaves_the_server_serving() {
     let server = start(test_config());
     let addr = server.local_addr();
