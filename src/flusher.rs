@@ -26,7 +26,7 @@ pub fn flush_last_used(store: &Store, tracker: &LastUsedTracker) -> crate::Resul
     if batch.is_empty() {
         return Ok(FlushReport::default());
     }
-    let written = store.write_last_used(&batch)?;
+    let written = store.write_tracked_last_used(&batch)?;
     store.flush()?;
     tracker.mark_flushed(&batch);
     Ok(FlushReport {

@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;
 
-use crate::tokens::TokenId;
+use crate::tokens::{TokenHash, TokenId};
 
 const SHARDS: usize = 64;
 const NEVER_FLUSHED: i64 = i64::MIN;
@@ -17,6 +17,18 @@ const NEVER_FLUSHED: i64 = i64::MIN;
 struct Cell {
     seen: AtomicI64,
     flushed: AtomicI64,
+    /// The token's index key: lets the flusher check the token still exists, in memory.
+    hash: TokenHash,
+}
+
+/// A last-used time the store does not have yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unflushed {
+    pub id: TokenId,
+    pub hash: TokenHash,
+    pub seen: i64,
+    /// What this process last wrote for the token, if anything: the store holds exactly that.
+    pub flushed: Option<i64>,
 }
 
 /// Token ids are random UUIDs chosen by us, not by callers, so their own bytes are a fine hash
@@ -58,7 +70,7 @@ impl LastUsedTracker {
     }
 
     /// Records a use at `now` (unix seconds). Never moves a time backwards.
-    pub fn record(&self, id: TokenId, now: i64) {
+    pub fn record(&self, id: TokenId, hash: &TokenHash, now: i64) {
         let shard = self.shard(&id);
         if let Ok(map) = shard.read() {
             if let Some(cell) = map.get(&id) {
@@ -76,6 +88,7 @@ impl LastUsedTracker {
                 .or_insert(Cell {
                     seen: AtomicI64::new(now),
                     flushed: AtomicI64::new(NEVER_FLUSHED),
+                    hash: *hash,
                 });
         }
     }
@@ -87,13 +100,19 @@ impl LastUsedTracker {
     }
 
     /// Uses recorded since the last [`Self::mark_flushed`] of each token.
-    pub fn unflushed(&self) -> Vec<(TokenId, i64)> {
+    pub fn unflushed(&self) -> Vec<Unflushed> {
         let mut out = Vec::new();
         for shard in &self.shards {
             if let Ok(map) = shard.read() {
                 out.extend(map.iter().filter_map(|(id, c)| {
                     let seen = c.seen.load(Ordering::Relaxed);
-                    (seen > c.flushed.load(Ordering::Relaxed)).then_some((*id, seen))
+                    let flushed = c.flushed.load(Ordering::Relaxed);
+                    (seen > flushed).then_some(Unflushed {
+                        id: *id,
+                        hash: c.hash,
+                        seen,
+                        flushed: (flushed != NEVER_FLUSHED).then_some(flushed),
+                    })
                 }));
             }
         }
@@ -101,11 +120,11 @@ impl LastUsedTracker {
     }
 
     /// Notes that these times are persisted.
-    pub fn mark_flushed(&self, batch: &[(TokenId, i64)]) {
-        for (id, seen) in batch {
-            if let Ok(map) = self.shard(id).read() {
-                if let Some(c) = map.get(id) {
-                    c.flushed.fetch_max(*seen, Ordering::Relaxed);
+    pub fn mark_flushed(&self, batch: &[Unflushed]) {
+        for u in batch {
+            if let Ok(map) = self.shard(&u.id).read() {
+                if let Some(c) = map.get(&u.id) {
+                    c.flushed.fetch_max(u.seen, Ordering::Relaxed);
                 }
             }
         }
@@ -139,15 +158,22 @@ mod tests {
     fn records_max_and_reports_unflushed_once() {
         let t = LastUsedTracker::default();
         let a = TokenId::generate();
-        t.record(a, 10);
-        t.record(a, 5);
+        let h = TokenHash([7; 32]);
+        t.record(a, &h, 10);
+        t.record(a, &h, 5);
         assert_eq!(t.get(&a), Some(10));
         let batch = t.unflushed();
-        assert_eq!(batch, vec![(a, 10)]);
+        let pending = |seen, flushed| Unflushed {
+            id: a,
+            hash: h,
+            seen,
+            flushed,
+        };
+        assert_eq!(batch, vec![pending(10, None)]);
         t.mark_flushed(&batch);
         assert!(t.unflushed().is_empty());
-        t.record(a, 11);
-        assert_eq!(t.unflushed(), vec![(a, 11)]);
+        t.record(a, &h, 11);
+        assert_eq!(t.unflushed(), vec![pending(11, Some(10))]);
         t.forget(&a);
         assert_eq!(t.get(&a), None);
         assert!(t.unflushed().is_empty());
@@ -164,7 +190,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for round in 0..100 {
                         for id in &ids {
-                            t.record(*id, round * 4 + w);
+                            t.record(*id, &TokenHash([0; 32]), round * 4 + w);
                         }
                     }
                 })

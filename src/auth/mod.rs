@@ -18,6 +18,8 @@ use crate::tokens::{is_well_formed, TokenHash};
 #[derive(Debug)]
 pub struct VerifiedToken {
     pub token: IndexedToken,
+    /// blake3 of the secret: the key of the authentication index.
+    pub hash: TokenHash,
 }
 
 /// Counts of authentication outcomes since start (metrics; never per token).
@@ -74,7 +76,7 @@ pub fn verify_bearer(
     match check(store, authorization, now) {
         Ok(verified) => {
             counters.count(Ok(()));
-            tracker.record(verified.token.id, now);
+            tracker.record(verified.token.id, &verified.hash, now);
             Ok(verified)
         }
         Err((error, token)) => {
@@ -114,7 +116,7 @@ fn check(
     if is_expired(token.expires_at, now) {
         return Err((Error::Unauthorized(AuthFailure::Expired), Some(token.id)));
     }
-    Ok(VerifiedToken { token })
+    Ok(VerifiedToken { token, hash })
 }
 
 #[cfg(test)]

@@ -69,6 +69,13 @@ impl TokenIndex {
         Some(shard[i].to_token())
     }
 
+    /// The id stored under `hash`, without copying the name.
+    pub fn id_of(&self, hash: &TokenHash) -> Option<TokenId> {
+        let shard = self.shard(hash).read().ok()?;
+        let i = shard.binary_search_by(|e| e.hash.cmp(&hash.0)).ok()?;
+        Some(shard[i].id)
+    }
+
     pub fn insert(&self, hash: TokenHash, token: IndexedToken) {
         let entry = Entry {
             hash: hash.0,
