@@ -400,56 +400,46 @@ impl Store {
         Ok(self.last_used.get(id.0)?.and_then(|v| be_i64(&v)))
     }
 
-    /// The flusher's write of tracked last-used times: like [`Store::write_last_used`], but
-    /// existence is checked in the in-memory index (by hash, under the same gate, which a
-    /// delete holds until the hash has left the index) and the stored time is read only for
-    /// a token this process has not flushed before. With 1M tokens, the sled reads this saves
-    /// were ~5 s of a 100k-token flush (16 MiB page cache, random keys). Without an index
-    /// (offline), falls back to the sled checks.
+    /// The flusher's write of tracked last-used times: existence is checked in the in-memory
+    /// index (by hash, under the gate, which a delete holds until the hash has left the
+    /// index) and the stored time is read only for a token this process has not flushed
+    /// before. With 1M tokens, the sled reads this saves were ~5 s of a 100k-token flush
+    /// (16 MiB page cache, random keys). Without an index (offline), checks sled instead.
     pub fn write_tracked_last_used(&self, batch: &[Unflushed]) -> Result<usize> {
-        let Some(index) = &self.index else {
-            let plain: Vec<(TokenId, i64)> = batch.iter().map(|u| (u.id, u.seen)).collect();
-            return self.write_last_used(&plain);
-        };
-        let mut written = 0;
-        let mut pause = std::time::Duration::ZERO;
-        for chunk in batch.chunks(1000) {
-            std::thread::sleep(pause);
-            let started = std::time::Instant::now();
-            let _gate = self
-                .last_used_gate
-                .lock()
-                .map_err(|_| Error::Internal("last-used gate poisoned".into()))?;
-            let mut writes = sled::Batch::default();
-            for u in chunk {
-                if index.id_of(&u.hash) != Some(u.id) {
-                    continue;
-                }
-                let stored = match u.flushed {
-                    Some(flushed) => Some(flushed),
-                    None => self.last_used.get(u.id.0)?.and_then(|v| be_i64(&v)),
-                };
-                if stored.is_none_or(|s| s < u.seen) {
-                    writes.insert(&u.id.0[..], &u.seen.to_be_bytes()[..]);
-                    written += 1;
-                }
-            }
-            self.last_used.apply_batch(writes)?;
-            pause = started.elapsed();
-        }
-        Ok(written)
+        self.write_last_used_paced(batch, |u| {
+            let exists = match &self.index {
+                Some(index) => index.id_of(&u.hash) == Some(u.id),
+                None => self.token_ids.contains_key(u.id.0)?,
+            };
+            Ok(exists.then_some((u.id, u.seen, u.flushed)))
+        })
     }
 
-    /// Writes last-used times, skipping tokens deleted meanwhile and never moving a stored
-    /// time backwards. Returns how many were written. Does not flush.
+    /// Writes last-used times, skipping tokens deleted meanwhile (checked in sled) and never
+    /// moving a stored time backwards. Returns how many were written. Does not flush.
+    pub fn write_last_used(&self, batch: &[(TokenId, i64)]) -> Result<usize> {
+        self.write_last_used_paced(batch, |&(id, seen)| {
+            Ok(self
+                .token_ids
+                .contains_key(id.0)?
+                .then_some((id, seen, None)))
+        })
+    }
+
+    /// The one last-used writer. `still_there` says, for an item, whether its token still
+    /// exists and, if so, its id, the new time, and the stored time when the caller knows it
+    /// (`None`: read it from sled).
     ///
     /// In chunks of 1,000, each followed by a pause as long as it took (at most half a core),
-    /// and as plain batches rather than transactions: a flush of 100,000 distinct tokens is
-    /// ~0.4 s of CPU for sled, and spreading it protects the event loops' tail latency
-    /// (bench: the flush rows of compare_nginx.sh). Each
-    /// chunk holds `last_used_gate`, which a delete's transaction also holds, so "the id
-    /// still exists" cannot change between the check and the write.
-    pub fn write_last_used(&self, batch: &[(TokenId, i64)]) -> Result<usize> {
+    /// and as plain batches rather than transactions, so a flush of 100,000 distinct tokens
+    /// does not take a core from the event loops for its whole length (bench: the flush rows
+    /// of compare_nginx.sh). Each chunk holds `last_used_gate`, which a delete also holds, so
+    /// "the token still exists" cannot change between the check and the write.
+    fn write_last_used_paced<T>(
+        &self,
+        batch: &[T],
+        still_there: impl Fn(&T) -> Result<Option<(TokenId, i64, Option<i64>)>>,
+    ) -> Result<usize> {
         let mut written = 0;
         let mut pause = std::time::Duration::ZERO;
         for chunk in batch.chunks(1000) {
@@ -460,18 +450,20 @@ impl Store {
                 .lock()
                 .map_err(|_| Error::Internal("last-used gate poisoned".into()))?;
             let mut writes = sled::Batch::default();
-            for (id, seen) in chunk {
-                if !self.token_ids.contains_key(id.0)? {
+            for item in chunk {
+                let Some((id, seen, known)) = still_there(item)? else {
                     continue;
-                }
-                let stored = self.last_used.get(id.0)?.and_then(|v| be_i64(&v));
-                if stored.is_none_or(|s| s < *seen) {
+                };
+                let stored = match known {
+                    Some(stored) => Some(stored),
+                    None => self.last_used.get(id.0)?.and_then(|v| be_i64(&v)),
+                };
+                if stored.is_none_or(|s| s < seen) {
                     writes.insert(&id.0[..], &seen.to_be_bytes()[..]);
                     written += 1;
                 }
             }
             self.last_used.apply_batch(writes)?;
-            // At most half a core: pause as long as the chunk took.
             pause = started.elapsed();
         }
         Ok(written)
