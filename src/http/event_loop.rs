@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::head::{parse_request_head, Framing, HeadLimits};
+use super::head::Framing;
 use super::response::{serialize, DateCache};
 use super::server::{
-    checked_response, correlation_id_of, panic_response, replace_nul_in_head, Carried, Queued,
-    Shared,
+    checked_response, correlation_id_of, panic_response, parse_head, Carried, Queued, Shared,
 };
 use super::{CorrelationId, Request};
 use crate::error::Error;
@@ -496,16 +495,7 @@ fn serve_buffered(
     if conn.filled == 0 {
         return Served::NeedMore;
     }
-    let limits = HeadLimits {
-        max_head_bytes: shared.config.max_head_bytes,
-        max_body_bytes: shared.config.max_body_bytes,
-    };
-    let mut parsed = parse_request_head(&conn.buf[..conn.filled], &limits);
-    // A NUL in a field value becomes SP (see the worker pool's read_head for why).
-    if parsed.is_err() && replace_nul_in_head(&mut conn.buf[..conn.filled]) {
-        parsed = parse_request_head(&conn.buf[..conn.filled], &limits);
-    }
-    let head = match parsed {
+    let head = match parse_head(&mut conn.buf[..conn.filled], &shared.config) {
         Ok(Some(head)) => head,
         Ok(None) => return Served::NeedMore,
         Err(e) => {
@@ -534,8 +524,7 @@ fn serve_buffered(
     let response = catch_unwind(AssertUnwindSafe(|| handler.handle(&request)))
         .unwrap_or_else(|_| panic_response(&correlation_id));
     let response = checked_response(response, &correlation_id);
-    let keep_alive =
-        head.keep_alive && !response.wants_close() && !shared.shutting_down.load(Ordering::Relaxed);
+    let keep_alive = shared.keeps_alive(&head, &response);
     serialize(
         &response,
         &correlation_id,

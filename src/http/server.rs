@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::event_loop::EventLoop;
-use super::head::ParsedHead;
+use super::head::{parse_request_head, HeadLimits, ParsedHead};
 use super::tls::TlsContext;
 use super::{CorrelationId, Request, Response};
 use crate::error::Error;
@@ -123,6 +123,11 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Whether the connection stays open after answering `head` with `response`.
+    pub(super) fn keeps_alive(&self, head: &ParsedHead, response: &Response) -> bool {
+        head.keep_alive && !response.wants_close() && !self.shutting_down.load(Ordering::Relaxed)
+    }
+
     /// Queues a connection for the worker pool (it already counts as open).
     pub(super) fn enqueue(&self, queued: Queued) {
         match self.queue.lock() {
@@ -276,9 +281,30 @@ pub(super) fn checked_response(response: Response, correlation_id: &CorrelationI
     Error::Internal("invalid response header".into()).to_response(correlation_id)
 }
 
+/// Parses the request head at the front of `buf` with the configured limits, for both lanes.
+///
+/// RFC 9110 §5.5 lets a recipient replace NUL in a field value with SP instead of rejecting
+/// the message. Doing so keeps "every credential problem is a 401": a NUL inside an
+/// Authorization value becomes a malformed token, not a 400. Only on the error path, so valid
+/// requests pay nothing.
+pub(super) fn parse_head(
+    buf: &mut [u8],
+    config: &ServerConfig,
+) -> Result<Option<ParsedHead>, Error> {
+    let limits = HeadLimits {
+        max_head_bytes: config.max_head_bytes,
+        max_body_bytes: config.max_body_bytes,
+    };
+    let parsed = parse_request_head(buf, &limits);
+    if parsed.is_err() && replace_nul_in_head(buf) {
+        return parse_request_head(buf, &limits);
+    }
+    parsed
+}
+
 /// Replaces NUL bytes in the header-field lines (not the request line, not the body) with
 /// SP. Returns whether anything changed.
-pub(super) fn replace_nul_in_head(buf: &mut [u8]) -> bool {
+fn replace_nul_in_head(buf: &mut [u8]) -> bool {
     let head_end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -14,11 +14,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::chunked::ChunkedDecoder;
-use super::head::{parse_request_head, Framing, HeadLimits, ParsedHead};
+use super::head::{Framing, ParsedHead};
 use super::response::{serialize, DateCache};
 use super::server::{
-    checked_response, correlation_id_of, panic_response, replace_nul_in_head, Queued, ServerConfig,
-    Shared,
+    checked_response, correlation_id_of, panic_response, parse_head, Queued, ServerConfig, Shared,
 };
 use super::tls::Stream;
 use super::{CorrelationId, Request, Response};
@@ -207,23 +206,11 @@ fn read_head(
     waiting_since: Instant,
     first_request: bool,
 ) -> HeadOutcome {
-    let limits = HeadLimits {
-        max_head_bytes: shared.config.max_head_bytes,
-        max_body_bytes: shared.config.max_body_bytes,
-    };
     // A new connection has the head deadline from accept; a kept-alive one idles first.
     let mut head_started = (first_request || conn.filled > 0).then_some(waiting_since);
     loop {
         if conn.filled > 0 {
-            let mut parsed = parse_request_head(&conn.buf[..conn.filled], &limits);
-            // RFC 9110 §5.5 lets a recipient replace NUL in a field value with SP instead of
-            // rejecting the message. Doing so keeps "every credential problem is a 401": a
-            // NUL inside an Authorization value becomes a malformed token, not a 400. Only on
-            // the error path, so valid requests pay nothing.
-            if parsed.is_err() && replace_nul_in_head(&mut conn.buf[..conn.filled]) {
-                parsed = parse_request_head(&conn.buf[..conn.filled], &limits);
-            }
-            match parsed {
+            match parse_head(&mut conn.buf[..conn.filled], &shared.config) {
                 Ok(Some(head)) => return HeadOutcome::Ready(Box::new(head)),
                 Ok(None) => {}
                 Err(e) => return HeadOutcome::Rejected(e),
@@ -352,8 +339,7 @@ fn serve_request(
     let response = catch_unwind(AssertUnwindSafe(|| handler.handle(&request)))
         .unwrap_or_else(|_| panic_response(&correlation_id));
     let response = checked_response(response, &correlation_id);
-    let keep_alive =
-        head.keep_alive && !response.wants_close() && !shared.shutting_down.load(Ordering::Relaxed);
+    let keep_alive = shared.keeps_alive(head, &response);
     if !write_response(
         &mut conn.stream,
         &response,
