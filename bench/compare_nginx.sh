@@ -14,6 +14,7 @@
 # bench/results/<date>-<tokens>.md. Reports only; nothing here asserts a threshold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 tokens=${1:-1000}
 secs=${2:-10}
 rounds=${ROUNDS:-2}   # alternating pa-auth/nginx rounds per scenario (the machine is noisy)
@@ -28,7 +29,6 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "generating $tokens tokens..." >&2
 cargo bench --locked -q --bench generate_tokens -- "$work/data" "$tokens" "$work/secrets" >&2
@@ -147,7 +147,7 @@ out="bench/results/$(date -u +%Y-%m-%d)-${tokens}-tokens.md"
 {
   echo "# pa-auth vs nginx — $(date -u +%Y-%m-%dT%H:%MZ), $tokens tokens, ${secs} s runs, mean of $rounds alternating rounds"
   echo
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)."
+  echo "Machine: $(machine_line)."
   echo "pa-auth $(./target/release/pa-auth --version | cut -d' ' -f2-), $cores event loops + 64 workers, --log-level warn; nginx $(/usr/sbin/nginx -v 2>&1 | cut -d/ -f2), $cores workers, access_log off; wrk -t2 on the same machine."
   echo
   echo "| scenario | pa-auth req/s | nginx req/s | ratio | pa-auth p50 / p99 / p99.9 ms | nginx p50 / p99 / p99.9 ms |"

@@ -11,6 +11,7 @@
 # Reports only; nothing asserts a threshold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 tokens=${1:-1000000}
 dir=${2:-}
 secrets=${3:-}
@@ -20,7 +21,7 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 [ -n "$dir" ] || dir="$tmp/data"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 base="http://127.0.0.1:$port"
 gen="(existing store, not regenerated)"
 if [ ! -e "$dir/db" ]; then
@@ -74,7 +75,7 @@ out="bench/results/$(date -u +%Y-%m-%d)-scale-${tokens}.md"
 {
   echo "# pa-auth at scale — $(date -u +%Y-%m-%dT%H:%MZ), $tokens tokens"
   echo
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r). pa-auth $(./target/release/pa-auth --version | cut -d' ' -f2-)."
+  echo "Machine: $(machine_line). pa-auth $(./target/release/pa-auth --version | cut -d' ' -f2-)."
   echo
   echo "| what | figure |"
   echo "|---|---|"
@@ -82,7 +83,7 @@ out="bench/results/$(date -u +%Y-%m-%d)-scale-${tokens}.md"
   echo "| data dir size | $size |"
   echo "| start-up to ready (3 starts) | ${starts[*]} s |"
   echo "| RSS at rest | $rss_rest MiB |"
-  echo "| RSS after 10 s of verifications over 100,000 distinct tokens | $rss_busy MiB |"
+  echo "| RSS after 10 s of verifications over $(wc -l <"$tmp/rotate" 2>/dev/null || echo 0) distinct tokens | $rss_busy MiB |"
   echo "| admin list, first page of 100, Basic auth (one Argon2id) | ${basic[*]} s |"
   echo "| admin list, first page of 100, session cookie | ${session[*]} s |"
 } | tee "$out"

@@ -10,6 +10,7 @@
 # Reports only; nothing asserts a threshold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 requests=${1:-200000}
 for tool in perf strace wrk; do command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install linux-perf strace wrk)" >&2; exit 1; }; done
 cargo build --release --locked -q
@@ -22,7 +23,7 @@ valid=$(head -n 1 "$work/secrets")
 libc=$(ldd target/release/pa-auth | awk '/libc.so/ {print $3}')
 perf probe -q -x "$libc" malloc 2>/dev/null || true
 perf probe -q -x "$libc" realloc 2>/dev/null || true
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 # A wrk script (one thread) that stops after REQUESTS responses.
 cat >"$work/count.lua" <<LUA
 local per, n = $requests, 0
