@@ -18,19 +18,14 @@ pub struct ExportedToken {
 }
 
 impl Store {
-    /// Every token, in key order.
+    /// Every token, in id order.
     pub fn export_tokens(&self) -> Result<Vec<ExportedToken>> {
         let mut out = Vec::new();
-        for entry in self.tokens.iter() {
+        for entry in self.records.iter() {
             let (key, bytes) = entry?;
-            let hash = TokenHash(
-                key.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("token key".into()))?,
-            );
-            let record = TokenRecordRef::decode(&bytes)
-                .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?
-                .to_owned_record();
+            let stored = TokenRecordRef::decode(&key, &bytes)
+                .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?;
+            let (hash, record) = (stored.hash, stored.to_owned_record());
             let last_used = self.last_used.get(record.id.0)?.and_then(|v| be_i64(&v));
             out.push(ExportedToken {
                 hash,
@@ -73,16 +68,14 @@ impl Store {
 
     /// True when the store holds no token, admin or audit event.
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.admins.is_empty() && self.audit.is_empty()
+        self.records.is_empty() && self.admins.is_empty() && self.audit.is_empty()
     }
 
     /// Removes every token, admin and audit event (forced restore), then flushes.
     pub fn clear_all(&self) -> Result<()> {
         for tree in [
-            &self.tokens,
-            &self.token_ids,
+            &self.records,
             &self.token_names,
-            &self.token_order,
             &self.last_used,
             &self.admins,
             &self.audit,
@@ -90,6 +83,9 @@ impl Store {
             tree.clear()?;
         }
         self.meta.insert("token_count", &0u64.to_be_bytes())?;
+        if let Some(order) = self.order.get() {
+            order.clear();
+        }
         self.audit_len
             .store(0, std::sync::atomic::Ordering::Relaxed);
         self.commit_durable()

@@ -5,7 +5,9 @@
 
 mod admin_accounts;
 mod audit_log;
+mod creation_order;
 mod export;
+mod schema_upgrade;
 mod token_index;
 mod token_records;
 
@@ -25,8 +27,9 @@ pub use token_records::{
 
 use crate::error::{Error, Result};
 
-/// Layout version of the trees below; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Layout version of the trees below; bumped on any incompatible change, and an older store
+/// is upgraded at open (`schema_upgrade`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 const LOCK_FILE: &str = "pa-auth.lock";
 /// Written once a store was created here: its absence later means "never initialized", so
@@ -38,14 +41,10 @@ const DB_DIR: &str = "db";
 pub struct Store {
     db: sled::Db,
     data_dir: PathBuf,
-    /// blake3(secret) → token record.
-    tokens: sled::Tree,
-    /// id → blake3(secret).
-    token_ids: sled::Tree,
+    /// id → token record (with the blake3 of its secret; see `token_records`).
+    records: sled::Tree,
     /// lower-cased name → id (uniqueness ignoring case).
     token_names: sled::Tree,
-    /// created (µs, big-endian) ‖ id → blake3(secret): newest-first listing.
-    token_order: sled::Tree,
     /// id → last-used unix seconds (big-endian i64), written by the flusher.
     last_used: sled::Tree,
     /// username → AdminAccount JSON.
@@ -58,6 +57,9 @@ pub struct Store {
     audit_cap: u64,
     /// blake3 → token, in memory, when serving (see `token_index`).
     index: Option<TokenIndex>,
+    /// Newest-first listing order, in memory: loaded at open when serving, on first listing
+    /// offline (see `creation_order`).
+    order: std::sync::OnceLock<creation_order::CreationOrder>,
     /// Serialises writes of `pa-auth.state`.
     state_lock: std::sync::Mutex<()>,
     /// Held by a delete's transaction and by each chunk the flusher writes, so a last-used
@@ -128,10 +130,8 @@ impl Store {
             })?;
         let tree = |name: &str| db.open_tree(name);
         let store = Store {
-            tokens: tree("tokens")?,
-            token_ids: tree("token_ids")?,
+            records: tree(schema_upgrade::RECORDS_TREE)?,
             token_names: tree("token_names")?,
-            token_order: tree("token_order")?,
             last_used: tree("last_used")?,
             admins: tree("admins")?,
             audit: tree("audit")?,
@@ -139,6 +139,7 @@ impl Store {
             audit_len: AtomicU64::new(0),
             audit_cap: options.audit_cap.max(1),
             index: options.index_tokens.then(TokenIndex::default),
+            order: std::sync::OnceLock::new(),
             state_lock: std::sync::Mutex::new(()),
             last_used_gate: std::sync::Mutex::new(()),
             last_created_micros: std::sync::atomic::AtomicI64::new(0),
@@ -146,15 +147,19 @@ impl Store {
             db,
             _lock: lock,
         };
-        store.check_schema()?;
         store.check_generation()?;
-        if let Some((newest, _)) = store.token_order.last()? {
-            let micros = newest.get(..8).and_then(be_i64).unwrap_or(0);
-            store
-                .last_created_micros
-                .store(micros, std::sync::atomic::Ordering::SeqCst);
+        store.check_schema()?;
+        let newest = store
+            .meta
+            .get(token_records::NEWEST_CREATED_KEY)?
+            .and_then(|v| be_i64(&v))
+            .unwrap_or(0);
+        store
+            .last_created_micros
+            .store(newest, std::sync::atomic::Ordering::SeqCst);
+        if store.index.is_some() {
+            store.load_in_memory()?;
         }
-        store.load_index()?;
         store.audit_len.store(
             store.audit.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -194,14 +199,21 @@ impl Store {
     fn check_schema(&self) -> Result<()> {
         match self.meta.get("schema_version")? {
             None => {
-                if !self.tokens.is_empty() || !self.admins.is_empty() {
+                if !self.records.is_empty()
+                    || !self.admins.is_empty()
+                    || self.db.tree_names().iter().any(|t| t == b"tokens")
+                {
                     return Err(Error::Corrupt("store has data but no schema version".into()));
                 }
                 self.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
                 self.meta.insert("token_count", &0u64.to_be_bytes())?;
                 Ok(())
             }
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {
+                // Finishes an upgrade interrupted after its switch-over.
+                self.drop_schema_1_trees()
+            }
+            Some(v) if v.as_ref() == 1u32.to_be_bytes() => self.upgrade_from_schema_1(),
             Some(v) => Err(Error::Corrupt(format!(
                 "store schema version {:?} is not {SCHEMA_VERSION}; use the pa-auth release that wrote it",
                 v.as_ref()

@@ -1,23 +1,34 @@
-//! Token records in sled: the compact binary record (decoded without allocation on the
-//! authentication path), create and delete as one transaction over the primary tree and its
-//! id, name and order indexes, newest-first pagination, and last-used persistence that can
-//! never bring a deleted token back.
+//! Token records in sled: one record per token under its id (the compact binary record,
+//! decoded without allocation), the case-insensitive name index beside it, create and
+//! delete as one transaction over both, newest-first pagination through the in-memory
+//! creation order, and last-used persistence that can never bring a deleted token back.
+//!
+//! Two sled entries a token, not more: sled 0.34 keeps ~50 bytes of page-table memory per
+//! entry and recovers every page at open, so each secondary tree of 1M entries cost ~50 MiB
+//! of RSS and ~0.4 s of start-up (bench/scale.sh). Lookups by secret hash and the listing
+//! order live in memory instead (`token_index`, `creation_order`), filled by one scan.
 
 use sled::transaction::{abort, ConflictableTransactionError};
 use sled::Transactional;
 
+use super::creation_order::{CreationOrder, OrderKey};
 use super::{be_i64, be_u64, transaction_error, IndexedToken, Store};
 use crate::error::{Error, Result};
 use crate::last_used::Unflushed;
 use crate::token_fields::fold_name;
 use crate::tokens::{PlaintextToken, TokenHash, TokenId};
 
-const RECORD_VERSION: u8 = 1;
-/// version(1) ‖ id(16) ‖ created µs(8) ‖ expires s(8, i64::MIN = never) ‖ name (UTF-8).
-const RECORD_HEADER: usize = 1 + 16 + 8 + 8;
+/// Version byte of a record in the `token_records` tree (schema 2).
+const RECORD_VERSION: u8 = 2;
+/// version(1) ‖ blake3(secret)(32) ‖ created µs(8) ‖ expires s(8, i64::MIN = never) ‖ name
+/// (UTF-8), stored under the 16-byte id.
+const RECORD_HEADER: usize = 1 + 32 + 8 + 8;
 const NEVER: i64 = i64::MIN;
-/// created µs(8) ‖ id(16).
+/// created µs(8) ‖ id(16): a listing cursor.
 pub const ORDER_KEY_LEN: usize = 24;
+/// Meta key: creation time (µs) of the newest token ever created, so creation order stays
+/// strictly increasing across restarts without a scan.
+pub(super) const NEWEST_CREATED_KEY: &str = "newest_created_micros";
 
 /// An owned token record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +41,11 @@ pub struct TokenRecord {
     pub expires_at: Option<i64>,
 }
 
-/// A record borrowed from stored bytes.
+/// A record borrowed from stored bytes, with the hash it is looked up by.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenRecordRef<'a> {
     pub id: TokenId,
+    pub hash: TokenHash,
     pub name: &'a str,
     pub created_micros: i64,
     pub expires_at: Option<i64>,
@@ -52,10 +64,10 @@ impl TokenRecord {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self, hash: &TokenHash) -> Vec<u8> {
         let mut v = Vec::with_capacity(RECORD_HEADER + self.name.len());
         v.push(RECORD_VERSION);
-        v.extend_from_slice(&self.id.0);
+        v.extend_from_slice(hash.as_bytes());
         v.extend_from_slice(&self.created_micros.to_be_bytes());
         v.extend_from_slice(&self.expires_at.unwrap_or(NEVER).to_be_bytes());
         v.extend_from_slice(self.name.as_bytes());
@@ -75,18 +87,26 @@ fn order_key(created_micros: i64, id: &TokenId) -> [u8; ORDER_KEY_LEN] {
     k
 }
 
+/// A cursor's bytes as a position in the creation order.
+fn cursor_position(cursor: &[u8; ORDER_KEY_LEN]) -> Option<OrderKey> {
+    Some((be_i64(&cursor[..8])?, cursor[8..].try_into().ok()?))
+}
+
 impl<'a> TokenRecordRef<'a> {
-    /// Decodes stored bytes; `None` if they are not a record of this version.
-    pub fn decode(bytes: &'a [u8]) -> Option<Self> {
+    /// Decodes a stored entry (id key, record value); `None` if it is not a record of this
+    /// version.
+    pub fn decode(key: &[u8], bytes: &'a [u8]) -> Option<Self> {
         if bytes.len() < RECORD_HEADER || bytes[0] != RECORD_VERSION {
             return None;
         }
-        let id = TokenId(bytes[1..17].try_into().ok()?);
-        let created_micros = be_i64(&bytes[17..25])?;
-        let expires = be_i64(&bytes[25..33])?;
+        let id = TokenId(key.try_into().ok()?);
+        let hash = TokenHash(bytes[1..33].try_into().ok()?);
+        let created_micros = be_i64(&bytes[33..41])?;
+        let expires = be_i64(&bytes[41..49])?;
         let name = std::str::from_utf8(&bytes[RECORD_HEADER..]).ok()?;
         Some(TokenRecordRef {
             id,
+            hash,
             name,
             created_micros,
             expires_at: (expires != NEVER).then_some(expires),
@@ -101,11 +121,19 @@ impl<'a> TokenRecordRef<'a> {
             expires_at: self.expires_at,
         }
     }
+
+    fn indexed(&self) -> IndexedToken {
+        IndexedToken {
+            id: self.id,
+            expires_at: self.expires_at,
+            name: self.name.into(),
+        }
+    }
 }
 
-fn decode_owned(bytes: &[u8]) -> Result<TokenRecord> {
-    TokenRecordRef::decode(bytes)
-        .map(|r| r.to_owned_record())
+fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<(TokenHash, TokenRecord)> {
+    TokenRecordRef::decode(key, bytes)
+        .map(|r| (r.hash, r.to_owned_record()))
         .ok_or_else(|| Error::Corrupt("undecodable token record".into()))
 }
 
@@ -127,8 +155,8 @@ pub struct TokenPage {
 }
 
 impl Store {
-    /// Creates a token: one transaction over the record and its indexes, then a flush, so a
-    /// returned token survives `kill -9`. `name` must already be validated.
+    /// Creates a token: one transaction over the record, its name and the counters, then a
+    /// flush, so a returned token survives `kill -9`. `name` must already be validated.
     pub fn create_token(
         &self,
         name: &str,
@@ -137,6 +165,14 @@ impl Store {
     ) -> Result<(PlaintextToken, TokenRecord)> {
         let secret = PlaintextToken::generate();
         let hash = secret.hash();
+        if self
+            .index
+            .as_ref()
+            .is_some_and(|i| i.id_of(&hash).is_some())
+        {
+            // 2^-256 odds; refuse rather than shadow another token.
+            return Err(Error::CreationFailed("secret collision".into()));
+        }
         // Strictly increasing, so "newest first" is the order of creation even within a
         // microsecond or across a clock step back.
         let created_micros = self
@@ -154,30 +190,25 @@ impl Store {
             expires_at,
         };
         let folded = fold_name(name);
-        let encoded = record.encode();
-        let order = record.order_key();
-        (
-            &self.tokens,
-            &self.token_ids,
-            &self.token_names,
-            &self.token_order,
-            &self.meta,
-        )
-            .transaction(|(tokens, ids, names, order_tree, meta)| {
+        let encoded = record.encode(&hash);
+        (&self.records, &self.token_names, &self.meta)
+            .transaction(|(records, names, meta)| {
                 if names.get(folded.as_bytes())?.is_some() {
                     return abort(Error::Conflict(format!(
                         "A token named \"{name}\" already exists"
                     )));
                 }
-                if tokens.get(hash.as_bytes())?.is_some() || ids.get(record.id.0)?.is_some() {
-                    // 2^-238 odds; refuse rather than overwrite.
-                    return abort(Error::CreationFailed("secret or id collision".into()));
+                if records.get(record.id.0)?.is_some() {
+                    // 2^-122 odds; refuse rather than overwrite.
+                    return abort(Error::CreationFailed("id collision".into()));
                 }
-                tokens.insert(&hash.as_bytes()[..], encoded.as_slice())?;
-                ids.insert(&record.id.0[..], &hash.as_bytes()[..])?;
+                records.insert(&record.id.0[..], encoded.as_slice())?;
                 names.insert(folded.as_bytes(), &record.id.0[..])?;
-                order_tree.insert(&order[..], &hash.as_bytes()[..])?;
                 bump_count(meta, 1)?;
+                let newest = meta.get(NEWEST_CREATED_KEY)?.and_then(|v| be_i64(&v));
+                if newest.is_none_or(|n| n < created_micros) {
+                    meta.insert(NEWEST_CREATED_KEY, &created_micros.to_be_bytes()[..])?;
+                }
                 Ok(())
             })
             .map_err(|e| match transaction_error(e) {
@@ -192,6 +223,9 @@ impl Store {
         if let Some(index) = &self.index {
             index.insert(hash, record.indexed());
         }
+        if let Some(order) = self.order.get() {
+            order.insert(record.created_micros, record.id);
+        }
         Ok((secret, record))
     }
 
@@ -203,29 +237,23 @@ impl Store {
             .lock()
             .map_err(|_| Error::Internal("last-used gate poisoned".into()))?;
         let deleted = (
-            &self.tokens,
-            &self.token_ids,
+            &self.records,
             &self.token_names,
-            &self.token_order,
             &self.last_used,
             &self.meta,
         )
-            .transaction(|(tokens, ids, names, order_tree, last_used, meta)| {
-                let Some(hash) = ids.remove(&id.0[..])? else {
+            .transaction(|(records, names, last_used, meta)| {
+                let Some(bytes) = records.remove(&id.0[..])? else {
                     return Ok(None);
                 };
-                let Some(bytes) = tokens.remove(hash.as_ref())? else {
-                    return abort(Error::Corrupt("id index points at no token".into()));
-                };
-                let Some(record) = TokenRecordRef::decode(&bytes).map(|r| r.to_owned_record())
+                let Some((hash, record)) =
+                    TokenRecordRef::decode(&id.0, &bytes).map(|r| (r.hash, r.to_owned_record()))
                 else {
                     return abort(Error::Corrupt("undecodable token record".into()));
                 };
                 names.remove(fold_name(&record.name).as_bytes())?;
-                order_tree.remove(&record.order_key()[..])?;
                 last_used.remove(&id.0[..])?;
                 bump_count(meta, -1)?;
-                let hash = TokenHash(hash.as_ref().try_into().unwrap_or([0; 32]));
                 Ok(Some((record, hash)))
             })
             .map_err(transaction_error)?;
@@ -238,66 +266,79 @@ impl Store {
             index.remove(&hash);
         }
         drop(gate);
+        if let Some(order) = self.order.get() {
+            order.remove(record.created_micros, record.id);
+        }
         self.commit_durable()?;
         Ok(Some(record))
     }
 
     /// The token a secret's hash belongs to: the authentication lookup. From the in-memory
-    /// index when serving, else from sled.
+    /// index when serving; offline (no index) a scan of the records.
     pub fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
         if let Some(index) = &self.index {
             return Ok(index.get(hash));
         }
-        match self.tokens.get(hash.as_bytes())? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(decode_owned(&bytes)?.indexed())),
+        for entry in self.records.iter() {
+            let (key, bytes) = entry?;
+            if let Some(r) = TokenRecordRef::decode(&key, &bytes) {
+                if r.hash == *hash {
+                    return Ok(Some(r.indexed()));
+                }
+            }
         }
+        Ok(None)
     }
 
-    /// Fills the in-memory index from sled (start-up), reading the two halves of the key
-    /// space on two threads.
-    pub(super) fn load_index(&self) -> Result<()> {
-        let Some(index) = &self.index else {
+    /// One scan of the records (start-up, or an offline listing): the authentication index
+    /// (when this store keeps one) and the creation order. The two halves of the id space
+    /// are read on two threads.
+    pub(super) fn load_in_memory(&self) -> Result<()> {
+        if self.order.get().is_some() {
             return Ok(());
-        };
-        let read_range = |range: sled::Iter| -> Result<Vec<(TokenHash, IndexedToken)>> {
-            let mut out = Vec::new();
+        }
+        let with_index = self.index.is_some();
+        type Loaded = (Vec<(TokenHash, IndexedToken)>, Vec<OrderKey>);
+        let read_range = |range: sled::Iter| -> Result<Loaded> {
+            let (mut tokens, mut order) = (Vec::new(), Vec::new());
             for entry in range {
                 let (key, bytes) = entry?;
-                let hash = TokenHash(
-                    key.as_ref()
-                        .try_into()
-                        .map_err(|_| Error::Corrupt("token key is not 32 bytes".into()))?,
-                );
-                let record = TokenRecordRef::decode(&bytes)
+                let record = TokenRecordRef::decode(&key, &bytes)
                     .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?;
-                out.push((
-                    hash,
-                    IndexedToken {
-                        id: record.id,
-                        expires_at: record.expires_at,
-                        name: record.name.into(),
-                    },
-                ));
+                if with_index {
+                    tokens.push((record.hash, record.indexed()));
+                }
+                order.push((record.created_micros.max(0), record.id.0));
             }
-            Ok(out)
+            Ok((tokens, order))
         };
         let (low, high) = std::thread::scope(|scope| {
-            let low = scope.spawn(|| read_range(self.tokens.range::<&[u8], _>(..&[0x80u8][..])));
-            let high = read_range(self.tokens.range::<&[u8], _>(&[0x80u8][..]..));
+            let low = scope.spawn(|| read_range(self.records.range::<&[u8], _>(..&[0x80u8][..])));
+            let high = read_range(self.records.range::<&[u8], _>(&[0x80u8][..]..));
             (low.join(), high)
         });
-        let low = low.map_err(|_| Error::Internal("index loader panicked".into()))??;
-        index.load(low.into_iter().chain(high?));
+        let (low_tokens, mut order) =
+            low.map_err(|_| Error::Internal("token loader panicked".into()))??;
+        let (high_tokens, high_order) = high?;
+        if let Some(index) = &self.index {
+            index.load(low_tokens.into_iter().chain(high_tokens));
+        }
+        order.extend(high_order);
+        let _ = self.order.set(CreationOrder::from_unsorted(order));
         Ok(())
     }
 
+    /// The listing order, scanned on first use by an offline command.
+    fn creation_order(&self) -> Result<&CreationOrder> {
+        self.load_in_memory()?;
+        self.order
+            .get()
+            .ok_or_else(|| Error::Internal("creation order not loaded".into()))
+    }
+
     pub fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>> {
-        let Some(hash) = self.token_ids.get(id.0)? else {
-            return Ok(None);
-        };
-        match self.tokens.get(&hash)? {
-            Some(bytes) => decode_owned(&bytes).map(Some),
+        match self.records.get(id.0)? {
+            Some(bytes) => decode_entry(&id.0, &bytes).map(|(_, r)| Some(r)),
             None => Ok(None),
         }
     }
@@ -308,26 +349,22 @@ impl Store {
         limit: usize,
         cursor: Option<&[u8; ORDER_KEY_LEN]>,
     ) -> Result<TokenPage> {
-        let iter = match cursor {
-            Some(c) => self.token_order.range(..&c[..]),
-            None => self.token_order.range::<&[u8], _>(..),
-        };
-        let mut items = Vec::with_capacity(limit.min(1000));
-        let mut last_key = None;
-        let mut more = false;
-        for entry in iter.rev() {
-            let (key, hash) = entry?;
-            if items.len() == limit {
-                more = true;
-                break;
+        let position = match cursor {
+            Some(c) => {
+                Some(cursor_position(c).ok_or_else(|| Error::BadRequest("invalid cursor".into()))?)
             }
-            if let Some(bytes) = self.tokens.get(&hash)? {
-                items.push(decode_owned(&bytes)?);
-                last_key = Some(key);
+            None => None,
+        };
+        let (ids, more) = self.creation_order()?.newest_before(position, limit);
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A token deleted since the order was read is simply not listed.
+            if let Some(record) = self.token_by_id(id)? {
+                items.push(record);
             }
         }
         let next_cursor = if more {
-            last_key.and_then(|k| k.as_ref().try_into().ok())
+            items.last().map(TokenRecord::order_key)
         } else {
             None
         };
@@ -338,28 +375,30 @@ impl Store {
     /// tree, not one transaction per token) and flushes once. Offline use only: the caller
     /// guarantees unique names, ids and hashes (a backup's contents, or generated ones).
     pub fn import_tokens(&self, records: &[(TokenHash, TokenRecord)]) -> Result<()> {
-        let (mut tokens, mut ids, mut names, mut order) = (
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-        );
+        let (mut record_batch, mut names) = (sled::Batch::default(), sled::Batch::default());
+        let mut newest = self
+            .last_created_micros
+            .load(std::sync::atomic::Ordering::SeqCst);
         for (hash, record) in records {
-            tokens.insert(&hash.as_bytes()[..], record.encode());
-            ids.insert(&record.id.0[..], &hash.as_bytes()[..]);
+            record_batch.insert(&record.id.0[..], record.encode(hash));
             names.insert(fold_name(&record.name).as_bytes(), &record.id.0[..]);
-            order.insert(&record.order_key()[..], &hash.as_bytes()[..]);
+            newest = newest.max(record.created_micros);
         }
-        self.tokens.apply_batch(tokens)?;
-        self.token_ids.apply_batch(ids)?;
+        self.records.apply_batch(record_batch)?;
         self.token_names.apply_batch(names)?;
-        self.token_order.apply_batch(order)?;
         let count = self.token_count()? + records.len() as u64;
         self.meta.insert("token_count", &count.to_be_bytes())?;
+        self.meta
+            .insert(NEWEST_CREATED_KEY, &newest.to_be_bytes())?;
+        self.last_created_micros
+            .fetch_max(newest, std::sync::atomic::Ordering::SeqCst);
         self.commit_durable()?;
-        if let Some(index) = &self.index {
-            for (hash, record) in records {
+        for (hash, record) in records {
+            if let Some(index) = &self.index {
                 index.insert(*hash, record.indexed());
+            }
+            if let Some(order) = self.order.get() {
+                order.insert(record.created_micros, record.id);
             }
         }
         Ok(())
@@ -368,9 +407,9 @@ impl Store {
     /// Counts tokens by status at `now` (a full scan: callers cache it).
     pub fn token_stats(&self, now: i64) -> Result<TokenStats> {
         let mut stats = TokenStats::default();
-        for entry in self.tokens.iter() {
-            let (_, bytes) = entry?;
-            let Some(r) = TokenRecordRef::decode(&bytes) else {
+        for entry in self.records.iter() {
+            let (key, bytes) = entry?;
+            let Some(r) = TokenRecordRef::decode(&key, &bytes) else {
                 continue;
             };
             match r.expires_at {
@@ -409,7 +448,7 @@ impl Store {
         self.write_last_used_paced(batch, |u| {
             let exists = match &self.index {
                 Some(index) => index.id_of(&u.hash) == Some(u.id),
-                None => self.token_ids.contains_key(u.id.0)?,
+                None => self.records.contains_key(u.id.0)?,
             };
             Ok(exists.then_some((u.id, u.seen, u.flushed)))
         })
@@ -419,10 +458,7 @@ impl Store {
     /// moving a stored time backwards. Returns how many were written. Does not flush.
     pub fn write_last_used(&self, batch: &[(TokenId, i64)]) -> Result<usize> {
         self.write_last_used_paced(batch, |&(id, seen)| {
-            Ok(self
-                .token_ids
-                .contains_key(id.0)?
-                .then_some((id, seen, None)))
+            Ok(self.records.contains_key(id.0)?.then_some((id, seen, None)))
         })
     }
 
@@ -507,22 +543,25 @@ mod tests {
             created_micros: 1_796_000_000_123_456,
             expires_at: Some(1_796_086_400),
         };
-        assert_eq!(
-            TokenRecordRef::decode(&r.encode())
-                .unwrap()
-                .to_owned_record(),
-            r
-        );
+        let hash = PlaintextToken::generate().hash();
+        let bytes = r.encode(&hash);
+        let decoded = TokenRecordRef::decode(&r.id.0, &bytes).unwrap();
+        assert_eq!(decoded.hash, hash);
+        assert_eq!(decoded.to_owned_record(), r);
         let never = TokenRecord {
             expires_at: None,
             ..r
         };
         assert_eq!(
-            TokenRecordRef::decode(&never.encode()).unwrap().expires_at,
+            TokenRecordRef::decode(&never.id.0, &never.encode(&hash))
+                .unwrap()
+                .expires_at,
             None
         );
-        assert!(TokenRecordRef::decode(b"\x02garbage").is_none());
-        assert!(TokenRecordRef::decode(b"").is_none());
+        assert!(TokenRecordRef::decode(&never.id.0, b"\x02garbage").is_none());
+        assert!(TokenRecordRef::decode(&never.id.0, b"").is_none());
+        // A key that is not an id is not a record.
+        assert!(TokenRecordRef::decode(b"short", &never.encode(&hash)).is_none());
     }
 
     #[test]
