@@ -107,27 +107,17 @@ impl Store {
         create_private_dir(data_dir)?;
         let lock = lock_data_dir(data_dir)?;
         let db_path = data_dir.join(DB_DIR);
+        schema_upgrade::finish_interrupted_swap(&db_path)?;
         check_before_open(data_dir, &db_path)?;
         // Only now, with the store about to be used, record who holds it.
         let mut lock = lock;
         let _ = lock.set_len(0);
         let _ = writeln!(lock, "{}", std::process::id());
-        let db = sled::Config::new()
-            .path(&db_path)
-            .cache_capacity(options.cache_bytes)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if is_unwritable(&io) => Error::Config(format!(
-                    "data dir {} is not writable ({io}); pa-auth needs it read-write",
-                    data_dir.display()
-                )),
-                sled::Error::Io(io) => Error::Io(io),
-                other => Error::Corrupt(format!(
-                    "cannot open the store in {}: {other}. Restore from a backup; nothing was changed",
-                    db_path.display()
-                )),
-            })?;
+        let mut db = open_sled(&db_path, options)?;
+        if schema_upgrade::is_schema_1(&db)? {
+            schema_upgrade::rewrite_schema_1(db, data_dir, &db_path)?;
+            db = open_sled(&db_path, options)?;
+        }
         let tree = |name: &str| db.open_tree(name);
         let store = Store {
             records: tree(schema_upgrade::RECORDS_TREE)?,
@@ -209,11 +199,7 @@ impl Store {
                 self.meta.insert("token_count", &0u64.to_be_bytes())?;
                 Ok(())
             }
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {
-                // Finishes an upgrade interrupted after its switch-over.
-                self.drop_schema_1_trees()
-            }
-            Some(v) if v.as_ref() == 1u32.to_be_bytes() => self.upgrade_from_schema_1(),
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
             Some(v) => Err(Error::Corrupt(format!(
                 "store schema version {:?} is not {SCHEMA_VERSION}; use the pa-auth release that wrote it",
                 v.as_ref()
@@ -282,6 +268,25 @@ fn restrict_tree(dir: &Path) {
     }
 }
 
+fn open_sled(db_path: &Path, options: &StoreOptions) -> Result<sled::Db> {
+    sled::Config::new()
+        .path(db_path)
+        .cache_capacity(options.cache_bytes)
+        .flush_every_ms(Some(500))
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io) if is_unwritable(&io) => Error::Config(format!(
+                "data dir {} is not writable ({io}); pa-auth needs it read-write",
+                db_path.parent().unwrap_or(db_path).display()
+            )),
+            sled::Error::Io(io) => Error::Io(io),
+            other => Error::Corrupt(format!(
+                "cannot open the store in {}: {other}. Restore from a backup; nothing was changed",
+                db_path.display()
+            )),
+        })
+}
+
 fn is_unwritable(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -338,18 +343,18 @@ const STATE_FILE: &str = "pa-auth.state";
 /// What `commit_durable` last recorded.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StoreState {
-    generation: u64,
-    db_len: u64,
+pub(super) struct StoreState {
+    pub(super) generation: u64,
+    pub(super) db_len: u64,
 }
 
 impl StoreState {
-    fn read(data_dir: &Path) -> Option<StoreState> {
+    pub(super) fn read(data_dir: &Path) -> Option<StoreState> {
         serde_json::from_slice(&std::fs::read(data_dir.join(STATE_FILE)).ok()?).ok()
     }
 
     /// Write-then-rename, so the file is always whole.
-    fn write(&self, data_dir: &Path) -> Result<()> {
+    pub(super) fn write(&self, data_dir: &Path) -> Result<()> {
         let tmp = data_dir.join(format!("{STATE_FILE}.tmp"));
         let bytes = serde_json::to_vec(self).map_err(|e| Error::Internal(e.to_string()))?;
         write_private_file(&tmp, &bytes)?;
