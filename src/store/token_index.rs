@@ -5,9 +5,11 @@
 //! 256 shards (by one byte of the hash), each a vector sorted by hash behind a read-write
 //! lock: a verification takes one shard's read lock and binary-searches (~12 steps with 1M
 //! tokens), never a global lock. Sorted vectors instead of hash maps because they hold
-//! exactly what is stored: ~72 bytes a token plus its name, where a hash map's power-of-two
-//! tables cost up to twice that at 1M tokens. Inserts shift at most one shard (~4k entries
-//! at 1M tokens), which only admin actions pay.
+//! exactly what is stored, where a hash map's power-of-two tables cost up to twice that at
+//! 1M tokens. Names live in one string per shard, not one allocation each: 64 bytes a
+//! token plus its name's bytes (~77 MiB at 1M tokens, was ~100 MiB with a box per name).
+//! Inserts shift at most one shard (~4k entries at 1M tokens), which only admin actions pay;
+//! removed names are reclaimed when they are half of a shard's names.
 //!
 //! Measured reason (bench/verify_path.rs): with 1,000,000 tokens, a sled `get` of a cold
 //! page cost ~78 µs per verification; this index keeps it under 1 µs.
@@ -19,6 +21,8 @@ use crate::tokens::{TokenHash, TokenId};
 const SHARDS: usize = 256;
 /// Stored expiry meaning "never".
 const NEVER: i64 = i64::MIN;
+/// Removed-name bytes a shard tolerates before it rewrites its names.
+const MIN_RECLAIM: usize = 4096;
 
 /// What verification needs about a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,22 +36,130 @@ struct Entry {
     hash: [u8; 32],
     id: TokenId,
     expires: i64,
-    name: Box<str>,
+    /// The name's place in its shard's `names`.
+    name_at: u32,
+    name_len: u32,
 }
 
-impl Entry {
-    fn to_token(&self) -> IndexedToken {
+#[derive(Default)]
+struct Shard {
+    /// Sorted by hash.
+    entries: Vec<Entry>,
+    names: String,
+    /// Bytes of `names` no entry refers to any more.
+    dead: usize,
+}
+
+impl Shard {
+    fn name(&self, e: &Entry) -> &str {
+        let at = e.name_at as usize;
+        self.names.get(at..at + e.name_len as usize).unwrap_or("")
+    }
+
+    fn token(&self, e: &Entry) -> IndexedToken {
         IndexedToken {
-            id: self.id,
-            expires_at: (self.expires != NEVER).then_some(self.expires),
-            name: self.name.clone(),
+            id: e.id,
+            expires_at: (e.expires != NEVER).then_some(e.expires),
+            name: self.name(e).into(),
+        }
+    }
+
+    fn find(&self, hash: &[u8; 32]) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| e.hash.cmp(hash))
+    }
+
+    /// Appends a name; `None` past 4 GiB of names in one shard (unreachable in practice).
+    fn push_name(&mut self, name: &str) -> Option<(u32, u32)> {
+        let at = u32::try_from(self.names.len()).ok()?;
+        let len = u32::try_from(name.len()).ok()?;
+        self.names.push_str(name);
+        Some((at, len))
+    }
+
+    /// Moves `other`'s entries and names in behind ours (or takes its vectors when we have
+    /// none).
+    fn append(&mut self, other: Shard) {
+        if self.entries.is_empty() && self.names.is_empty() {
+            *self = other;
+            return;
+        }
+        let Ok(base) = u32::try_from(self.names.len()) else {
+            return;
+        };
+        self.names.push_str(&other.names);
+        self.dead += other.dead;
+        self.entries.extend(other.entries.into_iter().map(|mut e| {
+            e.name_at = e.name_at.saturating_add(base);
+            e
+        }));
+    }
+
+    fn forget_name(&mut self, e: &Entry) {
+        self.dead += e.name_len as usize;
+        if self.dead >= MIN_RECLAIM && self.dead * 2 >= self.names.len() {
+            let mut names = String::with_capacity(self.names.len() - self.dead);
+            for live in &mut self.entries {
+                let at = live.name_at as usize;
+                let name = self
+                    .names
+                    .get(at..at + live.name_len as usize)
+                    .unwrap_or("");
+                live.name_at = u32::try_from(names.len()).unwrap_or(u32::MAX);
+                names.push_str(name);
+            }
+            self.names = names;
+            self.dead = 0;
+        }
+    }
+}
+
+/// Entries gathered off-lock by one start-up reader, merged with [`TokenIndex::load`].
+pub struct IndexBatch {
+    shards: Vec<Shard>,
+}
+
+impl Default for IndexBatch {
+    fn default() -> Self {
+        IndexBatch {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl IndexBatch {
+    /// Room for about `tokens` tokens spread over the shards, so filling it never reallocates.
+    pub fn with_capacity(tokens: usize) -> Self {
+        // A shard's share varies by ~1.6% at 1M tokens (binomial); names average under 24
+        // bytes in practice and grow on their own past that.
+        let per_shard = tokens / SHARDS + tokens / SHARDS / 16 + 16;
+        IndexBatch {
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    entries: Vec::with_capacity(per_shard),
+                    names: String::with_capacity(per_shard * 24),
+                    dead: 0,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn push(&mut self, hash: TokenHash, id: TokenId, expires_at: Option<i64>, name: &str) {
+        let shard = &mut self.shards[usize::from(hash.0[0])];
+        if let Some((name_at, name_len)) = shard.push_name(name) {
+            shard.entries.push(Entry {
+                hash: hash.0,
+                id,
+                expires: expires_at.unwrap_or(NEVER),
+                name_at,
+                name_len,
+            });
         }
     }
 }
 
 /// The index itself.
 pub struct TokenIndex {
-    shards: Vec<RwLock<Vec<Entry>>>,
+    shards: Vec<RwLock<Shard>>,
 }
 
 impl Default for TokenIndex {
@@ -59,72 +171,82 @@ impl Default for TokenIndex {
 }
 
 impl TokenIndex {
-    fn shard(&self, hash: &TokenHash) -> &RwLock<Vec<Entry>> {
+    fn shard(&self, hash: &TokenHash) -> &RwLock<Shard> {
         &self.shards[usize::from(hash.0[0])]
     }
 
     pub fn get(&self, hash: &TokenHash) -> Option<IndexedToken> {
         let shard = self.shard(hash).read().ok()?;
-        let i = shard.binary_search_by(|e| e.hash.cmp(&hash.0)).ok()?;
-        Some(shard[i].to_token())
+        let i = shard.find(&hash.0).ok()?;
+        Some(shard.token(&shard.entries[i]))
     }
 
     /// The id stored under `hash`, without copying the name.
     pub fn id_of(&self, hash: &TokenHash) -> Option<TokenId> {
         let shard = self.shard(hash).read().ok()?;
-        let i = shard.binary_search_by(|e| e.hash.cmp(&hash.0)).ok()?;
-        Some(shard[i].id)
+        let i = shard.find(&hash.0).ok()?;
+        Some(shard.entries[i].id)
     }
 
     pub fn insert(&self, hash: TokenHash, token: IndexedToken) {
+        let Ok(mut shard) = self.shard(&hash).write() else {
+            return;
+        };
+        let Some((name_at, name_len)) = shard.push_name(&token.name) else {
+            return;
+        };
         let entry = Entry {
             hash: hash.0,
             id: token.id,
             expires: token.expires_at.unwrap_or(NEVER),
-            name: token.name,
+            name_at,
+            name_len,
         };
-        if let Ok(mut shard) = self.shard(&hash).write() {
-            match shard.binary_search_by(|e| e.hash.cmp(&hash.0)) {
-                Ok(i) => shard[i] = entry,
-                Err(i) => shard.insert(i, entry),
+        match shard.find(&hash.0) {
+            Ok(i) => {
+                let old = std::mem::replace(&mut shard.entries[i], entry);
+                shard.forget_name(&old);
             }
+            Err(i) => shard.entries.insert(i, entry),
         }
     }
 
     pub fn remove(&self, hash: &TokenHash) {
         if let Ok(mut shard) = self.shard(hash).write() {
-            if let Ok(i) = shard.binary_search_by(|e| e.hash.cmp(&hash.0)) {
-                shard.remove(i);
+            if let Ok(i) = shard.find(&hash.0) {
+                let old = shard.entries.remove(i);
+                shard.forget_name(&old);
             }
         }
     }
 
-    /// Bulk load (start-up): appends unsorted entries, then sorts each shard once.
-    pub fn load(&self, tokens: impl Iterator<Item = (TokenHash, IndexedToken)>) {
-        let mut staged: Vec<Vec<Entry>> = (0..SHARDS).map(|_| Vec::new()).collect();
-        for (hash, token) in tokens {
-            staged[usize::from(hash.0[0])].push(Entry {
-                hash: hash.0,
-                id: token.id,
-                expires: token.expires_at.unwrap_or(NEVER),
-                name: token.name,
-            });
-        }
-        for (shard, mut entries) in self.shards.iter().zip(staged) {
-            if let Ok(mut s) = shard.write() {
-                entries.append(&mut s);
-                entries.sort_unstable_by_key(|e| e.hash);
-                entries.dedup_by(|a, b| a.hash == b.hash);
-                entries.shrink_to_fit();
-                *s = entries;
+    /// Bulk load (start-up): merges the readers' batches into each shard, then sorts each
+    /// shard once. The first batch's vectors are kept (size it for every token with
+    /// [`IndexBatch::with_capacity`]) so a 1M-token load does not leave ~60 MiB of freed
+    /// copies scattered through the heap.
+    pub fn load(&self, batches: Vec<IndexBatch>) {
+        let mut batches: Vec<_> = batches.into_iter().map(|b| b.shards.into_iter()).collect();
+        for shard in &self.shards {
+            let parts: Vec<Shard> = batches.iter_mut().filter_map(Iterator::next).collect();
+            let Ok(mut s) = shard.write() else {
+                continue;
+            };
+            let mut merged = std::mem::take(&mut *s);
+            for part in parts {
+                merged.append(part);
             }
+            merged.entries.sort_unstable_by_key(|e| e.hash);
+            merged.entries.dedup_by(|a, b| a.hash == b.hash);
+            merged.entries.shrink_to_fit();
+            merged.names.shrink_to_fit();
+            *s = merged;
         }
     }
 
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .filter_map(|s| s.read().ok().map(|m| m.len()))
+            .filter_map(|s| s.read().ok().map(|m| m.entries.len()))
             .sum()
     }
 
@@ -151,18 +273,64 @@ mod tests {
         let hashes: Vec<TokenHash> = (0..2000)
             .map(|_| crate::tokens::PlaintextToken::generate().hash())
             .collect();
-        index.load(hashes[..1000].iter().map(|h| (*h, token("bulk"))));
+        let mut batches = vec![IndexBatch::default(), IndexBatch::default()];
+        for (i, h) in hashes[..1000].iter().enumerate() {
+            batches[i % 2].push(*h, TokenId::generate(), Some(5), &format!("bulk{i}"));
+        }
+        index.load(batches);
         for h in &hashes[1000..] {
             index.insert(*h, token("one"));
         }
         assert_eq!(index.len(), 2000);
-        for h in &hashes {
-            assert!(index.get(h).is_some());
+        for (i, h) in hashes[..1000].iter().enumerate() {
+            assert_eq!(&*index.get(h).unwrap().name, format!("bulk{i}"));
+        }
+        for h in &hashes[1000..] {
+            assert_eq!(&*index.get(h).unwrap().name, "one");
         }
         index.remove(&hashes[5]);
         assert!(index.get(&hashes[5]).is_none());
         assert_eq!(index.len(), 1999);
         let other = crate::tokens::PlaintextToken::generate().hash();
         assert!(index.get(&other).is_none());
+    }
+
+    #[test]
+    fn names_survive_removals_and_reclaiming() {
+        let index = TokenIndex::default();
+        // All in one shard, so its names are rewritten several times.
+        let hashes: Vec<TokenHash> = (0..3000u32)
+            .map(|i| {
+                let mut h = [0u8; 32];
+                h[1..5].copy_from_slice(&i.to_be_bytes());
+                TokenHash(h)
+            })
+            .collect();
+        for (i, h) in hashes.iter().enumerate() {
+            index.insert(*h, token(&format!("name-{i}-{}", "x".repeat(i % 7))));
+        }
+        let inserted: usize = index.shards[0].read().unwrap().names.len();
+        for (i, h) in hashes.iter().enumerate() {
+            if i % 3 != 2 {
+                index.remove(h);
+            }
+        }
+        // Replacing an entry retires its old name too.
+        index.insert(hashes[1], token("replaced"));
+        for (i, h) in hashes.iter().enumerate() {
+            let got = index.get(h).map(|t| t.name.to_string());
+            let want = match i {
+                1 => Some("replaced".to_string()),
+                _ if i % 3 != 2 => None,
+                _ => Some(format!("name-{i}-{}", "x".repeat(i % 7))),
+            };
+            assert_eq!(got, want, "entry {i}");
+        }
+        let kept = index.shards[0].read().unwrap().names.len();
+        // Without reclaiming, the names would only have grown.
+        assert!(
+            kept < inserted * 2 / 3,
+            "removed names were reclaimed: {kept} of {inserted}"
+        );
     }
 }
