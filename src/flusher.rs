@@ -1,6 +1,7 @@
 //! `LastUsedFlusher`: a named background thread that persists last-used times every
 //! `--flush-interval` seconds (monotonic timer) and once more on shutdown. One batch per
-//! round, written through the store's "skip deleted ids" transaction, then one sled flush.
+//! round, written by the store in small paced chunks that skip deleted tokens and end
+//! within half the interval (the final round does not pause), then one sled flush.
 //! A failed round keeps its entries unflushed for the next one.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -19,14 +20,19 @@ pub struct FlushReport {
     pub duration: Duration,
 }
 
-/// Persists what the tracker has that the store does not. Used by the thread and by tests.
-pub fn flush_last_used(store: &Store, tracker: &LastUsedTracker) -> crate::Result<FlushReport> {
+/// Persists what the tracker has that the store does not, spreading the writes over at
+/// most `spread` (half the interval while serving; none for the final flush).
+pub fn flush_last_used(
+    store: &Store,
+    tracker: &LastUsedTracker,
+    spread: Duration,
+) -> crate::Result<FlushReport> {
     let started = Instant::now();
     let batch = tracker.unflushed();
     if batch.is_empty() {
         return Ok(FlushReport::default());
     }
-    let written = store.write_tracked_last_used(&batch)?;
+    let written = store.write_tracked_last_used(&batch, spread)?;
     store.flush()?;
     tracker.mark_flushed(&batch);
     Ok(FlushReport {
@@ -132,7 +138,12 @@ fn run(
         if let Err(e) = failures.write_to_audit(store, crate::time_format::now_unix()) {
             log_error!("writing aggregated auth failures to the audit log failed: {e}");
         }
-        match flush_last_used(store, tracker) {
+        let spread = if stopping {
+            Duration::ZERO
+        } else {
+            interval / 2
+        };
+        match flush_last_used(store, tracker, spread) {
             Ok(report) => {
                 if let Ok(mut s) = control.status.lock() {
                     s.last_success_unix = crate::time_format::now_unix();

@@ -101,6 +101,9 @@ pub fn serve(config: &Config) -> Result<()> {
     );
     flusher.shutdown();
     store.flush()?;
+    if let Err(e) = store.save_index_snapshot() {
+        log_warn!("could not save the index snapshot ({e}); the next start scans the store");
+    }
     log_info!("pa-auth stopped cleanly");
     Ok(())
 }

@@ -58,6 +58,13 @@ impl CreationOrder {
         }
     }
 
+    /// Visits every position, oldest first.
+    pub fn for_each(&self, mut visit: impl FnMut(&OrderKey)) {
+        if let Ok(entries) = self.entries.read() {
+            entries.iter().for_each(&mut visit);
+        }
+    }
+
     /// Up to `limit` ids, newest first, strictly before `cursor` (all when `None`), and
     /// whether more follow them.
     pub fn newest_before(&self, cursor: Option<OrderKey>, limit: usize) -> (Vec<TokenId>, bool) {

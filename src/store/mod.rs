@@ -7,6 +7,7 @@ mod admin_accounts;
 mod audit_log;
 mod creation_order;
 mod export;
+mod index_snapshot;
 mod schema_upgrade;
 mod token_index;
 mod token_records;
@@ -148,7 +149,10 @@ impl Store {
             .last_created_micros
             .store(newest, std::sync::atomic::Ordering::SeqCst);
         if store.index.is_some() {
-            store.load_in_memory()?;
+            let saved = index_snapshot::take(data_dir, store.generation()?, store.token_count()?);
+            store.load_in_memory(saved)?;
+        } else {
+            index_snapshot::discard(data_dir);
         }
         store.audit_len.store(
             store.audit.len() as u64,
@@ -205,6 +209,24 @@ impl Store {
                 v.as_ref()
             ))),
         }
+    }
+
+    /// The store's generation: bumped by every durable token or admin change.
+    fn generation(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("generation")?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+
+    /// Saves the in-memory index and creation order for the next start (clean shutdown,
+    /// after the final flush, with no request in flight). A no-op for an offline store.
+    pub fn save_index_snapshot(&self) -> Result<()> {
+        let (Some(index), Some(order)) = (&self.index, self.order.get()) else {
+            return Ok(());
+        };
+        index_snapshot::write(&self.data_dir, self.generation()?, index, order)
     }
 
     /// Makes everything written so far durable.

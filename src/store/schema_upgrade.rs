@@ -68,6 +68,12 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
     if new_path.exists() {
         std::fs::remove_dir_all(&new_path)?;
     }
+    let started = std::time::Instant::now();
+    crate::log_warn!(
+        "upgrading the store in {} from schema 1 to {SCHEMA_VERSION} (about 1 min per million tokens); \
+         the old store is kept until the new one is complete",
+        db_path.display()
+    );
     {
         let new = sled::Config::new()
             .path(&new_path)
@@ -119,6 +125,10 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
     std::fs::rename(&new_path, db_path)?;
     std::fs::File::open(data_dir)?.sync_all()?;
     std::fs::remove_dir_all(&retired)?;
+    crate::log_warn!(
+        "store upgraded to schema {SCHEMA_VERSION} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

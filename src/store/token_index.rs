@@ -243,6 +243,23 @@ impl TokenIndex {
         }
     }
 
+    /// Visits every entry, shard by shard in hash order (each shard's read lock in turn).
+    pub fn for_each(&self, mut visit: impl FnMut(&[u8; 32], TokenId, Option<i64>, &str)) {
+        for shard in &self.shards {
+            let Ok(shard) = shard.read() else {
+                continue;
+            };
+            for e in &shard.entries {
+                visit(
+                    &e.hash,
+                    e.id,
+                    (e.expires != NEVER).then_some(e.expires),
+                    shard.name(e),
+                );
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.shards
             .iter()

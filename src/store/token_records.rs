@@ -8,6 +8,8 @@
 //! of RSS and ~0.4 s of start-up (bench/scale.sh). Lookups by secret hash and the listing
 //! order live in memory instead (`token_index`, `creation_order`), filled by one scan.
 
+use std::time::{Duration, Instant};
+
 use sled::transaction::{abort, ConflictableTransactionError};
 use sled::Transactional;
 
@@ -291,15 +293,24 @@ impl Store {
         Ok(None)
     }
 
-    /// One scan of the records (start-up, or an offline listing): the authentication index
-    /// (when this store keeps one) and the creation order.
+    /// Fills the authentication index (when this store keeps one) and the creation order:
+    /// from `saved` (the snapshot a clean shutdown left, see `index_snapshot`) when given,
+    /// else with one scan of the records (start-up, or an offline listing).
     ///
-    /// One thread: reading the two halves of the id space on two threads was no faster
-    /// (1.8 s either way with 1M tokens; sled's page cache is the bottleneck) and left each
-    /// thread's freed page-ins in its own malloc arena (~30 MiB more RSS). The vectors are
-    /// sized from the stored count up front, so nothing is reallocated during the scan.
-    pub(super) fn load_in_memory(&self) -> Result<()> {
+    /// The scan runs on one thread: reading the two halves of the id space on two threads
+    /// was barely faster (1.5-1.6 s vs 1.7 s with 1M tokens; sled's page cache is the
+    /// bottleneck) and left each thread's freed page-ins in its own malloc arena (~70 MiB
+    /// more RSS). The vectors are sized from the stored count up front, so nothing is
+    /// reallocated during the scan.
+    pub(super) fn load_in_memory(&self, saved: Option<(IndexBatch, Vec<OrderKey>)>) -> Result<()> {
         if self.order.get().is_some() {
+            return Ok(());
+        }
+        if let Some((tokens, order)) = saved {
+            if let Some(index) = &self.index {
+                index.load(vec![tokens]);
+            }
+            let _ = self.order.set(CreationOrder::from_unsorted(order));
             return Ok(());
         }
         let expected = usize::try_from(self.token_count()?).unwrap_or(0);
@@ -327,7 +338,7 @@ impl Store {
 
     /// The listing order, scanned on first use by an offline command.
     fn creation_order(&self) -> Result<&CreationOrder> {
-        self.load_in_memory()?;
+        self.load_in_memory(None)?;
         self.order
             .get()
             .ok_or_else(|| Error::Internal("creation order not loaded".into()))
@@ -441,8 +452,9 @@ impl Store {
     /// index) and the stored time is read only for a token this process has not flushed
     /// before. With 1M tokens, the sled reads this saves were ~5 s of a 100k-token flush
     /// (16 MiB page cache, random keys). Without an index (offline), checks sled instead.
-    pub fn write_tracked_last_used(&self, batch: &[Unflushed]) -> Result<usize> {
-        self.write_last_used_paced(batch, |u| {
+    /// The writes are spread over at most `spread` (see `write_last_used_paced`).
+    pub fn write_tracked_last_used(&self, batch: &[Unflushed], spread: Duration) -> Result<usize> {
+        self.write_last_used_paced(batch, spread, |u| {
             let exists = match &self.index {
                 Some(index) => index.id_of(&u.hash) == Some(u.id),
                 None => self.records.contains_key(u.id.0)?,
@@ -452,9 +464,10 @@ impl Store {
     }
 
     /// Writes last-used times, skipping tokens deleted meanwhile (checked in sled) and never
-    /// moving a stored time backwards. Returns how many were written. Does not flush.
+    /// moving a stored time backwards. Returns how many were written. Does not flush, does
+    /// not pause (offline: restore).
     pub fn write_last_used(&self, batch: &[(TokenId, i64)]) -> Result<usize> {
-        self.write_last_used_paced(batch, |&(id, seen)| {
+        self.write_last_used_paced(batch, Duration::ZERO, |&(id, seen)| {
             Ok(self.records.contains_key(id.0)?.then_some((id, seen, None)))
         })
     }
@@ -463,21 +476,29 @@ impl Store {
     /// exists and, if so, its id, the new time, and the stored time when the caller knows it
     /// (`None`: read it from sled).
     ///
-    /// In chunks of 1,000, each followed by a pause as long as it took (at most half a core),
-    /// and as plain batches rather than transactions, so a flush of 100,000 distinct tokens
-    /// does not take a core from the event loops for its whole length (bench: the flush rows
-    /// of compare_nginx.sh). Each chunk holds `last_used_gate`, which a delete also holds, so
-    /// "the token still exists" cannot change between the check and the write.
+    /// In chunks of 100 (about a millisecond of CPU with 1M tokens stored), each followed by
+    /// a pause of twice its time, shortened so the whole batch ends within `spread`: a
+    /// 100,000-token flush takes a third of one core in short bursts instead of half a core
+    /// in 8 ms ones, which delayed event loops sharing the core (bench: the flush rows of
+    /// compare_nginx.sh). Plain batches rather than transactions. Each chunk holds
+    /// `last_used_gate`, which a delete also holds, so "the token still exists" cannot change
+    /// between the check and the write.
     fn write_last_used_paced<T>(
         &self,
         batch: &[T],
+        spread: Duration,
         still_there: impl Fn(&T) -> Result<Option<(TokenId, i64, Option<i64>)>>,
     ) -> Result<usize> {
+        const CHUNK: usize = 100;
+        let deadline = Instant::now() + spread;
+        let chunks = batch.len().div_ceil(CHUNK);
         let mut written = 0;
-        let mut pause = std::time::Duration::ZERO;
-        for chunk in batch.chunks(1000) {
-            std::thread::sleep(pause);
-            let started = std::time::Instant::now();
+        let mut pause = Duration::ZERO;
+        for (n, chunk) in batch.chunks(CHUNK).enumerate() {
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+            let started = Instant::now();
             let _gate = self
                 .last_used_gate
                 .lock()
@@ -497,7 +518,9 @@ impl Store {
                 }
             }
             self.last_used.apply_batch(writes)?;
-            pause = started.elapsed();
+            let now = Instant::now();
+            let left = u32::try_from(chunks - n).unwrap_or(u32::MAX).max(1);
+            pause = (2 * (now - started)).min(deadline.saturating_duration_since(now) / left);
         }
         Ok(written)
     }
@@ -671,7 +694,7 @@ mod tests {
                             flushed: (round > 0).then_some(999 + round),
                         })
                         .collect();
-                    s.write_tracked_last_used(&batch).unwrap();
+                    s.write_tracked_last_used(&batch, Duration::ZERO).unwrap();
                 }
             });
             scope.spawn(|| {
@@ -697,17 +720,33 @@ mod tests {
         };
         s.write_last_used(&[(record.id, 100)]).unwrap();
         // A new process (nothing flushed yet) with an older time: the stored 100 wins.
-        assert_eq!(s.write_tracked_last_used(&[u(50, None)]).unwrap(), 0);
+        assert_eq!(
+            s.write_tracked_last_used(&[u(50, None)], Duration::ZERO)
+                .unwrap(),
+            0
+        );
         assert_eq!(s.stored_last_used(record.id).unwrap(), Some(100));
-        assert_eq!(s.write_tracked_last_used(&[u(120, None)]).unwrap(), 1);
-        assert_eq!(s.write_tracked_last_used(&[u(130, Some(120))]).unwrap(), 1);
+        assert_eq!(
+            s.write_tracked_last_used(&[u(120, None)], Duration::ZERO)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.write_tracked_last_used(&[u(130, Some(120))], Duration::ZERO)
+                .unwrap(),
+            1
+        );
         assert_eq!(s.stored_last_used(record.id).unwrap(), Some(130));
         // A hash that is not (or no longer) in the index is never written.
         let stranger = Unflushed {
             hash: TokenHash([9; 32]),
             ..u(200, Some(130))
         };
-        assert_eq!(s.write_tracked_last_used(&[stranger]).unwrap(), 0);
+        assert_eq!(
+            s.write_tracked_last_used(&[stranger], Duration::ZERO)
+                .unwrap(),
+            0
+        );
     }
 
     #[test]

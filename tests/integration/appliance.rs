@@ -158,7 +158,7 @@ fn https_serves_secure_cookies_and_reloads_on_sighup() {
         "--tls-key",
         live_key.to_str().unwrap(),
     ]);
-    assert!(svc.log_text().contains("listening on https://"));
+    assert!(svc.log_shows("listening on https://"), "{}", svc.log_text());
     let first = tls_client(&cert);
     let (response, served) = https_get(svc.addr, Arc::clone(&first), "/healthz", "");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");

@@ -289,7 +289,7 @@ fn regression_issue_9_sigterm_under_load_drains_without_resets() {
         stop_time < Duration::from_secs(15),
         "stop took {stop_time:?}"
     );
-    assert!(svc.log_text().contains("stopped cleanly"));
+    assert!(svc.log_shows("stopped cleanly"), "{}", svc.log_text());
     // Last-used was flushed by the shutdown (the interval was an hour).
     let svc = Service::start_in(&dir, &[]);
     let v = Req::get(&format!("/admin/api/tokens/{id}"))

@@ -660,7 +660,7 @@ fn regression_issue_3_sigterm_flushes_last_used() {
     let (id, secret) = admin.token("flushed");
     assert_eq!(api(svc.addr, &secret).status, 200);
     assert_eq!(svc.signal_and_wait("TERM"), Some(0));
-    assert!(svc.log_text().contains("stopped cleanly"));
+    assert!(svc.log_shows("stopped cleanly"), "{}", svc.log_text());
     let svc = Service::start_in(&dir, &[]);
     let admin = Admin {
         addr: svc.addr,
@@ -1010,4 +1010,43 @@ fn running_out_of_file_descriptors_recovers() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(ok, "did not recover after descriptors freed up");
+}
+
+/// Issue 8: a clean stop saves the in-memory index (`index.snapshot`) and the next start
+/// uses it once; a token deleted, one created and one kept across two restarts answer as
+/// they should, and a kill -9 leaves no snapshot to trust.
+#[test]
+fn restarts_through_the_index_snapshot_keep_every_answer() {
+    let temp = TempDir::new("snapshot");
+    let dir = temp.path().join("data");
+    let snapshot = dir.join("index.snapshot");
+    let mut svc = Service::start_in(&dir, &[]);
+    let password = svc.initial_password();
+    let admin = Admin::of(&svc);
+    let (_, kept) = admin.token("kept");
+    let (gone_id, gone) = admin.token("gone");
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    assert!(snapshot.exists(), "a clean stop saves the index");
+
+    let mut svc = Service::start_in(&dir, &[]);
+    assert!(!snapshot.exists(), "the snapshot is used once");
+    let admin = Admin {
+        addr: svc.addr,
+        auth: basic(&password),
+    };
+    assert_eq!(api(svc.addr, &kept).status, 200);
+    let path = format!("/admin/api/tokens/{gone_id}");
+    assert_eq!(admin.send(Req::new("DELETE", &path)).status, 204);
+    let (_, new) = admin.token("new");
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+
+    let mut svc = Service::start_in(&dir, &[]);
+    assert_eq!(api(svc.addr, &kept).status, 200);
+    assert_eq!(api(svc.addr, &new).status, 200);
+    assert_eq!(api(svc.addr, &gone).status, 401);
+    svc.kill9();
+    assert!(!snapshot.exists(), "nothing to trust after kill -9");
+    let svc = Service::start_in(&dir, &[]);
+    assert_eq!(api(svc.addr, &new).status, 200);
+    assert_eq!(api(svc.addr, &gone).status, 401);
 }

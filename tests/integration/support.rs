@@ -362,6 +362,19 @@ impl Service {
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log").join("\n")
     }
+
+    /// Whether the log shows `needle` within 5 s: stderr is collected by a reader thread,
+    /// so a line the server wrote before answering may not be collected yet.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !self.log_text().contains(needle) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
 }
 
 impl Drop for Service {
