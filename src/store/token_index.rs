@@ -64,8 +64,62 @@ impl Shard {
         }
     }
 
+    /// Where `hash` is (`Ok`) or would go (`Err`), as a binary search would answer.
+    ///
+    /// Hashes are uniform, so a hash's rank in its shard is close to its value: start at
+    /// the position its next 8 bytes predict and widen by doubling until the hash is
+    /// bracketed (typically within ±40 places at 1M tokens), then bisect that bracket. With
+    /// 1M tokens this touches 2-3 cache lines of one region instead of ~12 scattered over a
+    /// 250 KB shard, which is what the lookup costs when most tokens are not in the CPU
+    /// caches (bench/verify_path.rs, the 100,000-token rotation). Any input finds the right
+    /// answer; a hash far from its prediction only costs more steps.
     fn find(&self, hash: &[u8; 32]) -> Result<usize, usize> {
-        self.entries.binary_search_by(|e| e.hash.cmp(hash))
+        let entries = &self.entries;
+        let n = entries.len();
+        if n < 64 {
+            return entries.binary_search_by(|e| e.hash.cmp(hash));
+        }
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&hash[1..9]);
+        let predicted = u64::from_be_bytes(prefix);
+        // (value / 2^64) * n, in integers; always < n.
+        let guess = ((u128::from(predicted) * n as u128) >> 64) as usize;
+        let (lo, hi) = match entries[guess].hash.cmp(hash) {
+            std::cmp::Ordering::Equal => return Ok(guess),
+            std::cmp::Ordering::Less => {
+                // Target is after `guess`: find hi with entries[hi] >= hash (or n).
+                let (mut lo, mut step) = (guess + 1, 1);
+                loop {
+                    let probe = guess + step;
+                    if probe >= n {
+                        break (lo, n);
+                    }
+                    if entries[probe].hash >= *hash {
+                        break (lo, probe + 1);
+                    }
+                    lo = probe + 1;
+                    step *= 2;
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                // Target is before `guess`: find lo with entries[lo] < hash (or 0).
+                let (mut hi, mut step) = (guess, 1);
+                loop {
+                    let Some(probe) = guess.checked_sub(step) else {
+                        break (0, hi);
+                    };
+                    if entries[probe].hash < *hash {
+                        break (probe + 1, hi);
+                    }
+                    hi = probe + 1;
+                    step *= 2;
+                }
+            }
+        };
+        match entries[lo..hi].binary_search_by(|e| e.hash.cmp(hash)) {
+            Ok(i) => Ok(lo + i),
+            Err(i) => Err(lo + i),
+        }
     }
 
     /// Appends a name; `None` past 4 GiB of names in one shard (unreachable in practice).
@@ -349,5 +403,39 @@ mod tests {
             kept < inserted * 2 / 3,
             "removed names were reclaimed: {kept} of {inserted}"
         );
+    }
+
+    #[test]
+    fn predicted_search_answers_like_a_binary_search() {
+        let index = TokenIndex::default();
+        let mut hashes: Vec<TokenHash> = (0..20_000)
+            .map(|_| crate::tokens::PlaintextToken::generate().hash())
+            .collect();
+        // Skewed hashes too (not what blake3 gives, but any input must be answered right):
+        // a run of near-identical ones at the bottom and top of shard 7.
+        for i in 0..300u32 {
+            let mut low = [7u8; 32];
+            low[1..5].copy_from_slice(&i.to_be_bytes());
+            let mut high = [0xffu8; 32];
+            high[0] = 7;
+            high[28..].copy_from_slice(&i.to_be_bytes());
+            hashes.push(TokenHash(low));
+            hashes.push(TokenHash(high));
+        }
+        for h in &hashes {
+            index.insert(*h, token("t"));
+        }
+        let mut probes = hashes.clone();
+        probes.extend((0..20_000).map(|_| crate::tokens::PlaintextToken::generate().hash()));
+        probes.extend([
+            TokenHash([7; 32]),
+            TokenHash([0; 32]),
+            TokenHash([0xff; 32]),
+        ]);
+        for probe in &probes {
+            let shard = index.shard(probe).read().unwrap();
+            let expected = shard.entries.binary_search_by(|e| e.hash.cmp(&probe.0));
+            assert_eq!(shard.find(&probe.0), expected, "{:?}", probe.0);
+        }
     }
 }
