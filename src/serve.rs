@@ -1,6 +1,7 @@
 //! `pa-auth serve`: open the store, create the first admin on an empty data dir, start the
 //! last-used flusher and the HTTP server, then wait for SIGTERM/SIGINT and shut down in
-//! order: stop accepting → drain in-flight requests → final flush → exit 0.
+//! order: stop accepting → drain in-flight requests → final flush → save the index snapshot
+//! (for a fast next start) → exit 0.
 
 use std::sync::Arc;
 
