@@ -5,9 +5,12 @@
 #
 # Fills DATA_DIR with TOKENS tokens (offline generator; skipped if DATA_DIR already holds a
 # store, whose generator SECRETS file may then be given), then reports: generation time,
-# data dir size, start-up to ready (`serve` until /healthz answers; 3 starts), RSS at rest and after 100,000 verifications, the first page
-# of the admin list (with Basic auth, so it includes one Argon2id), and the same page with a
-# session cookie (no Argon2). Output: stdout and bench/results/<date>-scale-<tokens>.md.
+# data dir size; start-up to ready (`serve` until /healthz answers) once by scanning the
+# store (no index.snapshot: the first start, or after a crash) and 3 times from the snapshot
+# a clean stop leaves; RSS at rest after each kind of start and after 10 s of verifications
+# over 100,000 distinct tokens; stop time (SIGTERM to exit: final flush + snapshot); the
+# first page of the admin list (with Basic auth, so it includes one Argon2id), and the same
+# page with a session cookie (no Argon2). Output: stdout and bench/results/<date>-scale-<tokens>.md.
 # Reports only; nothing asserts a threshold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,11 +41,17 @@ start() { # sets pid and took (seconds to ready)
   until curl -fs "$base/healthz" >/dev/null 2>&1; do sleep 0.01; done
   took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
 }
-stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+stop() { # sets stopped (seconds from SIGTERM to exit)
+  local t0; t0=$(date +%s.%N)
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  stopped=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
+}
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$pid/status"; }
 
-starts=()
-for _ in 1 2 3; do start; starts+=("$took"); stop; done
+rm -f "$dir/index.snapshot"
+start; scan_start=$took; sleep 2; rss_scan=$(rss); stop
+starts=(); stops=("$stopped")
+for _ in 1 2 3; do start; starts+=("$took"); stop; stops+=("$stopped"); done
 # The first start created the admin account and its initial password file.
 password=$(cat "$dir/initial-admin-password" 2>/dev/null || true)
 [ -n "$password" ] || { echo "needs $dir/initial-admin-password (a store whose admin password was never changed)" >&2; exit 1; }
@@ -81,10 +90,13 @@ out="bench/results/$(date -u +%Y-%m-%d)-scale-${tokens}.md"
   echo "|---|---|"
   echo "| generation (offline, batched) | $gen |"
   echo "| data dir size | $size |"
-  echo "| start-up to ready (3 starts) | ${starts[*]} s |"
-  echo "| RSS at rest | $rss_rest MiB |"
+  echo "| start-up to ready, scanning the store (first start, or after a crash) | $scan_start s |"
+  echo "| start-up to ready from index.snapshot (3 starts after clean stops) | ${starts[*]} s |"
+  echo "| RSS at rest after the scanning start | $rss_scan MiB |"
+  echo "| RSS at rest after a snapshot start | $rss_rest MiB |"
   echo "| RSS after 10 s of verifications over $(wc -l <"$tmp/rotate" 2>/dev/null || echo 0) distinct tokens | $rss_busy MiB |"
   echo "| admin list, first page of 100, Basic auth (one Argon2id) | ${basic[*]} s |"
   echo "| admin list, first page of 100, session cookie | ${session[*]} s |"
+  echo "| stop (SIGTERM to exit: drain, final flush, snapshot), 4 stops | ${stops[*]} s |"
 } | tee "$out"
 echo "written: $out" >&2
