@@ -236,13 +236,7 @@ mod tests {
             assert_eq!((found.id, found.expires_at), (record.id, record.expires_at));
             assert_eq!(&*found.name, record.name);
         }
-        let listed: Vec<String> = store
-            .list_tokens(100, None)
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
+        let listed = crate::store::test_support::listed_names(&store, 100);
         let expected: Vec<String> = (0..50)
             .rev()
             .filter(|i| *i != 7)

@@ -499,6 +499,17 @@ pub(crate) mod test_support {
         }
     }
 
+    /// Names on the first listing page of up to `limit`, newest first.
+    pub fn listed_names(store: &Store, limit: usize) -> Vec<String> {
+        store
+            .list_tokens(limit, None)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    }
+
     impl std::ops::Deref for TempStore {
         type Target = Store;
         fn deref(&self) -> &Store {

@@ -262,14 +262,10 @@ mod tests {
                 store.stored_last_used(tokens[1].1).unwrap(),
                 Some(1_800_000_000)
             );
-            let listed: Vec<String> = store
-                .list_tokens(10, None)
-                .unwrap()
-                .items
-                .into_iter()
-                .map(|r| r.name)
-                .collect();
-            assert_eq!(listed, ["gamma", "beta", "Alpha"]);
+            assert_eq!(
+                crate::store::test_support::listed_names(&store, 10),
+                ["gamma", "beta", "Alpha"]
+            );
             for leftover in ["db.upgrade", "db.schema1"] {
                 assert!(!dir.join(leftover).exists(), "{leftover} left behind");
             }
