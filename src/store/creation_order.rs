@@ -65,9 +65,9 @@ impl CreationOrder {
         }
     }
 
-    /// Up to `limit` ids, newest first, strictly before `cursor` (all when `None`), and
-    /// whether more follow them.
-    pub fn newest_before(&self, cursor: Option<OrderKey>, limit: usize) -> (Vec<TokenId>, bool) {
+    /// Up to `limit` positions, newest first, strictly before `cursor` (all when `None`),
+    /// and whether more follow them.
+    pub fn newest_before(&self, cursor: Option<OrderKey>, limit: usize) -> (Vec<OrderKey>, bool) {
         let Ok(entries) = self.entries.read() else {
             return (Vec::new(), false);
         };
@@ -76,12 +76,10 @@ impl CreationOrder {
             None => entries.len(),
         };
         let start = end.saturating_sub(limit);
-        let ids = entries[start..end]
-            .iter()
-            .rev()
-            .map(|(_, id)| TokenId(*id))
-            .collect();
-        (ids, start > 0)
+        (
+            entries[start..end].iter().rev().copied().collect(),
+            start > 0,
+        )
     }
 }
 
@@ -101,15 +99,23 @@ mod tests {
         order.remove(2, ids[2]);
         order.insert(2, ids[2]);
         assert_eq!(order.newest_before(None, 100).0.len(), 10);
+        let ids_of = |keys: Vec<OrderKey>| {
+            keys.into_iter()
+                .map(|(_, id)| TokenId(id))
+                .collect::<Vec<_>>()
+        };
         let (first, more) = order.newest_before(None, 4);
-        assert_eq!(first, vec![ids[9], ids[8], ids[7], ids[6]]);
+        assert_eq!(ids_of(first), vec![ids[9], ids[8], ids[7], ids[6]]);
         assert!(more);
         let (rest, more) = order.newest_before(Some((6, ids[6].0)), 100);
-        assert_eq!(rest, (0..6).rev().map(|i| ids[i]).collect::<Vec<_>>());
+        assert_eq!(
+            ids_of(rest),
+            (0..6).rev().map(|i| ids[i]).collect::<Vec<_>>()
+        );
         assert!(!more);
         order.remove(9, ids[9]);
         order.remove(9, ids[9]);
-        assert_eq!(order.newest_before(None, 1).0, vec![ids[8]]);
+        assert_eq!(ids_of(order.newest_before(None, 1).0), vec![ids[8]]);
         assert_eq!(order.newest_before(None, 100).0.len(), 9);
     }
 }

@@ -137,8 +137,9 @@ fn parse(
         return None;
     }
     let count = usize::try_from(tokens).ok()?;
-    let mut index = IndexBatch::with_capacity(count);
-    let mut order = Vec::with_capacity(count);
+    let room = count.min(super::token_records::MAX_PRESIZED_TOKENS);
+    let mut index = IndexBatch::with_capacity(room);
+    let mut order = Vec::with_capacity(room);
     let mut name = [0u8; u16::MAX as usize];
     for _ in 0..count {
         let hash = r.array::<32>()?;

@@ -29,6 +29,8 @@ const RECORD_HEADER: usize = 1 + 32 + 8 + 8;
 const NEVER: i64 = i64::MIN;
 /// created µs(8) ‖ id(16): a listing cursor.
 pub const ORDER_KEY_LEN: usize = 24;
+/// Start-up vectors are sized from the stored token count up to this many tokens.
+pub(super) const MAX_PRESIZED_TOKENS: usize = 16 << 20;
 /// Meta key: creation time (µs) of the newest token ever created, so creation order stays
 /// strictly increasing across restarts without a scan.
 pub(super) const NEWEST_CREATED_KEY: &str = "newest_created_micros";
@@ -75,10 +77,6 @@ impl TokenRecord {
         v.extend_from_slice(&self.expires_at.unwrap_or(NEVER).to_be_bytes());
         v.extend_from_slice(self.name.as_bytes());
         v
-    }
-
-    fn order_key(&self) -> [u8; ORDER_KEY_LEN] {
-        order_key(self.created_micros, &self.id)
     }
 }
 
@@ -313,7 +311,10 @@ impl Store {
             let _ = self.order.set(CreationOrder::from_unsorted(order));
             return Ok(());
         }
-        let expected = usize::try_from(self.token_count()?).unwrap_or(0);
+        // Bounded: a damaged count must not become a huge allocation (past it, vectors grow).
+        let expected = usize::try_from(self.token_count()?)
+            .unwrap_or(0)
+            .min(MAX_PRESIZED_TOKENS);
         let room = expected + expected / 16 + 64;
         let mut order = Vec::with_capacity(room);
         let mut tokens = match self.index {
@@ -363,18 +364,19 @@ impl Store {
             }
             None => None,
         };
-        let (ids, more) = self.creation_order()?.newest_before(position, limit);
-        let mut items = Vec::with_capacity(ids.len());
-        for id in ids {
+        let (positions, more) = self.creation_order()?.newest_before(position, limit);
+        let mut items = Vec::with_capacity(positions.len());
+        for (_, id) in &positions {
             // A token deleted since the order was read is simply not listed.
-            if let Some(record) = self.token_by_id(id)? {
+            if let Some(record) = self.token_by_id(TokenId(*id))? {
                 items.push(record);
             }
         }
-        let next_cursor = if more {
-            items.last().map(TokenRecord::order_key)
-        } else {
-            None
+        // From the order itself, so a page whose tokens were all deleted meanwhile still
+        // leads on to the next one.
+        let next_cursor = match (more, positions.last()) {
+            (true, Some((created, id))) => Some(order_key(*created, &TokenId(*id))),
+            _ => None,
         };
         Ok(TokenPage { items, next_cursor })
     }
@@ -637,6 +639,24 @@ mod tests {
             exact.next_cursor.is_none(),
             "no cursor when nothing follows"
         );
+    }
+
+    #[test]
+    fn a_page_whose_tokens_all_vanished_still_leads_on() {
+        let s = TempStore::new();
+        let made: Vec<TokenRecord> = (0..5)
+            .map(|i| s.create_token(&format!("t{i}"), None, i).unwrap().1)
+            .collect();
+        // As if deleted between reading the order and reading the records.
+        for r in &made[3..] {
+            s.records.remove(r.id.0).unwrap();
+        }
+        let page = s.list_tokens(2, None).unwrap();
+        assert!(page.items.is_empty());
+        assert!(page.next_cursor.is_some(), "more tokens follow");
+        let rest = s.list_tokens(10, page.next_cursor.as_ref()).unwrap();
+        let names: Vec<&str> = rest.items.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["t2", "t1", "t0"]);
     }
 
     #[test]
