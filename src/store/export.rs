@@ -1,4 +1,4 @@
-//! Whole-store reads and writes for backup and restore: every token (by hash, with its
+//! Whole-store reads and writes for backup and restore: every token (with its hash and
 //! last-used time), every admin account, every audit event; and clearing a store before a
 //! forced restore.
 
