@@ -116,7 +116,15 @@ impl Store {
         let _ = writeln!(lock, "{}", std::process::id());
         let mut db = open_sled(&db_path, options)?;
         if schema_upgrade::is_schema_1(&db)? {
-            schema_upgrade::rewrite_schema_1(db, data_dir, &db_path)?;
+            if let Err(e) = schema_upgrade::rewrite_schema_1(db, data_dir, &db_path) {
+                crate::log_error!(
+                    "upgrading the store in {} failed: {e}. The old store is unchanged; the \
+                     upgrade writes a second copy beside it, so it needs about as much free \
+                     space again. Fix the cause and start again",
+                    db_path.display()
+                );
+                return Err(e);
+            }
             db = open_sled(&db_path, options)?;
         }
         let tree = |name: &str| db.open_tree(name);
