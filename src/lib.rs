@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod http;
+pub mod inline_text;
 pub mod logging;
 pub mod time_format;
 

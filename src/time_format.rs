@@ -2,6 +2,8 @@
 //! Only the edges call [`now_unix`]; everything else takes `now` as a parameter.
 
 use time::format_description::well_known::Rfc3339;
+
+use crate::inline_text::{InlineText, Text};
 use time::OffsetDateTime;
 
 /// Seconds since the Unix epoch, from the wall clock.
@@ -17,9 +19,71 @@ pub fn format_rfc3339(unix_seconds: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
+/// [`format_rfc3339`] without allocating, for the forward-auth path (`PA-Token-Expiration`):
+/// the civil date from days since the epoch (H. Hinnant's algorithm) for years 0–9999, the
+/// general formatter outside them.
+pub fn rfc3339_text(unix_seconds: i64) -> Text {
+    let days = unix_seconds.div_euclid(86_400);
+    let secs = unix_seconds.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return Text::from(format_rfc3339(unix_seconds));
+    }
+    let mut out = InlineText::empty();
+    let mut put = |n: i64, width: u32, after: u8| {
+        for d in (0..width).rev() {
+            let digit = (n / 10i64.pow(d)) % 10;
+            let _ = out.push_ascii(b'0' + digit as u8);
+        }
+        let _ = out.push_ascii(after);
+    };
+    put(year, 4, b'-');
+    put(month, 2, b'-');
+    put(day, 2, b'T');
+    put(secs / 3600, 2, b':');
+    put(secs / 60 % 60, 2, b':');
+    put(secs % 60, 2, b'Z');
+    Text::Inline(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_form_matches_the_general_formatter() {
+        let mut samples = vec![
+            0,
+            -1,
+            86_399,
+            951_782_400,   // 2000-02-29
+            4_107_542_399, // 2100-02-28T23:59:59
+            1_796_000_000,
+            253_402_300_799, // 9999-12-31T23:59:59
+            253_402_300_800, // 10000: the general formatter's business
+            -62_167_219_200, // 0000-01-01
+            -62_167_219_201,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push((x % 300_000_000_000) as i64 - 62_000_000_000);
+        }
+        for t in samples {
+            assert_eq!(&*rfc3339_text(t), format_rfc3339(t), "{t}");
+        }
+        assert!(matches!(rfc3339_text(1_796_000_000), Text::Inline(_)));
+    }
 
     #[test]
     fn formats_utc_with_z_and_whole_seconds() {

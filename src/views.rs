@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::inline_text::{InlineText, Text, INLINE_CAPACITY};
 use crate::store::TokenRecord;
 use crate::time_format::format_rfc3339;
 use crate::token_fields::is_expired;
@@ -47,24 +48,43 @@ pub struct CreatedTokenView<'a> {
 }
 
 /// UTF-8 percent-encoding of everything but RFC 3986 unreserved characters: the result is
-/// visible ASCII only, safe in any header. Takes the string by value and hands it back when
-/// nothing needs escaping (the common case on the forward-auth path: no allocation).
-pub fn percent_encode(s: Box<str>) -> String {
+/// visible ASCII only, safe in any header. Kept inline (no allocation) up to 64 encoded
+/// bytes, which covers the usual token name on the forward-auth path.
+pub fn percent_encode(s: &str) -> Text {
     if s.bytes().all(is_unreserved) {
-        return s.into();
+        return Text::from(s);
     }
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if is_unreserved(b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
+    let encoded_len: usize = s
+        .bytes()
+        .map(|b| if is_unreserved(b) { 1 } else { 3 })
+        .sum();
+    if encoded_len <= INLINE_CAPACITY {
+        let mut out = InlineText::empty();
+        for b in s.bytes() {
+            encode_byte(b, |c| {
+                let _ = out.push_ascii(c);
+            });
         }
+        Text::Inline(out)
+    } else {
+        let mut out = String::with_capacity(encoded_len);
+        for b in s.bytes() {
+            encode_byte(b, |c| out.push(char::from(c)));
+        }
+        Text::Boxed(out.into_boxed_str())
     }
-    out
+}
+
+/// One byte as itself (unreserved) or as `%XX`.
+fn encode_byte(b: u8, mut put: impl FnMut(u8)) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if is_unreserved(b) {
+        put(b);
+    } else {
+        put(b'%');
+        put(HEX[usize::from(b >> 4)]);
+        put(HEX[usize::from(b & 0xf)]);
+    }
 }
 
 /// RFC 3986 unreserved characters.
@@ -79,13 +99,21 @@ mod tests {
 
     #[test]
     fn names_become_header_safe() {
-        assert_eq!(percent_encode("CI deploy".into()), "CI%20deploy");
-        assert_eq!(percent_encode("ci-deploy_2.x~".into()), "ci-deploy_2.x~");
-        assert_eq!(percent_encode("a\r\nX: y".into()), "a%0D%0AX%3A%20y");
-        assert_eq!(percent_encode("é".into()), "%C3%A9");
+        assert_eq!(&*percent_encode("CI deploy"), "CI%20deploy");
+        assert_eq!(&*percent_encode("ci-deploy_2.x~"), "ci-deploy_2.x~");
+        assert_eq!(&*percent_encode("a\r\nX: y"), "a%0D%0AX%3A%20y");
+        assert_eq!(&*percent_encode("é"), "%C3%A9");
         assert!(crate::http::is_valid_header_value(&percent_encode(
-            "\0\u{7f}\u{202e}".into()
+            "\0\u{7f}\u{202e}"
         )));
+        // Inline up to 64 encoded bytes, boxed past it; the same text either way.
+        let short = "é".repeat(10);
+        assert!(matches!(percent_encode(&short), Text::Inline(_)));
+        assert_eq!(&*percent_encode(&short), "%C3%A9".repeat(10));
+        let long = "é".repeat(100);
+        assert!(matches!(percent_encode(&long), Text::Boxed(_)));
+        assert_eq!(&*percent_encode(&long), "%C3%A9".repeat(100));
+        assert_eq!(&*percent_encode(&"a".repeat(100)), "a".repeat(100));
     }
 
     #[test]

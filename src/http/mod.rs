@@ -13,5 +13,7 @@ pub mod tls;
 mod worker_pool;
 
 pub use request::Request;
-pub use response::{is_valid_header_name, is_valid_header_value, CorrelationId, Response};
+pub use response::{
+    is_valid_header_name, is_valid_header_value, CorrelationId, HeaderValue, Response,
+};
 pub use server::{Handler, Server, ServerConfig, ServerStats, StatsHandle};

@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use rand::RngCore;
+
+use crate::inline_text::Text;
 use serde::Serialize;
 
 /// A request's correlation id: 32 lowercase hex characters, kept inline (no allocation).
@@ -53,9 +55,77 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[derive(Debug, Clone)]
 pub struct Response {
     status: u16,
-    headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    headers: Headers,
     body: Cow<'static, [u8]>,
     close: bool,
+}
+
+/// A header value: a shared or owned string, or a short one kept inline (see
+/// `inline_text`): the forward-auth answer builds its three values without allocating.
+#[derive(Debug, Clone)]
+pub enum HeaderValue {
+    Str(Cow<'static, str>),
+    Text(Text),
+}
+
+impl HeaderValue {
+    pub fn as_str(&self) -> &str {
+        match self {
+            HeaderValue::Str(s) => s,
+            HeaderValue::Text(t) => t,
+        }
+    }
+}
+
+impl From<&'static str> for HeaderValue {
+    fn from(s: &'static str) -> Self {
+        HeaderValue::Str(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for HeaderValue {
+    fn from(s: String) -> Self {
+        HeaderValue::Str(Cow::Owned(s))
+    }
+}
+
+impl From<Cow<'static, str>> for HeaderValue {
+    fn from(s: Cow<'static, str>) -> Self {
+        HeaderValue::Str(s)
+    }
+}
+
+impl From<Text> for HeaderValue {
+    fn from(t: Text) -> Self {
+        HeaderValue::Text(t)
+    }
+}
+
+/// Headers in place: as many as a handler here sets live in the response itself (no
+/// allocation); more go to a vector.
+#[derive(Debug, Clone, Default)]
+struct Headers {
+    first: [Option<(Cow<'static, str>, HeaderValue)>; Headers::IN_PLACE],
+    more: Vec<(Cow<'static, str>, HeaderValue)>,
+}
+
+impl Headers {
+    const IN_PLACE: usize = 6;
+
+    fn push(&mut self, header: (Cow<'static, str>, HeaderValue)) {
+        match self.first.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(header),
+            None => self.more.push(header),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.first
+            .iter()
+            .flatten()
+            .chain(&self.more)
+            .map(|(n, v)| (n.as_ref(), v.as_str()))
+    }
 }
 
 impl Response {
@@ -63,8 +133,7 @@ impl Response {
     pub fn new(status: u16) -> Self {
         Response {
             status,
-            // Room for every header a handler here sets: one allocation, never a regrowth.
-            headers: Vec::with_capacity(6),
+            headers: Headers::default(),
             body: Cow::Borrowed(&[]),
             close: false,
         }
@@ -85,7 +154,7 @@ impl Response {
     pub fn header(
         mut self,
         name: impl Into<Cow<'static, str>>,
-        value: impl Into<Cow<'static, str>>,
+        value: impl Into<HeaderValue>,
     ) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -119,12 +188,12 @@ impl Response {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_ref())
+            .map(|(_, v)| v)
     }
 
     /// All headers set by the handler.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        self.headers.iter()
     }
 
     /// Whether every header can be written safely.
@@ -247,7 +316,7 @@ pub(crate) fn serialize(
     } else {
         b"\r\nConnection: close"
     });
-    for (name, value) in &response.headers {
+    for (name, value) in response.headers.iter() {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");

@@ -16,6 +16,7 @@
 
 use std::sync::RwLock;
 
+use crate::inline_text::Text;
 use crate::tokens::{TokenHash, TokenId};
 
 const SHARDS: usize = 256;
@@ -24,12 +25,13 @@ const NEVER: i64 = i64::MIN;
 /// Removed-name bytes a shard tolerates before it rewrites its names.
 const MIN_RECLAIM: usize = 4096;
 
-/// What verification needs about a token.
+/// What verification needs about a token. The name is copied out inline when it fits
+/// (64 bytes), so a lookup allocates nothing for the usual name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedToken {
     pub id: TokenId,
     pub expires_at: Option<i64>,
-    pub name: Box<str>,
+    pub name: Text,
 }
 
 struct Entry {
