@@ -182,11 +182,7 @@ impl Store {
         let Some(state) = StoreState::read(&self.data_dir) else {
             return Ok(());
         };
-        let current = self
-            .meta
-            .get("generation")?
-            .and_then(|v| be_u64(&v))
-            .unwrap_or(0);
+        let current = self.generation()?;
         if current < state.generation {
             return Err(Error::Corrupt(format!(
                 "the store in {} is older than its last recorded change (generation {current} < {}): \
