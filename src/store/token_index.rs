@@ -124,12 +124,25 @@ impl Shard {
         }
     }
 
-    /// Appends a name; `None` past 4 GiB of names in one shard (unreachable in practice).
-    fn push_name(&mut self, name: &str) -> Option<(u32, u32)> {
-        let at = u32::try_from(self.names.len()).ok()?;
-        let len = u32::try_from(name.len()).ok()?;
+    /// An entry for a token, its name appended to this shard's names (the caller places
+    /// the entry). `None` past 4 GiB of names in one shard (unreachable in practice).
+    fn new_entry(
+        &mut self,
+        hash: &TokenHash,
+        id: TokenId,
+        expires_at: Option<i64>,
+        name: &str,
+    ) -> Option<Entry> {
+        let name_at = u32::try_from(self.names.len()).ok()?;
+        let name_len = u32::try_from(name.len()).ok()?;
         self.names.push_str(name);
-        Some((at, len))
+        Some(Entry {
+            hash: hash.0,
+            id,
+            expires: expires_at.unwrap_or(NEVER),
+            name_at,
+            name_len,
+        })
     }
 
     /// Moves `other`'s entries and names in behind ours (or takes its vectors when we have
@@ -201,14 +214,8 @@ impl IndexBatch {
 
     pub fn push(&mut self, hash: TokenHash, id: TokenId, expires_at: Option<i64>, name: &str) {
         let shard = &mut self.shards[usize::from(hash.0[0])];
-        if let Some((name_at, name_len)) = shard.push_name(name) {
-            shard.entries.push(Entry {
-                hash: hash.0,
-                id,
-                expires: expires_at.unwrap_or(NEVER),
-                name_at,
-                name_len,
-            });
+        if let Some(entry) = shard.new_entry(&hash, id, expires_at, name) {
+            shard.entries.push(entry);
         }
     }
 }
@@ -248,15 +255,8 @@ impl TokenIndex {
         let Ok(mut shard) = self.shard(&hash).write() else {
             return;
         };
-        let Some((name_at, name_len)) = shard.push_name(&token.name) else {
+        let Some(entry) = shard.new_entry(&hash, token.id, token.expires_at, &token.name) else {
             return;
-        };
-        let entry = Entry {
-            hash: hash.0,
-            id: token.id,
-            expires: token.expires_at.unwrap_or(NEVER),
-            name_at,
-            name_len,
         };
         match shard.find(&hash.0) {
             Ok(i) => {
