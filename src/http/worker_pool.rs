@@ -294,16 +294,14 @@ fn serve_request(
         let early = catch_unwind(AssertUnwindSafe(|| handler.respond_before_body(&request)))
             .unwrap_or_else(|_| Some(panic_response(&correlation_id)));
         if let Some(response) = early {
-            write_response(
+            return answer_leaving_body_unread(
                 &mut conn.stream,
                 &response,
                 &correlation_id,
-                false,
                 head_only,
                 date,
                 out,
             );
-            return Next::LingerClose;
         }
         if conn.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
             return Next::Close;
@@ -314,16 +312,14 @@ fn serve_request(
         Ok(range) => range,
         Err(BodyError::Closed) => return Next::Close,
         Err(BodyError::Rejected(err)) => {
-            write_response(
+            return answer_leaving_body_unread(
                 &mut conn.stream,
                 &err.to_response(&correlation_id),
                 &correlation_id,
-                false,
                 head_only,
                 date,
                 out,
             );
-            return Next::LingerClose;
         }
     };
 
@@ -426,6 +422,28 @@ fn read_body(
 }
 
 /// Serialises and writes one response. Returns false if the client is gone.
+/// Answers a request whose body stays unread (an early answer before `100 Continue`, or a
+/// rejected body): never keep-alive, and the connection then lingers closed.
+fn answer_leaving_body_unread(
+    stream: &mut Stream,
+    response: &Response,
+    correlation_id: &CorrelationId,
+    head_only: bool,
+    date: &mut DateCache,
+    out: &mut Vec<u8>,
+) -> Next {
+    write_response(
+        stream,
+        response,
+        correlation_id,
+        false,
+        head_only,
+        date,
+        out,
+    );
+    Next::LingerClose
+}
+
 fn write_response(
     stream: &mut Stream,
     response: &Response,
