@@ -368,13 +368,20 @@ fn read_body(
 ) -> Result<(usize, usize), BodyError> {
     let start = head.head_len;
     let deadline = Instant::now() + shared.config.header_timeout;
-    let wait = |conn: &mut Connection<'_>| -> Result<(), BodyError> {
+    // One read of more body bytes before the deadline (a timeout or interrupt just returns,
+    // so the caller's loop checks the deadline again).
+    let read_more = |conn: &mut Connection<'_>| -> Result<(), BodyError> {
         let now = Instant::now();
         if now >= deadline {
             return Err(BodyError::Rejected(Error::RequestTimeout));
         }
         conn.set_read_timeout(deadline - now);
-        Ok(())
+        match conn.read_more(conn.buf.len()) {
+            Ok(0) => Err(BodyError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(_) => Err(BodyError::Closed),
+        }
     };
     match head.framing {
         Framing::Empty => Ok((start, start)),
@@ -382,13 +389,7 @@ fn read_body(
             // The parser already capped n at max_body_bytes, so this fits the buffer.
             let end = start + n as usize;
             while conn.filled < end {
-                wait(conn)?;
-                match conn.read_more(conn.buf.len()) {
-                    Ok(0) => return Err(BodyError::Closed),
-                    Ok(_) => {}
-                    Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Err(BodyError::Closed),
-                }
+                read_more(conn)?;
             }
             Ok((end, end))
         }
@@ -409,13 +410,7 @@ fn read_body(
                 // Everything read so far was consumed; collapse and read more.
                 conn.filled = write;
                 read = write;
-                wait(conn)?;
-                match conn.read_more(conn.buf.len()) {
-                    Ok(0) => return Err(BodyError::Closed),
-                    Ok(_) => {}
-                    Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Err(BodyError::Closed),
-                }
+                read_more(conn)?;
             }
         }
     }
