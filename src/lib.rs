@@ -24,6 +24,7 @@ pub mod fuzz_checks;
 pub mod json_body;
 pub mod last_used;
 pub mod metrics;
+pub mod redact;
 pub mod serve;
 pub mod store;
 pub mod systemd_notify;
