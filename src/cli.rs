@@ -96,9 +96,12 @@ macro_rules! serve_flags {
             /// seconds an idle keep-alive connection is kept (default 5)
             #[argh(option)]
             pub idle_timeout: Option<String>,
-            /// audit events kept before the oldest are dropped (default 100000)
+            /// admin and token lifecycle audit events kept before the oldest are dropped (default 100000)
             #[argh(option)]
             pub audit_retention: Option<String>,
+            /// audit events anyone can cause (failed authentications and logins) kept before the oldest of them are dropped (default 100000)
+            #[argh(option)]
+            pub audit_failure_retention: Option<String>,
             /// PEM certificate chain; with --tls-key, serve HTTPS (env PA_AUTH_TLS_CERT)
             #[argh(option)]
             pub tls_cert: Option<PathBuf>,
@@ -126,6 +129,7 @@ macro_rules! serve_flags {
                     header_timeout: self.header_timeout.clone(),
                     idle_timeout: self.idle_timeout.clone(),
                     audit_retention: self.audit_retention.clone(),
+                    audit_failure_retention: self.audit_failure_retention.clone(),
                     tls_cert: self.tls_cert.clone(),
                     tls_key: self.tls_key.clone(),
                     log_format: self.log_format.clone(),

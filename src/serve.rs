@@ -40,6 +40,7 @@ pub fn serve(config: &Config) -> Result<()> {
     };
     let options = StoreOptions {
         audit_cap: config.audit_retention,
+        audit_failure_cap: config.audit_failure_retention,
         index_tokens: true,
         ..StoreOptions::default()
     };
