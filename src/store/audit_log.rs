@@ -12,7 +12,8 @@
 //! a lifecycle event out. A kind not in [`AuditKind`] counts as a failure: only a kind known
 //! to need an admin may take room in the lifecycle tree. Keys are 8 bytes of µs since the
 //! epoch and 8 bytes of a store-wide sled id, so they are unique across both trees and one
-//! cursor pages through the merged stream. Events never contain a secret.
+//! cursor pages through the merged stream. String fields are redacted of token-shaped text
+//! on append; events never contain a secret.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -278,6 +279,15 @@ fn merge_sorted(
     })
 }
 
+/// Replaces token-shaped text in a field with the redaction marker.
+fn redact_field(field: &mut Option<String>) {
+    if let Some(text) = field {
+        if let std::borrow::Cow::Owned(clean) = crate::redact::redact_secrets(text) {
+            *text = clean;
+        }
+    }
+}
+
 fn decode(bytes: &[u8]) -> Result<AuditEvent> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("audit record: {e}")))
 }
@@ -287,6 +297,9 @@ impl Store {
     /// into the tree of its kind. Not flushed: the next flush, at most ~0.5 s later by
     /// sled's own timer, makes it durable; token create/delete flush right after anyway.
     pub fn append_audit(&self, now: i64, mut event: AuditEvent) -> Result<()> {
+        redact_field(&mut event.actor);
+        redact_field(&mut event.token_name);
+        redact_field(&mut event.reason);
         event.at = crate::time_format::format_rfc3339(now);
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&now.saturating_mul(1_000_000).max(0).to_be_bytes());
@@ -649,5 +662,40 @@ mod tests {
             assert_eq!(newest.unwrap().0[0].at, "1970-01-01T00:00:19Z");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_typed_as_a_login_username_is_redacted() {
+        let s = TempStore::new();
+        let secret = crate::tokens::PlaintextToken::generate();
+        let text = secret.expose_secret();
+        s.append_audit(
+            1,
+            AuditEvent {
+                event: AuditKind::AdminLoginFailed.into(),
+                actor: Some(text.to_owned()),
+                token_name: Some(format!("name {text}")),
+                reason: Some(format!("{text}!")),
+                remote_addr: Some("192.0.2.1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (events, _) = s
+            .audit_events(&AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let stored = serde_json::to_string(&events).unwrap();
+        assert!(!stored.contains(&text[3..]), "{stored}");
+        let e = &events[0];
+        assert_eq!(e.actor.as_deref(), Some(crate::redact::REDACTED));
+        assert_eq!(
+            e.token_name,
+            Some(format!("name {}", crate::redact::REDACTED))
+        );
+        assert_eq!(e.reason, Some(format!("{}!", crate::redact::REDACTED)));
+        assert_eq!(e.remote_addr.as_deref(), Some("192.0.2.1"));
     }
 }
