@@ -211,8 +211,8 @@ impl AuditTrees {
         Ok(trees)
     }
 
-    fn for_event(&self, event: &str) -> &CappedTree {
-        match class_of(event) {
+    fn of_class(&self, class: AuditClass) -> &CappedTree {
+        match class {
             AuditClass::Lifecycle => &self.lifecycle,
             AuditClass::Failure => &self.failures,
         }
@@ -306,7 +306,9 @@ impl Store {
         key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
         event.id = crate::tokens::hex(&key);
         let bytes = serde_json::to_vec(&event).map_err(|e| Error::Internal(e.to_string()))?;
-        self.audit.for_event(&event.event).insert(key, bytes)
+        self.audit
+            .of_class(class_of(&event.event))
+            .insert(key, bytes)
     }
 
     /// Newest first across both trees, with optional filters. Returns the events and the
@@ -359,17 +361,16 @@ impl Store {
     /// (so a backup from before the split comes back split). Caps apply at the next append
     /// or start.
     pub fn import_audit(&self, events: &[([u8; 16], AuditEvent)]) -> Result<()> {
-        for tree in [&self.audit.lifecycle, &self.audit.failures] {
+        for class in [AuditClass::Lifecycle, AuditClass::Failure] {
             let mut batch = sled::Batch::default();
             let mut n = 0u64;
-            for (key, event) in events {
-                if std::ptr::eq(self.audit.for_event(&event.event), tree) {
-                    let bytes =
-                        serde_json::to_vec(event).map_err(|e| Error::Internal(e.to_string()))?;
-                    batch.insert(&key[..], bytes);
-                    n += 1;
-                }
+            for (key, event) in events.iter().filter(|(_, e)| class_of(&e.event) == class) {
+                let bytes =
+                    serde_json::to_vec(event).map_err(|e| Error::Internal(e.to_string()))?;
+                batch.insert(&key[..], bytes);
+                n += 1;
             }
+            let tree = self.audit.of_class(class);
             tree.tree.apply_batch(batch)?;
             tree.len.fetch_add(n, Ordering::Relaxed);
         }
