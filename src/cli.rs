@@ -11,7 +11,7 @@ use crate::admin::api::store_admin_password;
 use crate::admin::passwords::validate_new_password;
 use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
 use crate::error::{Error, Result};
-use crate::store::{AuditEvent, Store, StoreOptions};
+use crate::store::{AuditEvent, AuditKind, Store, StoreOptions};
 use crate::time_format::{format_rfc3339, now_unix};
 use crate::token_fields::{parse_expires_at, validate_name};
 use crate::tokens::TokenId;
@@ -300,7 +300,7 @@ fn token_create(c: &TokenCreate) -> Result<()> {
     let _ = store.append_audit(
         now,
         AuditEvent {
-            event: "token.created".into(),
+            event: AuditKind::TokenCreated.into(),
             actor: Some("cli".into()),
             token_id: Some(record.id.to_string()),
             token_name: Some(record.name.clone()),
@@ -370,7 +370,7 @@ fn token_delete(d: &TokenDelete) -> Result<()> {
             let _ = store.append_audit(
                 now,
                 AuditEvent {
-                    event: "token.deleted".into(),
+                    event: AuditKind::TokenDeleted.into(),
                     actor: Some("cli".into()),
                     token_id: Some(id.to_string()),
                     token_name: Some(record.name.clone()),
@@ -403,7 +403,7 @@ fn set_password(p: &SetPassword) -> Result<()> {
     let _ = store.append_audit(
         now,
         AuditEvent {
-            event: "admin.password_changed".into(),
+            event: AuditKind::AdminPasswordChanged.into(),
             actor: Some(p.username.clone()),
             reason: Some("cli".into()),
             ..Default::default()
