@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::admin::login_throttle::LoginThrottle;
+use crate::admin::login_throttle::{LoginAttempt, LoginThrottle};
 use crate::admin::sessions::SessionStore;
 use crate::admin::{api as admin_api, authenticate_admin, passwords};
 use crate::auth::failure_log::AuthFailureLog;
@@ -83,10 +83,17 @@ impl App {
         admin_api::store_admin_password(&self.store, username, password, now)
     }
 
-    /// Counts a failed admin credential against the client's address and audits it.
-    pub fn record_login_failure(&self, req: &Request<'_>, username: &str, now: i64) {
+    /// Records a failed admin credential on its reserved attempt (counts against the client's
+    /// address) and audits it.
+    pub fn record_login_failure(
+        &self,
+        attempt: LoginAttempt<'_>,
+        req: &Request<'_>,
+        username: &str,
+        now: i64,
+    ) {
         let ip = req.peer().ip();
-        let lockout = self.throttle.failure(ip, std::time::Instant::now());
+        let lockout = attempt.failure(std::time::Instant::now());
         if let Some(secs) = lockout {
             log_warn!("admin logins from {ip} locked for {secs} s after repeated failures");
         }

@@ -32,9 +32,10 @@ const MAX_LIMIT: usize = 1000;
 /// `POST /admin/api/session`: username/password → session cookie.
 pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let ip = req.peer().ip();
-    if let Err(retry_after_secs) = app.throttle.check(ip, Instant::now()) {
-        return Err(Error::TooManyRequests { retry_after_secs });
-    }
+    let attempt = app
+        .throttle
+        .reserve(ip, Instant::now())
+        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
     let body = parse_object(
         req.header("content-type"),
         req.body(),
@@ -43,10 +44,10 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let (username, password) =
         collect_fields((body.required_str("username"), body.required_str("password")))?;
     if !app.check_admin_password(username, password)? {
-        app.record_login_failure(req, username, now);
+        app.record_login_failure(attempt, req, username, now);
         return Err(admin_unauthorized(req));
     }
-    app.throttle.success(ip);
+    attempt.success();
     let (cookie, session) = app.sessions.create(username, Instant::now());
     let initial = app
         .store
@@ -242,9 +243,10 @@ pub fn change_password(
     now: i64,
 ) -> Result<Response> {
     let ip = req.peer().ip();
-    if let Err(retry_after_secs) = app.throttle.check(ip, Instant::now()) {
-        return Err(Error::TooManyRequests { retry_after_secs });
-    }
+    let attempt = app
+        .throttle
+        .reserve(ip, Instant::now())
+        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
     let body = parse_object(
         req.header("content-type"),
         req.body(),
@@ -255,12 +257,13 @@ pub fn change_password(
         body.required_str("newPassword"),
     ))?;
     if !app.check_admin_password(&who.username, current)? {
-        app.record_login_failure(req, &who.username, now);
+        app.record_login_failure(attempt, req, &who.username, now);
         return Err(Error::Validation(vec![FieldError::new(
             "currentPassword",
             "Current password is wrong",
         )]));
     }
+    attempt.success();
     validate_new_password(new, "newPassword").map_err(|e| Error::Validation(vec![e]))?;
     if new == current {
         return Err(Error::Validation(vec![FieldError::new(

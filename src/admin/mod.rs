@@ -67,18 +67,18 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     let values = &values[..n];
     if let [value] = values {
         if let Some((username, password)) = parse_basic(value) {
-            let ip = req.peer().ip();
-            if let Err(retry_after_secs) = app.throttle.check(ip, instant) {
-                return Err(Error::TooManyRequests { retry_after_secs });
-            }
+            let attempt = app
+                .throttle
+                .reserve(req.peer().ip(), instant)
+                .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
             if app.check_admin_password(&username, &password)? {
-                app.throttle.success(ip);
+                attempt.success();
                 return Ok(AdminIdentity {
                     username,
                     credential: AdminCredential::Basic,
                 });
             }
-            app.record_login_failure(req, &username, now);
+            app.record_login_failure(attempt, req, &username, now);
             return Err(admin_unauthorized(req));
         }
     }
