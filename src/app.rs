@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::admin::basic_cache::BasicAuthCache;
 use crate::admin::login_throttle::{LoginAttempt, LoginThrottle};
 use crate::admin::sessions::SessionStore;
 use crate::admin::{api as admin_api, authenticate_admin, passwords};
@@ -30,6 +31,10 @@ pub struct App {
     pub requests: RequestCounters,
     pub sessions: SessionStore,
     pub throttle: LoginThrottle,
+    /// The only memory Argon2 may use (a fixed number of 19 MiB slots).
+    pub argon2: passwords::Argon2Pool,
+    /// Recent successful HTTP Basic checks (cleared on any password change).
+    pub basic_cache: BasicAuthCache,
     pub flush_status: Arc<Mutex<FlushStatus>>,
     /// Failed authentications, aggregated until the next flush writes them to the audit log.
     pub auth_failures: Arc<AuthFailureLog>,
@@ -42,8 +47,14 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(store: Arc<Store>, tracker: Arc<LastUsedTracker>) -> App {
+    pub fn new(
+        store: Arc<Store>,
+        tracker: Arc<LastUsedTracker>,
+        argon2: passwords::Argon2Pool,
+    ) -> App {
         App {
+            argon2,
+            basic_cache: BasicAuthCache::default(),
             store,
             tracker,
             auth_counters: AuthCounters::default(),
@@ -73,14 +84,20 @@ impl App {
             return Ok(false);
         }
         let account = self.store.admin(username)?;
-        Ok(passwords::verify_password(
-            password,
-            account.as_ref().map(|a| a.password_hash.as_str()),
-        ))
+        Ok(self
+            .argon2
+            .verify_password(password, account.as_ref().map(|a| a.password_hash.as_str())))
     }
 
+    /// Every in-process password change goes through here, so remembered Basic checks
+    /// never outlive the password they checked.
     pub fn set_admin_password(&self, username: &str, password: &str, now: i64) -> Result<()> {
-        admin_api::store_admin_password(&self.store, username, password, now)
+        self.basic_cache.clear();
+        let result =
+            admin_api::store_admin_password(&self.store, &self.argon2, username, password, now);
+        // Again: a Basic check of the old password may have finished while hashing the new.
+        self.basic_cache.clear();
+        result
     }
 
     /// Records a failed admin credential on its reserved attempt (counts against the client's

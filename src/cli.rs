@@ -111,6 +111,9 @@ macro_rules! serve_flags {
             /// lowest level logged: info (one line per request), warn or error (default info)
             #[argh(option)]
             pub log_level: Option<String>,
+            /// password checks (Argon2, 19 MiB each) run at once; others wait (default 2; env PA_AUTH_ARGON2_SLOTS)
+            #[argh(option)]
+            pub argon2_slots: Option<String>,
         }
 
         impl $name {
@@ -130,6 +133,7 @@ macro_rules! serve_flags {
                     tls_key: self.tls_key.clone(),
                     log_format: self.log_format.clone(),
                     log_level: self.log_level.clone(),
+                    argon2_slots: self.argon2_slots.clone(),
                 }
             }
         }
@@ -395,7 +399,8 @@ fn set_password(p: &SetPassword) -> Result<()> {
         .map_err(|e| Error::Config(format!("password on stdin: {}", e.message)))?;
     let store = Store::open(&data_dir_or_default(&p.data_dir), &StoreOptions::default())?;
     let now = now_unix();
-    store_admin_password(&store, &p.username, password, now)?;
+    let argon2 = crate::admin::passwords::Argon2Pool::new(1);
+    store_admin_password(&store, &argon2, &p.username, password, now)?;
     let _ = store.append_audit(
         now,
         AuditEvent {

@@ -31,6 +31,7 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    pub argon2_slots: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -51,6 +52,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
     pub log_level: Level,
+    /// Argon2 runs (19 MiB each) at once; the rest wait.
+    pub argon2_slots: usize,
 }
 
 /// Reads an environment variable through a lookup function (tests pass their own).
@@ -153,6 +156,12 @@ impl Config {
             (None, None) => None,
             _ => return Err(Error::Config("--tls-cert and --tls-key go together".into())),
         };
+        let argon2_slots = number(
+            pick(&args.argon2_slots, env, "ARGON2_SLOTS"),
+            crate::admin::passwords::DEFAULT_ARGON2_SLOTS,
+            1,
+            64,
+        )?;
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -179,6 +188,7 @@ impl Config {
             },
         };
         Ok(Config {
+            argon2_slots,
             tls,
             log_format,
             log_level,
@@ -200,7 +210,7 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, logs {:?}/{:?}",
+            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, {} argon2 slots, logs {:?}/{:?}",
             if self.tls.is_some() { "https" } else { "http" },
             self.listen,
             self.data_dir.display(),
@@ -210,6 +220,7 @@ impl Config {
             self.flush_interval.as_secs(),
             self.http.header_timeout.as_secs(),
             self.http.idle_timeout.as_secs(),
+            self.argon2_slots,
             self.log_format,
             self.log_level,
         )

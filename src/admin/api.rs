@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::passwords::{hash_password, validate_new_password, INITIAL_PASSWORD_FILE};
+use super::passwords::{validate_new_password, Argon2Pool, INITIAL_PASSWORD_FILE};
 use super::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
 use super::{admin_unauthorized, AdminCredential, AdminIdentity};
 use crate::app::App;
@@ -296,13 +296,14 @@ pub fn change_password(
 /// the initial-password file once the generated password is gone. Shared with the CLI.
 pub fn store_admin_password(
     store: &crate::store::Store,
+    argon2: &Argon2Pool,
     username: &str,
     password: &str,
     now: i64,
 ) -> Result<()> {
     let existing = store.admin(username)?;
     let account = crate::store::AdminAccount {
-        password_hash: hash_password(password)?,
+        password_hash: argon2.hash_password(password)?,
         initial_password: false,
         created_at: existing.as_ref().map_or(now, |a| a.created_at),
         password_changed_at: now,

@@ -4,6 +4,7 @@
 //! client address. The route handlers are in [`api`].
 
 pub mod api;
+pub mod basic_cache;
 pub mod login_throttle;
 pub mod passwords;
 pub mod sessions;
@@ -67,11 +68,20 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     let values = &values[..n];
     if let [value] = values {
         if let Some((username, password)) = parse_basic(value) {
-            let attempt = app
-                .throttle
-                .reserve(req.peer().ip(), instant)
-                .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
+            let ip = req.peer().ip();
+            let throttled = |retry_after_secs| Error::TooManyRequests { retry_after_secs };
+            app.throttle.check(ip, instant).map_err(throttled)?;
+            // A credential that passed a full check within the last minute is no guess: it
+            // takes no place in the throttle and costs no Argon2 run.
+            if app.basic_cache.contains(&username, &password, instant) {
+                return Ok(AdminIdentity {
+                    username,
+                    credential: AdminCredential::Basic,
+                });
+            }
+            let attempt = app.throttle.reserve(ip, instant).map_err(throttled)?;
             if app.check_admin_password(&username, &password)? {
+                app.basic_cache.insert(&username, &password, instant);
                 attempt.success();
                 return Ok(AdminIdentity {
                     username,

@@ -80,3 +80,128 @@ fn regression_issue_14_concurrent_wrong_basic_passwords_get_five_guesses() {
         200
     );
 }
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("status field")
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn regression_issue_14_basic_auth_flood_keeps_argon2_memory_bounded() {
+    const REQUESTS: usize = 2000;
+    const CLIENTS: usize = 64;
+    const ADDRESSES: usize = 250;
+    const LIMIT_KIB: u64 = 100 * 1024;
+    let svc = Service::start(&[]);
+    let addr = svc.addr;
+    let pid = svc.pid();
+    let right = basic_auth("admin", &svc.initial_password());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid).0);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let started = std::time::Instant::now();
+    // Every fourth request has a wrong password (a full Argon2 run each time; never
+    // remembered); the requests are spread over 250 source addresses so that no address
+    // reaches the throttle's limit and most guesses really are checked.
+    let statuses: Vec<u16> = all_at_once(CLIENTS, move |_| {
+        let mut seen = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= REQUESTS {
+                return seen;
+            }
+            let auth = if i.is_multiple_of(4) {
+                basic_auth("admin", &format!("wrong password {i}"))
+            } else {
+                right.clone()
+            };
+            let source = format!("127.1.0.{}", 1 + i % ADDRESSES);
+            let request = Req::get("/admin/api/session")
+                .header("Authorization", &auth)
+                .to_bytes();
+            seen.push(
+                from_address(&source, addr, &request)
+                    .expect("exchange")
+                    .status,
+            );
+        }
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sampled_peak = sampler.join().expect("sampler");
+    let (rss, hwm) = rss_kib(pid);
+    let count = |s: u16| statuses.iter().filter(|&&x| x == s).count();
+    eprintln!(
+        "{REQUESTS} Basic requests in {:?}: {} x 200, {} x 401, {} x 429; RSS now {rss} KiB, \
+         sampled peak {sampled_peak} KiB, VmHWM {hwm} KiB",
+        started.elapsed(),
+        count(200),
+        count(401),
+        count(429)
+    );
+    assert_eq!(statuses.len(), REQUESTS);
+    assert_eq!(
+        count(200) + count(401) + count(429),
+        REQUESTS,
+        "{statuses:?}"
+    );
+    assert!(count(401) >= 400, "wrong passwords must really be checked");
+    assert!(count(200) >= 1000);
+    assert!(
+        hwm < LIMIT_KIB,
+        "peak RSS {hwm} KiB (limit {LIMIT_KIB} KiB)"
+    );
+    assert!(sampled_peak < LIMIT_KIB);
+}
+
+#[test]
+fn regression_issue_14_remembered_basic_checks_end_with_the_password() {
+    let svc = Service::start(&[]);
+    let old = basic_auth("admin", &svc.initial_password());
+    let get = |auth: &str| {
+        Req::get("/admin/api/tokens")
+            .header("Authorization", auth)
+            .send(svc.addr)
+    };
+    assert_eq!(get(&old).status, 200);
+    assert_eq!(get(&old).status, 200, "remembered");
+    let change = Req::new("PUT", "/admin/api/password")
+        .header("Authorization", &old)
+        .json(&serde_json::json!({
+            "currentPassword": svc.initial_password(),
+            "newPassword": "a brand new password"
+        }))
+        .send(svc.addr);
+    assert_eq!(change.status, 204, "{}", change.text());
+    get(&old).assert_error(401, "unauthorized");
+    assert_eq!(
+        get(&basic_auth("admin", "a brand new password")).status,
+        200
+    );
+    // Wrong passwords are never remembered: each one is checked and counted.
+    let wrong = basic_auth("admin", "not the password");
+    for _ in 0..5 {
+        get(&wrong).assert_error(401, "unauthorized");
+    }
+    get(&wrong).assert_error(429, "too_many_requests");
+}
