@@ -12,9 +12,10 @@ pub mod sessions;
 use std::time::Instant;
 
 use crate::app::App;
-use crate::auth::{authorization_values, is_valid_api_token};
+use crate::auth::{authorization_values, check_token_on_admin_route, FailureSink};
 use crate::error::{Error, Result};
 use crate::http::Request;
+use crate::store::AuditEvent;
 use sessions::{session_cookie, Session};
 
 /// How an admin request authenticated.
@@ -92,12 +93,42 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
             return Err(admin_unauthorized(req));
         }
     }
-    if is_valid_api_token(&app.store, values, now) {
-        return Err(Error::Forbidden(
-            "API tokens cannot be used on admin routes",
-        ));
+    if values.is_empty() {
+        return Err(admin_unauthorized(req));
     }
-    Err(admin_unauthorized(req))
+    // Anything else presented here (an API token, a broken Basic value) is a guess at an
+    // admin route: throttled and counted like a wrong password, so the 403-versus-401
+    // answer cannot be used to test tokens without leaving a trail.
+    let ip = req.peer().ip();
+    let attempt = app
+        .throttle
+        .reserve(ip, instant)
+        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
+    if let Some(secs) = attempt.failure(instant) {
+        crate::log_warn!("admin logins from {ip} locked for {secs} s after repeated failures");
+    }
+    let sink = FailureSink {
+        log: &app.auth_failures,
+        peer: ip,
+    };
+    match check_token_on_admin_route(&app.store, &app.auth_counters, Some(sink), values, now) {
+        Ok(token_id) => {
+            app.audit(
+                now,
+                AuditEvent {
+                    event: "auth.token_on_admin_route".into(),
+                    token_id: Some(token_id.to_string()),
+                    remote_addr: Some(ip.to_string()),
+                    ..Default::default()
+                },
+            );
+            Err(Error::Forbidden(
+                "API tokens cannot be used on admin routes",
+            ))
+        }
+        Err(Error::Unauthorized(_)) => Err(admin_unauthorized(req)),
+        Err(other) => Err(other),
+    }
 }
 
 /// CSRF defence for cookie-authenticated unsafe requests: the session's token must come back

@@ -205,3 +205,64 @@ fn regression_issue_14_remembered_basic_checks_end_with_the_password() {
     }
     get(&wrong).assert_error(429, "too_many_requests");
 }
+
+#[test]
+fn regression_issue_14_api_tokens_on_admin_routes_are_throttled_counted_and_audited() {
+    let svc = Service::start(&[]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let created = Req::new("POST", "/admin/api/tokens")
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"name": "probe"}))
+        .send(svc.addr);
+    assert_eq!(created.status, 201);
+    let (id, secret) = {
+        let v = created.json();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
+    };
+    let with_bearer = |token: &str| Req::get("/admin/api/tokens").bearer(token).to_bytes();
+    let unknown = "pa_0000000000000000000000000000000000000000000000";
+    // A valid token: 403 (contract), audited with its id and the caller's address.
+    from_address("127.0.0.20", svc.addr, &with_bearer(&secret))
+        .expect("exchange")
+        .assert_error(403, "forbidden");
+    let audit = Req::get("/admin/api/audit?event=auth.token_on_admin_route")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    let items = audit["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{audit}");
+    assert_eq!(items[0]["tokenId"], id.as_str(), "{audit}");
+    assert_eq!(items[0]["remoteAddr"], "127.0.0.20", "{audit}");
+    let metrics = Req::get("/metrics").send(svc.addr).text();
+    assert!(
+        metrics.contains("\npa_auth_token_on_admin_route_total 1\n"),
+        "{metrics}"
+    );
+    // Not a use of the token.
+    let view = Req::get(&format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    assert_eq!(view["lastUsedAt"], serde_json::Value::Null, "{view}");
+    // Every token sent to an admin route is a guess: four more, valid or not, and the
+    // address must wait, before its token is even looked at.
+    for token in [unknown, &secret, "garbage", unknown] {
+        let r = from_address("127.0.0.20", svc.addr, &with_bearer(token)).expect("exchange");
+        assert!(matches!(r.status, 401 | 403), "{}", r.text());
+    }
+    for token in [secret.as_str(), unknown] {
+        let r = from_address("127.0.0.20", svc.addr, &with_bearer(token)).expect("exchange");
+        r.assert_error(429, "too_many_requests");
+        assert!(r.header("Retry-After").is_some());
+    }
+    assert!(
+        Req::get("/metrics")
+            .send(svc.addr)
+            .text()
+            .contains("\npa_auth_token_on_admin_route_total 2\n"),
+        "the throttled attempts were not looked at"
+    );
+}
