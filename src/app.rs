@@ -35,6 +35,8 @@ pub struct App {
     pub argon2: passwords::Argon2Pool,
     /// Recent successful HTTP Basic checks (cleared on any password change).
     pub basic_cache: BasicAuthCache,
+    /// `--public-url`: the origin browsers use when a proxy terminates TLS in front.
+    pub public_url: Option<crate::config::PublicUrl>,
     pub flush_status: Arc<Mutex<FlushStatus>>,
     /// Failed authentications, aggregated until the next flush writes them to the audit log.
     pub auth_failures: Arc<AuthFailureLog>,
@@ -55,6 +57,7 @@ impl App {
         App {
             argon2,
             basic_cache: BasicAuthCache::default(),
+            public_url: None,
             store,
             tracker,
             auth_counters: AuthCounters::default(),

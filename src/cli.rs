@@ -114,6 +114,9 @@ macro_rules! serve_flags {
             /// password checks (Argon2, 19 MiB each) run at once; others wait (default 2; env PA_AUTH_ARGON2_SLOTS)
             #[argh(option)]
             pub argon2_slots: Option<String>,
+            /// URL clients use when a proxy terminates TLS, e.g. https://auth.example.com: cookies get Secure, CSRF checks Origin against it (env PA_AUTH_PUBLIC_URL)
+            #[argh(option)]
+            pub public_url: Option<String>,
         }
 
         impl $name {
@@ -134,6 +137,7 @@ macro_rules! serve_flags {
                     log_format: self.log_format.clone(),
                     log_level: self.log_level.clone(),
                     argon2_slots: self.argon2_slots.clone(),
+                    public_url: self.public_url.clone(),
                 }
             }
         }

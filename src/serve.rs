@@ -47,7 +47,9 @@ pub fn serve(config: &Config) -> Result<()> {
     let argon2 = Argon2Pool::new(config.argon2_slots);
     bootstrap_admin(&store, &argon2)?;
     let tracker = Arc::new(LastUsedTracker::default());
-    let app = Arc::new(App::new(Arc::clone(&store), Arc::clone(&tracker), argon2));
+    let mut app = App::new(Arc::clone(&store), Arc::clone(&tracker), argon2);
+    app.public_url = config.public_url.clone();
+    let app = Arc::new(app);
     let flusher = LastUsedFlusher::start(
         Arc::clone(&store),
         Arc::clone(&tracker),

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::passwords::{validate_new_password, Argon2Pool, INITIAL_PASSWORD_FILE};
 use super::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
-use super::{admin_unauthorized, AdminCredential, AdminIdentity};
+use super::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
 use crate::app::App;
 use crate::error::{Error, FieldError, Result};
 use crate::http::{Request, Response};
@@ -62,7 +62,11 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
             ..Default::default()
         },
     );
-    let secure = if req.is_tls() { "; Secure" } else { "" };
+    let secure = if cookie_is_secure(app, req) {
+        "; Secure"
+    } else {
+        ""
+    };
     let set_cookie = format!(
         "{SESSION_COOKIE}={cookie}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         ABSOLUTE_LIFETIME.as_secs()
@@ -99,7 +103,11 @@ pub fn logout(app: &App, req: &Request<'_>, who: &AdminIdentity) -> Result<Respo
     if let AdminCredential::Session { cookie, .. } = &who.credential {
         app.sessions.remove(cookie);
     }
-    let secure = if req.is_tls() { "; Secure" } else { "" };
+    let secure = if cookie_is_secure(app, req) {
+        "; Secure"
+    } else {
+        ""
+    };
     Ok(Response::new(204).header(
         "Set-Cookie",
         format!("{SESSION_COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::app::App;
 use crate::auth::{authorization_values, check_token_on_admin_route, FailureSink};
+use crate::config::PublicUrl;
 use crate::error::{Error, Result};
 use crate::http::Request;
 use crate::store::AuditEvent;
@@ -54,7 +55,7 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     if let Some(cookie) = req.header("cookie").and_then(session_cookie) {
         if let Some(session) = app.sessions.get(cookie, instant) {
             if is_unsafe_method(req.method()) {
-                check_csrf(req, &session)?;
+                check_csrf(req, &session, app.public_url.as_ref())?;
             }
             return Ok(AdminIdentity {
                 username: session.username.clone(),
@@ -131,24 +132,35 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     }
 }
 
+/// Whether the session cookie must be `Secure`: under pa-auth's own TLS, or when clients
+/// reach it over HTTPS through a proxy (`--public-url https://...`).
+pub fn cookie_is_secure(app: &App, req: &Request<'_>) -> bool {
+    req.is_tls() || app.public_url.as_ref().is_some_and(PublicUrl::is_https)
+}
+
 /// CSRF defence for cookie-authenticated unsafe requests: the session's token must come back
-/// in `X-CSRF-Token`, and a present `Origin` must be this host.
-fn check_csrf(req: &Request<'_>, session: &Session) -> Result<()> {
+/// in `X-CSRF-Token`, and a present `Origin` must be the public URL's origin when one is
+/// configured (behind a proxy the Host header is the proxy's business), else this host.
+fn check_csrf(req: &Request<'_>, session: &Session, public_url: Option<&PublicUrl>) -> Result<()> {
     let sent = req.header("x-csrf-token").unwrap_or(&[]);
     if !passwords::constant_time_eq(sent, session.csrf_token.as_bytes()) {
         return Err(Error::Forbidden(
             "CSRF check failed: missing or wrong X-CSRF-Token",
         ));
     }
-    if let Some(origin) = req.header("origin") {
-        let host = req.header("host").unwrap_or(&[]);
-        let origin_host = origin
-            .strip_prefix(b"https://")
-            .or_else(|| origin.strip_prefix(b"http://"))
-            .unwrap_or(b"\0");
-        if !origin_host.eq_ignore_ascii_case(host) {
-            return Err(Error::Forbidden("CSRF check failed: cross-origin request"));
+    let same_origin = match (req.header("origin"), public_url) {
+        (None, _) => true,
+        (Some(origin), Some(public)) => public.matches_origin(origin),
+        (Some(origin), None) => {
+            let host = req.header("host").unwrap_or(&[]);
+            origin
+                .strip_prefix(b"https://")
+                .or_else(|| origin.strip_prefix(b"http://"))
+                .is_some_and(|origin_host| origin_host.eq_ignore_ascii_case(host))
         }
+    };
+    if !same_origin {
+        return Err(Error::Forbidden("CSRF check failed: cross-origin request"));
     }
     Ok(())
 }

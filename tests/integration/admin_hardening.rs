@@ -266,3 +266,85 @@ fn regression_issue_14_api_tokens_on_admin_routes_are_throttled_counted_and_audi
         "the throttled attempts were not looked at"
     );
 }
+
+/// Logs in through the API; returns (Set-Cookie value, cookie pair, CSRF token).
+fn login(svc: &Service) -> (String, String, String) {
+    let r = Req::new("POST", "/admin/api/session")
+        .json(&serde_json::json!({"username": "admin", "password": svc.initial_password()}))
+        .send(svc.addr);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set_cookie = r.header("Set-Cookie").expect("Set-Cookie").to_owned();
+    let pair = set_cookie.split(';').next().expect("cookie").to_owned();
+    let csrf = r.json()["csrfToken"].as_str().expect("csrf").to_owned();
+    (set_cookie, pair, csrf)
+}
+
+fn create_with_origin(
+    svc: &Service,
+    cookie: &str,
+    csrf: &str,
+    origin: &str,
+    name: &str,
+) -> HttpResponse {
+    Req::new("POST", "/admin/api/tokens")
+        .header("Cookie", cookie)
+        .header("X-CSRF-Token", csrf)
+        .header("Origin", origin)
+        .json(&serde_json::json!({"name": name}))
+        .send(svc.addr)
+}
+
+#[test]
+fn regression_issue_14_public_url_https_makes_cookies_secure_and_checks_origin() {
+    let svc = Service::start(&["--public-url", "https://Auth.Example.com/"]);
+    let (set_cookie, cookie, csrf) = login(&svc);
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+    // The browser's origin is the proxy's public one, not the Host pa-auth sees.
+    for (i, origin) in ["https://auth.example.com", "https://AUTH.example.com:443"]
+        .iter()
+        .enumerate()
+    {
+        let r = create_with_origin(&svc, &cookie, &csrf, origin, &format!("ok-{i}"));
+        assert_eq!(r.status, 201, "{origin}: {}", r.text());
+    }
+    for origin in [
+        "http://localhost",
+        "http://auth.example.com",
+        "https://auth.example.com:8443",
+        "https://evil.example",
+        "null",
+    ] {
+        create_with_origin(&svc, &cookie, &csrf, origin, "refused").assert_error(403, "forbidden");
+    }
+    let logout = Req::new("DELETE", "/admin/api/session")
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .send(svc.addr);
+    assert_eq!(logout.status, 204);
+    let cleared = logout.header("Set-Cookie").expect("Set-Cookie");
+    assert!(
+        cleared.contains("Max-Age=0") && cleared.ends_with("; Secure"),
+        "{cleared}"
+    );
+}
+
+#[test]
+fn regression_issue_14_without_public_url_cookies_follow_the_connection() {
+    let svc = Service::start(&[]);
+    let (set_cookie, cookie, csrf) = login(&svc);
+    assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
+    // Origin is compared with the Host header (localhost in these requests).
+    assert_eq!(
+        create_with_origin(&svc, &cookie, &csrf, "http://localhost", "same-host").status,
+        201
+    );
+    create_with_origin(&svc, &cookie, &csrf, "https://auth.example.com", "other")
+        .assert_error(403, "forbidden");
+    // A bad --public-url is a configuration error (exit 2) naming the flag.
+    let (code, _, stderr) = crate::support::run_cli(
+        &["check-config", "--public-url", "https://x.example/admin"],
+        None,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--public-url"), "{stderr}");
+}
