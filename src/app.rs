@@ -229,7 +229,8 @@ impl Handler for App {
     }
 
     /// For `Expect: 100-continue`: refuse before the body is sent when the answer cannot
-    /// depend on it (no such route, wrong content type, no credential at all).
+    /// depend on it (no credential at all on an admin route, wrong content type, no such
+    /// route).
     fn respond_before_body(&self, req: &Request<'_>) -> Option<Response> {
         let path = req.path();
         let json_route = matches!(
@@ -251,16 +252,19 @@ impl Handler for App {
                     .strip_prefix(p)
                     .is_some_and(|rest| rest.starts_with('/'))
         });
-        let early =
-            if json_route && !crate::json_body::is_json_content_type(req.header("content-type")) {
-                Some(Error::BadRequest(
-                    "Content-Type must be application/json".into(),
-                ))
-            } else if !known {
-                Some(Error::NotFound)
-            } else {
-                None
-            };
+        // Authentication comes first, as when the body has been read.
+        let early = if crate::admin::lacks_any_credential(req) {
+            Some(crate::admin::admin_unauthorized(req))
+        } else if json_route && !crate::json_body::is_json_content_type(req.header("content-type"))
+        {
+            Some(Error::BadRequest(
+                "Content-Type must be application/json".into(),
+            ))
+        } else if !known {
+            Some(Error::NotFound)
+        } else {
+            None
+        };
         early.map(|e| e.to_response(req.correlation_id()))
     }
 

@@ -45,6 +45,19 @@ pub fn admin_unauthorized(req: &Request<'_>) -> Error {
     }
 }
 
+/// An admin API request with no credential at all: no Authorization header and no session
+/// cookie. Its 401 cannot depend on the body, so `Expect: 100-continue` gets it at once.
+/// The login is the exception: its credential is the body.
+pub fn lacks_any_credential(req: &Request<'_>) -> bool {
+    let path = req.path();
+    let admin_api = path == "/admin/api" || path.starts_with("/admin/api/");
+    let login = req.method() == "POST" && path == "/admin/api/session";
+    admin_api
+        && !login
+        && req.headers_named("authorization").next().is_none()
+        && req.header("cookie").and_then(session_cookie).is_none()
+}
+
 fn is_unsafe_method(method: &str) -> bool {
     !matches!(method, "GET" | "HEAD" | "OPTIONS")
 }

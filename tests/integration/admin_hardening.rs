@@ -348,3 +348,58 @@ fn regression_issue_14_without_public_url_cookies_follow_the_connection() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--public-url"), "{stderr}");
 }
+
+/// Sends a head with `Expect: 100-continue` and no body; returns what the server wrote
+/// before closing or going quiet for 3 s.
+fn expect_continue(svc: &Service, head: &str) -> String {
+    let mut s = TcpStream::connect(svc.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s.write_all(head.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                // The complete 401 (head and JSON body) is enough.
+                if got.ends_with(b"}") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn regression_issue_14_expect_continue_without_credential_gets_401_at_once() {
+    let svc = Service::start(&[]);
+    for (method, path) in [
+        ("POST", "/admin/api/tokens"),
+        ("PUT", "/admin/api/password"),
+        ("POST", "/admin/api/tokens/lookup"),
+        ("DELETE", "/admin/api/tokens/x"),
+    ] {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nCookie: theme=dark\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+        );
+        let got = expect_continue(&svc, &head);
+        assert!(got.starts_with("HTTP/1.1 401 "), "{method} {path}: {got:?}");
+        assert!(!got.contains("100 Continue"), "{got:?}");
+        assert!(got.contains("WWW-Authenticate: Basic"), "{got:?}");
+    }
+    // The login carries its credential in the body: it is asked for.
+    let got = expect_continue(
+        &svc,
+        "POST /admin/api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n",
+    );
+    assert!(got.starts_with("HTTP/1.1 100 Continue"), "{got:?}");
+    // Any credential at all (here a session cookie, unchecked until the body is in) waits.
+    let got = expect_continue(
+        &svc,
+        "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\nCookie: pa_session=abc\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n",
+    );
+    assert!(got.starts_with("HTTP/1.1 100 Continue"), "{got:?}");
+}
