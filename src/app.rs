@@ -5,7 +5,8 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::admin::login_throttle::LoginThrottle;
+use crate::admin::basic_cache::BasicAuthCache;
+use crate::admin::login_throttle::{LoginAttempt, LoginThrottle};
 use crate::admin::sessions::SessionStore;
 use crate::admin::{api as admin_api, authenticate_admin, passwords};
 use crate::auth::failure_log::AuthFailureLog;
@@ -30,6 +31,12 @@ pub struct App {
     pub requests: RequestCounters,
     pub sessions: SessionStore,
     pub throttle: LoginThrottle,
+    /// The only memory Argon2 may use (a fixed number of 19 MiB slots).
+    pub argon2: passwords::Argon2Pool,
+    /// Recent successful HTTP Basic checks (cleared on any password change).
+    pub basic_cache: BasicAuthCache,
+    /// `--public-url`: the origin browsers use when a proxy terminates TLS in front.
+    pub public_url: Option<crate::config::PublicUrl>,
     pub flush_status: Arc<Mutex<FlushStatus>>,
     /// Failed authentications, aggregated until the next flush writes them to the audit log.
     pub auth_failures: Arc<AuthFailureLog>,
@@ -42,8 +49,15 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(store: Arc<Store>, tracker: Arc<LastUsedTracker>) -> App {
+    pub fn new(
+        store: Arc<Store>,
+        tracker: Arc<LastUsedTracker>,
+        argon2: passwords::Argon2Pool,
+    ) -> App {
         App {
+            argon2,
+            basic_cache: BasicAuthCache::default(),
+            public_url: None,
             store,
             tracker,
             auth_counters: AuthCounters::default(),
@@ -73,20 +87,33 @@ impl App {
             return Ok(false);
         }
         let account = self.store.admin(username)?;
-        Ok(passwords::verify_password(
-            password,
-            account.as_ref().map(|a| a.password_hash.as_str()),
-        ))
+        Ok(self
+            .argon2
+            .verify_password(password, account.as_ref().map(|a| a.password_hash.as_str())))
     }
 
+    /// Every in-process password change goes through here, so remembered Basic checks
+    /// never outlive the password they checked.
     pub fn set_admin_password(&self, username: &str, password: &str, now: i64) -> Result<()> {
-        admin_api::store_admin_password(&self.store, username, password, now)
+        self.basic_cache.clear();
+        let result =
+            admin_api::store_admin_password(&self.store, &self.argon2, username, password, now);
+        // Again: a Basic check of the old password may have finished while hashing the new.
+        self.basic_cache.clear();
+        result
     }
 
-    /// Counts a failed admin credential against the client's address and audits it.
-    pub fn record_login_failure(&self, req: &Request<'_>, username: &str, now: i64) {
+    /// Records a failed admin credential on its reserved attempt (counts against the client's
+    /// address) and audits it.
+    pub fn record_login_failure(
+        &self,
+        attempt: LoginAttempt<'_>,
+        req: &Request<'_>,
+        username: &str,
+        now: i64,
+    ) {
         let ip = req.peer().ip();
-        let lockout = self.throttle.failure(ip, std::time::Instant::now());
+        let lockout = attempt.failure(std::time::Instant::now());
         if let Some(secs) = lockout {
             log_warn!("admin logins from {ip} locked for {secs} s after repeated failures");
         }
@@ -204,7 +231,8 @@ impl Handler for App {
     }
 
     /// For `Expect: 100-continue`: refuse before the body is sent when the answer cannot
-    /// depend on it (no such route, wrong content type, no credential at all).
+    /// depend on it (no credential at all on an admin route, wrong content type, no such
+    /// route).
     fn respond_before_body(&self, req: &Request<'_>) -> Option<Response> {
         let path = req.path();
         let json_route = matches!(
@@ -212,16 +240,19 @@ impl Handler for App {
             ("POST", "/admin/api/session" | "/admin/api/tokens") | ("PUT", "/admin/api/password")
         );
         let known = route_of(path) != Route::NotFound;
-        let early =
-            if json_route && !crate::json_body::is_json_content_type(req.header("content-type")) {
-                Some(Error::BadRequest(
-                    "Content-Type must be application/json".into(),
-                ))
-            } else if !known {
-                Some(Error::NotFound)
-            } else {
-                None
-            };
+        // Authentication comes first, as when the body has been read.
+        let early = if crate::admin::lacks_any_credential(req) {
+            Some(crate::admin::admin_unauthorized(req))
+        } else if json_route && !crate::json_body::is_json_content_type(req.header("content-type"))
+        {
+            Some(Error::BadRequest(
+                "Content-Type must be application/json".into(),
+            ))
+        } else if !known {
+            Some(Error::NotFound)
+        } else {
+            None
+        };
         early.map(|e| e.to_response(req.correlation_id()))
     }
 

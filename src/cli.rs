@@ -118,6 +118,12 @@ macro_rules! serve_flags {
             /// lowest level logged: info (one line per request), warn or error (default info)
             #[argh(option)]
             pub log_level: Option<String>,
+            /// password checks (Argon2, 19 MiB each) run at once; others wait (default 2; env PA_AUTH_ARGON2_SLOTS)
+            #[argh(option)]
+            pub argon2_slots: Option<String>,
+            /// URL clients use when a proxy terminates TLS, e.g. https://auth.example.com: cookies get Secure, CSRF checks Origin against it (env PA_AUTH_PUBLIC_URL)
+            #[argh(option)]
+            pub public_url: Option<String>,
         }
 
         impl $name {
@@ -139,6 +145,8 @@ macro_rules! serve_flags {
                     log_format: self.log_format.clone(),
                     log_level: self.log_level.clone(),
                     trusted_proxies: self.trusted_proxies.clone(),
+                    argon2_slots: self.argon2_slots.clone(),
+                    public_url: self.public_url.clone(),
                 }
             }
         }
@@ -404,7 +412,8 @@ fn set_password(p: &SetPassword) -> Result<()> {
         .map_err(|e| Error::Config(format!("password on stdin: {}", e.message)))?;
     let store = Store::open(&data_dir_or_default(&p.data_dir), &StoreOptions::default())?;
     let now = now_unix();
-    store_admin_password(&store, &p.username, password, now)?;
+    let argon2 = crate::admin::passwords::Argon2Pool::new(1);
+    store_admin_password(&store, &argon2, &p.username, password, now)?;
     let _ = store.append_audit(
         now,
         AuditEvent {

@@ -33,6 +33,8 @@ pub struct ServeArgs {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub trusted_proxies: Option<String>,
+    pub argon2_slots: Option<String>,
+    pub public_url: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -56,6 +58,98 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
     pub log_level: Level,
+    /// Argon2 runs (19 MiB each) at once; the rest wait.
+    pub argon2_slots: usize,
+    /// The URL clients use, when a proxy in front terminates TLS.
+    pub public_url: Option<PublicUrl>,
+}
+
+/// The origin (scheme, host, port) clients reach pa-auth at, from `--public-url`: behind a
+/// proxy that terminates TLS, pa-auth itself sees plain HTTP and the proxy's Host header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    https: bool,
+    /// Lowercase; an IPv6 address keeps its brackets.
+    host: String,
+    port: u16,
+}
+
+impl PublicUrl {
+    /// `http://` or `https://`, a host, an optional port, and no path beyond `/` (no query,
+    /// fragment or user info). The scheme and host are case-insensitive.
+    pub fn parse(url: &str) -> Option<PublicUrl> {
+        let authority = url.strip_suffix('/').unwrap_or(url);
+        PublicUrl::parse_origin(authority)
+    }
+
+    /// An `Origin` header value (RFC 6454 serialization: scheme://host[:port], no path).
+    fn parse_origin(origin: &str) -> Option<PublicUrl> {
+        let (scheme, authority) = origin.split_once("://")?;
+        let (https, default_port) = if scheme.eq_ignore_ascii_case("https") {
+            (true, 443)
+        } else if scheme.eq_ignore_ascii_case("http") {
+            (false, 80)
+        } else {
+            return None;
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => (h, Some(p)),
+            _ => (authority, None),
+        };
+        let port = match port {
+            None => default_port,
+            Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse().ok().filter(|&n| n != 0)?
+            }
+            Some(_) => return None,
+        };
+        let valid_host = if let Some(inner) = host.strip_prefix('[') {
+            let inner = inner.strip_suffix(']')?;
+            !inner.is_empty()
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        } else {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        };
+        valid_host.then(|| PublicUrl {
+            https,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether clients reach pa-auth over HTTPS (so cookies get `Secure`).
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// Whether an `Origin` header names this origin (host case-insensitive, default ports
+    /// equal to none).
+    pub fn matches_origin(&self, origin: &[u8]) -> bool {
+        std::str::from_utf8(origin)
+            .ok()
+            .and_then(PublicUrl::parse_origin)
+            .is_some_and(|o| o == *self)
+    }
+}
+
+impl std::fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, default) = if self.https {
+            ("https", 443)
+        } else {
+            ("http", 80)
+        };
+        write!(f, "{scheme}://{}", self.host)?;
+        if self.port != default {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads an environment variable through a lookup function (tests pass their own).
@@ -174,6 +268,21 @@ impl Config {
             (None, None) => None,
             _ => return Err(Error::Config("--tls-cert and --tls-key go together".into())),
         };
+        let argon2_slots = number(
+            pick(&args.argon2_slots, env, "ARGON2_SLOTS"),
+            crate::admin::passwords::DEFAULT_ARGON2_SLOTS,
+            1,
+            64,
+        )?;
+        let public_url = match pick(&args.public_url, env, "PUBLIC_URL") {
+            None => None,
+            Some((v, source)) => Some(PublicUrl::parse(v.trim()).ok_or_else(|| {
+                Error::Config(format!(
+                    "{source}: expected an http:// or https:// URL with a host and no path, \
+                     like https://auth.example.com, got {v:?}"
+                ))
+            })?),
+        };
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -200,6 +309,8 @@ impl Config {
             },
         };
         Ok(Config {
+            argon2_slots,
+            public_url,
             tls,
             log_format,
             log_level,
@@ -223,7 +334,7 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, trusted proxies {}, logs {:?}/{:?}",
+            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, logs {:?}/{:?}",
             if self.tls.is_some() { "https" } else { "http" },
             self.listen,
             self.data_dir.display(),
@@ -234,6 +345,10 @@ impl Config {
             self.http.header_timeout.as_secs(),
             self.http.idle_timeout.as_secs(),
             self.http.trusted_proxies,
+            self.argon2_slots,
+            self.public_url
+                .as_ref()
+                .map_or_else(|| "not set".to_owned(), PublicUrl::to_string),
             self.log_format,
             self.log_level,
         )
@@ -270,6 +385,91 @@ mod tests {
             7,
             "flag wins"
         );
+    }
+
+    #[test]
+    fn regression_issue_14_public_url_is_validated() {
+        let none = |_: &str| None;
+        let with = |url: &str| {
+            Config::from_args(
+                &ServeArgs {
+                    public_url: Some(url.into()),
+                    ..Default::default()
+                },
+                &none,
+            )
+        };
+        for good in [
+            "https://auth.example.com",
+            "https://Auth.Example.com/",
+            "http://10.0.0.5:8443",
+            "HTTPS://[::1]:9000/",
+        ] {
+            assert!(with(good).unwrap().public_url.is_some(), "{good}");
+        }
+        for bad in [
+            "",
+            "auth.example.com",
+            "ftp://auth.example.com",
+            "https://",
+            "https:///",
+            "https://auth.example.com/admin",
+            "https://auth.example.com//",
+            "https://auth.example.com?x=1",
+            "https://auth.example.com#f",
+            "https://user@auth.example.com",
+            "https://auth.example.com:",
+            "https://auth.example.com:0",
+            "https://auth.example.com:99999",
+            "https://exa mple.com",
+            "https://[::1",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("--public-url"), "{e}");
+        }
+        let env = |k: &str| (k == "PA_AUTH_PUBLIC_URL").then(|| "nope".to_string());
+        let e = Config::from_args(&ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("PA_AUTH_PUBLIC_URL"), "{e}");
+        assert_eq!(
+            Config::from_args(&ServeArgs::default(), &none)
+                .unwrap()
+                .public_url,
+            None
+        );
+    }
+
+    #[test]
+    fn regression_issue_14_public_url_origin_matching() {
+        let url = PublicUrl::parse("https://Auth.Example.com/").unwrap();
+        assert!(url.is_https());
+        assert_eq!(url.to_string(), "https://auth.example.com");
+        for same in [
+            &b"https://auth.example.com"[..],
+            b"HTTPS://AUTH.EXAMPLE.COM",
+            b"https://auth.example.com:443",
+        ] {
+            assert!(url.matches_origin(same));
+        }
+        for other in [
+            &b"http://auth.example.com"[..],
+            b"https://auth.example.com:8443",
+            b"https://auth.example.com.evil.test",
+            b"https://evil.test",
+            b"null",
+            b"https://auth.example.com/",
+            b"",
+        ] {
+            assert!(
+                !url.matches_origin(other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        let plain = PublicUrl::parse("http://10.0.0.5:8080").unwrap();
+        assert!(!plain.is_https());
+        assert!(plain.matches_origin(b"http://10.0.0.5:8080"));
+        assert!(!plain.matches_origin(b"http://10.0.0.5"));
     }
 
     #[test]

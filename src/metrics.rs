@@ -149,6 +149,11 @@ pub fn render(s: &Snapshot<'_>) -> String {
             counter.load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP pa_auth_token_on_admin_route_total Valid API tokens sent to admin routes (answered 403).\n# TYPE pa_auth_token_on_admin_route_total counter\npa_auth_token_on_admin_route_total {}",
+        s.auth.token_on_admin_route.load(Ordering::Relaxed)
+    );
     s.requests.render(&mut out);
     out.push_str("# HELP pa_auth_tokens Tokens stored, by status (counted at most every 30 s).\n# TYPE pa_auth_tokens gauge\n");
     let _ = writeln!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::admin::passwords::{generate_initial_password, hash_password, INITIAL_PASSWORD_FILE};
+use crate::admin::passwords::{generate_initial_password, Argon2Pool, INITIAL_PASSWORD_FILE};
 use crate::app::{App, SharedApp};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -45,9 +45,12 @@ pub fn serve(config: &Config) -> Result<()> {
         ..StoreOptions::default()
     };
     let store = Arc::new(Store::open(&config.data_dir, &options)?);
-    bootstrap_admin(&store)?;
+    let argon2 = Argon2Pool::new(config.argon2_slots);
+    bootstrap_admin(&store, &argon2)?;
     let tracker = Arc::new(LastUsedTracker::default());
-    let app = Arc::new(App::new(Arc::clone(&store), Arc::clone(&tracker)));
+    let mut app = App::new(Arc::clone(&store), Arc::clone(&tracker), argon2);
+    app.public_url = config.public_url.clone();
+    let app = Arc::new(app);
     let flusher = LastUsedFlusher::start(
         Arc::clone(&store),
         Arc::clone(&tracker),
@@ -134,7 +137,7 @@ fn wait_for_stop(signals: &mut Signals, tls: Option<&TlsContext>, config: &Confi
 
 /// On a data dir with no admin: create `admin` with a random password written to
 /// `<data-dir>/initial-admin-password` (0600). The password is never logged.
-fn bootstrap_admin(store: &Store) -> Result<()> {
+fn bootstrap_admin(store: &Store, argon2: &Argon2Pool) -> Result<()> {
     if store.has_admins() {
         return Ok(());
     }
@@ -146,7 +149,7 @@ fn bootstrap_admin(store: &Store) -> Result<()> {
     store.put_admin(
         "admin",
         &AdminAccount {
-            password_hash: hash_password(&password)?,
+            password_hash: argon2.hash_password(&password)?,
             initial_password: true,
             created_at: now,
             password_changed_at: now,

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::passwords::{hash_password, validate_new_password, INITIAL_PASSWORD_FILE};
+use super::passwords::{validate_new_password, Argon2Pool, INITIAL_PASSWORD_FILE};
 use super::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
-use super::{admin_unauthorized, AdminCredential, AdminIdentity};
+use super::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
 use crate::app::App;
 use crate::error::{Error, FieldError, Result};
 use crate::http::{Request, Response};
@@ -32,9 +32,10 @@ const MAX_LIMIT: usize = 1000;
 /// `POST /admin/api/session`: username/password → session cookie.
 pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let ip = req.peer().ip();
-    if let Err(retry_after_secs) = app.throttle.check(ip, Instant::now()) {
-        return Err(Error::TooManyRequests { retry_after_secs });
-    }
+    let attempt = app
+        .throttle
+        .reserve(ip, Instant::now())
+        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
     let body = parse_object(
         req.header("content-type"),
         req.body(),
@@ -43,10 +44,10 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let (username, password) =
         collect_fields((body.required_str("username"), body.required_str("password")))?;
     if !app.check_admin_password(username, password)? {
-        app.record_login_failure(req, username, now);
+        app.record_login_failure(attempt, req, username, now);
         return Err(admin_unauthorized(req));
     }
-    app.throttle.success(ip);
+    attempt.success();
     let (cookie, session) = app.sessions.create(username, Instant::now());
     let initial = app
         .store
@@ -61,7 +62,11 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
             ..Default::default()
         },
     );
-    let secure = if req.is_tls() { "; Secure" } else { "" };
+    let secure = if cookie_is_secure(app, req) {
+        "; Secure"
+    } else {
+        ""
+    };
     let set_cookie = format!(
         "{SESSION_COOKIE}={cookie}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         ABSOLUTE_LIFETIME.as_secs()
@@ -98,7 +103,11 @@ pub fn logout(app: &App, req: &Request<'_>, who: &AdminIdentity) -> Result<Respo
     if let AdminCredential::Session { cookie, .. } = &who.credential {
         app.sessions.remove(cookie);
     }
-    let secure = if req.is_tls() { "; Secure" } else { "" };
+    let secure = if cookie_is_secure(app, req) {
+        "; Secure"
+    } else {
+        ""
+    };
     Ok(Response::new(204).header(
         "Set-Cookie",
         format!("{SESSION_COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
@@ -242,9 +251,10 @@ pub fn change_password(
     now: i64,
 ) -> Result<Response> {
     let ip = req.peer().ip();
-    if let Err(retry_after_secs) = app.throttle.check(ip, Instant::now()) {
-        return Err(Error::TooManyRequests { retry_after_secs });
-    }
+    let attempt = app
+        .throttle
+        .reserve(ip, Instant::now())
+        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
     let body = parse_object(
         req.header("content-type"),
         req.body(),
@@ -255,12 +265,13 @@ pub fn change_password(
         body.required_str("newPassword"),
     ))?;
     if !app.check_admin_password(&who.username, current)? {
-        app.record_login_failure(req, &who.username, now);
+        app.record_login_failure(attempt, req, &who.username, now);
         return Err(Error::Validation(vec![FieldError::new(
             "currentPassword",
             "Current password is wrong",
         )]));
     }
+    attempt.success();
     validate_new_password(new, "newPassword").map_err(|e| Error::Validation(vec![e]))?;
     if new == current {
         return Err(Error::Validation(vec![FieldError::new(
@@ -293,13 +304,14 @@ pub fn change_password(
 /// the initial-password file once the generated password is gone. Shared with the CLI.
 pub fn store_admin_password(
     store: &crate::store::Store,
+    argon2: &Argon2Pool,
     username: &str,
     password: &str,
     now: i64,
 ) -> Result<()> {
     let existing = store.admin(username)?;
     let account = crate::store::AdminAccount {
-        password_hash: hash_password(password)?,
+        password_hash: argon2.hash_password(password)?,
         initial_password: false,
         created_at: existing.as_ref().map_or(now, |a| a.created_at),
         password_changed_at: now,

@@ -4,6 +4,7 @@
 //! client address. The route handlers are in [`api`].
 
 pub mod api;
+pub mod basic_cache;
 pub mod login_throttle;
 pub mod passwords;
 pub mod sessions;
@@ -11,9 +12,11 @@ pub mod sessions;
 use std::time::Instant;
 
 use crate::app::App;
-use crate::auth::{authorization_values, is_valid_api_token};
+use crate::auth::{authorization_values, check_token_on_admin_route, FailureSink};
+use crate::config::PublicUrl;
 use crate::error::{Error, Result};
 use crate::http::Request;
+use crate::store::AuditEvent;
 use sessions::{session_cookie, Session};
 
 /// How an admin request authenticated.
@@ -42,6 +45,19 @@ pub fn admin_unauthorized(req: &Request<'_>) -> Error {
     }
 }
 
+/// An admin API request with no credential at all: no Authorization header and no session
+/// cookie. Its 401 cannot depend on the body, so `Expect: 100-continue` gets it at once.
+/// The login is the exception: its credential is the body.
+pub fn lacks_any_credential(req: &Request<'_>) -> bool {
+    let path = req.path();
+    let admin_api = crate::app::route_of(path) == crate::app::Route::AdminApi;
+    let login = req.method() == "POST" && path == "/admin/api/session";
+    admin_api
+        && !login
+        && req.headers_named("authorization").next().is_none()
+        && req.header("cookie").and_then(session_cookie).is_none()
+}
+
 fn is_unsafe_method(method: &str) -> bool {
     !matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
@@ -52,7 +68,7 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     if let Some(cookie) = req.header("cookie").and_then(session_cookie) {
         if let Some(session) = app.sessions.get(cookie, instant) {
             if is_unsafe_method(req.method()) {
-                check_csrf(req, &session)?;
+                check_csrf(req, &session, app.public_url.as_ref())?;
             }
             return Ok(AdminIdentity {
                 username: session.username.clone(),
@@ -68,46 +84,96 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     if let [value] = values {
         if let Some((username, password)) = parse_basic(value) {
             let ip = req.peer().ip();
-            if let Err(retry_after_secs) = app.throttle.check(ip, instant) {
-                return Err(Error::TooManyRequests { retry_after_secs });
-            }
-            if app.check_admin_password(&username, &password)? {
-                app.throttle.success(ip);
+            let throttled = |retry_after_secs| Error::TooManyRequests { retry_after_secs };
+            app.throttle.check(ip, instant).map_err(throttled)?;
+            // A credential that passed a full check within the last minute is no guess: it
+            // takes no place in the throttle and costs no Argon2 run.
+            if app.basic_cache.contains(&username, &password, instant) {
                 return Ok(AdminIdentity {
                     username,
                     credential: AdminCredential::Basic,
                 });
             }
-            app.record_login_failure(req, &username, now);
+            let attempt = app.throttle.reserve(ip, instant).map_err(throttled)?;
+            if app.check_admin_password(&username, &password)? {
+                app.basic_cache.insert(&username, &password, instant);
+                attempt.success();
+                return Ok(AdminIdentity {
+                    username,
+                    credential: AdminCredential::Basic,
+                });
+            }
+            app.record_login_failure(attempt, req, &username, now);
             return Err(admin_unauthorized(req));
         }
     }
-    if is_valid_api_token(&app.store, values, now) {
-        return Err(Error::Forbidden(
-            "API tokens cannot be used on admin routes",
-        ));
+    if values.is_empty() {
+        return Err(admin_unauthorized(req));
     }
-    Err(admin_unauthorized(req))
+    // Anything else presented here (an API token, a broken Basic value) is a guess at an
+    // admin route: throttled and counted like a wrong password, so the 403-versus-401
+    // answer cannot be used to test tokens without leaving a trail.
+    let ip = req.peer().ip();
+    let attempt = app
+        .throttle
+        .reserve(ip, instant)
+        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
+    if let Some(secs) = attempt.failure(instant) {
+        crate::log_warn!("admin logins from {ip} locked for {secs} s after repeated failures");
+    }
+    let sink = FailureSink {
+        log: &app.auth_failures,
+        peer: ip,
+    };
+    match check_token_on_admin_route(&app.store, &app.auth_counters, Some(sink), values, now) {
+        Ok(token_id) => {
+            app.audit(
+                now,
+                AuditEvent {
+                    event: "auth.token_on_admin_route".into(),
+                    token_id: Some(token_id.to_string()),
+                    remote_addr: Some(ip.to_string()),
+                    ..Default::default()
+                },
+            );
+            Err(Error::Forbidden(
+                "API tokens cannot be used on admin routes",
+            ))
+        }
+        Err(Error::Unauthorized(_)) => Err(admin_unauthorized(req)),
+        Err(other) => Err(other),
+    }
+}
+
+/// Whether the session cookie must be `Secure`: under pa-auth's own TLS, or when clients
+/// reach it over HTTPS through a proxy (`--public-url https://...`).
+pub fn cookie_is_secure(app: &App, req: &Request<'_>) -> bool {
+    req.is_tls() || app.public_url.as_ref().is_some_and(PublicUrl::is_https)
 }
 
 /// CSRF defence for cookie-authenticated unsafe requests: the session's token must come back
-/// in `X-CSRF-Token`, and a present `Origin` must be this host.
-fn check_csrf(req: &Request<'_>, session: &Session) -> Result<()> {
+/// in `X-CSRF-Token`, and a present `Origin` must be the public URL's origin when one is
+/// configured (behind a proxy the Host header is the proxy's business), else this host.
+fn check_csrf(req: &Request<'_>, session: &Session, public_url: Option<&PublicUrl>) -> Result<()> {
     let sent = req.header("x-csrf-token").unwrap_or(&[]);
     if !passwords::constant_time_eq(sent, session.csrf_token.as_bytes()) {
         return Err(Error::Forbidden(
             "CSRF check failed: missing or wrong X-CSRF-Token",
         ));
     }
-    if let Some(origin) = req.header("origin") {
-        let host = req.header("host").unwrap_or(&[]);
-        let origin_host = origin
-            .strip_prefix(b"https://")
-            .or_else(|| origin.strip_prefix(b"http://"))
-            .unwrap_or(b"\0");
-        if !origin_host.eq_ignore_ascii_case(host) {
-            return Err(Error::Forbidden("CSRF check failed: cross-origin request"));
+    let same_origin = match (req.header("origin"), public_url) {
+        (None, _) => true,
+        (Some(origin), Some(public)) => public.matches_origin(origin),
+        (Some(origin), None) => {
+            let host = req.header("host").unwrap_or(&[]);
+            origin
+                .strip_prefix(b"https://")
+                .or_else(|| origin.strip_prefix(b"http://"))
+                .is_some_and(|origin_host| origin_host.eq_ignore_ascii_case(host))
         }
+    };
+    if !same_origin {
+        return Err(Error::Forbidden("CSRF check failed: cross-origin request"));
     }
     Ok(())
 }

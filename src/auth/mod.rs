@@ -30,6 +30,8 @@ pub struct AuthCounters {
     pub malformed: AtomicU64,
     pub unknown: AtomicU64,
     pub expired: AtomicU64,
+    /// Valid API tokens sent to admin routes (answered 403; not counted as a success).
+    pub token_on_admin_route: AtomicU64,
 }
 
 impl AuthCounters {
@@ -91,10 +93,34 @@ pub fn verify_bearer(
     }
 }
 
-/// Like [`verify_bearer`] without recording a use or counting: "is this a valid API token?"
-/// (used to answer 403 rather than 401 when an API token is sent to an admin route).
-pub fn is_valid_api_token(store: &Store, authorization: &[&[u8]], now: i64) -> bool {
-    check(store, authorization, now).is_ok()
+/// An API token sent to an admin route, where it is never a credential. `Ok(id)` when it is
+/// a valid token: counted in `token_on_admin_route`, but not a use (no last-used update, no
+/// success count). Otherwise the 401's error, counted and recorded like any failed check, so
+/// probing admin routes with tokens leaves the same trail as probing `/auth/verify`.
+pub fn check_token_on_admin_route(
+    store: &Store,
+    counters: &AuthCounters,
+    failures: Option<FailureSink<'_>>,
+    authorization: &[&[u8]],
+    now: i64,
+) -> Result<crate::tokens::TokenId, Error> {
+    match check(store, authorization, now) {
+        Ok(verified) => {
+            counters
+                .token_on_admin_route
+                .fetch_add(1, Ordering::Relaxed);
+            Ok(verified.token.id)
+        }
+        Err((error, token)) => {
+            if let Error::Unauthorized(reason) = error {
+                counters.count(Err(reason));
+                if let Some(sink) = failures {
+                    sink.log.record(reason, sink.peer, token);
+                }
+            }
+            Err(error)
+        }
+    }
 }
 
 /// The checks in order; a failure carries the token id when it is known (expired).
@@ -159,6 +185,26 @@ mod tests {
         assert_eq!(reason(verify(&s, &t, &header, 1000)), AuthFailure::Expired);
         assert_eq!(reason(verify(&s, &t, &header, 1001)), AuthFailure::Expired);
         assert_eq!(t.get(&rec.id), Some(999), "failed attempts are not uses");
+    }
+
+    #[test]
+    fn regression_issue_14_token_on_admin_route_is_counted_not_used() {
+        let s = TempStore::new();
+        let t = LastUsedTracker::default();
+        let counters = AuthCounters::default();
+        let (secret, rec) = s.create_token("ci", None, 1).unwrap();
+        let header = format!("Bearer {}", secret.expose_secret());
+        let id = check_token_on_admin_route(&s, &counters, None, &[header.as_bytes()], 5);
+        assert_eq!(id.unwrap(), rec.id);
+        assert_eq!(counters.token_on_admin_route.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.success.load(Ordering::Relaxed), 0, "not a success");
+        assert_eq!(t.get(&rec.id), None, "not a use");
+        let bad = check_token_on_admin_route(&s, &counters, None, &[b"Bearer pa_x"], 5);
+        assert!(matches!(
+            bad,
+            Err(Error::Unauthorized(AuthFailure::Malformed))
+        ));
+        assert_eq!(counters.malformed.load(Ordering::Relaxed), 1);
     }
 
     #[test]

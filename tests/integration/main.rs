@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_hardening;
 mod appliance;
 mod audit_integrity;
 mod console_browser;
