@@ -158,13 +158,14 @@ impl Handler for App {
         let started = std::time::Instant::now();
         let now = now_unix();
         let (label, result) = route(self, req, now);
+        let logged_path = route_of(req.path()).loggable_path(req.path());
         let response = result.unwrap_or_else(|e| {
             let (status, _) = e.status_and_code();
             if status >= 500 {
                 log_error!(
                     "{} {} failed (correlation id {}): {e}",
                     req.method(),
-                    req.path(),
+                    logged_path,
                     req.correlation_id().as_str()
                 );
                 if matches!(e, Error::CreationFailed(_) | Error::Store(_) | Error::Io(_)) {
@@ -182,13 +183,14 @@ impl Handler for App {
         let elapsed = started.elapsed();
         self.requests.count(label, response.status(), elapsed);
         if crate::logging::enabled(crate::logging::Level::Info) {
-            // The path only: a query string may carry a secret someone pasted there.
+            // The path only (a query string may carry a secret someone pasted there), and
+            // forward-auth and API paths only as their family.
             crate::logging::write_event(
                 crate::logging::Level::Info,
                 "request",
                 &[
                     ("method", &req.method()),
-                    ("path", &req.path()),
+                    ("path", &logged_path),
                     ("status", &response.status()),
                     ("duration_us", &elapsed.as_micros()),
                     ("peer", &req.peer()),
@@ -209,21 +211,7 @@ impl Handler for App {
             (req.method(), path),
             ("POST", "/admin/api/session" | "/admin/api/tokens") | ("PUT", "/admin/api/password")
         );
-        let known = [
-            "/healthz",
-            "/metrics",
-            "/openapi.json",
-            "/auth/verify",
-            "/api",
-            "/admin",
-        ]
-        .iter()
-        .any(|p| {
-            path == *p
-                || path
-                    .strip_prefix(p)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        });
+        let known = route_of(path) != Route::NotFound;
         let early =
             if json_route && !crate::json_body::is_json_content_type(req.header("content-type")) {
                 Some(Error::BadRequest(
@@ -242,12 +230,79 @@ impl Handler for App {
     /// lock held by slow work, or Argon2. Admin routes and `/metrics` (a store scan) go to
     /// the worker pool.
     fn serves_inline(&self, req: &Request<'_>) -> bool {
-        let path = req.path();
-        !(path == "/metrics" || path == "/admin" || path.starts_with("/admin/"))
+        !matches!(
+            route_of(req.path()),
+            Route::Metrics | Route::AdminApi | Route::Console
+        )
     }
 }
 
-/// The routing table: first match wins.
+/// The route families. Chosen by [`route_of`] from the path alone: never the query string,
+/// a header or the method, so no input outside the path can move a request to another
+/// family (issue 14: `?next=://h/healthz` once routed to `/healthz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Metrics,
+    OpenApi,
+    /// `/auth/verify` and anything under it: forward-auth.
+    Verify,
+    ApiToken,
+    /// Any other `/api` path: authenticate, then 404.
+    ApiOther,
+    AdminApi,
+    /// `/admin` and the console's assets.
+    Console,
+    NotFound,
+}
+
+/// The family of a path: the one routing decision, used by the router, the event-loop
+/// lane choice and the early answer to `Expect: 100-continue`.
+pub fn route_of(path: &str) -> Route {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    match path {
+        "/healthz" => Route::Health,
+        "/metrics" => Route::Metrics,
+        "/openapi.json" => Route::OpenApi,
+        "/api/token" => Route::ApiToken,
+        _ if under("/auth/verify") => Route::Verify,
+        _ if under("/api") => Route::ApiOther,
+        _ if under("/admin/api") => Route::AdminApi,
+        _ if under("/admin") => Route::Console,
+        _ => Route::NotFound,
+    }
+}
+
+impl Route {
+    fn label(self) -> RouteLabel {
+        match self {
+            Route::Health => RouteLabel::Health,
+            Route::Metrics => RouteLabel::Metrics,
+            Route::Verify => RouteLabel::Verify,
+            Route::ApiToken => RouteLabel::ApiToken,
+            Route::ApiOther => RouteLabel::ApiOther,
+            Route::AdminApi | Route::Console => RouteLabel::Admin,
+            Route::OpenApi | Route::NotFound => RouteLabel::Other,
+        }
+    }
+
+    /// The path as it may be logged: forward-auth and API paths only as their family (a
+    /// client may put a secret anywhere after `/auth/verify/`), anything else with
+    /// token-shaped text redacted.
+    fn loggable_path(self, path: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Route::Verify => "/auth/verify".into(),
+            Route::ApiToken => "/api/token".into(),
+            Route::ApiOther => "/api".into(),
+            _ => crate::redact::redact_secrets(path),
+        }
+    }
+}
+
+/// The routing table: the family by path, then the method.
 fn route(app: &App, req: &Request<'_>, now: i64) -> (RouteLabel, Result<Response>) {
     let path = req.path();
     // HEAD is GET without a body (the server drops it).
@@ -255,29 +310,19 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> (RouteLabel, Result<Response
         "HEAD" => "GET",
         m => m,
     };
-    match path {
-        "/healthz" => (RouteLabel::Health, only_get(method).map(|()| healthz())),
-        "/metrics" => (
-            RouteLabel::Metrics,
-            only_get(method).map(|()| metrics(app, now)),
-        ),
-        "/openapi.json" => (RouteLabel::Other, only_get(method).map(|()| openapi())),
-        p if p == "/auth/verify" || p.starts_with("/auth/verify/") => {
-            (RouteLabel::Verify, forward_auth(app, req, now))
-        }
-        "/api/token" => (RouteLabel::ApiToken, api_token(app, req, method, now)),
-        p if p == "/api" || p.starts_with("/api/") => (
-            RouteLabel::ApiOther,
-            app.authenticate(req, now).and(Err(Error::NotFound)),
-        ),
-        p if p == "/admin/api" || p.starts_with("/admin/api/") => {
-            (RouteLabel::Admin, admin_route(app, req, method, p, now))
-        }
-        p if p == "/admin" || p.starts_with("/admin/") => {
-            (RouteLabel::Admin, crate::console::serve_asset(method, p))
-        }
-        _ => (RouteLabel::Other, Err(Error::NotFound)),
-    }
+    let family = route_of(path);
+    let result = match family {
+        Route::Health => only_get(method).map(|()| healthz()),
+        Route::Metrics => only_get(method).map(|()| metrics(app, now)),
+        Route::OpenApi => only_get(method).map(|()| openapi()),
+        Route::Verify => forward_auth(app, req, now),
+        Route::ApiToken => api_token(app, req, method, now),
+        Route::ApiOther => app.authenticate(req, now).and(Err(Error::NotFound)),
+        Route::AdminApi => admin_route(app, req, method, path, now),
+        Route::Console => crate::console::serve_asset(method, path),
+        Route::NotFound => Err(Error::NotFound),
+    };
+    (family.label(), result)
 }
 
 fn only_get(method: &str) -> Result<()> {

@@ -105,6 +105,10 @@ macro_rules! serve_flags {
             /// PEM private key for --tls-cert (env PA_AUTH_TLS_KEY)
             #[argh(option)]
             pub tls_key: Option<PathBuf>,
+            /// comma-separated CIDR prefixes of proxies whose X-Correlation-Id is adopted
+            /// (default loopback; "none" trusts no peer; env PA_AUTH_TRUSTED_PROXIES)
+            #[argh(option)]
+            pub trusted_proxies: Option<String>,
             /// log format: text or json (default text; env PA_AUTH_LOG_FORMAT)
             #[argh(option)]
             pub log_format: Option<String>,
@@ -130,6 +134,7 @@ macro_rules! serve_flags {
                     tls_key: self.tls_key.clone(),
                     log_format: self.log_format.clone(),
                     log_level: self.log_level.clone(),
+                    trusted_proxies: self.trusted_proxies.clone(),
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::http::ServerConfig;
+use crate::http::{ServerConfig, TrustedProxies};
 use crate::logging::{Level, LogFormat};
 
 /// Default listen address: loopback only; expose through the site's reverse proxy.
@@ -31,6 +31,7 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    pub trusted_proxies: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -137,6 +138,12 @@ impl Config {
             100,
             100_000_000,
         )?;
+        let trusted_proxies = match pick(&args.trusted_proxies, env, "TRUSTED_PROXIES") {
+            None => TrustedProxies::default(),
+            Some((v, source)) => {
+                TrustedProxies::parse(&v).map_err(|e| Error::Config(format!("{source}: {e}")))?
+            }
+        };
         let path_of = |flag: &Option<PathBuf>, var: &str| {
             flag.clone()
                 .or_else(|| env(&format!("PA_AUTH_{var}")).map(PathBuf::from))
@@ -192,6 +199,7 @@ impl Config {
                 max_connections,
                 header_timeout: Duration::from_secs(header_timeout),
                 idle_timeout: Duration::from_secs(idle_timeout),
+                trusted_proxies,
                 ..defaults
             },
         })
@@ -200,7 +208,7 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, logs {:?}/{:?}",
+            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, trusted proxies {}, logs {:?}/{:?}",
             if self.tls.is_some() { "https" } else { "http" },
             self.listen,
             self.data_dir.display(),
@@ -210,6 +218,7 @@ impl Config {
             self.flush_interval.as_secs(),
             self.http.header_timeout.as_secs(),
             self.http.idle_timeout.as_secs(),
+            self.http.trusted_proxies,
             self.log_format,
             self.log_level,
         )
@@ -285,6 +294,9 @@ mod tests {
         let loops = |k: &str| (k == "PA_AUTH_EVENT_LOOPS").then(|| "0".to_string());
         let e = Config::from_args(&ServeArgs::default(), &loops).unwrap_err();
         assert!(e.to_string().contains("PA_AUTH_EVENT_LOOPS"), "{e}");
+        let proxies = |k: &str| (k == "PA_AUTH_TRUSTED_PROXIES").then(|| "10.0.0.1/8".to_string());
+        let e = Config::from_args(&ServeArgs::default(), &proxies).unwrap_err();
+        assert!(e.to_string().contains("PA_AUTH_TRUSTED_PROXIES"), "{e}");
         let loops = |k: &str| (k == "PA_AUTH_EVENT_LOOPS").then(|| "3".to_string());
         assert_eq!(
             Config::from_args(&ServeArgs::default(), &loops)

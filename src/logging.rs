@@ -1,9 +1,12 @@
 //! Log lines to stderr (journald adds its own timestamp under systemd; we add ours for
 //! terminals and files). One line per event. Callers never pass secrets: tokens, passwords
-//! and Authorization headers are not loggable types.
+//! and Authorization headers are not loggable types; and as a second line of defence every
+//! message and field has token-shaped text redacted ([`crate::redact`]) before it is written.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::redact::redact_secrets;
 
 /// Text lines or one JSON object per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +65,9 @@ pub fn write_event(level: Level, message: &str, fields: &[(&str, &dyn std::fmt::
         let mut object = serde_json::Map::new();
         object.insert("time".into(), now.into());
         object.insert("level".into(), level.as_str().to_lowercase().into());
-        object.insert("message".into(), message.into());
+        object.insert("message".into(), redact_secrets(message).into());
         for (k, v) in fields {
-            object.insert((*k).into(), v.to_string().into());
+            object.insert((*k).into(), redact_secrets(&v.to_string()).into());
         }
         line.push_str(&serde_json::Value::Object(object).to_string());
     } else {
@@ -85,7 +88,7 @@ pub fn write_event(level: Level, message: &str, fields: &[(&str, &dyn std::fmt::
 }
 
 fn push_escaped(line: &mut String, text: &str) {
-    for c in text.chars() {
+    for c in redact_secrets(text).chars() {
         if c.is_control() {
             line.extend(c.escape_default());
         } else {

@@ -495,7 +495,7 @@ fn serve_buffered(
     if conn.filled == 0 {
         return Served::NeedMore;
     }
-    let head = match parse_head(&mut conn.buf[..conn.filled], &shared.config) {
+    let head = match parse_head(&conn.buf[..conn.filled], &shared.config) {
         Ok(Some(head)) => head,
         Ok(None) => return Served::NeedMore,
         Err(e) => {
@@ -506,7 +506,7 @@ fn serve_buffered(
     if head.framing != Framing::Empty || head.expect_continue {
         return Served::Migrate;
     }
-    let correlation_id = correlation_id_of(&conn.buf, &head);
+    let correlation_id = correlation_id_of(&conn.buf, &head, conn.peer, &shared.config);
     let request = Request {
         buf: &conn.buf[..conn.filled],
         head: &head,

@@ -3,7 +3,7 @@
 //! the cargo-fuzz target `request_head`. Framing is strict because pa-auth sits behind proxies
 //! that may frame differently: anything ambiguous is refused rather than guessed.
 
-use crate::error::Error;
+use crate::error::{AuthFailure, Error};
 
 /// Most header fields accepted in one request head (more → 431).
 pub const MAX_HEADERS: usize = 100;
@@ -54,6 +54,8 @@ pub struct HeaderSpan {
 pub struct ParsedHead {
     pub method: Span,
     pub target: Span,
+    /// Where the routed path lies in the target (see [`ParsedHead::path`]).
+    pub path: Span,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     pub headers: [HeaderSpan; MAX_HEADERS],
@@ -65,6 +67,18 @@ pub struct ParsedHead {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request with a body.
     pub expect_continue: bool,
+}
+
+impl ParsedHead {
+    /// The path the request is routed by (RFC 9112 §3.2): for origin-form the target up to
+    /// the first `?`; for absolute-form the path after the authority (`/` when empty); empty
+    /// for authority-form (CONNECT) and `*` for asterisk-form (OPTIONS). Never the query.
+    pub fn path<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        match self.path.of(buf) {
+            b"" if strip_scheme(self.target.of(buf)).is_some() => b"/",
+            path => path,
+        }
+    }
 }
 
 /// Parses `buf` as a request head. `Ok(None)` means "incomplete, read more" (the caller must
@@ -89,6 +103,15 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
         }
         Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
         Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue)
+            if is_forward_auth_request(buf) =>
+        {
+            // A forbidden byte (NUL, another control byte, obs-fold) in a header line of a
+            // forward-auth request: every credential problem there is a 401, because a
+            // proxy turns any other status into a 500 for its client. Still refused, and
+            // the connection still closes after it.
+            return Err(Error::Unauthorized(AuthFailure::Malformed));
+        }
         Err(e) => return Err(Error::BadRequest(format!("malformed request head: {e}"))),
     };
     if head_len > limits.max_head_bytes {
@@ -110,12 +133,11 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
     else {
         return Err(Error::BadRequest("incomplete request line".into()));
     };
-    if !(target.starts_with('/') || target == "*" || is_absolute_form(target)) {
-        return Err(Error::BadRequest("request target must be a path".into()));
-    }
+    let path = path_in_target(method, target)?;
     let mut parsed = ParsedHead {
         method: span(method.as_bytes()),
         target: span(target.as_bytes()),
+        path: span(path.as_bytes()),
         minor_version: version,
         headers: [HeaderSpan::default(); MAX_HEADERS],
         header_count: request.headers.len(),
@@ -230,10 +252,103 @@ fn has_bare_lf(head: &[u8]) -> bool {
         .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
-fn is_absolute_form(target: &str) -> bool {
-    let t = target.as_bytes();
-    let starts = |p: &[u8]| t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p);
-    starts(b"http://") || starts(b"https://")
+/// The path of a request target, by RFC 9112 §3.2's four forms; anything else is a 400.
+///
+/// The form is decided by the target's first bytes only, never by what appears later (a query
+/// string may hold `://`, `/..` or anything else and is never looked into). The target must be
+/// printable ASCII without `#`: a fragment is not part of a request target.
+pub fn request_path<'t>(method: &str, target: &'t str) -> Result<&'t str, Error> {
+    let path = path_in_target(method, target)?;
+    Ok(
+        if path.is_empty() && strip_scheme(target.as_bytes()).is_some() {
+            "/"
+        } else {
+            path
+        },
+    )
+}
+
+/// [`request_path`] as a slice of `target` (so it can be kept as a span): empty for an
+/// absolute-form target without a path, which [`ParsedHead::path`] reads as `/`.
+fn path_in_target<'t>(method: &str, target: &'t str) -> Result<&'t str, Error> {
+    let bad = |why: &str| Err(Error::BadRequest(format!("invalid request target: {why}")));
+    if target.is_empty() {
+        return bad("empty");
+    }
+    if !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("only printable ASCII is allowed");
+    }
+    if target.contains('#') {
+        return bad("a fragment is not part of a request target");
+    }
+    let before_query = |t: &'t str| t.split_once('?').map_or(t, |(path, _)| path);
+    if target.starts_with('/') {
+        return Ok(before_query(target));
+    }
+    if let Some(rest) = strip_scheme(target.as_bytes()) {
+        let rest = &target[target.len() - rest.len()..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if authority_end == 0 {
+            return bad("absolute-form without a host");
+        }
+        return Ok(before_query(&rest[authority_end..]));
+    }
+    if method == "CONNECT" {
+        // authority-form: host ":" port, nothing else. pa-auth serves no CONNECT route, so
+        // the path is empty and the request is routed nowhere (404).
+        return match target.rsplit_once(':') {
+            Some((host, port))
+                if !host.is_empty()
+                    && !host.contains(['/', '?', '@'])
+                    && !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Ok(&target[target.len()..])
+            }
+            _ => bad("CONNECT needs host:port"),
+        };
+    }
+    if target == "*" {
+        return if method == "OPTIONS" {
+            Ok(target)
+        } else {
+            bad("`*` is only for OPTIONS")
+        };
+    }
+    bad("must start with `/`, `http://` or `https://`")
+}
+
+/// Whether `buf` starts with a well-formed request line whose path is `/auth/verify` or
+/// under it (looked at only when a header line is malformed).
+fn is_forward_auth_request(buf: &[u8]) -> bool {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n");
+    let Some(line) = line_end.and_then(|end| buf.get(..end)) else {
+        return false;
+    };
+    let Ok(line) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    if !matches!(version, "HTTP/1.1" | "HTTP/1.0") || method.is_empty() {
+        return false;
+    }
+    request_path(method, target)
+        .is_ok_and(|path| path == "/auth/verify" || path.starts_with("/auth/verify/"))
+}
+
+/// The rest of an absolute-form target after its `http://` or `https://` (any case).
+fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
+    [&b"http://"[..], b"https://"].iter().find_map(|scheme| {
+        target
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &target[scheme.len()..])
+    })
 }
 
 /// Strips RFC 9110 optional whitespace (SP / HTAB) from both ends.
@@ -343,6 +458,90 @@ mod tests {
             status("GET / HTTP/1.1\r\nHost: a\r\nX\u{e9}: b\r\n\r\n"),
             400
         );
+    }
+
+    fn path_of(method: &str, target: &str) -> Result<String, u16> {
+        let raw = format!("{method} {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        match parse(&raw) {
+            Ok(Some(h)) => Ok(String::from_utf8(h.path(raw.as_bytes()).to_vec()).unwrap()),
+            Ok(None) => Err(0),
+            Err(e) => Err(e.status_and_code().0),
+        }
+    }
+
+    /// Issue 14, item 1: `/auth/verify?x=://h/healthz` was routed to `/healthz`.
+    #[test]
+    fn issue_14_path_never_comes_from_the_query() {
+        for (target, path) in [
+            ("/auth/verify?x=://h/healthz", "/auth/verify"),
+            (
+                "/auth/verify/x?next=https://h/openapi.json",
+                "/auth/verify/x",
+            ),
+            ("/auth/verify?a=http://h/metrics?b=1", "/auth/verify"),
+            ("/api/x?r=://h/admin/", "/api/x"),
+            ("/a/b:c//d?e", "/a/b:c//d"),
+            ("/x/http://h/healthz", "/x/http://h/healthz"),
+            ("/?", "/"),
+            ("http://h/healthz?x=1", "/healthz"),
+            ("HTTPS://h:8/a/b?c=://h/x", "/a/b"),
+            ("http://h", "/"),
+            ("http://h?x=://h/healthz", "/"),
+        ] {
+            assert_eq!(path_of("GET", target).as_deref(), Ok(path), "{target}");
+        }
+    }
+
+    #[test]
+    fn issue_14_request_target_forms() {
+        assert_eq!(path_of("OPTIONS", "*").as_deref(), Ok("*"));
+        assert_eq!(path_of("GET", "*"), Err(400));
+        assert_eq!(path_of("CONNECT", "h:443").as_deref(), Ok(""));
+        assert_eq!(path_of("GET", "h:443"), Err(400));
+        for bad in [
+            "auth/verify",
+            "x://h/healthz",
+            "ftp://h/healthz",
+            "http:/h/x",
+            "http:///x",
+            "//h/x?#",
+            "/auth/verify#x",
+            "?x=/healthz",
+        ] {
+            assert_eq!(path_of("GET", bad), Err(400), "{bad}");
+        }
+        assert_eq!(path_of("CONNECT", "h:x"), Err(400));
+    }
+
+    /// Issue 14, item 12: NUL (or any control byte) in the head is refused, never replaced;
+    /// on forward-auth the refusal is the credential 401.
+    #[test]
+    fn issue_14_control_bytes_in_head() {
+        let head = |target: &str, line: &[u8]| {
+            let mut raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n").into_bytes();
+            raw.extend_from_slice(line);
+            raw.extend_from_slice(b"\r\n\r\n");
+            match parse_request_head(&raw, &LIMITS) {
+                Ok(Some(_)) => 200,
+                Ok(None) => 0,
+                Err(e) => e.status_and_code().0,
+            }
+        };
+        for line in [
+            &b"Authorization: Bearer\0pa_x"[..],
+            b"Authorization: Bearer \x01x",
+            b"X: \x7f",
+            b"Transfer-Encoding: chunked\0",
+            b" obs-fold",
+            b"X\0: y",
+        ] {
+            assert_eq!(head("/healthz", line), 400, "{line:?}");
+            assert_eq!(head("/auth/verify", line), 401, "{line:?}");
+            assert_eq!(head("/auth/verify/a?b", line), 401, "{line:?}");
+            assert_eq!(head("http://h/auth/verify", line), 401, "{line:?}");
+            assert_eq!(head("/auth/verifyx", line), 400, "{line:?}");
+            assert_eq!(head("/x?/auth/verify", line), 400, "{line:?}");
+        }
     }
 
     #[test]

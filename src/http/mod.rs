@@ -10,6 +10,7 @@ mod request;
 mod response;
 mod server;
 pub mod tls;
+pub mod trusted_proxies;
 mod worker_pool;
 
 pub use request::Request;
@@ -17,3 +18,4 @@ pub use response::{
     is_valid_header_name, is_valid_header_value, CorrelationId, HeaderValue, Response,
 };
 pub use server::{Handler, Server, ServerConfig, ServerStats, StatsHandle};
+pub use trusted_proxies::{Cidr, TrustedProxies};

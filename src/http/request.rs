@@ -29,16 +29,10 @@ impl<'a> Request<'a> {
         std::str::from_utf8(self.head.target.of(self.buf)).unwrap_or("")
     }
 
-    /// The path, without the query; for an absolute-form target, its path part.
+    /// The path the request is routed by: never includes the query (see
+    /// [`super::head::request_path`] for the four target forms).
     pub fn path(&self) -> &'a str {
-        let target = self.target();
-        let target = match target.find("://") {
-            Some(i) => target
-                .get(i + 3..)
-                .map_or("/", |rest| rest.find('/').map_or("/", |j| &rest[j..])),
-            None => target,
-        };
-        target.split_once('?').map_or(target, |(p, _)| p)
+        std::str::from_utf8(self.head.path(self.buf)).unwrap_or("")
     }
 
     /// The raw query string after `?`, if any.

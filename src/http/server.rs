@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::event_loop::EventLoop;
 use super::head::{parse_request_head, HeadLimits, ParsedHead};
 use super::tls::TlsContext;
+use super::trusted_proxies::TrustedProxies;
 use super::{CorrelationId, Request, Response};
 use crate::error::Error;
 use crate::log_error;
@@ -47,6 +48,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Serve HTTPS with this certificate (reloadable) instead of plain HTTP.
     pub tls: Option<Arc<TlsContext>>,
+    /// Peers whose `X-Correlation-Id` is adopted (default loopback).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             tls: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -252,8 +256,18 @@ impl Server {
     }
 }
 
-/// The correlation id of a request: a proxy's 32-hex `X-Correlation-Id`, or a new one.
-pub(super) fn correlation_id_of(buf: &[u8], head: &ParsedHead) -> CorrelationId {
+/// The correlation id of a request: a trusted proxy's 32-hex `X-Correlation-Id`, or a new
+/// one. A client that could choose its id could make its requests' log lines and audit
+/// events collide with someone else's.
+pub(super) fn correlation_id_of(
+    buf: &[u8],
+    head: &ParsedHead,
+    peer: SocketAddr,
+    config: &ServerConfig,
+) -> CorrelationId {
+    if !config.trusted_proxies.contains(peer.ip()) {
+        return CorrelationId::generate();
+    }
     head.headers[..head.header_count]
         .iter()
         .find(|h| h.name.of(buf).eq_ignore_ascii_case(b"x-correlation-id"))
@@ -282,43 +296,13 @@ pub(super) fn checked_response(response: Response, correlation_id: &CorrelationI
 }
 
 /// Parses the request head at the front of `buf` with the configured limits, for both lanes.
-///
-/// RFC 9110 §5.5 lets a recipient replace NUL in a field value with SP instead of rejecting
-/// the message. Doing so keeps "every credential problem is a 401": a NUL inside an
-/// Authorization value becomes a malformed token, not a 400. Only on the error path, so valid
-/// requests pay nothing.
-pub(super) fn parse_head(
-    buf: &mut [u8],
-    config: &ServerConfig,
-) -> Result<Option<ParsedHead>, Error> {
+/// A NUL or other control byte anywhere in the head is refused (400; 401 on forward-auth,
+/// see [`parse_request_head`]), as nginx and Caddy do: RFC 9110 §5.5 would allow replacing
+/// NUL with SP, but then `Bearer\0<token>` would authenticate and `chunked\0` would frame.
+pub(super) fn parse_head(buf: &[u8], config: &ServerConfig) -> Result<Option<ParsedHead>, Error> {
     let limits = HeadLimits {
         max_head_bytes: config.max_head_bytes,
         max_body_bytes: config.max_body_bytes,
     };
-    let parsed = parse_request_head(buf, &limits);
-    if parsed.is_err() && replace_nul_in_head(buf) {
-        return parse_request_head(buf, &limits);
-    }
-    parsed
-}
-
-/// Replaces NUL bytes in the header-field lines (not the request line, not the body) with
-/// SP. Returns whether anything changed.
-fn replace_nul_in_head(buf: &mut [u8]) -> bool {
-    let head_end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(buf.len(), |i| i + 4);
-    let fields_start = buf
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(head_end, |i| i + 1);
-    let mut changed = false;
-    for b in buf.iter_mut().take(head_end).skip(fields_start) {
-        if *b == 0 {
-            *b = b' ';
-            changed = true;
-        }
-    }
-    changed
+    parse_request_head(buf, &limits)
 }

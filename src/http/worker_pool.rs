@@ -210,7 +210,7 @@ fn read_head(
     let mut head_started = (first_request || conn.filled > 0).then_some(waiting_since);
     loop {
         if conn.filled > 0 {
-            match parse_head(&mut conn.buf[..conn.filled], &shared.config) {
+            match parse_head(&conn.buf[..conn.filled], &shared.config) {
                 Ok(Some(head)) => return HeadOutcome::Ready(Box::new(head)),
                 Ok(None) => {}
                 Err(e) => return HeadOutcome::Rejected(e),
@@ -277,7 +277,7 @@ fn serve_request(
     out: &mut Vec<u8>,
 ) -> Next {
     let handler = &*shared.handler;
-    let correlation_id = correlation_id_of(conn.buf, head);
+    let correlation_id = correlation_id_of(conn.buf, head, conn.peer, &shared.config);
     let head_only = head.method.of(conn.buf) == b"HEAD";
     let head_len = head.head_len;
 

@@ -42,3 +42,8 @@ fn token_format_corpus() {
 fn admin_json_corpus() {
     replay("admin_json", pa_auth::fuzz_checks::check_admin_json);
 }
+
+#[test]
+fn routing_corpus() {
+    replay("routing", pa_auth::fuzz_checks::check_routing);
+}

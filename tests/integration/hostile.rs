@@ -244,9 +244,21 @@ fn authorization_cases(secret: &str) -> Vec<Case> {
             Expect::Unauthorized(Some("invalid_request")),
         ),
         c(
+            // Every credential problem on forward-auth is a 401 (a proxy turns a 400 into a
+            // 500 for its client): the contract and issue 14 item 5.
             "control byte",
             bearer(&[&s[..20], b"\x01", &s[21..]].concat()),
-            Expect::Error(400, "validation_error"),
+            Expect::Unauthorized(Some("invalid_request")),
+        ),
+        c(
+            "DEL byte",
+            bearer(&[&s[..20], b"\x7f", &s[21..]].concat()),
+            Expect::Unauthorized(Some("invalid_request")),
+        ),
+        c(
+            "NUL between scheme and token",
+            [b"Bearer\0".as_slice(), s].concat(),
+            Expect::Unauthorized(Some("invalid_request")),
         ),
     ];
     for len in [1usize, 3, 4, 20, 42, 43, 46, 48, 50, 60] {
@@ -279,6 +291,67 @@ fn authorization_cases(secret: &str) -> Vec<Case> {
         request: format!("GET /auth/verify?access_token={secret} HTTP/1.1\r\nHost: x\r\n\r\n")
             .into_bytes(),
         expect: Expect::Unauthorized(None),
+    });
+    // Issue 14, item 1: the query string never chooses the route. Each of these answered 200
+    // with no token before the fix.
+    for target in [
+        "/auth/verify?x=://h/healthz",
+        "/auth/verify/x?next=https://h/openapi.json",
+        "/auth/verify?a=http://h/metrics",
+        "/auth/verify?r=://h/admin/",
+        "/auth/verify?x=HTTP://h/healthz&y=/..%2f",
+        "http://h/auth/verify?x=://h/healthz",
+    ] {
+        cases.push(Case {
+            group: "routing",
+            name: format!("no token, {target}"),
+            request: format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+            expect: Expect::Unauthorized(None),
+        });
+        cases.push(Case {
+            group: "routing",
+            name: format!("malformed token, {target}"),
+            request: format!(
+                "GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer pa_x\r\n\r\n"
+            )
+            .into_bytes(),
+            expect: Expect::Unauthorized(Some("invalid_request")),
+        });
+    }
+    cases.push(Case {
+        group: "routing",
+        name: "fragment in the target".into(),
+        request: b"GET /auth/verify#/healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        expect: Expect::Error(400, "validation_error"),
+    });
+    cases.push(Case {
+        group: "routing",
+        name: "target that is neither a path nor absolute".into(),
+        request: b"GET x://h/healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        expect: Expect::Error(400, "validation_error"),
+    });
+    cases.push(Case {
+        group: "routing",
+        name: "authority-form without CONNECT".into(),
+        request: b"GET h:80 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        expect: Expect::Error(400, "validation_error"),
+    });
+    // Issue 14, item 12: NUL in any header of a forward-auth request is the credential 401;
+    // elsewhere a 400. Never replaced by a space.
+    cases.push(Case {
+        group: "authorization",
+        name: "NUL in another header on forward-auth".into(),
+        request: format!("GET /auth/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\nX-A: a\0b\r\n\r\n").into_bytes(),
+        expect: Expect::Unauthorized(Some("invalid_request")),
+    });
+    cases.push(Case {
+        group: "authorization",
+        name: "NUL in a header on /api/token".into(),
+        request: format!(
+            "GET /api/token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\0{secret}\r\n\r\n"
+        )
+        .into_bytes(),
+        expect: Expect::Error(400, "validation_error"),
     });
     cases.push(Case {
         group: "authorization",

@@ -10,6 +10,7 @@ mod fuzz_corpus;
 mod hostile;
 mod http_layer;
 mod reliability;
+mod security_review;
 mod service;
 mod support;
 mod webdriver;
