@@ -177,52 +177,69 @@ fn start_caddy(pa_auth: SocketAddr, api: SocketAddr) -> Option<Proxy> {
     if !require_program("/usr/bin/caddy", "caddy") {
         return None;
     }
-    let dir = TempDir::new("caddy");
-    let port = free_port();
-    let hop = free_port();
-    let site = deploy_file("caddy/Caddyfile")
-        .replace("api.example.internal {", &format!("http://:{port} {{"))
-        .replace(":8079", &format!(":{hop}"))
-        .replace(
-            "reverse_proxy 127.0.0.1:8080",
-            &format!("reverse_proxy {pa_auth}"),
-        )
-        .replace(
-            "reverse_proxy 127.0.0.1:9000",
-            &format!("reverse_proxy {api}"),
-        )
-        .replace("output stdout", "output discard");
-    let global = format!(
-        "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n}}\n\n",
-        dir.path().join("storage").display()
-    );
-    let file = dir.path().join("Caddyfile");
-    std::fs::write(&file, global + &site).unwrap();
-    let mut child = Command::new("/usr/bin/caddy")
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&file)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path().join("data"))
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("caddy.log")).unwrap())
-        .spawn()
-        .expect("caddy");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let log = dir.path().join("caddy.log");
-    let what = format!("caddy (log {})", log.display());
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_listening(addr, &mut child, &what)
-    }))
-    .is_err()
-    {
-        panic!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+    // Two ports picked by binding :0 and letting go can be taken meanwhile by a parallel
+    // test; Caddy then exits at once. Try again with new ports.
+    for attempt in 1..=3 {
+        let dir = TempDir::new("caddy");
+        // Both listeners held while the second is picked, so the two ports differ.
+        let (a, b) = (
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let (port, hop) = (
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        );
+        drop((a, b));
+        let site = deploy_file("caddy/Caddyfile")
+            .replace(
+                "api.example.internal {",
+                &format!("http://:{port} {{\n\tbind 127.0.0.1"),
+            )
+            .replace(":8079", &format!(":{hop}"))
+            .replace(
+                "reverse_proxy 127.0.0.1:8080",
+                &format!("reverse_proxy {pa_auth}"),
+            )
+            .replace(
+                "reverse_proxy 127.0.0.1:9000",
+                &format!("reverse_proxy {api}"),
+            )
+            .replace("output stdout", "output discard");
+        let global = format!(
+            "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n}}\n\n",
+            dir.path().join("storage").display()
+        );
+        let file = dir.path().join("Caddyfile");
+        std::fs::write(&file, global + &site).unwrap();
+        let log = dir.path().join("caddy.log");
+        let mut child = Command::new("/usr/bin/caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&file)
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("caddy");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_listening(addr, &mut child, "caddy")
+        }));
+        if started.is_ok() {
+            return Some(Proxy {
+                child,
+                addr,
+                _dir: dir,
+            });
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let last = text.lines().last().unwrap_or("").to_string();
+        assert!(attempt < 3, "caddy did not start: {last}");
+        eprintln!("caddy attempt {attempt} failed: {last}");
     }
-    Some(Proxy {
-        child,
-        addr,
-        _dir: dir,
-    })
+    None
 }
 
 /// Admin helpers against the pa-auth service.
@@ -949,6 +966,8 @@ fn bad_credentials() -> [Option<&'static str>; 3] {
 /// `path_prefix` + the client's :path (query included), Content-Length 0, and of the
 /// client's headers only `allowed_headers` (Authorization).
 fn envoy_check_request(method: &str, client_target: &str, authorization: Option<&str>) -> Vec<u8> {
+    // Envoy never puts a fragment in :path (it refuses or strips one from the client).
+    let client_target = client_target.split('#').next().unwrap_or("");
     let mut out = format!(
         "{method} /auth/verify{client_target} HTTP/1.1\r\nHost: api.example.internal\r\n\
          content-length: 0\r\nx-envoy-internal: true\r\nx-forwarded-proto: https\r\n\
