@@ -1,6 +1,8 @@
 //! Backup files (`.pab`): a versioned, checksummed snapshot of the tokens (blake3 hashes,
 //! never secrets, with last-used times), the admin accounts (Argon2id hashes) and the audit
-//! log. Text, one JSON object per line:
+//! log (both of its trees, as one oldest-first list; a restore puts each event back in the
+//! tree of its kind, so backups from before the trees were split restore as well). Text,
+//! one JSON object per line:
 //!
 //! ```text
 //! PA-AUTH-BACKUP 1 2026-11-30T09:00:00Z
@@ -230,22 +232,20 @@ mod tests {
         let (_, gone) = a.create_token("gone", None, 2).unwrap();
         a.delete_token(gone.id).unwrap();
         a.write_last_used(&[(rec.id, 77)]).unwrap();
-        a.append_audit(
-            5,
-            AuditEvent {
-                event: "x".into(),
-                at: "t".into(),
+        for (at, event) in [(5, "token.created"), (6, "auth.failed")] {
+            let event = AuditEvent {
+                event: event.into(),
                 ..Default::default()
-            },
-        )
-        .unwrap();
+            };
+            a.append_audit(at, event).unwrap();
+        }
         let (bytes, summary) = write_backup(&a, 100).unwrap();
         assert_eq!(
             summary,
             BackupSummary {
                 tokens: 1,
                 admins: 0,
-                audit_events: 1
+                audit_events: 2
             }
         );
         assert!(!String::from_utf8_lossy(&bytes).contains(secret.expose_secret()));
@@ -256,6 +256,7 @@ mod tests {
         assert!(b.token_by_id(gone.id).unwrap().is_none());
         assert_eq!(b.stored_last_used(rec.id).unwrap(), Some(77));
         assert_eq!(b.token_count().unwrap(), 1);
+        assert_eq!(b.export_audit().unwrap(), a.export_audit().unwrap());
 
         let mut tampered = bytes.clone();
         let i = tampered.len() / 2;
@@ -264,5 +265,50 @@ mod tests {
         assert!(read_backup(&bytes[..bytes.len() - 10]).is_err());
         assert!(read_backup(b"").is_err());
         assert!(read_backup(b"hello\nBLAKE3 00\n").is_err());
+    }
+
+    /// A backup written before the audit log had two trees (same format, every event in
+    /// one list) restores, each event into the tree of its kind, and pages as before.
+    #[test]
+    fn a_backup_from_before_the_split_restores() {
+        let mut body = String::from("PA-AUTH-BACKUP 1 2026-11-30T09:00:00Z\n");
+        let events = [
+            ("0000000000989680", "0000000000000001", "token.created"),
+            ("0000000000989680", "0000000000000002", "auth.failed"),
+            ("0000000001312d00", "0000000000000003", "admin.login_failed"),
+            ("0000000001312d00", "0000000000000004", "token.deleted"),
+        ];
+        for (micros, id, event) in events {
+            body.push_str(&format!(
+                "{{\"type\":\"audit\",\"key\":\"{micros}{id}\",\"event\":{{\"id\":\"{micros}{id}\",\"at\":\"1970-01-01T00:00:10Z\",\"event\":\"{event}\"}}}}\n"
+            ));
+        }
+        let bytes = format!("{body}BLAKE3 {}\n", blake3::hash(body.as_bytes()).to_hex());
+        let store = TempStore::new();
+        let summary = restore(&store, read_backup(bytes.as_bytes()).unwrap()).unwrap();
+        assert_eq!(summary.audit_events, 4);
+        let query = |before| crate::store::AuditQuery {
+            limit: 2,
+            before,
+            ..Default::default()
+        };
+        let (page, next) = store.audit_events(&query(None)).unwrap();
+        let (rest, last) = store
+            .audit_events(&query(crate::store::parse_audit_cursor(&next.unwrap())))
+            .unwrap();
+        let names: Vec<_> = page.iter().chain(&rest).map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "token.deleted",
+                "admin.login_failed",
+                "auth.failed",
+                "token.created"
+            ]
+        );
+        assert!(last.is_none());
+        // And a new backup holds all of them again.
+        let (again, _) = write_backup(&store, 200).unwrap();
+        assert_eq!(read_backup(&again).unwrap().summary().audit_events, 4);
     }
 }

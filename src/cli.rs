@@ -11,7 +11,7 @@ use crate::admin::api::store_admin_password;
 use crate::admin::passwords::validate_new_password;
 use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
 use crate::error::{Error, Result};
-use crate::store::{AuditEvent, Store, StoreOptions};
+use crate::store::{AuditEvent, AuditKind, Store, StoreOptions};
 use crate::time_format::{format_rfc3339, now_unix};
 use crate::token_fields::{parse_expires_at, validate_name};
 use crate::tokens::TokenId;
@@ -96,9 +96,12 @@ macro_rules! serve_flags {
             /// seconds an idle keep-alive connection is kept (default 5)
             #[argh(option)]
             pub idle_timeout: Option<String>,
-            /// audit events kept before the oldest are dropped (default 100000)
+            /// admin and token lifecycle audit events kept before the oldest are dropped (default 100000)
             #[argh(option)]
             pub audit_retention: Option<String>,
+            /// audit events anyone can cause (failed authentications and logins) kept before the oldest of them are dropped (default 100000)
+            #[argh(option)]
+            pub audit_failure_retention: Option<String>,
             /// PEM certificate chain; with --tls-key, serve HTTPS (env PA_AUTH_TLS_CERT)
             #[argh(option)]
             pub tls_cert: Option<PathBuf>,
@@ -130,6 +133,7 @@ macro_rules! serve_flags {
                     header_timeout: self.header_timeout.clone(),
                     idle_timeout: self.idle_timeout.clone(),
                     audit_retention: self.audit_retention.clone(),
+                    audit_failure_retention: self.audit_failure_retention.clone(),
                     tls_cert: self.tls_cert.clone(),
                     tls_key: self.tls_key.clone(),
                     log_format: self.log_format.clone(),
@@ -301,7 +305,7 @@ fn token_create(c: &TokenCreate) -> Result<()> {
     let _ = store.append_audit(
         now,
         AuditEvent {
-            event: "token.created".into(),
+            event: AuditKind::TokenCreated.into(),
             actor: Some("cli".into()),
             token_id: Some(record.id.to_string()),
             token_name: Some(record.name.clone()),
@@ -371,7 +375,7 @@ fn token_delete(d: &TokenDelete) -> Result<()> {
             let _ = store.append_audit(
                 now,
                 AuditEvent {
-                    event: "token.deleted".into(),
+                    event: AuditKind::TokenDeleted.into(),
                     actor: Some("cli".into()),
                     token_id: Some(id.to_string()),
                     token_name: Some(record.name.clone()),
@@ -404,7 +408,7 @@ fn set_password(p: &SetPassword) -> Result<()> {
     let _ = store.append_audit(
         now,
         AuditEvent {
-            event: "admin.password_changed".into(),
+            event: AuditKind::AdminPasswordChanged.into(),
             actor: Some(p.username.clone()),
             reason: Some("cli".into()),
             ..Default::default()

@@ -27,6 +27,7 @@ pub struct ServeArgs {
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub audit_retention: Option<String>,
+    pub audit_failure_retention: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
@@ -47,7 +48,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub flush_interval: Duration,
+    /// Lifecycle audit events kept (admin and token changes, start/stop).
     pub audit_retention: u64,
+    /// Audit events anyone can cause (failed authentications and logins) kept.
+    pub audit_failure_retention: u64,
     pub http: ServerConfig,
     pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
@@ -144,6 +148,16 @@ impl Config {
                 TrustedProxies::parse(&v).map_err(|e| Error::Config(format!("{source}: {e}")))?
             }
         };
+        let audit_failure_retention = number(
+            pick(
+                &args.audit_failure_retention,
+                env,
+                "AUDIT_FAILURE_RETENTION",
+            ),
+            100_000u64,
+            100,
+            100_000_000,
+        )?;
         let path_of = |flag: &Option<PathBuf>, var: &str| {
             flag.clone()
                 .or_else(|| env(&format!("PA_AUTH_{var}")).map(PathBuf::from))
@@ -193,6 +207,7 @@ impl Config {
             data_dir,
             flush_interval: Duration::from_secs(flush),
             audit_retention,
+            audit_failure_retention,
             http: ServerConfig {
                 event_loops,
                 workers,
@@ -305,5 +320,27 @@ mod tests {
                 .event_loops,
             3
         );
+    }
+
+    #[test]
+    fn audit_retentions_default_env_flag_and_bounds() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&ServeArgs::default(), &none).unwrap();
+        assert_eq!(
+            (c.audit_retention, c.audit_failure_retention),
+            (100_000, 100_000)
+        );
+        let env = |k: &str| (k == "PA_AUTH_AUDIT_FAILURE_RETENTION").then(|| "5000".to_string());
+        let c = Config::from_args(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(
+            (c.audit_retention, c.audit_failure_retention),
+            (100_000, 5_000)
+        );
+        let bad = ServeArgs {
+            audit_failure_retention: Some("10".into()),
+            ..Default::default()
+        };
+        let e = Config::from_args(&bad, &none).unwrap_err();
+        assert!(e.to_string().contains("--audit-failure-retention"), "{e}");
     }
 }

@@ -16,7 +16,7 @@ use crate::flusher::LastUsedFlusher;
 use crate::http::tls::{load_server_config, TlsContext};
 use crate::http::{Server, ServerConfig};
 use crate::last_used::LastUsedTracker;
-use crate::store::{write_private_file, AdminAccount, AuditEvent, Store, StoreOptions};
+use crate::store::{write_private_file, AdminAccount, AuditEvent, AuditKind, Store, StoreOptions};
 use crate::systemd_notify::notify;
 use crate::time_format::now_unix;
 use crate::{log_info, log_warn};
@@ -40,6 +40,7 @@ pub fn serve(config: &Config) -> Result<()> {
     };
     let options = StoreOptions {
         audit_cap: config.audit_retention,
+        audit_failure_cap: config.audit_failure_retention,
         index_tokens: true,
         ..StoreOptions::default()
     };
@@ -73,7 +74,7 @@ pub fn serve(config: &Config) -> Result<()> {
     app.audit(
         now_unix(),
         AuditEvent {
-            event: "server.started".into(),
+            event: AuditKind::ServerStarted.into(),
             ..Default::default()
         },
     );
@@ -96,7 +97,7 @@ pub fn serve(config: &Config) -> Result<()> {
     app.audit(
         now_unix(),
         AuditEvent {
-            event: "server.stopped".into(),
+            event: AuditKind::ServerStopped.into(),
             ..Default::default()
         },
     );

@@ -1,8 +1,8 @@
 //! Whole-store reads and writes for backup and restore: every token (with its hash and
-//! last-used time), every admin account, every audit event; and clearing a store before a
-//! forced restore.
+//! last-used time), every admin account, and clearing a store before a forced restore.
+//! The audit trees' export and import live in `audit_log`, beside the rule that picks a tree.
 
-use super::{be_i64, AdminAccount, AuditEvent, Store};
+use super::{be_i64, AdminAccount, Store};
 use crate::error::{Error, Result};
 use crate::tokens::TokenHash;
 
@@ -50,22 +50,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Every audit event with its 16-byte key, oldest first.
-    pub fn export_audit(&self) -> Result<Vec<([u8; 16], AuditEvent)>> {
-        let mut out = Vec::new();
-        for entry in self.audit.iter() {
-            let (key, bytes) = entry?;
-            let key: [u8; 16] = key
-                .as_ref()
-                .try_into()
-                .map_err(|_| Error::Corrupt("audit key".into()))?;
-            let event = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Corrupt(format!("audit record: {e}")))?;
-            out.push((key, event));
-        }
-        Ok(out)
-    }
-
     /// True when the store holds no token, admin or audit event.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.admins.is_empty() && self.audit.is_empty()
@@ -78,29 +62,14 @@ impl Store {
             &self.token_names,
             &self.last_used,
             &self.admins,
-            &self.audit,
         ] {
             tree.clear()?;
         }
+        self.audit.clear()?;
         self.meta.insert("token_count", &0u64.to_be_bytes())?;
         if let Some(order) = self.order.get() {
             order.clear();
         }
-        self.audit_len
-            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.commit_durable()
-    }
-
-    /// Restores audit events with their original keys.
-    pub fn import_audit(&self, events: &[([u8; 16], AuditEvent)]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for (key, event) in events {
-            let bytes = serde_json::to_vec(event).map_err(|e| Error::Internal(e.to_string()))?;
-            batch.insert(&key[..], bytes);
-        }
-        self.audit.apply_batch(batch)?;
-        self.audit_len
-            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
     }
 }

@@ -16,10 +16,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 
 pub use admin_accounts::AdminAccount;
-pub use audit_log::{parse_audit_cursor, AuditEvent, AuditQuery};
+pub use audit_log::{class_of, parse_audit_cursor, AuditClass, AuditEvent, AuditKind, AuditQuery};
 pub use export::ExportedToken;
 pub use token_index::{IndexedToken, TokenIndex};
 pub use token_records::{
@@ -50,12 +49,10 @@ pub struct Store {
     last_used: sled::Tree,
     /// username → AdminAccount JSON.
     admins: sled::Tree,
-    /// time-ordered key → AuditEvent JSON.
-    audit: sled::Tree,
+    /// The two audit trees, time-ordered key → AuditEvent JSON (see `audit_log`).
+    audit: audit_log::AuditTrees,
     /// schema version, token count.
     meta: sled::Tree,
-    audit_len: AtomicU64,
-    audit_cap: u64,
     /// blake3 → token, in memory, when serving (see `token_index`).
     index: Option<TokenIndex>,
     /// Newest-first listing order, in memory: loaded at open when serving, on first listing
@@ -84,8 +81,12 @@ impl std::fmt::Debug for Store {
 pub struct StoreOptions {
     /// sled page cache, bytes.
     pub cache_bytes: u64,
-    /// Audit events kept before the oldest are dropped.
+    /// Lifecycle audit events (admin and token changes, start/stop) kept before the
+    /// oldest are dropped.
     pub audit_cap: u64,
+    /// Audit events anyone can cause (failed authentications and logins) kept before the
+    /// oldest of them are dropped.
+    pub audit_failure_cap: u64,
     /// Keep every token in the in-memory authentication index (the server does; offline
     /// commands do not need to load it).
     pub index_tokens: bool,
@@ -95,7 +96,10 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 16 * 1024 * 1024,
-            audit_cap: 100_000,
+            // Offline commands drop nothing: the caps are the server's configuration, and
+            // `serve` applies them when it opens the store.
+            audit_cap: u64::MAX,
+            audit_failure_cap: u64::MAX,
             index_tokens: false,
         }
     }
@@ -133,10 +137,8 @@ impl Store {
             token_names: tree("token_names")?,
             last_used: tree("last_used")?,
             admins: tree("admins")?,
-            audit: tree("audit")?,
+            audit: audit_log::AuditTrees::open(&db, options.audit_cap, options.audit_failure_cap)?,
             meta: tree("meta")?,
-            audit_len: AtomicU64::new(0),
-            audit_cap: options.audit_cap.max(1),
             index: options.index_tokens.then(TokenIndex::default),
             order: std::sync::OnceLock::new(),
             state_lock: std::sync::Mutex::new(()),
@@ -162,10 +164,6 @@ impl Store {
         } else {
             index_snapshot::discard(data_dir);
         }
-        store.audit_len.store(
-            store.audit.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         store.flush()?;
         if !data_dir.join(INITIALIZED_MARKER).exists() {
             write_private_file(
@@ -483,15 +481,18 @@ pub(crate) mod test_support {
 
     impl TempStore {
         pub fn new() -> TempStore {
+            TempStore::with_options(StoreOptions {
+                index_tokens: true,
+                ..StoreOptions::default()
+            })
+        }
+
+        pub fn with_options(options: StoreOptions) -> TempStore {
             let dir = std::env::temp_dir().join(format!(
                 "pa-auth-unit-{}-{}",
                 std::process::id(),
                 crate::tokens::TokenId::generate()
             ));
-            let options = StoreOptions {
-                index_tokens: true,
-                ..StoreOptions::default()
-            };
             let store = Store::open(&dir, &options).unwrap();
             TempStore { store, dir }
         }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod appliance;
+mod audit_integrity;
 mod console_browser;
 mod forward_auth;
 mod fuzz_corpus;
