@@ -81,16 +81,25 @@ pub fn verify_bearer(
             tracker.record(verified.token.id, &verified.hash, now);
             Ok(verified)
         }
-        Err((error, token)) => {
-            if let Error::Unauthorized(reason) = error {
-                counters.count(Err(reason));
-                if let Some(sink) = failures {
-                    sink.log.record(reason, sink.peer, token);
-                }
-            }
-            Err(error)
+        Err((error, token)) => Err(record_failure(counters, failures, error, token)),
+    }
+}
+
+/// Counts a refused credential and records it for the audit's `auth.failed` aggregation;
+/// returns the error to answer with.
+fn record_failure(
+    counters: &AuthCounters,
+    failures: Option<FailureSink<'_>>,
+    error: Error,
+    token: Option<crate::tokens::TokenId>,
+) -> Error {
+    if let Error::Unauthorized(reason) = error {
+        counters.count(Err(reason));
+        if let Some(sink) = failures {
+            sink.log.record(reason, sink.peer, token);
         }
     }
+    error
 }
 
 /// An API token sent to an admin route, where it is never a credential. `Ok(id)` when it is
@@ -111,15 +120,7 @@ pub fn check_token_on_admin_route(
                 .fetch_add(1, Ordering::Relaxed);
             Ok(verified.token.id)
         }
-        Err((error, token)) => {
-            if let Error::Unauthorized(reason) = error {
-                counters.count(Err(reason));
-                if let Some(sink) = failures {
-                    sink.log.record(reason, sink.peer, token);
-                }
-            }
-            Err(error)
-        }
+        Err((error, token)) => Err(record_failure(counters, failures, error, token)),
     }
 }
 

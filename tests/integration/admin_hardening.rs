@@ -3,24 +3,12 @@
 //! throttled), `--public-url` behind a TLS-terminating proxy, and `Expect: 100-continue`
 //! on admin routes without any credential.
 
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use crate::support::{basic_auth, read_response, HttpResponse, Req, Service};
-
-/// Sends a request from a chosen loopback source address (per-address throttling).
-fn from_address(source: &str, to: SocketAddr, bytes: &[u8]) -> std::io::Result<HttpResponse> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    let src: SocketAddr = format!("{source}:0").parse().expect("source address");
-    socket.bind(&src.into())?;
-    socket.connect(&to.into())?;
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    stream.write_all(bytes)?;
-    read_response(&mut BufReader::new(stream), false)
-}
+use crate::support::{basic_auth, try_from_address, HttpResponse, Req, Service};
 
 /// Runs `n` copies of `f` at once (released together) and collects their results.
 fn all_at_once<T: Send + 'static>(
@@ -52,7 +40,7 @@ fn regression_issue_14_concurrent_wrong_basic_passwords_get_five_guesses() {
         .header("Authorization", &basic_auth("admin", "wrong password!"))
         .to_bytes();
     let statuses = all_at_once(60, move |_| {
-        from_address("127.0.0.9", addr, &wrong)
+        try_from_address("127.0.0.9", addr, &wrong)
             .expect("exchange")
             .status
     });
@@ -70,11 +58,11 @@ fn regression_issue_14_concurrent_wrong_basic_passwords_get_five_guesses() {
             &basic_auth("admin", &svc.initial_password()),
         )
         .to_bytes();
-    let r = from_address("127.0.0.9", addr, &right).expect("exchange");
+    let r = try_from_address("127.0.0.9", addr, &right).expect("exchange");
     r.assert_error(429, "too_many_requests");
     assert!(r.header("Retry-After").is_some());
     assert_eq!(
-        from_address("127.0.0.10", addr, &right)
+        try_from_address("127.0.0.10", addr, &right)
             .expect("exchange")
             .status,
         200
@@ -138,7 +126,7 @@ fn regression_issue_14_basic_auth_flood_keeps_argon2_memory_bounded() {
                 .header("Authorization", &auth)
                 .to_bytes();
             seen.push(
-                from_address(&source, addr, &request)
+                try_from_address(&source, addr, &request)
                     .expect("exchange")
                     .status,
             );
@@ -225,7 +213,7 @@ fn regression_issue_14_api_tokens_on_admin_routes_are_throttled_counted_and_audi
     let with_bearer = |token: &str| Req::get("/admin/api/tokens").bearer(token).to_bytes();
     let unknown = "pa_0000000000000000000000000000000000000000000000";
     // A valid token: 403 (contract), audited with its id and the caller's address.
-    from_address("127.0.0.20", svc.addr, &with_bearer(&secret))
+    try_from_address("127.0.0.20", svc.addr, &with_bearer(&secret))
         .expect("exchange")
         .assert_error(403, "forbidden");
     let audit = Req::get("/admin/api/audit?event=auth.token_on_admin_route")
@@ -250,11 +238,11 @@ fn regression_issue_14_api_tokens_on_admin_routes_are_throttled_counted_and_audi
     // Every token sent to an admin route is a guess: four more, valid or not, and the
     // address must wait, before its token is even looked at.
     for token in [unknown, &secret, "garbage", unknown] {
-        let r = from_address("127.0.0.20", svc.addr, &with_bearer(token)).expect("exchange");
+        let r = try_from_address("127.0.0.20", svc.addr, &with_bearer(token)).expect("exchange");
         assert!(matches!(r.status, 401 | 403), "{}", r.text());
     }
     for token in [secret.as_str(), unknown] {
-        let r = from_address("127.0.0.20", svc.addr, &with_bearer(token)).expect("exchange");
+        let r = try_from_address("127.0.0.20", svc.addr, &with_bearer(token)).expect("exchange");
         r.assert_error(429, "too_many_requests");
         assert!(r.header("Retry-After").is_some());
     }

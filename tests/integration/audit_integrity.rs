@@ -1,27 +1,11 @@
 //! Issue 14 item 8: the audit log under a flood of failed authentications from many client
 //! addresses, and secrets typed where a username goes.
 
-use std::io::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{admin_basic, read_response, HttpResponse, Req, Service};
-
-/// Sends a request from a chosen loopback source address (all of 127/8 is local).
-fn from_address(source: [u8; 4], to: SocketAddr, bytes: &[u8]) -> HttpResponse {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let src = SocketAddr::from((source, 0));
-    socket.bind(&src.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.write_all(bytes).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    read_response(&mut std::io::BufReader::new(stream), false).unwrap()
-}
+use crate::support::{admin_basic, from_address, Req, Service};
 
 /// Every audit event matching `query`, newest first, following the cursors.
 fn audit(svc: &Service, auth: &str, query: &str) -> Vec<Value> {
@@ -79,7 +63,7 @@ fn regression_issue14_failure_flood_from_many_addresses_keeps_lifecycle_events()
             let to = svc.addr;
             scope.spawn(move || {
                 for y in 1..=250u8 {
-                    let r = from_address([127, 1, x, y], to, request);
+                    let r = from_address(&format!("127.1.{x}.{y}"), to, request);
                     assert_eq!(r.status, 401);
                 }
             });

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{basic_auth, binary, raw, run_cli, Conn, HttpResponse, Req, Service, TempDir};
+use crate::support::{
+    basic_auth, binary, from_address, raw, run_cli, Conn, HttpResponse, Req, Service, TempDir,
+};
 
 fn basic(password: &str) -> String {
     basic_auth("admin", password)
@@ -572,19 +574,6 @@ fn repeated_failed_logins_are_throttled_per_address() {
 }
 
 /// Sends a request from a chosen loopback source address.
-fn from_address(source: &str, to: SocketAddr, bytes: &[u8]) -> HttpResponse {
-    use std::io::Write;
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let src: SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&src.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.write_all(bytes).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    crate::support::read_response(&mut std::io::BufReader::new(stream), false).unwrap()
-}
 
 #[test]
 fn password_change_and_bootstrap_file() {

@@ -128,6 +128,28 @@ pub fn try_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<HttpResponse> 
     read_response(&mut reader, bytes.starts_with(b"HEAD "))
 }
 
+/// Sends raw bytes from a chosen loopback source address (all of 127/8 is local: per-address
+/// throttling and aggregation) and reads one response.
+pub fn try_from_address(
+    source: &str,
+    to: SocketAddr,
+    bytes: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let src: SocketAddr = format!("{source}:0").parse().expect("source address");
+    socket.bind(&src.into())?;
+    socket.connect(&to.into())?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    stream.write_all(bytes)?;
+    read_response(&mut BufReader::new(stream), false)
+}
+
+/// [`try_from_address`] that must succeed.
+pub fn from_address(source: &str, to: SocketAddr, bytes: &[u8]) -> HttpResponse {
+    try_from_address(source, to, bytes).expect("exchange from a chosen source address")
+}
+
 /// Reads everything until the server closes (or 30 s pass).
 pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
