@@ -13,7 +13,7 @@ use crate::auth::failure_log::AuthFailureLog;
 use crate::auth::{authorization_values, verify_bearer, AuthCounters, FailureSink, VerifiedToken};
 use crate::error::{Error, Result};
 use crate::flusher::FlushStatus;
-use crate::http::{Handler, Request, Response, StatsHandle};
+use crate::http::{Exchange, Handler, Request, Response, StatsHandle};
 use crate::inline_text::Text;
 use crate::last_used::LastUsedTracker;
 use crate::metrics::{RequestCounters, RouteLabel};
@@ -182,17 +182,14 @@ impl App {
 
 impl Handler for App {
     fn handle(&self, req: &Request<'_>) -> Response {
-        let started = std::time::Instant::now();
         let now = now_unix();
-        let (label, result) = route(self, req, now);
-        let logged_path = route_of(req.path()).loggable_path(req.path());
-        let response = result.unwrap_or_else(|e| {
+        let response = route(self, req, now).unwrap_or_else(|e| {
             let (status, _) = e.status_and_code();
             if status >= 500 {
                 log_error!(
                     "{} {} failed (correlation id {}): {e}",
                     req.method(),
-                    logged_path,
+                    route_of(req.path()).loggable_path(req.path()),
                     req.correlation_id().as_str()
                 );
                 if matches!(e, Error::CreationFailed(_) | Error::Store(_) | Error::Io(_)) {
@@ -207,24 +204,6 @@ impl Handler for App {
             }
             e.to_response(req.correlation_id())
         });
-        let elapsed = started.elapsed();
-        self.requests.count(label, response.status(), elapsed);
-        if crate::logging::enabled(crate::logging::Level::Info) {
-            // The path only (a query string may carry a secret someone pasted there), and
-            // forward-auth and API paths only as their family.
-            crate::logging::write_event(
-                crate::logging::Level::Info,
-                "request",
-                &[
-                    ("method", &req.method()),
-                    ("path", &logged_path),
-                    ("status", &response.status()),
-                    ("duration_us", &elapsed.as_micros()),
-                    ("peer", &req.peer()),
-                    ("correlation_id", &req.correlation_id().as_str()),
-                ],
-            );
-        }
         response
             .header("Cache-Control", "no-store")
             .header("X-Content-Type-Options", "nosniff")
@@ -265,6 +244,42 @@ impl Handler for App {
             route_of(req.path()),
             Route::Metrics | Route::AdminApi | Route::Console
         )
+    }
+
+    /// The one place every response is counted and logged, the server's own refusals (400,
+    /// 408, 413, 431, 503, 505) included: a line per request with the path only (never the
+    /// query, which may carry a pasted secret), and forward-auth and API paths only as their
+    /// family.
+    fn observe(&self, exchange: &Exchange<'_>) {
+        let family = route_of(exchange.path);
+        self.requests
+            .count(family.label(), exchange.status, exchange.duration);
+        if crate::logging::enabled(crate::logging::Level::Info) {
+            let path = match exchange.path {
+                "" => "-".into(),
+                path => family.loggable_path(path),
+            };
+            let method = match exchange.method {
+                "" => "-",
+                method => method,
+            };
+            crate::logging::write_event(
+                crate::logging::Level::Info,
+                if exchange.refused_by_server {
+                    "refused"
+                } else {
+                    "request"
+                },
+                &[
+                    ("method", &method),
+                    ("path", &path),
+                    ("status", &exchange.status),
+                    ("duration_us", &exchange.duration.as_micros()),
+                    ("peer", &exchange.peer),
+                    ("correlation_id", &exchange.correlation_id.as_str()),
+                ],
+            );
+        }
     }
 }
 
@@ -334,15 +349,14 @@ impl Route {
 }
 
 /// The routing table: the family by path, then the method.
-fn route(app: &App, req: &Request<'_>, now: i64) -> (RouteLabel, Result<Response>) {
+fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let path = req.path();
     // HEAD is GET without a body (the server drops it).
     let method = match req.method() {
         "HEAD" => "GET",
         m => m,
     };
-    let family = route_of(path);
-    let result = match family {
+    match route_of(path) {
         Route::Health => only_get(method).map(|()| healthz()),
         Route::Metrics => only_get(method).map(|()| metrics(app, now)),
         Route::OpenApi => only_get(method).map(|()| openapi()),
@@ -352,8 +366,7 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> (RouteLabel, Result<Response
         Route::AdminApi => admin_route(app, req, method, path, now),
         Route::Console => crate::console::serve_asset(method, path),
         Route::NotFound => Err(Error::NotFound),
-    };
-    (family.label(), result)
+    }
 }
 
 fn only_get(method: &str) -> Result<()> {
@@ -475,5 +488,8 @@ impl Handler for SharedApp {
     }
     fn serves_inline(&self, req: &Request<'_>) -> bool {
         self.0.serves_inline(req)
+    }
+    fn observe(&self, exchange: &Exchange<'_>) {
+        self.0.observe(exchange)
     }
 }

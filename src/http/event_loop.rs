@@ -1,62 +1,81 @@
-//! The event-loop lane: where every connection starts and where forward-auth lives.
+//! The event loops: every connection, plain or TLS, lives on one from accept to close.
 //!
 //! One loop thread per core, each with its own epoll instance (`mio`), accepts from the
-//! shared listener and serves its connections without a thread wake-up per request: read
-//! until the socket is empty, answer every complete request in the buffer (pipelining
-//! included), write, wait. Idle keep-alive connections cost a buffer, not a thread.
-//!
-//! Only requests the handler calls quick ([`Handler::serves_inline`]: token verification,
-//! health) are answered here, and only plain-HTTP requests without a body. Anything else — a
-//! body, `Expect`, an admin route, TLS — moves the connection, with the bytes already read,
-//! to the worker pool for the rest of its life
-//! (`worker_pool.rs`), so a slow handler never stalls the loop. Malformed or late heads are
-//! answered here (same errors as the pool) and the connection closes after a bounded linger.
+//! shared listener and drives its connections without a thread wake-up per request: move
+//! bytes between the socket ([`Transport`]) and the connection's state machine ([`Conn`]),
+//! answer every complete request the handler calls quick in place (pipelining included), hand
+//! the others, complete, to the request pool, and apply deadlines. A connection is a buffer,
+//! never a thread; a slow client costs its buffer and nothing else. A worker's answer comes
+//! back through the loop's [`LoopMailbox`]. Every answer and every refusal passes
+//! [`Handler::observe`](super::Handler::observe) once.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::head::Framing;
+use super::conn::{Conn, RejectedRequest, Step};
+use super::request_pool::{ConnectionRef, Done, Job, RequestPool};
 use super::response::{serialize, DateCache};
-use super::server::{
-    checked_response, correlation_id_of, panic_response, parse_head, Carried, Queued, Shared,
-};
-use super::{CorrelationId, Request};
+use super::server::{call_handler, correlation_id_of, ConnSlot, Exchange, Shared};
+use super::transport::{Io, Transport};
+use super::{CorrelationId, Request, Response};
 use crate::error::Error;
 use crate::log_warn;
 
 const LISTENER: Token = Token(usize::MAX - 1);
-pub(super) const WAKER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX);
 
-/// First size of a connection's read buffer; it grows up to the head limit plus this.
-const INITIAL_BUFFER: usize = 4096;
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
-/// After a last answer: how long unread client bytes are read and discarded.
-const ERROR_LINGER: Duration = Duration::from_secs(1);
 /// On shutdown, idle connections are closed with this linger.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(100);
-/// Requests answered (or reads done) for one connection before the loop turns to the others:
-/// a client that pipelines without pause cannot starve its loop's other connections.
+/// Passes over one connection before the loop turns to the others: a client that pipelines
+/// without pause cannot starve its loop's other connections.
 const DRIVE_BUDGET: u32 = 64;
+
+/// Where workers leave answers for a loop, and how they wake it.
+pub(super) struct LoopMailbox {
+    done: Mutex<Vec<Done>>,
+    waker: Waker,
+}
+
+impl LoopMailbox {
+    pub(super) fn deliver(&self, done: Done) {
+        if let Ok(mut list) = self.done.lock() {
+            list.push(done);
+        }
+        let _ = self.waker.wake();
+    }
+
+    pub(super) fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    fn take(&self) -> Vec<Done> {
+        self.done
+            .lock()
+            .map(|mut list| std::mem::take(&mut *list))
+            .unwrap_or_default()
+    }
+}
 
 /// One event loop; [`EventLoop::run`] consumes its thread.
 pub(super) struct EventLoop {
     poll: Poll,
     listener: Arc<TcpListener>,
     shared: Arc<Shared>,
+    pool: Arc<RequestPool>,
+    mailbox: Arc<LoopMailbox>,
     conns: Vec<Option<LoopConn>>,
+    generations: Vec<u64>,
     free: Vec<usize>,
-    scratch: Vec<u8>,
     date: DateCache,
-    overload: OverloadResponder,
     accept_paused_until: Option<Instant>,
     accept_backoff: Duration,
     /// Connections that yielded with work left (edge-triggered: no new event will come).
@@ -64,41 +83,27 @@ pub(super) struct EventLoop {
 }
 
 struct LoopConn {
-    stream: TcpStream,
+    conn: Conn,
+    transport: Transport,
     peer: SocketAddr,
-    buf: Vec<u8>,
-    filled: usize,
-    /// Answers not yet written (the client reads slower than we answer).
-    out: Vec<u8>,
-    out_since: Option<Instant>,
-    first_request: bool,
-    /// Accept time, or the end of the previous request.
-    waiting_since: Instant,
-    head_started: Option<Instant>,
-    closing: Option<Closing>,
-}
-
-/// The last answer is queued: write it, half-close, then discard what the client still
-/// sends for `linger` (so unread bytes do not turn our answer into a reset).
-struct Closing {
-    linger: Duration,
-    /// Set when the answer is written and the write side shut.
-    until: Option<Instant>,
+    slot: ConnSlot,
+    generation: u64,
+    /// The request with a worker: its correlation id and when it became complete.
+    with_worker: Option<(CorrelationId, Instant)>,
 }
 
 enum Outcome {
     Keep,
-    /// Still has work (its budget ran out): drive it again after the other ready ones.
     Yield,
     Drop,
-    Migrate,
 }
 
 impl EventLoop {
     pub(super) fn new(
         listener: Arc<TcpListener>,
         shared: Arc<Shared>,
-    ) -> io::Result<(Self, Waker)> {
+        pool: Arc<RequestPool>,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         poll.registry().register(
@@ -106,22 +111,27 @@ impl EventLoop {
             LISTENER,
             Interest::READABLE,
         )?;
-        Ok((
-            EventLoop {
-                poll,
-                listener,
-                shared,
-                conns: Vec::new(),
-                free: Vec::new(),
-                scratch: Vec::with_capacity(4096),
-                date: DateCache::default(),
-                overload: OverloadResponder::default(),
-                accept_paused_until: None,
-                accept_backoff: Duration::from_millis(5),
-                again: Vec::new(),
-            },
-            waker,
-        ))
+        Ok(EventLoop {
+            poll,
+            listener,
+            shared,
+            pool,
+            mailbox: Arc::new(LoopMailbox {
+                done: Mutex::new(Vec::new()),
+                waker,
+            }),
+            conns: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            date: DateCache::default(),
+            accept_paused_until: None,
+            accept_backoff: Duration::from_millis(5),
+            again: Vec::new(),
+        })
+    }
+
+    pub(super) fn mailbox(&self) -> Arc<LoopMailbox> {
+        Arc::clone(&self.mailbox)
     }
 
     pub(super) fn run(mut self) {
@@ -130,13 +140,13 @@ impl EventLoop {
         let mut drain_deadline: Option<Instant> = None;
         loop {
             let timeout = if !self.again.is_empty() {
-                Some(Duration::ZERO)
+                Duration::ZERO
             } else if self.conns.len() == self.free.len() && self.accept_paused_until.is_none() {
-                Some(Duration::from_secs(1))
+                Duration::from_secs(1)
             } else {
-                Some(SWEEP_EVERY)
+                SWEEP_EVERY
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log_warn!("event loop poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
@@ -149,7 +159,7 @@ impl EventLoop {
             }
             for event in events.iter() {
                 match event.token() {
-                    WAKER => {}
+                    WAKER => self.collect_answers(),
                     LISTENER => {
                         if drain_deadline.is_none() {
                             self.accept_all();
@@ -176,9 +186,7 @@ impl EventLoop {
             if let Some(deadline) = drain_deadline {
                 if self.conns.len() == self.free.len() || now >= deadline {
                     for idx in 0..self.conns.len() {
-                        if self.conns[idx].is_some() {
-                            self.remove(idx);
-                        }
+                        self.remove(idx);
                     }
                     return;
                 }
@@ -191,17 +199,10 @@ impl EventLoop {
             .poll
             .registry()
             .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
+        let now = Instant::now();
         for idx in 0..self.conns.len() {
-            let Some(conn) = self.conns[idx].as_mut() else {
-                continue;
-            };
-            if conn.closing.is_none() && conn.filled == 0 && conn.out.is_empty() {
-                // Idle: FIN now, and a short linger so a request crossing it meets an orderly
-                // end of stream rather than a reset.
-                conn.closing = Some(Closing {
-                    linger: SHUTDOWN_LINGER,
-                    until: None,
-                });
+            if let Some(c) = self.conns[idx].as_mut() {
+                c.conn.begin_shutdown(now, SHUTDOWN_LINGER);
                 self.drive_and_settle(idx);
             }
         }
@@ -238,37 +239,32 @@ impl EventLoop {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let shared = &self.shared;
-        let open = shared.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
-        if open > shared.config.max_connections {
-            shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-            // Over TLS no HTTP answer is possible before a handshake, which the loop must
-            // not block on: those connections are just closed.
+        let shared = Arc::clone(&self.shared);
+        let Some(slot) = shared.admit(peer.ip()) else {
+            // Over a cap. Over TLS no HTTP answer is possible before a handshake, which the
+            // loop does not spend on a connection it will not keep: those are just closed.
             if shared.config.tls.is_none() {
-                self.overload.reject(stream);
+                refuse_overloaded(stream, peer, &shared, &mut self.date);
             }
             return;
-        }
-        let accepted = Instant::now();
+        };
+        let now = Instant::now();
         let _ = stream.set_nodelay(true);
-        if shared.config.tls.is_some() {
-            // TLS connections are served by the worker pool from the start.
-            shared.enqueue(Queued {
-                stream,
-                peer,
-                accepted,
-                carried: None,
-            });
-            return;
-        }
         if stream.set_nonblocking(true).is_err() {
-            shared.open_connections.fetch_sub(1, Ordering::SeqCst);
             return;
         }
+        let transport = match &shared.config.tls {
+            None => Transport::Plain(stream),
+            Some(ctx) => match ctx.accept() {
+                Ok(tls) => Transport::Tls(stream, Box::new(tls)),
+                Err(_) => return,
+            },
+        };
         let idx = match self.free.pop() {
             Some(idx) => idx,
             None => {
                 self.conns.push(None);
+                self.generations.push(0);
                 self.conns.len() - 1
             }
         };
@@ -276,27 +272,23 @@ impl EventLoop {
             .poll
             .registry()
             .register(
-                &mut SourceFd(&stream.as_raw_fd()),
+                &mut SourceFd(&transport.tcp().as_raw_fd()),
                 Token(idx),
                 Interest::READABLE | Interest::WRITABLE,
             )
             .is_err()
         {
             self.free.push(idx);
-            shared.open_connections.fetch_sub(1, Ordering::SeqCst);
             return;
         }
+        self.generations[idx] += 1;
         self.conns[idx] = Some(LoopConn {
-            stream,
+            conn: Conn::new(shared.config.conn_limits(), now),
+            transport,
             peer,
-            buf: vec![0; INITIAL_BUFFER],
-            filled: 0,
-            out: Vec::new(),
-            out_since: None,
-            first_request: true,
-            waiting_since: accepted,
-            head_started: None,
-            closing: None,
+            slot,
+            generation: self.generations[idx],
+            with_worker: None,
         });
         // The request is often in the socket already.
         self.drive_and_settle(idx);
@@ -304,7 +296,14 @@ impl EventLoop {
 
     fn drive_and_settle(&mut self, idx: usize) {
         let outcome = match self.conns.get_mut(idx).and_then(Option::as_mut) {
-            Some(conn) => drive(conn, &self.shared, &mut self.scratch, &mut self.date),
+            Some(c) => drive(
+                c,
+                idx,
+                &self.shared,
+                &self.pool,
+                &self.mailbox,
+                &mut self.date,
+            ),
             None => return,
         };
         match outcome {
@@ -315,85 +314,60 @@ impl EventLoop {
                 }
             }
             Outcome::Drop => self.remove(idx),
-            Outcome::Migrate => self.migrate(idx),
         }
     }
 
     fn remove(&mut self, idx: usize) {
-        if self.conns[idx].take().is_some() {
+        if let Some(c) = self.conns[idx].take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&c.transport.tcp().as_raw_fd()));
             self.free.push(idx);
-            self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+            // Dropping the connection closes the socket and gives back its slot.
         }
     }
 
-    /// Hands the connection, with its unread bytes, to the pool. Only reached from
-    /// `serve_buffered`, which runs when every earlier answer has been written.
-    fn migrate(&mut self, idx: usize) {
-        let Some(conn) = self.conns[idx].take() else {
-            return;
-        };
-        self.free.push(idx);
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
-        if conn.stream.set_nonblocking(false).is_err() {
-            self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-            return;
+    /// Answers that workers finished: back into their connections, which go on.
+    fn collect_answers(&mut self) {
+        for done in self.mailbox.take() {
+            let idx = done.connection.slot;
+            let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            if c.generation != done.connection.generation {
+                continue;
+            }
+            let Some((correlation_id, started)) = c.with_worker.take() else {
+                continue;
+            };
+            c.conn.restore_buffer(done.buffer);
+            answer(
+                c,
+                &self.shared,
+                &done.response,
+                &correlation_id,
+                started,
+                &mut self.date,
+            );
+            self.drive_and_settle(idx);
         }
-        let mut input = conn.buf;
-        input.truncate(conn.filled);
-        self.shared.enqueue(Queued {
-            stream: conn.stream,
-            peer: conn.peer,
-            accepted: conn.waiting_since,
-            carried: Some(Carried {
-                input,
-                first_request: conn.first_request,
-            }),
-        });
     }
 
     fn sweep(&mut self, now: Instant) {
-        let shared = Arc::clone(&self.shared);
-        let config = &shared.config;
         for idx in 0..self.conns.len() {
-            let Some(conn) = self.conns[idx].as_mut() else {
+            let Some(c) = self.conns[idx].as_mut() else {
                 continue;
             };
-            if conn
-                .out_since
-                .is_some_and(|since| now >= since + config.write_timeout)
-            {
-                // The client stopped reading our answers.
-                self.remove(idx);
-                continue;
-            }
-            if let Some(closing) = &conn.closing {
-                if closing.until.is_some_and(|until| now >= until) {
-                    self.remove(idx);
+            if c.conn.deadline().is_some_and(|d| now >= d) {
+                if let Some(refused) = c.conn.on_deadline(now, &mut self.date) {
+                    observe_refusal(&self.shared, c.peer, &refused);
                 }
-                continue;
-            }
-            let deadline = match conn.head_started {
-                Some(start) => start + config.header_timeout,
-                None if conn.first_request => conn.waiting_since + config.header_timeout,
-                None => conn.waiting_since + config.idle_timeout,
-            };
-            if now < deadline {
-                continue;
-            }
-            if conn.filled == 0 {
-                // Idle too long: close quietly.
-                self.remove(idx);
-            } else {
-                reject(
-                    conn,
-                    Error::RequestTimeout,
-                    &mut self.scratch,
-                    &mut self.date,
-                );
-                self.drive_and_settle(idx);
+                if c.conn.is_closed() {
+                    self.remove(idx);
+                } else {
+                    self.drive_and_settle(idx);
+                }
             }
         }
     }
@@ -401,219 +375,296 @@ impl EventLoop {
 
 /// Runs a connection as far as it can go without blocking.
 fn drive(
-    conn: &mut LoopConn,
+    c: &mut LoopConn,
+    idx: usize,
     shared: &Shared,
-    scratch: &mut Vec<u8>,
+    pool: &RequestPool,
+    mailbox: &Arc<LoopMailbox>,
     date: &mut DateCache,
 ) -> Outcome {
-    let mut budget = DRIVE_BUDGET;
-    loop {
-        if budget == 0 {
-            return Outcome::Yield;
+    for _ in 0..DRIVE_BUDGET {
+        let now = Instant::now();
+        match c.transport.write_from(&mut c.conn, now) {
+            Io::Failed => return Outcome::Drop,
+            // The client is not reading: read nothing more from it until it does.
+            Io::Blocked if c.conn.has_output() => return Outcome::Keep,
+            _ => {}
         }
-        budget -= 1;
-        if !conn.out.is_empty() {
-            match conn.stream.write(&conn.out) {
-                Ok(0) => return Outcome::Drop,
-                Ok(n) => {
-                    conn.out.drain(..n);
-                    if !conn.out.is_empty() {
+        if c.conn.take_half_close(now) {
+            c.transport.half_close();
+        }
+        if c.conn.is_closed() {
+            return Outcome::Drop;
+        }
+        let step = c.conn.poll(now, date);
+        if step != Step::Idle {
+            on_step(c, step, idx, shared, pool, mailbox, date);
+            continue;
+        }
+        if c.with_worker.is_some() {
+            return Outcome::Keep;
+        }
+        match c.transport.read_into(&mut c.conn, now) {
+            Io::Progress => {}
+            Io::Blocked => {
+                if let Transport::Tls(_, tls) = &c.transport {
+                    if tls.wants_write() {
                         continue;
                     }
-                    conn.out_since = None;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Outcome::Drop,
+                return Outcome::Keep;
             }
-        }
-        if let Some(closing) = &mut conn.closing {
-            if closing.until.is_none() {
-                closing.until = Some(Instant::now() + closing.linger);
-                let _ = conn.stream.shutdown(Shutdown::Write);
-            }
-            // Discard what the client still sends until it closes (or the linger ends).
-            let mut sink = [0u8; 4096];
-            for _ in 0..DRIVE_BUDGET {
-                match conn.stream.read(&mut sink) {
-                    Ok(0) => return Outcome::Drop,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Keep,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Outcome::Drop,
+            Io::Eof => {
+                c.conn.peer_closed();
+                if c.conn.is_closed() {
+                    return Outcome::Drop;
                 }
             }
-            return Outcome::Yield;
-        }
-        match serve_buffered(conn, shared, scratch, date) {
-            Served::Progress => continue,
-            Served::Migrate => return Outcome::Migrate,
-            Served::Close => return Outcome::Drop,
-            Served::NeedMore => {}
-        }
-        if conn.filled == conn.buf.len() {
-            let cap = shared.config.max_head_bytes + INITIAL_BUFFER;
-            if conn.buf.len() >= cap {
-                // Cannot happen (the parser rejects a head over the limit first); stay bounded.
-                reject(conn, Error::HeadTooLarge, scratch, date);
-                continue;
-            }
-            let grown = (conn.buf.len() * 2).min(cap);
-            conn.buf.resize(grown, 0);
-        }
-        match conn.stream.read(&mut conn.buf[conn.filled..]) {
-            Ok(0) => return Outcome::Drop,
-            Ok(n) => {
-                conn.filled += n;
-                conn.head_started.get_or_insert_with(Instant::now);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Keep,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Outcome::Drop,
+            Io::Failed | Io::Flushed => return Outcome::Drop,
         }
     }
+    Outcome::Yield
 }
 
-enum Served {
-    /// Answered at least one request or queued an error: write, then continue.
-    Progress,
-    /// No complete head in the buffer.
-    NeedMore,
-    /// The next request must go to the worker pool.
-    Migrate,
-    /// The last answer was written and the connection ends.
-    Close,
-}
-
-/// Answers the complete requests at the front of the buffer.
-fn serve_buffered(
-    conn: &mut LoopConn,
+/// Acts on what the connection asks for.
+fn on_step(
+    c: &mut LoopConn,
+    step: Step,
+    idx: usize,
     shared: &Shared,
-    scratch: &mut Vec<u8>,
+    pool: &RequestPool,
+    mailbox: &Arc<LoopMailbox>,
     date: &mut DateCache,
-) -> Served {
-    if conn.filled == 0 {
-        return Served::NeedMore;
+) {
+    match step {
+        Step::Idle => {}
+        Step::Rejected(refused) => observe_refusal(shared, c.peer, &refused),
+        Step::BodyAhead => body_ahead(c, idx, shared, pool, mailbox, date),
+        Step::Request => request_ready(c, idx, shared, pool, mailbox, date),
     }
-    let head = match parse_head(&conn.buf[..conn.filled], &shared.config) {
-        Ok(Some(head)) => head,
-        Ok(None) => return Served::NeedMore,
-        Err(e) => {
-            reject(conn, e, scratch, date);
-            return Served::Progress;
-        }
+}
+
+/// A head announcing a body: answer now if the handler can (the body is never read), else
+/// take a body place and read it.
+fn body_ahead(
+    c: &mut LoopConn,
+    idx: usize,
+    shared: &Shared,
+    pool: &RequestPool,
+    mailbox: &Arc<LoopMailbox>,
+    date: &mut DateCache,
+) {
+    let now = Instant::now();
+    let Some((buf, head, _)) = c.conn.request() else {
+        return;
     };
-    if head.framing != Framing::Empty || head.expect_continue {
-        return Served::Migrate;
-    }
-    let correlation_id = correlation_id_of(&conn.buf, &head, conn.peer, &shared.config);
+    let correlation_id = correlation_id_of(buf, head, c.peer, &shared.config);
     let request = Request {
-        buf: &conn.buf[..conn.filled],
-        head: &head,
+        buf,
+        head,
         body: &[],
-        body_pending: false,
-        peer: conn.peer,
+        body_pending: true,
+        peer: c.peer,
         correlation_id,
-        tls: false,
+        tls: c.transport.is_tls(),
     };
     let handler = &*shared.handler;
-    if !handler.serves_inline(&request) {
-        return Served::Migrate;
+    let early = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.respond_before_body(&request)
+    }))
+    .unwrap_or_else(|_| Some(super::server::panic_response(&correlation_id)));
+    let (early, refused_by_server) = match early {
+        Some(response) => (Some(response), false),
+        None if !c.slot.begin_body() => {
+            (Some(Error::Overloaded.to_response(&correlation_id)), true)
+        }
+        None => (None, false),
+    };
+    match early {
+        Some(response) => {
+            observe(shared, &request, &response, now, refused_by_server);
+            c.conn
+                .answer_before_body(&response, &correlation_id, now, date);
+        }
+        None => {
+            let step = c.conn.read_body(now, date);
+            on_step(c, step, idx, shared, pool, mailbox, date);
+        }
     }
-    let head_only = request.method() == "HEAD";
-    let response = catch_unwind(AssertUnwindSafe(|| handler.handle(&request)))
-        .unwrap_or_else(|_| panic_response(&correlation_id));
-    let response = checked_response(response, &correlation_id);
-    let keep_alive = shared.keeps_alive(&head, &response);
+}
+
+/// A complete request: answered here if quick, else handed to the pool.
+fn request_ready(
+    c: &mut LoopConn,
+    idx: usize,
+    shared: &Shared,
+    pool: &RequestPool,
+    mailbox: &Arc<LoopMailbox>,
+    date: &mut DateCache,
+) {
+    let started = Instant::now();
+    let Some((buf, head, body)) = c.conn.request() else {
+        return;
+    };
+    let correlation_id = correlation_id_of(buf, head, c.peer, &shared.config);
+    let request = Request {
+        buf,
+        head,
+        body: buf.get(body.clone()).unwrap_or(&[]),
+        body_pending: false,
+        peer: c.peer,
+        correlation_id,
+        tls: c.transport.is_tls(),
+    };
+    let handler = &*shared.handler;
+    if handler.serves_inline(&request) {
+        let response = call_handler(handler, &request, &correlation_id);
+        answer(c, shared, &response, &correlation_id, started, date);
+        return;
+    }
+    let job = Job {
+        head: Box::new(head.clone()),
+        body,
+        peer: c.peer,
+        correlation_id,
+        tls: c.transport.is_tls(),
+        reply_to: Arc::clone(mailbox),
+        connection: ConnectionRef {
+            slot: idx,
+            generation: c.generation,
+        },
+        buffer: c.conn.lend_buffer(),
+    };
+    match pool.submit(job) {
+        Ok(()) => c.with_worker = Some((correlation_id, started)),
+        Err(job) => {
+            c.conn.restore_buffer(job.buffer);
+            let response = Error::Overloaded.to_response(&correlation_id);
+            answer_refused(c, shared, &response, &correlation_id, started, date);
+        }
+    }
+}
+
+/// Sends the answer to the request in hand and reports it.
+fn answer(
+    c: &mut LoopConn,
+    shared: &Shared,
+    response: &Response,
+    correlation_id: &CorrelationId,
+    started: Instant,
+    date: &mut DateCache,
+) {
+    finish(c, shared, response, correlation_id, started, date, false);
+}
+
+fn answer_refused(
+    c: &mut LoopConn,
+    shared: &Shared,
+    response: &Response,
+    correlation_id: &CorrelationId,
+    started: Instant,
+    date: &mut DateCache,
+) {
+    finish(c, shared, response, correlation_id, started, date, true);
+}
+
+fn finish(
+    c: &mut LoopConn,
+    shared: &Shared,
+    response: &Response,
+    correlation_id: &CorrelationId,
+    started: Instant,
+    date: &mut DateCache,
+    refused_by_server: bool,
+) {
+    let now = Instant::now();
+    if let Some((buf, head, _)) = c.conn.request() {
+        let method = std::str::from_utf8(head.method.of(buf)).unwrap_or("");
+        let path = std::str::from_utf8(head.path(buf)).unwrap_or("");
+        shared.handler.observe(&Exchange {
+            method,
+            path,
+            status: response.status(),
+            duration: now.duration_since(started),
+            peer: c.peer,
+            correlation_id,
+            refused_by_server,
+        });
+    }
+    c.conn.respond(
+        response,
+        correlation_id,
+        shared.keep_alive_allowed(),
+        now,
+        date,
+    );
+    c.slot.end_body();
+}
+
+fn observe(
+    shared: &Shared,
+    request: &Request<'_>,
+    response: &Response,
+    started: Instant,
+    refused_by_server: bool,
+) {
+    shared.handler.observe(&Exchange {
+        method: request.method(),
+        path: request.path(),
+        status: response.status(),
+        duration: started.elapsed(),
+        peer: request.peer(),
+        correlation_id: request.correlation_id(),
+        refused_by_server,
+    });
+}
+
+fn observe_refusal(shared: &Shared, peer: SocketAddr, refused: &RejectedRequest) {
+    shared.handler.observe(&Exchange {
+        method: "",
+        path: "",
+        status: refused.status,
+        duration: Duration::ZERO,
+        peer,
+        correlation_id: &refused.correlation_id,
+        refused_by_server: true,
+    });
+}
+
+/// Answers a connection over a cap with a 503 and closes it, without keeping it.
+fn refuse_overloaded(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    date: &mut DateCache,
+) {
+    let correlation_id = CorrelationId::generate();
+    let response = Error::Overloaded.to_response(&correlation_id);
+    let mut out = Vec::new();
     serialize(
         &response,
         &correlation_id,
         date.get(crate::time_format::now_unix()),
-        keep_alive,
-        head_only,
-        scratch,
-    );
-    let consumed = head.head_len;
-    conn.buf.copy_within(consumed..conn.filled, 0);
-    conn.filled -= consumed;
-    let now = Instant::now();
-    conn.first_request = false;
-    conn.waiting_since = now;
-    conn.head_started = (conn.filled > 0).then_some(now);
-    if conn.out.is_empty() {
-        match conn.stream.write(scratch) {
-            Ok(n) => conn.out.extend_from_slice(&scratch[n..]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.out.extend_from_slice(scratch),
-            Err(_) => return Served::Close,
-        }
-    } else {
-        conn.out.extend_from_slice(scratch);
-    }
-    if !conn.out.is_empty() {
-        conn.out_since.get_or_insert(now);
-    }
-    if !keep_alive {
-        if conn.out.is_empty() && conn.filled == 0 {
-            let _ = conn.stream.shutdown(Shutdown::Write);
-            return Served::Close;
-        }
-        conn.closing = Some(Closing {
-            linger: ERROR_LINGER,
-            until: None,
-        });
-    }
-    Served::Progress
-}
-
-/// Queues an error answer and closes after it (with a linger).
-fn reject(conn: &mut LoopConn, error: Error, scratch: &mut Vec<u8>, date: &mut DateCache) {
-    let correlation_id = CorrelationId::generate();
-    serialize(
-        &error.to_response(&correlation_id),
-        &correlation_id,
-        date.get(crate::time_format::now_unix()),
         false,
         false,
-        scratch,
+        &mut out,
     );
-    conn.out.extend_from_slice(scratch);
-    conn.filled = 0;
-    let now = Instant::now();
-    conn.out_since.get_or_insert(now);
-    conn.closing = Some(Closing {
-        linger: ERROR_LINGER,
-        until: None,
-    });
-}
-
-/// Answers connections over the cap with a 503 without keeping them.
-#[derive(Default)]
-struct OverloadResponder {
-    date: DateCache,
-    out: Vec<u8>,
-}
-
-impl OverloadResponder {
-    fn reject(&mut self, mut stream: TcpStream) {
-        let cid = CorrelationId::generate();
-        let response = Error::Overloaded.to_response(&cid);
-        serialize(
-            &response,
-            &cid,
-            self.date.get(crate::time_format::now_unix()),
-            false,
-            false,
-            &mut self.out,
-        );
-        let _ = stream.set_nonblocking(true);
-        // Drain what the client already sent so close() sends FIN, not RST.
-        let mut sink = [0u8; 4096];
-        for _ in 0..4 {
-            if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
-                break;
-            }
+    let _ = stream.set_nonblocking(true);
+    // Drain what the client already sent so close() sends FIN, not RST.
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            break;
         }
-        let _ = stream.write_all(&self.out);
-        let _ = stream.shutdown(Shutdown::Write);
     }
+    let _ = stream.write_all(&out);
+    let _ = stream.shutdown(Shutdown::Write);
+    observe_refusal(
+        shared,
+        peer,
+        &RejectedRequest {
+            status: response.status(),
+            correlation_id,
+        },
+    );
 }

@@ -4,18 +4,20 @@
 //! `httparse` in [`head`], chunked bodies by [`chunked`]; both are pure and fuzzed.
 
 pub mod chunked;
+pub(crate) mod conn;
 mod event_loop;
 pub mod head;
 mod request;
+mod request_pool;
 mod response;
 mod server;
 pub mod tls;
+mod transport;
 pub mod trusted_proxies;
-mod worker_pool;
 
 pub use request::Request;
 pub use response::{
     is_valid_header_name, is_valid_header_value, CorrelationId, HeaderValue, Response,
 };
-pub use server::{Handler, Server, ServerConfig, ServerStats, StatsHandle};
+pub use server::{Exchange, Handler, Server, ServerConfig, ServerStats, StatsHandle};
 pub use trusted_proxies::{Cidr, TrustedProxies};

@@ -1,23 +1,27 @@
-//! The server as a whole: its configuration, the [`Handler`] it calls, and the two lanes
-//! that share one listener.
+//! The server as a whole: its configuration, the [`Handler`] it calls, the open-connection
+//! accounting, and start/shutdown of the two kinds of thread.
 //!
-//! Every connection starts on an event loop (`event_loop.rs`, one per core), which answers
-//! quick bodiless requests (forward-auth, health) without a thread wake-up per request.
-//! Requests that may block (admin routes, bodies, `Expect`, TLS) move their connection to
-//! the worker pool (`worker_pool.rs`), which runs it on one thread at a time. Both lanes share
-//! the open-connection cap (503 over it) and the shutdown flag. Shutdown stops accepting, lets
-//! in-flight requests finish (bounded), closes idle connections and joins.
+//! Event loops (`event_loop.rs`, one per core) own every connection from accept to close,
+//! plain and TLS, each a [`super::conn::Conn`] state machine and a buffer, never a thread.
+//! They answer quick requests in place ([`Handler::serves_inline`]: token checks, health) and
+//! hand a request that may block (admin routes: Argon2, fsync, scans) *complete, body
+//! included*, to the request pool (`request_pool.rs`), whose answer comes back to the loop.
+//! Every response, including every refusal by the layer itself, passes
+//! [`Handler::observe`] once. Shutdown stops accepting, lets in-flight requests finish
+//! (bounded), closes idle connections and joins.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::event_loop::EventLoop;
-use super::head::{parse_request_head, HeadLimits, ParsedHead};
+use super::conn::ConnLimits;
+use super::event_loop::{EventLoop, LoopMailbox};
+use super::head::ParsedHead;
+use super::request_pool::RequestPool;
 use super::tls::TlsContext;
 use super::trusted_proxies::TrustedProxies;
 use super::{CorrelationId, Request, Response};
@@ -27,28 +31,39 @@ use crate::log_error;
 /// Limits and pool sizes of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Event-loop threads (the lane every connection starts on); default: one per core.
+    /// Event-loop threads: every connection lives on one; default one per core.
     pub event_loops: usize,
-    /// Worker threads for requests that may block (admin, bodies, TLS): connections served
-    /// there at the same time.
+    /// Threads that run requests which may block (admin routes): requests run at once.
     pub workers: usize,
-    /// Open connections (served plus queued); over it new ones get 503.
+    /// Complete requests waiting for a worker; over it the request gets 503.
+    pub max_queued_requests: usize,
+    /// Open connections, TLS included; over it new ones get 503 (plain HTTP) or are closed
+    /// (TLS, where no answer is possible before a handshake).
     pub max_connections: usize,
+    /// Open connections from one address that is not a trusted proxy (503 over it).
+    pub max_connections_per_address: usize,
+    /// Request bodies being received at once (each holds up to the body limit in memory);
+    /// over it a request with a body gets 503 before its body is read.
+    pub max_bodies_in_flight: usize,
+    /// The same from one address that is not a trusted proxy.
+    pub max_bodies_per_address: usize,
     /// Request head limit (431 over it).
     pub max_head_bytes: usize,
     /// Request body limit (413 over it).
     pub max_body_bytes: u64,
-    /// Time for a client to send a complete head (and, separately, a body) from its first byte.
+    /// From accept to a complete first head, TLS handshake included; for later requests on a
+    /// kept-alive connection, from their first byte; a body has as long again.
     pub header_timeout: Duration,
     /// How long an idle keep-alive connection is kept.
     pub idle_timeout: Duration,
-    /// How long a response write may block on a client that does not read.
+    /// How long a response may wait for a client that does not read it.
     pub write_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// Serve HTTPS with this certificate (reloadable) instead of plain HTTP.
     pub tls: Option<Arc<TlsContext>>,
-    /// Peers whose `X-Correlation-Id` is adopted (default loopback).
+    /// Peers whose `X-Correlation-Id` is adopted and who are exempt from the per-address
+    /// limits (the reverse proxy; default loopback).
     pub trusted_proxies: TrustedProxies,
 }
 
@@ -56,8 +71,12 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             event_loops: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            workers: 64,
+            workers: 16,
+            max_queued_requests: 1024,
             max_connections: 4096,
+            max_connections_per_address: 256,
+            max_bodies_in_flight: 256,
+            max_bodies_per_address: 16,
             max_head_bytes: 16 * 1024,
             max_body_bytes: 64 * 1024,
             header_timeout: Duration::from_secs(10),
@@ -70,23 +89,55 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    pub(super) fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_head_bytes: self.max_head_bytes,
+            max_body_bytes: self.max_body_bytes,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+        }
+    }
+}
+
+/// One answered (or refused) request, as the server reports it to [`Handler::observe`].
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    /// Empty when the request was refused before its request line could be read.
+    pub method: &'a str,
+    /// The routed path; empty when refused before it could be read.
+    pub path: &'a str,
+    pub status: u16,
+    /// From the complete request to its answer (queueing for a worker included).
+    pub duration: Duration,
+    pub peer: SocketAddr,
+    pub correlation_id: &'a CorrelationId,
+    /// Refused by the HTTP layer (400, 408, 413, 431, 503, 505 …), not by the handler.
+    pub refused_by_server: bool,
+}
+
 /// What the server calls for each request.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     fn handle(&self, request: &Request<'_>) -> Response;
 
-    /// Called before reading the body of an `Expect: 100-continue` request: answer now (the
-    /// body is then never read and the connection closes) or return `None` to get the body.
+    /// Called before reading the body of a request that has one: answer now (the body is
+    /// then never read and the connection closes) or return `None` to get the body.
     fn respond_before_body(&self, _request: &Request<'_>) -> Option<Response> {
         None
     }
 
-    /// Whether [`Handler::handle`] answers this (bodiless, plain-HTTP) request quickly and
-    /// without blocking — no disk, no network, no lock held by slow work — so an event loop
-    /// may run it inline. `false` (the default) sends the connection to the worker pool.
+    /// Whether [`Handler::handle`] answers this request quickly and without blocking — no
+    /// disk, no network, no lock held by slow work — so an event loop may run it in place.
+    /// `false` (the default) runs it on the request pool.
     fn serves_inline(&self, _request: &Request<'_>) -> bool {
         false
     }
+
+    /// Sees every response the server sends, once, including the server's own refusals:
+    /// the one place for the request log line and the request metrics.
+    fn observe(&self, _exchange: &Exchange<'_>) {}
 }
 
 impl<F> Handler for F
@@ -98,53 +149,130 @@ where
     }
 }
 
-/// A connection waiting for a pool worker.
-pub(super) struct Queued {
-    pub(super) stream: TcpStream,
-    pub(super) peer: SocketAddr,
-    /// When the current request's wait began (accept, or the end of the previous request).
-    pub(super) accepted: Instant,
-    /// What an event loop had read when it handed the connection over.
-    pub(super) carried: Option<Carried>,
-}
-
-/// The state an event loop hands over with a connection.
-pub(super) struct Carried {
-    /// Bytes read and not yet consumed: at least one complete request head. (Answers to
-    /// earlier requests are always written before a hand-over.)
-    pub(super) input: Vec<u8>,
-    pub(super) first_request: bool,
-}
-
 pub(super) struct Shared {
     pub(super) config: ServerConfig,
     pub(super) handler: Box<dyn Handler>,
-    pub(super) queue: Mutex<VecDeque<Queued>>,
-    pub(super) queue_ready: Condvar,
-    pub(super) queued: AtomicUsize,
     pub(super) open_connections: AtomicUsize,
+    pub(super) bodies_in_flight: AtomicUsize,
     pub(super) shutting_down: AtomicBool,
+    /// Connections and bodies per address (only addresses that are not trusted proxies).
+    per_address: Mutex<HashMap<IpAddr, AddressUse>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct AddressUse {
+    connections: usize,
+    bodies: usize,
 }
 
 impl Shared {
-    /// Whether the connection stays open after answering `head` with `response`.
-    pub(super) fn keeps_alive(&self, head: &ParsedHead, response: &Response) -> bool {
-        head.keep_alive && !response.wants_close() && !self.shutting_down.load(Ordering::Relaxed)
+    /// Whether a connection may stay open after an answer (not while shutting down).
+    pub(super) fn keep_alive_allowed(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Queues a connection for the worker pool (it already counts as open).
-    pub(super) fn enqueue(&self, queued: Queued) {
-        match self.queue.lock() {
-            Ok(mut q) => {
-                q.push_back(queued);
-                self.queued.fetch_add(1, Ordering::SeqCst);
+    fn counts_per_address(&self, addr: IpAddr) -> bool {
+        !self.config.trusted_proxies.contains(addr)
+    }
+
+    /// Takes an open-connection place for `peer`, or says it is over a cap.
+    pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnSlot> {
+        let open = self.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut slot = ConnSlot {
+            shared: Arc::clone(self),
+            peer,
+            per_address: false,
+            body: false,
+        };
+        if open > self.config.max_connections {
+            return None;
+        }
+        if self.counts_per_address(peer) {
+            let Ok(mut map) = self.per_address.lock() else {
+                return None;
+            };
+            let entry = map.entry(peer).or_default();
+            if entry.connections >= self.config.max_connections_per_address {
+                return None;
             }
-            Err(_) => {
-                self.open_connections.fetch_sub(1, Ordering::SeqCst);
-                return;
+            entry.connections += 1;
+            slot.per_address = true;
+        }
+        Some(slot)
+    }
+}
+
+/// One open connection's place in the counts; given back when dropped, whatever ends the
+/// connection.
+pub(super) struct ConnSlot {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    per_address: bool,
+    body: bool,
+}
+
+impl ConnSlot {
+    /// Takes a place for a body about to be received; `false` when over a cap.
+    pub(super) fn begin_body(&mut self) -> bool {
+        if self.body {
+            return true;
+        }
+        let shared = &self.shared;
+        let n = shared.bodies_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > shared.config.max_bodies_in_flight {
+            shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        if self.per_address {
+            let allowed = shared.per_address.lock().is_ok_and(|mut map| {
+                let entry = map.entry(self.peer).or_default();
+                let ok = entry.bodies < shared.config.max_bodies_per_address;
+                if ok {
+                    entry.bodies += 1;
+                }
+                ok
+            });
+            if !allowed {
+                shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+                return false;
             }
         }
-        self.queue_ready.notify_one();
+        self.body = true;
+        true
+    }
+
+    /// The body's request was answered (or the connection ended).
+    pub(super) fn end_body(&mut self) {
+        if !std::mem::take(&mut self.body) {
+            return;
+        }
+        let shared = &self.shared;
+        shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.per_address {
+            if let Ok(mut map) = shared.per_address.lock() {
+                if let Some(entry) = map.get_mut(&self.peer) {
+                    entry.bodies = entry.bodies.saturating_sub(1);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.end_body();
+        let shared = &self.shared;
+        shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+        if self.per_address {
+            if let Ok(mut map) = shared.per_address.lock() {
+                if let Some(entry) = map.get_mut(&self.peer) {
+                    entry.connections = entry.connections.saturating_sub(1);
+                    if entry.connections == 0 && entry.bodies == 0 {
+                        map.remove(&self.peer);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -152,7 +280,8 @@ impl Shared {
 pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    wakers: Vec<mio::Waker>,
+    pool: Arc<RequestPool>,
+    mailboxes: Vec<Arc<LoopMailbox>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -160,24 +289,25 @@ pub struct Server {
 #[derive(Debug, Clone, Copy)]
 pub struct ServerStats {
     pub open_connections: usize,
-    pub queued_connections: usize,
+    /// Complete requests waiting for a worker.
+    pub queued_requests: usize,
 }
 
 /// A cheap, clonable view of a server's live figures (for metrics).
 #[derive(Clone)]
-pub struct StatsHandle(Arc<Shared>);
+pub struct StatsHandle(Arc<Shared>, Arc<RequestPool>);
 
 impl StatsHandle {
     pub fn stats(&self) -> ServerStats {
         ServerStats {
             open_connections: self.0.open_connections.load(Ordering::Relaxed),
-            queued_connections: self.0.queued.load(Ordering::Relaxed),
+            queued_requests: self.1.queued(),
         }
     }
 }
 
 impl Server {
-    /// Binds and starts the event loops and the worker pool.
+    /// Binds and starts the event loops and the request pool.
     pub fn start(
         addr: impl ToSocketAddrs,
         config: ServerConfig,
@@ -190,26 +320,30 @@ impl Server {
         let shared = Arc::new(Shared {
             config: config.clone(),
             handler: Box::new(handler),
-            queue: Mutex::new(VecDeque::new()),
-            queue_ready: Condvar::new(),
-            queued: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),
+            bodies_in_flight: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            per_address: Mutex::new(HashMap::new()),
         });
+        let pool = Arc::new(RequestPool::new(config.max_queued_requests));
         let mut threads = Vec::with_capacity(config.workers + config.event_loops);
         for i in 0..config.workers.max(1) {
-            let shared = Arc::clone(&shared);
+            let (shared, pool) = (Arc::clone(&shared), Arc::clone(&pool));
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("http-worker-{i}"))
                     .stack_size(1024 * 1024)
-                    .spawn(move || super::worker_pool::worker_loop(&shared))?,
+                    .spawn(move || pool.work(&shared))?,
             );
         }
-        let mut wakers = Vec::with_capacity(config.event_loops);
+        let mut mailboxes = Vec::with_capacity(config.event_loops);
         for i in 0..config.event_loops.max(1) {
-            let (event_loop, waker) = EventLoop::new(Arc::clone(&listener), Arc::clone(&shared))?;
-            wakers.push(waker);
+            let event_loop = EventLoop::new(
+                Arc::clone(&listener),
+                Arc::clone(&shared),
+                Arc::clone(&pool),
+            )?;
+            mailboxes.push(event_loop.mailbox());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("http-loop-{i}"))
@@ -219,7 +353,8 @@ impl Server {
         Ok(Server {
             local_addr,
             shared,
-            wakers,
+            pool,
+            mailboxes,
             threads,
         })
     }
@@ -233,19 +368,19 @@ impl Server {
     }
 
     pub fn stats_handle(&self) -> StatsHandle {
-        StatsHandle(Arc::clone(&self.shared))
+        StatsHandle(Arc::clone(&self.shared), Arc::clone(&self.pool))
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), closes idle
     /// connections and joins the threads. Returns false if the drain timed out.
     pub fn shutdown(mut self) -> bool {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
-        for waker in &self.wakers {
-            let _ = waker.wake();
+        for mailbox in &self.mailboxes {
+            mailbox.wake();
         }
         let deadline = Instant::now() + self.shared.config.drain_timeout;
         while Instant::now() < deadline && self.threads.iter().any(|t| !t.is_finished()) {
-            self.shared.queue_ready.notify_all();
+            self.pool.wake_all();
             std::thread::sleep(Duration::from_millis(10));
         }
         let drained = self.threads.iter().all(JoinHandle::is_finished);
@@ -275,6 +410,19 @@ pub(super) fn correlation_id_of(
         .unwrap_or_else(CorrelationId::generate)
 }
 
+/// Runs the handler, turning a panic or a response with a forbidden header byte into a
+/// logged 500: the one place every handler call goes through.
+pub(super) fn call_handler(
+    handler: &dyn Handler,
+    request: &Request<'_>,
+    correlation_id: &CorrelationId,
+) -> Response {
+    let response =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(request)))
+            .unwrap_or_else(|_| panic_response(correlation_id));
+    checked_response(response, correlation_id)
+}
+
 pub(super) fn panic_response(correlation_id: &CorrelationId) -> Response {
     log_error!(
         "handler panicked (correlation id {}); answered 500",
@@ -284,7 +432,7 @@ pub(super) fn panic_response(correlation_id: &CorrelationId) -> Response {
 }
 
 /// The handler's response, or a logged 500 if it carries a header with a forbidden byte.
-pub(super) fn checked_response(response: Response, correlation_id: &CorrelationId) -> Response {
+fn checked_response(response: Response, correlation_id: &CorrelationId) -> Response {
     if response.headers_are_valid() {
         return response;
     }
@@ -293,16 +441,4 @@ pub(super) fn checked_response(response: Response, correlation_id: &CorrelationI
         correlation_id.as_str()
     );
     Error::Internal("invalid response header".into()).to_response(correlation_id)
-}
-
-/// Parses the request head at the front of `buf` with the configured limits, for both lanes.
-/// A NUL or other control byte anywhere in the head is refused (400; 401 on forward-auth,
-/// see [`parse_request_head`]), as nginx and Caddy do: RFC 9110 §5.5 would allow replacing
-/// NUL with SP, but then `Bearer\0<token>` would authenticate and `chunked\0` would frame.
-pub(super) fn parse_head(buf: &[u8], config: &ServerConfig) -> Result<Option<ParsedHead>, Error> {
-    let limits = HeadLimits {
-        max_head_bytes: config.max_head_bytes,
-        max_body_bytes: config.max_body_bytes,
-    };
-    parse_request_head(buf, &limits)
 }

@@ -3,14 +3,13 @@
 //! dropping connections: existing ones keep the config they started with, new handshakes
 //! use the new one. A failed reload keeps the old certificate.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::{ServerConfig, ServerConnection};
 
 use crate::error::{Error, Result};
 
@@ -72,82 +71,13 @@ impl TlsContext {
         Ok(())
     }
 
-    fn accept(&self) -> io::Result<ServerConnection> {
+    /// A new server-side TLS connection with the current certificate.
+    pub(super) fn accept(&self) -> io::Result<ServerConnection> {
         let config = self
             .current
             .read()
             .map(|c| Arc::clone(&c))
             .map_err(|_| io::Error::other("TLS lock"))?;
         ServerConnection::new(config).map_err(io::Error::other)
-    }
-}
-
-/// A client connection, plain or TLS; timeouts and shutdown go to the TCP socket.
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-}
-
-impl Stream {
-    pub(crate) fn new(tcp: TcpStream, tls: Option<&TlsContext>) -> io::Result<Stream> {
-        Ok(match tls {
-            None => Stream::Plain(tcp),
-            Some(ctx) => Stream::Tls(Box::new(StreamOwned::new(ctx.accept()?, tcp))),
-        })
-    }
-
-    pub(crate) fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
-        }
-    }
-
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
-
-    /// Writes everything, including TLS records still buffered.
-    pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write_all(bytes)?;
-        self.flush()
-    }
-
-    /// Half-closes: close_notify for TLS, then FIN.
-    pub(crate) fn shutdown_write(&mut self) {
-        if let Stream::Tls(s) = self {
-            s.conn.send_close_notify();
-            let _ = s.flush();
-        }
-        let _ = self.tcp().shutdown(Shutdown::Write);
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => match s.read(buf) {
-                // A peer that closes without close_notify is treated as a normal close.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                other => other,
-            },
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
     }
 }

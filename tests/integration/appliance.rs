@@ -55,7 +55,7 @@ fn sd_notify_ready_and_stopping() {
 }
 
 /// A self-signed certificate for 127.0.0.1 made with the openssl command.
-fn make_certificate(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn make_certificate(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
     if !require_program("/usr/bin/openssl", "openssl") {
         return None;
     }
@@ -98,7 +98,7 @@ fn make_certificate(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// A rustls client that trusts exactly `cert`.
-fn tls_client(cert: &Path) -> Arc<rustls::ClientConfig> {
+pub(crate) fn tls_client(cert: &Path) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {

@@ -7,6 +7,7 @@ mod admin_hardening;
 mod appliance;
 mod audit_integrity;
 mod console_browser;
+mod engine;
 mod forward_auth;
 mod fuzz_corpus;
 mod hostile;

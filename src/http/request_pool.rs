@@ -1,0 +1,139 @@
+//! The request pool: threads that run requests whose handler may block (Argon2, an fsync, a
+//! store scan, a backup). An event loop hands over a *complete* request — its connection's
+//! buffer, head and body — and gets the buffer back with the response through its mailbox.
+//! Workers never hold a connection, so no client, however slow, can occupy one; the queue is
+//! bounded and a request that finds it full gets 503 from the loop at once.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::event_loop::LoopMailbox;
+use super::head::ParsedHead;
+use super::server::{call_handler, Shared};
+use super::{CorrelationId, Request, Response};
+
+/// A complete request on its way to a worker.
+pub(super) struct Job {
+    pub(super) buffer: Vec<u8>,
+    pub(super) head: Box<ParsedHead>,
+    pub(super) body: Range<usize>,
+    pub(super) peer: SocketAddr,
+    pub(super) correlation_id: CorrelationId,
+    pub(super) tls: bool,
+    /// Where the answer goes: the loop's mailbox and the connection there.
+    pub(super) reply_to: Arc<LoopMailbox>,
+    pub(super) connection: ConnectionRef,
+}
+
+/// A connection on a loop: its slot and the generation of that slot (a slot reused by a
+/// later connection must not get this answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ConnectionRef {
+    pub(super) slot: usize,
+    pub(super) generation: u64,
+}
+
+/// A worker's answer, on its way back to the loop.
+pub(super) struct Done {
+    pub(super) connection: ConnectionRef,
+    pub(super) buffer: Vec<u8>,
+    pub(super) response: Response,
+}
+
+pub(super) struct RequestPool {
+    queue: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl RequestPool {
+    pub(super) fn new(capacity: usize) -> Self {
+        RequestPool {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Queues a job, or gives it back when the queue is full.
+    pub(super) fn submit(&self, job: Job) -> Result<(), Box<Job>> {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Err(Box::new(job));
+        };
+        if queue.len() >= self.capacity {
+            return Err(Box::new(job));
+        }
+        queue.push_back(job);
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    pub(super) fn queued(&self) -> usize {
+        self.queue.lock().map_or(0, |q| q.len())
+    }
+
+    pub(super) fn wake_all(&self) {
+        self.ready.notify_all();
+    }
+
+    /// A worker thread's life: run jobs until shutdown empties the queue.
+    pub(super) fn work(&self, shared: &Shared) {
+        loop {
+            let job = {
+                let Ok(mut queue) = self.queue.lock() else {
+                    return;
+                };
+                loop {
+                    if let Some(job) = queue.pop_front() {
+                        break job;
+                    }
+                    if shared
+                        .shutting_down
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        return;
+                    }
+                    queue = match self.ready.wait_timeout(queue, Duration::from_millis(500)) {
+                        Ok((q, _)) => q,
+                        Err(_) => return,
+                    };
+                }
+            };
+            run(job, shared);
+        }
+    }
+}
+
+fn run(job: Job, shared: &Shared) {
+    let Job {
+        buffer,
+        head,
+        body,
+        peer,
+        correlation_id,
+        tls,
+        reply_to,
+        connection,
+    } = job;
+    let response = {
+        let request = Request {
+            buf: &buffer,
+            head: &head,
+            body: buffer.get(body).unwrap_or(&[]),
+            body_pending: false,
+            peer,
+            correlation_id,
+            tls,
+        };
+        call_handler(&*shared.handler, &request, &correlation_id)
+    };
+    reply_to.deliver(Done {
+        connection,
+        buffer,
+        response,
+    });
+}

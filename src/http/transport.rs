@@ -1,0 +1,159 @@
+//! Moving bytes between a non-blocking socket and a [`Conn`]: plain TCP, or TLS through a
+//! rustls `ServerConnection` (rustls does no I/O of its own: records are read and written here,
+//! so a handshake is just more bytes on the loop, under the same deadline as the head).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+use rustls::ServerConnection;
+
+use super::conn::Conn;
+
+/// What a read or write pass achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Io {
+    /// Moved bytes (more may be possible).
+    Progress,
+    /// Nothing more now: the socket would block, or the connection wants no input.
+    Blocked,
+    /// Everything pending was written.
+    Flushed,
+    /// The peer closed.
+    Eof,
+    /// A socket or TLS error: drop the connection.
+    Failed,
+}
+
+pub(super) enum Transport {
+    Plain(TcpStream),
+    Tls(TcpStream, Box<ServerConnection>),
+}
+
+impl Transport {
+    pub(super) fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(tcp) | Transport::Tls(tcp, _) => tcp,
+        }
+    }
+
+    pub(super) fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(..))
+    }
+
+    /// One read into the connection: plaintext from TLS records already decrypted, else one
+    /// socket read (decrypting what came).
+    pub(super) fn read_into(&mut self, conn: &mut Conn, now: std::time::Instant) -> Io {
+        match self {
+            Transport::Plain(tcp) => {
+                let Some(space) = conn.read_space() else {
+                    return Io::Blocked;
+                };
+                match tcp.read(space) {
+                    Ok(0) => Io::Eof,
+                    Ok(n) => {
+                        conn.received(n, now);
+                        Io::Progress
+                    }
+                    Err(e) => io_error(&e),
+                }
+            }
+            Transport::Tls(tcp, tls) => loop {
+                let Some(space) = conn.read_space() else {
+                    return Io::Blocked;
+                };
+                match tls.reader().read(space) {
+                    Ok(0) => return Io::Eof,
+                    Ok(n) => {
+                        conn.received(n, now);
+                        return Io::Progress;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The peer closed without close_notify: a close like any other.
+                    Err(_) => return Io::Eof,
+                }
+                match tls.read_tls(tcp) {
+                    Ok(0) => return Io::Eof,
+                    Ok(_) => {
+                        if tls.process_new_packets().is_err() {
+                            // Send the alert rustls queued, then give up on the connection.
+                            let _ = tls.write_tls(tcp);
+                            return Io::Failed;
+                        }
+                    }
+                    Err(e) => match io_error(&e) {
+                        Io::Progress => {}
+                        other => return other,
+                    },
+                }
+            },
+        }
+    }
+
+    /// Writes the connection's output (and, for TLS, pending handshake records) until done or
+    /// the socket would block.
+    pub(super) fn write_from(&mut self, conn: &mut Conn, now: std::time::Instant) -> Io {
+        match self {
+            Transport::Plain(tcp) => {
+                while conn.has_output() {
+                    match tcp.write(conn.output()) {
+                        Ok(0) => return Io::Failed,
+                        Ok(n) => conn.wrote(n, now),
+                        Err(e) => match io_error(&e) {
+                            Io::Progress => {}
+                            other => return other,
+                        },
+                    }
+                }
+                Io::Flushed
+            }
+            Transport::Tls(tcp, tls) => loop {
+                let mut moved = false;
+                if conn.has_output() {
+                    if let Ok(n) = tls.writer().write(conn.output()) {
+                        if n > 0 {
+                            conn.wrote(n, now);
+                            moved = true;
+                        }
+                    }
+                }
+                if tls.wants_write() {
+                    match tls.write_tls(tcp) {
+                        Ok(_) => continue,
+                        Err(e) => match io_error(&e) {
+                            Io::Progress => continue,
+                            other => return other,
+                        },
+                    }
+                }
+                if !conn.has_output() {
+                    return Io::Flushed;
+                }
+                if !moved {
+                    // rustls's buffer is full and nothing is left to send: wait for the socket.
+                    return Io::Blocked;
+                }
+            },
+        }
+    }
+
+    /// Half-closes: close_notify for TLS, then FIN.
+    pub(super) fn half_close(&mut self) {
+        if let Transport::Tls(tcp, tls) = self {
+            tls.send_close_notify();
+            while tls.wants_write() {
+                if tls.write_tls(tcp).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = self.tcp().shutdown(Shutdown::Write);
+    }
+}
+
+fn io_error(e: &io::Error) -> Io {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => Io::Blocked,
+        io::ErrorKind::Interrupted => Io::Progress,
+        _ => Io::Failed,
+    }
+}
