@@ -205,8 +205,6 @@ impl Handler for App {
             e.to_response(req.correlation_id())
         });
         response
-            .header("Cache-Control", "no-store")
-            .header("X-Content-Type-Options", "nosniff")
     }
 
     /// For `Expect: 100-continue`: refuse before the body is sent when the answer cannot

@@ -1,18 +1,19 @@
 //! Redaction of anything shaped like an API token in text that leaves the process as a
 //! record (log lines, audit events). A secret pasted into a path, a query string, a username
 //! or a token name must not survive there. The rule is deliberately wider than the token
-//! format: `pa_` followed by 16 or more base62 characters, so a truncated or mistyped secret
-//! is hidden too.
+//! format, so a truncated, mistyped or re-encoded secret is hidden too: `pa` followed by `_`,
+//! `-` or `%5F` (any case) and 16 or more base62 characters; and any run of 40 or more
+//! letters and digits (a secret's 46 characters without their prefix).
 
 use std::borrow::Cow;
-
-use crate::tokens::TOKEN_PREFIX;
 
 /// What a redacted secret is replaced with.
 pub const REDACTED: &str = "pa_[redacted]";
 
-/// Shortest run of base62 characters after `pa_` that is treated as (part of) a secret.
+/// Shortest run of base62 characters after a `pa_`-like prefix treated as (part of) a secret.
 const MIN_SECRET_RUN: usize = 16;
+/// Shortest run of letters and digits treated as a secret without any prefix.
+const MIN_BARE_RUN: usize = 40;
 
 /// `text` with every token-like run replaced by [`REDACTED`]; borrowed when nothing matched,
 /// so the common case allocates nothing.
@@ -33,21 +34,41 @@ pub fn redact_secrets(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Byte range of the next token-like run at or after `from`.
+/// Byte range of the next token-like text at or after `from`: a run of ASCII letters and
+/// digits, with the `pa_`-like prefix before it when there is one.
 fn next_secret(text: &str, from: usize) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut at = from;
-    while let Some(offset) = text.get(at..)?.find(TOKEN_PREFIX) {
-        let start = at + offset;
-        let run_start = start + TOKEN_PREFIX.len();
-        let run = bytes[run_start..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric())
-            .count();
-        if run >= MIN_SECRET_RUN {
-            return Some((start, run_start + run));
+    while at < bytes.len() {
+        if !bytes[at].is_ascii_alphanumeric() {
+            at += 1;
+            continue;
         }
-        at = run_start;
+        let start = at;
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .count();
+        let run = &bytes[start..end];
+        let before = &bytes[..start];
+        let prefixed = |prefix: &[u8]| {
+            before.len() >= prefix.len()
+                && before[before.len() - prefix.len()..].eq_ignore_ascii_case(prefix)
+        };
+        if (prefixed(b"pa_") || prefixed(b"pa-")) && run.len() >= MIN_SECRET_RUN {
+            return Some((start - 3, end));
+        }
+        if prefixed(b"pa%")
+            && run.len() >= 2 + MIN_SECRET_RUN
+            && run[..2].eq_ignore_ascii_case(b"5f")
+        {
+            return Some((start - 3, end));
+        }
+        if run.len() >= MIN_BARE_RUN {
+            return Some((start, end));
+        }
+        at = end;
     }
     None
 }
@@ -78,5 +99,25 @@ mod tests {
             "pa_".to_owned() + REDACTED
         );
         assert_eq!(redact_secrets("é pa_ é"), "é pa_ é");
+        // The outside review's spellings: another case, `-`, percent-encoded, no prefix.
+        let body = &s[3..];
+        for text in [
+            format!("/x/PA_{body}"),
+            format!("/x/pa-{body}"),
+            format!("/x/pa%5F{body}"),
+            format!("/x/{body}"),
+            format!("x{body}"),
+        ] {
+            let r = redact_secrets(&text);
+            assert!(!r.contains(&body[..20]), "{text} -> {r}");
+            assert!(r.contains(REDACTED), "{text} -> {r}");
+        }
+        // Ordinary identifiers stay: a UUID, a 32-hex correlation id.
+        for keep in [
+            "/admin/api/tokens/0b7f4a52-8f3e-4f7e-9a43-6d2d35a5c0e1",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(redact_secrets(keep), keep);
+        }
     }
 }

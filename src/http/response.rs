@@ -50,8 +50,9 @@ impl std::fmt::Debug for CorrelationId {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// An HTTP response: status, extra headers, body. `Date`, `Content-Length`, `Connection` and
-/// `X-Correlation-Id` are added by the server.
+/// An HTTP response: status, extra headers, body. `Date`, `Content-Length`, `Connection`,
+/// `X-Correlation-Id`, and (unless set) `Cache-Control: no-store` and
+/// `X-Content-Type-Options: nosniff` are added by the server.
 #[derive(Debug, Clone)]
 pub struct Response {
     status: u16,
@@ -226,6 +227,7 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
         201 => "Created",
         204 => "No Content",
         304 => "Not Modified",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -321,6 +323,14 @@ pub(crate) fn serialize(
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+    }
+    // Every response, the server's own refusals included: nothing pa-auth says is cacheable
+    // or to be sniffed into another content type. A handler may set its own.
+    if response.header_value("Cache-Control").is_none() {
+        out.extend_from_slice(b"\r\nCache-Control: no-store");
+    }
+    if response.header_value("X-Content-Type-Options").is_none() {
+        out.extend_from_slice(b"\r\nX-Content-Type-Options: nosniff");
     }
     out.extend_from_slice(b"\r\n\r\n");
     if !head_only && response.status != 204 && response.status != 304 {

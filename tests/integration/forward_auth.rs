@@ -846,21 +846,13 @@ fn check_hostile_queries(proxy: SocketAddr, upstream: &Recorder) {
 }
 
 fn nginx_allowed() -> &'static [&'static str] {
-    &[
-        "host",
-        "authorization",
-        "x-original-method",
-        "x-original-uri",
-        "x-correlation-id",
-    ]
+    &["host", "authorization", "x-correlation-id"]
 }
 
 fn caddy_allowed() -> &'static [&'static str] {
     &[
         "host",
         "authorization",
-        "x-forwarded-method",
-        "x-forwarded-uri",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
@@ -878,11 +870,6 @@ fn issue14_nginx_sends_pa_auth_only_what_it_reads() {
     };
     check_what_pa_auth_receives(nginx.addr, &fake, nginx_allowed());
     let asked = fake.requests().into_iter().next().unwrap();
-    assert_eq!(asked.values("x-original-method"), ["GET"]);
-    assert_eq!(
-        asked.values("x-original-uri"),
-        ["/api/orders?next=://h/healthz&a=https://h/metrics"]
-    );
     let cid = asked.values("x-correlation-id");
     assert!(cid.len() == 1 && cid[0].len() == 32, "{cid:?}");
 }
@@ -895,12 +882,6 @@ fn issue14_caddy_sends_pa_auth_only_what_it_reads() {
         return;
     };
     check_what_pa_auth_receives(caddy.addr, &fake, caddy_allowed());
-    let asked = fake.requests().into_iter().next().unwrap();
-    assert_eq!(asked.values("x-forwarded-method"), ["GET"]);
-    assert_eq!(
-        asked.values("x-forwarded-uri"),
-        ["/api/orders?next=://h/healthz&a=https://h/metrics"]
-    );
 }
 
 #[test]
@@ -1041,4 +1022,35 @@ fn issue14_envoy_check_requests_need_a_valid_token() {
 #[test]
 fn issue14_traefik_check_requests_need_a_valid_token() {
     replay_checks(traefik_check_request);
+}
+
+/// The outside review of issue 14's fixes: a client's own request could still grow the
+/// forward-auth request past pa-auth's 16 KiB head limit (an 8 KB URL copied into
+/// X-Original-URI beside an 8 KB Authorization through nginx, answered 500; a 16 KB query in
+/// X-Forwarded-Uri through Caddy, answered 431 to a valid token). Only Authorization goes now.
+#[test]
+fn issue14_long_urls_never_turn_into_500_or_431() {
+    let svc = Service::start(&[]);
+    // A recorder, not the echo server: that one has pa-auth's own 16 KiB head limit.
+    let upstream = Recorder::start(answer_ok);
+    let auth = admin_basic(&svc);
+    let secret = admin_create(&svc, &auth, json!({"name": "long urls"}))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let Some(nginx) = start_nginx(svc.addr, upstream.addr, true) else {
+        return;
+    };
+    let path = format!("/api/{}", "a".repeat(8_150));
+    let r = Req::get(&path)
+        .header("Authorization", &format!("Bearer {}", "b".repeat(8_150)))
+        .send(nginx.addr);
+    assert_eq!(r.status, 401, "nginx: {}", r.text());
+    drop(nginx);
+    let Some(caddy) = start_caddy(svc.addr, upstream.addr) else {
+        return;
+    };
+    let target = format!("/api/x?q={}", "a".repeat(16_200));
+    let r = Req::get(&target).bearer(&secret).send(caddy.addr);
+    assert_eq!(r.status, 200, "caddy: {}", r.text());
 }

@@ -80,3 +80,40 @@ fn issue_14_nul_is_refused_everywhere() {
     );
     assert_eq!(r.header("Connection"), Some("close"));
 }
+
+/// The outside review of the fixes: the server's own refusals lacked the headers every
+/// response promises, and a secret spelled `PA_…`, `pa%5F…` or without its prefix reached the
+/// log.
+#[test]
+fn issue_14_refusals_carry_the_common_headers_and_variant_secrets_are_redacted() {
+    let svc = Service::start(&[]);
+    for r in [
+        raw(
+            svc.addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+        ),
+        Req::get("/healthz").send(svc.addr),
+        Req::get("/auth/verify").send(svc.addr),
+    ] {
+        assert_eq!(r.header("Cache-Control"), Some("no-store"), "{}", r.status);
+        assert_eq!(r.header_count("Cache-Control"), 1);
+        assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
+        assert_eq!(r.header_count("X-Content-Type-Options"), 1);
+    }
+    let secret = pa_auth::tokens::PlaintextToken::generate();
+    let body = &secret.expose_secret()[3..];
+    for target in [
+        format!("/x/PA_{body}"),
+        format!("/x/pa%5F{body}"),
+        format!("/x/{body}"),
+    ] {
+        assert_eq!(Req::get(&target).send(svc.addr).status, 404);
+    }
+    assert!(svc.log_shows("path=/x/pa_[redacted]"));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = svc.log_text();
+    assert!(
+        !log.contains(&body[..20]),
+        "a secret reached the log:\n{log}"
+    );
+}
