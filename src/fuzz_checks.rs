@@ -17,8 +17,11 @@ const LIMITS: HeadLimits = HeadLimits {
 };
 
 /// Request head + framing: never panics; a parsed head is self-consistent and stable under
-/// re-parsing its own bytes; a chunked body after it decodes in place within the cap.
+/// re-parsing its own bytes; a chunked body after it decodes in place within the cap; and
+/// the connection state machine serves the bytes the same way in any split
+/// ([`check_connection_splits`]).
 pub fn check_request_head(data: &[u8]) {
+    check_connection_splits(data);
     let Ok(Some(head)) = parse_request_head(data, &LIMITS) else {
         return;
     };
@@ -49,6 +52,91 @@ pub fn check_request_head(data: &[u8]) {
         }
         Framing::Empty => {}
     }
+}
+
+/// The connection state machine: a byte stream fed in arbitrary splits (sizes drawn from the
+/// input's first two bytes) gives exactly the requests and answers of the same stream fed
+/// whole: framing, pipelining and errors never depend on how TCP cut the bytes.
+pub fn check_connection_splits(data: &[u8]) {
+    let (seed, stream) = match data {
+        [a, b, rest @ ..] => (u32::from(*a) << 8 | u32::from(*b), rest),
+        _ => return,
+    };
+    let whole = serve_stream(stream, &mut |_| usize::MAX);
+    let mut state = seed | 1;
+    let split = serve_stream(stream, &mut |_| {
+        // xorshift: cheap, deterministic, any size from 1 to 64.
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        1 + (state % 64) as usize
+    });
+    assert_eq!(whole, split, "the split changed what the connection did");
+}
+
+/// Feeds `bytes` to one [`Conn`](crate::http::conn::Conn) in pieces whose sizes `next_split`
+/// chooses, answering every request 200 with its path, and reading every body. Returns the
+/// requests seen (method, path, body) and the statuses written, comma-separated.
+pub fn serve_stream(
+    bytes: &[u8],
+    next_split: &mut dyn FnMut(usize) -> usize,
+) -> (Vec<(String, String, Vec<u8>)>, String) {
+    use crate::http::conn::{Conn, ConnLimits, Step};
+    use crate::http::{CorrelationId, Response};
+    let now = std::time::Instant::now();
+    let limits = ConnLimits {
+        max_head_bytes: LIMITS.max_head_bytes,
+        max_body_bytes: LIMITS.max_body_bytes,
+        header_timeout: std::time::Duration::from_secs(10),
+        idle_timeout: std::time::Duration::from_secs(5),
+        write_timeout: std::time::Duration::from_secs(10),
+    };
+    let mut date = crate::http::conn::DateCache::default();
+    let mut conn = Conn::new(limits, now);
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    let mut fed = 0;
+    loop {
+        let mut step = conn.poll(now, &mut date);
+        loop {
+            match step {
+                Step::Idle | Step::Rejected(_) => break,
+                Step::BodyAhead => step = conn.read_body(now, &mut date),
+                Step::Request => {
+                    let Some((buf, head, body)) = conn.request() else {
+                        break;
+                    };
+                    let method = String::from_utf8_lossy(head.method.of(buf)).into_owned();
+                    let path = String::from_utf8_lossy(head.path(buf)).into_owned();
+                    seen.push((method, path.clone(), buf.get(body).unwrap_or(&[]).to_vec()));
+                    let cid = CorrelationId::generate();
+                    let response = Response::new(200).body(path.into_bytes());
+                    conn.respond(&response, &cid, true, now, &mut date);
+                    step = conn.poll(now, &mut date);
+                }
+            }
+        }
+        out.extend_from_slice(conn.output());
+        let n = conn.output().len();
+        conn.wrote(n, now);
+        if fed == bytes.len() || conn.is_closed() {
+            break;
+        }
+        let Some(space) = conn.read_space() else {
+            break;
+        };
+        let n = next_split(fed).min(bytes.len() - fed).min(space.len());
+        space[..n].copy_from_slice(&bytes[fed..fed + n]);
+        conn.received(n, now);
+        fed += n;
+    }
+    let text = String::from_utf8_lossy(&out);
+    let statuses = text
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text.get(i + 9..i + 12))
+        .collect::<Vec<_>>()
+        .join(",");
+    (seen, statuses)
 }
 
 /// Routing is a function of the path alone (issue 14): `data` is split at its first 0xFF

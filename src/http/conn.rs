@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::chunked::ChunkedDecoder;
 use super::head::{parse_request_head, Framing, HeadLimits, ParsedHead};
-use super::response::{serialize, CorrelationId, DateCache, Response};
+pub(crate) use super::response::DateCache;
+use super::response::{serialize, CorrelationId, Response};
 use crate::error::Error;
 
 /// First size of a connection's input buffer; it grows to the head limit, and to head plus
@@ -564,59 +565,8 @@ mod tests {
         write_timeout: Duration::from_secs(10),
     };
 
-    /// Feeds `bytes` in pieces of `split`, answering every request with its path and body.
-    /// Returns the requests seen (method, path, body) and the statuses written.
     fn run(bytes: &[u8], split: usize) -> (Vec<(String, String, Vec<u8>)>, String) {
-        let now = Instant::now();
-        let mut date = DateCache::default();
-        let mut conn = Conn::new(LIMITS, now);
-        let mut seen = Vec::new();
-        let mut out = Vec::new();
-        let mut fed = 0;
-        loop {
-            let mut step = conn.poll(now, &mut date);
-            loop {
-                match step {
-                    Step::Idle | Step::Rejected(_) => break,
-                    Step::BodyAhead => step = conn.read_body(now, &mut date),
-                    Step::Request => {
-                        let (buf, head, body) = conn.request().unwrap();
-                        let method = String::from_utf8_lossy(head.method.of(buf)).into_owned();
-                        let path = String::from_utf8_lossy(head.path(buf)).into_owned();
-                        seen.push((method, path.clone(), buf[body].to_vec()));
-                        let cid = CorrelationId::generate();
-                        conn.respond(
-                            &Response::new(200).body(path.into_bytes()),
-                            &cid,
-                            true,
-                            now,
-                            &mut date,
-                        );
-                        step = conn.poll(now, &mut date);
-                    }
-                }
-            }
-            out.extend_from_slice(conn.output());
-            let n = conn.output().len();
-            conn.wrote(n, now);
-            if fed == bytes.len() || conn.is_closed() {
-                break;
-            }
-            let Some(space) = conn.read_space() else {
-                break;
-            };
-            let n = split.min(bytes.len() - fed).min(space.len());
-            space[..n].copy_from_slice(&bytes[fed..fed + n]);
-            conn.received(n, now);
-            fed += n;
-        }
-        let text = String::from_utf8_lossy(&out);
-        let statuses = text
-            .match_indices("HTTP/1.1 ")
-            .map(|(i, _)| text[i + 9..i + 12].to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        (seen, statuses)
+        crate::fuzz_checks::serve_stream(bytes, &mut |_| split)
     }
 
     #[test]

@@ -86,18 +86,21 @@ impl ParsedHead {
 pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<ParsedHead>, Error> {
     let mut raw_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut raw_headers);
-    let head_len = match request.parse(buf) {
+    // httparse accepts a bare LF as a line end; we refuse it. Parsing only up to the first
+    // one makes every verdict depend on the bytes alone, never on how much of them has
+    // arrived: the earliest problem in the stream is the one reported.
+    let bare_lf = first_bare_lf(buf);
+    let parsed = buf.get(..bare_lf.unwrap_or(buf.len())).unwrap_or(buf);
+    let head_len = match request.parse(parsed) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            if buf.len() >= limits.max_head_bytes {
-                return Err(Error::HeadTooLarge);
-            }
-            // A bare LF in what we have so far is already fatal; say so now rather than
-            // waiting for a head that will never be accepted.
-            if has_bare_lf(buf) {
+            if bare_lf.is_some() {
                 return Err(Error::BadRequest(
                     "bare LF line ending in request head".into(),
                 ));
+            }
+            if buf.len() >= limits.max_head_bytes {
+                return Err(Error::HeadTooLarge);
             }
             return Ok(None);
         }
@@ -116,12 +119,6 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
     };
     if head_len > limits.max_head_bytes {
         return Err(Error::HeadTooLarge);
-    }
-    let head = buf.get(..head_len).unwrap_or(&[]);
-    if has_bare_lf(head) {
-        return Err(Error::BadRequest(
-            "bare LF line ending in request head".into(),
-        ));
     }
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| Span {
@@ -246,10 +243,10 @@ fn version_error(buf: &[u8]) -> Error {
     }
 }
 
-fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
+fn first_bare_lf(buf: &[u8]) -> Option<usize> {
+    buf.iter()
         .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+        .position(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
 }
 
 /// The path of a request target, by RFC 9112 §3.2's four forms; anything else is a 400.
