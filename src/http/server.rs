@@ -38,7 +38,8 @@ pub struct ServerConfig {
     /// Complete requests waiting for a worker; over it the request gets 503.
     pub max_queued_requests: usize,
     /// Open connections, TLS included; over it new ones get 503 (plain HTTP) or are closed
-    /// (TLS, where no answer is possible before a handshake).
+    /// (TLS, where no answer is possible before a handshake). Peers that are not trusted
+    /// proxies may use seven eighths of them; the rest is kept for the proxy.
     pub max_connections: usize,
     /// Open connections from one address that is not a trusted proxy (503 over it).
     pub max_connections_per_address: usize,
@@ -188,6 +189,12 @@ impl Shared {
             return None;
         }
         if self.counts_per_address(peer) {
+            // The last eighth of the connections is kept for the trusted proxies: a flood from
+            // many addresses that reach pa-auth directly cannot lock the proxy out.
+            let reserved = self.config.max_connections / 8;
+            if open > self.config.max_connections - reserved {
+                return None;
+            }
             let Ok(mut map) = self.per_address.lock() else {
                 return None;
             };

@@ -366,3 +366,82 @@ fn issue_15_every_refusal_is_logged_and_counted_once() {
         );
     }
 }
+
+/// A connection from a chosen loopback source address, nothing sent.
+fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&src.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}
+
+/// Whether the server answered this connection 503 at once (over a cap). Call after giving
+/// the server a moment to answer: this only looks at what has arrived.
+fn refused_at_once(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    matches!(stream.read(&mut buf), Ok(n) if n >= 12 && &buf[..12] == b"HTTP/1.1 503")
+}
+
+#[test]
+fn issue_15_per_address_caps_and_the_room_kept_for_the_proxy() {
+    let svc = Service::start(&[
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--max-connections",
+        "512",
+    ]);
+    // Connections: 256 from one address that is not a proxy, the next one refused.
+    let mut held: Vec<TcpStream> = (0..256)
+        .map(|_| connect_from("127.0.0.2", svc.addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = connect_from("127.0.0.2", svc.addr);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        refused_at_once(&mut extra),
+        "257th connection from one address accepted"
+    );
+    // Seven eighths of 512 is 448: a second address gets 192 more, then nothing.
+    let mut second: Vec<TcpStream> = (0..200)
+        .map(|_| connect_from("127.0.0.3", svc.addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = second
+        .iter_mut()
+        .map(refused_at_once)
+        .filter(|&r| r)
+        .count();
+    assert_eq!(refused, 8, "the room kept for the proxy was given away");
+    // The proxy still gets in.
+    assert_eq!(Req::get("/healthz").send(svc.addr).status, 200);
+    drop(held.drain(..));
+    drop(second);
+    std::thread::sleep(Duration::from_millis(300));
+    // Bodies in flight: 16 from one address, the 17th refused before its body is read.
+    let mut bodies: Vec<TcpStream> = (0..17)
+        .map(|_| {
+            let mut s = connect_from("127.0.0.4", svc.addr);
+            s.write_all(
+                b"POST /admin/api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = bodies
+        .iter_mut()
+        .map(refused_at_once)
+        .filter(|&r| r)
+        .count();
+    assert_eq!(
+        refused, 1,
+        "bodies in flight from one address are not capped at 16"
+    );
+    let r = Req::new("POST", "/admin/api/session")
+        .json(&json!({"username": "admin", "password": svc.initial_password()}))
+        .send(svc.addr);
+    assert_eq!(r.status, 200, "the proxy's body was refused: {}", r.text());
+}
