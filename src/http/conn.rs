@@ -78,21 +78,14 @@ enum Phase {
         started: Option<Instant>,
     },
     /// Head parsed and a body announced; waiting for the driver's decision.
-    BodyAhead {
-        head: Box<ParsedHead>,
-    },
+    BodyAhead,
     /// Reading the body.
     Body {
-        head: Box<ParsedHead>,
         deadline: Instant,
         chunked: Option<ChunkedState>,
     },
     /// A complete request is out with the driver; nothing more is read until it answers.
-    Dispatched {
-        head: Box<ParsedHead>,
-        body: Range<usize>,
-        consumed: usize,
-    },
+    Dispatched { body: Range<usize>, consumed: usize },
     /// The last answer is queued: write it, half-close, discard input until `until`.
     Closing {
         until: Option<Instant>,
@@ -110,6 +103,10 @@ struct ChunkedState {
 /// One connection's protocol state and buffers.
 pub struct Conn {
     input: Vec<u8>,
+    /// The head of the request in hand (kept in place: no allocation per request).
+    head: ParsedHead,
+    /// Where answers are serialised before they join `output` (reused).
+    scratch: Vec<u8>,
     filled: usize,
     output: Vec<u8>,
     /// Output bytes already written (the rest of `output` is pending).
@@ -138,6 +135,8 @@ impl Conn {
     pub fn new(limits: ConnLimits, now: Instant) -> Conn {
         Conn {
             input: vec![0; INITIAL_BUFFER],
+            head: ParsedHead::default(),
+            scratch: Vec::new(),
             filled: 0,
             output: Vec::new(),
             written: 0,
@@ -155,7 +154,7 @@ impl Conn {
     /// discarded.
     pub fn read_space(&mut self) -> Option<&mut [u8]> {
         match self.phase {
-            Phase::Dispatched { .. } | Phase::BodyAhead { .. } | Phase::Closed => None,
+            Phase::Dispatched { .. } | Phase::BodyAhead | Phase::Closed => None,
             Phase::Closing { .. } => Some(&mut self.input[..]),
             Phase::Head { .. } | Phase::Body { .. } => {
                 if self.filled == self.input.len() {
@@ -228,23 +227,22 @@ impl Conn {
             max_head_bytes: self.limits.max_head_bytes,
             max_body_bytes: self.limits.max_body_bytes,
         };
-        let head = match parse_request_head(&self.input[..self.filled], &limits) {
-            Ok(Some(head)) => Box::new(head),
+        match parse_request_head(&self.input[..self.filled], &limits) {
+            Ok(Some(head)) => self.head = head,
             Ok(None) => return Step::Idle,
             Err(e) => return self.reject(e, now, date),
-        };
-        match head.framing {
+        }
+        match self.head.framing {
             Framing::Empty => {
-                let end = head.head_len;
+                let end = self.head.head_len;
                 self.phase = Phase::Dispatched {
-                    head,
                     body: end..end,
                     consumed: end,
                 };
                 Step::Request
             }
             Framing::Length(_) | Framing::Chunked => {
-                self.phase = Phase::BodyAhead { head };
+                self.phase = Phase::BodyAhead;
                 Step::BodyAhead
             }
         }
@@ -253,22 +251,19 @@ impl Conn {
     /// The driver's answer to [`Step::BodyAhead`]: the body is wanted. Queues `100 Continue`
     /// when the client asked for it, and starts the body's own deadline.
     pub fn read_body(&mut self, now: Instant, date: &mut DateCache) -> Step {
-        let Phase::BodyAhead { .. } = self.phase else {
+        let Phase::BodyAhead = self.phase else {
             return Step::Idle;
         };
-        let Phase::BodyAhead { head } = std::mem::replace(&mut self.phase, Phase::Closed) else {
-            return Step::Idle;
-        };
-        if head.expect_continue {
+        if self.head.expect_continue {
             self.queue_output(b"HTTP/1.1 100 Continue\r\n\r\n", now);
         }
-        let chunked = (head.framing == Framing::Chunked).then(|| ChunkedState {
+        let head_len = self.head.head_len;
+        let chunked = (self.head.framing == Framing::Chunked).then(|| ChunkedState {
             decoder: ChunkedDecoder::new(self.limits.max_body_bytes),
-            read: head.head_len,
-            write: head.head_len,
+            read: head_len,
+            write: head_len,
         });
         self.phase = Phase::Body {
-            head,
             deadline: now + self.limits.header_timeout,
             chunked,
         };
@@ -276,11 +271,11 @@ impl Conn {
     }
 
     fn poll_body(&mut self, now: Instant, date: &mut DateCache) -> Step {
-        let Phase::Body { head, chunked, .. } = &mut self.phase else {
+        let Phase::Body { chunked, .. } = &mut self.phase else {
             return Step::Idle;
         };
-        let start = head.head_len;
-        let (body, consumed) = match (head.framing, chunked) {
+        let start = self.head.head_len;
+        let (body, consumed) = match (self.head.framing, chunked) {
             (Framing::Length(n), _) => {
                 // The parser capped n at the body limit, so it fits the grown buffer.
                 let end = start + n as usize;
@@ -315,14 +310,7 @@ impl Conn {
             }
             _ => (start..start, start),
         };
-        let Phase::Body { head, .. } = std::mem::replace(&mut self.phase, Phase::Closed) else {
-            return Step::Idle;
-        };
-        self.phase = Phase::Dispatched {
-            head,
-            body,
-            consumed,
-        };
+        self.phase = Phase::Dispatched { body, consumed };
         Step::Request
     }
 
@@ -330,13 +318,13 @@ impl Conn {
     /// buffer, its parsed head and where its body lies.
     pub fn request(&self) -> Option<(&[u8], &ParsedHead, Range<usize>)> {
         match &self.phase {
-            Phase::BodyAhead { head } => Some((
+            Phase::BodyAhead => Some((
                 &self.input[..self.filled],
-                head,
-                head.head_len..head.head_len,
+                &self.head,
+                self.head.head_len..self.head.head_len,
             )),
-            Phase::Dispatched { head, body, .. } => {
-                Some((&self.input[..self.filled], head, body.clone()))
+            Phase::Dispatched { body, .. } => {
+                Some((&self.input[..self.filled], &self.head, body.clone()))
             }
             _ => None,
         }
@@ -364,17 +352,18 @@ impl Conn {
         date: &mut DateCache,
     ) {
         let phase = std::mem::replace(&mut self.phase, Phase::Closed);
-        let (head, consumed, body_read) = match phase {
-            Phase::Dispatched { head, consumed, .. } => (head, consumed, true),
-            Phase::BodyAhead { head } => (head, 0, false),
+        let (consumed, body_read) = match phase {
+            Phase::Dispatched { consumed, .. } => (consumed, true),
+            Phase::BodyAhead => (0, false),
             other => {
                 self.phase = other;
                 return;
             }
         };
-        let keep_alive = keep_alive && body_read && head.keep_alive && !response.wants_close();
-        let head_only = head.method.of(&self.input) == b"HEAD";
-        let mut bytes = Vec::new();
+        let keep_alive =
+            keep_alive && body_read && self.head.keep_alive && !response.wants_close();
+        let head_only = self.head.method.of(&self.input) == b"HEAD";
+        let mut bytes = std::mem::take(&mut self.scratch);
         serialize(
             response,
             correlation_id,
@@ -384,6 +373,7 @@ impl Conn {
             &mut bytes,
         );
         self.queue_output(&bytes, now);
+        self.scratch = bytes;
         if keep_alive {
             self.input.copy_within(consumed..self.filled, 0);
             self.filled -= consumed;

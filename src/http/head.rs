@@ -69,6 +69,24 @@ pub struct ParsedHead {
     pub expect_continue: bool,
 }
 
+impl Default for ParsedHead {
+    /// An empty head (a connection's slot before its first request).
+    fn default() -> Self {
+        ParsedHead {
+            method: Span::default(),
+            target: Span::default(),
+            path: Span::default(),
+            minor_version: 1,
+            headers: [HeaderSpan::default(); MAX_HEADERS],
+            header_count: 0,
+            head_len: 0,
+            framing: Framing::Empty,
+            keep_alive: false,
+            expect_continue: false,
+        }
+    }
+}
+
 impl ParsedHead {
     /// The path the request is routed by (RFC 9112 §3.2): for origin-form the target up to
     /// the first `?`; for absolute-form the path after the authority (`/` when empty); empty
