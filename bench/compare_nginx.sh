@@ -18,6 +18,13 @@ cd "$(dirname "$0")/.."
 tokens=${1:-1000}
 secs=${2:-10}
 rounds=${ROUNDS:-2}   # alternating pa-auth/nginx rounds per scenario (the machine is noisy)
+# LOGS=1: both servers log every request to a file (pa-auth --log-level info, nginx
+# access_log), as a site would run them; the default is logging off on both sides.
+if [ "${LOGS:-0}" = 1 ]; then
+  pa_log_level=info; suffix=-logs
+else
+  pa_log_level=warn; suffix=""
+fi
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
@@ -49,7 +56,7 @@ PY
 start_pa_auth() { # flush interval
   pa_port=$(free_port)
   ./target/release/pa-auth serve --listen "127.0.0.1:$pa_port" --data-dir "$work/data" \
-    --log-level warn --flush-interval "$1" 2>>"$work/pa-auth.log" &
+    --log-level "$pa_log_level" --flush-interval "$1" 2>>"$work/pa-auth.log" &
   pa_pid=$!
   pids+=("$pa_pid")
   for _ in $(seq 300); do curl -fs "http://127.0.0.1:$pa_port/healthz" >/dev/null 2>&1 && return; sleep 0.05; done
@@ -67,7 +74,7 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $( [ "${LOGS:-0}" = 1 ] && echo "access_log $work/nginx/access.log;" || echo "access_log off;" )
   client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
   fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
   keepalive_requests 1000000;
@@ -143,12 +150,12 @@ for round in 1 2; do
 done
 
 mkdir -p bench/results
-out="bench/results/$(date -u +%Y-%m-%d)-${tokens}-tokens.md"
+out="bench/results/$(date -u +%Y-%m-%d)-${tokens}-tokens${suffix}.md"
 {
   echo "# pa-auth vs nginx — $(date -u +%Y-%m-%dT%H:%MZ), $tokens tokens, ${secs} s runs, mean of $rounds alternating rounds"
   echo
   echo "Machine: $(machine_line)."
-  echo "pa-auth $(./target/release/pa-auth --version | cut -d' ' -f2-), $cores event loops + 64 workers, --log-level warn; nginx $(/usr/sbin/nginx -v 2>&1 | cut -d/ -f2), $cores workers, access_log off; wrk -t2 on the same machine."
+  echo "pa-auth $(./target/release/pa-auth --version | cut -d' ' -f2-), $cores event loops, --log-level $pa_log_level; nginx $(/usr/sbin/nginx -v 2>&1 | cut -d/ -f2), $cores workers, access_log $( [ "${LOGS:-0}" = 1 ] && echo "to a file" || echo off ); wrk -t2 on the same machine."
   echo
   echo "| scenario | pa-auth req/s | nginx req/s | ratio | pa-auth p50 / p99 / p99.9 ms | nginx p50 / p99 / p99.9 ms |"
   echo "|---|---|---|---|---|---|"

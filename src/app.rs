@@ -279,6 +279,15 @@ impl Handler for App {
             );
         }
     }
+    /// Request lines from an event loop are written once per turn of the loop (one `write`
+    /// for all the requests it served), like a buffered access log.
+    fn loop_started(&self) {
+        crate::logging::batch_this_thread();
+    }
+
+    fn loop_turn_ended(&self) {
+        crate::logging::flush_thread();
+    }
 }
 
 /// The route families. Chosen by [`route_of`] from the path alone: never the query string,
@@ -489,5 +498,11 @@ impl Handler for SharedApp {
     }
     fn observe(&self, exchange: &Exchange<'_>) {
         self.0.observe(exchange)
+    }
+    fn loop_started(&self) {
+        self.0.loop_started()
+    }
+    fn loop_turn_ended(&self) {
+        self.0.loop_turn_ended()
     }
 }

@@ -81,7 +81,7 @@ macro_rules! serve_flags {
             /// event-loop threads, where connections start and token checks run (default: one per core)
             #[argh(option)]
             pub event_loops: Option<String>,
-            /// worker threads for admin, TLS and requests with a body: connections served there at once (default 64)
+            /// threads that run requests which may block (admin routes); they never hold a connection (default 16)
             #[argh(option)]
             pub workers: Option<String>,
             /// seconds between last-used flushes to disk (default 10)

@@ -55,40 +55,118 @@ pub fn write_line(level: Level, message: std::fmt::Arguments<'_>) {
 }
 
 /// A line with structured fields (request lines). Values must never be secrets.
+///
+/// A text line is built in this thread's reused buffers (a request line per request must not
+/// cost an allocation per field) and written with one `write` call, or held back on a thread
+/// that batches ([`batch_this_thread`]) until its next [`flush_thread`].
 pub fn write_event(level: Level, message: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
     if !enabled(level) {
         return;
     }
-    let now = crate::time_format::format_rfc3339(crate::time_format::now_unix());
-    let mut line = String::with_capacity(96 + message.len());
+    let now = crate::time_format::rfc3339_text(crate::time_format::now_unix());
     if FORMAT.load(Ordering::Relaxed) == 1 {
         let mut object = serde_json::Map::new();
-        object.insert("time".into(), now.into());
+        object.insert("time".into(), now.as_str().into());
         object.insert("level".into(), level.as_str().to_lowercase().into());
         object.insert("message".into(), redact_secrets(message).into());
         for (k, v) in fields {
             object.insert((*k).into(), redact_secrets(&v.to_string()).into());
         }
-        line.push_str(&serde_json::Value::Object(object).to_string());
-    } else {
-        line.push_str(&now);
+        let mut line = serde_json::Value::Object(object).to_string();
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        return;
+    }
+    LINES.with(|lines| {
+        let Ok(mut lines) = lines.try_borrow_mut() else {
+            return;
+        };
+        let ThreadLines {
+            line,
+            value,
+            pending,
+            batching,
+        } = &mut *lines;
+        line.clear();
+        line.push_str(now.as_str());
         line.push(' ');
         line.push_str(level.as_str());
         line.push(' ');
-        push_escaped(&mut line, message);
+        push_escaped(line, message);
         for (k, v) in fields {
             line.push(' ');
             line.push_str(k);
             line.push('=');
-            push_escaped(&mut line, &v.to_string());
+            value.clear();
+            let _ = std::fmt::Write::write_fmt(value, format_args!("{v}"));
+            push_escaped(line, value);
         }
+        line.push('\n');
+        if *batching {
+            pending.push_str(line);
+            if pending.len() >= MAX_PENDING {
+                write_out(pending);
+            }
+        } else {
+            write_out(line);
+        }
+    });
+}
+
+/// A thread's reused line buffers, and the lines it holds back while batching.
+#[derive(Default)]
+struct ThreadLines {
+    line: String,
+    value: String,
+    pending: String,
+    batching: bool,
+}
+
+thread_local! {
+    static LINES: std::cell::RefCell<ThreadLines> = std::cell::RefCell::new(ThreadLines::default());
+}
+
+/// Lines a batching thread holds back before writing them anyway.
+const MAX_PENDING: usize = 32 * 1024;
+
+/// From now on this thread holds its lines back until [`flush_thread`] (an event loop: one
+/// `write` per turn of the loop instead of one per request, as a buffered access log does).
+pub fn batch_this_thread() {
+    LINES.with(|lines| {
+        if let Ok(mut lines) = lines.try_borrow_mut() {
+            lines.batching = true;
+        }
+    });
+}
+
+/// Writes the lines this thread held back.
+pub fn flush_thread() {
+    LINES.with(|lines| {
+        if let Ok(mut lines) = lines.try_borrow_mut() {
+            write_out(&mut lines.pending);
+        }
+    });
+}
+
+/// Writes `text` to stderr with one call and empties it (keeping a modest capacity).
+fn write_out(text: &mut String) {
+    if text.is_empty() {
+        return;
     }
-    line.push('\n');
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    text.clear();
+    if text.capacity() > 2 * MAX_PENDING {
+        *text = String::new();
+    }
 }
 
 fn push_escaped(line: &mut String, text: &str) {
-    for c in redact_secrets(text).chars() {
+    let text = redact_secrets(text);
+    if !text.bytes().any(|b| b.is_ascii_control()) && text.is_ascii() {
+        line.push_str(&text);
+        return;
+    }
+    for c in text.chars() {
         if c.is_control() {
             line.extend(c.escape_default());
         } else {

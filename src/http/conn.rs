@@ -85,10 +85,16 @@ enum Phase {
         chunked: Option<ChunkedState>,
     },
     /// A complete request is out with the driver; nothing more is read until it answers.
-    Dispatched { body: Range<usize>, consumed: usize },
-    /// The last answer is queued: write it, half-close, discard input until `until`.
+    Dispatched {
+        body: Range<usize>,
+        consumed: usize,
+    },
+    /// The last answer is queued: write it and half-close; then, if the client may still be
+    /// sending (`linger`: a refusal, an unread body, pipelined requests), discard its input
+    /// until `until` so our answer is not destroyed by a reset; else close at once.
     Closing {
         until: Option<Instant>,
+        linger: bool,
     },
     Closed,
 }
@@ -360,8 +366,7 @@ impl Conn {
                 return;
             }
         };
-        let keep_alive =
-            keep_alive && body_read && self.head.keep_alive && !response.wants_close();
+        let keep_alive = keep_alive && body_read && self.head.keep_alive && !response.wants_close();
         let head_only = self.head.method.of(&self.input) == b"HEAD";
         let mut bytes = std::mem::take(&mut self.scratch);
         serialize(
@@ -388,8 +393,12 @@ impl Conn {
                 self.input.shrink_to_fit();
             }
         } else {
+            let unread = !body_read || self.filled > consumed;
             self.filled = 0;
-            self.phase = Phase::Closing { until: None };
+            self.phase = Phase::Closing {
+                until: None,
+                linger: unread,
+            };
         }
     }
 
@@ -419,7 +428,10 @@ impl Conn {
         );
         self.queue_output(&bytes, now);
         self.filled = 0;
-        self.phase = Phase::Closing { until: None };
+        self.phase = Phase::Closing {
+            until: None,
+            linger: true,
+        };
         Step::Rejected(RejectedRequest {
             status: response.status(),
             correlation_id,
@@ -464,8 +476,18 @@ impl Conn {
     pub fn take_half_close(&mut self, now: Instant) -> bool {
         let pending = self.has_output();
         match &mut self.phase {
-            Phase::Closing { until } if until.is_none() && !pending => {
+            Phase::Closing {
+                until,
+                linger: true,
+            } if until.is_none() && !pending => {
                 *until = Some(now + ERROR_LINGER);
+                true
+            }
+            Phase::Closing {
+                until: None,
+                linger: false,
+            } if !pending => {
+                self.phase = Phase::Closed;
                 true
             }
             _ => false,
@@ -483,6 +505,7 @@ impl Conn {
         if idle_head && !self.has_output() {
             self.phase = Phase::Closing {
                 until: Some(now + linger),
+                linger: true,
             };
         }
     }
@@ -499,7 +522,7 @@ impl Conn {
                 started: Some(start),
             } => Some(*start + self.limits.header_timeout),
             Phase::Body { deadline, .. } => Some(*deadline),
-            Phase::Closing { until } => *until,
+            Phase::Closing { until, .. } => *until,
             _ => None,
         };
         match (write, phase) {

@@ -135,6 +135,7 @@ impl EventLoop {
     }
 
     pub(super) fn run(mut self) {
+        self.shared.handler.loop_started();
         let mut events = Events::with_capacity(256);
         let mut last_sweep = Instant::now();
         let mut drain_deadline: Option<Instant> = None;
@@ -183,6 +184,7 @@ impl EventLoop {
                 last_sweep = now;
                 self.sweep(now);
             }
+            self.shared.handler.loop_turn_ended();
             if let Some(deadline) = drain_deadline {
                 if self.conns.len() == self.free.len() || now >= deadline {
                     for idx in 0..self.conns.len() {
@@ -318,13 +320,10 @@ impl EventLoop {
     }
 
     fn remove(&mut self, idx: usize) {
-        if let Some(c) = self.conns[idx].take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&c.transport.tcp().as_raw_fd()));
+        if self.conns[idx].take().is_some() {
+            // Dropping the connection closes the socket (which leaves the epoll set with it)
+            // and gives back its slot.
             self.free.push(idx);
-            // Dropping the connection closes the socket and gives back its slot.
         }
     }
 

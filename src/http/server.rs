@@ -139,6 +139,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Sees every response the server sends, once, including the server's own refusals:
     /// the one place for the request log line and the request metrics.
     fn observe(&self, _exchange: &Exchange<'_>) {}
+
+    /// Called once on each event-loop thread as it starts: a handler may set up per-thread
+    /// batching of what [`Handler::observe`] produces.
+    fn loop_started(&self) {}
+
+    /// Called on an event-loop thread after each turn of the loop (a batch of ready
+    /// connections served): the time to write out what was batched.
+    fn loop_turn_ended(&self) {}
 }
 
 impl<F> Handler for F
