@@ -10,13 +10,14 @@
 //! [`Handler::observe`](super::Handler::observe) once.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{Conn, RejectedRequest, Step};
@@ -218,7 +219,8 @@ impl EventLoop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     self.accept_backoff = Duration::from_millis(5);
-                    self.admit(stream, peer);
+                    // Accepted non-blocking already (accept4 with SOCK_NONBLOCK).
+                    self.admit(stream.into(), peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match e.kind() {
@@ -252,9 +254,6 @@ impl EventLoop {
         };
         let now = Instant::now();
         let _ = stream.set_nodelay(true);
-        if stream.set_nonblocking(true).is_err() {
-            return;
-        }
         let transport = match &shared.config.tls {
             None => Transport::Plain(stream),
             Some(ctx) => match ctx.accept() {
@@ -390,7 +389,12 @@ fn drive(
             _ => {}
         }
         if c.conn.take_half_close(now) {
-            c.transport.half_close();
+            if c.conn.is_closed() {
+                // Nothing more will be read: closing the socket sends the FIN.
+                c.transport.close_notify();
+            } else {
+                c.transport.half_close();
+            }
         }
         if c.conn.is_closed() {
             return Outcome::Drop;

@@ -138,6 +138,12 @@ impl Transport {
 
     /// Half-closes: close_notify for TLS, then FIN.
     pub(super) fn half_close(&mut self) {
+        self.close_notify();
+        let _ = self.tcp().shutdown(Shutdown::Write);
+    }
+
+    /// TLS: sends close_notify (best effort; the socket is about to close or half-close).
+    pub(super) fn close_notify(&mut self) {
         if let Transport::Tls(tcp, tls) = self {
             tls.send_close_notify();
             while tls.wants_write() {
@@ -146,7 +152,6 @@ impl Transport {
                 }
             }
         }
-        let _ = self.tcp().shutdown(Shutdown::Write);
     }
 }
 
