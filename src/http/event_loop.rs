@@ -69,7 +69,7 @@ impl LoopMailbox {
 /// One event loop; [`EventLoop::run`] consumes its thread.
 pub(super) struct EventLoop {
     poll: Poll,
-    listener: Arc<TcpListener>,
+    listener: TcpListener,
     shared: Arc<Shared>,
     pool: Arc<RequestPool>,
     mailbox: Arc<LoopMailbox>,
@@ -101,7 +101,7 @@ enum Outcome {
 
 impl EventLoop {
     pub(super) fn new(
-        listener: Arc<TcpListener>,
+        listener: TcpListener,
         shared: Arc<Shared>,
         pool: Arc<RequestPool>,
     ) -> io::Result<Self> {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -328,11 +328,18 @@ impl Server {
         config: ServerConfig,
         handler: impl Handler,
     ) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
-        let local_addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
-        // mio's accept hands out sockets already non-blocking (one syscall fewer each).
-        let listener = Arc::new(mio::net::TcpListener::from_std(listener));
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"))?;
+        // One listener per loop on the same port (SO_REUSEPORT): the kernel spreads new
+        // connections over them, so a connection wakes one loop, not every loop.
+        let first = bind_listener(addr)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..config.event_loops.max(1) {
+            listeners.push(bind_listener(local_addr)?);
+        }
         let shared = Arc::new(Shared {
             config: config.clone(),
             handler: Box::new(handler),
@@ -354,8 +361,11 @@ impl Server {
         }
         let mut mailboxes = Vec::with_capacity(config.event_loops);
         for i in 0..config.event_loops.max(1) {
+            let Some(listener) = listeners.pop() else {
+                break;
+            };
             let event_loop = EventLoop::new(
-                Arc::clone(&listener),
+                listener,
                 Arc::clone(&shared),
                 Arc::clone(&pool),
             )?;
@@ -405,6 +415,19 @@ impl Server {
         }
         drained
     }
+}
+
+/// A non-blocking listening socket with SO_REUSEPORT (only sockets of the same user can join
+/// it), a 1,024-connection backlog, and mio's accept (non-blocking sockets from accept4).
+fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
 /// The correlation id of a request: a trusted proxy's 32-hex `X-Correlation-Id`, or a new
