@@ -218,8 +218,8 @@ impl Handler for App {
         );
         let known = route_of(path) != Route::NotFound;
         // Authentication comes first, as when the body has been read.
-        let early = if crate::admin::lacks_any_credential(req) {
-            Some(crate::admin::admin_unauthorized(req))
+        let early = if let Some(refusal) = crate::admin::refuse_before_body(self, req) {
+            Some(refusal)
         } else if json_route && !crate::json_body::is_json_content_type(req.header("content-type"))
         {
             Some(Error::BadRequest(
@@ -231,6 +231,13 @@ impl Handler for App {
             None
         };
         early.map(|e| e.to_response(req.correlation_id()))
+    }
+
+    /// Only an admin request with a credential already known good (a live session, a
+    /// remembered Basic check) is vouched for: everything else that sends a body shares half
+    /// the body places.
+    fn vouches_for_body(&self, req: &Request<'_>) -> bool {
+        route_of(req.path()) == Route::AdminApi && crate::admin::vouched_before_body(self, req)
     }
 
     /// Token checks, health and not-found answers run on the event loops: they read memory
@@ -495,6 +502,9 @@ impl Handler for SharedApp {
     }
     fn serves_inline(&self, req: &Request<'_>) -> bool {
         self.0.serves_inline(req)
+    }
+    fn vouches_for_body(&self, req: &Request<'_>) -> bool {
+        self.0.vouches_for_body(req)
     }
     fn observe(&self, exchange: &Exchange<'_>) {
         self.0.observe(exchange)

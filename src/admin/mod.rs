@@ -45,17 +45,46 @@ pub fn admin_unauthorized(req: &Request<'_>) -> Error {
     }
 }
 
-/// An admin API request with no credential at all: no Authorization header and no session
-/// cookie. Its 401 cannot depend on the body, so `Expect: 100-continue` gets it at once.
-/// The login is the exception: its credential is the body.
-pub fn lacks_any_credential(req: &Request<'_>) -> bool {
+/// Before a body is read on an admin route: the answer that cannot depend on it, if any. A
+/// locked-out address gets its 429, and a request with neither an Authorization header nor a
+/// live session (an unknown cookie counts as none) its 401, so neither holds a body place.
+/// The login itself carries its credential in the body and only meets the lock.
+pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
     let path = req.path();
-    let admin_api = crate::app::route_of(path) == crate::app::Route::AdminApi;
+    if crate::app::route_of(path) != crate::app::Route::AdminApi {
+        return None;
+    }
+    let now = Instant::now();
+    if let Err(retry_after_secs) = app.throttle.check(req.peer().ip(), now) {
+        return Some(Error::TooManyRequests { retry_after_secs });
+    }
     let login = req.method() == "POST" && path == "/admin/api/session";
-    admin_api
-        && !login
-        && req.headers_named("authorization").next().is_none()
-        && req.header("cookie").and_then(session_cookie).is_none()
+    let live_session = req
+        .header("cookie")
+        .and_then(session_cookie)
+        .is_some_and(|cookie| app.sessions.get(cookie, now).is_some());
+    let authorization = req.headers_named("authorization").next().is_some();
+    (!login && !live_session && !authorization).then(|| admin_unauthorized(req))
+}
+
+/// Whether an admin request's credential is already known good before its body arrives: a
+/// live session, or HTTP Basic remembered from a recent successful check. Such bodies may use
+/// every body place; others (a login, a first Basic check, a wrong password) only half.
+pub fn vouched_before_body(app: &App, req: &Request<'_>) -> bool {
+    let now = Instant::now();
+    if req
+        .header("cookie")
+        .and_then(session_cookie)
+        .is_some_and(|cookie| app.sessions.get(cookie, now).is_some())
+    {
+        return true;
+    }
+    let (values, n) = authorization_values(req);
+    match &values[..n] {
+        [value] => parse_basic(value)
+            .is_some_and(|(user, password)| app.basic_cache.contains(&user, &password, now)),
+        _ => false,
+    }
 }
 
 fn is_unsafe_method(method: &str) -> bool {

@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
 use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{Conn, RejectedRequest, Step};
@@ -249,6 +249,13 @@ impl EventLoop {
             // loop does not spend on a connection it will not keep: those are just closed.
             if shared.config.tls.is_none() {
                 refuse_overloaded(stream, peer, &shared, &mut self.date);
+            } else {
+                // Nothing can be said to it, but the refusal is logged and counted like any.
+                let refused = RejectedRequest {
+                    status: Error::Overloaded.status_and_code().0,
+                    correlation_id: CorrelationId::generate(),
+                };
+                observe_refusal(&shared, peer, &refused);
             }
             return;
         };
@@ -478,7 +485,7 @@ fn body_ahead(
     .unwrap_or_else(|_| Some(super::server::panic_response(&correlation_id)));
     let (early, refused_by_server) = match early {
         Some(response) => (Some(response), false),
-        None if !c.slot.begin_body() => {
+        None if !c.slot.begin_body(handler.vouches_for_body(&request)) => {
             (Some(Error::Overloaded.to_response(&correlation_id)), true)
         }
         None => (None, false),

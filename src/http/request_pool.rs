@@ -47,6 +47,8 @@ pub(super) struct RequestPool {
     queue: Mutex<VecDeque<Job>>,
     ready: Condvar,
     capacity: usize,
+    /// Set once every event loop has stopped: workers finish the queue and exit.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl RequestPool {
@@ -55,6 +57,7 @@ impl RequestPool {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
             capacity: capacity.max(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -80,7 +83,13 @@ impl RequestPool {
         self.ready.notify_all();
     }
 
-    /// A worker thread's life: run jobs until shutdown empties the queue.
+    /// No more jobs will come: workers exit once the queue is empty.
+    pub(super) fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.ready.notify_all();
+    }
+
+    /// A worker thread's life: run jobs until the pool is closed and its queue empty.
     pub(super) fn work(&self, shared: &Shared) {
         loop {
             let job = {
@@ -91,10 +100,7 @@ impl RequestPool {
                     if let Some(job) = queue.pop_front() {
                         break job;
                     }
-                    if shared
-                        .shutting_down
-                        .load(std::sync::atomic::Ordering::SeqCst)
-                    {
+                    if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
                         return;
                     }
                     queue = match self.ready.wait_timeout(queue, Duration::from_millis(500)) {

@@ -140,6 +140,13 @@ pub trait Handler: Send + Sync + 'static {
     /// the one place for the request log line and the request metrics.
     fn observe(&self, _exchange: &Exchange<'_>) {}
 
+    /// Whether a request about to send a body carries a credential the handler has already
+    /// verified cheaply (before the body). Bodies nobody vouches for may take only half of
+    /// the body places, so unauthenticated clients trickling bodies cannot block an admin's.
+    fn vouches_for_body(&self, _request: &Request<'_>) -> bool {
+        true
+    }
+
     /// Called once on each event-loop thread as it starts: a handler may set up per-thread
     /// batching of what [`Handler::observe`] produces.
     fn loop_started(&self) {}
@@ -163,6 +170,8 @@ pub(super) struct Shared {
     pub(super) handler: Box<dyn Handler>,
     pub(super) open_connections: AtomicUsize,
     pub(super) bodies_in_flight: AtomicUsize,
+    /// Bodies in flight that no handler vouched for (at most half the places).
+    unvouched_bodies: AtomicUsize,
     pub(super) shutting_down: AtomicBool,
     /// Connections and bodies per address (only addresses that are not trusted proxies).
     per_address: Mutex<HashMap<IpAddr, AddressUse>>,
@@ -192,6 +201,7 @@ impl Shared {
             peer,
             per_address: false,
             body: false,
+            unvouched: false,
         };
         if open > self.config.max_connections {
             return None;
@@ -224,11 +234,13 @@ pub(super) struct ConnSlot {
     peer: IpAddr,
     per_address: bool,
     body: bool,
+    unvouched: bool,
 }
 
 impl ConnSlot {
-    /// Takes a place for a body about to be received; `false` when over a cap.
-    pub(super) fn begin_body(&mut self) -> bool {
+    /// Takes a place for a body about to be received; `false` when over a cap. A body nobody
+    /// vouched for ([`Handler::vouches_for_body`]) may use only half the places.
+    pub(super) fn begin_body(&mut self, vouched: bool) -> bool {
         if self.body {
             return true;
         }
@@ -237,6 +249,14 @@ impl ConnSlot {
         if n > shared.config.max_bodies_in_flight {
             shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
             return false;
+        }
+        if !vouched {
+            let u = shared.unvouched_bodies.fetch_add(1, Ordering::SeqCst) + 1;
+            if u > shared.config.max_bodies_in_flight / 2 {
+                shared.unvouched_bodies.fetch_sub(1, Ordering::SeqCst);
+                shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+                return false;
+            }
         }
         if self.per_address {
             let allowed = shared.per_address.lock().is_ok_and(|mut map| {
@@ -249,10 +269,14 @@ impl ConnSlot {
             });
             if !allowed {
                 shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+                if !vouched {
+                    shared.unvouched_bodies.fetch_sub(1, Ordering::SeqCst);
+                }
                 return false;
             }
         }
         self.body = true;
+        self.unvouched = !vouched;
         true
     }
 
@@ -263,6 +287,9 @@ impl ConnSlot {
         }
         let shared = &self.shared;
         shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+        if std::mem::take(&mut self.unvouched) {
+            shared.unvouched_bodies.fetch_sub(1, Ordering::SeqCst);
+        }
         if self.per_address {
             if let Ok(mut map) = shared.per_address.lock() {
                 if let Some(entry) = map.get_mut(&self.peer) {
@@ -297,7 +324,8 @@ pub struct Server {
     shared: Arc<Shared>,
     pool: Arc<RequestPool>,
     mailboxes: Vec<Arc<LoopMailbox>>,
-    threads: Vec<JoinHandle<()>>,
+    loops: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 /// Live figures of a running server.
@@ -328,10 +356,9 @@ impl Server {
         config: ServerConfig,
         handler: impl Handler,
     ) -> io::Result<Server> {
-        let addr = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"))?;
+        let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
+        })?;
         // One listener per loop on the same port (SO_REUSEPORT): the kernel spreads new
         // connections over them, so a connection wakes one loop, not every loop.
         let first = bind_listener(addr)?;
@@ -345,14 +372,15 @@ impl Server {
             handler: Box::new(handler),
             open_connections: AtomicUsize::new(0),
             bodies_in_flight: AtomicUsize::new(0),
+            unvouched_bodies: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             per_address: Mutex::new(HashMap::new()),
         });
         let pool = Arc::new(RequestPool::new(config.max_queued_requests));
-        let mut threads = Vec::with_capacity(config.workers + config.event_loops);
+        let mut workers = Vec::with_capacity(config.workers);
         for i in 0..config.workers.max(1) {
             let (shared, pool) = (Arc::clone(&shared), Arc::clone(&pool));
-            threads.push(
+            workers.push(
                 std::thread::Builder::new()
                     .name(format!("http-worker-{i}"))
                     .stack_size(1024 * 1024)
@@ -360,17 +388,14 @@ impl Server {
             );
         }
         let mut mailboxes = Vec::with_capacity(config.event_loops);
+        let mut loops = Vec::with_capacity(config.event_loops);
         for i in 0..config.event_loops.max(1) {
             let Some(listener) = listeners.pop() else {
                 break;
             };
-            let event_loop = EventLoop::new(
-                listener,
-                Arc::clone(&shared),
-                Arc::clone(&pool),
-            )?;
+            let event_loop = EventLoop::new(listener, Arc::clone(&shared), Arc::clone(&pool))?;
             mailboxes.push(event_loop.mailbox());
-            threads.push(
+            loops.push(
                 std::thread::Builder::new()
                     .name(format!("http-loop-{i}"))
                     .spawn(move || event_loop.run())?,
@@ -381,7 +406,8 @@ impl Server {
             shared,
             pool,
             mailboxes,
-            threads,
+            loops,
+            workers,
         })
     }
 
@@ -399,21 +425,28 @@ impl Server {
 
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), closes idle
     /// connections and joins the threads. Returns false if the drain timed out.
-    pub fn shutdown(mut self) -> bool {
+    pub fn shutdown(self) -> bool {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         for mailbox in &self.mailboxes {
             mailbox.wake();
         }
         let deadline = Instant::now() + self.shared.config.drain_timeout;
-        while Instant::now() < deadline && self.threads.iter().any(|t| !t.is_finished()) {
+        // The loops drain first: a request still receiving its body may reach a worker after
+        // the signal, so the workers keep serving until every loop is done.
+        while Instant::now() < deadline && self.loops.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.pool.close();
+        while Instant::now() < deadline && self.workers.iter().any(|t| !t.is_finished()) {
             self.pool.wake_all();
             std::thread::sleep(Duration::from_millis(10));
         }
-        let drained = self.threads.iter().all(JoinHandle::is_finished);
-        for thread in self.threads.drain(..).filter(|t| t.is_finished()) {
+        let threads = self.loops.into_iter().chain(self.workers);
+        let (finished, busy): (Vec<_>, Vec<_>) = threads.partition(JoinHandle::is_finished);
+        for thread in finished {
             let _ = thread.join();
         }
-        drained
+        busy.is_empty()
     }
 }
 

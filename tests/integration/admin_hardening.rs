@@ -384,10 +384,16 @@ fn regression_issue_14_expect_continue_without_credential_gets_401_at_once() {
         "POST /admin/api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n",
     );
     assert!(got.starts_with("HTTP/1.1 100 Continue"), "{got:?}");
-    // Any credential at all (here a session cookie, unchecked until the body is in) waits.
+    // An unknown session cookie is no credential (issue 15: it held a body place): 401 now.
     let got = expect_continue(
         &svc,
         "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\nCookie: pa_session=abc\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n",
+    );
+    assert!(got.starts_with("HTTP/1.1 401"), "{got:?}");
+    // An Authorization header (checked once the body is in: Argon2 never runs on a loop) waits.
+    let got = expect_continue(
+        &svc,
+        "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWRtaW46d3Jvbmc=\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n",
     );
     assert!(got.starts_with("HTTP/1.1 100 Continue"), "{got:?}");
 }

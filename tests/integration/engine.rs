@@ -445,3 +445,91 @@ fn issue_15_per_address_caps_and_the_room_kept_for_the_proxy() {
         .send(svc.addr);
     assert_eq!(r.status, 200, "the proxy's body was refused: {}", r.text());
 }
+
+/// The second outside review: wrong Basic passwords and made-up cookies trickling bodies held
+/// every body place (an admin's token create got 503), and a request whose body was still
+/// arriving at SIGTERM was never answered (the workers had already stopped).
+#[test]
+fn issue_15_unauthenticated_bodies_take_half_the_places_and_sigterm_answers_a_body_in_flight() {
+    let mut svc = Service::start(&["--trusted-proxies", "127.0.0.1/32"]);
+    let auth = admin_basic(&svc);
+    // One successful check: this Basic credential is now remembered (known good).
+    assert_eq!(
+        Req::get("/admin/api/tokens")
+            .header("Authorization", &auth)
+            .send(svc.addr)
+            .status,
+        200
+    );
+    let wrong = crate::support::basic_auth("admin", "not the password");
+    let trickle = |source: &str, header: &str| {
+        let mut s = connect_from(source, svc.addr);
+        write!(
+            s,
+            "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\n{header}\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n{{\"na"
+        )
+        .unwrap();
+        s
+    };
+    // A made-up session cookie and no Authorization: 401 before the body.
+    let mut fake = trickle(
+        "127.0.3.1",
+        "Cookie: pa_session=deadbeefdeadbeefdeadbeefdeadbeef",
+    );
+    fake.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 12];
+    fake.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+    // 9 addresses x 16 wrong-password bodies: only half the 256 places are theirs.
+    let mut held = Vec::new();
+    for a in 1..=9 {
+        for _ in 0..16 {
+            held.push(trickle(
+                &format!("127.0.4.{a}"),
+                &format!("Authorization: {wrong}"),
+            ));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = held.iter_mut().map(refused_at_once).filter(|&r| r).count();
+    assert_eq!(
+        refused,
+        144 - 128,
+        "unvouched bodies were not held to half the places"
+    );
+    let created = Req::new("POST", "/admin/api/tokens")
+        .header("Authorization", &auth)
+        .json(&json!({"name": "during the trickle"}))
+        .send(svc.addr);
+    assert_eq!(created.status, 201, "{}", created.text());
+    drop(held);
+    // SIGTERM while a request's body is still arriving: it is answered, then the exit.
+    let mut s = TcpStream::connect(svc.addr).unwrap();
+    let body = br#"{"name":"sent across SIGTERM"}"#;
+    write!(
+        s,
+        "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let rest = body[5..].to_vec();
+    let finisher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        s.write_all(&rest).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    let started = Instant::now();
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    let took = started.elapsed();
+    let answer = finisher.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the drain waited {took:?} for a request it never answered"
+    );
+}
