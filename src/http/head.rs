@@ -123,7 +123,16 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Version) => {
+            return match version_verdict(parsed) {
+                Some(error) => Err(error),
+                None if bare_lf.is_some() => Err(Error::BadRequest(
+                    "bare LF line ending in request head".into(),
+                )),
+                None if buf.len() >= limits.max_head_bytes => Err(Error::HeadTooLarge),
+                None => Ok(None),
+            };
+        }
         Err(httparse::Error::HeaderName | httparse::Error::HeaderValue)
             if is_forward_auth_request(buf) =>
         {
@@ -248,17 +257,36 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
     Ok(n)
 }
 
-fn version_error(buf: &[u8]) -> Error {
-    // A well-formed "HTTP/x.y" that is not 1.0/1.1 deserves 505; garbage deserves 400.
-    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    let line = buf.get(..line_end).unwrap_or(&[]);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    match line.rsplit(|&b| b == b' ').next() {
-        Some(v) if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() => {
-            Error::HttpVersionNotSupported
+/// The verdict on a request line whose version httparse refused: 505 for a well-formed
+/// `HTTP/d.d` that is not 1.0 or 1.1, 400 for anything else, and `None` while the bytes so far
+/// could still become a well-formed version (wait for more). Decided from the version token
+/// alone, byte by byte, so it does not depend on how much of the line has arrived.
+fn version_verdict(buf: &[u8]) -> Option<Error> {
+    const PATTERN: &[u8; 8] = b"HTTP/d.d";
+    let bad = || Some(Error::BadRequest("malformed request line".into()));
+    let mut fields = buf.splitn(3, |&b| b == b' ');
+    let (Some(_method), Some(_target), Some(rest)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return bad();
+    };
+    for (i, &b) in rest.iter().enumerate() {
+        let fits = match PATTERN.get(i) {
+            Some(b'd') => b.is_ascii_digit(),
+            Some(&expected) => b == expected,
+            // After the eight bytes of a version, the line must end.
+            None => {
+                return if b == b'\r' {
+                    Some(Error::HttpVersionNotSupported)
+                } else {
+                    bad()
+                }
+            }
+        };
+        if !fits {
+            return bad();
         }
-        _ => Error::BadRequest("malformed request line".into()),
     }
+    None
 }
 
 fn first_bare_lf(buf: &[u8]) -> Option<usize> {
@@ -556,6 +584,30 @@ mod tests {
             assert_eq!(head("http://h/auth/verify", line), 401, "{line:?}");
             assert_eq!(head("/auth/verifyx", line), 400, "{line:?}");
             assert_eq!(head("/x?/auth/verify", line), 400, "{line:?}");
+        }
+    }
+
+    /// Issue 15's split property found the 505/400 choice depending on how much of the line
+    /// had arrived: every prefix now either waits or gets the whole line's verdict.
+    #[test]
+    fn version_verdicts_do_not_depend_on_how_much_arrived() {
+        for line in [
+            &b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"[..],
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"POST / H\xff\xffPOST /x HTTP/1.0\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.12\r\n\r\n",
+            b"GET / HTTP/9.9x\r\n\r\n",
+        ] {
+            let whole = parse_request_head(line, &LIMITS).map(|h| h.is_some());
+            let whole = match whole {
+                Err(e) => e.status_and_code().0,
+                Ok(_) => 200,
+            };
+            for end in 1..line.len() {
+                if let Err(e) = parse_request_head(&line[..end], &LIMITS) {
+                    assert_eq!(e.status_and_code().0, whole, "{line:?} cut at {end}");
+                }
+            }
         }
     }
 
