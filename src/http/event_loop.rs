@@ -11,6 +11,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -89,8 +90,46 @@ struct LoopConn {
     peer: SocketAddr,
     slot: ConnSlot,
     generation: u64,
-    /// The request with a worker: its correlation id and when it became complete.
-    with_worker: Option<(CorrelationId, Instant)>,
+    /// The correlation id of the request in hand, chosen once when its head is complete and
+    /// kept through its body and a worker, so every line about it carries the same id.
+    in_hand: Option<CorrelationId>,
+    /// When the request now with a worker became complete.
+    with_worker: Option<Instant>,
+}
+
+impl LoopConn {
+    /// The request in hand's correlation id (a trusted proxy's, or a new one), chosen once.
+    fn correlation_id(&mut self, shared: &Shared) -> Option<CorrelationId> {
+        if self.in_hand.is_none() {
+            let (buf, head, _) = self.conn.request()?;
+            self.in_hand = Some(correlation_id_of(buf, head, self.peer, &shared.config));
+        }
+        self.in_hand
+    }
+
+    /// The request in hand as the handler sees it (its body, unless still `body_pending`),
+    /// and where that body lies in the buffer.
+    fn request(
+        &self,
+        correlation_id: CorrelationId,
+        body_pending: bool,
+    ) -> Option<(Request<'_>, Range<usize>)> {
+        let (buf, head, body) = self.conn.request()?;
+        let request = Request {
+            buf,
+            head,
+            body: if body_pending {
+                &[]
+            } else {
+                buf.get(body.clone()).unwrap_or(&[])
+            },
+            body_pending,
+            peer: self.peer,
+            correlation_id,
+            tls: self.transport.is_tls(),
+        };
+        Some((request, body))
+    }
 }
 
 enum Outcome {
@@ -296,6 +335,7 @@ impl EventLoop {
             peer,
             slot,
             generation: self.generations[idx],
+            in_hand: None,
             with_worker: None,
         });
         // The request is often in the socket already.
@@ -343,7 +383,7 @@ impl EventLoop {
             if c.generation != done.connection.generation {
                 continue;
             }
-            let Some((correlation_id, started)) = c.with_worker.take() else {
+            let (Some(started), Some(correlation_id)) = (c.with_worker.take(), c.in_hand) else {
                 continue;
             };
             c.conn.restore_buffer(done.buffer);
@@ -465,36 +505,40 @@ fn body_ahead(
     date: &mut DateCache,
 ) {
     let now = Instant::now();
-    let Some((buf, head, _)) = c.conn.request() else {
+    let Some(correlation_id) = c.correlation_id(shared) else {
         return;
     };
-    let correlation_id = correlation_id_of(buf, head, c.peer, &shared.config);
-    let request = Request {
-        buf,
-        head,
-        body: &[],
-        body_pending: true,
-        peer: c.peer,
-        correlation_id,
-        tls: c.transport.is_tls(),
-    };
     let handler = &*shared.handler;
-    let early = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handler.respond_before_body(&request)
-    }))
-    .unwrap_or_else(|_| Some(super::server::panic_response(&correlation_id)));
-    let (early, refused_by_server) = match early {
-        Some(response) => (Some(response), false),
-        None if !c.slot.begin_body(handler.vouches_for_body(&request)) => {
-            (Some(Error::Overloaded.to_response(&correlation_id)), true)
+    let (early, vouched) = {
+        let Some((request, _)) = c.request(correlation_id, true) else {
+            return;
+        };
+        let early = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler.respond_before_body(&request)
+        }))
+        .unwrap_or_else(|_| Some(super::server::panic_response(&correlation_id)));
+        if let Some(response) = &early {
+            observe(shared, &request, response, now, false);
         }
-        None => (None, false),
+        let vouched = early.is_none() && handler.vouches_for_body(&request);
+        (early, vouched)
+    };
+    let early = match early {
+        Some(response) => Some(response),
+        None if !c.slot.begin_body(vouched) => {
+            let response = Error::Overloaded.to_response(&correlation_id);
+            if let Some((request, _)) = c.request(correlation_id, true) {
+                observe(shared, &request, &response, now, true);
+            }
+            Some(response)
+        }
+        None => None,
     };
     match early {
         Some(response) => {
-            observe(shared, &request, &response, now, refused_by_server);
             c.conn
                 .answer_before_body(&response, &correlation_id, now, date);
+            c.in_hand = None;
         }
         None => {
             let step = c.conn.read_body(now, date);
@@ -513,25 +557,27 @@ fn request_ready(
     date: &mut DateCache,
 ) {
     let started = Instant::now();
-    let Some((buf, head, body)) = c.conn.request() else {
+    let Some(correlation_id) = c.correlation_id(shared) else {
         return;
     };
-    let correlation_id = correlation_id_of(buf, head, c.peer, &shared.config);
-    let request = Request {
-        buf,
-        head,
-        body: buf.get(body.clone()).unwrap_or(&[]),
-        body_pending: false,
-        peer: c.peer,
-        correlation_id,
-        tls: c.transport.is_tls(),
-    };
     let handler = &*shared.handler;
-    if handler.serves_inline(&request) {
-        let response = call_handler(handler, &request, &correlation_id);
+    let (inline, body) = {
+        let Some((request, body)) = c.request(correlation_id, false) else {
+            return;
+        };
+        if handler.serves_inline(&request) {
+            (Some(call_handler(handler, &request, &correlation_id)), body)
+        } else {
+            (None, body)
+        }
+    };
+    if let Some(response) = inline {
         answer(c, shared, &response, &correlation_id, started, date);
         return;
     }
+    let Some((_, head, _)) = c.conn.request() else {
+        return;
+    };
     let job = Job {
         head: Box::new(head.clone()),
         body,
@@ -546,7 +592,7 @@ fn request_ready(
         buffer: c.conn.lend_buffer(),
     };
     match pool.submit(job) {
-        Ok(()) => c.with_worker = Some((correlation_id, started)),
+        Ok(()) => c.with_worker = Some(started),
         Err(job) => {
             c.conn.restore_buffer(job.buffer);
             let response = Error::Overloaded.to_response(&correlation_id);
@@ -608,6 +654,7 @@ fn finish(
         now,
         date,
     );
+    c.in_hand = None;
     c.slot.end_body();
 }
 
