@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use pa_auth::domain::token::{PlaintextToken, TokenId};
 use pa_auth::store::{Store, StoreOptions, TokenRecord};
-use pa_auth::tokens::{PlaintextToken, TokenId};
 
 /// Opens (creating) a store and fills it with `count` tokens named `bench-N`, in batches.
 /// Returns the store and the secrets of the first `keep` tokens.
@@ -15,7 +15,7 @@ pub fn generate(dir: &Path, count: usize, keep: usize) -> (Store, Vec<String>) {
     };
     let store = Store::open(dir, &options).expect("open store");
     let mut kept = Vec::with_capacity(keep);
-    let now_micros = pa_auth::time_format::now_unix() * 1_000_000;
+    let now_micros = pa_auth::domain::time::now_unix() * 1_000_000;
     let mut done = 0;
     while done < count {
         let batch_len = (count - done).min(50_000);

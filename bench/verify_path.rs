@@ -13,8 +13,8 @@ mod support;
 
 use std::time::Instant;
 
-use pa_auth::auth::{verify_bearer, AuthCounters};
-use pa_auth::last_used::LastUsedTracker;
+use pa_auth::service::auth::last_used::LastUsedTracker;
+use pa_auth::service::auth::{verify_bearer, AuthCounters};
 
 fn main() {
     let sizes: Vec<usize> = std::env::args()
@@ -39,7 +39,7 @@ fn main() {
         let headers: Vec<String> = secrets.iter().map(|s| format!("Bearer {s}")).collect();
         let tracker = LastUsedTracker::default();
         let counters = AuthCounters::default();
-        let now = pa_auth::time_format::now_unix();
+        let now = pa_auth::domain::time::now_unix();
         let mut rotations = vec![1_000.min(keep)];
         if keep > 1_000 {
             rotations.push(keep);

@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
-use crate::admin::api::store_admin_password;
-use crate::admin::passwords::validate_new_password;
 use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
+use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::time::{format_rfc3339, now_unix};
+use crate::domain::token::TokenId;
+use crate::domain::token_fields::{parse_expires_at, validate_name};
 use crate::error::{Error, Result};
-use crate::store::{AuditEvent, AuditKind, Store, StoreOptions};
-use crate::time_format::{format_rfc3339, now_unix};
-use crate::token_fields::{parse_expires_at, validate_name};
-use crate::tokens::TokenId;
-use crate::views::TokenView;
+use crate::service::admins::passwords::validate_new_password;
+use crate::store::{Store, StoreOptions};
+use crate::web::admin_api::store_admin_password;
+use crate::web::views::TokenView;
 
 #[derive(FromArgs, Debug)]
 /// pa-auth: the API token service of Permission Assist.
@@ -412,7 +413,7 @@ fn set_password(p: &SetPassword) -> Result<()> {
         .map_err(|e| Error::Config(format!("password on stdin: {}", e.message)))?;
     let store = Store::open(&data_dir_or_default(&p.data_dir), &StoreOptions::default())?;
     let now = now_unix();
-    let argon2 = crate::admin::passwords::Argon2Pool::new(1);
+    let argon2 = crate::service::admins::passwords::Argon2Pool::new(1);
     store_admin_password(&store, &argon2, &p.username, password, now)?;
     let _ = store.append_audit(
         now,
@@ -436,7 +437,7 @@ fn backup(b: &BackupCommand) -> Result<()> {
         )));
     }
     let store = open_existing(&data_dir_or_default(&b.data_dir))?;
-    let (bytes, summary) = crate::backup::write_backup(&store, now_unix())?;
+    let (bytes, summary) = crate::service::backup::write_backup(&store, now_unix())?;
     crate::store::write_private_file(&b.to, &bytes)?;
     eprintln!(
         "backup written to {}: {} tokens, {} admins, {} audit events",
@@ -452,7 +453,7 @@ fn restore(r: &RestoreCommand) -> Result<()> {
     let bytes = std::fs::read(&r.from)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", r.from.display())))?;
     // Verified in full before the data dir is even opened.
-    let contents = crate::backup::read_backup(&bytes)?;
+    let contents = crate::service::backup::read_backup(&bytes)?;
     let store = Store::open(&data_dir_or_default(&r.data_dir), &StoreOptions::default())?;
     if !store.is_empty() {
         if !r.force {
@@ -463,11 +464,11 @@ fn restore(r: &RestoreCommand) -> Result<()> {
         }
         store.clear_all()?;
     }
-    let summary = crate::backup::restore(&store, contents)?;
+    let summary = crate::service::backup::restore(&store, contents)?;
     let _ = std::fs::remove_file(
         store
             .data_dir()
-            .join(crate::admin::passwords::INITIAL_PASSWORD_FILE),
+            .join(crate::service::admins::passwords::INITIAL_PASSWORD_FILE),
     );
     eprintln!(
         "restored {} tokens, {} admins, {} audit events into {}",

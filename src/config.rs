@@ -270,7 +270,7 @@ impl Config {
         };
         let argon2_slots = number(
             pick(&args.argon2_slots, env, "ARGON2_SLOTS"),
-            crate::admin::passwords::DEFAULT_ARGON2_SLOTS,
+            crate::service::admins::passwords::DEFAULT_ARGON2_SLOTS,
             1,
             64,
         )?;

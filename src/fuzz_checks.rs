@@ -3,13 +3,15 @@
 //! committed corpus file through them, so the README's test command covers the corpora
 //! without a nightly toolchain.
 
-use crate::auth::bearer_header::{is_token68, parse_bearer, parse_bearer_value, MAX_TOKEN_BYTES};
+use crate::domain::token::{is_well_formed, PlaintextToken, RANDOM_LEN, TOKEN_LEN};
+use crate::domain::token_fields::{parse_expires_at, validate_name, MAX_NAME_CHARS};
 use crate::error::AuthFailure;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{parse_request_head, Framing, HeadLimits};
-use crate::json_body::parse_object;
-use crate::token_fields::{parse_expires_at, validate_name, MAX_NAME_CHARS};
-use crate::tokens::{is_well_formed, PlaintextToken, RANDOM_LEN, TOKEN_LEN};
+use crate::service::auth::bearer_header::{
+    is_token68, parse_bearer, parse_bearer_value, MAX_TOKEN_BYTES,
+};
+use crate::web::json_body::parse_object;
 
 const LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 16 * 1024,
@@ -161,20 +163,20 @@ pub fn check_routing(data: &[u8]) {
         return;
     };
     let path = head.path(&with_query);
-    let route = crate::app::route_of(std::str::from_utf8(path).unwrap_or(""));
+    let route = crate::web::route_of(std::str::from_utf8(path).unwrap_or(""));
     let without = head_of(None);
     match parse_request_head(&without, &LIMITS) {
         Ok(Some(bare)) => {
             assert_eq!(bare.path(&without), path, "the query changed the path");
             let bare_path = bare.path(&without);
-            let bare_route = crate::app::route_of(std::str::from_utf8(bare_path).unwrap_or(""));
+            let bare_route = crate::web::route_of(std::str::from_utf8(bare_path).unwrap_or(""));
             assert_eq!(route, bare_route, "the query changed the route");
         }
         // The target alone is not a valid target (e.g. empty): then neither may the query
         // make it one that reaches a route.
         _ => assert_eq!(
             route,
-            crate::app::Route::NotFound,
+            crate::web::Route::NotFound,
             "a query made an invalid target routable"
         ),
     }

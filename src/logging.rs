@@ -1,12 +1,12 @@
 //! Log lines to stderr (journald adds its own timestamp under systemd; we add ours for
 //! terminals and files). One line per event. Callers never pass secrets: tokens, passwords
 //! and Authorization headers are not loggable types; and as a second line of defence every
-//! message and field has token-shaped text redacted ([`crate::redact`]) before it is written.
+//! message and field has token-shaped text redacted ([`crate::domain::redact`]) before it is written.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::redact::redact_secrets;
+use crate::domain::redact::redact_secrets;
 
 /// Text lines or one JSON object per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub fn write_event(level: Level, message: &str, fields: &[(&str, &dyn std::fmt::
     if !enabled(level) {
         return;
     }
-    let now = crate::time_format::rfc3339_text(crate::time_format::now_unix());
+    let now = crate::domain::time::rfc3339_text(crate::domain::time::now_unix());
     if FORMAT.load(Ordering::Relaxed) == 1 {
         let mut object = serde_json::Map::new();
         object.insert("time".into(), now.as_str().into());

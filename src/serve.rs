@@ -8,17 +8,20 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::admin::passwords::{generate_initial_password, Argon2Pool, INITIAL_PASSWORD_FILE};
-use crate::app::{App, SharedApp};
 use crate::config::Config;
+use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::time::now_unix;
 use crate::error::{Error, Result};
-use crate::flusher::LastUsedFlusher;
 use crate::http::tls::{load_server_config, TlsContext};
 use crate::http::{Server, ServerConfig};
-use crate::last_used::LastUsedTracker;
-use crate::store::{write_private_file, AdminAccount, AuditEvent, AuditKind, Store, StoreOptions};
+use crate::service::admins::passwords::{
+    generate_initial_password, Argon2Pool, INITIAL_PASSWORD_FILE,
+};
+use crate::service::auth::last_used::LastUsedTracker;
+use crate::service::maintenance::LastUsedFlusher;
+use crate::store::{write_private_file, AdminAccount, Store, StoreOptions};
 use crate::systemd_notify::notify;
-use crate::time_format::now_unix;
+use crate::web::{App, SharedApp};
 use crate::{log_info, log_warn};
 
 /// The version string.

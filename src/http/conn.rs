@@ -372,7 +372,7 @@ impl Conn {
         serialize(
             response,
             correlation_id,
-            date.get(crate::time_format::now_unix()),
+            date.get(crate::domain::time::now_unix()),
             keep_alive,
             head_only,
             &mut bytes,
@@ -421,7 +421,7 @@ impl Conn {
         serialize(
             &response,
             &correlation_id,
-            date.get(crate::time_format::now_unix()),
+            date.get(crate::domain::time::now_unix()),
             false,
             false,
             &mut bytes,

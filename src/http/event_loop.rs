@@ -701,7 +701,7 @@ fn refuse_overloaded(
     serialize(
         &response,
         &correlation_id,
-        date.get(crate::time_format::now_unix()),
+        date.get(crate::domain::time::now_unix()),
         false,
         false,
         &mut out,

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use rand::RngCore;
 
-use crate::inline_text::Text;
+use crate::domain::text::Text;
 use serde::Serialize;
 
 /// A request's correlation id: 32 lowercase hex characters, kept inline (no allocation).

@@ -53,7 +53,7 @@ fn regression_issue14_failure_flood_from_many_addresses_keeps_lifecycle_events()
         .send(svc.addr);
     assert_eq!(deleted.status, 204);
 
-    let unknown = pa_auth::tokens::PlaintextToken::generate();
+    let unknown = pa_auth::domain::token::PlaintextToken::generate();
     let request = Req::get("/auth/verify")
         .bearer(unknown.expose_secret())
         .to_bytes();
@@ -100,7 +100,7 @@ fn regression_issue14_failure_flood_from_many_addresses_keeps_lifecycle_events()
 #[test]
 fn a_secret_as_a_failed_login_username_is_redacted_in_the_audit() {
     let svc = Service::start(&[]);
-    let secret = pa_auth::tokens::PlaintextToken::generate();
+    let secret = pa_auth::domain::token::PlaintextToken::generate();
     let login = Req::new("POST", "/admin/api/session")
         .json(&json!({"username": secret.expose_secret(), "password": "wrong"}))
         .send(svc.addr);

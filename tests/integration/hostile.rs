@@ -273,7 +273,7 @@ fn authorization_cases(secret: &str) -> Vec<Case> {
             Expect::Unauthorized(Some("invalid_request")),
         ));
     }
-    let fake = pa_auth::tokens::PlaintextToken::generate();
+    let fake = pa_auth::domain::token::PlaintextToken::generate();
     cases.push(c(
         "well-formed unknown",
         bearer(fake.expose_secret().as_bytes()),
@@ -676,7 +676,7 @@ fn hostile_connections_and_load() {
             std::thread::spawn(move || {
                 let mut conn = Conn::open(addr);
                 for _ in 0..2500 {
-                    let t = pa_auth::tokens::PlaintextToken::generate();
+                    let t = pa_auth::domain::token::PlaintextToken::generate();
                     let r = conn
                         .send(&Req::get("/auth/verify").bearer(t.expose_secret()))
                         .unwrap();

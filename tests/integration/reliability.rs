@@ -712,7 +712,7 @@ fn leaked_token_lookup_and_aggregated_failures_in_the_audit() {
     assert_eq!(found.json()["id"], id.as_str());
     let hash = blake3::hash(secret.as_bytes()).to_hex().to_string();
     assert_eq!(lookup(json!({"tokenHash": hash})).json()["id"], id.as_str());
-    let other = pa_auth::tokens::PlaintextToken::generate();
+    let other = pa_auth::domain::token::PlaintextToken::generate();
     lookup(json!({"token": other.expose_secret()})).assert_error(404, "not_found");
     lookup(json!({"token": "pa_nope"})).assert_error(400, "validation_error");
     lookup(json!({})).assert_error(400, "validation_error");

@@ -8,7 +8,7 @@ use crate::support::{raw, Req, Service};
 #[test]
 fn issue_14_secrets_in_paths_and_queries_are_never_logged() {
     let svc = Service::start(&[]);
-    let secret = pa_auth::tokens::PlaintextToken::generate();
+    let secret = pa_auth::domain::token::PlaintextToken::generate();
     let s = secret.expose_secret();
     let targets = [
         format!("/auth/verify/{s}"),
@@ -100,7 +100,7 @@ fn issue_14_refusals_carry_the_common_headers_and_variant_secrets_are_redacted()
         assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
         assert_eq!(r.header_count("X-Content-Type-Options"), 1);
     }
-    let secret = pa_auth::tokens::PlaintextToken::generate();
+    let secret = pa_auth::domain::token::PlaintextToken::generate();
     let body = &secret.expose_secret()[3..];
     for target in [
         format!("/x/PA_{body}"),

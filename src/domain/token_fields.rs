@@ -139,7 +139,7 @@ mod tests {
     fn date_means_through_that_day_utc() {
         let e = parse_expires_at(Some("2026-12-01"), NOW).unwrap().unwrap();
         assert_eq!(
-            crate::time_format::format_rfc3339(e),
+            crate::domain::time::format_rfc3339(e),
             "2026-12-02T00:00:00Z"
         );
     }
@@ -150,7 +150,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            crate::time_format::format_rfc3339(e),
+            crate::domain::time::format_rfc3339(e),
             "2026-12-01T08:00:00Z"
         );
         assert!(

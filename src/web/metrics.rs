@@ -124,11 +124,11 @@ impl RequestCounters {
 
 /// Values sampled at scrape time.
 pub struct Snapshot<'a> {
-    pub auth: &'a crate::auth::AuthCounters,
+    pub auth: &'a crate::service::auth::AuthCounters,
     pub requests: &'a RequestCounters,
     pub tokens: crate::store::TokenStats,
     pub open_connections: usize,
-    pub flush: crate::flusher::FlushStatus,
+    pub flush: crate::service::maintenance::FlushStatus,
 }
 
 /// Renders the exposition text.

@@ -17,9 +17,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 use super::Store;
+use crate::domain::audit::{class_of, AuditClass, AuditEvent};
 use crate::error::{Error, Result};
 
 /// Tree of the lifecycle events (the only audit tree before the split, so older stores
@@ -27,123 +26,6 @@ use crate::error::{Error, Result};
 const LIFECYCLE_TREE: &str = "audit";
 /// Tree of the events anyone can cause.
 const FAILURE_TREE: &str = "audit_failures";
-
-/// Every kind of audit event pa-auth writes: the one list of names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditKind {
-    ServerStarted,
-    ServerStopped,
-    TokenCreated,
-    TokenDeleted,
-    TokenLookup,
-    AdminLogin,
-    AdminPasswordChanged,
-    BackupCreated,
-    AuthFailed,
-    AdminLoginFailed,
-    AuthTokenOnAdminRoute,
-}
-
-/// Which tree an event is kept in, and so which events can evict it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditClass {
-    /// Needs an authenticated admin, or is the server's own start/stop.
-    Lifecycle,
-    /// Anyone who can reach the port can cause it, as often as they like.
-    Failure,
-}
-
-impl AuditKind {
-    pub const ALL: [AuditKind; 11] = [
-        AuditKind::ServerStarted,
-        AuditKind::ServerStopped,
-        AuditKind::TokenCreated,
-        AuditKind::TokenDeleted,
-        AuditKind::TokenLookup,
-        AuditKind::AdminLogin,
-        AuditKind::AdminPasswordChanged,
-        AuditKind::BackupCreated,
-        AuditKind::AuthFailed,
-        AuditKind::AdminLoginFailed,
-        AuditKind::AuthTokenOnAdminRoute,
-    ];
-
-    /// The `event` field's value.
-    pub fn name(self) -> &'static str {
-        match self {
-            AuditKind::ServerStarted => "server.started",
-            AuditKind::ServerStopped => "server.stopped",
-            AuditKind::TokenCreated => "token.created",
-            AuditKind::TokenDeleted => "token.deleted",
-            AuditKind::TokenLookup => "token.lookup",
-            AuditKind::AdminLogin => "admin.login",
-            AuditKind::AdminPasswordChanged => "admin.password_changed",
-            AuditKind::BackupCreated => "backup.created",
-            AuditKind::AuthFailed => "auth.failed",
-            AuditKind::AdminLoginFailed => "admin.login_failed",
-            AuditKind::AuthTokenOnAdminRoute => "auth.token_on_admin_route",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<AuditKind> {
-        AuditKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    pub fn class(self) -> AuditClass {
-        match self {
-            AuditKind::ServerStarted
-            | AuditKind::ServerStopped
-            | AuditKind::TokenCreated
-            | AuditKind::TokenDeleted
-            | AuditKind::TokenLookup
-            | AuditKind::AdminLogin
-            | AuditKind::AdminPasswordChanged
-            | AuditKind::BackupCreated => AuditClass::Lifecycle,
-            AuditKind::AuthFailed
-            | AuditKind::AdminLoginFailed
-            | AuditKind::AuthTokenOnAdminRoute => AuditClass::Failure,
-        }
-    }
-}
-
-impl From<AuditKind> for String {
-    fn from(kind: AuditKind) -> String {
-        kind.name().to_owned()
-    }
-}
-
-/// The class of an event named `event`; unknown names are failures (see the module doc).
-pub fn class_of(event: &str) -> AuditClass {
-    AuditKind::from_name(event).map_or(AuditClass::Failure, AuditKind::class)
-}
-
-/// One audit event.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditEvent {
-    /// Opaque, unique, time-ordered id (also the pagination cursor).
-    #[serde(default)]
-    pub id: String,
-    /// RFC 3339 UTC.
-    pub at: String,
-    /// An [`AuditKind`] name: `token.created`, `token.deleted`, `admin.login`, ...
-    pub event: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_name: Option<String>,
-    /// A client address, or for failures aggregated per network a CIDR prefix
-    /// (`203.0.113.0/24`, `2001:db8:1:2::/64`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_addr: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// For aggregated events (`auth.failed`): how many in the interval.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
-}
 
 /// Filters for reading the log.
 #[derive(Debug, Clone, Default)]
@@ -282,7 +164,7 @@ fn merge_sorted(
 /// Replaces token-shaped text in a field with the redaction marker.
 fn redact_field(field: &mut Option<String>) {
     if let Some(text) = field {
-        if let std::borrow::Cow::Owned(clean) = crate::redact::redact_secrets(text) {
+        if let std::borrow::Cow::Owned(clean) = crate::domain::redact::redact_secrets(text) {
             *text = clean;
         }
     }
@@ -300,11 +182,11 @@ impl Store {
         redact_field(&mut event.actor);
         redact_field(&mut event.token_name);
         redact_field(&mut event.reason);
-        event.at = crate::time_format::format_rfc3339(now);
+        event.at = crate::domain::time::format_rfc3339(now);
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&now.saturating_mul(1_000_000).max(0).to_be_bytes());
         key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
-        event.id = crate::tokens::hex(&key);
+        event.id = crate::domain::token::hex(&key);
         let bytes = serde_json::to_vec(&event).map_err(|e| Error::Internal(e.to_string()))?;
         self.audit
             .of_class(class_of(&event.event))
@@ -380,11 +262,12 @@ impl Store {
 
 /// Parses an audit cursor (32 hex characters).
 pub fn parse_audit_cursor(s: &str) -> Option<[u8; 16]> {
-    crate::tokens::decode_hex(s)
+    crate::domain::token::decode_hex(s)
 }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::audit::AuditKind;
     use crate::store::test_support::TempStore;
     use crate::store::StoreOptions;
 
@@ -638,7 +521,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "pa-auth-unit-{}-{}",
             std::process::id(),
-            crate::tokens::TokenId::generate()
+            crate::domain::token::TokenId::generate()
         ));
         {
             let s = Store::open(&dir, &StoreOptions::default()).unwrap();
@@ -668,7 +551,7 @@ mod tests {
     #[test]
     fn a_secret_typed_as_a_login_username_is_redacted() {
         let s = TempStore::new();
-        let secret = crate::tokens::PlaintextToken::generate();
+        let secret = crate::domain::token::PlaintextToken::generate();
         let text = secret.expose_secret();
         s.append_audit(
             1,
@@ -691,12 +574,15 @@ mod tests {
         let stored = serde_json::to_string(&events).unwrap();
         assert!(!stored.contains(&text[3..]), "{stored}");
         let e = &events[0];
-        assert_eq!(e.actor.as_deref(), Some(crate::redact::REDACTED));
+        assert_eq!(e.actor.as_deref(), Some(crate::domain::redact::REDACTED));
         assert_eq!(
             e.token_name,
-            Some(format!("name {}", crate::redact::REDACTED))
+            Some(format!("name {}", crate::domain::redact::REDACTED))
         );
-        assert_eq!(e.reason, Some(format!("{}!", crate::redact::REDACTED)));
+        assert_eq!(
+            e.reason,
+            Some(format!("{}!", crate::domain::redact::REDACTED))
+        );
         assert_eq!(e.remote_addr.as_deref(), Some("192.0.2.1"));
     }
 }

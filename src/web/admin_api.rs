@@ -1,22 +1,23 @@
 //! Admin API handlers: session login/logout, tokens CRUD with cursor pagination, the audit
 //! log and password change. Plain functions of (app, request, identity, now) → response;
-//! routing is in [`crate::app`].
+//! routing is in [`crate::web`].
 
 use std::time::Instant;
 
 use serde_json::json;
 
-use super::passwords::{validate_new_password, Argon2Pool, INITIAL_PASSWORD_FILE};
-use super::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
-use super::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
-use crate::app::App;
+use super::admin_auth::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
+use crate::domain::audit::AuditEvent;
+use crate::domain::token::{hex, TokenId};
+use crate::domain::token_fields::{parse_expires_at, validate_name};
 use crate::error::{Error, FieldError, Result};
 use crate::http::{Request, Response};
-use crate::json_body::parse_object;
-use crate::store::{parse_audit_cursor, parse_cursor, AuditEvent, AuditQuery};
-use crate::token_fields::{parse_expires_at, validate_name};
-use crate::tokens::{hex, TokenId};
-use crate::views::{CreatedTokenView, TokenView};
+use crate::service::admins::passwords::{validate_new_password, Argon2Pool, INITIAL_PASSWORD_FILE};
+use crate::service::admins::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
+use crate::store::{parse_audit_cursor, parse_cursor, AuditQuery};
+use crate::web::json_body::parse_object;
+use crate::web::views::{CreatedTokenView, TokenView};
+use crate::web::App;
 
 const DEFAULT_LIMIT: usize = 100;
 
@@ -412,8 +413,8 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hi = crate::tokens::hex_digit(*b.get(i + 1)?)?;
-                let lo = crate::tokens::hex_digit(*b.get(i + 2)?)?;
+                let hi = crate::domain::token::hex_digit(*b.get(i + 1)?)?;
+                let lo = crate::domain::token::hex_digit(*b.get(i + 2)?)?;
                 out.push((hi << 4) | lo);
                 i += 3;
             }
@@ -453,20 +454,22 @@ pub fn lookup_token(
     let hash = match (token, hash_hex) {
         (Some(t), None) => {
             let t = t.trim();
-            if !crate::tokens::is_well_formed(t.as_bytes()) {
+            if !crate::domain::token::is_well_formed(t.as_bytes()) {
                 return Err(Error::Validation(vec![FieldError::new(
                     "token",
                     "Not a pa-auth token (pa_ + 46 characters with a valid checksum)",
                 )]));
             }
-            crate::tokens::TokenHash::of(t.as_bytes())
+            crate::domain::token::TokenHash::of(t.as_bytes())
         }
-        (None, Some(h)) => crate::tokens::TokenHash::from_hex(h.trim()).ok_or_else(|| {
-            Error::Validation(vec![FieldError::new(
-                "tokenHash",
-                "Must be 64 hexadecimal characters",
-            )])
-        })?,
+        (None, Some(h)) => {
+            crate::domain::token::TokenHash::from_hex(h.trim()).ok_or_else(|| {
+                Error::Validation(vec![FieldError::new(
+                    "tokenHash",
+                    "Must be 64 hexadecimal characters",
+                )])
+            })?
+        }
         _ => {
             return Err(Error::Validation(vec![FieldError::new(
                 "token",
@@ -506,7 +509,7 @@ pub fn lookup_token(
 pub fn backup(app: &App, req: &Request<'_>, who: &AdminIdentity, now: i64) -> Result<Response> {
     let (bytes, summary) = {
         let _exclusive = app.mutation_exclusive()?;
-        crate::backup::write_backup(&app.store, now)?
+        crate::service::backup::write_backup(&app.store, now)?
     };
     app.audit(
         now,
@@ -521,7 +524,7 @@ pub fn backup(app: &App, req: &Request<'_>, who: &AdminIdentity, now: i64) -> Re
             ..Default::default()
         },
     );
-    let date = crate::time_format::format_rfc3339(now).replace(':', "");
+    let date = crate::domain::time::format_rfc3339(now).replace(':', "");
     Ok(Response::new(200)
         .header("Content-Type", "application/octet-stream")
         .header(

@@ -4,10 +4,10 @@
 
 use serde::Serialize;
 
-use crate::inline_text::{InlineText, Text, INLINE_CAPACITY};
+use crate::domain::text::{InlineText, Text, INLINE_CAPACITY};
+use crate::domain::time::format_rfc3339;
+use crate::domain::token_fields::is_expired;
 use crate::store::TokenRecord;
-use crate::time_format::format_rfc3339;
-use crate::token_fields::is_expired;
 
 /// A token as the admin API and `GET /api/token` show it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -95,7 +95,7 @@ fn is_unreserved(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::TokenId;
+    use crate::domain::token::TokenId;
 
     #[test]
     fn names_become_header_safe() {

@@ -17,9 +17,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::audit::AuditEvent;
+use crate::domain::token::{hex, TokenHash, TokenId};
 use crate::error::{Error, Result};
-use crate::store::{AdminAccount, AuditEvent, Store, TokenRecord};
-use crate::tokens::{hex, TokenHash, TokenId};
+use crate::store::{AdminAccount, Store, TokenRecord};
 
 const MAGIC: &str = "PA-AUTH-BACKUP";
 const FORMAT_VERSION: u32 = 1;
@@ -59,7 +60,7 @@ pub struct BackupSummary {
 pub fn write_backup(store: &Store, now: i64) -> Result<(Vec<u8>, BackupSummary)> {
     let mut out = format!(
         "{MAGIC} {FORMAT_VERSION} {}\n",
-        crate::time_format::format_rfc3339(now)
+        crate::domain::time::format_rfc3339(now)
     )
     .into_bytes();
     let mut summary = BackupSummary::default();

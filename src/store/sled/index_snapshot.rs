@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use super::creation_order::{CreationOrder, OrderKey};
 use super::token_index::{IndexBatch, TokenIndex};
+use crate::domain::token::{TokenHash, TokenId};
 use crate::error::Result;
-use crate::tokens::{TokenHash, TokenId};
 
 const FILE: &str = "index.snapshot";
 const MAGIC: &[u8] = b"PAIDX1\n";
@@ -198,7 +198,7 @@ impl<R: std::io::Read> Reader<R> {
 mod tests {
     use super::super::{Store, StoreOptions};
     use super::*;
-    use crate::tokens::PlaintextToken;
+    use crate::domain::token::PlaintextToken;
 
     fn serving() -> StoreOptions {
         StoreOptions {

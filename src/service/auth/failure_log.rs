@@ -25,9 +25,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::token::TokenId;
 use crate::error::AuthFailure;
-use crate::store::{AuditEvent, AuditKind, Store};
-use crate::tokens::TokenId;
+use crate::store::Store;
 
 const SHARDS: usize = 16;
 

@@ -3,8 +3,8 @@
 //! The audit trees' export and import live in `audit_log`, beside the rule that picks a tree.
 
 use super::{be_i64, AdminAccount, Store};
+use crate::domain::token::TokenHash;
 use crate::error::{Error, Result};
-use crate::tokens::TokenHash;
 
 use super::token_records::TokenRecordRef;
 use super::TokenRecord;

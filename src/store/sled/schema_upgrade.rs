@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use super::token_records::NEWEST_CREATED_KEY;
 use super::{be_i64, StoreState, TokenRecord, SCHEMA_VERSION};
+use crate::domain::token::{TokenHash, TokenId};
 use crate::error::{Error, Result};
-use crate::tokens::{TokenHash, TokenId};
 
 /// The schema-2 record tree: id → record.
 pub(super) const RECORDS_TREE: &str = "token_records";
@@ -181,7 +181,7 @@ fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
 mod tests {
     use super::super::{Store, StoreOptions};
     use super::finish_interrupted_swap;
-    use crate::tokens::{PlaintextToken, TokenId};
+    use crate::domain::token::{PlaintextToken, TokenId};
 
     fn schema_1_record(id: &TokenId, created: i64, expires: i64, name: &str) -> Vec<u8> {
         let mut v = vec![1u8];

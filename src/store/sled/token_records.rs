@@ -16,10 +16,10 @@ use sled::Transactional;
 use super::creation_order::{CreationOrder, OrderKey};
 use super::token_index::IndexBatch;
 use super::{be_i64, be_u64, transaction_error, IndexedToken, Store};
+use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
+use crate::domain::token_fields::fold_name;
 use crate::error::{Error, Result};
-use crate::last_used::Unflushed;
-use crate::token_fields::fold_name;
-use crate::tokens::{PlaintextToken, TokenHash, TokenId};
+use crate::service::auth::last_used::Unflushed;
 
 /// Version byte of a record in the `token_records` tree (schema 2).
 const RECORD_VERSION: u8 = 2;
@@ -547,7 +547,7 @@ fn bump_count(
 
 /// Parses a listing cursor (48 hex characters).
 pub fn parse_cursor(s: &str) -> Option<[u8; ORDER_KEY_LEN]> {
-    crate::tokens::decode_hex(s)
+    crate::domain::token::decode_hex(s)
 }
 
 impl From<Error> for ConflictableTransactionError<Error> {
@@ -776,7 +776,7 @@ mod tests {
     #[test]
     fn cursors_parse_strictly() {
         let k = order_key(5, &TokenId::generate());
-        assert_eq!(parse_cursor(&crate::tokens::hex(&k)), Some(k));
+        assert_eq!(parse_cursor(&crate::domain::token::hex(&k)), Some(k));
         assert_eq!(parse_cursor("abc"), None);
         assert_eq!(parse_cursor(&"g".repeat(48)), None);
     }

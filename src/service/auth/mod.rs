@@ -4,15 +4,16 @@
 
 pub mod bearer_header;
 pub mod failure_log;
+pub mod last_used;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::domain::token::{is_well_formed, TokenHash};
+use crate::domain::token_fields::is_expired;
 use crate::error::{AuthFailure, Error};
 use crate::http::Request;
-use crate::last_used::LastUsedTracker;
+use crate::service::auth::last_used::LastUsedTracker;
 use crate::store::{IndexedToken, Store};
-use crate::token_fields::is_expired;
-use crate::tokens::{is_well_formed, TokenHash};
 
 /// A token that authenticated (a clone of its index entry; the name is shared, not copied).
 #[derive(Debug)]
@@ -91,7 +92,7 @@ fn record_failure(
     counters: &AuthCounters,
     failures: Option<FailureSink<'_>>,
     error: Error,
-    token: Option<crate::tokens::TokenId>,
+    token: Option<crate::domain::token::TokenId>,
 ) -> Error {
     if let Error::Unauthorized(reason) = error {
         counters.count(Err(reason));
@@ -112,7 +113,7 @@ pub fn check_token_on_admin_route(
     failures: Option<FailureSink<'_>>,
     authorization: &[&[u8]],
     now: i64,
-) -> Result<crate::tokens::TokenId, Error> {
+) -> Result<crate::domain::token::TokenId, Error> {
     match check(store, authorization, now) {
         Ok(verified) => {
             counters
@@ -129,7 +130,7 @@ fn check(
     store: &Store,
     authorization: &[&[u8]],
     now: i64,
-) -> Result<VerifiedToken, (Error, Option<crate::tokens::TokenId>)> {
+) -> Result<VerifiedToken, (Error, Option<crate::domain::token::TokenId>)> {
     let refuse = |r| (Error::Unauthorized(r), None);
     let token = bearer_header::parse_bearer(authorization).map_err(refuse)?;
     if !is_well_formed(token) {
@@ -229,7 +230,7 @@ mod tests {
             reason(verify(&s, &t, "Bearer pa_short", 5)),
             AuthFailure::Malformed
         );
-        let other = crate::tokens::PlaintextToken::generate();
+        let other = crate::domain::token::PlaintextToken::generate();
         assert_eq!(
             reason(verify(
                 &s,

@@ -8,7 +8,7 @@
 
 use std::sync::RwLock;
 
-use crate::tokens::TokenId;
+use crate::domain::token::TokenId;
 
 /// Position in the order: created µs, then id (the byte order of a listing cursor).
 pub type OrderKey = (i64, [u8; 16]);

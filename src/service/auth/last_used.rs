@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;
 
-use crate::tokens::{TokenHash, TokenId};
+use crate::domain::token::{TokenHash, TokenId};
 
 const SHARDS: usize = 64;
 const NEVER_FLUSHED: i64 = i64::MIN;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::auth::failure_log::AuthFailureLog;
-use crate::last_used::LastUsedTracker;
+use crate::service::auth::failure_log::AuthFailureLog;
+use crate::service::auth::last_used::LastUsedTracker;
 use crate::store::Store;
 use crate::{log_error, log_info};
 
@@ -135,7 +135,7 @@ fn run(
             *stop
         };
         next = Instant::now() + interval;
-        if let Err(e) = failures.write_to_audit(store, crate::time_format::now_unix()) {
+        if let Err(e) = failures.write_to_audit(store, crate::domain::time::now_unix()) {
             log_error!("writing aggregated auth failures to the audit log failed: {e}");
         }
         let spread = if stopping {
@@ -146,7 +146,7 @@ fn run(
         match flush_last_used(store, tracker, spread) {
             Ok(report) => {
                 if let Ok(mut s) = control.status.lock() {
-                    s.last_success_unix = crate::time_format::now_unix();
+                    s.last_success_unix = crate::domain::time::now_unix();
                     s.last_duration = report.duration;
                 }
                 if stopping {

@@ -16,8 +16,8 @@
 
 use std::sync::RwLock;
 
-use crate::inline_text::Text;
-use crate::tokens::{TokenHash, TokenId};
+use crate::domain::text::Text;
+use crate::domain::token::{TokenHash, TokenId};
 
 const SHARDS: usize = 256;
 /// Stored expiry meaning "never".
@@ -344,7 +344,7 @@ mod tests {
     fn insert_get_remove_and_bulk_load() {
         let index = TokenIndex::default();
         let hashes: Vec<TokenHash> = (0..2000)
-            .map(|_| crate::tokens::PlaintextToken::generate().hash())
+            .map(|_| crate::domain::token::PlaintextToken::generate().hash())
             .collect();
         let mut batches = vec![IndexBatch::default(), IndexBatch::default()];
         for (i, h) in hashes[..1000].iter().enumerate() {
@@ -364,7 +364,7 @@ mod tests {
         index.remove(&hashes[5]);
         assert!(index.get(&hashes[5]).is_none());
         assert_eq!(index.len(), 1999);
-        let other = crate::tokens::PlaintextToken::generate().hash();
+        let other = crate::domain::token::PlaintextToken::generate().hash();
         assert!(index.get(&other).is_none());
     }
 
@@ -411,7 +411,7 @@ mod tests {
     fn predicted_search_answers_like_a_binary_search() {
         let index = TokenIndex::default();
         let mut hashes: Vec<TokenHash> = (0..20_000)
-            .map(|_| crate::tokens::PlaintextToken::generate().hash())
+            .map(|_| crate::domain::token::PlaintextToken::generate().hash())
             .collect();
         // Skewed hashes too (not what blake3 gives, but any input must be answered right):
         // a run of near-identical ones at the bottom and top of shard 7.
@@ -428,7 +428,7 @@ mod tests {
             index.insert(*h, token("t"));
         }
         let mut probes = hashes.clone();
-        probes.extend((0..20_000).map(|_| crate::tokens::PlaintextToken::generate().hash()));
+        probes.extend((0..20_000).map(|_| crate::domain::token::PlaintextToken::generate().hash()));
         probes.extend([
             TokenHash([7; 32]),
             TokenHash([0; 32]),

@@ -3,24 +3,36 @@
 //! every error becomes a response in one place ([`crate::Error::to_response`]). Only
 //! [`App::handle`] reads the clock.
 
+pub mod admin_api;
+pub mod admin_auth;
+pub mod console;
+pub mod json_body;
+pub mod metrics;
+pub mod views;
+
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::admin::basic_cache::BasicAuthCache;
-use crate::admin::login_throttle::{LoginAttempt, LoginThrottle};
-use crate::admin::sessions::SessionStore;
-use crate::admin::{api as admin_api, authenticate_admin, passwords};
-use crate::auth::failure_log::AuthFailureLog;
-use crate::auth::{authorization_values, verify_bearer, AuthCounters, FailureSink, VerifiedToken};
+use crate::service::admins::basic_cache::BasicAuthCache;
+use crate::service::admins::login_throttle::{LoginAttempt, LoginThrottle};
+use crate::service::admins::sessions::SessionStore;
+
+use crate::domain::audit::AuditEvent;
+use crate::domain::text::Text;
+use crate::domain::time::{now_unix, rfc3339_text};
+use crate::domain::token::TokenId;
 use crate::error::{Error, Result};
-use crate::flusher::FlushStatus;
 use crate::http::{Exchange, Handler, Request, Response, StatsHandle};
-use crate::inline_text::Text;
-use crate::last_used::LastUsedTracker;
-use crate::metrics::{RequestCounters, RouteLabel};
-use crate::store::{AuditEvent, Store};
-use crate::time_format::{now_unix, rfc3339_text};
-use crate::tokens::TokenId;
-use crate::views::{percent_encode, TokenView};
+use crate::service::admins::passwords;
+use crate::service::auth::failure_log::AuthFailureLog;
+use crate::service::auth::last_used::LastUsedTracker;
+use crate::service::auth::{
+    authorization_values, verify_bearer, AuthCounters, FailureSink, VerifiedToken,
+};
+use crate::service::maintenance::FlushStatus;
+use crate::store::Store;
+use crate::web::admin_auth::authenticate_admin;
+use crate::web::metrics::{RequestCounters, RouteLabel};
+use crate::web::views::{percent_encode, TokenView};
 use crate::{log_error, log_warn};
 
 /// Everything a request handler may touch.
@@ -218,9 +230,10 @@ impl Handler for App {
         );
         let known = route_of(path) != Route::NotFound;
         // Authentication comes first, as when the body has been read.
-        let early = if let Some(refusal) = crate::admin::refuse_before_body(self, req) {
+        let early = if let Some(refusal) = crate::web::admin_auth::refuse_before_body(self, req) {
             Some(refusal)
-        } else if json_route && !crate::json_body::is_json_content_type(req.header("content-type"))
+        } else if json_route
+            && !crate::web::json_body::is_json_content_type(req.header("content-type"))
         {
             Some(Error::BadRequest(
                 "Content-Type must be application/json".into(),
@@ -237,7 +250,8 @@ impl Handler for App {
     /// remembered Basic check) is vouched for: everything else that sends a body shares half
     /// the body places.
     fn vouches_for_body(&self, req: &Request<'_>) -> bool {
-        route_of(req.path()) == Route::AdminApi && crate::admin::vouched_before_body(self, req)
+        route_of(req.path()) == Route::AdminApi
+            && crate::web::admin_auth::vouched_before_body(self, req)
     }
 
     /// Token checks, health and not-found answers run on the event loops: they read memory
@@ -357,7 +371,7 @@ impl Route {
             Route::Verify => "/auth/verify".into(),
             Route::ApiToken => "/api/token".into(),
             Route::ApiOther => "/api".into(),
-            _ => crate::redact::redact_secrets(path),
+            _ => crate::domain::redact::redact_secrets(path),
         }
     }
 }
@@ -378,7 +392,7 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
         Route::ApiToken => api_token(app, req, method, now),
         Route::ApiOther => app.authenticate(req, now).and(Err(Error::NotFound)),
         Route::AdminApi => admin_route(app, req, method, path, now),
-        Route::Console => crate::console::serve_asset(method, path),
+        Route::Console => crate::web::console::serve_asset(method, path),
         Route::NotFound => Err(Error::NotFound),
     }
 }
@@ -401,11 +415,11 @@ fn healthz() -> Response {
 fn openapi() -> Response {
     Response::new(200)
         .header("Content-Type", "application/json")
-        .body(include_str!("../docs/openapi.json").as_bytes())
+        .body(include_str!("../../docs/openapi.json").as_bytes())
 }
 
 fn metrics(app: &App, now: i64) -> Response {
-    let snapshot = crate::metrics::Snapshot {
+    let snapshot = crate::web::metrics::Snapshot {
         auth: &app.auth_counters,
         requests: &app.requests,
         tokens: app.token_stats(now),
@@ -417,7 +431,7 @@ fn metrics(app: &App, now: i64) -> Response {
     };
     Response::new(200)
         .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::metrics::render(&snapshot).into_bytes())
+        .body(crate::web::metrics::render(&snapshot).into_bytes())
 }
 
 /// `/auth/verify[/...]`, any method: 200 with identity headers, or the 401.

@@ -3,21 +3,15 @@
 //! API tokens are never admin credentials: one sent here gets 403. Failures are throttled per
 //! client address. The route handlers are in [`api`].
 
-pub mod api;
-pub mod basic_cache;
-pub mod login_throttle;
-pub mod passwords;
-pub mod sessions;
-
 use std::time::Instant;
 
-use crate::app::App;
-use crate::auth::{authorization_values, check_token_on_admin_route, FailureSink};
 use crate::config::PublicUrl;
+use crate::domain::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::http::Request;
-use crate::store::AuditEvent;
-use sessions::{session_cookie, Session};
+use crate::service::admins::sessions::{session_cookie, Session};
+use crate::service::auth::{authorization_values, check_token_on_admin_route, FailureSink};
+use crate::web::App;
 
 /// How an admin request authenticated.
 #[derive(Debug, Clone)]
@@ -51,7 +45,7 @@ pub fn admin_unauthorized(req: &Request<'_>) -> Error {
 /// The login itself carries its credential in the body and only meets the lock.
 pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
     let path = req.path();
-    if crate::app::route_of(path) != crate::app::Route::AdminApi {
+    if crate::web::route_of(path) != crate::web::Route::AdminApi {
         return None;
     }
     let now = Instant::now();
@@ -185,7 +179,7 @@ pub fn cookie_is_secure(app: &App, req: &Request<'_>) -> bool {
 /// configured (behind a proxy the Host header is the proxy's business), else this host.
 fn check_csrf(req: &Request<'_>, session: &Session, public_url: Option<&PublicUrl>) -> Result<()> {
     let sent = req.header("x-csrf-token").unwrap_or(&[]);
-    if !passwords::constant_time_eq(sent, session.csrf_token.as_bytes()) {
+    if !crate::service::admins::passwords::constant_time_eq(sent, session.csrf_token.as_bytes()) {
         return Err(Error::Forbidden(
             "CSRF check failed: missing or wrong X-CSRF-Token",
         ));

@@ -1,6 +1,6 @@
 //! The `Authorization: Bearer <token>` parser (RFC 6750 §2.1, RFC 9110 §11.4): a pure function
 //! over the raw header values that never panics on any bytes (fuzz target `bearer_header`).
-//! It decides only syntax; whether the token68 is a pa-auth token is [`crate::tokens`]' call.
+//! It decides only syntax; whether the token68 is a pa-auth token is [`crate::domain::token`]' call.
 
 use crate::error::AuthFailure;
 

@@ -3,7 +3,7 @@
 
 use time::format_description::well_known::Rfc3339;
 
-use crate::inline_text::{InlineText, Text};
+use crate::domain::text::{InlineText, Text};
 use time::OffsetDateTime;
 
 /// Seconds since the Unix epoch, from the wall clock.

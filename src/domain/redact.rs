@@ -76,7 +76,7 @@ fn next_secret(text: &str, from: usize) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::PlaintextToken;
+    use crate::domain::token::PlaintextToken;
 
     #[test]
     fn hides_every_token_like_run_and_keeps_the_rest() {

@@ -1,0 +1,122 @@
+//! The audit vocabulary: every kind of event pa-auth records ([`AuditKind`], the one list of
+//! names), which class of evidence each is (and so which retention it falls under), and the
+//! event as stored and shown ([`AuditEvent`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Every kind of audit event pa-auth writes: the one list of names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    ServerStarted,
+    ServerStopped,
+    TokenCreated,
+    TokenDeleted,
+    TokenLookup,
+    AdminLogin,
+    AdminPasswordChanged,
+    BackupCreated,
+    AuthFailed,
+    AdminLoginFailed,
+    AuthTokenOnAdminRoute,
+}
+
+/// Which tree an event is kept in, and so which events can evict it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditClass {
+    /// Needs an authenticated admin, or is the server's own start/stop.
+    Lifecycle,
+    /// Anyone who can reach the port can cause it, as often as they like.
+    Failure,
+}
+
+impl AuditKind {
+    pub const ALL: [AuditKind; 11] = [
+        AuditKind::ServerStarted,
+        AuditKind::ServerStopped,
+        AuditKind::TokenCreated,
+        AuditKind::TokenDeleted,
+        AuditKind::TokenLookup,
+        AuditKind::AdminLogin,
+        AuditKind::AdminPasswordChanged,
+        AuditKind::BackupCreated,
+        AuditKind::AuthFailed,
+        AuditKind::AdminLoginFailed,
+        AuditKind::AuthTokenOnAdminRoute,
+    ];
+
+    /// The `event` field's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditKind::ServerStarted => "server.started",
+            AuditKind::ServerStopped => "server.stopped",
+            AuditKind::TokenCreated => "token.created",
+            AuditKind::TokenDeleted => "token.deleted",
+            AuditKind::TokenLookup => "token.lookup",
+            AuditKind::AdminLogin => "admin.login",
+            AuditKind::AdminPasswordChanged => "admin.password_changed",
+            AuditKind::BackupCreated => "backup.created",
+            AuditKind::AuthFailed => "auth.failed",
+            AuditKind::AdminLoginFailed => "admin.login_failed",
+            AuditKind::AuthTokenOnAdminRoute => "auth.token_on_admin_route",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<AuditKind> {
+        AuditKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn class(self) -> AuditClass {
+        match self {
+            AuditKind::ServerStarted
+            | AuditKind::ServerStopped
+            | AuditKind::TokenCreated
+            | AuditKind::TokenDeleted
+            | AuditKind::TokenLookup
+            | AuditKind::AdminLogin
+            | AuditKind::AdminPasswordChanged
+            | AuditKind::BackupCreated => AuditClass::Lifecycle,
+            AuditKind::AuthFailed
+            | AuditKind::AdminLoginFailed
+            | AuditKind::AuthTokenOnAdminRoute => AuditClass::Failure,
+        }
+    }
+}
+
+impl From<AuditKind> for String {
+    fn from(kind: AuditKind) -> String {
+        kind.name().to_owned()
+    }
+}
+
+/// The class of an event named `event`; unknown names are failures (see the module doc).
+pub fn class_of(event: &str) -> AuditClass {
+    AuditKind::from_name(event).map_or(AuditClass::Failure, AuditKind::class)
+}
+
+/// One audit event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Opaque, unique, time-ordered id (also the pagination cursor).
+    #[serde(default)]
+    pub id: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// An [`AuditKind`] name: `token.created`, `token.deleted`, `admin.login`, ...
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_name: Option<String>,
+    /// A client address, or for failures aggregated per network a CIDR prefix
+    /// (`203.0.113.0/24`, `2001:db8:1:2::/64`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For aggregated events (`auth.failed`): how many in the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}

@@ -1,0 +1,524 @@
+//! The embedded sled store and the data dir around it: the exclusive lock that keeps a second
+//! process out, directory/file permissions (0700/0600), the schema version, and the trees.
+//! Token, admin and audit operations live in the submodules; each write that must survive a
+//! crash calls [`Store::flush`] before the caller answers.
+
+mod admin_accounts;
+mod audit_log;
+mod creation_order;
+mod export;
+mod index_snapshot;
+mod schema_upgrade;
+mod token_index;
+mod token_records;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub use admin_accounts::AdminAccount;
+pub use audit_log::{parse_audit_cursor, AuditQuery};
+pub use export::ExportedToken;
+pub use token_index::{IndexedToken, TokenIndex};
+pub use token_records::{
+    parse_cursor, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
+};
+
+use crate::error::{Error, Result};
+
+/// Layout version of the trees below; bumped on any incompatible change, and an older store
+/// is upgraded at open (`schema_upgrade`).
+pub const SCHEMA_VERSION: u32 = 2;
+
+const LOCK_FILE: &str = "pa-auth.lock";
+/// Written once a store was created here: its absence later means "never initialized", so
+/// a missing or emptied `db/` is refused instead of silently starting an empty store.
+const INITIALIZED_MARKER: &str = "pa-auth.initialized";
+const DB_DIR: &str = "db";
+
+/// The open store. Holds the data-dir lock for its lifetime.
+pub struct Store {
+    db: sled::Db,
+    data_dir: PathBuf,
+    /// id → token record (with the blake3 of its secret; see `token_records`).
+    records: sled::Tree,
+    /// lower-cased name → id (uniqueness ignoring case).
+    token_names: sled::Tree,
+    /// id → last-used unix seconds (big-endian i64), written by the flusher.
+    last_used: sled::Tree,
+    /// username → AdminAccount JSON.
+    admins: sled::Tree,
+    /// The two audit trees, time-ordered key → AuditEvent JSON (see `audit_log`).
+    audit: audit_log::AuditTrees,
+    /// schema version, token count.
+    meta: sled::Tree,
+    /// blake3 → token, in memory, when serving (see `token_index`).
+    index: Option<TokenIndex>,
+    /// Newest-first listing order, in memory: loaded at open when serving, on first listing
+    /// offline (see `creation_order`).
+    order: std::sync::OnceLock<creation_order::CreationOrder>,
+    /// Serialises writes of `pa-auth.state`.
+    state_lock: std::sync::Mutex<()>,
+    /// Held by a delete's transaction and by each chunk the flusher writes, so a last-used
+    /// time is never written for a token deleted in between (see `write_last_used`).
+    last_used_gate: std::sync::Mutex<()>,
+    /// Creation time of the newest token, µs (creation order is kept strictly increasing).
+    last_created_micros: std::sync::atomic::AtomicI64,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for opening the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
+    /// Lifecycle audit events (admin and token changes, start/stop) kept before the
+    /// oldest are dropped.
+    pub audit_cap: u64,
+    /// Audit events anyone can cause (failed authentications and logins) kept before the
+    /// oldest of them are dropped.
+    pub audit_failure_cap: u64,
+    /// Keep every token in the in-memory authentication index (the server does; offline
+    /// commands do not need to load it).
+    pub index_tokens: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 16 * 1024 * 1024,
+            // Offline commands drop nothing: the caps are the server's configuration, and
+            // `serve` applies them when it opens the store.
+            audit_cap: u64::MAX,
+            audit_failure_cap: u64::MAX,
+            index_tokens: false,
+        }
+    }
+}
+
+impl Store {
+    /// Creates the data dir if needed (0700), takes its exclusive lock, opens sled and checks
+    /// the schema version.
+    pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<Store> {
+        create_private_dir(data_dir)?;
+        let lock = lock_data_dir(data_dir)?;
+        let db_path = data_dir.join(DB_DIR);
+        schema_upgrade::finish_interrupted_swap(&db_path)?;
+        check_before_open(data_dir, &db_path)?;
+        // Only now, with the store about to be used, record who holds it.
+        let mut lock = lock;
+        let _ = lock.set_len(0);
+        let _ = writeln!(lock, "{}", std::process::id());
+        let mut db = open_sled(&db_path, options)?;
+        if schema_upgrade::is_schema_1(&db)? {
+            if let Err(e) = schema_upgrade::rewrite_schema_1(db, data_dir, &db_path) {
+                crate::log_error!(
+                    "upgrading the store in {} failed: {e}. The old store is unchanged; the \
+                     upgrade writes a second copy beside it, so it needs about as much free \
+                     space again. Fix the cause and start again",
+                    db_path.display()
+                );
+                return Err(e);
+            }
+            db = open_sled(&db_path, options)?;
+        }
+        let tree = |name: &str| db.open_tree(name);
+        let store = Store {
+            records: tree(schema_upgrade::RECORDS_TREE)?,
+            token_names: tree("token_names")?,
+            last_used: tree("last_used")?,
+            admins: tree("admins")?,
+            audit: audit_log::AuditTrees::open(&db, options.audit_cap, options.audit_failure_cap)?,
+            meta: tree("meta")?,
+            index: options.index_tokens.then(TokenIndex::default),
+            order: std::sync::OnceLock::new(),
+            state_lock: std::sync::Mutex::new(()),
+            last_used_gate: std::sync::Mutex::new(()),
+            last_created_micros: std::sync::atomic::AtomicI64::new(0),
+            data_dir: data_dir.to_path_buf(),
+            db,
+            _lock: lock,
+        };
+        store.check_generation()?;
+        store.check_schema()?;
+        let newest = store
+            .meta
+            .get(token_records::NEWEST_CREATED_KEY)?
+            .and_then(|v| be_i64(&v))
+            .unwrap_or(0);
+        store
+            .last_created_micros
+            .store(newest, std::sync::atomic::Ordering::SeqCst);
+        if store.index.is_some() {
+            let saved = index_snapshot::take(data_dir, store.generation()?, store.token_count()?);
+            store.load_in_memory(saved)?;
+        } else {
+            index_snapshot::discard(data_dir);
+        }
+        store.flush()?;
+        if !data_dir.join(INITIALIZED_MARKER).exists() {
+            write_private_file(
+                &data_dir.join(INITIALIZED_MARKER),
+                b"pa-auth store initialized\n",
+            )?;
+        }
+        store.restrict_file_modes();
+        Ok(store)
+    }
+
+    /// The store must be at least as new as the last recorded durable change.
+    fn check_generation(&self) -> Result<()> {
+        let Some(state) = StoreState::read(&self.data_dir) else {
+            return Ok(());
+        };
+        let current = self.generation()?;
+        if current < state.generation {
+            return Err(Error::Corrupt(format!(
+                "the store in {} is older than its last recorded change (generation {current} < {}): \
+                 it was truncated, rolled back or replaced. Restore from a backup",
+                self.data_dir.display(),
+                state.generation
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        match self.meta.get("schema_version")? {
+            None => {
+                if !self.records.is_empty()
+                    || !self.admins.is_empty()
+                    || self.db.tree_names().iter().any(|t| t == b"tokens")
+                {
+                    return Err(Error::Corrupt("store has data but no schema version".into()));
+                }
+                self.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta.insert("token_count", &0u64.to_be_bytes())?;
+                Ok(())
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
+            Some(v) => Err(Error::Corrupt(format!(
+                "store schema version {:?} is not {SCHEMA_VERSION}; use the pa-auth release that wrote it",
+                v.as_ref()
+            ))),
+        }
+    }
+
+    /// The store's generation: bumped by every durable token or admin change.
+    fn generation(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("generation")?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+
+    /// Saves the in-memory index and creation order for the next start (clean shutdown,
+    /// after the final flush, with no request in flight). A no-op for an offline store.
+    pub fn save_index_snapshot(&self) -> Result<()> {
+        let (Some(index), Some(order)) = (&self.index, self.order.get()) else {
+            return Ok(());
+        };
+        index_snapshot::write(&self.data_dir, self.generation()?, index, order)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// After a token or admin change: bump the store's generation, flush, then record the
+    /// generation and the log file's length beside the store (`pa-auth.state`). Start-up
+    /// compares both, so a store that lost its tail (truncated, rolled back, replaced by an
+    /// older copy) is refused instead of silently serving older data.
+    pub fn commit_durable(&self) -> Result<()> {
+        let generation = self
+            .meta
+            .update_and_fetch("generation", |old| {
+                let n = old.and_then(be_u64).unwrap_or(0) + 1;
+                Some(n.to_be_bytes().to_vec())
+            })?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0);
+        self.db.flush()?;
+        let db_len = std::fs::metadata(self.data_dir.join(DB_DIR).join("db"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let Ok(_guard) = self.state_lock.lock() else {
+            return Ok(());
+        };
+        let state = StoreState::read(&self.data_dir);
+        if state.is_some_and(|s| s.generation >= generation) {
+            return Ok(());
+        }
+        StoreState { generation, db_len }.write(&self.data_dir)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Re-applies 0600 to the store's files (sled creates them with the process umask; the
+    /// systemd unit sets UMask=0077, this covers a hand-started server). Cheap: a few files.
+    pub fn restrict_file_modes(&self) {
+        restrict_tree(&self.data_dir);
+    }
+}
+
+fn restrict_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let path = entry.path();
+        let wanted = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.permissions().mode() & 0o777 != wanted {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted));
+        }
+        if meta.is_dir() {
+            restrict_tree(&path);
+        }
+    }
+}
+
+fn open_sled(db_path: &Path, options: &StoreOptions) -> Result<sled::Db> {
+    sled::Config::new()
+        .path(db_path)
+        .cache_capacity(options.cache_bytes)
+        .flush_every_ms(Some(500))
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io) if is_unwritable(&io) => Error::Config(format!(
+                "data dir {} is not writable ({io}); pa-auth needs it read-write",
+                db_path.parent().unwrap_or(db_path).display()
+            )),
+            sled::Error::Io(io) => Error::Io(io),
+            other => Error::Corrupt(format!(
+                "cannot open the store in {}: {other}. Restore from a backup; nothing was changed",
+                db_path.display()
+            )),
+        })
+}
+
+fn is_unwritable(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// Refuses to open what would lose data silently: a store that existed and is gone or
+/// empty, or a snapshot left half-written by an interrupted run. Touches nothing.
+fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
+    let initialized = data_dir.join(INITIALIZED_MARKER).exists();
+    let db_file = db_path.join("db");
+    let missing = !db_file.exists()
+        || std::fs::metadata(&db_file)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+    if initialized && missing {
+        return Err(Error::Corrupt(format!(
+            "{} held a pa-auth store, but {} is missing or empty. Refusing to start with an empty \
+             store: restore the data dir from a backup (pa-auth restore), or remove {} to start afresh",
+            data_dir.display(),
+            db_file.display(),
+            data_dir.join(INITIALIZED_MARKER).display()
+        )));
+    }
+    if let Some(state) = StoreState::read(data_dir) {
+        let len = std::fs::metadata(&db_file).map(|m| m.len()).unwrap_or(0);
+        if len < state.db_len {
+            return Err(Error::Corrupt(format!(
+                "{} is shorter ({len} bytes) than when it was last written ({} bytes): it was \
+                 truncated. Refusing to start; restore from a backup. Nothing was changed",
+                db_file.display(),
+                state.db_len
+            )));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(db_path) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".generating") {
+                return Err(Error::Corrupt(format!(
+                    "{} is a snapshot left by an interrupted run. Take a copy of the data dir, then \
+                     move that file away and start again; nothing was changed",
+                    entry.path().display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+const STATE_FILE: &str = "pa-auth.state";
+
+/// What `commit_durable` last recorded.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StoreState {
+    pub(super) generation: u64,
+    pub(super) db_len: u64,
+}
+
+impl StoreState {
+    pub(super) fn read(data_dir: &Path) -> Option<StoreState> {
+        serde_json::from_slice(&std::fs::read(data_dir.join(STATE_FILE)).ok()?).ok()
+    }
+
+    /// Write-then-rename, so the file is always whole.
+    pub(super) fn write(&self, data_dir: &Path) -> Result<()> {
+        let tmp = data_dir.join(format!("{STATE_FILE}.tmp"));
+        let bytes = serde_json::to_vec(self).map_err(|e| Error::Internal(e.to_string()))?;
+        write_private_file(&tmp, &bytes)?;
+        std::fs::rename(&tmp, data_dir.join(STATE_FILE))?;
+        Ok(())
+    }
+}
+
+/// Creates `dir` with mode 0700 (or tightens an existing one).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::Config(format!("cannot create data dir {}: {e}", dir.display())))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::Config(format!("cannot read data dir {}: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::Config(format!(
+            "data dir {} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            Error::Config(format!(
+                "cannot set data dir {} to mode 0700: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Takes the exclusive lock on `<dir>/pa-auth.lock` and writes our pid into it.
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::Config(format!("cannot open lock file {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::DataDirLocked(dir.to_path_buf()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::Config(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    Ok(file)
+}
+
+/// Writes a new file with mode 0600 atomically enough for a secret: create-new, write, sync.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn transaction_error<E: Into<Error>>(e: sled::transaction::TransactionError<E>) -> Error {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e.into(),
+        sled::transaction::TransactionError::Storage(e) => Error::Store(e),
+    }
+}
+
+fn be_i64(bytes: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A store in a fresh directory under the system temp dir, removed on drop.
+    pub struct TempStore {
+        pub store: Store,
+        dir: PathBuf,
+    }
+
+    impl TempStore {
+        pub fn new() -> TempStore {
+            TempStore::with_options(StoreOptions {
+                index_tokens: true,
+                ..StoreOptions::default()
+            })
+        }
+
+        pub fn with_options(options: StoreOptions) -> TempStore {
+            let dir = std::env::temp_dir().join(format!(
+                "pa-auth-unit-{}-{}",
+                std::process::id(),
+                crate::domain::token::TokenId::generate()
+            ));
+            let store = Store::open(&dir, &options).unwrap();
+            TempStore { store, dir }
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Names on the first listing page of up to `limit`, newest first.
+    pub fn listed_names(store: &Store, limit: usize) -> Vec<String> {
+        store
+            .list_tokens(limit, None)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    }
+
+    impl std::ops::Deref for TempStore {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            &self.store
+        }
+    }
+}
