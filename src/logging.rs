@@ -22,6 +22,7 @@ static MIN_LEVEL: AtomicU8 = AtomicU8::new(0);
 pub fn configure(format: LogFormat, min_level: Level) {
     FORMAT.store(u8::from(format == LogFormat::Json), Ordering::Relaxed);
     MIN_LEVEL.store(min_level as u8, Ordering::Relaxed);
+    install();
 }
 
 /// Whether lines at `level` are written.
@@ -45,13 +46,6 @@ impl Level {
             Level::Error => "ERROR",
         }
     }
-}
-
-/// Writes one line: `2026-11-30T08:29:58Z INFO message` (or the JSON form
-/// `{"time":…,"level":"info","message":…}`). Control characters in the message are escaped so
-/// a logged value can never forge a second line.
-pub fn write_line(level: Level, message: std::fmt::Arguments<'_>) {
-    write_event(level, &message.to_string(), &[]);
 }
 
 /// A line with structured fields (request lines). Values must never be secrets.
@@ -175,17 +169,81 @@ fn push_escaped(line: &mut String, text: &str) {
     }
 }
 
-#[macro_export]
-macro_rules! log_info {
-    ($($arg:tt)*) => { $crate::logging::write_line($crate::logging::Level::Info, format_args!($($arg)*)) };
+/// The `log` backend: every `log::info!`/`warn!`/`error!` in pa-auth, and what its
+/// dependencies log through the `log` facade (sled's "failed to flush", mio), becomes one of
+/// our lines. pa-auth's own records follow the configured level; a dependency's are written
+/// from `Warn` up (their `info` and below is their own diagnostics) and name their source.
+struct Bridge;
+
+static BRIDGE: Bridge = Bridge;
+
+impl log::Log for Bridge {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        match level_of(metadata.level()) {
+            Some(level) if is_own(metadata.target()) => enabled(level),
+            Some(level) => level >= Level::Warn && enabled(level),
+            None => false,
+        }
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let Some(level) = level_of(record.level()) else {
+            return;
+        };
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        if is_own(record.target()) {
+            write_event(level, &message, &[]);
+        } else {
+            write_event(level, &message, &[("source", &record.target())]);
+        }
+    }
+
+    fn flush(&self) {
+        flush_thread();
+    }
 }
 
-#[macro_export]
-macro_rules! log_warn {
-    ($($arg:tt)*) => { $crate::logging::write_line($crate::logging::Level::Warn, format_args!($($arg)*)) };
+fn level_of(level: log::Level) -> Option<Level> {
+    match level {
+        log::Level::Error => Some(Level::Error),
+        log::Level::Warn => Some(Level::Warn),
+        log::Level::Info => Some(Level::Info),
+        log::Level::Debug | log::Level::Trace => None,
+    }
 }
 
-#[macro_export]
-macro_rules! log_error {
-    ($($arg:tt)*) => { $crate::logging::write_line($crate::logging::Level::Error, format_args!($($arg)*)) };
+fn is_own(target: &str) -> bool {
+    target == "pa_auth" || target.starts_with("pa_auth::")
+}
+
+/// Routes the `log` facade here (idempotent: a second call, as in tests, changes nothing).
+pub fn install() {
+    if log::set_logger(&BRIDGE).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::Log;
+
+    fn wanted(level: log::Level, target: &str) -> bool {
+        BRIDGE.enabled(&log::Metadata::builder().level(level).target(target).build())
+    }
+
+    #[test]
+    fn dependencies_reach_the_log_from_warn_up_and_ours_at_the_configured_level() {
+        assert!(wanted(log::Level::Error, "sled::pagecache::logger"));
+        assert!(wanted(log::Level::Warn, "mio::poll"));
+        assert!(!wanted(log::Level::Info, "sled::config"));
+        assert!(wanted(log::Level::Info, "pa_auth::serve"));
+        assert!(wanted(log::Level::Info, "pa_auth"));
+        assert!(!wanted(log::Level::Debug, "pa_auth::serve"));
+        assert!(!wanted(log::Level::Trace, "sled"));
+        assert!(!is_own("pa_authx"));
+    }
 }

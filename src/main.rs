@@ -4,6 +4,7 @@
 use argh::FromArgs;
 
 fn main() {
+    pa_auth::logging::install();
     let args: Vec<String> = std::env::args().collect();
     let program = args.first().map_or("pa-auth", String::as_str);
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
@@ -20,7 +21,7 @@ fn main() {
         }
     };
     if let Err(e) = pa_auth::cli::run(cli) {
-        pa_auth::log_error!("{e}");
+        log::error!("{e}");
         std::process::exit(e.exit_code());
     }
 }

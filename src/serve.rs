@@ -22,7 +22,6 @@ use crate::service::maintenance::LastUsedFlusher;
 use crate::store::{write_private_file, AdminAccount, Store, StoreOptions};
 use crate::systemd_notify::notify;
 use crate::web::{App, SharedApp};
-use crate::{log_info, log_warn};
 
 /// The version string.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -68,7 +67,7 @@ pub fn serve(config: &Config) -> Result<()> {
     let server = Server::start(config.listen, http, SharedApp(Arc::clone(&app)))
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
     let _ = app.server_stats.set(server.stats_handle());
-    log_info!(
+    log::info!(
         "pa-auth {VERSION} ({GIT_COMMIT}) listening on {}://{} (data dir {}, {} tokens, {} workers, flush every {} s)",
         if tls.is_some() { "https" } else { "http" },
         server.local_addr(),
@@ -96,9 +95,9 @@ pub fn serve(config: &Config) -> Result<()> {
         "SIGTERM"
     };
     notify("STOPPING=1\nSTATUS=draining in-flight requests");
-    log_info!("{name} received: stopped accepting; finishing in-flight requests");
+    log::info!("{name} received: stopped accepting; finishing in-flight requests");
     if !server.shutdown() {
-        log_warn!("drain timed out; some connections were still busy");
+        log::warn!("drain timed out; some connections were still busy");
     }
     app.audit(
         now_unix(),
@@ -110,9 +109,9 @@ pub fn serve(config: &Config) -> Result<()> {
     flusher.shutdown();
     store.flush()?;
     if let Err(e) = store.save_index_snapshot() {
-        log_warn!("could not save the index snapshot ({e}); the next start scans the store");
+        log::warn!("could not save the index snapshot ({e}); the next start scans the store");
     }
-    log_info!("pa-auth stopped cleanly");
+    log::info!("pa-auth stopped cleanly");
     Ok(())
 }
 
@@ -124,15 +123,15 @@ fn wait_for_stop(signals: &mut Signals, tls: Option<&TlsContext>, config: &Confi
         }
         match (tls, &config.tls) {
             (Some(ctx), Some(files)) => match ctx.reload(&files.cert, &files.key) {
-                Ok(()) => log_info!(
+                Ok(()) => log::info!(
                     "SIGHUP: TLS certificate reloaded from {}",
                     files.cert.display()
                 ),
                 Err(e) => {
-                    log_warn!("SIGHUP: TLS reload failed, keeping the current certificate: {e}")
+                    log::warn!("SIGHUP: TLS reload failed, keeping the current certificate: {e}")
                 }
             },
-            _ => log_info!("SIGHUP ignored: no TLS certificate to reload"),
+            _ => log::info!("SIGHUP ignored: no TLS certificate to reload"),
         }
     }
     SIGTERM
@@ -158,7 +157,7 @@ fn bootstrap_admin(store: &Store, argon2: &Argon2Pool) -> Result<()> {
             password_changed_at: now,
         },
     )?;
-    log_info!(
+    log::info!(
         "created admin user 'admin'; its initial password is in {} (mode 0600). Log in and change it; the file is removed then",
         path.display()
     );

@@ -28,7 +28,6 @@ use super::server::{call_handler, correlation_id_of, ConnSlot, Exchange, Shared}
 use super::transport::{Io, Transport};
 use super::{CorrelationId, Request, Response};
 use crate::error::Error;
-use crate::log_warn;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
@@ -189,7 +188,7 @@ impl EventLoop {
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    log_warn!("event loop poll failed: {e}");
+                    log::warn!("event loop poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
@@ -268,7 +267,7 @@ impl EventLoop {
                     | io::ErrorKind::Interrupted => {}
                     _ => {
                         // EMFILE/ENFILE/ENOBUFS: wait for descriptors to free up.
-                        log_warn!(
+                        log::warn!(
                             "accept failed: {e}; retrying in {} ms",
                             self.accept_backoff.as_millis()
                         );

@@ -26,7 +26,6 @@ use super::tls::TlsContext;
 use super::trusted_proxies::TrustedProxies;
 use super::{CorrelationId, Request, Response};
 use crate::error::Error;
-use crate::log_error;
 
 /// Limits and pool sizes of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -496,7 +495,7 @@ pub(super) fn call_handler(
 }
 
 pub(super) fn panic_response(correlation_id: &CorrelationId) -> Response {
-    log_error!(
+    log::error!(
         "handler panicked (correlation id {}); answered 500",
         correlation_id.as_str()
     );
@@ -508,7 +507,7 @@ fn checked_response(response: Response, correlation_id: &CorrelationId) -> Respo
     if response.headers_are_valid() {
         return response;
     }
-    log_error!(
+    log::error!(
         "bug: handler produced a header with a forbidden byte (correlation id {}); answering 500",
         correlation_id.as_str()
     );

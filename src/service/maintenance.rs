@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use crate::service::auth::failure_log::AuthFailureLog;
 use crate::service::auth::last_used::LastUsedTracker;
 use crate::store::Store;
-use crate::{log_error, log_info};
 
 /// Outcome of one flush round.
 #[derive(Debug, Clone, Copy, Default)]
@@ -136,7 +135,7 @@ fn run(
         };
         next = Instant::now() + interval;
         if let Err(e) = failures.write_to_audit(store, crate::domain::time::now_unix()) {
-            log_error!("writing aggregated auth failures to the audit log failed: {e}");
+            log::error!("writing aggregated auth failures to the audit log failed: {e}");
         }
         let spread = if stopping {
             Duration::ZERO
@@ -150,14 +149,14 @@ fn run(
                     s.last_duration = report.duration;
                 }
                 if stopping {
-                    log_info!("final last-used flush wrote {} token(s)", report.written);
+                    log::info!("final last-used flush wrote {} token(s)", report.written);
                 }
             }
             Err(e) => {
                 if let Ok(mut s) = control.status.lock() {
                     s.failures += 1;
                 }
-                log_error!(
+                log::error!(
                     "last-used flush failed: {e}; will retry in {} s",
                     interval.as_secs()
                 );

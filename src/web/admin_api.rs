@@ -322,10 +322,10 @@ pub fn store_admin_password(
         let path = store.data_dir().join(INITIAL_PASSWORD_FILE);
         match std::fs::remove_file(&path) {
             Ok(()) => {
-                crate::log_info!("initial admin password changed; removed {}", path.display())
+                log::info!("initial admin password changed; removed {}", path.display())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => crate::log_warn!("could not remove {}: {e}", path.display()),
+            Err(e) => log::warn!("could not remove {}: {e}", path.display()),
         }
     }
     Ok(())

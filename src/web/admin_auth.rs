@@ -142,7 +142,7 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
         .reserve(ip, instant)
         .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
     if let Some(secs) = attempt.failure(instant) {
-        crate::log_warn!("admin logins from {ip} locked for {secs} s after repeated failures");
+        log::warn!("admin logins from {ip} locked for {secs} s after repeated failures");
     }
     let sink = FailureSink {
         log: &app.auth_failures,

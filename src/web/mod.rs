@@ -33,7 +33,6 @@ use crate::store::Store;
 use crate::web::admin_auth::authenticate_admin;
 use crate::web::metrics::{RequestCounters, RouteLabel};
 use crate::web::views::{percent_encode, TokenView};
-use crate::{log_error, log_warn};
 
 /// Everything a request handler may touch.
 pub struct App {
@@ -127,7 +126,7 @@ impl App {
         let ip = req.peer().ip();
         let lockout = attempt.failure(std::time::Instant::now());
         if let Some(secs) = lockout {
-            log_warn!("admin logins from {ip} locked for {secs} s after repeated failures");
+            log::warn!("admin logins from {ip} locked for {secs} s after repeated failures");
         }
         self.audit(
             now,
@@ -157,7 +156,7 @@ impl App {
     /// Appends an audit event; a failure is logged, never fails the request.
     pub fn audit(&self, now: i64, event: AuditEvent) {
         if let Err(e) = self.store.append_audit(now, event) {
-            log_error!("audit append failed: {e}");
+            log::error!("audit append failed: {e}");
         }
     }
 
@@ -198,14 +197,14 @@ impl Handler for App {
         let response = route(self, req, now).unwrap_or_else(|e| {
             let (status, _) = e.status_and_code();
             if status >= 500 {
-                log_error!(
+                log::error!(
                     "{} {} failed (correlation id {}): {e}",
                     req.method(),
                     route_of(req.path()).loggable_path(req.path()),
                     req.correlation_id().as_str()
                 );
                 if matches!(e, Error::CreationFailed(_) | Error::Store(_) | Error::Io(_)) {
-                    log_error!(
+                    log::error!(
                         "the store in {} could not be written: check free disk space and \
                          permissions there. Verification keeps working from memory; if writes \
                          keep failing after space is freed, restart pa-auth (systemd does so on \

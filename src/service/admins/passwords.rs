@@ -174,7 +174,7 @@ impl Argon2Pool {
         match self.check_phc(password.as_bytes(), stored_hash.unwrap_or(DUMMY_HASH)) {
             Ok(matches) => matches && stored_hash.is_some(),
             Err(reason) => {
-                crate::log_warn!("a stored admin password hash was refused: {reason}");
+                log::warn!("a stored admin password hash was refused: {reason}");
                 false
             }
         }

@@ -121,7 +121,7 @@ impl Store {
         let mut db = open_sled(&db_path, options)?;
         if schema_upgrade::is_schema_1(&db)? {
             if let Err(e) = schema_upgrade::rewrite_schema_1(db, data_dir, &db_path) {
-                crate::log_error!(
+                log::error!(
                     "upgrading the store in {} failed: {e}. The old store is unchanged; the \
                      upgrade writes a second copy beside it, so it needs about as much free \
                      space again. Fix the cause and start again",

@@ -69,7 +69,7 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
         std::fs::remove_dir_all(&new_path)?;
     }
     let started = std::time::Instant::now();
-    crate::log_warn!(
+    log::warn!(
         "upgrading the store in {} from schema 1 to {SCHEMA_VERSION} (about 1 min per million tokens); \
          the old store is kept until the new one is complete",
         db_path.display()
@@ -125,7 +125,7 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
     std::fs::rename(&new_path, db_path)?;
     std::fs::File::open(data_dir)?.sync_all()?;
     std::fs::remove_dir_all(&retired)?;
-    crate::log_warn!(
+    log::warn!(
         "store upgraded to schema {SCHEMA_VERSION} in {:.1} s",
         started.elapsed().as_secs_f64()
     );
