@@ -12,8 +12,8 @@ use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::time::{format_rfc3339, now_unix};
 use crate::domain::token::TokenId;
 use crate::domain::token_fields::{parse_expires_at, validate_name};
-use crate::error::{Error, Result};
 use crate::service::admins::passwords::validate_new_password;
+use crate::service::error::{Error, Result};
 use crate::store::{Store, StoreOptions};
 use crate::web::admin_api::store_admin_password;
 use crate::web::views::TokenView;
@@ -265,7 +265,7 @@ fn open_existing(dir: &Path) -> Result<Store> {
             dir.display()
         )));
     }
-    Store::open(dir, &StoreOptions::default())
+    Ok(Store::open(dir, &StoreOptions::default())?)
 }
 
 /// Runs a parsed command line.

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
 use crate::http::{ServerConfig, TrustedProxies};
 use crate::logging::{Level, LogFormat};
+use crate::service::error::{Error, Result};
 
 /// Default listen address: loopback only; expose through the site's reverse proxy.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -262,7 +262,8 @@ impl Config {
         ) {
             (Some(cert), Some(key)) => {
                 let files = TlsFiles { cert, key };
-                crate::http::tls::load_server_config(&files.cert, &files.key)?;
+                crate::http::tls::load_server_config(&files.cert, &files.key)
+                    .map_err(|e| Error::Config(e.to_string()))?;
                 Some(files)
             }
             (None, None) => None,

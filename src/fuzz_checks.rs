@@ -5,12 +5,12 @@
 
 use crate::domain::token::{is_well_formed, PlaintextToken, RANDOM_LEN, TOKEN_LEN};
 use crate::domain::token_fields::{parse_expires_at, validate_name, MAX_NAME_CHARS};
-use crate::error::AuthFailure;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{parse_request_head, Framing, HeadLimits};
 use crate::service::auth::bearer_header::{
     is_token68, parse_bearer, parse_bearer_value, MAX_TOKEN_BYTES,
 };
+use crate::service::error::AuthFailure;
 use crate::web::json_body::parse_object;
 
 const LIMITS: HeadLimits = HeadLimits {
@@ -64,9 +64,9 @@ pub fn check_connection_splits(data: &[u8]) {
         [a, b, rest @ ..] => (u32::from(*a) << 8 | u32::from(*b), rest),
         _ => return,
     };
-    let whole = serve_stream(stream, &mut |_| usize::MAX);
+    let whole = crate::http::conn::serve_stream(stream, &mut |_| usize::MAX);
     let mut state = seed | 1;
-    let split = serve_stream(stream, &mut |_| {
+    let split = crate::http::conn::serve_stream(stream, &mut |_| {
         // xorshift: cheap, deterministic, any size from 1 to 64.
         state ^= state << 13;
         state ^= state >> 17;
@@ -74,71 +74,6 @@ pub fn check_connection_splits(data: &[u8]) {
         1 + (state % 64) as usize
     });
     assert_eq!(whole, split, "the split changed what the connection did");
-}
-
-/// Feeds `bytes` to one [`Conn`](crate::http::conn::Conn) in pieces whose sizes `next_split`
-/// chooses, answering every request 200 with its path, and reading every body. Returns the
-/// requests seen (method, path, body) and the statuses written, comma-separated.
-pub fn serve_stream(
-    bytes: &[u8],
-    next_split: &mut dyn FnMut(usize) -> usize,
-) -> (Vec<(String, String, Vec<u8>)>, String) {
-    use crate::http::conn::{Conn, ConnLimits, Step};
-    use crate::http::{CorrelationId, Response};
-    let now = std::time::Instant::now();
-    let limits = ConnLimits {
-        max_head_bytes: LIMITS.max_head_bytes,
-        max_body_bytes: LIMITS.max_body_bytes,
-        header_timeout: std::time::Duration::from_secs(10),
-        idle_timeout: std::time::Duration::from_secs(5),
-        write_timeout: std::time::Duration::from_secs(10),
-    };
-    let mut date = crate::http::conn::DateCache::default();
-    let mut conn = Conn::new(limits, now);
-    let mut seen = Vec::new();
-    let mut out = Vec::new();
-    let mut fed = 0;
-    loop {
-        let mut step = conn.poll(now, &mut date);
-        loop {
-            match step {
-                Step::Idle | Step::Rejected(_) => break,
-                Step::BodyAhead => step = conn.read_body(now, &mut date),
-                Step::Request => {
-                    let Some((buf, head, body)) = conn.request() else {
-                        break;
-                    };
-                    let method = String::from_utf8_lossy(head.method.of(buf)).into_owned();
-                    let path = String::from_utf8_lossy(head.path(buf)).into_owned();
-                    seen.push((method, path.clone(), buf.get(body).unwrap_or(&[]).to_vec()));
-                    let cid = CorrelationId::generate();
-                    let response = Response::new(200).body(path.into_bytes());
-                    conn.respond(&response, &cid, true, now, &mut date);
-                    step = conn.poll(now, &mut date);
-                }
-            }
-        }
-        out.extend_from_slice(conn.output());
-        let n = conn.output().len();
-        conn.wrote(n, now);
-        if fed == bytes.len() || conn.is_closed() {
-            break;
-        }
-        let Some(space) = conn.read_space() else {
-            break;
-        };
-        let n = next_split(fed).min(bytes.len() - fed).min(space.len());
-        space[..n].copy_from_slice(&bytes[fed..fed + n]);
-        conn.received(n, now);
-        fed += n;
-    }
-    let text = String::from_utf8_lossy(&out);
-    let statuses = text
-        .match_indices("HTTP/1.1 ")
-        .filter_map(|(i, _)| text.get(i + 9..i + 12))
-        .collect::<Vec<_>>()
-        .join(",");
-    (seen, statuses)
 }
 
 /// Routing is a function of the path alone (issue 14): `data` is split at its first 0xFF
@@ -163,20 +98,21 @@ pub fn check_routing(data: &[u8]) {
         return;
     };
     let path = head.path(&with_query);
-    let route = crate::web::route_of(std::str::from_utf8(path).unwrap_or(""));
+    let route = crate::web::routes::route_of(std::str::from_utf8(path).unwrap_or(""));
     let without = head_of(None);
     match parse_request_head(&without, &LIMITS) {
         Ok(Some(bare)) => {
             assert_eq!(bare.path(&without), path, "the query changed the path");
             let bare_path = bare.path(&without);
-            let bare_route = crate::web::route_of(std::str::from_utf8(bare_path).unwrap_or(""));
+            let bare_route =
+                crate::web::routes::route_of(std::str::from_utf8(bare_path).unwrap_or(""));
             assert_eq!(route, bare_route, "the query changed the route");
         }
         // The target alone is not a valid target (e.g. empty): then neither may the query
         // make it one that reaches a route.
         _ => assert_eq!(
             route,
-            crate::web::Route::NotFound,
+            crate::web::routes::Route::NotFound,
             "a query made an invalid target routable"
         ),
     }

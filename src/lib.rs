@@ -6,7 +6,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod domain;
-pub mod error;
 pub mod http;
 pub mod service;
 pub mod store;
@@ -19,4 +18,4 @@ pub mod logging;
 pub mod serve;
 pub mod systemd_notify;
 
-pub use error::{Error, Result};
+pub use service::error::{Error, Result};

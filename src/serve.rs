@@ -11,13 +11,13 @@ use signal_hook::iterator::Signals;
 use crate::config::Config;
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::time::now_unix;
-use crate::error::{Error, Result};
 use crate::http::tls::{load_server_config, TlsContext};
 use crate::http::{Server, ServerConfig};
 use crate::service::admins::passwords::{
     generate_initial_password, Argon2Pool, INITIAL_PASSWORD_FILE,
 };
 use crate::service::auth::last_used::LastUsedTracker;
+use crate::service::error::{Error, Result};
 use crate::service::maintenance::LastUsedFlusher;
 use crate::store::{write_private_file, AdminAccount, Store, StoreOptions};
 use crate::systemd_notify::notify;
@@ -34,10 +34,10 @@ pub fn serve(config: &Config) -> Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     crate::logging::configure(config.log_format, config.log_level);
     let tls = match &config.tls {
-        Some(files) => Some(Arc::new(TlsContext::new(load_server_config(
-            &files.cert,
-            &files.key,
-        )?))),
+        Some(files) => Some(Arc::new(TlsContext::new(
+            load_server_config(&files.cert, &files.key)
+                .map_err(|e| Error::Config(e.to_string()))?,
+        ))),
         None => None,
     };
     let options = StoreOptions {
@@ -62,6 +62,7 @@ pub fn serve(config: &Config) -> Result<()> {
     )?;
     let http = ServerConfig {
         tls: tls.clone(),
+        refusal: crate::web::error::refusal,
         ..config.http.clone()
     };
     let server = Server::start(config.listen, http, SharedApp(Arc::clone(&app)))

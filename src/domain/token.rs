@@ -266,6 +266,32 @@ fn lower_hex_digit(b: u8) -> Option<u8> {
     }
 }
 
+/// Why an API-token credential was refused. Kept for logs, audit and metrics; never told to
+/// the caller, who always reads the same message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthFailure {
+    /// No `Authorization` header, or one with another scheme.
+    Missing,
+    /// A Bearer credential that is not a well-formed pa-auth token (or two headers).
+    Malformed,
+    /// Well-formed, but no such token is stored (never existed, or deleted).
+    Unknown,
+    /// The token exists but `now >= expiresAt`.
+    Expired,
+}
+
+impl AuthFailure {
+    /// Stable lower-case label, used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unknown => "unknown",
+            AuthFailure::Expired => "expired",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,23 @@
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
-use crate::error::FieldError;
+/// One invalid field of a request body or query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The JSON field or query parameter, as the caller spelled it in the contract.
+    pub field: String,
+    /// What is wrong with it, for humans.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;

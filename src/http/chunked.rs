@@ -4,7 +4,7 @@
 //! only, hex sizes of at most 16 digits, bounded extensions and trailers, and the decoded size
 //! capped at the same body limit as `Content-Length`.
 
-use crate::error::Error;
+use super::error::Error;
 
 /// Longest chunk-size line (size plus extensions) accepted.
 const MAX_SIZE_LINE: usize = 1024;
@@ -262,8 +262,8 @@ mod tests {
     #[test]
     fn enforces_body_cap_before_reading_data() {
         let err = decode_all(b"10001\r\n", 65_536).unwrap_err();
-        assert_eq!(err.status_and_code().0, 413);
+        assert_eq!(err.status(), 413);
         let err = decode_all(b"ffffffffffffffff\r\n", 65_536).unwrap_err();
-        assert_eq!(err.status_and_code().0, 413);
+        assert_eq!(err.status(), 413);
     }
 }

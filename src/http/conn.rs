@@ -17,10 +17,10 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::chunked::ChunkedDecoder;
+use super::error::{Error, Refusal};
 use super::head::{parse_request_head, Framing, HeadLimits, ParsedHead};
 pub(crate) use super::response::DateCache;
 use super::response::{serialize, CorrelationId, Response};
-use crate::error::Error;
 
 /// First size of a connection's input buffer; it grows to the head limit, and to head plus
 /// body limit only while a body is read.
@@ -45,6 +45,8 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// How long output may wait for a client that does not read it.
     pub write_timeout: Duration,
+    /// How a refusal of the connection's own is rendered.
+    pub refusal: Refusal,
 }
 
 /// What the connection needs from its driver next.
@@ -372,7 +374,7 @@ impl Conn {
         serialize(
             response,
             correlation_id,
-            date.get(crate::domain::time::now_unix()),
+            date.get(super::response::now_unix()),
             keep_alive,
             head_only,
             &mut bytes,
@@ -416,12 +418,12 @@ impl Conn {
     /// Queues `error` as the last answer; the connection closes after it.
     fn reject(&mut self, error: Error, now: Instant, date: &mut DateCache) -> Step {
         let correlation_id = CorrelationId::generate();
-        let response = error.to_response(&correlation_id);
+        let response = (self.limits.refusal)(&error, &correlation_id);
         let mut bytes = Vec::new();
         serialize(
             &response,
             &correlation_id,
-            date.get(crate::domain::time::now_unix()),
+            date.get(super::response::now_unix()),
             false,
             false,
             &mut bytes,
@@ -566,6 +568,70 @@ impl Conn {
     }
 }
 
+/// For the fuzz targets and tests: feeds `bytes` to one [`Conn`] in pieces whose sizes `next_split`
+/// chooses, answering every request 200 with its path, and reading every body. Returns the
+/// requests seen (method, path, body) and the statuses written, comma-separated.
+pub fn serve_stream(
+    bytes: &[u8],
+    next_split: &mut dyn FnMut(usize) -> usize,
+) -> (Vec<(String, String, Vec<u8>)>, String) {
+    let now = std::time::Instant::now();
+    let limits = ConnLimits {
+        max_head_bytes: 16 * 1024,
+        max_body_bytes: 64 * 1024,
+        header_timeout: std::time::Duration::from_secs(10),
+        idle_timeout: std::time::Duration::from_secs(5),
+        write_timeout: std::time::Duration::from_secs(10),
+        refusal: super::error::plain_refusal,
+    };
+    let mut date = DateCache::default();
+    let mut conn = Conn::new(limits, now);
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    let mut fed = 0;
+    loop {
+        let mut step = conn.poll(now, &mut date);
+        loop {
+            match step {
+                Step::Idle | Step::Rejected(_) => break,
+                Step::BodyAhead => step = conn.read_body(now, &mut date),
+                Step::Request => {
+                    let Some((buf, head, body)) = conn.request() else {
+                        break;
+                    };
+                    let method = String::from_utf8_lossy(head.method.of(buf)).into_owned();
+                    let path = String::from_utf8_lossy(head.path(buf)).into_owned();
+                    seen.push((method, path.clone(), buf.get(body).unwrap_or(&[]).to_vec()));
+                    let cid = CorrelationId::generate();
+                    let response = Response::new(200).body(path.into_bytes());
+                    conn.respond(&response, &cid, true, now, &mut date);
+                    step = conn.poll(now, &mut date);
+                }
+            }
+        }
+        out.extend_from_slice(conn.output());
+        let n = conn.output().len();
+        conn.wrote(n, now);
+        if fed == bytes.len() || conn.is_closed() {
+            break;
+        }
+        let Some(space) = conn.read_space() else {
+            break;
+        };
+        let n = next_split(fed).min(bytes.len() - fed).min(space.len());
+        space[..n].copy_from_slice(&bytes[fed..fed + n]);
+        conn.received(n, now);
+        fed += n;
+    }
+    let text = String::from_utf8_lossy(&out);
+    let statuses = text
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text.get(i + 9..i + 12))
+        .collect::<Vec<_>>()
+        .join(",");
+    (seen, statuses)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,10 +642,11 @@ mod tests {
         header_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(10),
+        refusal: super::super::error::plain_refusal,
     };
 
     fn run(bytes: &[u8], split: usize) -> (Vec<(String, String, Vec<u8>)>, String) {
-        crate::fuzz_checks::serve_stream(bytes, &mut |_| split)
+        super::serve_stream(bytes, &mut |_| split)
     }
 
     #[test]

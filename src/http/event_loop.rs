@@ -22,12 +22,12 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{Conn, RejectedRequest, Step};
+use super::error::Error;
 use super::request_pool::{ConnectionRef, Done, Job, RequestPool};
 use super::response::{serialize, DateCache};
 use super::server::{call_handler, correlation_id_of, ConnSlot, Exchange, Shared};
 use super::transport::{Io, Transport};
 use super::{CorrelationId, Request, Response};
-use crate::error::Error;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
@@ -290,7 +290,7 @@ impl EventLoop {
             } else {
                 // Nothing can be said to it, but the refusal is logged and counted like any.
                 let refused = RejectedRequest {
-                    status: Error::Overloaded.status_and_code().0,
+                    status: Error::Overloaded.status(),
                     correlation_id: CorrelationId::generate(),
                 };
                 observe_refusal(&shared, peer, &refused);
@@ -515,7 +515,12 @@ fn body_ahead(
         let early = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             handler.respond_before_body(&request)
         }))
-        .unwrap_or_else(|_| Some(super::server::panic_response(&correlation_id)));
+        .unwrap_or_else(|_| {
+            Some(super::server::panic_response(
+                &shared.config,
+                &correlation_id,
+            ))
+        });
         if let Some(response) = &early {
             observe(shared, &request, response, now, false);
         }
@@ -525,7 +530,7 @@ fn body_ahead(
     let early = match early {
         Some(response) => Some(response),
         None if !c.slot.begin_body(vouched) => {
-            let response = Error::Overloaded.to_response(&correlation_id);
+            let response = (shared.config.refusal)(&Error::Overloaded, &correlation_id);
             if let Some((request, _)) = c.request(correlation_id, true) {
                 observe(shared, &request, &response, now, true);
             }
@@ -565,7 +570,15 @@ fn request_ready(
             return;
         };
         if handler.serves_inline(&request) {
-            (Some(call_handler(handler, &request, &correlation_id)), body)
+            (
+                Some(call_handler(
+                    &shared.config,
+                    handler,
+                    &request,
+                    &correlation_id,
+                )),
+                body,
+            )
         } else {
             (None, body)
         }
@@ -594,7 +607,7 @@ fn request_ready(
         Ok(()) => c.with_worker = Some(started),
         Err(job) => {
             c.conn.restore_buffer(job.buffer);
-            let response = Error::Overloaded.to_response(&correlation_id);
+            let response = (shared.config.refusal)(&Error::Overloaded, &correlation_id);
             answer_refused(c, shared, &response, &correlation_id, started, date);
         }
     }
@@ -695,12 +708,12 @@ fn refuse_overloaded(
     date: &mut DateCache,
 ) {
     let correlation_id = CorrelationId::generate();
-    let response = Error::Overloaded.to_response(&correlation_id);
+    let response = (shared.config.refusal)(&Error::Overloaded, &correlation_id);
     let mut out = Vec::new();
     serialize(
         &response,
         &correlation_id,
-        date.get(crate::domain::time::now_unix()),
+        date.get(super::response::now_unix()),
         false,
         false,
         &mut out,

@@ -3,7 +3,7 @@
 //! the cargo-fuzz target `request_head`. Framing is strict because pa-auth sits behind proxies
 //! that may frame differently: anything ambiguous is refused rather than guessed.
 
-use crate::error::{AuthFailure, Error};
+use super::error::Error;
 
 /// Most header fields accepted in one request head (more → 431).
 pub const MAX_HEADERS: usize = 100;
@@ -133,14 +133,15 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
                 None => Ok(None),
             };
         }
-        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue)
-            if is_forward_auth_request(buf) =>
-        {
-            // A forbidden byte (NUL, another control byte, obs-fold) in a header line of a
-            // forward-auth request: every credential problem there is a 401, because a
-            // proxy turns any other status into a 500 for its client. Still refused, and
-            // the connection still closes after it.
-            return Err(Error::Unauthorized(AuthFailure::Malformed));
+        Err(e @ (httparse::Error::HeaderName | httparse::Error::HeaderValue)) => {
+            // A forbidden byte (NUL, another control byte, obs-fold) in a header line. The
+            // path is kept so the handler can answer its own way (a forward-auth endpoint
+            // must answer a credential refusal, not 400); refused either way, and the
+            // connection closes after it.
+            return Err(Error::MalformedHeaderField {
+                path: request_line_path(buf),
+                message: format!("malformed request head: {e}"),
+            });
         }
         Err(e) => return Err(Error::BadRequest(format!("malformed request head: {e}"))),
     };
@@ -363,25 +364,19 @@ fn path_in_target<'t>(method: &str, target: &'t str) -> Result<&'t str, Error> {
 
 /// Whether `buf` starts with a well-formed request line whose path is `/auth/verify` or
 /// under it (looked at only when a header line is malformed).
-fn is_forward_auth_request(buf: &[u8]) -> bool {
-    let line_end = buf.windows(2).position(|w| w == b"\r\n");
-    let Some(line) = line_end.and_then(|end| buf.get(..end)) else {
-        return false;
-    };
-    let Ok(line) = std::str::from_utf8(line) else {
-        return false;
-    };
+fn request_line_path(buf: &[u8]) -> Option<String> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(buf.get(..line_end)?).ok()?;
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return false;
+        return None;
     };
     if !matches!(version, "HTTP/1.1" | "HTTP/1.0") || method.is_empty() {
-        return false;
+        return None;
     }
-    request_path(method, target)
-        .is_ok_and(|path| path == "/auth/verify" || path.starts_with("/auth/verify/"))
+    request_path(method, target).ok().map(str::to_owned)
 }
 
 /// The rest of an absolute-form target after its `http://` or `https://` (any case).
@@ -422,7 +417,7 @@ mod tests {
         match parse(s) {
             Ok(Some(_)) => 200,
             Ok(None) => 0,
-            Err(e) => e.status_and_code().0,
+            Err(e) => e.status(),
         }
     }
 
@@ -508,7 +503,7 @@ mod tests {
         match parse(&raw) {
             Ok(Some(h)) => Ok(String::from_utf8(h.path(raw.as_bytes()).to_vec()).unwrap()),
             Ok(None) => Err(0),
-            Err(e) => Err(e.status_and_code().0),
+            Err(e) => Err(e.status()),
         }
     }
 
@@ -565,9 +560,8 @@ mod tests {
             raw.extend_from_slice(line);
             raw.extend_from_slice(b"\r\n\r\n");
             match parse_request_head(&raw, &LIMITS) {
-                Ok(Some(_)) => 200,
-                Ok(None) => 0,
-                Err(e) => e.status_and_code().0,
+                Err(Error::MalformedHeaderField { path, .. }) => path,
+                other => panic!("{target} {line:?}: {other:?}"),
             }
         };
         for line in [
@@ -578,12 +572,14 @@ mod tests {
             b" obs-fold",
             b"X\0: y",
         ] {
-            assert_eq!(head("/healthz", line), 400, "{line:?}");
-            assert_eq!(head("/auth/verify", line), 401, "{line:?}");
-            assert_eq!(head("/auth/verify/a?b", line), 401, "{line:?}");
-            assert_eq!(head("http://h/auth/verify", line), 401, "{line:?}");
-            assert_eq!(head("/auth/verifyx", line), 400, "{line:?}");
-            assert_eq!(head("/x?/auth/verify", line), 400, "{line:?}");
+            // The refusal carries the path (routing by path alone, as for any request); the
+            // handler decides the answer (web::error: 401 on forward-auth, 400 elsewhere).
+            assert_eq!(head("/healthz", line).as_deref(), Some("/healthz"));
+            assert_eq!(head("/auth/verify", line).as_deref(), Some("/auth/verify"));
+            assert_eq!(head("/auth/verify/a?b", line).as_deref(), Some("/auth/verify/a"));
+            assert_eq!(head("http://h/auth/verify", line).as_deref(), Some("/auth/verify"));
+            assert_eq!(head("/auth/verifyx", line).as_deref(), Some("/auth/verifyx"));
+            assert_eq!(head("/x?/auth/verify", line).as_deref(), Some("/x"));
         }
     }
 
@@ -600,12 +596,12 @@ mod tests {
         ] {
             let whole = parse_request_head(line, &LIMITS).map(|h| h.is_some());
             let whole = match whole {
-                Err(e) => e.status_and_code().0,
+                Err(e) => e.status(),
                 Ok(_) => 200,
             };
             for end in 1..line.len() {
                 if let Err(e) = parse_request_head(&line[..end], &LIMITS) {
-                    assert_eq!(e.status_and_code().0, whole, "{line:?} cut at {end}");
+                    assert_eq!(e.status(), whole, "{line:?} cut at {end}");
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 pub mod chunked;
 pub(crate) mod conn;
+pub mod error;
 mod event_loop;
 pub mod head;
 mod request;
@@ -15,9 +16,10 @@ pub mod tls;
 mod transport;
 pub mod trusted_proxies;
 
+pub use error::{plain_refusal, Error, Refusal, TlsError};
 pub use request::Request;
 pub use response::{
-    is_valid_header_name, is_valid_header_value, CorrelationId, HeaderValue, Response,
+    is_valid_header_name, is_valid_header_value, CorrelationId, HeaderValue, InlineValue, Response,
 };
 pub use server::{Exchange, Handler, Server, ServerConfig, ServerStats, StatsHandle};
 pub use trusted_proxies::{Cidr, TrustedProxies};

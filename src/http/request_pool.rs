@@ -135,7 +135,7 @@ fn run(job: Job, shared: &Shared) {
             correlation_id,
             tls,
         };
-        call_handler(&*shared.handler, &request, &correlation_id)
+        call_handler(&shared.config, &*shared.handler, &request, &correlation_id)
     };
     reply_to.deliver(Done {
         connection,

@@ -8,7 +8,6 @@ use std::io::Write;
 
 use rand::RngCore;
 
-use crate::domain::text::Text;
 use serde::Serialize;
 
 /// A request's correlation id: 32 lowercase hex characters, kept inline (no allocation).
@@ -61,19 +60,54 @@ pub struct Response {
     close: bool,
 }
 
-/// A header value: a shared or owned string, or a short one kept inline (see
-/// `inline_text`): the forward-auth answer builds its three values without allocating.
+/// A header value: a shared or owned string, or a short one kept inline, so an answer
+/// (forward-auth's three identity headers) can be built without allocating.
 #[derive(Debug, Clone)]
 pub enum HeaderValue {
     Str(Cow<'static, str>),
-    Text(Text),
+    Inline(InlineValue),
+}
+
+/// Bytes a header value can hold inline.
+pub const INLINE_VALUE_CAPACITY: usize = 64;
+
+/// Up to [`INLINE_VALUE_CAPACITY`] bytes of UTF-8, in place.
+#[derive(Clone, Copy)]
+pub struct InlineValue {
+    len: u8,
+    buf: [u8; INLINE_VALUE_CAPACITY],
+}
+
+impl std::fmt::Debug for InlineValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl InlineValue {
+    fn as_str(&self) -> &str {
+        // Only whole UTF-8 strings are ever copied in.
+        std::str::from_utf8(self.buf.get(..usize::from(self.len)).unwrap_or(&[])).unwrap_or("")
+    }
 }
 
 impl HeaderValue {
+    /// `s` copied in place when it fits, else owned.
+    pub fn inline(s: &str) -> HeaderValue {
+        match (u8::try_from(s.len()), s.len() <= INLINE_VALUE_CAPACITY) {
+            (Ok(len), true) => {
+                let mut buf = [0; INLINE_VALUE_CAPACITY];
+                buf[..s.len()].copy_from_slice(s.as_bytes());
+                HeaderValue::Inline(InlineValue { len, buf })
+            }
+            _ => HeaderValue::Str(Cow::Owned(s.to_owned())),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             HeaderValue::Str(s) => s,
-            HeaderValue::Text(t) => t,
+            HeaderValue::Inline(t) => t.as_str(),
         }
     }
 }
@@ -93,12 +127,6 @@ impl From<String> for HeaderValue {
 impl From<Cow<'static, str>> for HeaderValue {
     fn from(s: Cow<'static, str>) -> Self {
         HeaderValue::Str(s)
-    }
-}
-
-impl From<Text> for HeaderValue {
-    fn from(t: Text) -> Self {
-        HeaderValue::Text(t)
     }
 }
 
@@ -243,6 +271,11 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
         505 => "HTTP Version Not Supported",
         _ => "",
     }
+}
+
+/// Seconds since the Unix epoch, from the wall clock (for the `Date` header).
+pub(crate) fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Caches the formatted `Date` value for the current second, per worker.

@@ -19,13 +19,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn::ConnLimits;
+use super::error::{plain_refusal, Error, Refusal};
 use super::event_loop::{EventLoop, LoopMailbox};
 use super::head::ParsedHead;
 use super::request_pool::RequestPool;
 use super::tls::TlsContext;
 use super::trusted_proxies::TrustedProxies;
 use super::{CorrelationId, Request, Response};
-use crate::error::Error;
 
 /// Limits and pool sizes of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// Peers whose `X-Correlation-Id` is adopted and who are exempt from the per-address
     /// limits (the reverse proxy; default loopback).
     pub trusted_proxies: TrustedProxies,
+    /// How the layer's own refusals (400, 408, 413, 431, 500, 503, 505) are rendered: the
+    /// handler's error format.
+    pub refusal: Refusal,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(10),
             tls: None,
             trusted_proxies: TrustedProxies::default(),
+            refusal: plain_refusal,
         }
     }
 }
@@ -97,6 +101,7 @@ impl ServerConfig {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
+            refusal: self.refusal,
         }
     }
 }
@@ -484,26 +489,31 @@ pub(super) fn correlation_id_of(
 /// Runs the handler, turning a panic or a response with a forbidden header byte into a
 /// logged 500: the one place every handler call goes through.
 pub(super) fn call_handler(
+    config: &ServerConfig,
     handler: &dyn Handler,
     request: &Request<'_>,
     correlation_id: &CorrelationId,
 ) -> Response {
     let response =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(request)))
-            .unwrap_or_else(|_| panic_response(correlation_id));
-    checked_response(response, correlation_id)
+            .unwrap_or_else(|_| panic_response(config, correlation_id));
+    checked_response(config, response, correlation_id)
 }
 
-pub(super) fn panic_response(correlation_id: &CorrelationId) -> Response {
+pub(super) fn panic_response(config: &ServerConfig, correlation_id: &CorrelationId) -> Response {
     log::error!(
         "handler panicked (correlation id {}); answered 500",
         correlation_id.as_str()
     );
-    Error::Internal("handler panicked".into()).to_response(correlation_id)
+    (config.refusal)(&Error::Internal("handler panicked"), correlation_id)
 }
 
 /// The handler's response, or a logged 500 if it carries a header with a forbidden byte.
-fn checked_response(response: Response, correlation_id: &CorrelationId) -> Response {
+fn checked_response(
+    config: &ServerConfig,
+    response: Response,
+    correlation_id: &CorrelationId,
+) -> Response {
     if response.headers_are_valid() {
         return response;
     }
@@ -511,5 +521,5 @@ fn checked_response(response: Response, correlation_id: &CorrelationId) -> Respo
         "bug: handler produced a header with a forbidden byte (correlation id {}); answering 500",
         correlation_id.as_str()
     );
-    Error::Internal("invalid response header".into()).to_response(correlation_id)
+    (config.refusal)(&Error::Internal("invalid response header"), correlation_id)
 }

@@ -11,30 +11,32 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
-use crate::error::{Error, Result};
+use super::error::TlsError;
+
+type Result<T> = std::result::Result<T, TlsError>;
 
 /// Reads PEM files into a rustls server config.
 pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| Error::Config(format!("--tls-cert {}: {e}", cert.display())))?
+        .map_err(|e| TlsError(format!("--tls-cert {}: {e}", cert.display())))?
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Config(format!("--tls-cert {}: {e}", cert.display())))?;
+        .map_err(|e| TlsError(format!("--tls-cert {}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(Error::Config(format!(
+        return Err(TlsError(format!(
             "--tls-cert {}: no certificate found",
             cert.display()
         )));
     }
     let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::Config(format!("--tls-key {}: {e}", key.display())))?;
+        .map_err(|e| TlsError(format!("--tls-key {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .map_err(|e| TlsError(format!("TLS: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| {
-            Error::Config(format!(
+            TlsError(format!(
                 "--tls-cert/--tls-key do not form a usable pair: {e}"
             ))
         })?;
@@ -66,7 +68,7 @@ impl TlsContext {
         let mut current = self
             .current
             .write()
-            .map_err(|_| Error::Internal("TLS lock poisoned".into()))?;
+            .map_err(|_| TlsError("TLS lock poisoned".into()))?;
         *current = config;
         Ok(())
     }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::token::{hex, TokenHash, TokenId};
-use crate::error::{Error, Result};
+use crate::service::error::{Error, Result};
 use crate::store::{AdminAccount, Store, TokenRecord};
 
 const MAGIC: &str = "PA-AUTH-BACKUP";

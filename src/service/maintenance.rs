@@ -25,7 +25,7 @@ pub fn flush_last_used(
     store: &Store,
     tracker: &LastUsedTracker,
     spread: Duration,
-) -> crate::Result<FlushReport> {
+) -> crate::service::error::Result<FlushReport> {
     let started = Instant::now();
     let batch = tracker.unflushed();
     if batch.is_empty() {

@@ -7,4 +7,5 @@
 pub mod admins;
 pub mod auth;
 pub mod backup;
+pub mod error;
 pub mod maintenance;

@@ -10,10 +10,10 @@ use super::admin_auth::{admin_unauthorized, cookie_is_secure, AdminCredential, A
 use crate::domain::audit::AuditEvent;
 use crate::domain::token::{hex, TokenId};
 use crate::domain::token_fields::{parse_expires_at, validate_name};
-use crate::error::{Error, FieldError, Result};
 use crate::http::{Request, Response};
 use crate::service::admins::passwords::{validate_new_password, Argon2Pool, INITIAL_PASSWORD_FILE};
 use crate::service::admins::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
+use crate::service::error::{Error, FieldError, Result};
 use crate::store::{parse_audit_cursor, parse_cursor, AuditQuery};
 use crate::web::json_body::parse_object;
 use crate::web::views::{CreatedTokenView, TokenView};

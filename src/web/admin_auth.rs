@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use crate::config::PublicUrl;
 use crate::domain::audit::AuditEvent;
-use crate::error::{Error, Result};
 use crate::http::Request;
 use crate::service::admins::sessions::{session_cookie, Session};
 use crate::service::auth::{authorization_values, check_token_on_admin_route, FailureSink};
+use crate::service::error::{Error, Result};
 use crate::web::App;
 
 /// How an admin request authenticated.
@@ -45,7 +45,7 @@ pub fn admin_unauthorized(req: &Request<'_>) -> Error {
 /// The login itself carries its credential in the body and only meets the lock.
 pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
     let path = req.path();
-    if crate::web::route_of(path) != crate::web::Route::AdminApi {
+    if super::routes::route_of(path) != super::routes::Route::AdminApi {
         return None;
     }
     let now = Instant::now();

@@ -9,7 +9,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{Error, FieldError};
+use crate::service::error::{Error, FieldError};
 
 /// A parsed JSON object whose keys were unique.
 #[derive(Debug)]

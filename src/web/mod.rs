@@ -6,8 +6,10 @@
 pub mod admin_api;
 pub mod admin_auth;
 pub mod console;
+pub mod error;
 pub mod json_body;
 pub mod metrics;
+pub mod routes;
 pub mod views;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,22 +19,22 @@ use crate::service::admins::login_throttle::{LoginAttempt, LoginThrottle};
 use crate::service::admins::sessions::SessionStore;
 
 use crate::domain::audit::AuditEvent;
-use crate::domain::text::Text;
 use crate::domain::time::{now_unix, rfc3339_text};
 use crate::domain::token::TokenId;
-use crate::error::{Error, Result};
-use crate::http::{Exchange, Handler, Request, Response, StatsHandle};
+use crate::http::{Exchange, Handler, HeaderValue, Request, Response, StatsHandle};
 use crate::service::admins::passwords;
 use crate::service::auth::failure_log::AuthFailureLog;
 use crate::service::auth::last_used::LastUsedTracker;
 use crate::service::auth::{
     authorization_values, verify_bearer, AuthCounters, FailureSink, VerifiedToken,
 };
+use crate::service::error::{Error, Result};
 use crate::service::maintenance::FlushStatus;
 use crate::store::Store;
 use crate::web::admin_auth::authenticate_admin;
-use crate::web::metrics::{RequestCounters, RouteLabel};
+use crate::web::metrics::RequestCounters;
 use crate::web::views::{percent_encode, TokenView};
+use routes::{route_of, Route};
 
 /// Everything a request handler may touch.
 pub struct App {
@@ -310,71 +312,6 @@ impl Handler for App {
     }
 }
 
-/// The route families. Chosen by [`route_of`] from the path alone: never the query string,
-/// a header or the method, so no input outside the path can move a request to another
-/// family (issue 14: `?next=://h/healthz` once routed to `/healthz`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Health,
-    Metrics,
-    OpenApi,
-    /// `/auth/verify` and anything under it: forward-auth.
-    Verify,
-    ApiToken,
-    /// Any other `/api` path: authenticate, then 404.
-    ApiOther,
-    AdminApi,
-    /// `/admin` and the console's assets.
-    Console,
-    NotFound,
-}
-
-/// The family of a path: the one routing decision, used by the router, the event-loop
-/// lane choice and the early answer to `Expect: 100-continue`.
-pub fn route_of(path: &str) -> Route {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    match path {
-        "/healthz" => Route::Health,
-        "/metrics" => Route::Metrics,
-        "/openapi.json" => Route::OpenApi,
-        "/api/token" => Route::ApiToken,
-        _ if under("/auth/verify") => Route::Verify,
-        _ if under("/api") => Route::ApiOther,
-        _ if under("/admin/api") => Route::AdminApi,
-        _ if under("/admin") => Route::Console,
-        _ => Route::NotFound,
-    }
-}
-
-impl Route {
-    fn label(self) -> RouteLabel {
-        match self {
-            Route::Health => RouteLabel::Health,
-            Route::Metrics => RouteLabel::Metrics,
-            Route::Verify => RouteLabel::Verify,
-            Route::ApiToken => RouteLabel::ApiToken,
-            Route::ApiOther => RouteLabel::ApiOther,
-            Route::AdminApi | Route::Console => RouteLabel::Admin,
-            Route::OpenApi | Route::NotFound => RouteLabel::Other,
-        }
-    }
-
-    /// The path as it may be logged: forward-auth and API paths only as their family (a
-    /// client may put a secret anywhere after `/auth/verify/`), anything else with
-    /// token-shaped text redacted.
-    fn loggable_path(self, path: &str) -> std::borrow::Cow<'_, str> {
-        match self {
-            Route::Verify => "/auth/verify".into(),
-            Route::ApiToken => "/api/token".into(),
-            Route::ApiOther => "/api".into(),
-            _ => crate::domain::redact::redact_secrets(path),
-        }
-    }
-}
-
 /// The routing table: the family by path, then the method.
 fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let path = req.path();
@@ -440,12 +377,18 @@ fn forward_auth(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     // syscalls_and_allocs.sh counts them).
     let mut id = [0u8; 36];
     token.id.write_to(&mut id);
-    let id = std::str::from_utf8(&id).map_or(Text::from(""), Text::from);
+    let id = std::str::from_utf8(&id).unwrap_or("");
     let mut response = Response::new(200)
-        .header("X-PA-Token-Id", id)
-        .header("X-PA-Token-Name", percent_encode(&token.name));
+        .header("X-PA-Token-Id", HeaderValue::inline(id))
+        .header(
+            "X-PA-Token-Name",
+            HeaderValue::inline(&percent_encode(&token.name)),
+        );
     if let Some(expires) = token.expires_at {
-        response = response.header("PA-Token-Expiration", rfc3339_text(expires));
+        response = response.header(
+            "PA-Token-Expiration",
+            HeaderValue::inline(&rfc3339_text(expires)),
+        );
     }
     Ok(response)
 }
@@ -456,10 +399,9 @@ fn api_token(app: &App, req: &Request<'_>, method: &str, now: i64) -> Result<Res
     only_get(method)?;
     let id = verified.token.id;
     // Deleted between verification and here: as good as never authenticated.
-    let record = app
-        .store
-        .token_by_id(id)?
-        .ok_or(Error::Unauthorized(crate::error::AuthFailure::Unknown))?;
+    let record = app.store.token_by_id(id)?.ok_or(Error::Unauthorized(
+        crate::service::error::AuthFailure::Unknown,
+    ))?;
     let view = TokenView::new(&record, app.last_used_of(id)?, now);
     Ok(Response::json(200, &view))
 }

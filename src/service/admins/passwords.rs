@@ -18,7 +18,7 @@ use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 
-use crate::error::{Error, FieldError, Result};
+use crate::service::error::{Error, FieldError, Result};
 
 /// Shortest password accepted, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 12;

@@ -2,7 +2,7 @@
 //! over the raw header values that never panics on any bytes (fuzz target `bearer_header`).
 //! It decides only syntax; whether the token68 is a pa-auth token is [`crate::domain::token`]' call.
 
-use crate::error::AuthFailure;
+use crate::service::error::AuthFailure;
 
 /// Longest token68 accepted; longer is malformed before any hashing.
 pub const MAX_TOKEN_BYTES: usize = 512;

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::token::TokenId;
-use crate::error::AuthFailure;
+use crate::service::error::AuthFailure;
 use crate::store::Store;
 
 const SHARDS: usize = 16;
@@ -177,7 +177,7 @@ impl AuthFailureLog {
 
     /// Writes one `auth.failed` event per key (and one for the overflow count) and resets;
     /// returns the number of events written (at most [`MAX_EVENTS_PER_INTERVAL`]).
-    pub fn write_to_audit(&self, store: &Store, now: i64) -> crate::Result<usize> {
+    pub fn write_to_audit(&self, store: &Store, now: i64) -> crate::service::error::Result<usize> {
         let (drained, overflow) = self.drain();
         for (key, count) in &drained {
             store.append_audit(

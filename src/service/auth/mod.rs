@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::token::{is_well_formed, TokenHash};
 use crate::domain::token_fields::is_expired;
-use crate::error::{AuthFailure, Error};
 use crate::http::Request;
 use crate::service::auth::last_used::LastUsedTracker;
+use crate::service::error::{AuthFailure, Error};
 use crate::store::{IndexedToken, Store};
 
 /// A token that authenticated (a clone of its index entry; the name is shared, not copied).
@@ -139,7 +139,7 @@ fn check(
     let hash = TokenHash::of(token);
     let token = store
         .lookup_token(&hash)
-        .map_err(|e| (e, None))?
+        .map_err(|e| (e.into(), None))?
         .ok_or_else(|| refuse(AuthFailure::Unknown))?;
     if is_expired(token.expires_at, now) {
         return Err((Error::Unauthorized(AuthFailure::Expired), Some(token.id)));

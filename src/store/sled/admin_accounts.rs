@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-use crate::error::{Error, Result};
+use crate::store::error::{Error, Result};
 
 /// One admin account as stored.
 #[derive(Clone, Serialize, Deserialize)]

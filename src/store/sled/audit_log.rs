@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Store;
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
-use crate::error::{Error, Result};
+use crate::store::error::{Error, Result};
 
 /// Tree of the lifecycle events (the only audit tree before the split, so older stores
 /// keep every event they had here, failures included, until they age out).

@@ -4,7 +4,7 @@
 
 use super::{be_i64, AdminAccount, Store};
 use crate::domain::token::TokenHash;
-use crate::error::{Error, Result};
+use crate::store::error::{Error, Result};
 
 use super::token_records::TokenRecordRef;
 use super::TokenRecord;

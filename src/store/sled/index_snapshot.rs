@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use super::creation_order::{CreationOrder, OrderKey};
 use super::token_index::{IndexBatch, TokenIndex};
 use crate::domain::token::{TokenHash, TokenId};
-use crate::error::Result;
+use crate::store::error::Result;
 
 const FILE: &str = "index.snapshot";
 const MAGIC: &[u8] = b"PAIDX1\n";

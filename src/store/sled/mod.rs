@@ -25,7 +25,7 @@ pub use token_records::{
     parse_cursor, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
 };
 
-use crate::error::{Error, Result};
+use crate::store::error::{Error, Result};
 
 /// Layout version of the trees below; bumped on any incompatible change, and an older store
 /// is upgraded at open (`schema_upgrade`).
@@ -457,7 +457,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
 fn transaction_error<E: Into<Error>>(e: sled::transaction::TransactionError<E>) -> Error {
     match e {
         sled::transaction::TransactionError::Abort(e) => e.into(),
-        sled::transaction::TransactionError::Storage(e) => Error::Store(e),
+        sled::transaction::TransactionError::Storage(e) => Error::Sled(e),
     }
 }
 

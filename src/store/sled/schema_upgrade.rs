@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use super::token_records::NEWEST_CREATED_KEY;
 use super::{be_i64, StoreState, TokenRecord, SCHEMA_VERSION};
 use crate::domain::token::{TokenHash, TokenId};
-use crate::error::{Error, Result};
+use crate::store::error::{Error, Result};
 
 /// The schema-2 record tree: id → record.
 pub(super) const RECORDS_TREE: &str = "token_records";

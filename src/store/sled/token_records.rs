@@ -18,8 +18,8 @@ use super::token_index::IndexBatch;
 use super::{be_i64, be_u64, transaction_error, IndexedToken, Store};
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
-use crate::error::{Error, Result};
 use crate::service::auth::last_used::Unflushed;
+use crate::store::error::{Error, Result};
 
 /// Version byte of a record in the `token_records` tree (schema 2).
 const RECORD_VERSION: u8 = 2;
@@ -195,7 +195,7 @@ impl Store {
         (&self.records, &self.token_names, &self.meta)
             .transaction(|(records, names, meta)| {
                 if names.get(folded.as_bytes())?.is_some() {
-                    return abort(Error::Conflict(format!(
+                    return abort(Error::NameTaken(format!(
                         "A token named \"{name}\" already exists"
                     )));
                 }
@@ -213,7 +213,7 @@ impl Store {
                 Ok(())
             })
             .map_err(|e| match transaction_error(e) {
-                e @ (Error::Conflict(_) | Error::CreationFailed(_)) => e,
+                e @ (Error::NameTaken(_) | Error::CreationFailed(_)) => e,
                 other => Error::CreationFailed(other.to_string()),
             })?;
         if let Err(e) = self.commit_durable() {
@@ -359,9 +359,7 @@ impl Store {
         cursor: Option<&[u8; ORDER_KEY_LEN]>,
     ) -> Result<TokenPage> {
         let position = match cursor {
-            Some(c) => {
-                Some(cursor_position(c).ok_or_else(|| Error::BadRequest("invalid cursor".into()))?)
-            }
+            Some(c) => Some(cursor_position(c).ok_or_else(|| Error::InvalidCursor)?),
             None => None,
         };
         let (positions, more) = self.creation_order()?.newest_before(position, limit);
@@ -611,7 +609,7 @@ mod tests {
         let s = TempStore::new();
         s.create_token("Deploy", None, 1).unwrap();
         let err = s.create_token("dEPLOY", None, 2).unwrap_err();
-        assert_eq!(err.status_and_code(), (409, "conflict"));
+        assert!(matches!(err, Error::NameTaken(_)), "{err}");
         assert_eq!(s.token_count().unwrap(), 1);
     }
 

@@ -3,8 +3,8 @@
 //! outside). Strict CSP with no inline script, no framing, no referrer. The page talks to the
 //! admin API with the session cookie and CSRF token; names are rendered as text.
 
-use crate::error::{Error, Result};
 use crate::http::Response;
+use crate::service::error::{Error, Result};
 
 const INDEX_HTML: &str = include_str!("index.html");
 const CONSOLE_JS: &str = include_str!("console.js");

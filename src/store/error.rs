@@ -1,0 +1,67 @@
+//! What can go wrong below the service: the store's own error type. The service turns each
+//! into its own error (a taken name into a conflict, the rest into a failed write or a
+//! damaged store); nothing here knows about HTTP or exit codes.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Store result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A store operation that failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The embedded database failed.
+    Sled(sled::Error),
+    /// Stored bytes did not decode: the data dir is damaged or from another version.
+    Corrupt(String),
+    /// A file-system operation failed.
+    Io(std::io::Error),
+    /// The data dir cannot be used as configured (not a directory, not writable, ...).
+    Config(String),
+    /// Another pa-auth process holds the data dir.
+    DataDirLocked(PathBuf),
+    /// A token with that name (ignoring case) exists.
+    NameTaken(String),
+    /// A new token could not be stored (a collision, a failed write).
+    CreationFailed(String),
+    /// A listing cursor that does not name a position.
+    InvalidCursor,
+    /// An invariant of the store broke.
+    Internal(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Sled(e) => write!(f, "store error: {e}"),
+            Error::Corrupt(m) => write!(f, "stored data is damaged: {m}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Config(m) => write!(f, "{m}"),
+            Error::DataDirLocked(p) => write!(
+                f,
+                "data dir {} is held by another pa-auth process (a running server?); \
+                 stop it first or use the admin API",
+                p.display()
+            ),
+            Error::NameTaken(m) => write!(f, "conflict: {m}"),
+            Error::CreationFailed(m) => write!(f, "token could not be stored: {m}"),
+            Error::InvalidCursor => write!(f, "invalid cursor"),
+            Error::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Sled(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
