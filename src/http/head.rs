@@ -576,9 +576,18 @@ mod tests {
             // handler decides the answer (web::error: 401 on forward-auth, 400 elsewhere).
             assert_eq!(head("/healthz", line).as_deref(), Some("/healthz"));
             assert_eq!(head("/auth/verify", line).as_deref(), Some("/auth/verify"));
-            assert_eq!(head("/auth/verify/a?b", line).as_deref(), Some("/auth/verify/a"));
-            assert_eq!(head("http://h/auth/verify", line).as_deref(), Some("/auth/verify"));
-            assert_eq!(head("/auth/verifyx", line).as_deref(), Some("/auth/verifyx"));
+            assert_eq!(
+                head("/auth/verify/a?b", line).as_deref(),
+                Some("/auth/verify/a")
+            );
+            assert_eq!(
+                head("http://h/auth/verify", line).as_deref(),
+                Some("/auth/verify")
+            );
+            assert_eq!(
+                head("/auth/verifyx", line).as_deref(),
+                Some("/auth/verifyx")
+            );
             assert_eq!(head("/x?/auth/verify", line).as_deref(), Some("/x"));
         }
     }

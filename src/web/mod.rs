@@ -31,10 +31,10 @@ use crate::service::auth::{
 use crate::service::error::{Error, Result};
 use crate::service::maintenance::FlushStatus;
 use crate::store::Store;
-use crate::web::admin_auth::authenticate_admin;
+use crate::web::admin_auth::{authenticate_admin, AdminIdentity};
 use crate::web::metrics::RequestCounters;
 use crate::web::views::{percent_encode, TokenView};
-use routes::{route_of, Route};
+use routes::{route_of, Body, Guard, Lane, Op, Route};
 
 /// Everything a request handler may touch.
 pub struct App {
@@ -224,22 +224,17 @@ impl Handler for App {
     /// depend on it (no credential at all on an admin route, wrong content type, no such
     /// route).
     fn respond_before_body(&self, req: &Request<'_>) -> Option<Response> {
-        let path = req.path();
-        let json_route = matches!(
-            (req.method(), path),
-            ("POST", "/admin/api/session" | "/admin/api/tokens") | ("PUT", "/admin/api/password")
-        );
-        let known = route_of(path) != Route::NotFound;
+        let resolved = routes::resolve(req.method(), req.path());
         // Authentication comes first, as when the body has been read.
         let early = if let Some(refusal) = crate::web::admin_auth::refuse_before_body(self, req) {
             Some(refusal)
-        } else if json_route
+        } else if resolved.body() == Body::Json
             && !crate::web::json_body::is_json_content_type(req.header("content-type"))
         {
             Some(Error::BadRequest(
                 "Content-Type must be application/json".into(),
             ))
-        } else if !known {
+        } else if resolved.endpoint.family == Route::NotFound {
             Some(Error::NotFound)
         } else {
             None
@@ -260,10 +255,7 @@ impl Handler for App {
     /// lock held by slow work, or Argon2. Admin routes and `/metrics` (a store scan) go to
     /// the worker pool.
     fn serves_inline(&self, req: &Request<'_>) -> bool {
-        !matches!(
-            route_of(req.path()),
-            Route::Metrics | Route::AdminApi | Route::Console
-        )
+        routes::endpoint_of(req.path()).lane == Lane::Inline
     }
 
     /// The one place every response is counted and logged, the server's own refusals (400,
@@ -312,32 +304,68 @@ impl Handler for App {
     }
 }
 
-/// The routing table: the family by path, then the method.
+/// Runs a request as the route table says: the guard's credential check, then the method's
+/// operation (or the endpoint's 405/404).
 fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
-    let path = req.path();
-    // HEAD is GET without a body (the server drops it).
-    let method = match req.method() {
-        "HEAD" => "GET",
-        m => m,
+    let resolved = routes::resolve(req.method(), req.path());
+    let caller = match resolved.guard() {
+        Guard::None => Caller::Anonymous,
+        Guard::ApiToken => Caller::Token(app.authenticate(req, now)?),
+        Guard::Admin => Caller::Admin(authenticate_admin(app, req, now)?),
     };
-    match route_of(path) {
-        Route::Health => only_get(method).map(|()| healthz()),
-        Route::Metrics => only_get(method).map(|()| metrics(app, now)),
-        Route::OpenApi => only_get(method).map(|()| openapi()),
-        Route::Verify => forward_auth(app, req, now),
-        Route::ApiToken => api_token(app, req, method, now),
-        Route::ApiOther => app.authenticate(req, now).and(Err(Error::NotFound)),
-        Route::AdminApi => admin_route(app, req, method, path, now),
-        Route::Console => crate::web::console::serve_asset(method, path),
-        Route::NotFound => Err(Error::NotFound),
-    }
+    let Some(method) = resolved.method else {
+        return Err(match resolved.endpoint.allow {
+            "" => Error::NotFound,
+            allow => Error::MethodNotAllowed(allow),
+        });
+    };
+    dispatch(app, req, method.op, &caller, now)
 }
 
-fn only_get(method: &str) -> Result<()> {
-    if method == "GET" {
-        Ok(())
-    } else {
-        Err(Error::MethodNotAllowed("GET, HEAD"))
+/// Who the guard let through.
+enum Caller {
+    Anonymous,
+    Token(VerifiedToken),
+    Admin(AdminIdentity),
+}
+
+/// The operation -> handler map.
+fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> Result<Response> {
+    let id = || {
+        req.path()
+            .strip_prefix("/admin/api/tokens/")
+            .unwrap_or_default()
+    };
+    match (op, caller) {
+        (Op::Health, _) => Ok(healthz()),
+        (Op::Metrics, _) => Ok(metrics(app, now)),
+        (Op::OpenApi, _) => Ok(openapi()),
+        (Op::Console, _) => {
+            let method = if req.method() == "HEAD" {
+                "GET"
+            } else {
+                req.method()
+            };
+            crate::web::console::serve_asset(method, req.path())
+        }
+        (Op::ForwardAuth, Caller::Token(token)) => Ok(forward_auth(token)),
+        (Op::OwnToken, Caller::Token(token)) => api_token(app, token, now),
+        (Op::Login, _) => admin_api::login(app, req, now),
+        (Op::SessionInfo, Caller::Admin(who)) => admin_api::session_info(app, who),
+        (Op::Logout, Caller::Admin(who)) => admin_api::logout(app, req, who),
+        (Op::ListTokens, Caller::Admin(_)) => admin_api::list_tokens(app, req, now),
+        (Op::CreateToken, Caller::Admin(who)) => admin_api::create_token(app, req, who, now),
+        (Op::LookupToken, Caller::Admin(who)) => admin_api::lookup_token(app, req, who, now),
+        (Op::GetToken, Caller::Admin(_)) => admin_api::get_token(app, id(), now),
+        (Op::DeleteToken, Caller::Admin(who)) => admin_api::delete_token(app, req, who, id(), now),
+        (Op::Backup, Caller::Admin(who)) => admin_api::backup(app, req, who, now),
+        (Op::Audit, Caller::Admin(_)) => admin_api::audit(app, req),
+        (Op::ChangePassword, Caller::Admin(who)) => admin_api::change_password(app, req, who, now),
+        // A table row whose guard does not give its operation the caller it needs: a bug,
+        // refused rather than run.
+        _ => Err(Error::Internal(format!(
+            "route table: {op:?} without its credential"
+        ))),
     }
 }
 
@@ -371,8 +399,8 @@ fn metrics(app: &App, now: i64) -> Response {
 }
 
 /// `/auth/verify[/...]`, any method: 200 with identity headers, or the 401.
-fn forward_auth(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
-    let token = app.authenticate(req, now)?.token;
+fn forward_auth(verified: &VerifiedToken) -> Response {
+    let token = &verified.token;
     // All three values are built inline: no allocation on the answer (bench/
     // syscalls_and_allocs.sh counts them).
     let mut id = [0u8; 36];
@@ -390,13 +418,11 @@ fn forward_auth(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
             HeaderValue::inline(&rfc3339_text(expires)),
         );
     }
-    Ok(response)
+    response
 }
 
 /// `GET /api/token`: the calling token's own view.
-fn api_token(app: &App, req: &Request<'_>, method: &str, now: i64) -> Result<Response> {
-    let verified = app.authenticate(req, now)?;
-    only_get(method)?;
+fn api_token(app: &App, verified: &VerifiedToken, now: i64) -> Result<Response> {
     let id = verified.token.id;
     // Deleted between verification and here: as good as never authenticated.
     let record = app.store.token_by_id(id)?.ok_or(Error::Unauthorized(
@@ -404,44 +430,6 @@ fn api_token(app: &App, req: &Request<'_>, method: &str, now: i64) -> Result<Res
     ))?;
     let view = TokenView::new(&record, app.last_used_of(id)?, now);
     Ok(Response::json(200, &view))
-}
-
-fn admin_route(
-    app: &App,
-    req: &Request<'_>,
-    method: &str,
-    path: &str,
-    now: i64,
-) -> Result<Response> {
-    if path == "/admin/api/session" && method == "POST" {
-        return admin_api::login(app, req, now);
-    }
-    let who = authenticate_admin(app, req, now)?;
-    let rest = path.strip_prefix("/admin/api/").unwrap_or("");
-    match (method, rest) {
-        ("GET", "session") => admin_api::session_info(app, &who),
-        ("DELETE", "session") => admin_api::logout(app, req, &who),
-        (_, "session") => Err(Error::MethodNotAllowed("GET, POST, DELETE")),
-        ("GET", "tokens") => admin_api::list_tokens(app, req, now),
-        ("POST", "tokens") => admin_api::create_token(app, req, &who, now),
-        (_, "tokens") => Err(Error::MethodNotAllowed("GET, HEAD, POST")),
-        ("POST", "tokens/lookup") => admin_api::lookup_token(app, req, &who, now),
-        (m, t) if t.starts_with("tokens/") && !t["tokens/".len()..].contains('/') => {
-            let id = &t["tokens/".len()..];
-            match m {
-                "GET" => admin_api::get_token(app, id, now),
-                "DELETE" => admin_api::delete_token(app, req, &who, id, now),
-                _ => Err(Error::MethodNotAllowed("GET, HEAD, DELETE")),
-            }
-        }
-        ("GET", "backup") => admin_api::backup(app, req, &who, now),
-        (_, "backup") => Err(Error::MethodNotAllowed("GET, HEAD")),
-        ("GET", "audit") => admin_api::audit(app, req),
-        (_, "audit") => Err(Error::MethodNotAllowed("GET, HEAD")),
-        ("PUT", "password") => admin_api::change_password(app, req, &who, now),
-        (_, "password") => Err(Error::MethodNotAllowed("PUT")),
-        _ => Err(Error::NotFound),
-    }
 }
 
 /// The [`App`] behind an `Arc`, as the HTTP server's handler.

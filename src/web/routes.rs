@@ -1,9 +1,11 @@
-//! Routing by path alone: the route families and which one a path belongs to.
+//! Routing by path alone: the one route table ([`ROUTES`]: path, methods, guard, lane, body
+//! kind) that the router, the lane choice and the `Expect: 100-continue` pre-check all read,
+//! and the route families used for metrics and logs.
 
 use super::metrics::RouteLabel;
 use crate::domain::redact::redact_secrets;
 
-/// The route families. Chosen by [`route_of`] from the path alone: never the query string,
+/// The route families. Chosen from the path alone: never the query string,
 /// a header or the method, so no input outside the path can move a request to another
 /// family (issue 14: `?next=://h/healthz` once routed to `/healthz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,23 +24,308 @@ pub enum Route {
     NotFound,
 }
 
-/// The family of a path: the one routing decision, used by the router, the event-loop
-/// lane choice and the early answer to `Expect: 100-continue`.
+/// How an endpoint's path is matched.
+#[derive(Debug, Clone, Copy)]
+pub enum PathMatch {
+    /// Exactly this path.
+    Exact(&'static str),
+    /// This path or anything under it (`/auth/verify`, `/auth/verify/x`, not `/auth/verifyx`).
+    Under(&'static str),
+    /// This prefix and one more segment (`/admin/api/tokens/{id}`).
+    Child(&'static str),
+}
+
+impl PathMatch {
+    fn matches(self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Under(prefix) => path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            PathMatch::Child(prefix) => path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| !rest.contains('/')),
+        }
+    }
+}
+
+/// Where a request runs: on the event loop that read it (memory only: no disk write, no
+/// lock held by slow work, no Argon2), or on the request pool (anything that may block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Inline,
+    Worker,
+}
+
+/// The credential checked before the operation (or before an unlisted method's 405/404).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    None,
+    /// An API token (`Authorization: Bearer`).
+    ApiToken,
+    /// An admin: a console session or HTTP Basic.
+    Admin,
+}
+
+/// What the request body must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Ignored.
+    None,
+    /// A JSON object (`Content-Type: application/json`), checked before the body is read.
+    Json,
+}
+
+/// What a request asks for; `web::dispatch` runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Health,
+    Metrics,
+    OpenApi,
+    ForwardAuth,
+    OwnToken,
+    Console,
+    Login,
+    SessionInfo,
+    Logout,
+    ListTokens,
+    CreateToken,
+    LookupToken,
+    GetToken,
+    DeleteToken,
+    Backup,
+    Audit,
+    ChangePassword,
+}
+
+/// One method of an endpoint.
+#[derive(Debug)]
+pub struct Method {
+    /// `*` for any method; `HEAD` is matched as `GET`.
+    pub name: &'static str,
+    pub op: Op,
+    pub guard: Guard,
+    pub body: Body,
+}
+
+/// One row of the route table.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub path: PathMatch,
+    pub family: Route,
+    pub lane: Lane,
+    /// Checked before an unlisted method is answered.
+    pub guard: Guard,
+    pub methods: &'static [Method],
+    /// The `Allow` value of the 405 for an unlisted method; empty: 404 instead.
+    pub allow: &'static str,
+}
+
+const fn m(name: &'static str, op: Op, guard: Guard, body: Body) -> Method {
+    Method {
+        name,
+        op,
+        guard,
+        body,
+    }
+}
+
+const fn endpoint(
+    path: PathMatch,
+    family: Route,
+    lane: Lane,
+    guard: Guard,
+    methods: &'static [Method],
+    allow: &'static str,
+) -> Endpoint {
+    Endpoint {
+        path,
+        family,
+        lane,
+        guard,
+        methods,
+        allow,
+    }
+}
+
+use Body::Json;
+use Guard::{Admin, ApiToken};
+use Lane::{Inline, Worker};
+use PathMatch::{Child, Exact, Under};
+
+/// THE route table: every path pa-auth answers, first match wins. Routing, the lane a
+/// request runs on, the early answer to `Expect: 100-continue` and the 405s all read it.
+pub static ROUTES: [Endpoint; 15] = [
+    // First: the hot path, one comparison.
+    endpoint(
+        Under("/auth/verify"),
+        Route::Verify,
+        Inline,
+        ApiToken,
+        &[m("*", Op::ForwardAuth, ApiToken, Body::None)],
+        "",
+    ),
+    endpoint(
+        Exact("/healthz"),
+        Route::Health,
+        Inline,
+        Guard::None,
+        &[m("GET", Op::Health, Guard::None, Body::None)],
+        "GET, HEAD",
+    ),
+    // A store scan at most every 30 s: may block.
+    endpoint(
+        Exact("/metrics"),
+        Route::Metrics,
+        Worker,
+        Guard::None,
+        &[m("GET", Op::Metrics, Guard::None, Body::None)],
+        "GET, HEAD",
+    ),
+    endpoint(
+        Exact("/openapi.json"),
+        Route::OpenApi,
+        Inline,
+        Guard::None,
+        &[m("GET", Op::OpenApi, Guard::None, Body::None)],
+        "GET, HEAD",
+    ),
+    // One cached store record after the token check.
+    endpoint(
+        Exact("/api/token"),
+        Route::ApiToken,
+        Inline,
+        ApiToken,
+        &[m("GET", Op::OwnToken, ApiToken, Body::None)],
+        "GET, HEAD",
+    ),
+    // Any other API path: the token is checked, then 404.
+    endpoint(Under("/api"), Route::ApiOther, Inline, ApiToken, &[], ""),
+    endpoint(
+        Exact("/admin/api/session"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[
+            // The login carries its credential in the body.
+            m("POST", Op::Login, Guard::None, Json),
+            m("GET", Op::SessionInfo, Admin, Body::None),
+            m("DELETE", Op::Logout, Admin, Body::None),
+        ],
+        "GET, POST, DELETE",
+    ),
+    endpoint(
+        Exact("/admin/api/tokens"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[
+            m("GET", Op::ListTokens, Admin, Body::None),
+            m("POST", Op::CreateToken, Admin, Json),
+        ],
+        "GET, HEAD, POST",
+    ),
+    endpoint(
+        Exact("/admin/api/tokens/lookup"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("POST", Op::LookupToken, Admin, Json)],
+        "POST",
+    ),
+    endpoint(
+        Child("/admin/api/tokens/"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[
+            m("GET", Op::GetToken, Admin, Body::None),
+            m("DELETE", Op::DeleteToken, Admin, Body::None),
+        ],
+        "GET, HEAD, DELETE",
+    ),
+    endpoint(
+        Exact("/admin/api/backup"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("GET", Op::Backup, Admin, Body::None)],
+        "GET, HEAD",
+    ),
+    endpoint(
+        Exact("/admin/api/audit"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("GET", Op::Audit, Admin, Body::None)],
+        "GET, HEAD",
+    ),
+    endpoint(
+        Exact("/admin/api/password"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("PUT", Op::ChangePassword, Admin, Json)],
+        "PUT",
+    ),
+    // Any other admin API path: the admin is checked, then 404.
+    endpoint(Under("/admin/api"), Route::AdminApi, Worker, Admin, &[], ""),
+    // The console's page and assets (it answers its own 404/405 by asset).
+    endpoint(
+        Under("/admin"),
+        Route::Console,
+        Worker,
+        Guard::None,
+        &[m("*", Op::Console, Guard::None, Body::None)],
+        "",
+    ),
+];
+
+/// Everything else: 404, on the event loop.
+static NOT_FOUND: Endpoint = endpoint(Exact(""), Route::NotFound, Inline, Guard::None, &[], "");
+
+/// The endpoint a path belongs to: the one routing decision, by path alone.
+pub fn endpoint_of(path: &str) -> &'static Endpoint {
+    ROUTES
+        .iter()
+        .find(|e| e.path.matches(path))
+        .unwrap_or(&NOT_FOUND)
+}
+
+/// The family of a path (metrics label, log form, lane).
 pub fn route_of(path: &str) -> Route {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    match path {
-        "/healthz" => Route::Health,
-        "/metrics" => Route::Metrics,
-        "/openapi.json" => Route::OpenApi,
-        "/api/token" => Route::ApiToken,
-        _ if under("/auth/verify") => Route::Verify,
-        _ if under("/api") => Route::ApiOther,
-        _ if under("/admin/api") => Route::AdminApi,
-        _ if under("/admin") => Route::Console,
-        _ => Route::NotFound,
+    endpoint_of(path).family
+}
+
+/// A request matched against the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved {
+    pub endpoint: &'static Endpoint,
+    /// `None`: the method is not listed (405, or 404 when the endpoint lists none).
+    pub method: Option<&'static Method>,
+}
+
+impl Resolved {
+    /// The credential to check first.
+    pub fn guard(&self) -> Guard {
+        self.method.map_or(self.endpoint.guard, |m| m.guard)
+    }
+
+    pub fn body(&self) -> Body {
+        self.method.map_or(Body::None, |m| m.body)
+    }
+}
+
+/// Matches a request: the endpoint by path, then the method (`HEAD` as `GET`).
+pub fn resolve(method: &str, path: &str) -> Resolved {
+    let endpoint = endpoint_of(path);
+    let method = if method == "HEAD" { "GET" } else { method };
+    Resolved {
+        endpoint,
+        method: endpoint
+            .methods
+            .iter()
+            .find(|m| m.name == "*" || m.name == method),
     }
 }
 
@@ -65,5 +352,67 @@ impl Route {
             Route::ApiOther => "/api".into(),
             _ => redact_secrets(path),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_decides_family_method_guard_lane_and_body() {
+        let r = resolve("GET", "/auth/verify/anything");
+        assert_eq!(r.endpoint.family, Route::Verify);
+        assert_eq!(r.method.map(|m| m.op), Some(Op::ForwardAuth));
+        assert_eq!(r.endpoint.lane, Lane::Inline);
+        assert_eq!(
+            resolve("HEAD", "/healthz").method.map(|m| m.op),
+            Some(Op::Health)
+        );
+        assert!(resolve("POST", "/healthz").method.is_none());
+        assert_eq!(resolve("POST", "/healthz").endpoint.allow, "GET, HEAD");
+        let login = resolve("POST", "/admin/api/session");
+        assert_eq!((login.guard(), login.body()), (Guard::None, Body::Json));
+        let logout = resolve("DELETE", "/admin/api/session");
+        assert_eq!((logout.guard(), logout.body()), (Guard::Admin, Body::None));
+        assert_eq!(resolve("PATCH", "/admin/api/session").guard(), Guard::Admin);
+        assert_eq!(resolve("POST", "/admin/api/tokens").body(), Body::Json);
+        assert_eq!(resolve("PUT", "/admin/api/password").body(), Body::Json);
+        assert_eq!(
+            resolve("POST", "/admin/api/tokens/lookup").body(),
+            Body::Json
+        );
+        assert_eq!(
+            resolve("GET", "/admin/api/tokens/abc").method.map(|m| m.op),
+            Some(Op::GetToken)
+        );
+        assert_eq!(resolve("GET", "/admin/api/tokens/a/b").endpoint.allow, "");
+        assert_eq!(
+            resolve("GET", "/api/tokenx").endpoint.family,
+            Route::ApiOther
+        );
+        assert_eq!(resolve("GET", "/apix").endpoint.family, Route::NotFound);
+        assert_eq!(
+            resolve("GET", "/admin/console.js").endpoint.lane,
+            Lane::Worker
+        );
+        assert_eq!(resolve("GET", "/metrics").endpoint.lane, Lane::Worker);
+        assert_eq!(resolve("GET", "/").endpoint.lane, Lane::Inline);
+    }
+
+    #[test]
+    fn every_operation_is_reachable_once_and_admin_ops_need_an_admin() {
+        let mut seen = Vec::new();
+        for endpoint in &ROUTES {
+            for method in endpoint.methods {
+                assert!(!seen.contains(&method.op), "{:?} twice", method.op);
+                seen.push(method.op);
+                if endpoint.family == Route::AdminApi && method.op != Op::Login {
+                    assert_eq!(method.guard, Guard::Admin, "{:?}", method.op);
+                    assert_eq!(endpoint.lane, Lane::Worker, "{:?}", method.op);
+                }
+            }
+        }
+        assert_eq!(seen.len(), 17);
     }
 }

@@ -42,6 +42,7 @@ impl EchoUpstream {
             "127.0.0.1:0",
             ServerConfig {
                 workers: 8,
+                refusal: pa_auth::web::error::refusal,
                 ..ServerConfig::default()
             },
             handler,

@@ -55,6 +55,8 @@ fn start(config: ServerConfig) -> Server {
 fn test_config() -> ServerConfig {
     ServerConfig {
         workers: 8,
+        // The service's error format for the layer's own refusals, as `serve` sets it.
+        refusal: pa_auth::web::error::refusal,
         ..ServerConfig::default()
     }
 }
