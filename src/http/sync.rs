@@ -34,3 +34,29 @@ pub(super) fn wait_timeout<'a, T>(
         .unwrap_or_else(PoisonError::into_inner)
         .0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn poisoned_locks_are_recovered_with_their_data() {
+        let m = Arc::new(Mutex::new(1));
+        let l = Arc::new(RwLock::new(1));
+        let (held_m, held_l) = (Arc::clone(&m), Arc::clone(&l));
+        let joined = std::thread::spawn(move || {
+            let (mut a, mut b) = (held_m.lock().unwrap(), held_l.write().unwrap());
+            (*a, *b) = (2, 2);
+            panic!("poison both");
+        })
+        .join();
+        assert!(joined.is_err() && m.is_poisoned() && l.is_poisoned());
+        assert_eq!(*lock(&m), 2);
+        assert_eq!(*read(&l), 2);
+        *write(&l) = 3;
+        assert_eq!(*read(&l), 3);
+        let g = wait_timeout(&Condvar::new(), lock(&m), Duration::from_millis(1));
+        assert_eq!(*g, 2);
+    }
+}
