@@ -16,6 +16,7 @@ pub mod config;
 pub mod fuzz_checks;
 pub mod logging;
 pub mod serve;
+pub mod sync;
 pub mod systemd_notify;
 
 pub use service::error::{Error, Result};

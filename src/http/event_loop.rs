@@ -48,9 +48,7 @@ pub(super) struct LoopMailbox {
 
 impl LoopMailbox {
     pub(super) fn deliver(&self, done: Done) {
-        if let Ok(mut list) = self.done.lock() {
-            list.push(done);
-        }
+        super::sync::lock(&self.done).push(done);
         let _ = self.waker.wake();
     }
 
@@ -59,10 +57,7 @@ impl LoopMailbox {
     }
 
     fn take(&self) -> Vec<Done> {
-        self.done
-            .lock()
-            .map(|mut list| std::mem::take(&mut *list))
-            .unwrap_or_default()
+        std::mem::take(&mut *super::sync::lock(&self.done))
     }
 }
 

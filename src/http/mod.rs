@@ -12,6 +12,7 @@ mod request;
 mod request_pool;
 mod response;
 mod server;
+mod sync;
 pub mod tls;
 mod transport;
 pub mod trusted_proxies;

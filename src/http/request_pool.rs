@@ -63,9 +63,7 @@ impl RequestPool {
 
     /// Queues a job, or gives it back when the queue is full.
     pub(super) fn submit(&self, job: Job) -> Result<(), Box<Job>> {
-        let Ok(mut queue) = self.queue.lock() else {
-            return Err(Box::new(job));
-        };
+        let mut queue = super::sync::lock(&self.queue);
         if queue.len() >= self.capacity {
             return Err(Box::new(job));
         }
@@ -76,7 +74,7 @@ impl RequestPool {
     }
 
     pub(super) fn queued(&self) -> usize {
-        self.queue.lock().map_or(0, |q| q.len())
+        super::sync::lock(&self.queue).len()
     }
 
     pub(super) fn wake_all(&self) {
@@ -93,9 +91,7 @@ impl RequestPool {
     pub(super) fn work(&self, shared: &Shared) {
         loop {
             let job = {
-                let Ok(mut queue) = self.queue.lock() else {
-                    return;
-                };
+                let mut queue = super::sync::lock(&self.queue);
                 loop {
                     if let Some(job) = queue.pop_front() {
                         break job;
@@ -103,10 +99,8 @@ impl RequestPool {
                     if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
                         return;
                     }
-                    queue = match self.ready.wait_timeout(queue, Duration::from_millis(500)) {
-                        Ok((q, _)) => q,
-                        Err(_) => return,
-                    };
+                    queue =
+                        super::sync::wait_timeout(&self.ready, queue, Duration::from_millis(500));
                 }
             };
             run(job, shared);

@@ -217,9 +217,7 @@ impl Shared {
             if open > self.config.max_connections - reserved {
                 return None;
             }
-            let Ok(mut map) = self.per_address.lock() else {
-                return None;
-            };
+            let mut map = super::sync::lock(&self.per_address);
             let entry = map.entry(peer).or_default();
             if entry.connections >= self.config.max_connections_per_address {
                 return None;
@@ -263,14 +261,15 @@ impl ConnSlot {
             }
         }
         if self.per_address {
-            let allowed = shared.per_address.lock().is_ok_and(|mut map| {
+            let allowed = {
+                let mut map = super::sync::lock(&shared.per_address);
                 let entry = map.entry(self.peer).or_default();
                 let ok = entry.bodies < shared.config.max_bodies_per_address;
                 if ok {
                     entry.bodies += 1;
                 }
                 ok
-            });
+            };
             if !allowed {
                 shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
                 if !vouched {
@@ -295,10 +294,8 @@ impl ConnSlot {
             shared.unvouched_bodies.fetch_sub(1, Ordering::SeqCst);
         }
         if self.per_address {
-            if let Ok(mut map) = shared.per_address.lock() {
-                if let Some(entry) = map.get_mut(&self.peer) {
-                    entry.bodies = entry.bodies.saturating_sub(1);
-                }
+            if let Some(entry) = super::sync::lock(&shared.per_address).get_mut(&self.peer) {
+                entry.bodies = entry.bodies.saturating_sub(1);
             }
         }
     }
@@ -310,12 +307,11 @@ impl Drop for ConnSlot {
         let shared = &self.shared;
         shared.open_connections.fetch_sub(1, Ordering::SeqCst);
         if self.per_address {
-            if let Ok(mut map) = shared.per_address.lock() {
-                if let Some(entry) = map.get_mut(&self.peer) {
-                    entry.connections = entry.connections.saturating_sub(1);
-                    if entry.connections == 0 && entry.bodies == 0 {
-                        map.remove(&self.peer);
-                    }
+            let mut map = super::sync::lock(&shared.per_address);
+            if let Some(entry) = map.get_mut(&self.peer) {
+                entry.connections = entry.connections.saturating_sub(1);
+                if entry.connections == 0 && entry.bodies == 0 {
+                    map.remove(&self.peer);
                 }
             }
         }

@@ -65,21 +65,13 @@ impl TlsContext {
     /// Loads the files again; on error the old certificate stays in use.
     pub fn reload(&self, cert: &Path, key: &Path) -> Result<()> {
         let config = load_server_config(cert, key)?;
-        let mut current = self
-            .current
-            .write()
-            .map_err(|_| TlsError("TLS lock poisoned".into()))?;
-        *current = config;
+        *super::sync::write(&self.current) = config;
         Ok(())
     }
 
     /// A new server-side TLS connection with the current certificate.
     pub(super) fn accept(&self) -> io::Result<ServerConnection> {
-        let config = self
-            .current
-            .read()
-            .map(|c| Arc::clone(&c))
-            .map_err(|_| io::Error::other("TLS lock"))?;
+        let config = Arc::clone(&super::sync::read(&self.current));
         ServerConnection::new(config).map_err(io::Error::other)
     }
 }

@@ -92,9 +92,7 @@ impl LastUsedFlusher {
     }
 
     fn stop_and_join(&mut self) {
-        if let Ok(mut stop) = self.control.stop.lock() {
-            *stop = true;
-        }
+        *crate::sync::lock(&self.control.stop) = true;
         self.control.wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -118,18 +116,13 @@ fn run(
     let mut next = Instant::now() + interval;
     loop {
         let stopping = {
-            let Ok(mut stop) = control.stop.lock() else {
-                return;
-            };
+            let mut stop = crate::sync::lock(&control.stop);
             while !*stop {
                 let now = Instant::now();
                 if now >= next {
                     break;
                 }
-                stop = match control.wake.wait_timeout(stop, next - now) {
-                    Ok((s, _)) => s,
-                    Err(_) => return,
-                };
+                stop = crate::sync::wait_timeout(&control.wake, stop, next - now);
             }
             *stop
         };
@@ -144,18 +137,16 @@ fn run(
         };
         match flush_last_used(store, tracker, spread) {
             Ok(report) => {
-                if let Ok(mut s) = control.status.lock() {
-                    s.last_success_unix = crate::domain::time::now_unix();
-                    s.last_duration = report.duration;
-                }
+                let mut s = crate::sync::lock(&control.status);
+                s.last_success_unix = crate::domain::time::now_unix();
+                s.last_duration = report.duration;
+                drop(s);
                 if stopping {
                     log::info!("final last-used flush wrote {} token(s)", report.written);
                 }
             }
             Err(e) => {
-                if let Ok(mut s) = control.status.lock() {
-                    s.failures += 1;
-                }
+                crate::sync::lock(&control.status).failures += 1;
                 log::error!(
                     "last-used flush failed: {e}; will retry in {} s",
                     interval.as_secs()

@@ -159,7 +159,7 @@ pub fn create_token(
         .and_then(|e| parse_expires_at(e, now));
     let (name, expires_at) = collect_fields((name, expires))?;
     let (secret, record) = {
-        let _shared = app.mutation_shared()?;
+        let _shared = app.mutation_shared();
         app.store.create_token(&name, expires_at, now_micros(now))?
     };
     app.audit(
@@ -200,7 +200,7 @@ pub fn delete_token(
 ) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
     let record = {
-        let _shared = app.mutation_shared()?;
+        let _shared = app.mutation_shared();
         app.store.delete_token(id)?.ok_or(Error::NotFound)?
     };
     app.tracker.forget(&id);
@@ -281,7 +281,7 @@ pub fn change_password(
         )]));
     }
     {
-        let _shared = app.mutation_shared()?;
+        let _shared = app.mutation_shared();
         app.set_admin_password(&who.username, new, now)?;
     }
     let keep = match &who.credential {
@@ -508,7 +508,7 @@ pub fn lookup_token(
 /// and the audit log. Token and admin changes wait while it is taken.
 pub fn backup(app: &App, req: &Request<'_>, who: &AdminIdentity, now: i64) -> Result<Response> {
     let (bytes, summary) = {
-        let _exclusive = app.mutation_exclusive()?;
+        let _exclusive = app.mutation_exclusive();
         crate::service::backup::write_backup(&app.store, now)?
     };
     app.audit(

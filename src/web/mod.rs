@@ -142,17 +142,13 @@ impl App {
     }
 
     /// Held while changing tokens or admins (many at once).
-    pub fn mutation_shared(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
-        self.mutation_gate
-            .read()
-            .map_err(|_| Error::Internal("mutation gate poisoned".into()))
+    pub fn mutation_shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        crate::sync::read(&self.mutation_gate)
     }
 
     /// Held while taking a consistent backup (no change meanwhile).
-    pub fn mutation_exclusive(&self) -> Result<std::sync::RwLockWriteGuard<'_, ()>> {
-        self.mutation_gate
-            .write()
-            .map_err(|_| Error::Internal("mutation gate poisoned".into()))
+    pub fn mutation_exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        crate::sync::write(&self.mutation_gate)
     }
 
     /// Appends an audit event; a failure is logged, never fails the request.
@@ -163,9 +159,7 @@ impl App {
     }
 
     fn token_stats(&self, now: i64) -> crate::store::TokenStats {
-        let Ok(mut cached) = self.token_stats.lock() else {
-            return Default::default();
-        };
+        let mut cached = crate::sync::lock(&self.token_stats);
         match *cached {
             Some((at, stats)) if at.elapsed() < std::time::Duration::from_secs(30) => stats,
             _ => {
@@ -391,7 +385,7 @@ fn metrics(app: &App, now: i64) -> Response {
             .server_stats
             .get()
             .map_or(0, |s| s.stats().open_connections),
-        flush: app.flush_status.lock().map(|s| *s).unwrap_or_default(),
+        flush: *crate::sync::lock(&app.flush_status),
     };
     Response::new(200)
         .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

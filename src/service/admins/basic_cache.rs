@@ -3,7 +3,7 @@
 //! blake3 keyed hash (random key per process) of username and password — the password itself
 //! is never kept — and hold the username and an expiry. Only successful checks are
 //! remembered; at most `MAX_ENTRIES`, each for `TTL`; the whole memory is forgotten whenever
-//! any admin password changes. A poisoned lock is a miss (the caller runs Argon2).
+//! any admin password changes. A poisoned lock is recovered (`crate::sync`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,9 +51,7 @@ impl BasicAuthCache {
     /// Whether this exact username and password passed a full check less than `TTL` ago.
     pub fn contains(&self, username: &str, password: &str, now: Instant) -> bool {
         let key = self.fingerprint(username, password);
-        let Ok(entries) = self.entries.lock() else {
-            return false;
-        };
+        let entries = crate::sync::lock(&self.entries);
         entries
             .get(&key)
             .is_some_and(|e| e.expires > now && e.username == username)
@@ -62,9 +60,7 @@ impl BasicAuthCache {
     /// Remembers a credential that just passed a full check.
     pub fn insert(&self, username: &str, password: &str, now: Instant) {
         let key = self.fingerprint(username, password);
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
+        let mut entries = crate::sync::lock(&self.entries);
         if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
             entries.retain(|_, e| e.expires > now);
             if entries.len() >= MAX_ENTRIES {
@@ -88,14 +84,12 @@ impl BasicAuthCache {
 
     /// Forgets everything (an admin password changed).
     pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
+        crate::sync::lock(&self.entries).clear();
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().map_or(0, |e| e.len())
+        crate::sync::lock(&self.entries).len()
     }
 }
 

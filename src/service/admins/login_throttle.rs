@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Guesses (failed or in flight) an address gets before it must wait.
@@ -96,7 +96,7 @@ impl Drop for LoginAttempt<'_> {
 
 impl LoginThrottle {
     fn map(&self) -> MutexGuard<'_, HashMap<IpAddr, Failures>> {
-        self.by_addr.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.by_addr)
     }
 
     /// `Err(seconds)` if this address is locked out. Reserves nothing: for answers that need

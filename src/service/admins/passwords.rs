@@ -11,7 +11,7 @@
 //! never allocated for, so a hostile value in the store cannot grow the process. The pool's
 //! state is consistent after every statement, so a poisoned lock is recovered.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -82,7 +82,7 @@ impl Argon2Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Waits for a free area (allocating one if the pool is not full yet).
@@ -103,10 +103,7 @@ impl Argon2Pool {
                     memory: Some(vec![Block::default(); SLOT_BLOCKS].into_boxed_slice()),
                 };
             }
-            state = self
-                .returned
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = crate::sync::wait(&self.returned, state);
         }
     }
 

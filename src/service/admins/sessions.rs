@@ -59,21 +59,20 @@ impl SessionStore {
             created: now,
             last_seen: now,
         };
-        if let Ok(mut map) = self.sessions.lock() {
-            map.retain(|_, s| is_live(s, now));
-            if map.len() >= MAX_SESSIONS {
-                if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) {
-                    map.remove(&oldest);
-                }
+        let mut map = crate::sync::lock(&self.sessions);
+        map.retain(|_, s| is_live(s, now));
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) {
+                map.remove(&oldest);
             }
-            map.insert(key(&cookie), session.clone());
         }
+        map.insert(key(&cookie), session.clone());
         (cookie, session)
     }
 
     /// The session for a cookie value, refreshed; `None` if unknown or expired.
     pub fn get(&self, cookie: &str, now: Instant) -> Option<Session> {
-        let mut map = self.sessions.lock().ok()?;
+        let mut map = crate::sync::lock(&self.sessions);
         let k = key(cookie);
         let live = map.get(&k).is_some_and(|s| is_live(s, now));
         if !live {
@@ -86,17 +85,13 @@ impl SessionStore {
     }
 
     pub fn remove(&self, cookie: &str) {
-        if let Ok(mut map) = self.sessions.lock() {
-            map.remove(&key(cookie));
-        }
+        crate::sync::lock(&self.sessions).remove(&key(cookie));
     }
 
     /// Ends every session of a user except `keep` (after a password change).
     pub fn remove_user_sessions(&self, username: &str, keep: Option<&str>) {
         let keep = keep.map(key);
-        if let Ok(mut map) = self.sessions.lock() {
-            map.retain(|k, s| s.username != username || Some(*k) == keep);
-        }
+        crate::sync::lock(&self.sessions).retain(|k, s| s.username != username || Some(*k) == keep);
     }
 }
 

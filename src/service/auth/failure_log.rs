@@ -17,8 +17,7 @@
 //! Valid requests never touch this. A failure takes its own thread's one of 16 shard locks
 //! (event loops do not queue on each other) and allocates only when its shard's table grows
 //! past its largest size so far (drained tables keep their capacity); the budgets are two
-//! shared atomics, read on a new key only. A poisoned shard is skipped: failures recorded
-//! on it are not audited, nothing else is affected.
+//! shared atomics, read on a new key only. A poisoned shard is recovered (`crate::sync`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -129,9 +128,7 @@ impl AuthFailureLog {
         // Sharded by the recording thread, not by address: behind a reverse proxy every
         // failure comes from one address, and an address-keyed shard would be one lock all
         // event loops queue on during a flood of bad tokens.
-        let Ok(mut shard) = self.shards[thread_shard()].lock() else {
-            return;
-        };
+        let mut shard = crate::sync::lock(&self.shards[thread_shard()]);
         let exact = Key {
             reason,
             source: Source::Address(addr),
@@ -161,7 +158,7 @@ impl AuthFailureLog {
     /// Empties every shard and resets the budgets, all under every shard's lock so no key
     /// lands between a drain and a reset; the same key counted on several threads is summed.
     fn drain(&self) -> (HashMap<Key, u64>, u64) {
-        let mut guards: Vec<_> = self.shards.iter().filter_map(|s| s.lock().ok()).collect();
+        let mut guards: Vec<_> = self.shards.iter().map(crate::sync::lock).collect();
         let mut drained: HashMap<Key, u64> = HashMap::new();
         let mut overflow = 0;
         for shard in &mut guards {

@@ -72,30 +72,29 @@ impl LastUsedTracker {
     /// Records a use at `now` (unix seconds). Never moves a time backwards.
     pub fn record(&self, id: TokenId, hash: &TokenHash, now: i64) {
         let shard = self.shard(&id);
-        if let Ok(map) = shard.read() {
-            if let Some(cell) = map.get(&id) {
-                if cell.seen.load(Ordering::Relaxed) < now {
-                    cell.seen.fetch_max(now, Ordering::Relaxed);
-                }
-                return;
+        let map = crate::sync::read(shard);
+        if let Some(cell) = map.get(&id) {
+            if cell.seen.load(Ordering::Relaxed) < now {
+                cell.seen.fetch_max(now, Ordering::Relaxed);
             }
+            return;
         }
-        if let Ok(mut map) = shard.write() {
-            map.entry(id)
-                .and_modify(|c| {
-                    c.seen.fetch_max(now, Ordering::Relaxed);
-                })
-                .or_insert(Cell {
-                    seen: AtomicI64::new(now),
-                    flushed: AtomicI64::new(NEVER_FLUSHED),
-                    hash: *hash,
-                });
-        }
+        drop(map);
+        crate::sync::write(shard)
+            .entry(id)
+            .and_modify(|c| {
+                c.seen.fetch_max(now, Ordering::Relaxed);
+            })
+            .or_insert(Cell {
+                seen: AtomicI64::new(now),
+                flushed: AtomicI64::new(NEVER_FLUSHED),
+                hash: *hash,
+            });
     }
 
     /// The latest recorded use, if any since start.
     pub fn get(&self, id: &TokenId) -> Option<i64> {
-        let map = self.shard(id).read().ok()?;
+        let map = crate::sync::read(self.shard(id));
         map.get(id).map(|c| c.seen.load(Ordering::Relaxed))
     }
 
@@ -103,18 +102,17 @@ impl LastUsedTracker {
     pub fn unflushed(&self) -> Vec<Unflushed> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            if let Ok(map) = shard.read() {
-                out.extend(map.iter().filter_map(|(id, c)| {
-                    let seen = c.seen.load(Ordering::Relaxed);
-                    let flushed = c.flushed.load(Ordering::Relaxed);
-                    (seen > flushed).then_some(Unflushed {
-                        id: *id,
-                        hash: c.hash,
-                        seen,
-                        flushed: (flushed != NEVER_FLUSHED).then_some(flushed),
-                    })
-                }));
-            }
+            let map = crate::sync::read(shard);
+            out.extend(map.iter().filter_map(|(id, c)| {
+                let seen = c.seen.load(Ordering::Relaxed);
+                let flushed = c.flushed.load(Ordering::Relaxed);
+                (seen > flushed).then_some(Unflushed {
+                    id: *id,
+                    hash: c.hash,
+                    seen,
+                    flushed: (flushed != NEVER_FLUSHED).then_some(flushed),
+                })
+            }));
         }
         out
     }
@@ -122,27 +120,20 @@ impl LastUsedTracker {
     /// Notes that these times are persisted.
     pub fn mark_flushed(&self, batch: &[Unflushed]) {
         for u in batch {
-            if let Ok(map) = self.shard(&u.id).read() {
-                if let Some(c) = map.get(&u.id) {
-                    c.flushed.fetch_max(u.seen, Ordering::Relaxed);
-                }
+            if let Some(c) = crate::sync::read(self.shard(&u.id)).get(&u.id) {
+                c.flushed.fetch_max(u.seen, Ordering::Relaxed);
             }
         }
     }
 
     /// Drops a deleted token.
     pub fn forget(&self, id: &TokenId) {
-        if let Ok(mut map) = self.shard(id).write() {
-            map.remove(id);
-        }
+        crate::sync::write(self.shard(id)).remove(id);
     }
 
     /// Tokens tracked (used at least once since start and not deleted).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .filter_map(|s| s.read().ok().map(|m| m.len()))
-            .sum()
+        self.shards.iter().map(|s| crate::sync::read(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -32,45 +32,37 @@ impl CreationOrder {
 
     pub fn insert(&self, created_micros: i64, id: TokenId) {
         let key = (created_micros, id.0);
-        if let Ok(mut entries) = self.entries.write() {
-            match entries.last() {
-                Some(last) if *last >= key => {
-                    if let Err(i) = entries.binary_search(&key) {
-                        entries.insert(i, key);
-                    }
+        let mut entries = crate::sync::write(&self.entries);
+        match entries.last() {
+            Some(last) if *last >= key => {
+                if let Err(i) = entries.binary_search(&key) {
+                    entries.insert(i, key);
                 }
-                _ => entries.push(key),
             }
+            _ => entries.push(key),
         }
     }
 
     pub fn remove(&self, created_micros: i64, id: TokenId) {
-        if let Ok(mut entries) = self.entries.write() {
-            if let Ok(i) = entries.binary_search(&(created_micros, id.0)) {
-                entries.remove(i);
-            }
+        let mut entries = crate::sync::write(&self.entries);
+        if let Ok(i) = entries.binary_search(&(created_micros, id.0)) {
+            entries.remove(i);
         }
     }
 
     pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
+        crate::sync::write(&self.entries).clear();
     }
 
     /// Visits every position, oldest first.
     pub fn for_each(&self, mut visit: impl FnMut(&OrderKey)) {
-        if let Ok(entries) = self.entries.read() {
-            entries.iter().for_each(&mut visit);
-        }
+        crate::sync::read(&self.entries).iter().for_each(&mut visit);
     }
 
     /// Up to `limit` positions, newest first, strictly before `cursor` (all when `None`),
     /// and whether more follow them.
     pub fn newest_before(&self, cursor: Option<OrderKey>, limit: usize) -> (Vec<OrderKey>, bool) {
-        let Ok(entries) = self.entries.read() else {
-            return (Vec::new(), false);
-        };
+        let entries = crate::sync::read(&self.entries);
         let end = match cursor {
             Some(c) => entries.partition_point(|k| *k < c),
             None => entries.len(),

@@ -254,9 +254,7 @@ impl Store {
         let db_len = std::fs::metadata(self.data_dir.join(DB_DIR).join("db"))
             .map(|m| m.len())
             .unwrap_or(0);
-        let Ok(_guard) = self.state_lock.lock() else {
-            return Ok(());
-        };
+        let _guard = crate::sync::lock(&self.state_lock);
         let state = StoreState::read(&self.data_dir);
         if state.is_some_and(|s| s.generation >= generation) {
             return Ok(());
@@ -520,5 +518,31 @@ pub(crate) mod test_support {
         fn deref(&self) -> &Store {
             &self.store
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::TempStore;
+
+    #[test]
+    fn regression_issue_16_poisoned_state_lock_still_records_the_generation() {
+        let s = TempStore::new();
+        s.commit_durable().unwrap();
+        let before = StoreState::read(s.data_dir()).unwrap().generation;
+        std::thread::scope(|scope| {
+            let holder = scope.spawn(|| {
+                let _guard = s.state_lock.lock().unwrap();
+                panic!("poison state_lock");
+            });
+            assert!(holder.join().is_err());
+        });
+        assert!(s.state_lock.is_poisoned());
+
+        s.commit_durable().unwrap();
+        let after = StoreState::read(s.data_dir()).unwrap();
+        assert_eq!(after.generation, before + 1);
+        assert_eq!(after.generation, s.generation().unwrap());
     }
 }

@@ -239,22 +239,20 @@ impl TokenIndex {
     }
 
     pub fn get(&self, hash: &TokenHash) -> Option<IndexedToken> {
-        let shard = self.shard(hash).read().ok()?;
+        let shard = crate::sync::read(self.shard(hash));
         let i = shard.find(&hash.0).ok()?;
         Some(shard.token(&shard.entries[i]))
     }
 
     /// The id stored under `hash`, without copying the name.
     pub fn id_of(&self, hash: &TokenHash) -> Option<TokenId> {
-        let shard = self.shard(hash).read().ok()?;
+        let shard = crate::sync::read(self.shard(hash));
         let i = shard.find(&hash.0).ok()?;
         Some(shard.entries[i].id)
     }
 
     pub fn insert(&self, hash: TokenHash, token: IndexedToken) {
-        let Ok(mut shard) = self.shard(&hash).write() else {
-            return;
-        };
+        let mut shard = crate::sync::write(self.shard(&hash));
         let Some(entry) = shard.new_entry(&hash, token.id, token.expires_at, &token.name) else {
             return;
         };
@@ -268,11 +266,10 @@ impl TokenIndex {
     }
 
     pub fn remove(&self, hash: &TokenHash) {
-        if let Ok(mut shard) = self.shard(hash).write() {
-            if let Ok(i) = shard.find(&hash.0) {
-                let old = shard.entries.remove(i);
-                shard.forget_name(&old);
-            }
+        let mut shard = crate::sync::write(self.shard(hash));
+        if let Ok(i) = shard.find(&hash.0) {
+            let old = shard.entries.remove(i);
+            shard.forget_name(&old);
         }
     }
 
@@ -284,9 +281,7 @@ impl TokenIndex {
         let mut batches: Vec<_> = batches.into_iter().map(|b| b.shards.into_iter()).collect();
         for shard in &self.shards {
             let parts: Vec<Shard> = batches.iter_mut().filter_map(Iterator::next).collect();
-            let Ok(mut s) = shard.write() else {
-                continue;
-            };
+            let mut s = crate::sync::write(shard);
             let mut merged = std::mem::take(&mut *s);
             for part in parts {
                 merged.append(part);
@@ -302,9 +297,7 @@ impl TokenIndex {
     /// Visits every entry, shard by shard in hash order (each shard's read lock in turn).
     pub fn for_each(&self, mut visit: impl FnMut(&[u8; 32], TokenId, Option<i64>, &str)) {
         for shard in &self.shards {
-            let Ok(shard) = shard.read() else {
-                continue;
-            };
+            let shard = crate::sync::read(shard);
             for e in &shard.entries {
                 visit(
                     &e.hash,
@@ -319,7 +312,7 @@ impl TokenIndex {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .filter_map(|s| s.read().ok().map(|m| m.entries.len()))
+            .map(|s| crate::sync::read(s).entries.len())
             .sum()
     }
 

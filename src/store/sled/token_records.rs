@@ -233,10 +233,7 @@ impl Store {
     /// Deletes a token and everything that refers to it in one transaction, then flushes.
     /// `Ok(None)` if there is no such token.
     pub fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
-        let gate = self
-            .last_used_gate
-            .lock()
-            .map_err(|_| Error::Internal("last-used gate poisoned".into()))?;
+        let gate = crate::sync::lock(&self.last_used_gate);
         let deleted = (
             &self.records,
             &self.token_names,
@@ -502,10 +499,7 @@ impl Store {
                 std::thread::sleep(pause);
             }
             let started = Instant::now();
-            let _gate = self
-                .last_used_gate
-                .lock()
-                .map_err(|_| Error::Internal("last-used gate poisoned".into()))?;
+            let _gate = crate::sync::lock(&self.last_used_gate);
             let mut writes = sled::Batch::default();
             for item in chunk {
                 let Some((id, seen, known)) = still_there(item)? else {
