@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use argh::FromArgs;
 
 use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
-use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::audit::Actor;
 use crate::domain::time::{format_rfc3339, now_unix};
 use crate::domain::token::TokenId;
 use crate::domain::token_fields::{parse_expires_at, validate_name};
 use crate::service::admins::passwords::validate_new_password;
 use crate::service::error::{Error, Result};
+use crate::service::view::TokenView;
+use crate::service::Service;
 use crate::store::{Store, StoreOptions};
-use crate::web::admin_api::store_admin_password;
-use crate::web::views::TokenView;
 
 #[derive(FromArgs, Debug)]
 /// pa-auth: the API token service of Permission Assist.
@@ -268,6 +268,12 @@ fn open_existing(dir: &Path) -> Result<Store> {
     Ok(Store::open(dir, &StoreOptions::default())?)
 }
 
+/// The service over a store opened for one offline command (one Argon2 slot: one password
+/// at a time).
+fn offline(store: Store) -> Service {
+    Service::new(std::sync::Arc::new(store), 1)
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if cli.version {
@@ -309,19 +315,12 @@ fn token_create(c: &TokenCreate) -> Result<()> {
         validate_name(&c.name).map_err(|e| Error::Config(format!("--name: {}", e.message)))?;
     let expires = parse_expires_at(c.expires.as_deref(), now)
         .map_err(|e| Error::Config(format!("--expires: {}", e.message)))?;
-    let store = Store::open(&data_dir_or_default(&c.data_dir), &StoreOptions::default())?;
-    let (secret, record) = store.create_token(&name, expires, now.saturating_mul(1_000_000))?;
-    let _ = store.append_audit(
-        now,
-        AuditEvent {
-            event: AuditKind::TokenCreated.into(),
-            actor: Some("cli".into()),
-            token_id: Some(record.id.to_string()),
-            token_name: Some(record.name.clone()),
-            ..Default::default()
-        },
-    );
-    store.flush()?;
+    let service = offline(Store::open(
+        &data_dir_or_default(&c.data_dir),
+        &StoreOptions::default(),
+    )?);
+    let (secret, record) = service.create_token(&Actor::cli(), &name, expires, now)?;
+    service.store().flush()?;
     eprintln!(
         "created token {} \"{}\" (expires {}); the secret below is shown once",
         record.id,
@@ -333,14 +332,14 @@ fn token_create(c: &TokenCreate) -> Result<()> {
 }
 
 fn token_list(l: &TokenList) -> Result<()> {
-    let store = open_existing(&data_dir_or_default(&l.data_dir))?;
+    let service = offline(open_existing(&data_dir_or_default(&l.data_dir))?);
     let now = now_unix();
     let mut views = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.list_tokens(1000, cursor.as_ref())?;
-        for r in &page.items {
-            views.push(TokenView::new(r, store.stored_last_used(r.id)?, now));
+        let page = service.list_tokens(1000, cursor.as_ref())?;
+        for (r, used) in &page.items {
+            views.push(TokenView::new(r, *used, now));
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -377,25 +376,15 @@ fn token_list(l: &TokenList) -> Result<()> {
 fn token_delete(d: &TokenDelete) -> Result<()> {
     let id = TokenId::parse(&d.id)
         .ok_or_else(|| Error::Config(format!("not a token id: {:?}", d.id)))?;
-    let store = open_existing(&data_dir_or_default(&d.data_dir))?;
-    let now = now_unix();
-    match store.delete_token(id)? {
-        Some(record) => {
-            let _ = store.append_audit(
-                now,
-                AuditEvent {
-                    event: AuditKind::TokenDeleted.into(),
-                    actor: Some("cli".into()),
-                    token_id: Some(id.to_string()),
-                    token_name: Some(record.name.clone()),
-                    ..Default::default()
-                },
-            );
-            store.flush()?;
+    let service = offline(open_existing(&data_dir_or_default(&d.data_dir))?);
+    match service.delete_token(&Actor::cli(), id, now_unix()) {
+        Ok(record) => {
+            service.store().flush()?;
             eprintln!("deleted token {id} \"{}\"", record.name.escape_debug());
             Ok(())
         }
-        None => Err(Error::Internal(format!("no token with id {id}"))),
+        Err(Error::NotFound) => Err(Error::Internal(format!("no token with id {id}"))),
+        Err(e) => Err(e),
     }
 }
 
@@ -411,20 +400,12 @@ fn set_password(p: &SetPassword) -> Result<()> {
     let password = password.strip_suffix('\r').unwrap_or(password);
     validate_new_password(password, "password")
         .map_err(|e| Error::Config(format!("password on stdin: {}", e.message)))?;
-    let store = Store::open(&data_dir_or_default(&p.data_dir), &StoreOptions::default())?;
-    let now = now_unix();
-    let argon2 = crate::service::admins::passwords::Argon2Pool::new(1);
-    store_admin_password(&store, &argon2, &p.username, password, now)?;
-    let _ = store.append_audit(
-        now,
-        AuditEvent {
-            event: AuditKind::AdminPasswordChanged.into(),
-            actor: Some(p.username.clone()),
-            reason: Some("cli".into()),
-            ..Default::default()
-        },
-    );
-    store.flush()?;
+    let service = offline(Store::open(
+        &data_dir_or_default(&p.data_dir),
+        &StoreOptions::default(),
+    )?);
+    service.change_admin_password(&Actor::cli(), &p.username, password, None, now_unix())?;
+    service.store().flush()?;
     eprintln!("password set for admin {:?}", p.username);
     Ok(())
 }
@@ -436,8 +417,9 @@ fn backup(b: &BackupCommand) -> Result<()> {
             b.to.display()
         )));
     }
-    let store = open_existing(&data_dir_or_default(&b.data_dir))?;
-    let (bytes, summary) = crate::service::backup::write_backup(&store, now_unix())?;
+    let service = offline(open_existing(&data_dir_or_default(&b.data_dir))?);
+    let (bytes, summary) = service.backup(&Actor::cli(), now_unix())?;
+    service.store().flush()?;
     crate::store::write_private_file(&b.to, &bytes)?;
     eprintln!(
         "backup written to {}: {} tokens, {} admins, {} audit events",

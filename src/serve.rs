@@ -13,13 +13,8 @@ use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::time::now_unix;
 use crate::http::tls::{load_server_config, TlsContext};
 use crate::http::{Server, ServerConfig};
-use crate::service::admins::passwords::{
-    generate_initial_password, Argon2Pool, INITIAL_PASSWORD_FILE,
-};
-use crate::service::auth::last_used::LastUsedTracker;
-use crate::service::error::{Error, Result};
-use crate::service::maintenance::LastUsedFlusher;
-use crate::store::{write_private_file, AdminAccount, Store, StoreOptions};
+use crate::service::{Error, Result, Service};
+use crate::store::{Store, StoreOptions};
 use crate::systemd_notify::notify;
 use crate::web::{App, SharedApp};
 
@@ -47,19 +42,10 @@ pub fn serve(config: &Config) -> Result<()> {
         ..StoreOptions::default()
     };
     let store = Arc::new(Store::open(&config.data_dir, &options)?);
-    let argon2 = Argon2Pool::new(config.argon2_slots);
-    bootstrap_admin(&store, &argon2)?;
-    let tracker = Arc::new(LastUsedTracker::default());
-    let mut app = App::new(Arc::clone(&store), Arc::clone(&tracker), argon2);
-    app.public_url = config.public_url.clone();
-    let app = Arc::new(app);
-    let flusher = LastUsedFlusher::start(
-        Arc::clone(&store),
-        Arc::clone(&tracker),
-        config.flush_interval,
-        Arc::clone(&app.flush_status),
-        Arc::clone(&app.auth_failures),
-    )?;
+    let service = Arc::new(Service::new(Arc::clone(&store), config.argon2_slots));
+    service.bootstrap_admin()?;
+    let app = Arc::new(App::new(Arc::clone(&service), config.public_url.clone()));
+    let flusher = service.start_maintenance(config.flush_interval)?;
     let http = ServerConfig {
         tls: tls.clone(),
         refusal: crate::web::error::refusal,
@@ -77,13 +63,7 @@ pub fn serve(config: &Config) -> Result<()> {
         config.http.workers,
         config.flush_interval.as_secs()
     );
-    app.audit(
-        now_unix(),
-        AuditEvent {
-            event: AuditKind::ServerStarted.into(),
-            ..Default::default()
-        },
-    );
+    service.audit(now_unix(), AuditEvent::of(AuditKind::ServerStarted));
     notify(&format!(
         "READY=1\nSTATUS=listening on {}",
         server.local_addr()
@@ -100,13 +80,7 @@ pub fn serve(config: &Config) -> Result<()> {
     if !server.shutdown() {
         log::warn!("drain timed out; some connections were still busy");
     }
-    app.audit(
-        now_unix(),
-        AuditEvent {
-            event: AuditKind::ServerStopped.into(),
-            ..Default::default()
-        },
-    );
+    service.audit(now_unix(), AuditEvent::of(AuditKind::ServerStopped));
     flusher.shutdown();
     store.flush()?;
     if let Err(e) = store.save_index_snapshot() {
@@ -136,31 +110,4 @@ fn wait_for_stop(signals: &mut Signals, tls: Option<&TlsContext>, config: &Confi
         }
     }
     SIGTERM
-}
-
-/// On a data dir with no admin: create `admin` with a random password written to
-/// `<data-dir>/initial-admin-password` (0600). The password is never logged.
-fn bootstrap_admin(store: &Store, argon2: &Argon2Pool) -> Result<()> {
-    if store.has_admins() {
-        return Ok(());
-    }
-    let password = generate_initial_password();
-    let path = store.data_dir().join(INITIAL_PASSWORD_FILE);
-    // The file first: a crash before the account exists just repeats this on the next start.
-    write_private_file(&path, format!("{password}\n").as_bytes())?;
-    let now = now_unix();
-    store.put_admin(
-        "admin",
-        &AdminAccount {
-            password_hash: argon2.hash_password(&password)?,
-            initial_password: true,
-            created_at: now,
-            password_changed_at: now,
-        },
-    )?;
-    log::info!(
-        "created admin user 'admin'; its initial password is in {} (mode 0600). Log in and change it; the file is removed then",
-        path.display()
-    );
-    Ok(())
 }

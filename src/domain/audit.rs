@@ -120,3 +120,48 @@ pub struct AuditEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
 }
+
+impl AuditEvent {
+    /// An event of `kind`, every other field empty (`at` and `id` are set on append).
+    pub fn of(kind: AuditKind) -> AuditEvent {
+        AuditEvent {
+            event: kind.name().to_owned(),
+            ..AuditEvent::default()
+        }
+    }
+
+    /// The same event, naming who did it.
+    pub fn by(self, actor: &Actor) -> AuditEvent {
+        AuditEvent {
+            actor: Some(actor.name.clone()),
+            remote_addr: actor.remote_addr.clone(),
+            ..self
+        }
+    }
+}
+
+/// Who asks for a change, as the audit log names them: an admin (with the client's address)
+/// or the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub remote_addr: Option<String>,
+}
+
+impl Actor {
+    /// An admin of the admin API or console, from `remote_addr`.
+    pub fn admin(name: &str, remote_addr: std::net::IpAddr) -> Actor {
+        Actor {
+            name: name.to_owned(),
+            remote_addr: Some(remote_addr.to_string()),
+        }
+    }
+
+    /// The offline command line (`pa-auth token create`, ...).
+    pub fn cli() -> Actor {
+        Actor {
+            name: "cli".to_owned(),
+            remote_addr: None,
+        }
+    }
+}

@@ -1,11 +1,192 @@
 //! The use-cases shared by the web layer and the CLI, owning the invariants: tokens (create,
-//! delete, list, lookup, with their audit events and last-used bookkeeping), API-token
+//! delete, list, lookup, each with its audit event and last-used bookkeeping), API-token
 //! authentication, admins (passwords, sessions, login throttle), backup, and the periodic
 //! maintenance thread. It reaches storage only through [`crate::store`] and knows nothing of
-//! HTTP.
+//! HTTP: callers pass what they know of the client (an [`Actor`], a peer address) as values.
 
 pub mod admins;
 pub mod auth;
 pub mod backup;
 pub mod error;
 pub mod maintenance;
+pub mod tokens;
+pub mod view;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub use crate::domain::audit::Actor;
+use crate::domain::audit::AuditEvent;
+use crate::domain::token::TokenId;
+use crate::store::{Store, TokenStats};
+use admins::Admins;
+use auth::failure_log::AuthFailureLog;
+use auth::last_used::LastUsedTracker;
+use auth::{AuthCounters, FailureSink, VerifiedToken};
+pub use error::{Error, Result};
+use maintenance::FlushStatus;
+
+/// The service: the store and everything kept in memory beside it. Shared by every request
+/// (and by the maintenance thread); all methods take `&self`.
+pub struct Service {
+    store: Arc<Store>,
+    tracker: Arc<LastUsedTracker>,
+    auth_counters: AuthCounters,
+    /// Failed authentications, aggregated until the next flush writes them to the audit log.
+    auth_failures: Arc<AuthFailureLog>,
+    flush_status: Arc<Mutex<FlushStatus>>,
+    admins: Admins,
+    /// Held shared by every change to tokens or admins, exclusively by an online backup, so
+    /// a backup is one consistent snapshot.
+    mutation_gate: RwLock<()>,
+    /// Token counts for /metrics, recomputed at most every 30 s (a full scan).
+    token_stats: Mutex<Option<(Instant, TokenStats)>>,
+}
+
+impl Service {
+    /// `argon2_slots`: how many Argon2 computations (19 MiB each) may run at once.
+    pub fn new(store: Arc<Store>, argon2_slots: usize) -> Service {
+        Service {
+            store,
+            tracker: Arc::default(),
+            auth_counters: AuthCounters::default(),
+            auth_failures: Arc::default(),
+            flush_status: Arc::default(),
+            admins: Admins::new(argon2_slots),
+            mutation_gate: RwLock::new(()),
+            token_stats: Mutex::new(None),
+        }
+    }
+
+    /// The store, for what is not a use-case of its own (start-up, shutdown, messages).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn admins(&self) -> &Admins {
+        &self.admins
+    }
+
+    pub fn auth_counters(&self) -> &AuthCounters {
+        &self.auth_counters
+    }
+
+    /// Figures of the last flush round, for metrics.
+    pub fn flush_status(&self) -> FlushStatus {
+        *crate::sync::lock(&self.flush_status)
+    }
+
+    /// Starts the maintenance thread (last-used flush, failure aggregation, file modes).
+    pub fn start_maintenance(
+        &self,
+        interval: Duration,
+    ) -> std::io::Result<maintenance::LastUsedFlusher> {
+        maintenance::LastUsedFlusher::start(
+            Arc::clone(&self.store),
+            Arc::clone(&self.tracker),
+            interval,
+            Arc::clone(&self.flush_status),
+            Arc::clone(&self.auth_failures),
+        )
+    }
+
+    /// Checks an API token presented in `authorization` (the request's Authorization values)
+    /// at `now`: the hot path. A success is recorded as a use; a failure is counted and kept
+    /// for the audit log's aggregated `auth.failed` events.
+    pub fn authenticate(
+        &self,
+        authorization: &[&[u8]],
+        peer: IpAddr,
+        now: i64,
+    ) -> Result<VerifiedToken> {
+        auth::verify_bearer(
+            &self.store,
+            &self.tracker,
+            &self.auth_counters,
+            Some(FailureSink {
+                log: &self.auth_failures,
+                peer,
+            }),
+            authorization,
+            now,
+        )
+    }
+
+    /// An API token presented on an admin route: `Ok(id)` when it is a valid token (never a
+    /// credential there; audited), else the credential refusal, counted like any failure.
+    pub fn token_on_admin_route(
+        &self,
+        authorization: &[&[u8]],
+        peer: IpAddr,
+        now: i64,
+    ) -> Result<TokenId> {
+        let id = auth::check_token_on_admin_route(
+            &self.store,
+            &self.auth_counters,
+            Some(FailureSink {
+                log: &self.auth_failures,
+                peer,
+            }),
+            authorization,
+            now,
+        )?;
+        self.audit(
+            now,
+            AuditEvent {
+                token_id: Some(id.to_string()),
+                remote_addr: Some(peer.to_string()),
+                ..AuditEvent::of(crate::domain::audit::AuditKind::AuthTokenOnAdminRoute)
+            },
+        );
+        Ok(id)
+    }
+
+    /// Latest last-used time: in memory if used since start, else as persisted.
+    pub fn last_used_of(&self, id: TokenId) -> Result<Option<i64>> {
+        let stored = self.store.stored_last_used(id)?;
+        Ok(match (self.tracker.get(&id), stored) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Appends an audit event. A failure is logged, never fails the caller: the change it
+    /// records is already durable, and refusing to report it would mislead.
+    pub fn audit(&self, now: i64, event: AuditEvent) {
+        if let Err(e) = self.store.append_audit(now, event) {
+            log::error!("audit append failed: {e}");
+        }
+    }
+
+    /// A page of the audit log, newest first, and the cursor of the next.
+    pub fn audit_events(
+        &self,
+        query: &crate::store::AuditQuery,
+    ) -> Result<(Vec<AuditEvent>, Option<String>)> {
+        Ok(self.store.audit_events(query)?)
+    }
+
+    /// Token counts for metrics, at most 30 s old.
+    pub fn token_stats(&self, now: i64) -> TokenStats {
+        let mut cached = crate::sync::lock(&self.token_stats);
+        match *cached {
+            Some((at, stats)) if at.elapsed() < Duration::from_secs(30) => stats,
+            _ => {
+                let stats = self.store.token_stats(now).unwrap_or_default();
+                *cached = Some((Instant::now(), stats));
+                stats
+            }
+        }
+    }
+
+    /// Held while changing tokens or admins (many at once).
+    fn mutation_shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        crate::sync::read(&self.mutation_gate)
+    }
+
+    /// Held while taking a consistent backup (no change meanwhile).
+    fn mutation_exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        crate::sync::write(&self.mutation_gate)
+    }
+}

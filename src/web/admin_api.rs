@@ -7,16 +7,16 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::admin_auth::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
-use crate::domain::audit::AuditEvent;
+use crate::domain::audit::Actor;
 use crate::domain::token::{hex, TokenId};
 use crate::domain::token_fields::{parse_expires_at, validate_name};
 use crate::http::{Request, Response};
-use crate::service::admins::passwords::{validate_new_password, Argon2Pool, INITIAL_PASSWORD_FILE};
+use crate::service::admins::passwords::validate_new_password;
 use crate::service::admins::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
 use crate::service::error::{Error, FieldError, Result};
+use crate::service::view::{CreatedTokenView, TokenView};
 use crate::store::{parse_audit_cursor, parse_cursor, AuditQuery};
 use crate::web::json_body::parse_object;
-use crate::web::views::{CreatedTokenView, TokenView};
 use crate::web::App;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -33,8 +33,10 @@ const MAX_LIMIT: usize = 1000;
 /// `POST /admin/api/session`: username/password → session cookie.
 pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let ip = req.peer().ip();
-    let attempt = app
-        .throttle
+    let service = &app.service;
+    let attempt = service
+        .admins()
+        .throttle()
         .reserve(ip, Instant::now())
         .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
     let body = parse_object(
@@ -44,25 +46,14 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     )?;
     let (username, password) =
         collect_fields((body.required_str("username"), body.required_str("password")))?;
-    if !app.check_admin_password(username, password)? {
-        app.record_login_failure(attempt, req, username, now);
+    if !service.check_admin_password(username, password)? {
+        service.record_login_failure(attempt, ip, username, now);
         return Err(admin_unauthorized(req));
     }
     attempt.success();
-    let (cookie, session) = app.sessions.create(username, Instant::now());
-    let initial = app
-        .store
-        .admin(username)?
-        .is_some_and(|a| a.initial_password);
-    app.audit(
-        now,
-        AuditEvent {
-            event: "admin.login".into(),
-            actor: Some(username.to_owned()),
-            remote_addr: Some(ip.to_string()),
-            ..Default::default()
-        },
-    );
+    let (cookie, session) = service.admins().sessions().create(username, Instant::now());
+    let initial = service.has_initial_password(username)?;
+    service.record_login(username, ip, now);
     let secure = if cookie_is_secure(app, req) {
         "; Secure"
     } else {
@@ -85,10 +76,7 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
 
 /// `GET /admin/api/session`: who am I (and the CSRF token, for a reloaded console).
 pub fn session_info(app: &App, who: &AdminIdentity) -> Result<Response> {
-    let initial = app
-        .store
-        .admin(&who.username)?
-        .is_some_and(|a| a.initial_password);
+    let initial = app.service.has_initial_password(&who.username)?;
     let csrf = match &who.credential {
         AdminCredential::Session { session, .. } => Some(session.csrf_token.clone()),
         AdminCredential::Basic => None,
@@ -102,7 +90,7 @@ pub fn session_info(app: &App, who: &AdminIdentity) -> Result<Response> {
 /// `DELETE /admin/api/session`: ends the cookie session (a no-op for Basic).
 pub fn logout(app: &App, req: &Request<'_>, who: &AdminIdentity) -> Result<Response> {
     if let AdminCredential::Session { cookie, .. } = &who.credential {
-        app.sessions.remove(cookie);
+        app.service.admins().sessions().remove(cookie);
     }
     let secure = if cookie_is_secure(app, req) {
         "; Secure"
@@ -126,12 +114,12 @@ pub fn list_tokens(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
                 Error::Validation(vec![FieldError::new("cursor", "Invalid cursor")])
             })?),
         };
-    let page = app.store.list_tokens(limit, cursor.as_ref())?;
+    let page = app.service.list_tokens(limit, cursor.as_ref())?;
     let items: Vec<TokenView> = page
         .items
         .iter()
-        .map(|r| Ok(TokenView::new(r, app.last_used_of(r.id)?, now)))
-        .collect::<Result<_>>()?;
+        .map(|(r, used)| TokenView::new(r, *used, now))
+        .collect();
     Ok(Response::json(
         200,
         &Page {
@@ -158,21 +146,9 @@ pub fn create_token(
         .optional_str("expiresAt")
         .and_then(|e| parse_expires_at(e, now));
     let (name, expires_at) = collect_fields((name, expires))?;
-    let (secret, record) = {
-        let _shared = app.mutation_shared();
-        app.store.create_token(&name, expires_at, now_micros(now))?
-    };
-    app.audit(
-        now,
-        AuditEvent {
-            event: "token.created".into(),
-            actor: Some(who.username.clone()),
-            token_id: Some(record.id.to_string()),
-            token_name: Some(record.name.clone()),
-            remote_addr: Some(req.peer().ip().to_string()),
-            ..Default::default()
-        },
-    );
+    let (secret, record) = app
+        .service
+        .create_token(&actor(who, req), &name, expires_at, now)?;
     let view = CreatedTokenView {
         view: TokenView::new(&record, None, now),
         token: secret.expose_secret(),
@@ -183,11 +159,8 @@ pub fn create_token(
 /// `GET /admin/api/tokens/{id}`.
 pub fn get_token(app: &App, id: &str, now: i64) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
-    let record = app.store.token_by_id(id)?.ok_or(Error::NotFound)?;
-    Ok(Response::json(
-        200,
-        &TokenView::new(&record, app.last_used_of(id)?, now),
-    ))
+    let (record, used) = app.service.token(id)?;
+    Ok(Response::json(200, &TokenView::new(&record, used, now)))
 }
 
 /// `DELETE /admin/api/tokens/{id}`: gone from the store and the in-memory tracker before 204.
@@ -199,22 +172,7 @@ pub fn delete_token(
     now: i64,
 ) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
-    let record = {
-        let _shared = app.mutation_shared();
-        app.store.delete_token(id)?.ok_or(Error::NotFound)?
-    };
-    app.tracker.forget(&id);
-    app.audit(
-        now,
-        AuditEvent {
-            event: "token.deleted".into(),
-            actor: Some(who.username.clone()),
-            token_id: Some(id.to_string()),
-            token_name: Some(record.name),
-            remote_addr: Some(req.peer().ip().to_string()),
-            ..Default::default()
-        },
-    );
+    app.service.delete_token(&actor(who, req), id, now)?;
     Ok(Response::new(204))
 }
 
@@ -234,7 +192,7 @@ pub fn audit(app: &App, req: &Request<'_>) -> Result<Response> {
         token_id: params.get("tokenId").map(str::to_owned),
         event: params.get("event").map(str::to_owned),
     };
-    let (items, next) = app.store.audit_events(&query)?;
+    let (items, next) = app.service.audit_events(&query)?;
     Ok(Response::json(
         200,
         &Page {
@@ -252,8 +210,10 @@ pub fn change_password(
     now: i64,
 ) -> Result<Response> {
     let ip = req.peer().ip();
-    let attempt = app
-        .throttle
+    let service = &app.service;
+    let attempt = service
+        .admins()
+        .throttle()
         .reserve(ip, Instant::now())
         .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
     let body = parse_object(
@@ -265,8 +225,8 @@ pub fn change_password(
         body.required_str("currentPassword"),
         body.required_str("newPassword"),
     ))?;
-    if !app.check_admin_password(&who.username, current)? {
-        app.record_login_failure(attempt, req, &who.username, now);
+    if !service.check_admin_password(&who.username, current)? {
+        service.record_login_failure(attempt, ip, &who.username, now);
         return Err(Error::Validation(vec![FieldError::new(
             "currentPassword",
             "Current password is wrong",
@@ -280,66 +240,17 @@ pub fn change_password(
             "Must differ from the current password",
         )]));
     }
-    {
-        let _shared = app.mutation_shared();
-        app.set_admin_password(&who.username, new, now)?;
-    }
     let keep = match &who.credential {
         AdminCredential::Session { cookie, .. } => Some(cookie.as_str()),
         AdminCredential::Basic => None,
     };
-    app.sessions.remove_user_sessions(&who.username, keep);
-    app.audit(
-        now,
-        AuditEvent {
-            event: "admin.password_changed".into(),
-            actor: Some(who.username.clone()),
-            remote_addr: Some(ip.to_string()),
-            ..Default::default()
-        },
-    );
+    service.change_admin_password(&actor(who, req), &who.username, new, keep, now)?;
     Ok(Response::new(204))
 }
 
-/// Stores a new password hash for `username` (creating the account if needed) and removes
-/// the initial-password file once the generated password is gone. Shared with the CLI.
-pub fn store_admin_password(
-    store: &crate::store::Store,
-    argon2: &Argon2Pool,
-    username: &str,
-    password: &str,
-    now: i64,
-) -> Result<()> {
-    let existing = store.admin(username)?;
-    let account = crate::store::AdminAccount {
-        password_hash: argon2.hash_password(password)?,
-        initial_password: false,
-        created_at: existing.as_ref().map_or(now, |a| a.created_at),
-        password_changed_at: now,
-    };
-    store.put_admin(username, &account)?;
-    if existing.is_some_and(|a| a.initial_password) {
-        let path = store.data_dir().join(INITIAL_PASSWORD_FILE);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                log::info!("initial admin password changed; removed {}", path.display())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("could not remove {}: {e}", path.display()),
-        }
-    }
-    Ok(())
-}
-
-fn now_micros(now: i64) -> i64 {
-    // Sub-second order within the listing, kept inside `now`'s second (the second may have
-    // turned since the request began; the store keeps creation order strictly increasing).
-    let full = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    let second = now.saturating_mul(1_000_000);
-    full.clamp(second, second.saturating_add(999_999))
+/// The admin as the audit log names them.
+fn actor(who: &AdminIdentity, req: &Request<'_>) -> Actor {
+    Actor::admin(&who.username, req.peer().ip())
 }
 
 /// Turns per-field results into values or one validation error listing every bad field.
@@ -477,53 +388,14 @@ pub fn lookup_token(
             )]))
         }
     };
-    let found = app.store.lookup_token(&hash)?;
-    app.audit(
-        now,
-        AuditEvent {
-            event: "token.lookup".into(),
-            actor: Some(who.username.clone()),
-            token_id: found.as_ref().map(|t| t.id.to_string()),
-            reason: Some(
-                if found.is_some() {
-                    "found"
-                } else {
-                    "not_found"
-                }
-                .into(),
-            ),
-            remote_addr: Some(req.peer().ip().to_string()),
-            ..Default::default()
-        },
-    );
-    let token = found.ok_or(Error::NotFound)?;
-    let record = app.store.token_by_id(token.id)?.ok_or(Error::NotFound)?;
-    Ok(Response::json(
-        200,
-        &TokenView::new(&record, app.last_used_of(token.id)?, now),
-    ))
+    let (record, used) = app.service.lookup_token(&actor(who, req), &hash, now)?;
+    Ok(Response::json(200, &TokenView::new(&record, used, now)))
 }
 
 /// `GET /admin/api/backup`: a consistent, checksummed snapshot (`.pab`) of tokens, admins
 /// and the audit log. Token and admin changes wait while it is taken.
 pub fn backup(app: &App, req: &Request<'_>, who: &AdminIdentity, now: i64) -> Result<Response> {
-    let (bytes, summary) = {
-        let _exclusive = app.mutation_exclusive();
-        crate::service::backup::write_backup(&app.store, now)?
-    };
-    app.audit(
-        now,
-        AuditEvent {
-            event: "backup.created".into(),
-            actor: Some(who.username.clone()),
-            reason: Some(format!(
-                "{} tokens, {} admins, {} audit events",
-                summary.tokens, summary.admins, summary.audit_events
-            )),
-            remote_addr: Some(req.peer().ip().to_string()),
-            ..Default::default()
-        },
-    );
+    let (bytes, _) = app.service.backup(&actor(who, req), now)?;
     let date = crate::domain::time::format_rfc3339(now).replace(':', "");
     Ok(Response::new(200)
         .header("Content-Type", "application/octet-stream")

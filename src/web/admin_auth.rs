@@ -1,16 +1,15 @@
 //! The admin world: who may manage tokens and how they prove it. HTTP Basic with an admin
 //! username/password, or the console's session cookie (with a CSRF check on unsafe methods).
 //! API tokens are never admin credentials: one sent here gets 403. Failures are throttled per
-//! client address. The route handlers are in [`api`].
+//! client address. The route handlers are in [`super::admin_api`].
 
 use std::time::Instant;
 
-use crate::config::PublicUrl;
-use crate::domain::audit::AuditEvent;
 use crate::http::Request;
 use crate::service::admins::sessions::{session_cookie, Session};
-use crate::service::auth::{authorization_values, check_token_on_admin_route, FailureSink};
 use crate::service::error::{Error, Result};
+use crate::web::authorization_values;
+use crate::web::public_url::PublicUrl;
 use crate::web::App;
 
 /// How an admin request authenticated.
@@ -44,19 +43,20 @@ pub fn admin_unauthorized(req: &Request<'_>) -> Error {
 /// live session (an unknown cookie counts as none) its 401, so neither holds a body place.
 /// The login itself carries its credential in the body and only meets the lock.
 pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
-    let path = req.path();
-    if super::routes::route_of(path) != super::routes::Route::AdminApi {
+    let resolved = super::routes::resolve(req.method(), req.path());
+    if resolved.endpoint.family != super::routes::Route::AdminApi {
         return None;
     }
+    let admins = app.service.admins();
     let now = Instant::now();
-    if let Err(retry_after_secs) = app.throttle.check(req.peer().ip(), now) {
+    if let Err(retry_after_secs) = admins.throttle().check(req.peer().ip(), now) {
         return Some(Error::TooManyRequests { retry_after_secs });
     }
-    let login = req.method() == "POST" && path == "/admin/api/session";
+    let login = resolved.method.map(|m| m.op) == Some(super::routes::Op::Login);
     let live_session = req
         .header("cookie")
         .and_then(session_cookie)
-        .is_some_and(|cookie| app.sessions.get(cookie, now).is_some());
+        .is_some_and(|cookie| admins.sessions().get(cookie, now).is_some());
     let authorization = req.headers_named("authorization").next().is_some();
     (!login && !live_session && !authorization).then(|| admin_unauthorized(req))
 }
@@ -66,17 +66,18 @@ pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
 /// every body place; others (a login, a first Basic check, a wrong password) only half.
 pub fn vouched_before_body(app: &App, req: &Request<'_>) -> bool {
     let now = Instant::now();
+    let admins = app.service.admins();
     if req
         .header("cookie")
         .and_then(session_cookie)
-        .is_some_and(|cookie| app.sessions.get(cookie, now).is_some())
+        .is_some_and(|cookie| admins.sessions().get(cookie, now).is_some())
     {
         return true;
     }
     let (values, n) = authorization_values(req);
     match &values[..n] {
         [value] => parse_basic(value)
-            .is_some_and(|(user, password)| app.basic_cache.contains(&user, &password, now)),
+            .is_some_and(|(user, password)| admins.basic_cache().contains(&user, &password, now)),
         _ => false,
     }
 }
@@ -88,8 +89,10 @@ fn is_unsafe_method(method: &str) -> bool {
 /// Authenticates an admin request, or says why not (401, 403, 429).
 pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<AdminIdentity> {
     let instant = Instant::now();
+    let service = &app.service;
+    let admins = service.admins();
     if let Some(cookie) = req.header("cookie").and_then(session_cookie) {
-        if let Some(session) = app.sessions.get(cookie, instant) {
+        if let Some(session) = admins.sessions().get(cookie, instant) {
             if is_unsafe_method(req.method()) {
                 check_csrf(req, &session, app.public_url.as_ref())?;
             }
@@ -108,25 +111,25 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
         if let Some((username, password)) = parse_basic(value) {
             let ip = req.peer().ip();
             let throttled = |retry_after_secs| Error::TooManyRequests { retry_after_secs };
-            app.throttle.check(ip, instant).map_err(throttled)?;
+            admins.throttle().check(ip, instant).map_err(throttled)?;
             // A credential that passed a full check within the last minute is no guess: it
             // takes no place in the throttle and costs no Argon2 run.
-            if app.basic_cache.contains(&username, &password, instant) {
+            if admins.basic_cache().contains(&username, &password, instant) {
                 return Ok(AdminIdentity {
                     username,
                     credential: AdminCredential::Basic,
                 });
             }
-            let attempt = app.throttle.reserve(ip, instant).map_err(throttled)?;
-            if app.check_admin_password(&username, &password)? {
-                app.basic_cache.insert(&username, &password, instant);
+            let attempt = admins.throttle().reserve(ip, instant).map_err(throttled)?;
+            if service.check_admin_password(&username, &password)? {
+                admins.basic_cache().insert(&username, &password, instant);
                 attempt.success();
                 return Ok(AdminIdentity {
                     username,
                     credential: AdminCredential::Basic,
                 });
             }
-            app.record_login_failure(attempt, req, &username, now);
+            service.record_login_failure(attempt, ip, &username, now);
             return Err(admin_unauthorized(req));
         }
     }
@@ -137,32 +140,17 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     // admin route: throttled and counted like a wrong password, so the 403-versus-401
     // answer cannot be used to test tokens without leaving a trail.
     let ip = req.peer().ip();
-    let attempt = app
-        .throttle
+    let attempt = admins
+        .throttle()
         .reserve(ip, instant)
         .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
     if let Some(secs) = attempt.failure(instant) {
         log::warn!("admin logins from {ip} locked for {secs} s after repeated failures");
     }
-    let sink = FailureSink {
-        log: &app.auth_failures,
-        peer: ip,
-    };
-    match check_token_on_admin_route(&app.store, &app.auth_counters, Some(sink), values, now) {
-        Ok(token_id) => {
-            app.audit(
-                now,
-                AuditEvent {
-                    event: "auth.token_on_admin_route".into(),
-                    token_id: Some(token_id.to_string()),
-                    remote_addr: Some(ip.to_string()),
-                    ..Default::default()
-                },
-            );
-            Err(Error::Forbidden(
-                "API tokens cannot be used on admin routes",
-            ))
-        }
+    match service.token_on_admin_route(values, ip, now) {
+        Ok(_) => Err(Error::Forbidden(
+            "API tokens cannot be used on admin routes",
+        )),
         Err(Error::Unauthorized(_)) => Err(admin_unauthorized(req)),
         Err(other) => Err(other),
     }

@@ -7,183 +7,50 @@ pub mod admin_api;
 pub mod admin_auth;
 pub mod console;
 pub mod error;
+pub mod forward_auth;
 pub mod json_body;
 pub mod metrics;
+pub mod public_url;
 pub mod routes;
-pub mod views;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use crate::service::admins::basic_cache::BasicAuthCache;
-use crate::service::admins::login_throttle::{LoginAttempt, LoginThrottle};
-use crate::service::admins::sessions::SessionStore;
-
-use crate::domain::audit::AuditEvent;
-use crate::domain::time::{now_unix, rfc3339_text};
-use crate::domain::token::TokenId;
-use crate::http::{Exchange, Handler, HeaderValue, Request, Response, StatsHandle};
-use crate::service::admins::passwords;
-use crate::service::auth::failure_log::AuthFailureLog;
-use crate::service::auth::last_used::LastUsedTracker;
-use crate::service::auth::{
-    authorization_values, verify_bearer, AuthCounters, FailureSink, VerifiedToken,
-};
+use crate::domain::time::now_unix;
+use crate::http::{Exchange, Handler, Request, Response, StatsHandle};
+use crate::service::auth::VerifiedToken;
 use crate::service::error::{Error, Result};
-use crate::service::maintenance::FlushStatus;
-use crate::store::Store;
+use crate::service::view::TokenView;
+use crate::service::Service;
 use crate::web::admin_auth::{authenticate_admin, AdminIdentity};
 use crate::web::metrics::RequestCounters;
-use crate::web::views::{percent_encode, TokenView};
 use routes::{route_of, Body, Guard, Lane, Op, Route};
 
-/// Everything a request handler may touch.
+/// The service as the HTTP server's handler, with what only the web needs beside it.
 pub struct App {
-    pub store: Arc<Store>,
-    pub tracker: Arc<LastUsedTracker>,
-    pub auth_counters: AuthCounters,
+    pub service: Arc<Service>,
     pub requests: RequestCounters,
-    pub sessions: SessionStore,
-    pub throttle: LoginThrottle,
-    /// The only memory Argon2 may use (a fixed number of 19 MiB slots).
-    pub argon2: passwords::Argon2Pool,
-    /// Recent successful HTTP Basic checks (cleared on any password change).
-    pub basic_cache: BasicAuthCache,
     /// `--public-url`: the origin browsers use when a proxy terminates TLS in front.
-    pub public_url: Option<crate::config::PublicUrl>,
-    pub flush_status: Arc<Mutex<FlushStatus>>,
-    /// Failed authentications, aggregated until the next flush writes them to the audit log.
-    pub auth_failures: Arc<AuthFailureLog>,
-    /// Held shared by every change to tokens or admins, exclusively by an online backup, so
-    /// a backup is one consistent snapshot.
-    mutation_gate: std::sync::RwLock<()>,
+    pub public_url: Option<crate::web::public_url::PublicUrl>,
     pub server_stats: OnceLock<StatsHandle>,
-    /// Token counts for /metrics, recomputed at most every 30 s (a full scan).
-    token_stats: Mutex<Option<(std::time::Instant, crate::store::TokenStats)>>,
 }
 
 impl App {
     pub fn new(
-        store: Arc<Store>,
-        tracker: Arc<LastUsedTracker>,
-        argon2: passwords::Argon2Pool,
+        service: Arc<Service>,
+        public_url: Option<crate::web::public_url::PublicUrl>,
     ) -> App {
         App {
-            argon2,
-            basic_cache: BasicAuthCache::default(),
-            public_url: None,
-            store,
-            tracker,
-            auth_counters: AuthCounters::default(),
+            service,
             requests: RequestCounters::default(),
-            sessions: SessionStore::default(),
-            throttle: LoginThrottle::default(),
-            flush_status: Arc::default(),
-            auth_failures: Arc::default(),
-            mutation_gate: std::sync::RwLock::new(()),
+            public_url,
             server_stats: OnceLock::new(),
-            token_stats: Mutex::new(None),
-        }
-    }
-
-    /// Latest last-used time: in memory if used since start, else as persisted.
-    pub fn last_used_of(&self, id: TokenId) -> Result<Option<i64>> {
-        let stored = self.store.stored_last_used(id)?;
-        Ok(match (self.tracker.get(&id), stored) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        })
-    }
-
-    /// Checks an admin password (same cost whether or not the user exists).
-    pub fn check_admin_password(&self, username: &str, password: &str) -> Result<bool> {
-        if username.len() > 256 || password.len() > passwords::MAX_PASSWORD_BYTES {
-            return Ok(false);
-        }
-        let account = self.store.admin(username)?;
-        Ok(self
-            .argon2
-            .verify_password(password, account.as_ref().map(|a| a.password_hash.as_str())))
-    }
-
-    /// Every in-process password change goes through here, so remembered Basic checks
-    /// never outlive the password they checked.
-    pub fn set_admin_password(&self, username: &str, password: &str, now: i64) -> Result<()> {
-        self.basic_cache.clear();
-        let result =
-            admin_api::store_admin_password(&self.store, &self.argon2, username, password, now);
-        // Again: a Basic check of the old password may have finished while hashing the new.
-        self.basic_cache.clear();
-        result
-    }
-
-    /// Records a failed admin credential on its reserved attempt (counts against the client's
-    /// address) and audits it.
-    pub fn record_login_failure(
-        &self,
-        attempt: LoginAttempt<'_>,
-        req: &Request<'_>,
-        username: &str,
-        now: i64,
-    ) {
-        let ip = req.peer().ip();
-        let lockout = attempt.failure(std::time::Instant::now());
-        if let Some(secs) = lockout {
-            log::warn!("admin logins from {ip} locked for {secs} s after repeated failures");
-        }
-        self.audit(
-            now,
-            AuditEvent {
-                event: "admin.login_failed".into(),
-                actor: Some(username.chars().take(100).collect()),
-                remote_addr: Some(ip.to_string()),
-                ..Default::default()
-            },
-        );
-    }
-
-    /// Held while changing tokens or admins (many at once).
-    pub fn mutation_shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        crate::sync::read(&self.mutation_gate)
-    }
-
-    /// Held while taking a consistent backup (no change meanwhile).
-    pub fn mutation_exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        crate::sync::write(&self.mutation_gate)
-    }
-
-    /// Appends an audit event; a failure is logged, never fails the request.
-    pub fn audit(&self, now: i64, event: AuditEvent) {
-        if let Err(e) = self.store.append_audit(now, event) {
-            log::error!("audit append failed: {e}");
-        }
-    }
-
-    fn token_stats(&self, now: i64) -> crate::store::TokenStats {
-        let mut cached = crate::sync::lock(&self.token_stats);
-        match *cached {
-            Some((at, stats)) if at.elapsed() < std::time::Duration::from_secs(30) => stats,
-            _ => {
-                let stats = self.store.token_stats(now).unwrap_or_default();
-                *cached = Some((std::time::Instant::now(), stats));
-                stats
-            }
         }
     }
 
     fn authenticate(&self, req: &Request<'_>, now: i64) -> Result<VerifiedToken> {
         let (values, n) = authorization_values(req);
-        let sink = FailureSink {
-            log: &self.auth_failures,
-            peer: req.peer().ip(),
-        };
-        verify_bearer(
-            &self.store,
-            &self.tracker,
-            &self.auth_counters,
-            Some(sink),
-            &values[..n],
-            now,
-        )
+        self.service
+            .authenticate(&values[..n], req.peer().ip(), now)
     }
 }
 
@@ -205,7 +72,7 @@ impl Handler for App {
                          permissions there. Verification keeps working from memory; if writes \
                          keep failing after space is freed, restart pa-auth (systemd does so on \
                          a non-zero exit)",
-                        self.store.data_dir().display()
+                        self.service.store().data_dir().display()
                     );
                 }
             }
@@ -298,6 +165,19 @@ impl Handler for App {
     }
 }
 
+/// The request's Authorization values (at most two are kept: two already means malformed).
+pub(crate) fn authorization_values<'a>(request: &Request<'a>) -> ([&'a [u8]; 2], usize) {
+    let mut values: [&[u8]; 2] = [&[], &[]];
+    let mut n = 0;
+    for v in request.headers_named("authorization") {
+        if n < 2 {
+            values[n] = v;
+        }
+        n += 1;
+    }
+    (values, n.min(2))
+}
+
 /// Runs a request as the route table says: the guard's credential check, then the method's
 /// operation (or the endpoint's 405/404).
 fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
@@ -342,7 +222,7 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
             };
             crate::web::console::serve_asset(method, req.path())
         }
-        (Op::ForwardAuth, Caller::Token(token)) => Ok(forward_auth(token)),
+        (Op::ForwardAuth, Caller::Token(token)) => Ok(forward_auth::answer(token)),
         (Op::OwnToken, Caller::Token(token)) => api_token(app, token, now),
         (Op::Login, _) => admin_api::login(app, req, now),
         (Op::SessionInfo, Caller::Admin(who)) => admin_api::session_info(app, who),
@@ -378,52 +258,24 @@ fn openapi() -> Response {
 
 fn metrics(app: &App, now: i64) -> Response {
     let snapshot = crate::web::metrics::Snapshot {
-        auth: &app.auth_counters,
+        auth: app.service.auth_counters(),
         requests: &app.requests,
-        tokens: app.token_stats(now),
+        tokens: app.service.token_stats(now),
         open_connections: app
             .server_stats
             .get()
             .map_or(0, |s| s.stats().open_connections),
-        flush: *crate::sync::lock(&app.flush_status),
+        flush: app.service.flush_status(),
     };
     Response::new(200)
         .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         .body(crate::web::metrics::render(&snapshot).into_bytes())
 }
 
-/// `/auth/verify[/...]`, any method: 200 with identity headers, or the 401.
-fn forward_auth(verified: &VerifiedToken) -> Response {
-    let token = &verified.token;
-    // All three values are built inline: no allocation on the answer (bench/
-    // syscalls_and_allocs.sh counts them).
-    let mut id = [0u8; 36];
-    token.id.write_to(&mut id);
-    let id = std::str::from_utf8(&id).unwrap_or("");
-    let mut response = Response::new(200)
-        .header("X-PA-Token-Id", HeaderValue::inline(id))
-        .header(
-            "X-PA-Token-Name",
-            HeaderValue::inline(&percent_encode(&token.name)),
-        );
-    if let Some(expires) = token.expires_at {
-        response = response.header(
-            "PA-Token-Expiration",
-            HeaderValue::inline(&rfc3339_text(expires)),
-        );
-    }
-    response
-}
-
 /// `GET /api/token`: the calling token's own view.
 fn api_token(app: &App, verified: &VerifiedToken, now: i64) -> Result<Response> {
-    let id = verified.token.id;
-    // Deleted between verification and here: as good as never authenticated.
-    let record = app.store.token_by_id(id)?.ok_or(Error::Unauthorized(
-        crate::service::error::AuthFailure::Unknown,
-    ))?;
-    let view = TokenView::new(&record, app.last_used_of(id)?, now);
-    Ok(Response::json(200, &view))
+    let (record, used) = app.service.own_token(verified.token.id)?;
+    Ok(Response::json(200, &TokenView::new(&record, used, now)))
 }
 
 /// The [`App`] behind an `Arc`, as the HTTP server's handler.

@@ -1,7 +1,189 @@
 //! The admin world: accounts and their passwords (Argon2), console sessions, the per-address
-//! login throttle and the short memory of successful HTTP Basic checks.
+//! login throttle and the short memory of successful HTTP Basic checks; and the admin
+//! use-cases shared by the admin API and the CLI (check, set and change a password, record
+//! a failed login, create the first admin).
 
 pub mod basic_cache;
 pub mod login_throttle;
 pub mod passwords;
 pub mod sessions;
+
+use std::net::IpAddr;
+
+use super::{Actor, Result, Service};
+use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::store::AdminAccount;
+use basic_cache::BasicAuthCache;
+use login_throttle::{LoginAttempt, LoginThrottle};
+use passwords::{Argon2Pool, INITIAL_PASSWORD_FILE, MAX_PASSWORD_BYTES};
+use sessions::SessionStore;
+
+/// The in-memory admin state.
+pub struct Admins {
+    sessions: SessionStore,
+    throttle: LoginThrottle,
+    /// The only memory Argon2 may use (a fixed number of 19 MiB slots).
+    argon2: Argon2Pool,
+    /// Recent successful HTTP Basic checks (cleared on any password change).
+    basic_cache: BasicAuthCache,
+}
+
+impl Admins {
+    pub fn new(argon2_slots: usize) -> Admins {
+        Admins {
+            sessions: SessionStore::default(),
+            throttle: LoginThrottle::default(),
+            argon2: Argon2Pool::new(argon2_slots),
+            basic_cache: BasicAuthCache::default(),
+        }
+    }
+
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    pub fn throttle(&self) -> &LoginThrottle {
+        &self.throttle
+    }
+
+    pub fn basic_cache(&self) -> &BasicAuthCache {
+        &self.basic_cache
+    }
+}
+
+impl Service {
+    /// Checks an admin password (same cost whether or not the user exists).
+    pub fn check_admin_password(&self, username: &str, password: &str) -> Result<bool> {
+        if username.len() > 256 || password.len() > MAX_PASSWORD_BYTES {
+            return Ok(false);
+        }
+        let account = self.store.admin(username)?;
+        Ok(self
+            .admins
+            .argon2
+            .verify_password(password, account.as_ref().map(|a| a.password_hash.as_str())))
+    }
+
+    /// Sets `username`'s password (creating the account if needed; the new password is
+    /// already validated), ends the user's other sessions (all but `keep_session`) and audits
+    /// it. Remembered Basic checks never outlive the password they checked.
+    pub fn change_admin_password(
+        &self,
+        actor: &Actor,
+        username: &str,
+        password: &str,
+        keep_session: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        {
+            let _shared = self.mutation_shared();
+            self.admins.basic_cache.clear();
+            let result = self.store_admin_password(username, password, now);
+            // Again: a Basic check of the old password may have finished while hashing.
+            self.admins.basic_cache.clear();
+            result?;
+        }
+        self.admins
+            .sessions
+            .remove_user_sessions(username, keep_session);
+        let mut event = AuditEvent::of(AuditKind::AdminPasswordChanged).by(actor);
+        if actor.remote_addr.is_none() {
+            // The command line (offline, no client address): the account is the actor.
+            event.actor = Some(username.to_owned());
+            event.reason = Some(actor.name.clone());
+        }
+        self.audit(now, event);
+        Ok(())
+    }
+
+    /// Stores a new password hash for `username` (creating the account if needed) and
+    /// removes the initial-password file once the generated password is gone.
+    fn store_admin_password(&self, username: &str, password: &str, now: i64) -> Result<()> {
+        let existing = self.store.admin(username)?;
+        let account = AdminAccount {
+            password_hash: self.admins.argon2.hash_password(password)?,
+            initial_password: false,
+            created_at: existing.as_ref().map_or(now, |a| a.created_at),
+            password_changed_at: now,
+        };
+        self.store.put_admin(username, &account)?;
+        if existing.is_some_and(|a| a.initial_password) {
+            let path = self.store.data_dir().join(INITIAL_PASSWORD_FILE);
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!("initial admin password changed; removed {}", path.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("could not remove {}: {e}", path.display()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `username` still has the generated initial password.
+    pub fn has_initial_password(&self, username: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .admin(username)?
+            .is_some_and(|a| a.initial_password))
+    }
+
+    /// A successful admin login from `peer`: audited.
+    pub fn record_login(&self, username: &str, peer: IpAddr, now: i64) {
+        self.audit(
+            now,
+            AuditEvent {
+                actor: Some(username.to_owned()),
+                remote_addr: Some(peer.to_string()),
+                ..AuditEvent::of(AuditKind::AdminLogin)
+            },
+        );
+    }
+
+    /// Records a failed admin credential on its reserved attempt (counts against the client's
+    /// address) and audits it.
+    pub fn record_login_failure(
+        &self,
+        attempt: LoginAttempt<'_>,
+        peer: IpAddr,
+        username: &str,
+        now: i64,
+    ) {
+        if let Some(secs) = attempt.failure(std::time::Instant::now()) {
+            log::warn!("admin logins from {peer} locked for {secs} s after repeated failures");
+        }
+        self.audit(
+            now,
+            AuditEvent {
+                actor: Some(username.chars().take(100).collect()),
+                remote_addr: Some(peer.to_string()),
+                ..AuditEvent::of(AuditKind::AdminLoginFailed)
+            },
+        );
+    }
+
+    /// On a data dir with no admin: create `admin` with a random password written to
+    /// `<data-dir>/initial-admin-password` (0600). The password is never logged.
+    pub fn bootstrap_admin(&self) -> Result<()> {
+        if self.store.has_admins() {
+            return Ok(());
+        }
+        let password = passwords::generate_initial_password();
+        let path = self.store.data_dir().join(INITIAL_PASSWORD_FILE);
+        // The file first: a crash before the account exists just repeats this on next start.
+        crate::store::write_private_file(&path, format!("{password}\n").as_bytes())?;
+        let now = crate::domain::time::now_unix();
+        self.store.put_admin(
+            "admin",
+            &AdminAccount {
+                password_hash: self.admins.argon2.hash_password(&password)?,
+                initial_password: true,
+                created_at: now,
+                password_changed_at: now,
+            },
+        )?;
+        log::info!(
+            "created admin user 'admin'; its initial password is in {} (mode 0600). Log in and change it; the file is removed then",
+            path.display()
+        );
+        Ok(())
+    }
+}

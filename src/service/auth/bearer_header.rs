@@ -21,7 +21,7 @@ pub fn parse_bearer<'a>(values: &[&'a [u8]]) -> Result<&'a [u8], AuthFailure> {
 
 /// Parses one header value.
 pub fn parse_bearer_value(value: &[u8]) -> Result<&[u8], AuthFailure> {
-    let value = crate::http::head::trim_ows(value);
+    let value = trim_ows(value);
     let scheme_end = value
         .iter()
         .position(|&b| b == b' ' || b == b'\t')
@@ -51,6 +51,17 @@ pub fn is_token68(s: &[u8]) -> bool {
         && s[..body_len].iter().all(|&b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
         })
+}
+
+/// Strips optional whitespace (RFC 9110 §5.6.3: spaces and tabs) from both ends.
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::token::{is_well_formed, TokenHash};
 use crate::domain::token_fields::is_expired;
-use crate::http::Request;
 use crate::service::auth::last_used::LastUsedTracker;
 use crate::service::error::{AuthFailure, Error};
 use crate::store::{IndexedToken, Store};
@@ -46,19 +45,6 @@ impl AuthCounters {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// The request's Authorization values (at most two are kept: two already means malformed).
-pub fn authorization_values<'a>(request: &Request<'a>) -> ([&'a [u8]; 2], usize) {
-    let mut values: [&[u8]; 2] = [&[], &[]];
-    let mut n = 0;
-    for v in request.headers_named("authorization") {
-        if n < 2 {
-            values[n] = v;
-        }
-        n += 1;
-    }
-    (values, n.min(2))
 }
 
 /// Where a failed attempt is recorded, and from whom it came.

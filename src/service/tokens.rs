@@ -1,0 +1,160 @@
+//! Token use-cases, one implementation for the admin API, the console and the CLI: create
+//! (durable before it returns), delete (gone from the store, the index and the last-used
+//! tracker before it returns), read, list, look up a leaked secret, and the backup gate that
+//! keeps every change out of a snapshot being taken. Each change is audited here.
+
+use super::{Actor, Error, Result, Service};
+use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::token::{AuthFailure, PlaintextToken, TokenHash, TokenId};
+use crate::store::{TokenRecord, ORDER_KEY_LEN};
+
+/// A token with its latest last-used time.
+pub type TokenWithUse = (TokenRecord, Option<i64>);
+
+/// One page of the newest-first listing.
+#[derive(Debug)]
+pub struct TokenList {
+    pub items: Vec<TokenWithUse>,
+    /// Where the next page starts, when there is one.
+    pub next_cursor: Option<[u8; ORDER_KEY_LEN]>,
+}
+
+/// What a backup held.
+pub use super::backup::BackupSummary;
+
+impl Service {
+    /// Creates a token named `name` (already validated: [`crate::domain::token_fields`]).
+    /// The record is durable when this returns; the secret is returned once and never kept.
+    pub fn create_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<(PlaintextToken, TokenRecord)> {
+        let (secret, record) = {
+            let _shared = self.mutation_shared();
+            self.store.create_token(name, expires_at, now_micros(now))?
+        };
+        self.audit(
+            now,
+            AuditEvent {
+                token_id: Some(record.id.to_string()),
+                token_name: Some(record.name.clone()),
+                ..AuditEvent::of(AuditKind::TokenCreated).by(actor)
+            },
+        );
+        Ok((secret, record))
+    }
+
+    /// Deletes a token: when this returns it is gone from the store (durably), from the
+    /// authentication index and from the last-used tracker. `NotFound` if there is none.
+    pub fn delete_token(&self, actor: &Actor, id: TokenId, now: i64) -> Result<TokenRecord> {
+        let record = {
+            let _shared = self.mutation_shared();
+            self.store.delete_token(id)?.ok_or(Error::NotFound)?
+        };
+        self.tracker.forget(&id);
+        self.audit(
+            now,
+            AuditEvent {
+                token_id: Some(id.to_string()),
+                token_name: Some(record.name.clone()),
+                ..AuditEvent::of(AuditKind::TokenDeleted).by(actor)
+            },
+        );
+        Ok(record)
+    }
+
+    /// One token and its last use. `NotFound` if there is none.
+    pub fn token(&self, id: TokenId) -> Result<TokenWithUse> {
+        let record = self.store.token_by_id(id)?.ok_or(Error::NotFound)?;
+        Ok((record, self.last_used_of(id)?))
+    }
+
+    /// The calling token's own record (`GET /api/token`). A token deleted since it was
+    /// verified is as good as never authenticated.
+    pub fn own_token(&self, id: TokenId) -> Result<TokenWithUse> {
+        let record = self
+            .store
+            .token_by_id(id)?
+            .ok_or(Error::Unauthorized(AuthFailure::Unknown))?;
+        Ok((record, self.last_used_of(id)?))
+    }
+
+    /// Up to `limit` tokens, newest first, after `cursor`.
+    pub fn list_tokens(
+        &self,
+        limit: usize,
+        cursor: Option<&[u8; ORDER_KEY_LEN]>,
+    ) -> Result<TokenList> {
+        let page = self.store.list_tokens(limit, cursor)?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|r| {
+                let used = self.last_used_of(r.id)?;
+                Ok((r, used))
+            })
+            .collect::<Result<_>>()?;
+        Ok(TokenList {
+            items,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// Which token has this secret hash (a leaked secret, looked up without storing or
+    /// logging it)? Audited whether found or not; `NotFound` if none.
+    pub fn lookup_token(&self, actor: &Actor, hash: &TokenHash, now: i64) -> Result<TokenWithUse> {
+        let found = self.store.lookup_token(hash)?;
+        self.audit(
+            now,
+            AuditEvent {
+                token_id: found.as_ref().map(|t| t.id.to_string()),
+                reason: Some(
+                    if found.is_some() {
+                        "found"
+                    } else {
+                        "not_found"
+                    }
+                    .into(),
+                ),
+                ..AuditEvent::of(AuditKind::TokenLookup).by(actor)
+            },
+        );
+        let token = found.ok_or(Error::NotFound)?;
+        self.token(token.id)
+    }
+
+    /// A consistent, checksummed snapshot (`.pab`) of tokens, admins and the audit log;
+    /// token and admin changes wait while it is taken. Audited.
+    pub fn backup(&self, actor: &Actor, now: i64) -> Result<(Vec<u8>, BackupSummary)> {
+        let (bytes, summary) = {
+            let _exclusive = self.mutation_exclusive();
+            super::backup::write_backup(&self.store, now)?
+        };
+        self.audit(
+            now,
+            AuditEvent {
+                reason: Some(format!(
+                    "{} tokens, {} admins, {} audit events",
+                    summary.tokens, summary.admins, summary.audit_events
+                )),
+                ..AuditEvent::of(AuditKind::BackupCreated).by(actor)
+            },
+        );
+        Ok((bytes, summary))
+    }
+}
+
+/// Creation time in µs: the sub-second order within the listing, kept inside `now`'s second
+/// (the second may have turned since the request began; the store keeps creation order
+/// strictly increasing).
+fn now_micros(now: i64) -> i64 {
+    let full = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let second = now.saturating_mul(1_000_000);
+    full.clamp(second, second.saturating_add(999_999))
+}
