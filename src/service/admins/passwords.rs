@@ -247,9 +247,11 @@ pub fn generate_initial_password() -> String {
     out
 }
 
-/// Constant-time equality for secrets compared in memory (CSRF tokens).
+/// Constant-time equality for secrets compared in memory (CSRF tokens); lengths are not
+/// secret (a length mismatch is simply unequal).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
@@ -347,5 +349,14 @@ mod tests {
         assert!(validate_new_password("long enough\npw", "newPassword").is_err());
         assert!(validate_new_password(&"x".repeat(2000), "newPassword").is_err());
         assert_eq!(generate_initial_password().len(), 24);
+    }
+
+    #[test]
+    fn constant_time_eq_is_plain_equality() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"csrf-token", b"csrf-token"));
+        assert!(!constant_time_eq(b"csrf-token", b"csrf-tokem"));
+        assert!(!constant_time_eq(b"csrf-token", b"csrf-toke"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 }
