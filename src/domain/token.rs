@@ -8,6 +8,8 @@ use std::fmt;
 use rand::rngs::OsRng;
 use rand::RngCore;
 
+use crate::domain::encoding::{decode_hex, hex, lower_hex_digit, lower_hex_pair};
+
 /// Every token starts with this. Part of the public format: never changes.
 pub const TOKEN_PREFIX: &str = "pa_";
 /// Random base62 characters after the prefix.
@@ -180,8 +182,7 @@ impl TokenId {
                 out[j] = b'-';
                 j += 1;
             }
-            out[j] = HEX[usize::from(b >> 4)];
-            out[j + 1] = HEX[usize::from(b & 0xf)];
+            out[j..j + 2].copy_from_slice(&lower_hex_pair(*b));
             j += 2;
         }
     }
@@ -198,47 +199,6 @@ impl fmt::Display for TokenId {
 impl fmt::Debug for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TokenId({self})")
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
-}
-
-/// Exactly `2 * N` hex digits (either case) → `N` bytes; anything else is `None`.
-pub(crate) fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let b = s.as_bytes();
-    if b.len() != N * 2 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
-    }
-    Some(out)
-}
-
-pub(crate) fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn lower_hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
     }
 }
 
