@@ -1,7 +1,30 @@
-//! The crate's one implementation of hex: lowercase for hashes, ids, cursors and session
-//! secrets, uppercase pairs for percent-encoding, and strict parsing of either case.
+//! The crate's one implementation of hex (lowercase for hashes, ids, cursors and session
+//! secrets, uppercase pairs for percent-encoding, strict parsing of either case) and of
+//! base62 (the alphabet, and unbiased random characters for tokens and initial passwords).
 //! src/http keeps its own small hex writer for correlation ids: that layer imports nothing
 //! from the rest of the crate.
+
+use rand::RngCore;
+
+/// The base62 alphabet, in digit order (token checksums are numbers written in it).
+pub(crate) const BASE62: &[u8; 62] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Fills `out` with base62 characters drawn from `rng`, every character equally likely:
+/// rejection sampling keeps only bytes below 248 (= 4 × 62), so `byte % 62` is uniform.
+pub(crate) fn fill_random_base62(rng: &mut impl RngCore, out: &mut [u8]) {
+    let mut filled = 0;
+    let mut pool = [0u8; 64];
+    while filled < out.len() {
+        rng.fill_bytes(&mut pool);
+        for &b in &pool {
+            if b < 248 && filled < out.len() {
+                out[filled] = BASE62[usize::from(b % 62)];
+                filled += 1;
+            }
+        }
+    }
+}
 
 const LOWER: &[u8; 16] = b"0123456789abcdef";
 const UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -76,6 +99,55 @@ mod tests {
                 lower_hex_pair(b).map(|c| c.to_ascii_uppercase())
             );
         }
+    }
+
+    /// Yields 0, 1, ..., 255, 0, 1, ... byte by byte.
+    struct Counting(u8);
+
+    impl RngCore for Counting {
+        fn next_u32(&mut self) -> u32 {
+            let mut b = [0u8; 4];
+            self.fill_bytes(&mut b);
+            u32::from_le_bytes(b)
+        }
+        fn next_u64(&mut self) -> u64 {
+            let mut b = [0u8; 8];
+            self.fill_bytes(&mut b);
+            u64::from_le_bytes(b)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for d in dest {
+                *d = self.0;
+                self.0 = self.0.wrapping_add(1);
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn base62_sampling_is_unbiased() {
+        // Bytes 0..=247 in order, 248..=255 rejected: each character exactly four times.
+        let mut out = [0u8; 248];
+        fill_random_base62(&mut Counting(0), &mut out);
+        for (i, &c) in out.iter().enumerate() {
+            assert_eq!(c, BASE62[i % 62], "{i}");
+        }
+        let mut counts = [0u32; 62];
+        for c in out {
+            counts[BASE62.iter().position(|&a| a == c).unwrap()] += 1;
+        }
+        assert_eq!(counts, [4; 62]);
+        // The rejected bytes are skipped, not mapped: after 247 comes 0 again.
+        let mut out = [0u8; 2];
+        fill_random_base62(&mut Counting(247), &mut out);
+        assert_eq!(out, [BASE62[247 % 62], BASE62[0]]);
+        // Real randomness: only alphabet characters, and lengths beyond one pool.
+        let mut out = [0u8; 1000];
+        fill_random_base62(&mut rand::rngs::OsRng, &mut out);
+        assert!(out.iter().all(|c| BASE62.contains(c)));
     }
 
     #[test]

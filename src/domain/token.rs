@@ -8,7 +8,9 @@ use std::fmt;
 use rand::rngs::OsRng;
 use rand::RngCore;
 
-use crate::domain::encoding::{decode_hex, hex, lower_hex_digit, lower_hex_pair};
+use crate::domain::encoding::{
+    decode_hex, fill_random_base62, hex, lower_hex_digit, lower_hex_pair, BASE62,
+};
 
 /// Every token starts with this. Part of the public format: never changes.
 pub const TOKEN_PREFIX: &str = "pa_";
@@ -19,8 +21,6 @@ pub const CHECKSUM_LEN: usize = 6;
 /// Total length: 3 + 40 + 6.
 pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
 
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
 /// A token secret in clear. Exists only between generation and the 201 response (or the CLI's
 /// stdout); `Debug` never prints it.
 pub struct PlaintextToken(String);
@@ -29,18 +29,7 @@ impl PlaintextToken {
     /// A new token from the OS CSPRNG.
     pub fn generate() -> Self {
         let mut random = [0u8; RANDOM_LEN];
-        let mut filled = 0;
-        let mut pool = [0u8; 64];
-        while filled < RANDOM_LEN {
-            OsRng.fill_bytes(&mut pool);
-            for &b in &pool {
-                // Rejection sampling keeps every base62 digit equally likely (248 = 4 × 62).
-                if b < 248 && filled < RANDOM_LEN {
-                    random[filled] = BASE62[usize::from(b % 62)];
-                    filled += 1;
-                }
-            }
-        }
+        fill_random_base62(&mut OsRng, &mut random);
         let mut token = String::with_capacity(TOKEN_LEN);
         token.push_str(TOKEN_PREFIX);
         token.extend(random.iter().map(|&b| char::from(b)));
