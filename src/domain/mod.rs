@@ -3,6 +3,7 @@
 //! and secret redaction. Every other layer may use this one; it uses none of them.
 
 pub mod audit;
+pub mod encoding;
 pub mod redact;
 pub mod text;
 pub mod time;

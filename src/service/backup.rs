@@ -18,7 +18,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::audit::AuditEvent;
-use crate::domain::token::{hex, TokenHash, TokenId};
+use crate::domain::encoding::hex;
+use crate::domain::token::{TokenHash, TokenId};
 use crate::service::error::{Error, Result};
 use crate::store::{AdminAccount, Store, TokenRecord};
 

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::admin_auth::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
 use crate::domain::audit::Actor;
-use crate::domain::token::{hex, TokenId};
+use crate::domain::encoding::hex;
+use crate::domain::token::TokenId;
 use crate::domain::token_fields::{parse_expires_at, validate_name};
 use crate::http::{Request, Response};
 use crate::service::admins::passwords::validate_new_password;
@@ -324,8 +325,8 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hi = crate::domain::token::hex_digit(*b.get(i + 1)?)?;
-                let lo = crate::domain::token::hex_digit(*b.get(i + 2)?)?;
+                let hi = crate::domain::encoding::hex_digit(*b.get(i + 1)?)?;
+                let lo = crate::domain::encoding::hex_digit(*b.get(i + 2)?)?;
                 out.push((hi << 4) | lo);
                 i += 3;
             }

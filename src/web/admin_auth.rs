@@ -202,37 +202,14 @@ pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Standard base64 with padding (RFC 4648 §4), strict; bounded input.
+/// Standard base64 with padding (RFC 4648 §4), strict: canonical only (no missing padding,
+/// no non-zero bits in the last character, no other alphabet or whitespace); bounded input.
 fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    if input.is_empty() || !input.len().is_multiple_of(4) || input.len() > 4096 {
+    use base64ct::{Base64, Encoding};
+    if input.is_empty() || input.len() > 4096 {
         return None;
     }
-    let value = |c: u8| -> Option<u32> {
-        Some(u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        }))
-    };
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let chunks = input.len() / 4;
-    for (i, chunk) in input.chunks_exact(4).enumerate() {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != chunks) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..4 - pad]);
-    }
-    Some(out)
+    Base64::decode_vec(std::str::from_utf8(input).ok()?).ok()
 }
 
 #[cfg(test)]
@@ -252,5 +229,16 @@ mod tests {
         assert_eq!(parse_basic(b"Basic"), None);
         assert_eq!(base64_decode(b"YWI="), Some(b"ab".to_vec()));
         assert_eq!(base64_decode(b"YQ==YQ=="), None);
+        // Refused as before: missing padding, other alphabets, whitespace, empty, oversized.
+        assert_eq!(base64_decode(b"YWI"), None);
+        assert_eq!(base64_decode(b"YQ="), None);
+        assert_eq!(base64_decode(b"-_8="), None);
+        assert_eq!(base64_decode(b"YW Jj"), None);
+        assert_eq!(base64_decode(b""), None);
+        assert_eq!(base64_decode(&b"AAAA".repeat(1025)), None);
+        assert_eq!(base64_decode(b"+/8="), Some(vec![0xfb, 0xff]));
+        // Refused since base64ct: non-zero bits after the last byte (RFC 4648 §3.5).
+        assert_eq!(base64_decode(b"YR=="), None);
+        assert_eq!(base64_decode(b"YWJ="), None);
     }
 }

@@ -60,13 +60,13 @@ pub fn percent_encode(s: &str) -> Text {
 
 /// One byte as itself (unreserved) or as `%XX`.
 fn encode_byte(b: u8, mut put: impl FnMut(u8)) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     if is_unreserved(b) {
         put(b);
     } else {
+        let [hi, lo] = crate::domain::encoding::upper_hex_pair(b);
         put(b'%');
-        put(HEX[usize::from(b >> 4)]);
-        put(HEX[usize::from(b & 0xf)]);
+        put(hi);
+        put(lo);
     }
 }
 

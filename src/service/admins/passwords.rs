@@ -16,7 +16,6 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use rand::RngCore;
 
 use crate::service::error::{Error, FieldError, Result};
 
@@ -230,23 +229,16 @@ pub fn validate_new_password(
 
 /// 24 base62 characters from the OS CSPRNG (~143 bits).
 pub fn generate_initial_password() -> String {
-    const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut out = String::with_capacity(24);
-    let mut pool = [0u8; 64];
-    while out.len() < 24 {
-        rand::rngs::OsRng.fill_bytes(&mut pool);
-        for &b in &pool {
-            if b < 248 && out.len() < 24 {
-                out.push(char::from(BASE62[usize::from(b % 62)]));
-            }
-        }
-    }
-    out
+    let mut out = [0u8; 24];
+    crate::domain::encoding::fill_random_base62(&mut rand::rngs::OsRng, &mut out);
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
-/// Constant-time equality for secrets compared in memory (CSRF tokens).
+/// Constant-time equality for secrets compared in memory (CSRF tokens); lengths are not
+/// secret (a length mismatch is simply unequal).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
@@ -343,6 +335,21 @@ mod tests {
         assert!(validate_new_password("long enough pw", "newPassword").is_ok());
         assert!(validate_new_password("long enough\npw", "newPassword").is_err());
         assert!(validate_new_password(&"x".repeat(2000), "newPassword").is_err());
-        assert_eq!(generate_initial_password().len(), 24);
+        let initial = generate_initial_password();
+        assert_eq!(initial.len(), 24);
+        assert!(
+            initial.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{initial}"
+        );
+        assert_ne!(initial, generate_initial_password());
+    }
+
+    #[test]
+    fn constant_time_eq_is_plain_equality() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"csrf-token", b"csrf-token"));
+        assert!(!constant_time_eq(b"csrf-token", b"csrf-tokem"));
+        assert!(!constant_time_eq(b"csrf-token", b"csrf-toke"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -42,7 +42,7 @@ pub struct SessionStore {
 fn random_hex(bytes: usize) -> String {
     let mut raw = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut raw);
-    crate::domain::token::hex(&raw)
+    crate::domain::encoding::hex(&raw)
 }
 
 fn key(cookie: &str) -> [u8; 32] {

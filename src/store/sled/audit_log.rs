@@ -186,7 +186,7 @@ impl Store {
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&now.saturating_mul(1_000_000).max(0).to_be_bytes());
         key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
-        event.id = crate::domain::token::hex(&key);
+        event.id = crate::domain::encoding::hex(&key);
         let bytes = serde_json::to_vec(&event).map_err(|e| Error::Internal(e.to_string()))?;
         self.audit
             .of_class(class_of(&event.event))
@@ -262,7 +262,7 @@ impl Store {
 
 /// Parses an audit cursor (32 hex characters).
 pub fn parse_audit_cursor(s: &str) -> Option<[u8; 16]> {
-    crate::domain::token::decode_hex(s)
+    crate::domain::encoding::decode_hex(s)
 }
 #[cfg(test)]
 mod tests {

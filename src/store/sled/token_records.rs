@@ -539,7 +539,7 @@ fn bump_count(
 
 /// Parses a listing cursor (48 hex characters).
 pub fn parse_cursor(s: &str) -> Option<[u8; ORDER_KEY_LEN]> {
-    crate::domain::token::decode_hex(s)
+    crate::domain::encoding::decode_hex(s)
 }
 
 impl From<Error> for ConflictableTransactionError<Error> {
@@ -768,7 +768,7 @@ mod tests {
     #[test]
     fn cursors_parse_strictly() {
         let k = order_key(5, &TokenId::generate());
-        assert_eq!(parse_cursor(&crate::domain::token::hex(&k)), Some(k));
+        assert_eq!(parse_cursor(&crate::domain::encoding::hex(&k)), Some(k));
         assert_eq!(parse_cursor("abc"), None);
         assert_eq!(parse_cursor(&"g".repeat(48)), None);
     }
