@@ -22,7 +22,7 @@ pub use audit_log::{parse_audit_cursor, AuditQuery};
 pub use export::ExportedToken;
 pub use token_index::{IndexedToken, TokenIndex};
 pub use token_records::{
-    parse_cursor, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
+    parse_cursor, LastUsedWrite, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
 };
 
 use crate::store::error::{Error, Result};
