@@ -90,6 +90,10 @@ pub struct StoreOptions {
     /// Keep every token in the in-memory authentication index (the server does; offline
     /// commands do not need to load it).
     pub index_tokens: bool,
+    /// Called with a status text (e.g. "upgrading the store to schema 2: 300000 entries
+    /// copied") while a long start-up step runs, so the caller can report progress or keep
+    /// a supervisor from timing the start out. Default: does nothing.
+    pub on_progress: fn(&str),
 }
 
 impl Default for StoreOptions {
@@ -101,6 +105,7 @@ impl Default for StoreOptions {
             audit_cap: u64::MAX,
             audit_failure_cap: u64::MAX,
             index_tokens: false,
+            on_progress: |_| {},
         }
     }
 }
@@ -120,7 +125,7 @@ impl Store {
         let _ = writeln!(lock, "{}", std::process::id());
         let mut db = open_sled(&db_path, options)?;
         if schema_upgrade::is_schema_1(&db)? {
-            if let Err(e) = schema_upgrade::rewrite_schema_1(db, data_dir, &db_path) {
+            if let Err(e) = schema_upgrade::rewrite_schema_1(db, data_dir, &db_path, options) {
                 log::error!(
                     "upgrading the store in {} failed: {e}. The old store is unchanged; the \
                      upgrade writes a second copy beside it, so it needs about as much free \

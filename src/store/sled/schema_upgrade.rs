@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use super::token_records::NEWEST_CREATED_KEY;
-use super::{be_i64, StoreState, TokenRecord, SCHEMA_VERSION};
+use super::{be_i64, StoreOptions, StoreState, TokenRecord, SCHEMA_VERSION};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::error::{Error, Result};
 
@@ -63,7 +63,12 @@ pub(super) fn finish_interrupted_swap(db_path: &Path) -> Result<()> {
 
 /// Copies a schema-1 store into a fresh schema-2 one and swaps it in. Consumes (closes)
 /// the old store.
-pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -> Result<()> {
+pub(super) fn rewrite_schema_1(
+    old: sled::Db,
+    data_dir: &Path,
+    db_path: &Path,
+    options: &StoreOptions,
+) -> Result<()> {
     let new_path = sibling(db_path, ".upgrade");
     if new_path.exists() {
         std::fs::remove_dir_all(&new_path)?;
@@ -85,7 +90,7 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
                 continue;
             }
             let (from, to) = (old.open_tree(&name)?, new.open_tree(&name)?);
-            copy_batched(from.iter(), &to, &mut copied, Ok)?;
+            copy_batched(from.iter(), &to, &mut copied, options, Ok)?;
         }
         let records = new.open_tree(RECORDS_TREE)?;
         let mut newest = 0i64;
@@ -93,6 +98,7 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
             old.open_tree(SCHEMA_1_RECORDS)?.iter(),
             &records,
             &mut copied,
+            options,
             |(key, bytes)| {
                 let hash = TokenHash(key.as_ref().try_into().map_err(|_| {
                     Error::Corrupt("schema 1 token key is not 32 bytes; nothing was changed".into())
@@ -132,12 +138,14 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
     Ok(())
 }
 
-/// Copies entries into `to` in batches, mapping each, and keeps systemd from timing the
-/// start-up out while a large store is copied (~1 min per million tokens on 2 cores).
+/// Copies entries into `to` in batches, mapping each, and reports progress every 100,000
+/// entries through `options.on_progress` (the server uses it to keep systemd from timing
+/// the start-up out while a large store is copied).
 fn copy_batched(
     from: sled::Iter,
     to: &sled::Tree,
     copied: &mut u64,
+    options: &StoreOptions,
     mut map: impl FnMut((sled::IVec, sled::IVec)) -> Result<(sled::IVec, sled::IVec)>,
 ) -> Result<()> {
     let mut batch = sled::Batch::default();
@@ -151,8 +159,8 @@ fn copy_batched(
             in_batch = 0;
             *copied += COPY_BATCH as u64;
             if copied.is_multiple_of(100_000) {
-                crate::systemd_notify::notify(&format!(
-                    "EXTEND_TIMEOUT_USEC=60000000\nSTATUS=upgrading the store to schema {SCHEMA_VERSION}: {copied} entries copied"
+                (options.on_progress)(&format!(
+                    "upgrading the store to schema {SCHEMA_VERSION}: {copied} entries copied"
                 ));
             }
         }
