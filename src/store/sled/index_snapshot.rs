@@ -17,13 +17,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::creation_order::{CreationOrder, OrderKey};
+use super::layout::{INDEX_SNAPSHOT_FILE as FILE, NEVER, TMP_SUFFIX};
 use super::token_index::{IndexBatch, TokenIndex};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::error::Result;
 
-const FILE: &str = "index.snapshot";
 const MAGIC: &[u8] = b"PAIDX1\n";
-const NEVER: i64 = i64::MIN;
 
 pub(super) fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE)
@@ -38,7 +37,7 @@ pub(super) fn write(
     order: &CreationOrder,
 ) -> Result<()> {
     let tokens = index.len();
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
+    let tmp = data_dir.join(format!("{FILE}{TMP_SUFFIX}"));
     let _ = std::fs::remove_file(&tmp);
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -108,7 +107,7 @@ impl<W: std::io::Write> Writer<W> {
 /// Removes a snapshot without reading it (an offline open: it may change the store).
 pub(super) fn discard(data_dir: &Path) {
     let _ = std::fs::remove_file(path(data_dir));
-    let _ = std::fs::remove_file(data_dir.join(format!("{FILE}.tmp")));
+    let _ = std::fs::remove_file(data_dir.join(format!("{FILE}{TMP_SUFFIX}")));
 }
 
 /// Reads and removes the snapshot. `Some` only when it is whole and describes this store

@@ -8,6 +8,7 @@ mod audit_log;
 mod creation_order;
 mod export;
 mod index_snapshot;
+mod layout;
 mod schema_upgrade;
 mod token_index;
 mod token_records;
@@ -25,17 +26,14 @@ pub use token_records::{
     parse_cursor, LastUsedWrite, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
 };
 
+pub use layout::SCHEMA_VERSION;
+
 use crate::store::error::{Error, Result};
-
-/// Layout version of the trees below; bumped on any incompatible change, and an older store
-/// is upgraded at open (`schema_upgrade`).
-pub const SCHEMA_VERSION: u32 = 2;
-
-const LOCK_FILE: &str = "pa-auth.lock";
-/// Written once a store was created here: its absence later means "never initialized", so
-/// a missing or emptied `db/` is refused instead of silently starting an empty store.
-const INITIALIZED_MARKER: &str = "pa-auth.initialized";
-const DB_DIR: &str = "db";
+use layout::{
+    ADMINS_TREE, DB_DIR, GENERATION_KEY, INITIALIZED_MARKER, LAST_USED_TREE, LOCK_FILE, META_TREE,
+    NEWEST_CREATED_KEY, RECORDS_TREE, SCHEMA_1_RECORDS_TREE, SCHEMA_VERSION_KEY, SLED_DATA_FILE,
+    SLED_PARTIAL_SNAPSHOT_SUFFIX, STATE_FILE, TMP_SUFFIX, TOKEN_COUNT_KEY, TOKEN_NAMES_TREE,
+};
 
 /// The open store. Holds the data-dir lock for its lifetime.
 pub struct Store {
@@ -138,12 +136,12 @@ impl Store {
         }
         let tree = |name: &str| db.open_tree(name);
         let store = Store {
-            records: tree(schema_upgrade::RECORDS_TREE)?,
-            token_names: tree("token_names")?,
-            last_used: tree("last_used")?,
-            admins: tree("admins")?,
+            records: tree(RECORDS_TREE)?,
+            token_names: tree(TOKEN_NAMES_TREE)?,
+            last_used: tree(LAST_USED_TREE)?,
+            admins: tree(ADMINS_TREE)?,
             audit: audit_log::AuditTrees::open(&db, options.audit_cap, options.audit_failure_cap)?,
-            meta: tree("meta")?,
+            meta: tree(META_TREE)?,
             index: options.index_tokens.then(TokenIndex::default),
             order: std::sync::OnceLock::new(),
             state_lock: std::sync::Mutex::new(()),
@@ -157,7 +155,7 @@ impl Store {
         store.check_schema()?;
         let newest = store
             .meta
-            .get(token_records::NEWEST_CREATED_KEY)?
+            .get(NEWEST_CREATED_KEY)?
             .and_then(|v| be_i64(&v))
             .unwrap_or(0);
         store
@@ -198,16 +196,17 @@ impl Store {
     }
 
     fn check_schema(&self) -> Result<()> {
-        match self.meta.get("schema_version")? {
+        match self.meta.get(SCHEMA_VERSION_KEY)? {
             None => {
                 if !self.records.is_empty()
                     || !self.admins.is_empty()
-                    || self.db.tree_names().iter().any(|t| t == b"tokens")
+                    || self.db.tree_names().iter().any(|t| t == SCHEMA_1_RECORDS_TREE.as_bytes())
                 {
                     return Err(Error::Corrupt("store has data but no schema version".into()));
                 }
-                self.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
-                self.meta.insert("token_count", &0u64.to_be_bytes())?;
+                self.meta
+                    .insert(SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta.insert(TOKEN_COUNT_KEY, &0u64.to_be_bytes())?;
                 Ok(())
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
@@ -222,7 +221,7 @@ impl Store {
     fn generation(&self) -> Result<u64> {
         Ok(self
             .meta
-            .get("generation")?
+            .get(GENERATION_KEY)?
             .and_then(|v| be_u64(&v))
             .unwrap_or(0))
     }
@@ -249,14 +248,14 @@ impl Store {
     pub fn commit_durable(&self) -> Result<()> {
         let generation = self
             .meta
-            .update_and_fetch("generation", |old| {
+            .update_and_fetch(GENERATION_KEY, |old| {
                 let n = old.and_then(be_u64).unwrap_or(0) + 1;
                 Some(n.to_be_bytes().to_vec())
             })?
             .and_then(|v| be_u64(&v))
             .unwrap_or(0);
         self.db.flush()?;
-        let db_len = std::fs::metadata(self.data_dir.join(DB_DIR).join("db"))
+        let db_len = std::fs::metadata(self.data_dir.join(DB_DIR).join(SLED_DATA_FILE))
             .map(|m| m.len())
             .unwrap_or(0);
         let _guard = crate::sync::lock(&self.state_lock);
@@ -325,7 +324,7 @@ fn is_unwritable(e: &std::io::Error) -> bool {
 /// empty, or a snapshot left half-written by an interrupted run. Touches nothing.
 fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
     let initialized = data_dir.join(INITIALIZED_MARKER).exists();
-    let db_file = db_path.join("db");
+    let db_file = db_path.join(SLED_DATA_FILE);
     let missing = !db_file.exists()
         || std::fs::metadata(&db_file)
             .map(|m| m.len() == 0)
@@ -353,7 +352,10 @@ fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(db_path) {
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.to_string_lossy().ends_with(".generating") {
+            if name
+                .to_string_lossy()
+                .ends_with(SLED_PARTIAL_SNAPSHOT_SUFFIX)
+            {
                 return Err(Error::Corrupt(format!(
                     "{} is a snapshot left by an interrupted run. Take a copy of the data dir, then \
                      move that file away and start again; nothing was changed",
@@ -364,8 +366,6 @@ fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
     }
     Ok(())
 }
-
-const STATE_FILE: &str = "pa-auth.state";
 
 /// What `commit_durable` last recorded.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -382,7 +382,7 @@ impl StoreState {
 
     /// Write-then-rename, so the file is always whole.
     pub(super) fn write(&self, data_dir: &Path) -> Result<()> {
-        let tmp = data_dir.join(format!("{STATE_FILE}.tmp"));
+        let tmp = data_dir.join(format!("{STATE_FILE}{TMP_SUFFIX}"));
         let bytes = serde_json::to_vec(self).map_err(|e| Error::Internal(e.to_string()))?;
         write_private_file(&tmp, &bytes)?;
         std::fs::rename(&tmp, data_dir.join(STATE_FILE))?;

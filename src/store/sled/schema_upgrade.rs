@@ -15,17 +15,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::token_records::NEWEST_CREATED_KEY;
+use super::layout::{
+    META_TREE, NEVER, NEWEST_CREATED_KEY, RECORDS_TREE, RETIRED_SUFFIX, SCHEMA_1_ONLY_TREES,
+    SCHEMA_1_RECORDS_TREE, SCHEMA_VERSION_KEY, SLED_DATA_FILE, UPGRADE_SUFFIX,
+};
 use super::{be_i64, StoreOptions, StoreState, TokenRecord, SCHEMA_VERSION};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::error::{Error, Result};
 
-/// The schema-2 record tree: id → record.
-pub(super) const RECORDS_TREE: &str = "token_records";
-/// The schema-1 record tree: blake3(secret) → record.
-const SCHEMA_1_RECORDS: &[u8] = b"tokens";
-/// Trees only schema 1 had, rebuilt into `RECORDS_TREE` or dropped.
-const SCHEMA_1_ONLY: [&[u8]; 3] = [SCHEMA_1_RECORDS, b"token_ids", b"token_order"];
 /// Entries written per sled batch.
 const COPY_BATCH: usize = 10_000;
 
@@ -37,14 +34,17 @@ fn sibling(db_path: &Path, suffix: &str) -> PathBuf {
 
 pub(super) fn is_schema_1(db: &sled::Db) -> Result<bool> {
     Ok(db
-        .open_tree("meta")?
-        .get("schema_version")?
+        .open_tree(META_TREE)?
+        .get(SCHEMA_VERSION_KEY)?
         .is_some_and(|v| v.as_ref() == 1u32.to_be_bytes()))
 }
 
 /// Completes (or discards) an upgrade a crash interrupted. Touches nothing otherwise.
 pub(super) fn finish_interrupted_swap(db_path: &Path) -> Result<()> {
-    let (old, new) = (sibling(db_path, ".schema1"), sibling(db_path, ".upgrade"));
+    let (old, new) = (
+        sibling(db_path, RETIRED_SUFFIX),
+        sibling(db_path, UPGRADE_SUFFIX),
+    );
     if old.exists() {
         if !db_path.exists() {
             // Crashed between the two renames: the new store is complete and durable.
@@ -69,7 +69,7 @@ pub(super) fn rewrite_schema_1(
     db_path: &Path,
     options: &StoreOptions,
 ) -> Result<()> {
-    let new_path = sibling(db_path, ".upgrade");
+    let new_path = sibling(db_path, UPGRADE_SUFFIX);
     if new_path.exists() {
         std::fs::remove_dir_all(&new_path)?;
     }
@@ -86,7 +86,11 @@ pub(super) fn rewrite_schema_1(
             .open()?;
         let mut copied = 0u64;
         for name in old.tree_names() {
-            if name.starts_with(b"__sled__") || SCHEMA_1_ONLY.contains(&name.as_ref()) {
+            if name.starts_with(b"__sled__")
+                || SCHEMA_1_ONLY_TREES
+                    .iter()
+                    .any(|t| t.as_bytes() == name.as_ref())
+            {
                 continue;
             }
             let (from, to) = (old.open_tree(&name)?, new.open_tree(&name)?);
@@ -95,7 +99,7 @@ pub(super) fn rewrite_schema_1(
         let records = new.open_tree(RECORDS_TREE)?;
         let mut newest = 0i64;
         copy_batched(
-            old.open_tree(SCHEMA_1_RECORDS)?.iter(),
+            old.open_tree(SCHEMA_1_RECORDS_TREE)?.iter(),
             &records,
             &mut copied,
             options,
@@ -110,13 +114,13 @@ pub(super) fn rewrite_schema_1(
                 Ok((record.id.0.to_vec().into(), record.encode(&hash).into()))
             },
         )?;
-        let meta = new.open_tree("meta")?;
+        let meta = new.open_tree(META_TREE)?;
         meta.insert(NEWEST_CREATED_KEY, &newest.to_be_bytes())?;
-        meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+        meta.insert(SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
         new.flush()?;
         // The new log is shorter than the old one; record that before the swap, so neither
         // store is taken for a truncated one (the old one is longer still).
-        let new_len = std::fs::metadata(new_path.join("db"))?.len();
+        let new_len = std::fs::metadata(new_path.join(SLED_DATA_FILE))?.len();
         if let Some(state) = StoreState::read(data_dir) {
             StoreState {
                 generation: state.generation,
@@ -126,7 +130,7 @@ pub(super) fn rewrite_schema_1(
         }
     }
     drop(old);
-    let retired = sibling(db_path, ".schema1");
+    let retired = sibling(db_path, RETIRED_SUFFIX);
     std::fs::rename(db_path, &retired)?;
     std::fs::rename(&new_path, db_path)?;
     std::fs::File::open(data_dir)?.sync_all()?;
@@ -169,7 +173,7 @@ fn copy_batched(
     Ok(())
 }
 
-/// Schema 1 record: version 1 ‖ id(16) ‖ created µs(8) ‖ expires s(8, i64::MIN = never) ‖
+/// Schema 1 record: version 1 ‖ id(16) ‖ created µs(8) ‖ expires s(8, `NEVER` = never) ‖
 /// name (UTF-8).
 fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
     const HEADER: usize = 1 + 16 + 8 + 8;
@@ -180,7 +184,7 @@ fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
     Some(TokenRecord {
         id: TokenId(bytes[1..17].try_into().ok()?),
         created_micros: be_i64(&bytes[17..25])?,
-        expires_at: (expires != i64::MIN).then_some(expires),
+        expires_at: (expires != NEVER).then_some(expires),
         name: std::str::from_utf8(&bytes[HEADER..]).ok()?.to_owned(),
     })
 }

@@ -16,12 +16,11 @@
 
 use std::sync::RwLock;
 
+use super::layout::NEVER;
 use crate::domain::text::Text;
 use crate::domain::token::{TokenHash, TokenId};
 
 const SHARDS: usize = 256;
-/// Stored expiry meaning "never".
-const NEVER: i64 = i64::MIN;
 /// Removed-name bytes a shard tolerates before it rewrites its names.
 const MIN_RECLAIM: usize = 4096;
 

@@ -12,6 +12,7 @@ use sled::transaction::{abort, ConflictableTransactionError};
 use sled::Transactional;
 
 use super::creation_order::{CreationOrder, OrderKey};
+use super::layout::{NEVER, NEWEST_CREATED_KEY, TOKEN_COUNT_KEY};
 use super::token_index::IndexBatch;
 use super::{be_i64, be_u64, transaction_error, IndexedToken, Store};
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
@@ -20,17 +21,13 @@ use crate::store::error::{Error, Result};
 
 /// Version byte of a record in the `token_records` tree (schema 2).
 const RECORD_VERSION: u8 = 2;
-/// version(1) ‖ blake3(secret)(32) ‖ created µs(8) ‖ expires s(8, i64::MIN = never) ‖ name
+/// version(1) ‖ blake3(secret)(32) ‖ created µs(8) ‖ expires s(8, `NEVER` = never) ‖ name
 /// (UTF-8), stored under the 16-byte id.
 const RECORD_HEADER: usize = 1 + 32 + 8 + 8;
-const NEVER: i64 = i64::MIN;
 /// created µs(8) ‖ id(16): a listing cursor.
 pub const ORDER_KEY_LEN: usize = 24;
 /// Start-up vectors are sized from the stored token count up to this many tokens.
 pub(super) const MAX_PRESIZED_TOKENS: usize = 16 << 20;
-/// Meta key: creation time (µs) of the newest token ever created, so creation order stays
-/// strictly increasing across restarts without a scan.
-pub(super) const NEWEST_CREATED_KEY: &str = "newest_created_micros";
 
 /// One last-used time to persist (see [`Store::write_last_used_chunk`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,7 +400,7 @@ impl Store {
         self.records.apply_batch(record_batch)?;
         self.token_names.apply_batch(names)?;
         let count = self.token_count()? + records.len() as u64;
-        self.meta.insert("token_count", &count.to_be_bytes())?;
+        self.meta.insert(TOKEN_COUNT_KEY, &count.to_be_bytes())?;
         self.meta
             .insert(NEWEST_CREATED_KEY, &newest.to_be_bytes())?;
         self.last_created_micros
@@ -445,7 +442,7 @@ impl Store {
     pub fn token_count(&self) -> Result<u64> {
         Ok(self
             .meta
-            .get("token_count")?
+            .get(TOKEN_COUNT_KEY)?
             .and_then(|v| be_u64(&v))
             .unwrap_or(0))
     }
@@ -517,11 +514,11 @@ fn bump_count(
     delta: i64,
 ) -> std::result::Result<(), ConflictableTransactionError<Error>> {
     let current = meta
-        .get("token_count")?
+        .get(TOKEN_COUNT_KEY)?
         .and_then(|v| be_u64(&v))
         .unwrap_or(0);
     let next = current.saturating_add_signed(delta);
-    meta.insert("token_count", &next.to_be_bytes()[..])?;
+    meta.insert(TOKEN_COUNT_KEY, &next.to_be_bytes()[..])?;
     Ok(())
 }
 
