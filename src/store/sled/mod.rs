@@ -161,7 +161,7 @@ impl Store {
         store
             .last_created_micros
             .store(newest, std::sync::atomic::Ordering::SeqCst);
-        if store.index.is_some() {
+        if store.index().is_some() {
             let saved = index_snapshot::take(data_dir, store.generation()?, store.token_count()?);
             store.load_in_memory(saved)?;
         } else {
@@ -217,6 +217,11 @@ impl Store {
         }
     }
 
+    /// The authentication index, when this store keeps one (serving); `None` offline.
+    fn index(&self) -> Option<&TokenIndex> {
+        self.index.as_ref()
+    }
+
     /// The store's generation: bumped by every durable token or admin change.
     fn generation(&self) -> Result<u64> {
         Ok(self
@@ -229,7 +234,7 @@ impl Store {
     /// Saves the in-memory index and creation order for the next start (clean shutdown,
     /// after the final flush, with no request in flight). A no-op for an offline store.
     pub fn save_index_snapshot(&self) -> Result<()> {
-        let (Some(index), Some(order)) = (&self.index, self.order.get()) else {
+        let (Some(index), Some(order)) = (self.index(), self.order.get()) else {
             return Ok(());
         };
         index_snapshot::write(&self.data_dir, self.generation()?, index, order)

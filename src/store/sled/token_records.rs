@@ -174,11 +174,7 @@ impl Store {
     ) -> Result<(PlaintextToken, TokenRecord)> {
         let secret = PlaintextToken::generate();
         let hash = secret.hash();
-        if self
-            .index
-            .as_ref()
-            .is_some_and(|i| i.id_of(&hash).is_some())
-        {
+        if self.index().is_some_and(|i| i.id_of(&hash).is_some()) {
             // 2^-256 odds; refuse rather than shadow another token.
             return Err(Error::CreationFailed("secret collision".into()));
         }
@@ -229,13 +225,19 @@ impl Store {
             let _ = self.delete_token(record.id);
             return Err(Error::CreationFailed(e.to_string()));
         }
-        if let Some(index) = &self.index {
-            index.insert(hash, record.indexed());
+        self.remember(&hash, &record);
+        Ok((secret, record))
+    }
+
+    /// Adds a durable new token to what is kept in memory: the authentication index (when
+    /// serving) and the creation order (once loaded).
+    fn remember(&self, hash: &TokenHash, record: &TokenRecord) {
+        if let Some(index) = self.index() {
+            index.insert(*hash, record.indexed());
         }
         if let Some(order) = self.order.get() {
             order.insert(record.created_micros, record.id);
         }
-        Ok((secret, record))
     }
 
     /// Deletes a token and everything that refers to it in one transaction, then flushes.
@@ -268,7 +270,7 @@ impl Store {
         };
         // Gone from the authentication index before the caller can answer 204, and before
         // the gate opens (the flusher checks existence in the index under it).
-        if let Some(index) = &self.index {
+        if let Some(index) = self.index() {
             index.remove(&hash);
         }
         drop(gate);
@@ -282,7 +284,7 @@ impl Store {
     /// The token a secret's hash belongs to: the authentication lookup. From the in-memory
     /// index when serving; offline (no index) a scan of the records.
     pub fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
-        if let Some(index) = &self.index {
+        if let Some(index) = self.index() {
             return Ok(index.get(hash));
         }
         for entry in self.records.iter() {
@@ -309,37 +311,42 @@ impl Store {
         if self.order.get().is_some() {
             return Ok(());
         }
-        if let Some((tokens, order)) = saved {
-            if let Some(index) = &self.index {
-                index.load(vec![tokens]);
-            }
-            let _ = self.order.set(CreationOrder::from_unsorted(order));
-            return Ok(());
+        let (tokens, order) = match saved {
+            Some(saved) => saved,
+            None => self.scan_records()?,
+        };
+        if let Some(index) = self.index() {
+            index.load(vec![tokens]);
         }
+        let _ = self.order.set(CreationOrder::from_unsorted(order));
+        Ok(())
+    }
+
+    /// One scan of the records: the index entries (only when this store keeps an index)
+    /// and the creation order.
+    fn scan_records(&self) -> Result<(IndexBatch, Vec<OrderKey>)> {
+        let indexing = self.index().is_some();
         // Bounded: a damaged count must not become a huge allocation (past it, vectors grow).
         let expected = usize::try_from(self.token_count()?)
             .unwrap_or(0)
             .min(MAX_PRESIZED_TOKENS);
         let room = expected + expected / 16 + 64;
         let mut order = Vec::with_capacity(room);
-        let mut tokens = match self.index {
-            Some(_) => IndexBatch::with_capacity(expected),
-            None => IndexBatch::default(),
+        let mut tokens = if indexing {
+            IndexBatch::with_capacity(expected)
+        } else {
+            IndexBatch::default()
         };
         for entry in self.records.iter() {
             let (key, bytes) = entry?;
             let record = TokenRecordRef::decode(&key, &bytes)
                 .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?;
-            if self.index.is_some() {
+            if indexing {
                 tokens.push(record.hash, record.id, record.expires_at, record.name);
             }
             order.push((record.created_micros.max(0), record.id.0));
         }
-        if let Some(index) = &self.index {
-            index.load(vec![tokens]);
-        }
-        let _ = self.order.set(CreationOrder::from_unsorted(order));
-        Ok(())
+        Ok((tokens, order))
     }
 
     /// The listing order, scanned on first use by an offline command.
@@ -407,12 +414,7 @@ impl Store {
             .fetch_max(newest, std::sync::atomic::Ordering::SeqCst);
         self.commit_durable()?;
         for (hash, record) in records {
-            if let Some(index) = &self.index {
-                index.insert(*hash, record.indexed());
-            }
-            if let Some(order) = self.order.get() {
-                order.insert(record.created_micros, record.id);
-            }
+            self.remember(hash, record);
         }
         Ok(())
     }
@@ -488,7 +490,7 @@ impl Store {
         let mut writes = sled::Batch::default();
         let mut written = 0;
         for w in chunk {
-            let exists = match (&self.index, &w.hash) {
+            let exists = match (self.index(), &w.hash) {
                 (Some(index), Some(hash)) => index.id_of(hash) == Some(w.id),
                 _ => self.records.contains_key(w.id.0)?,
             };
