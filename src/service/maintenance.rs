@@ -1,6 +1,6 @@
 //! `LastUsedFlusher`: a named background thread that persists last-used times every
 //! `--flush-interval` seconds (monotonic timer) and once more on shutdown. One batch per
-//! round, handed to the store in small chunks paced here (see [`write_paced`]) so they end
+//! round, handed to the store in small chunks paced here (see `write_paced`) so they end
 //! within half the interval (the final round does not pause); the store skips deleted
 //! tokens. Then one sled flush. A failed round keeps its entries unflushed for the next one.
 

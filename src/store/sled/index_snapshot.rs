@@ -1,6 +1,7 @@
 //! The in-memory index and creation order saved at a clean shutdown, so the next start reads
-//! one file instead of scanning every record through sled (1.7 s of a 2.1 s start with 1M
-//! tokens; sled's iterator re-reads each leaf through its 16 MiB page cache).
+//! one file instead of scanning every record through sled, which was most of a large
+//! store's start-up (sled's iterator re-reads each leaf through its 16 MiB page cache;
+//! figures: bench/results/2026-12-02-flush-pacing.md).
 //!
 //! A cache, never a source of truth: every `Store::open` deletes the file (after reading it
 //! when it serves), so a process that crashes, or an offline command that changes the store,

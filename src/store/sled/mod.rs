@@ -1,7 +1,8 @@
 //! The embedded sled store and the data dir around it: the exclusive lock that keeps a second
 //! process out, directory/file permissions (0700/0600), the schema version, and the trees.
 //! Token, admin and audit operations live in the submodules; each write that must survive a
-//! crash calls [`Store::flush`] before the caller answers.
+//! crash calls [`Store::commit_durable`] (flush, then record the generation) before the
+//! caller answers. The on-disk names and encodings are described in `layout`.
 
 mod admin_accounts;
 mod audit_log;
@@ -43,7 +44,8 @@ pub struct Store {
     records: sled::Tree,
     /// lower-cased name → id (uniqueness ignoring case).
     token_names: sled::Tree,
-    /// id → last-used unix seconds (big-endian i64), written by the flusher.
+    /// id → last-used unix seconds (big-endian i64), written by the flusher and by
+    /// restore.
     last_used: sled::Tree,
     /// username → AdminAccount JSON.
     admins: sled::Tree,
@@ -58,8 +60,8 @@ pub struct Store {
     order: std::sync::OnceLock<creation_order::CreationOrder>,
     /// Serialises writes of `pa-auth.state`.
     state_lock: std::sync::Mutex<()>,
-    /// Held by a delete's transaction and by each chunk the flusher writes, so a last-used
-    /// time is never written for a token deleted in between (see `write_last_used`).
+    /// Held by a delete's transaction and by each last-used chunk written, so a last-used
+    /// time is never written for a token deleted in between (see `write_last_used_chunk`).
     last_used_gate: std::sync::Mutex<()>,
     /// Creation time of the newest token, µs (creation order is kept strictly increasing).
     last_created_micros: std::sync::atomic::AtomicI64,

@@ -2,16 +2,16 @@
 //!
 //! Schema 1 → 2: schema 1 kept four sled entries a token (record by hash, id → hash,
 //! name → id, creation order → hash); schema 2 keeps two (record by id, with its hash, and
-//! name → id), because sled's per-entry memory made the other two cost ~100 MiB at 1M
-//! tokens (docs/decisions/0003-two-entries-a-token.md).
+//! name → id), because of sled's per-entry memory
+//! (docs/decisions/0003-two-entries-a-token.md).
 //!
-//! The upgrade writes a fresh sled directory beside the old one (`db.upgrade`) and swaps
-//! it in, rather than rewriting in place: sled 0.34 never gives back the page-table slots
-//! of deleted entries, so an in-place upgrade of 1M tokens took 73 s and kept its memory,
-//! and the old store stays untouched until the new one is durable. Crash-safe by ordering:
-//! copy and flush, record the new file length in `pa-auth.state`, rename `db` to
-//! `db.schema1`, rename `db.upgrade` to `db`, remove `db.schema1`;
-//! [`finish_interrupted_swap`] completes or discards whatever a crash left.
+//! The upgrade writes a fresh sled directory beside the old one (`db.upgrade`) and swaps it
+//! in, rather than rewriting in place: sled 0.34 never gives back the page-table slots of
+//! deleted entries, so an in-place upgrade was slow and kept its memory (figures:
+//! bench/results/2026-12-02-flush-pacing.md), and the old store stays untouched until the
+//! new one is durable. Crash-safe by ordering: copy and flush, record the new file length
+//! in `pa-auth.state`, rename `db` to `db.schema1`, rename `db.upgrade` to `db`, remove
+//! `db.schema1`; [`finish_interrupted_swap`] completes or discards whatever a crash left.
 
 use std::path::{Path, PathBuf};
 

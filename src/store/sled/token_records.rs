@@ -4,9 +4,10 @@
 //! creation order, and last-used persistence that can never bring a deleted token back.
 //!
 //! Two sled entries a token, not more: sled 0.34 keeps ~50 bytes of page-table memory per
-//! entry and recovers every page at open, so each secondary tree of 1M entries cost ~50 MiB
-//! of RSS and ~0.4 s of start-up (bench/scale.sh). Lookups by secret hash and the listing
-//! order live in memory instead (`token_index`, `creation_order`), filled by one scan.
+//! entry and recovers every page at open, so each secondary tree costs memory and start-up
+//! time in proportion to the tokens (figures: bench/results/2026-12-02-flush-pacing.md).
+//! Lookups by secret hash and the listing order live in memory instead (`token_index`,
+//! `creation_order`), filled by one scan.
 
 use sled::transaction::{abort, ConflictableTransactionError};
 use sled::Transactional;
@@ -269,7 +270,7 @@ impl Store {
             return Ok(None);
         };
         // Gone from the authentication index before the caller can answer 204, and before
-        // the gate opens (the flusher checks existence in the index under it).
+        // the gate opens (the last-used writer checks existence in the index under it).
         if let Some(index) = self.index() {
             index.remove(&hash);
         }
@@ -301,12 +302,6 @@ impl Store {
     /// Fills the authentication index (when this store keeps one) and the creation order:
     /// from `saved` (the snapshot a clean shutdown left, see `index_snapshot`) when given,
     /// else with one scan of the records (start-up, or an offline listing).
-    ///
-    /// The scan runs on one thread: reading the two halves of the id space on two threads
-    /// was barely faster (1.5-1.6 s vs 1.7 s with 1M tokens; sled's page cache is the
-    /// bottleneck) and left each thread's freed page-ins in its own malloc arena (~70 MiB
-    /// more RSS). The vectors are sized from the stored count up front, so nothing is
-    /// reallocated during the scan.
     pub(super) fn load_in_memory(&self, saved: Option<(IndexBatch, Vec<OrderKey>)>) -> Result<()> {
         if self.order.get().is_some() {
             return Ok(());
@@ -324,6 +319,12 @@ impl Store {
 
     /// One scan of the records: the index entries (only when this store keeps an index)
     /// and the creation order.
+    ///
+    /// On one thread: two threads reading the two halves of the id space were barely faster
+    /// (sled's page cache is the bottleneck) and left each thread's freed page-ins in its
+    /// own malloc arena, costing RSS (figures: bench/results/2026-12-02-flush-pacing.md).
+    /// The vectors are sized from the stored count up front, so nothing is reallocated
+    /// during the scan.
     fn scan_records(&self) -> Result<(IndexBatch, Vec<OrderKey>)> {
         let indexing = self.index().is_some();
         // Bounded: a damaged count must not become a huge allocation (past it, vectors grow).
