@@ -39,6 +39,8 @@ pub fn serve(config: &Config) -> Result<()> {
         audit_cap: config.audit_retention,
         audit_failure_cap: config.audit_failure_retention,
         index_tokens: true,
+        // A schema upgrade at open can take minutes: keep systemd from timing the start out.
+        on_progress: |status| notify(&format!("EXTEND_TIMEOUT_USEC=60000000\nSTATUS={status}")),
         ..StoreOptions::default()
     };
     let store = Arc::new(Store::open(&config.data_dir, &options)?);

@@ -17,15 +17,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::layout::{AUDIT_FAILURE_TREE, AUDIT_LIFECYCLE_TREE};
 use super::Store;
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
 use crate::store::error::{Error, Result};
-
-/// Tree of the lifecycle events (the only audit tree before the split, so older stores
-/// keep every event they had here, failures included, until they age out).
-const LIFECYCLE_TREE: &str = "audit";
-/// Tree of the events anyone can cause.
-const FAILURE_TREE: &str = "audit_failures";
 
 /// Filters for reading the log.
 #[derive(Debug, Clone, Default)]
@@ -85,8 +80,8 @@ impl AuditTrees {
     /// Opens both trees and applies the caps at once (a lowered cap takes effect at start).
     pub(super) fn open(db: &sled::Db, lifecycle_cap: u64, failure_cap: u64) -> Result<Self> {
         let trees = AuditTrees {
-            lifecycle: CappedTree::open(db, LIFECYCLE_TREE, lifecycle_cap)?,
-            failures: CappedTree::open(db, FAILURE_TREE, failure_cap)?,
+            lifecycle: CappedTree::open(db, AUDIT_LIFECYCLE_TREE, lifecycle_cap)?,
+            failures: CappedTree::open(db, AUDIT_FAILURE_TREE, failure_cap)?,
         };
         trees.lifecycle.trim()?;
         trees.failures.trim()?;

@@ -1,10 +1,11 @@
 //! The newest-first listing order, in memory: (creation µs, id) for every token, sorted.
 //!
-//! Kept in memory instead of as a sled tree because a sled tree of 1M entries costs ~50 MiB
-//! of page-table memory at open and ~0.4 s of recovery, while this vector costs 24 bytes a
-//! token (24 MiB at 1M) and is filled by the same scan that fills the authentication index.
-//! Creation times are strictly increasing (see `Store::create_token`), so a create appends
-//! and the vector stays sorted without shifting.
+//! Kept in memory instead of as a sled tree because a sled tree costs page-table memory at
+//! open and recovery time in proportion to its entries (figures:
+//! bench/results/2026-12-02-flush-pacing.md), while this vector costs 24 bytes a token and
+//! is filled by the same scan that fills the authentication index. Creation times are
+//! strictly increasing (see `Store::create_token`), so a create appends and the vector
+//! stays sorted without shifting.
 
 use std::sync::RwLock;
 

@@ -2,6 +2,7 @@
 //! last-used time), every admin account, and clearing a store before a forced restore.
 //! The audit trees' export and import live in `audit_log`, beside the rule that picks a tree.
 
+use super::layout::TOKEN_COUNT_KEY;
 use super::{be_i64, AdminAccount, Store};
 use crate::domain::token::TokenHash;
 use crate::store::error::{Error, Result};
@@ -66,7 +67,7 @@ impl Store {
             tree.clear()?;
         }
         self.audit.clear()?;
-        self.meta.insert("token_count", &0u64.to_be_bytes())?;
+        self.meta.insert(TOKEN_COUNT_KEY, &0u64.to_be_bytes())?;
         if let Some(order) = self.order.get() {
             order.clear();
         }

@@ -1,6 +1,7 @@
 //! The in-memory index and creation order saved at a clean shutdown, so the next start reads
-//! one file instead of scanning every record through sled (1.7 s of a 2.1 s start with 1M
-//! tokens; sled's iterator re-reads each leaf through its 16 MiB page cache).
+//! one file instead of scanning every record through sled, which was most of a large
+//! store's start-up (sled's iterator re-reads each leaf through its 16 MiB page cache;
+//! figures: bench/results/2026-12-02-flush-pacing.md).
 //!
 //! A cache, never a source of truth: every `Store::open` deletes the file (after reading it
 //! when it serves), so a process that crashes, or an offline command that changes the store,
@@ -17,13 +18,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::creation_order::{CreationOrder, OrderKey};
+use super::layout::{INDEX_SNAPSHOT_FILE as FILE, NEVER, TMP_SUFFIX};
 use super::token_index::{IndexBatch, TokenIndex};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::error::Result;
 
-const FILE: &str = "index.snapshot";
 const MAGIC: &[u8] = b"PAIDX1\n";
-const NEVER: i64 = i64::MIN;
 
 pub(super) fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE)
@@ -38,7 +38,7 @@ pub(super) fn write(
     order: &CreationOrder,
 ) -> Result<()> {
     let tokens = index.len();
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
+    let tmp = data_dir.join(format!("{FILE}{TMP_SUFFIX}"));
     let _ = std::fs::remove_file(&tmp);
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -108,7 +108,7 @@ impl<W: std::io::Write> Writer<W> {
 /// Removes a snapshot without reading it (an offline open: it may change the store).
 pub(super) fn discard(data_dir: &Path) {
     let _ = std::fs::remove_file(path(data_dir));
-    let _ = std::fs::remove_file(data_dir.join(format!("{FILE}.tmp")));
+    let _ = std::fs::remove_file(data_dir.join(format!("{FILE}{TMP_SUFFIX}")));
 }
 
 /// Reads and removes the snapshot. `Some` only when it is whole and describes this store

@@ -1,13 +1,15 @@
 //! The embedded sled store and the data dir around it: the exclusive lock that keeps a second
 //! process out, directory/file permissions (0700/0600), the schema version, and the trees.
 //! Token, admin and audit operations live in the submodules; each write that must survive a
-//! crash calls [`Store::flush`] before the caller answers.
+//! crash calls [`Store::commit_durable`] (flush, then record the generation) before the
+//! caller answers. The on-disk names and encodings are described in `layout`.
 
 mod admin_accounts;
 mod audit_log;
 mod creation_order;
 mod export;
 mod index_snapshot;
+mod layout;
 mod schema_upgrade;
 mod token_index;
 mod token_records;
@@ -22,20 +24,17 @@ pub use audit_log::{parse_audit_cursor, AuditQuery};
 pub use export::ExportedToken;
 pub use token_index::{IndexedToken, TokenIndex};
 pub use token_records::{
-    parse_cursor, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
+    parse_cursor, LastUsedWrite, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
 };
 
+pub use layout::SCHEMA_VERSION;
+
 use crate::store::error::{Error, Result};
-
-/// Layout version of the trees below; bumped on any incompatible change, and an older store
-/// is upgraded at open (`schema_upgrade`).
-pub const SCHEMA_VERSION: u32 = 2;
-
-const LOCK_FILE: &str = "pa-auth.lock";
-/// Written once a store was created here: its absence later means "never initialized", so
-/// a missing or emptied `db/` is refused instead of silently starting an empty store.
-const INITIALIZED_MARKER: &str = "pa-auth.initialized";
-const DB_DIR: &str = "db";
+use layout::{
+    ADMINS_TREE, DB_DIR, GENERATION_KEY, INITIALIZED_MARKER, LAST_USED_TREE, LOCK_FILE, META_TREE,
+    NEWEST_CREATED_KEY, RECORDS_TREE, SCHEMA_1_RECORDS_TREE, SCHEMA_VERSION_KEY, SLED_DATA_FILE,
+    SLED_PARTIAL_SNAPSHOT_SUFFIX, STATE_FILE, TMP_SUFFIX, TOKEN_COUNT_KEY, TOKEN_NAMES_TREE,
+};
 
 /// The open store. Holds the data-dir lock for its lifetime.
 pub struct Store {
@@ -45,7 +44,8 @@ pub struct Store {
     records: sled::Tree,
     /// lower-cased name → id (uniqueness ignoring case).
     token_names: sled::Tree,
-    /// id → last-used unix seconds (big-endian i64), written by the flusher.
+    /// id → last-used unix seconds (big-endian i64), written by the flusher and by
+    /// restore.
     last_used: sled::Tree,
     /// username → AdminAccount JSON.
     admins: sled::Tree,
@@ -60,8 +60,8 @@ pub struct Store {
     order: std::sync::OnceLock<creation_order::CreationOrder>,
     /// Serialises writes of `pa-auth.state`.
     state_lock: std::sync::Mutex<()>,
-    /// Held by a delete's transaction and by each chunk the flusher writes, so a last-used
-    /// time is never written for a token deleted in between (see `write_last_used`).
+    /// Held by a delete's transaction and by each last-used chunk written, so a last-used
+    /// time is never written for a token deleted in between (see `write_last_used_chunk`).
     last_used_gate: std::sync::Mutex<()>,
     /// Creation time of the newest token, µs (creation order is kept strictly increasing).
     last_created_micros: std::sync::atomic::AtomicI64,
@@ -90,6 +90,10 @@ pub struct StoreOptions {
     /// Keep every token in the in-memory authentication index (the server does; offline
     /// commands do not need to load it).
     pub index_tokens: bool,
+    /// Called with a status text (e.g. "upgrading the store to schema 2: 300000 entries
+    /// copied") while a long start-up step runs, so the caller can report progress or keep
+    /// a supervisor from timing the start out. Default: does nothing.
+    pub on_progress: fn(&str),
 }
 
 impl Default for StoreOptions {
@@ -101,6 +105,7 @@ impl Default for StoreOptions {
             audit_cap: u64::MAX,
             audit_failure_cap: u64::MAX,
             index_tokens: false,
+            on_progress: |_| {},
         }
     }
 }
@@ -120,7 +125,7 @@ impl Store {
         let _ = writeln!(lock, "{}", std::process::id());
         let mut db = open_sled(&db_path, options)?;
         if schema_upgrade::is_schema_1(&db)? {
-            if let Err(e) = schema_upgrade::rewrite_schema_1(db, data_dir, &db_path) {
+            if let Err(e) = schema_upgrade::rewrite_schema_1(db, data_dir, &db_path, options) {
                 log::error!(
                     "upgrading the store in {} failed: {e}. The old store is unchanged; the \
                      upgrade writes a second copy beside it, so it needs about as much free \
@@ -133,12 +138,12 @@ impl Store {
         }
         let tree = |name: &str| db.open_tree(name);
         let store = Store {
-            records: tree(schema_upgrade::RECORDS_TREE)?,
-            token_names: tree("token_names")?,
-            last_used: tree("last_used")?,
-            admins: tree("admins")?,
+            records: tree(RECORDS_TREE)?,
+            token_names: tree(TOKEN_NAMES_TREE)?,
+            last_used: tree(LAST_USED_TREE)?,
+            admins: tree(ADMINS_TREE)?,
             audit: audit_log::AuditTrees::open(&db, options.audit_cap, options.audit_failure_cap)?,
-            meta: tree("meta")?,
+            meta: tree(META_TREE)?,
             index: options.index_tokens.then(TokenIndex::default),
             order: std::sync::OnceLock::new(),
             state_lock: std::sync::Mutex::new(()),
@@ -152,13 +157,13 @@ impl Store {
         store.check_schema()?;
         let newest = store
             .meta
-            .get(token_records::NEWEST_CREATED_KEY)?
+            .get(NEWEST_CREATED_KEY)?
             .and_then(|v| be_i64(&v))
             .unwrap_or(0);
         store
             .last_created_micros
             .store(newest, std::sync::atomic::Ordering::SeqCst);
-        if store.index.is_some() {
+        if store.index().is_some() {
             let saved = index_snapshot::take(data_dir, store.generation()?, store.token_count()?);
             store.load_in_memory(saved)?;
         } else {
@@ -193,16 +198,17 @@ impl Store {
     }
 
     fn check_schema(&self) -> Result<()> {
-        match self.meta.get("schema_version")? {
+        match self.meta.get(SCHEMA_VERSION_KEY)? {
             None => {
                 if !self.records.is_empty()
                     || !self.admins.is_empty()
-                    || self.db.tree_names().iter().any(|t| t == b"tokens")
+                    || self.db.tree_names().iter().any(|t| t == SCHEMA_1_RECORDS_TREE.as_bytes())
                 {
                     return Err(Error::Corrupt("store has data but no schema version".into()));
                 }
-                self.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
-                self.meta.insert("token_count", &0u64.to_be_bytes())?;
+                self.meta
+                    .insert(SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta.insert(TOKEN_COUNT_KEY, &0u64.to_be_bytes())?;
                 Ok(())
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
@@ -213,11 +219,16 @@ impl Store {
         }
     }
 
+    /// The authentication index, when this store keeps one (serving); `None` offline.
+    fn index(&self) -> Option<&TokenIndex> {
+        self.index.as_ref()
+    }
+
     /// The store's generation: bumped by every durable token or admin change.
     fn generation(&self) -> Result<u64> {
         Ok(self
             .meta
-            .get("generation")?
+            .get(GENERATION_KEY)?
             .and_then(|v| be_u64(&v))
             .unwrap_or(0))
     }
@@ -225,7 +236,7 @@ impl Store {
     /// Saves the in-memory index and creation order for the next start (clean shutdown,
     /// after the final flush, with no request in flight). A no-op for an offline store.
     pub fn save_index_snapshot(&self) -> Result<()> {
-        let (Some(index), Some(order)) = (&self.index, self.order.get()) else {
+        let (Some(index), Some(order)) = (self.index(), self.order.get()) else {
             return Ok(());
         };
         index_snapshot::write(&self.data_dir, self.generation()?, index, order)
@@ -244,14 +255,14 @@ impl Store {
     pub fn commit_durable(&self) -> Result<()> {
         let generation = self
             .meta
-            .update_and_fetch("generation", |old| {
+            .update_and_fetch(GENERATION_KEY, |old| {
                 let n = old.and_then(be_u64).unwrap_or(0) + 1;
                 Some(n.to_be_bytes().to_vec())
             })?
             .and_then(|v| be_u64(&v))
             .unwrap_or(0);
         self.db.flush()?;
-        let db_len = std::fs::metadata(self.data_dir.join(DB_DIR).join("db"))
+        let db_len = std::fs::metadata(self.data_dir.join(DB_DIR).join(SLED_DATA_FILE))
             .map(|m| m.len())
             .unwrap_or(0);
         let _guard = crate::sync::lock(&self.state_lock);
@@ -320,7 +331,7 @@ fn is_unwritable(e: &std::io::Error) -> bool {
 /// empty, or a snapshot left half-written by an interrupted run. Touches nothing.
 fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
     let initialized = data_dir.join(INITIALIZED_MARKER).exists();
-    let db_file = db_path.join("db");
+    let db_file = db_path.join(SLED_DATA_FILE);
     let missing = !db_file.exists()
         || std::fs::metadata(&db_file)
             .map(|m| m.len() == 0)
@@ -348,7 +359,10 @@ fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(db_path) {
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.to_string_lossy().ends_with(".generating") {
+            if name
+                .to_string_lossy()
+                .ends_with(SLED_PARTIAL_SNAPSHOT_SUFFIX)
+            {
                 return Err(Error::Corrupt(format!(
                     "{} is a snapshot left by an interrupted run. Take a copy of the data dir, then \
                      move that file away and start again; nothing was changed",
@@ -359,8 +373,6 @@ fn check_before_open(data_dir: &Path, db_path: &Path) -> Result<()> {
     }
     Ok(())
 }
-
-const STATE_FILE: &str = "pa-auth.state";
 
 /// What `commit_durable` last recorded.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -377,7 +389,7 @@ impl StoreState {
 
     /// Write-then-rename, so the file is always whole.
     pub(super) fn write(&self, data_dir: &Path) -> Result<()> {
-        let tmp = data_dir.join(format!("{STATE_FILE}.tmp"));
+        let tmp = data_dir.join(format!("{STATE_FILE}{TMP_SUFFIX}"));
         let bytes = serde_json::to_vec(self).map_err(|e| Error::Internal(e.to_string()))?;
         write_private_file(&tmp, &bytes)?;
         std::fs::rename(&tmp, data_dir.join(STATE_FILE))?;

@@ -2,30 +2,27 @@
 //!
 //! Schema 1 → 2: schema 1 kept four sled entries a token (record by hash, id → hash,
 //! name → id, creation order → hash); schema 2 keeps two (record by id, with its hash, and
-//! name → id), because sled's per-entry memory made the other two cost ~100 MiB at 1M
-//! tokens (docs/decisions/0003-two-entries-a-token.md).
+//! name → id), because of sled's per-entry memory
+//! (docs/decisions/0003-two-entries-a-token.md).
 //!
-//! The upgrade writes a fresh sled directory beside the old one (`db.upgrade`) and swaps
-//! it in, rather than rewriting in place: sled 0.34 never gives back the page-table slots
-//! of deleted entries, so an in-place upgrade of 1M tokens took 73 s and kept its memory,
-//! and the old store stays untouched until the new one is durable. Crash-safe by ordering:
-//! copy and flush, record the new file length in `pa-auth.state`, rename `db` to
-//! `db.schema1`, rename `db.upgrade` to `db`, remove `db.schema1`;
-//! [`finish_interrupted_swap`] completes or discards whatever a crash left.
+//! The upgrade writes a fresh sled directory beside the old one (`db.upgrade`) and swaps it
+//! in, rather than rewriting in place: sled 0.34 never gives back the page-table slots of
+//! deleted entries, so an in-place upgrade was slow and kept its memory (figures:
+//! bench/results/2026-12-02-flush-pacing.md), and the old store stays untouched until the
+//! new one is durable. Crash-safe by ordering: copy and flush, record the new file length
+//! in `pa-auth.state`, rename `db` to `db.schema1`, rename `db.upgrade` to `db`, remove
+//! `db.schema1`; [`finish_interrupted_swap`] completes or discards whatever a crash left.
 
 use std::path::{Path, PathBuf};
 
-use super::token_records::NEWEST_CREATED_KEY;
-use super::{be_i64, StoreState, TokenRecord, SCHEMA_VERSION};
+use super::layout::{
+    META_TREE, NEVER, NEWEST_CREATED_KEY, RECORDS_TREE, RETIRED_SUFFIX, SCHEMA_1_ONLY_TREES,
+    SCHEMA_1_RECORDS_TREE, SCHEMA_VERSION_KEY, SLED_DATA_FILE, UPGRADE_SUFFIX,
+};
+use super::{be_i64, StoreOptions, StoreState, TokenRecord, SCHEMA_VERSION};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::error::{Error, Result};
 
-/// The schema-2 record tree: id → record.
-pub(super) const RECORDS_TREE: &str = "token_records";
-/// The schema-1 record tree: blake3(secret) → record.
-const SCHEMA_1_RECORDS: &[u8] = b"tokens";
-/// Trees only schema 1 had, rebuilt into `RECORDS_TREE` or dropped.
-const SCHEMA_1_ONLY: [&[u8]; 3] = [SCHEMA_1_RECORDS, b"token_ids", b"token_order"];
 /// Entries written per sled batch.
 const COPY_BATCH: usize = 10_000;
 
@@ -37,14 +34,17 @@ fn sibling(db_path: &Path, suffix: &str) -> PathBuf {
 
 pub(super) fn is_schema_1(db: &sled::Db) -> Result<bool> {
     Ok(db
-        .open_tree("meta")?
-        .get("schema_version")?
+        .open_tree(META_TREE)?
+        .get(SCHEMA_VERSION_KEY)?
         .is_some_and(|v| v.as_ref() == 1u32.to_be_bytes()))
 }
 
 /// Completes (or discards) an upgrade a crash interrupted. Touches nothing otherwise.
 pub(super) fn finish_interrupted_swap(db_path: &Path) -> Result<()> {
-    let (old, new) = (sibling(db_path, ".schema1"), sibling(db_path, ".upgrade"));
+    let (old, new) = (
+        sibling(db_path, RETIRED_SUFFIX),
+        sibling(db_path, UPGRADE_SUFFIX),
+    );
     if old.exists() {
         if !db_path.exists() {
             // Crashed between the two renames: the new store is complete and durable.
@@ -63,8 +63,13 @@ pub(super) fn finish_interrupted_swap(db_path: &Path) -> Result<()> {
 
 /// Copies a schema-1 store into a fresh schema-2 one and swaps it in. Consumes (closes)
 /// the old store.
-pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -> Result<()> {
-    let new_path = sibling(db_path, ".upgrade");
+pub(super) fn rewrite_schema_1(
+    old: sled::Db,
+    data_dir: &Path,
+    db_path: &Path,
+    options: &StoreOptions,
+) -> Result<()> {
+    let new_path = sibling(db_path, UPGRADE_SUFFIX);
     if new_path.exists() {
         std::fs::remove_dir_all(&new_path)?;
     }
@@ -81,18 +86,23 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
             .open()?;
         let mut copied = 0u64;
         for name in old.tree_names() {
-            if name.starts_with(b"__sled__") || SCHEMA_1_ONLY.contains(&name.as_ref()) {
+            if name.starts_with(b"__sled__")
+                || SCHEMA_1_ONLY_TREES
+                    .iter()
+                    .any(|t| t.as_bytes() == name.as_ref())
+            {
                 continue;
             }
             let (from, to) = (old.open_tree(&name)?, new.open_tree(&name)?);
-            copy_batched(from.iter(), &to, &mut copied, Ok)?;
+            copy_batched(from.iter(), &to, &mut copied, options, Ok)?;
         }
         let records = new.open_tree(RECORDS_TREE)?;
         let mut newest = 0i64;
         copy_batched(
-            old.open_tree(SCHEMA_1_RECORDS)?.iter(),
+            old.open_tree(SCHEMA_1_RECORDS_TREE)?.iter(),
             &records,
             &mut copied,
+            options,
             |(key, bytes)| {
                 let hash = TokenHash(key.as_ref().try_into().map_err(|_| {
                     Error::Corrupt("schema 1 token key is not 32 bytes; nothing was changed".into())
@@ -104,13 +114,13 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
                 Ok((record.id.0.to_vec().into(), record.encode(&hash).into()))
             },
         )?;
-        let meta = new.open_tree("meta")?;
+        let meta = new.open_tree(META_TREE)?;
         meta.insert(NEWEST_CREATED_KEY, &newest.to_be_bytes())?;
-        meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+        meta.insert(SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
         new.flush()?;
         // The new log is shorter than the old one; record that before the swap, so neither
         // store is taken for a truncated one (the old one is longer still).
-        let new_len = std::fs::metadata(new_path.join("db"))?.len();
+        let new_len = std::fs::metadata(new_path.join(SLED_DATA_FILE))?.len();
         if let Some(state) = StoreState::read(data_dir) {
             StoreState {
                 generation: state.generation,
@@ -120,7 +130,7 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
         }
     }
     drop(old);
-    let retired = sibling(db_path, ".schema1");
+    let retired = sibling(db_path, RETIRED_SUFFIX);
     std::fs::rename(db_path, &retired)?;
     std::fs::rename(&new_path, db_path)?;
     std::fs::File::open(data_dir)?.sync_all()?;
@@ -132,12 +142,14 @@ pub(super) fn rewrite_schema_1(old: sled::Db, data_dir: &Path, db_path: &Path) -
     Ok(())
 }
 
-/// Copies entries into `to` in batches, mapping each, and keeps systemd from timing the
-/// start-up out while a large store is copied (~1 min per million tokens on 2 cores).
+/// Copies entries into `to` in batches, mapping each, and reports progress every 100,000
+/// entries through `options.on_progress` (the server uses it to keep systemd from timing
+/// the start-up out while a large store is copied).
 fn copy_batched(
     from: sled::Iter,
     to: &sled::Tree,
     copied: &mut u64,
+    options: &StoreOptions,
     mut map: impl FnMut((sled::IVec, sled::IVec)) -> Result<(sled::IVec, sled::IVec)>,
 ) -> Result<()> {
     let mut batch = sled::Batch::default();
@@ -151,8 +163,8 @@ fn copy_batched(
             in_batch = 0;
             *copied += COPY_BATCH as u64;
             if copied.is_multiple_of(100_000) {
-                crate::systemd_notify::notify(&format!(
-                    "EXTEND_TIMEOUT_USEC=60000000\nSTATUS=upgrading the store to schema {SCHEMA_VERSION}: {copied} entries copied"
+                (options.on_progress)(&format!(
+                    "upgrading the store to schema {SCHEMA_VERSION}: {copied} entries copied"
                 ));
             }
         }
@@ -161,7 +173,7 @@ fn copy_batched(
     Ok(())
 }
 
-/// Schema 1 record: version 1 ‖ id(16) ‖ created µs(8) ‖ expires s(8, i64::MIN = never) ‖
+/// Schema 1 record: version 1 ‖ id(16) ‖ created µs(8) ‖ expires s(8, `NEVER` = never) ‖
 /// name (UTF-8).
 fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
     const HEADER: usize = 1 + 16 + 8 + 8;
@@ -172,7 +184,7 @@ fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
     Some(TokenRecord {
         id: TokenId(bytes[1..17].try_into().ok()?),
         created_micros: be_i64(&bytes[17..25])?,
-        expires_at: (expires != i64::MIN).then_some(expires),
+        expires_at: (expires != NEVER).then_some(expires),
         name: std::str::from_utf8(&bytes[HEADER..]).ok()?.to_owned(),
     })
 }

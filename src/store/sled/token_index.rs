@@ -7,21 +7,20 @@
 //! tokens), never a global lock. Sorted vectors instead of hash maps because they hold
 //! exactly what is stored, where a hash map's power-of-two tables cost up to twice that at
 //! 1M tokens. Names live in one string per shard, not one allocation each: 64 bytes a
-//! token plus its name's bytes (~77 MiB at 1M tokens, was ~100 MiB with a box per name).
+//! token plus its name's bytes, less than a box per name cost.
 //! Inserts shift at most one shard (~4k entries at 1M tokens), which only admin actions pay;
 //! removed names are reclaimed when they are half of a shard's names.
 //!
-//! Measured reason (bench/verify_path.rs): with 1,000,000 tokens, a sled `get` of a cold
-//! page cost ~78 µs per verification; this index keeps it under 1 µs.
+//! Why in memory: a sled `get` of a cold page costs far more per verification than this
+//! index does (bench/verify_path.rs; figures: bench/results/2026-12-02-flush-pacing.md).
 
 use std::sync::RwLock;
 
+use super::layout::NEVER;
 use crate::domain::text::Text;
 use crate::domain::token::{TokenHash, TokenId};
 
 const SHARDS: usize = 256;
-/// Stored expiry meaning "never".
-const NEVER: i64 = i64::MIN;
 /// Removed-name bytes a shard tolerates before it rewrites its names.
 const MIN_RECLAIM: usize = 4096;
 
@@ -273,10 +272,10 @@ impl TokenIndex {
         }
     }
 
-    /// Bulk load (start-up): merges the readers' batches into each shard, then sorts each
-    /// shard once. The first batch's vectors are kept (size it for every token with
-    /// [`IndexBatch::with_capacity`]) so a 1M-token load does not leave ~60 MiB of freed
-    /// copies scattered through the heap.
+    /// Bulk load (start-up): merges the batches (the scan and the snapshot give one) into
+    /// each shard, then sorts each shard once. The first batch's vectors are kept (size it
+    /// for every token with [`IndexBatch::with_capacity`]) so a 1M-token load does not
+    /// leave ~60 MiB of freed copies scattered through the heap.
     pub fn load(&self, batches: Vec<IndexBatch>) {
         let mut batches: Vec<_> = batches.into_iter().map(|b| b.shards.into_iter()).collect();
         for shard in &self.shards {

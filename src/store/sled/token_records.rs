@@ -4,36 +4,45 @@
 //! creation order, and last-used persistence that can never bring a deleted token back.
 //!
 //! Two sled entries a token, not more: sled 0.34 keeps ~50 bytes of page-table memory per
-//! entry and recovers every page at open, so each secondary tree of 1M entries cost ~50 MiB
-//! of RSS and ~0.4 s of start-up (bench/scale.sh). Lookups by secret hash and the listing
-//! order live in memory instead (`token_index`, `creation_order`), filled by one scan.
-
-use std::time::{Duration, Instant};
+//! entry and recovers every page at open, so each secondary tree costs memory and start-up
+//! time in proportion to the tokens (figures: bench/results/2026-12-02-flush-pacing.md).
+//! Lookups by secret hash and the listing order live in memory instead (`token_index`,
+//! `creation_order`), filled by one scan.
 
 use sled::transaction::{abort, ConflictableTransactionError};
 use sled::Transactional;
 
 use super::creation_order::{CreationOrder, OrderKey};
+use super::layout::{NEVER, NEWEST_CREATED_KEY, TOKEN_COUNT_KEY};
 use super::token_index::IndexBatch;
 use super::{be_i64, be_u64, transaction_error, IndexedToken, Store};
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
-use crate::service::auth::last_used::Unflushed;
 use crate::store::error::{Error, Result};
 
 /// Version byte of a record in the `token_records` tree (schema 2).
 const RECORD_VERSION: u8 = 2;
-/// version(1) ‖ blake3(secret)(32) ‖ created µs(8) ‖ expires s(8, i64::MIN = never) ‖ name
+/// version(1) ‖ blake3(secret)(32) ‖ created µs(8) ‖ expires s(8, `NEVER` = never) ‖ name
 /// (UTF-8), stored under the 16-byte id.
 const RECORD_HEADER: usize = 1 + 32 + 8 + 8;
-const NEVER: i64 = i64::MIN;
 /// created µs(8) ‖ id(16): a listing cursor.
 pub const ORDER_KEY_LEN: usize = 24;
 /// Start-up vectors are sized from the stored token count up to this many tokens.
 pub(super) const MAX_PRESIZED_TOKENS: usize = 16 << 20;
-/// Meta key: creation time (µs) of the newest token ever created, so creation order stays
-/// strictly increasing across restarts without a scan.
-pub(super) const NEWEST_CREATED_KEY: &str = "newest_created_micros";
+
+/// One last-used time to persist (see [`Store::write_last_used_chunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastUsedWrite {
+    pub id: TokenId,
+    /// The token's secret hash, when the caller knows it: existence is then checked in the
+    /// in-memory index (when serving) instead of in sled.
+    pub hash: Option<TokenHash>,
+    /// The last-used time to store, unix seconds.
+    pub seen: i64,
+    /// The time the store already holds for the token, when the caller knows it (what this
+    /// process last wrote); `None`: read it from sled.
+    pub flushed: Option<i64>,
+}
 
 /// An owned token record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,11 +175,7 @@ impl Store {
     ) -> Result<(PlaintextToken, TokenRecord)> {
         let secret = PlaintextToken::generate();
         let hash = secret.hash();
-        if self
-            .index
-            .as_ref()
-            .is_some_and(|i| i.id_of(&hash).is_some())
-        {
+        if self.index().is_some_and(|i| i.id_of(&hash).is_some()) {
             // 2^-256 odds; refuse rather than shadow another token.
             return Err(Error::CreationFailed("secret collision".into()));
         }
@@ -221,13 +226,19 @@ impl Store {
             let _ = self.delete_token(record.id);
             return Err(Error::CreationFailed(e.to_string()));
         }
-        if let Some(index) = &self.index {
-            index.insert(hash, record.indexed());
+        self.remember(&hash, &record);
+        Ok((secret, record))
+    }
+
+    /// Adds a durable new token to what is kept in memory: the authentication index (when
+    /// serving) and the creation order (once loaded).
+    fn remember(&self, hash: &TokenHash, record: &TokenRecord) {
+        if let Some(index) = self.index() {
+            index.insert(*hash, record.indexed());
         }
         if let Some(order) = self.order.get() {
             order.insert(record.created_micros, record.id);
         }
-        Ok((secret, record))
     }
 
     /// Deletes a token and everything that refers to it in one transaction, then flushes.
@@ -259,8 +270,8 @@ impl Store {
             return Ok(None);
         };
         // Gone from the authentication index before the caller can answer 204, and before
-        // the gate opens (the flusher checks existence in the index under it).
-        if let Some(index) = &self.index {
+        // the gate opens (the last-used writer checks existence in the index under it).
+        if let Some(index) = self.index() {
             index.remove(&hash);
         }
         drop(gate);
@@ -274,7 +285,7 @@ impl Store {
     /// The token a secret's hash belongs to: the authentication lookup. From the in-memory
     /// index when serving; offline (no index) a scan of the records.
     pub fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
-        if let Some(index) = &self.index {
+        if let Some(index) = self.index() {
             return Ok(index.get(hash));
         }
         for entry in self.records.iter() {
@@ -291,47 +302,52 @@ impl Store {
     /// Fills the authentication index (when this store keeps one) and the creation order:
     /// from `saved` (the snapshot a clean shutdown left, see `index_snapshot`) when given,
     /// else with one scan of the records (start-up, or an offline listing).
-    ///
-    /// The scan runs on one thread: reading the two halves of the id space on two threads
-    /// was barely faster (1.5-1.6 s vs 1.7 s with 1M tokens; sled's page cache is the
-    /// bottleneck) and left each thread's freed page-ins in its own malloc arena (~70 MiB
-    /// more RSS). The vectors are sized from the stored count up front, so nothing is
-    /// reallocated during the scan.
     pub(super) fn load_in_memory(&self, saved: Option<(IndexBatch, Vec<OrderKey>)>) -> Result<()> {
         if self.order.get().is_some() {
             return Ok(());
         }
-        if let Some((tokens, order)) = saved {
-            if let Some(index) = &self.index {
-                index.load(vec![tokens]);
-            }
-            let _ = self.order.set(CreationOrder::from_unsorted(order));
-            return Ok(());
+        let (tokens, order) = match saved {
+            Some(saved) => saved,
+            None => self.scan_records()?,
+        };
+        if let Some(index) = self.index() {
+            index.load(vec![tokens]);
         }
+        let _ = self.order.set(CreationOrder::from_unsorted(order));
+        Ok(())
+    }
+
+    /// One scan of the records: the index entries (only when this store keeps an index)
+    /// and the creation order.
+    ///
+    /// On one thread: two threads reading the two halves of the id space were barely faster
+    /// (sled's page cache is the bottleneck) and left each thread's freed page-ins in its
+    /// own malloc arena, costing RSS (figures: bench/results/2026-12-02-flush-pacing.md).
+    /// The vectors are sized from the stored count up front, so nothing is reallocated
+    /// during the scan.
+    fn scan_records(&self) -> Result<(IndexBatch, Vec<OrderKey>)> {
+        let indexing = self.index().is_some();
         // Bounded: a damaged count must not become a huge allocation (past it, vectors grow).
         let expected = usize::try_from(self.token_count()?)
             .unwrap_or(0)
             .min(MAX_PRESIZED_TOKENS);
         let room = expected + expected / 16 + 64;
         let mut order = Vec::with_capacity(room);
-        let mut tokens = match self.index {
-            Some(_) => IndexBatch::with_capacity(expected),
-            None => IndexBatch::default(),
+        let mut tokens = if indexing {
+            IndexBatch::with_capacity(expected)
+        } else {
+            IndexBatch::default()
         };
         for entry in self.records.iter() {
             let (key, bytes) = entry?;
             let record = TokenRecordRef::decode(&key, &bytes)
                 .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?;
-            if self.index.is_some() {
+            if indexing {
                 tokens.push(record.hash, record.id, record.expires_at, record.name);
             }
             order.push((record.created_micros.max(0), record.id.0));
         }
-        if let Some(index) = &self.index {
-            index.load(vec![tokens]);
-        }
-        let _ = self.order.set(CreationOrder::from_unsorted(order));
-        Ok(())
+        Ok((tokens, order))
     }
 
     /// The listing order, scanned on first use by an offline command.
@@ -392,19 +408,14 @@ impl Store {
         self.records.apply_batch(record_batch)?;
         self.token_names.apply_batch(names)?;
         let count = self.token_count()? + records.len() as u64;
-        self.meta.insert("token_count", &count.to_be_bytes())?;
+        self.meta.insert(TOKEN_COUNT_KEY, &count.to_be_bytes())?;
         self.meta
             .insert(NEWEST_CREATED_KEY, &newest.to_be_bytes())?;
         self.last_created_micros
             .fetch_max(newest, std::sync::atomic::Ordering::SeqCst);
         self.commit_durable()?;
         for (hash, record) in records {
-            if let Some(index) = &self.index {
-                index.insert(*hash, record.indexed());
-            }
-            if let Some(order) = self.order.get() {
-                order.insert(record.created_micros, record.id);
-            }
+            self.remember(hash, record);
         }
         Ok(())
     }
@@ -434,7 +445,7 @@ impl Store {
     pub fn token_count(&self) -> Result<u64> {
         Ok(self
             .meta
-            .get("token_count")?
+            .get(TOKEN_COUNT_KEY)?
             .and_then(|v| be_u64(&v))
             .unwrap_or(0))
     }
@@ -444,82 +455,59 @@ impl Store {
         Ok(self.last_used.get(id.0)?.and_then(|v| be_i64(&v)))
     }
 
-    /// The flusher's write of tracked last-used times: existence is checked in the in-memory
-    /// index (by hash, under the gate, which a delete holds until the hash has left the
-    /// index) and the stored time is read only for a token this process has not flushed
-    /// before. With 1M tokens, the sled reads this saves were ~5 s of a 100k-token flush
-    /// (16 MiB page cache, random keys). Without an index (offline), checks sled instead.
-    /// The writes are spread over at most `spread` (see `write_last_used_paced`).
-    pub fn write_tracked_last_used(&self, batch: &[Unflushed], spread: Duration) -> Result<usize> {
-        self.write_last_used_paced(batch, spread, |u| {
-            let exists = match &self.index {
-                Some(index) => index.id_of(&u.hash) == Some(u.id),
-                None => self.records.contains_key(u.id.0)?,
-            };
-            Ok(exists.then_some((u.id, u.seen, u.flushed)))
-        })
-    }
-
     /// Writes last-used times, skipping tokens deleted meanwhile (checked in sled) and never
-    /// moving a stored time backwards. Returns how many were written. Does not flush, does
-    /// not pause (offline: restore).
+    /// moving a stored time backwards. Returns how many were written. Does not flush
+    /// (offline: restore). Written in bounded chunks, so a large restore neither builds one
+    /// huge sled batch nor holds `last_used_gate` for long.
     pub fn write_last_used(&self, batch: &[(TokenId, i64)]) -> Result<usize> {
-        self.write_last_used_paced(batch, Duration::ZERO, |&(id, seen)| {
-            Ok(self.records.contains_key(id.0)?.then_some((id, seen, None)))
-        })
+        const CHUNK: usize = 50;
+        let mut written = 0;
+        let mut writes = Vec::with_capacity(CHUNK);
+        for chunk in batch.chunks(CHUNK) {
+            writes.clear();
+            writes.extend(chunk.iter().map(|&(id, seen)| LastUsedWrite {
+                id,
+                hash: None,
+                seen,
+                flushed: None,
+            }));
+            written += self.write_last_used_chunk(&writes)?;
+        }
+        Ok(written)
     }
 
-    /// The one last-used writer. `still_there` says, for an item, whether its token still
-    /// exists and, if so, its id, the new time, and the stored time when the caller knows it
-    /// (`None`: read it from sled).
+    /// The one last-used writer: writes `chunk` as one sled batch, unpaced (the caller
+    /// chooses chunk sizes and any pauses between them). Skips tokens deleted meanwhile and
+    /// never moves a stored time backwards. Returns how many were written. Does not flush.
     ///
-    /// In chunks of 50 (~0.5 ms of CPU with 1M tokens stored), each followed by a pause of
-    /// four times its time, shortened so the whole batch ends within `spread`: the flush
-    /// takes at most a fifth of one core, in bursts shorter than a scheduler slice, so the
-    /// event loops sharing the core barely notice it. Measured with 1M tokens stored and
-    /// 100,000 flushed every 5 s, paced load, p99 against no flush, 4 alternating rounds:
-    /// chunks of 1000 with pauses of 1x: 2.05x; 100 with 2x: 1.36x; 50 with 4x: 1.17x.
-    /// Plain batches rather than transactions. Each chunk holds `last_used_gate`, which a
-    /// delete also holds, so "the token still exists" cannot change between the check and
-    /// the write.
-    fn write_last_used_paced<T>(
-        &self,
-        batch: &[T],
-        spread: Duration,
-        still_there: impl Fn(&T) -> Result<Option<(TokenId, i64, Option<i64>)>>,
-    ) -> Result<usize> {
-        const CHUNK: usize = 50;
-        const PAUSE_PER_BUSY: u32 = 4;
-        let deadline = Instant::now() + spread;
-        let chunks = batch.len().div_ceil(CHUNK);
+    /// Existence is checked in the in-memory index by hash when this store keeps one and
+    /// the write carries the hash; otherwise in sled. The stored time is read only when the
+    /// write does not say what it is (`flushed: None`). The whole chunk holds
+    /// `last_used_gate`, which a delete also holds until the hash has left the index, so
+    /// "the token still exists" cannot change between the check and the write. Plain
+    /// batches rather than transactions.
+    pub fn write_last_used_chunk(&self, chunk: &[LastUsedWrite]) -> Result<usize> {
+        let _gate = crate::sync::lock(&self.last_used_gate);
+        let mut writes = sled::Batch::default();
         let mut written = 0;
-        let mut pause = Duration::ZERO;
-        for (n, chunk) in batch.chunks(CHUNK).enumerate() {
-            if !pause.is_zero() {
-                std::thread::sleep(pause);
+        for w in chunk {
+            let exists = match (self.index(), &w.hash) {
+                (Some(index), Some(hash)) => index.id_of(hash) == Some(w.id),
+                _ => self.records.contains_key(w.id.0)?,
+            };
+            if !exists {
+                continue;
             }
-            let started = Instant::now();
-            let _gate = crate::sync::lock(&self.last_used_gate);
-            let mut writes = sled::Batch::default();
-            for item in chunk {
-                let Some((id, seen, known)) = still_there(item)? else {
-                    continue;
-                };
-                let stored = match known {
-                    Some(stored) => Some(stored),
-                    None => self.last_used.get(id.0)?.and_then(|v| be_i64(&v)),
-                };
-                if stored.is_none_or(|s| s < seen) {
-                    writes.insert(&id.0[..], &seen.to_be_bytes()[..]);
-                    written += 1;
-                }
+            let stored = match w.flushed {
+                Some(stored) => Some(stored),
+                None => self.last_used.get(w.id.0)?.and_then(|v| be_i64(&v)),
+            };
+            if stored.is_none_or(|s| s < w.seen) {
+                writes.insert(&w.id.0[..], &w.seen.to_be_bytes()[..]);
+                written += 1;
             }
-            self.last_used.apply_batch(writes)?;
-            let now = Instant::now();
-            let left = u32::try_from(chunks - n).unwrap_or(u32::MAX).max(1);
-            pause = (PAUSE_PER_BUSY * (now - started))
-                .min(deadline.saturating_duration_since(now) / left);
         }
+        self.last_used.apply_batch(writes)?;
         Ok(written)
     }
 }
@@ -529,11 +517,11 @@ fn bump_count(
     delta: i64,
 ) -> std::result::Result<(), ConflictableTransactionError<Error>> {
     let current = meta
-        .get("token_count")?
+        .get(TOKEN_COUNT_KEY)?
         .and_then(|v| be_u64(&v))
         .unwrap_or(0);
     let next = current.saturating_add_signed(delta);
-    meta.insert("token_count", &next.to_be_bytes()[..])?;
+    meta.insert(TOKEN_COUNT_KEY, &next.to_be_bytes()[..])?;
     Ok(())
 }
 
@@ -701,16 +689,18 @@ mod tests {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 for round in 0..20 {
-                    let batch: Vec<Unflushed> = tokens
+                    let batch: Vec<LastUsedWrite> = tokens
                         .iter()
-                        .map(|(id, hash)| Unflushed {
+                        .map(|(id, hash)| LastUsedWrite {
                             id: *id,
-                            hash: *hash,
+                            hash: Some(*hash),
                             seen: 1_000 + round,
                             flushed: (round > 0).then_some(999 + round),
                         })
                         .collect();
-                    s.write_tracked_last_used(&batch, Duration::ZERO).unwrap();
+                    for chunk in batch.chunks(50) {
+                        s.write_last_used_chunk(chunk).unwrap();
+                    }
                 }
             });
             scope.spawn(|| {
@@ -728,41 +718,25 @@ mod tests {
     fn tracked_flush_reads_the_stored_time_on_first_flush_only() {
         let s = TempStore::new();
         let (secret, record) = s.create_token("a", None, 1).unwrap();
-        let u = |seen, flushed| Unflushed {
+        let u = |seen, flushed| LastUsedWrite {
             id: record.id,
-            hash: secret.hash(),
+            hash: Some(secret.hash()),
             seen,
             flushed,
         };
         s.write_last_used(&[(record.id, 100)]).unwrap();
         // A new process (nothing flushed yet) with an older time: the stored 100 wins.
-        assert_eq!(
-            s.write_tracked_last_used(&[u(50, None)], Duration::ZERO)
-                .unwrap(),
-            0
-        );
+        assert_eq!(s.write_last_used_chunk(&[u(50, None)]).unwrap(), 0);
         assert_eq!(s.stored_last_used(record.id).unwrap(), Some(100));
-        assert_eq!(
-            s.write_tracked_last_used(&[u(120, None)], Duration::ZERO)
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            s.write_tracked_last_used(&[u(130, Some(120))], Duration::ZERO)
-                .unwrap(),
-            1
-        );
+        assert_eq!(s.write_last_used_chunk(&[u(120, None)]).unwrap(), 1);
+        assert_eq!(s.write_last_used_chunk(&[u(130, Some(120))]).unwrap(), 1);
         assert_eq!(s.stored_last_used(record.id).unwrap(), Some(130));
         // A hash that is not (or no longer) in the index is never written.
-        let stranger = Unflushed {
-            hash: TokenHash([9; 32]),
+        let stranger = LastUsedWrite {
+            hash: Some(TokenHash([9; 32])),
             ..u(200, Some(130))
         };
-        assert_eq!(
-            s.write_tracked_last_used(&[stranger], Duration::ZERO)
-                .unwrap(),
-            0
-        );
+        assert_eq!(s.write_last_used_chunk(&[stranger]).unwrap(), 0);
     }
 
     #[test]
