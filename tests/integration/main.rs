@@ -12,6 +12,7 @@ mod forward_auth;
 mod fuzz_corpus;
 mod hostile;
 mod http_layer;
+mod layers;
 mod reliability;
 mod security_review;
 mod service;
