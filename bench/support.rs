@@ -3,17 +3,18 @@
 use std::path::Path;
 
 use pa_auth::domain::token::{PlaintextToken, TokenId};
-use pa_auth::store::{Store, StoreOptions, TokenRecord};
+use pa_auth::store::sled::{SledStore, StoreOptions};
+use pa_auth::store::TokenRecord;
 
 /// Opens (creating) a store and fills it with `count` tokens named `bench-N`, in batches.
 /// Returns the store and the secrets of the first `keep` tokens.
-pub fn generate(dir: &Path, count: usize, keep: usize) -> (Store, Vec<String>) {
+pub fn generate(dir: &Path, count: usize, keep: usize) -> (SledStore, Vec<String>) {
     // Indexed, as the server opens it.
     let options = StoreOptions {
         index_tokens: true,
         ..StoreOptions::default()
     };
-    let store = Store::open(dir, &options).expect("open store");
+    let store = SledStore::open(dir, &options).expect("open store");
     let mut kept = Vec::with_capacity(keep);
     let now_micros = pa_auth::domain::time::now_unix() * 1_000_000;
     let mut done = 0;

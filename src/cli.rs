@@ -16,7 +16,7 @@ use crate::service::admins::passwords::validate_new_password;
 use crate::service::error::{Error, Result};
 use crate::service::view::TokenView;
 use crate::service::Service;
-use crate::store::{Store, StoreOptions};
+use crate::store::sled::{SledStore, StoreOptions};
 
 #[derive(FromArgs, Debug)]
 /// pa-auth: the API token service of Permission Assist.
@@ -258,19 +258,19 @@ fn data_dir_or_default(flag: &Option<PathBuf>) -> PathBuf {
 }
 
 /// Opens an existing data dir for an offline command.
-fn open_existing(dir: &Path) -> Result<Store> {
+fn open_existing(dir: &Path) -> Result<SledStore> {
     if !dir.join("db").exists() {
         return Err(Error::Config(format!(
             "no pa-auth data in {} (set --data-dir or PA_AUTH_DATA_DIR)",
             dir.display()
         )));
     }
-    Ok(Store::open(dir, &StoreOptions::default())?)
+    Ok(SledStore::open(dir, &StoreOptions::default())?)
 }
 
 /// The service over a store opened for one offline command (one Argon2 slot: one password
 /// at a time).
-fn offline(store: Store) -> Service {
+fn offline(store: SledStore) -> Service {
     Service::new(std::sync::Arc::new(store), 1)
 }
 
@@ -315,7 +315,7 @@ fn token_create(c: &TokenCreate) -> Result<()> {
         validate_name(&c.name).map_err(|e| Error::Config(format!("--name: {}", e.message)))?;
     let expires = parse_expires_at(c.expires.as_deref(), now)
         .map_err(|e| Error::Config(format!("--expires: {}", e.message)))?;
-    let service = offline(Store::open(
+    let service = offline(SledStore::open(
         &data_dir_or_default(&c.data_dir),
         &StoreOptions::default(),
     )?);
@@ -400,7 +400,7 @@ fn set_password(p: &SetPassword) -> Result<()> {
     let password = password.strip_suffix('\r').unwrap_or(password);
     validate_new_password(password, "password")
         .map_err(|e| Error::Config(format!("password on stdin: {}", e.message)))?;
-    let service = offline(Store::open(
+    let service = offline(SledStore::open(
         &data_dir_or_default(&p.data_dir),
         &StoreOptions::default(),
     )?);
@@ -436,7 +436,7 @@ fn restore(r: &RestoreCommand) -> Result<()> {
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", r.from.display())))?;
     // Verified in full before the data dir is even opened.
     let contents = crate::service::backup::read_backup(&bytes)?;
-    let store = Store::open(&data_dir_or_default(&r.data_dir), &StoreOptions::default())?;
+    let store = SledStore::open(&data_dir_or_default(&r.data_dir), &StoreOptions::default())?;
     if !store.is_empty() {
         if !r.force {
             return Err(Error::Config(format!(

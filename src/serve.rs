@@ -14,7 +14,8 @@ use crate::domain::time::now_unix;
 use crate::http::tls::{load_server_config, TlsContext};
 use crate::http::{Server, ServerConfig};
 use crate::service::{Error, Result, Service};
-use crate::store::{Store, StoreOptions};
+use crate::store::sled::{SledStore, StoreOptions};
+use crate::store::Store;
 use crate::systemd_notify::notify;
 use crate::web::{App, SharedApp};
 
@@ -43,7 +44,7 @@ pub fn serve(config: &Config) -> Result<()> {
         on_progress: |status| notify(&format!("EXTEND_TIMEOUT_USEC=60000000\nSTATUS={status}")),
         ..StoreOptions::default()
     };
-    let store = Arc::new(Store::open(&config.data_dir, &options)?);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir, &options)?);
     let service = Arc::new(Service::new(Arc::clone(&store), config.argon2_slots));
     service.bootstrap_admin()?;
     let app = Arc::new(App::new(Arc::clone(&service), config.public_url.clone()));
@@ -85,7 +86,7 @@ pub fn serve(config: &Config) -> Result<()> {
     service.audit(now_unix(), AuditEvent::of(AuditKind::ServerStopped));
     flusher.shutdown();
     store.flush()?;
-    if let Err(e) = store.save_index_snapshot() {
+    if let Err(e) = store.save_for_restart() {
         log::warn!("could not save the index snapshot ({e}); the next start scans the store");
     }
     log::info!("pa-auth stopped cleanly");

@@ -58,7 +58,7 @@ pub struct BackupSummary {
 
 /// Serialises the whole store. The caller makes it consistent (the server holds its
 /// mutation gate; offline, the data-dir lock is enough).
-pub fn write_backup(store: &Store, now: i64) -> Result<(Vec<u8>, BackupSummary)> {
+pub fn write_backup(store: &dyn Store, now: i64) -> Result<(Vec<u8>, BackupSummary)> {
     let mut out = format!(
         "{MAGIC} {FORMAT_VERSION} {}\n",
         crate::domain::time::format_rfc3339(now)
@@ -200,7 +200,7 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
 }
 
 /// Writes a verified backup into an empty store, then flushes.
-pub fn restore(store: &Store, contents: BackupContents) -> Result<BackupSummary> {
+pub fn restore(store: &dyn Store, contents: BackupContents) -> Result<BackupSummary> {
     let summary = contents.summary();
     let records: Vec<(TokenHash, TokenRecord)> = contents
         .tokens
@@ -213,7 +213,7 @@ pub fn restore(store: &Store, contents: BackupContents) -> Result<BackupSummary>
         .iter()
         .filter_map(|(_, r, lu)| lu.map(|t| (r.id, t)))
         .collect();
-    store.write_last_used(&last_used)?;
+    store.import_last_used(&last_used)?;
     for (username, account) in &contents.admins {
         store.put_admin(username, account)?;
     }
@@ -233,7 +233,7 @@ mod tests {
         let (secret, rec) = a.create_token("kept", Some(4_000_000_000), 1).unwrap();
         let (_, gone) = a.create_token("gone", None, 2).unwrap();
         a.delete_token(gone.id).unwrap();
-        a.write_last_used(&[(rec.id, 77)]).unwrap();
+        a.import_last_used(&[(rec.id, 77)]).unwrap();
         for (at, event) in [(5, "token.created"), (6, "auth.failed")] {
             let event = AuditEvent {
                 event: event.into(),
@@ -241,7 +241,7 @@ mod tests {
             };
             a.append_audit(at, event).unwrap();
         }
-        let (bytes, summary) = write_backup(&a, 100).unwrap();
+        let (bytes, summary) = write_backup(&*a, 100).unwrap();
         assert_eq!(
             summary,
             BackupSummary {
@@ -253,7 +253,7 @@ mod tests {
         assert!(!String::from_utf8_lossy(&bytes).contains(secret.expose_secret()));
 
         let b = TempStore::new();
-        restore(&b, read_backup(&bytes).unwrap()).unwrap();
+        restore(&*b, read_backup(&bytes).unwrap()).unwrap();
         assert_eq!(b.lookup_token(&secret.hash()).unwrap().unwrap().id, rec.id);
         assert!(b.token_by_id(gone.id).unwrap().is_none());
         assert_eq!(b.stored_last_used(rec.id).unwrap(), Some(77));
@@ -287,7 +287,7 @@ mod tests {
         }
         let bytes = format!("{body}BLAKE3 {}\n", blake3::hash(body.as_bytes()).to_hex());
         let store = TempStore::new();
-        let summary = restore(&store, read_backup(bytes.as_bytes()).unwrap()).unwrap();
+        let summary = restore(&*store, read_backup(bytes.as_bytes()).unwrap()).unwrap();
         assert_eq!(summary.audit_events, 4);
         let query = |before| crate::store::AuditQuery {
             limit: 2,
@@ -310,7 +310,7 @@ mod tests {
         );
         assert!(last.is_none());
         // And a new backup holds all of them again.
-        let (again, _) = write_backup(&store, 200).unwrap();
+        let (again, _) = write_backup(&*store, 200).unwrap();
         assert_eq!(read_backup(&again).unwrap().summary().audit_events, 4);
     }
 }

@@ -22,7 +22,7 @@ pub struct FlushReport {
 /// Persists what the tracker has that the store does not, spreading the writes over at
 /// most `spread` (half the interval while serving; none for the final flush).
 pub fn flush_last_used(
-    store: &Store,
+    store: &dyn Store,
     tracker: &LastUsedTracker,
     spread: Duration,
 ) -> crate::service::error::Result<FlushReport> {
@@ -46,7 +46,7 @@ pub fn flush_last_used(
 /// loops sharing the core barely notice it. The chunk size and the pause ratio were chosen
 /// by measurement (bench/results/2026-12-02-flush-pacing.md). Returns how many were written.
 fn write_paced(
-    store: &Store,
+    store: &dyn Store,
     batch: &[Unflushed],
     spread: Duration,
 ) -> crate::store::Result<usize> {
@@ -103,7 +103,7 @@ impl LastUsedFlusher {
     /// Starts the thread; `status` is updated after every round (for metrics), and the
     /// aggregated failed authentications are written to the audit log each round too.
     pub fn start(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         tracker: Arc<LastUsedTracker>,
         interval: Duration,
         status: Arc<Mutex<FlushStatus>>,
@@ -117,7 +117,7 @@ impl LastUsedFlusher {
         let thread_control = Arc::clone(&control);
         let thread = std::thread::Builder::new()
             .name("last-used-flusher".into())
-            .spawn(move || run(&store, &tracker, &failures, interval, &thread_control))?;
+            .spawn(move || run(&*store, &tracker, &failures, interval, &thread_control))?;
         Ok(LastUsedFlusher {
             control,
             thread: Some(thread),
@@ -145,7 +145,7 @@ impl Drop for LastUsedFlusher {
 }
 
 fn run(
-    store: &Store,
+    store: &dyn Store,
     tracker: &LastUsedTracker,
     failures: &AuthFailureLog,
     interval: Duration,
@@ -191,7 +191,7 @@ fn run(
                 );
             }
         }
-        store.restrict_file_modes();
+        store.maintain();
         if stopping {
             return;
         }
@@ -215,14 +215,14 @@ mod tests {
             ids.push(record.id);
         }
         s.delete_token(ids[7]).unwrap();
-        let report = flush_last_used(&s, &tracker, Duration::ZERO).unwrap();
+        let report = flush_last_used(&*s, &tracker, Duration::ZERO).unwrap();
         assert_eq!(report.written, 119);
         assert_eq!(s.stored_last_used(ids[7]).unwrap(), None);
         assert_eq!(s.stored_last_used(ids[119]).unwrap(), Some(1_119));
         assert!(tracker.unflushed().is_empty());
         // Nothing new: nothing written.
         assert_eq!(
-            flush_last_used(&s, &tracker, Duration::ZERO)
+            flush_last_used(&*s, &tracker, Duration::ZERO)
                 .unwrap()
                 .written,
             0

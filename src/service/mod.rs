@@ -30,7 +30,7 @@ use maintenance::FlushStatus;
 /// The service: the store and everything kept in memory beside it. Shared by every request
 /// (and by the maintenance thread); all methods take `&self`.
 pub struct Service {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     tracker: Arc<LastUsedTracker>,
     auth_counters: AuthCounters,
     /// Failed authentications, aggregated until the next flush writes them to the audit log.
@@ -46,7 +46,7 @@ pub struct Service {
 
 impl Service {
     /// `argon2_slots`: how many Argon2 computations (19 MiB each) may run at once.
-    pub fn new(store: Arc<Store>, argon2_slots: usize) -> Service {
+    pub fn new(store: Arc<dyn Store>, argon2_slots: usize) -> Service {
         Service {
             store,
             tracker: Arc::default(),
@@ -60,8 +60,8 @@ impl Service {
     }
 
     /// The store, for what is not a use-case of its own (start-up, shutdown, messages).
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     pub fn admins(&self) -> &Admins {
@@ -101,7 +101,7 @@ impl Service {
         now: i64,
     ) -> Result<VerifiedToken> {
         auth::verify_bearer(
-            &self.store,
+            &*self.store,
             &self.tracker,
             &self.auth_counters,
             Some(FailureSink {
@@ -122,7 +122,7 @@ impl Service {
         now: i64,
     ) -> Result<TokenId> {
         let id = auth::check_token_on_admin_route(
-            &self.store,
+            &*self.store,
             &self.auth_counters,
             Some(FailureSink {
                 log: &self.auth_failures,

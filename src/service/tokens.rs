@@ -131,7 +131,7 @@ impl Service {
     pub fn backup(&self, actor: &Actor, now: i64) -> Result<(Vec<u8>, BackupSummary)> {
         let (bytes, summary) = {
             let _exclusive = self.mutation_exclusive();
-            super::backup::write_backup(&self.store, now)?
+            super::backup::write_backup(&*self.store, now)?
         };
         self.audit(
             now,

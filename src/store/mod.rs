@@ -1,8 +1,94 @@
-//! Storage: what the service may ask of a store, its error type, and the embedded sled
-//! implementation.
+//! Storage: the [`Store`] trait that says what the service needs of a store, the types it
+//! speaks in, its error type, and the embedded sled implementation ([`sled::SledStore`]).
+//! Nothing above this module knows which implementation runs: the service holds a
+//! `dyn Store`, and only the binary's glue (`serve`, `cli`) opens a concrete one.
 
 pub mod error;
 pub mod sled;
 
-pub use self::sled::*;
+use std::path::Path;
+
+use crate::domain::audit::AuditEvent;
+use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
+
+#[cfg(test)]
+pub(crate) use self::sled::test_support;
+pub use self::sled::write_private_file;
+pub use self::sled::{
+    parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
+    LastUsedWrite, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+};
 pub use error::{Error, Result};
+
+/// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
+pub type AuditKey = [u8; 16];
+
+/// What the service needs of a store. Every change a method makes is durable when it
+/// returns `Ok` (a 201 or 204 may be answered), except last-used times and audit events,
+/// which are durable after the next [`Store::flush`].
+pub trait Store: Send + Sync {
+    // Tokens.
+
+    /// Stores a new token with a fresh secret; `NameTaken` if the name (ignoring case) is.
+    fn create_token(
+        &self,
+        name: &str,
+        expires_at: Option<i64>,
+        created_micros: i64,
+    ) -> Result<(PlaintextToken, TokenRecord)>;
+    /// Removes a token, its name and its last-used time; from the authentication index too.
+    fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
+    fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>>;
+    /// Newest first, `limit` at most, after `cursor`.
+    fn list_tokens(&self, limit: usize, cursor: Option<&[u8; ORDER_KEY_LEN]>) -> Result<TokenPage>;
+    /// The hot path: the token whose secret hashes to `hash`, from memory when serving.
+    fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>>;
+    fn token_count(&self) -> Result<u64>;
+    fn token_stats(&self, now: i64) -> Result<TokenStats>;
+
+    // Last-used times.
+
+    fn stored_last_used(&self, id: TokenId) -> Result<Option<i64>>;
+    /// Writes one chunk of last-used times, skipping deleted tokens and never moving a time
+    /// backwards; returns how many were written. Pacing is the caller's business.
+    fn write_last_used_chunk(&self, chunk: &[LastUsedWrite]) -> Result<usize>;
+
+    // The audit log.
+
+    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<()>;
+    /// A page newest first, and the cursor of the next.
+    fn audit_events(&self, query: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<String>)>;
+
+    // Admins.
+
+    fn admin(&self, username: &str) -> Result<Option<AdminAccount>>;
+    fn put_admin(&self, username: &str, account: &AdminAccount) -> Result<()>;
+    fn has_admins(&self) -> bool;
+
+    // Backup and restore.
+
+    fn export_tokens(&self) -> Result<Vec<ExportedToken>>;
+    fn export_admins(&self) -> Result<Vec<(String, AdminAccount)>>;
+    fn export_audit(&self) -> Result<Vec<(AuditKey, AuditEvent)>>;
+    fn import_tokens(&self, records: &[(TokenHash, TokenRecord)]) -> Result<()>;
+    /// Restored last-used times (unpaced).
+    fn import_last_used(&self, times: &[(TokenId, i64)]) -> Result<usize>;
+    fn import_audit(&self, events: &[(AuditKey, AuditEvent)]) -> Result<()>;
+    /// No token, admin or audit event.
+    fn is_empty(&self) -> bool;
+    fn clear_all(&self) -> Result<()>;
+
+    // Durability and housekeeping.
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<()>;
+    /// Bumped by every durable token or admin change: a change counter that never goes
+    /// backwards for a healthy store.
+    fn change_counter(&self) -> Result<u64>;
+    /// This node's local directory (the initial admin password file lives there).
+    fn data_dir(&self) -> &Path;
+    /// Periodic upkeep (the sled store re-applies its file modes).
+    fn maintain(&self);
+    /// At a clean shutdown, after the final flush: keep what makes the next start fast.
+    fn save_for_restart(&self) -> Result<()>;
+}

@@ -174,7 +174,11 @@ impl AuthFailureLog {
 
     /// Writes one `auth.failed` event per key (and one for the overflow count) and resets;
     /// returns the number of events written (at most [`MAX_EVENTS_PER_INTERVAL`]).
-    pub fn write_to_audit(&self, store: &Store, now: i64) -> crate::service::error::Result<usize> {
+    pub fn write_to_audit(
+        &self,
+        store: &dyn Store,
+        now: i64,
+    ) -> crate::service::error::Result<usize> {
         let (drained, overflow) = self.drain();
         for (key, count) in &drained {
             store.append_audit(
@@ -207,8 +211,9 @@ impl AuthFailureLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_support::StoreOptions;
     use crate::store::test_support::TempStore;
-    use crate::store::{AuditQuery, StoreOptions};
+    use crate::store::AuditQuery;
 
     fn addr(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -346,7 +351,7 @@ mod tests {
                     });
                 }
             });
-            let written = log.write_to_audit(&store, 100 + interval as i64).unwrap();
+            let written = log.write_to_audit(&*store, 100 + interval as i64).unwrap();
             assert_eq!(written, MAX_EVENTS_PER_INTERVAL, "interval {interval}");
         }
         let kept = |name: &str| {

@@ -55,7 +55,7 @@ pub struct FailureSink<'a> {
 
 /// Authenticates an API token from the request's Authorization values at `now`.
 pub fn verify_bearer(
-    store: &Store,
+    store: &dyn Store,
     tracker: &LastUsedTracker,
     counters: &AuthCounters,
     failures: Option<FailureSink<'_>>,
@@ -94,7 +94,7 @@ fn record_failure(
 /// success count). Otherwise the 401's error, counted and recorded like any failed check, so
 /// probing admin routes with tokens leaves the same trail as probing `/auth/verify`.
 pub fn check_token_on_admin_route(
-    store: &Store,
+    store: &dyn Store,
     counters: &AuthCounters,
     failures: Option<FailureSink<'_>>,
     authorization: &[&[u8]],
@@ -113,7 +113,7 @@ pub fn check_token_on_admin_route(
 
 /// The checks in order; a failure carries the token id when it is known (expired).
 fn check(
-    store: &Store,
+    store: &dyn Store,
     authorization: &[&[u8]],
     now: i64,
 ) -> Result<VerifiedToken, (Error, Option<crate::domain::token::TokenId>)> {
@@ -139,7 +139,7 @@ mod tests {
     use crate::store::test_support::TempStore;
 
     fn verify(
-        s: &Store,
+        s: &dyn Store,
         t: &LastUsedTracker,
         header: &str,
         now: i64,
@@ -167,11 +167,11 @@ mod tests {
         let t = LastUsedTracker::default();
         let (secret, rec) = s.create_token("ci", Some(1000), 1).unwrap();
         let header = format!("Bearer {}", secret.expose_secret());
-        let ok = verify(&s, &t, &header, 999).unwrap();
+        let ok = verify(&*s, &t, &header, 999).unwrap();
         assert_eq!(ok.token.id, rec.id);
         assert_eq!(t.get(&rec.id), Some(999));
-        assert_eq!(reason(verify(&s, &t, &header, 1000)), AuthFailure::Expired);
-        assert_eq!(reason(verify(&s, &t, &header, 1001)), AuthFailure::Expired);
+        assert_eq!(reason(verify(&*s, &t, &header, 1000)), AuthFailure::Expired);
+        assert_eq!(reason(verify(&*s, &t, &header, 1001)), AuthFailure::Expired);
         assert_eq!(t.get(&rec.id), Some(999), "failed attempts are not uses");
     }
 
@@ -182,12 +182,12 @@ mod tests {
         let counters = AuthCounters::default();
         let (secret, rec) = s.create_token("ci", None, 1).unwrap();
         let header = format!("Bearer {}", secret.expose_secret());
-        let id = check_token_on_admin_route(&s, &counters, None, &[header.as_bytes()], 5);
+        let id = check_token_on_admin_route(&*s, &counters, None, &[header.as_bytes()], 5);
         assert_eq!(id.unwrap(), rec.id);
         assert_eq!(counters.token_on_admin_route.load(Ordering::Relaxed), 1);
         assert_eq!(counters.success.load(Ordering::Relaxed), 0, "not a success");
         assert_eq!(t.get(&rec.id), None, "not a use");
-        let bad = check_token_on_admin_route(&s, &counters, None, &[b"Bearer pa_x"], 5);
+        let bad = check_token_on_admin_route(&*s, &counters, None, &[b"Bearer pa_x"], 5);
         assert!(matches!(
             bad,
             Err(Error::Unauthorized(AuthFailure::Malformed))
@@ -203,7 +203,7 @@ mod tests {
         let header = format!("Bearer {}", secret.expose_secret());
         assert_eq!(
             reason(verify_bearer(
-                &s,
+                &*s,
                 &t,
                 &AuthCounters::default(),
                 None,
@@ -213,13 +213,13 @@ mod tests {
             AuthFailure::Missing
         );
         assert_eq!(
-            reason(verify(&s, &t, "Bearer pa_short", 5)),
+            reason(verify(&*s, &t, "Bearer pa_short", 5)),
             AuthFailure::Malformed
         );
         let other = crate::domain::token::PlaintextToken::generate();
         assert_eq!(
             reason(verify(
-                &s,
+                &*s,
                 &t,
                 &format!("Bearer {}", other.expose_secret()),
                 5
@@ -227,6 +227,6 @@ mod tests {
             AuthFailure::Unknown
         );
         s.delete_token(rec.id).unwrap();
-        assert_eq!(reason(verify(&s, &t, &header, 5)), AuthFailure::Unknown);
+        assert_eq!(reason(verify(&*s, &t, &header, 5)), AuthFailure::Unknown);
     }
 }

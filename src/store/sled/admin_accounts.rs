@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::SledStore;
 use crate::store::error::{Error, Result};
 
 /// One admin account as stored.
@@ -29,7 +29,7 @@ impl std::fmt::Debug for AdminAccount {
     }
 }
 
-impl Store {
+impl SledStore {
     pub fn admin(&self, username: &str) -> Result<Option<AdminAccount>> {
         match self.admins.get(username.as_bytes())? {
             None => Ok(None),

@@ -18,7 +18,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::{AUDIT_FAILURE_TREE, AUDIT_LIFECYCLE_TREE};
-use super::Store;
+use super::SledStore;
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
 use crate::store::error::{Error, Result};
 
@@ -169,7 +169,7 @@ fn decode(bytes: &[u8]) -> Result<AuditEvent> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("audit record: {e}")))
 }
 
-impl Store {
+impl SledStore {
     /// Appends an event that happened at `now` (unix seconds), which also sets its `at`,
     /// into the tree of its kind. Not flushed: the next flush, at most ~0.5 s later by
     /// sled's own timer, makes it durable; token create/delete flush right after anyway.
@@ -263,8 +263,8 @@ pub fn parse_audit_cursor(s: &str) -> Option<[u8; 16]> {
 mod tests {
     use super::*;
     use crate::domain::audit::AuditKind;
+    use crate::store::test_support::StoreOptions;
     use crate::store::test_support::TempStore;
-    use crate::store::StoreOptions;
 
     fn ev(name: &str) -> AuditEvent {
         AuditEvent {
@@ -526,7 +526,7 @@ mod tests {
             crate::domain::token::TokenId::generate()
         ));
         {
-            let s = Store::open(&dir, &StoreOptions::default()).unwrap();
+            let s = SledStore::open(&dir, &StoreOptions::default()).unwrap();
             for i in 0..20 {
                 s.append_audit(i, ev("token.created")).unwrap();
                 s.append_audit(i, ev("auth.failed")).unwrap();
@@ -538,7 +538,7 @@ mod tests {
             ..StoreOptions::default()
         };
         {
-            let s = Store::open(&dir, &capped).unwrap();
+            let s = SledStore::open(&dir, &capped).unwrap();
             assert_eq!(s.audit.lifecycle.tree.len(), 10);
             assert_eq!(s.audit.failures.tree.len(), 4);
             let newest = s.audit_events(&AuditQuery {

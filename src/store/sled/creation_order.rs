@@ -4,7 +4,7 @@
 //! open and recovery time in proportion to its entries (figures:
 //! bench/results/2026-12-02-flush-pacing.md), while this vector costs 24 bytes a token and
 //! is filled by the same scan that fills the authentication index. Creation times are
-//! strictly increasing (see `Store::create_token`), so a create appends and the vector
+//! strictly increasing (see `SledStore::create_token`), so a create appends and the vector
 //! stays sorted without shifting.
 
 use std::sync::RwLock;

@@ -3,7 +3,7 @@
 //! The audit trees' export and import live in `audit_log`, beside the rule that picks a tree.
 
 use super::layout::TOKEN_COUNT_KEY;
-use super::{be_i64, AdminAccount, Store};
+use super::{be_i64, AdminAccount, SledStore};
 use crate::domain::token::TokenHash;
 use crate::store::error::{Error, Result};
 
@@ -18,7 +18,7 @@ pub struct ExportedToken {
     pub last_used: Option<i64>,
 }
 
-impl Store {
+impl SledStore {
     /// Every token, in id order.
     pub fn export_tokens(&self) -> Result<Vec<ExportedToken>> {
         let mut out = Vec::new();

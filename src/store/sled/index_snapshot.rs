@@ -3,7 +3,7 @@
 //! store's start-up (sled's iterator re-reads each leaf through its 16 MiB page cache;
 //! figures: bench/results/2026-12-02-flush-pacing.md).
 //!
-//! A cache, never a source of truth: every `Store::open` deletes the file (after reading it
+//! A cache, never a source of truth: every `SledStore::open` deletes the file (after reading it
 //! when it serves), so a process that crashes, or an offline command that changes the store,
 //! leaves none behind and the next start scans. The file is also only used when its store
 //! generation and token count match the store's, and its blake3 checksum matches its
@@ -196,7 +196,7 @@ impl<R: std::io::Read> Reader<R> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Store, StoreOptions};
+    use super::super::{SledStore, StoreOptions};
     use super::*;
     use crate::domain::token::PlaintextToken;
 
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn a_clean_shutdown_snapshot_is_used_once_and_matches_a_scan() {
         let dir = temp_dir();
-        let store = Store::open(&dir, &serving()).unwrap();
+        let store = SledStore::open(&dir, &serving()).unwrap();
         let mut made = Vec::new();
         for i in 0..50 {
             let expires = (i % 2 == 0).then_some(2_000_000_000 + i);
@@ -225,7 +225,7 @@ mod tests {
         drop(store);
         assert!(path(&dir).exists());
 
-        let store = Store::open(&dir, &serving()).unwrap();
+        let store = SledStore::open(&dir, &serving()).unwrap();
         assert!(!path(&dir).exists(), "a snapshot is read once");
         for (i, (secret, record)) in made.iter().enumerate() {
             let found = store.lookup_token(&secret.hash()).unwrap();
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn a_stale_or_damaged_snapshot_is_ignored_and_removed() {
         let dir = temp_dir();
-        let store = Store::open(&dir, &serving()).unwrap();
+        let store = SledStore::open(&dir, &serving()).unwrap();
         let (old, _) = store.create_token("old", None, 1).unwrap();
         store.save_index_snapshot().unwrap();
         let saved = std::fs::read(path(&dir)).unwrap();
@@ -260,7 +260,7 @@ mod tests {
         let (new, _) = store.create_token("new", None, 2).unwrap();
         drop(store);
         std::fs::write(path(&dir), &saved).unwrap();
-        let store = Store::open(&dir, &serving()).unwrap();
+        let store = SledStore::open(&dir, &serving()).unwrap();
         assert!(store.lookup_token(&new.hash()).unwrap().is_some());
         assert!(store.lookup_token(&old.hash()).unwrap().is_some());
         assert!(!path(&dir).exists());
@@ -272,14 +272,14 @@ mod tests {
         let middle = damaged.len() / 2;
         damaged[middle] ^= 1;
         std::fs::write(path(&dir), &damaged).unwrap();
-        let store = Store::open(&dir, &serving()).unwrap();
+        let store = SledStore::open(&dir, &serving()).unwrap();
         assert!(store.lookup_token(&new.hash()).unwrap().is_some());
         assert_eq!(store.list_tokens(10, None).unwrap().items.len(), 2);
         store.save_index_snapshot().unwrap();
         drop(store);
 
         // An offline open (which may change the store) discards it unread.
-        drop(Store::open(&dir, &StoreOptions::default()).unwrap());
+        drop(SledStore::open(&dir, &StoreOptions::default()).unwrap());
         assert!(!path(&dir).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,7 +1,7 @@
 //! The embedded sled store and the data dir around it: the exclusive lock that keeps a second
 //! process out, directory/file permissions (0700/0600), the schema version, and the trees.
 //! Token, admin and audit operations live in the submodules; each write that must survive a
-//! crash calls [`Store::commit_durable`] (flush, then record the generation) before the
+//! crash calls [`SledStore::commit_durable`] (flush, then record the generation) before the
 //! caller answers. The on-disk names and encodings are described in `layout`.
 
 mod admin_accounts;
@@ -29,7 +29,10 @@ pub use token_records::{
 
 pub use layout::SCHEMA_VERSION;
 
+use crate::domain::audit::AuditEvent;
+use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::store::error::{Error, Result};
+use crate::store::AuditKey;
 use layout::{
     ADMINS_TREE, DB_DIR, GENERATION_KEY, INITIALIZED_MARKER, LAST_USED_TREE, LOCK_FILE, META_TREE,
     NEWEST_CREATED_KEY, RECORDS_TREE, SCHEMA_1_RECORDS_TREE, SCHEMA_VERSION_KEY, SLED_DATA_FILE,
@@ -37,7 +40,7 @@ use layout::{
 };
 
 /// The open store. Holds the data-dir lock for its lifetime.
-pub struct Store {
+pub struct SledStore {
     db: sled::Db,
     data_dir: PathBuf,
     /// id → token record (with the blake3 of its secret; see `token_records`).
@@ -68,9 +71,9 @@ pub struct Store {
     _lock: File,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SledStore")
             .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
     }
@@ -110,10 +113,10 @@ impl Default for StoreOptions {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Creates the data dir if needed (0700), takes its exclusive lock, opens sled and checks
     /// the schema version.
-    pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<Store> {
+    pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<SledStore> {
         create_private_dir(data_dir)?;
         let lock = lock_data_dir(data_dir)?;
         let db_path = data_dir.join(DB_DIR);
@@ -137,7 +140,7 @@ impl Store {
             db = open_sled(&db_path, options)?;
         }
         let tree = |name: &str| db.open_tree(name);
-        let store = Store {
+        let store = SledStore {
             records: tree(RECORDS_TREE)?,
             token_names: tree(TOKEN_NAMES_TREE)?,
             last_used: tree(LAST_USED_TREE)?,
@@ -479,13 +482,104 @@ fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// The trait is this store's inherent API, method for method.
+impl crate::store::Store for SledStore {
+    fn create_token(
+        &self,
+        name: &str,
+        expires_at: Option<i64>,
+        created_micros: i64,
+    ) -> Result<(PlaintextToken, TokenRecord)> {
+        SledStore::create_token(self, name, expires_at, created_micros)
+    }
+    fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        SledStore::delete_token(self, id)
+    }
+    fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        SledStore::token_by_id(self, id)
+    }
+    fn list_tokens(&self, limit: usize, cursor: Option<&[u8; ORDER_KEY_LEN]>) -> Result<TokenPage> {
+        SledStore::list_tokens(self, limit, cursor)
+    }
+    fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
+        SledStore::lookup_token(self, hash)
+    }
+    fn token_count(&self) -> Result<u64> {
+        SledStore::token_count(self)
+    }
+    fn token_stats(&self, now: i64) -> Result<TokenStats> {
+        SledStore::token_stats(self, now)
+    }
+    fn stored_last_used(&self, id: TokenId) -> Result<Option<i64>> {
+        SledStore::stored_last_used(self, id)
+    }
+    fn write_last_used_chunk(&self, chunk: &[LastUsedWrite]) -> Result<usize> {
+        SledStore::write_last_used_chunk(self, chunk)
+    }
+    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<()> {
+        SledStore::append_audit(self, now, event)
+    }
+    fn audit_events(&self, query: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<String>)> {
+        SledStore::audit_events(self, query)
+    }
+    fn admin(&self, username: &str) -> Result<Option<AdminAccount>> {
+        SledStore::admin(self, username)
+    }
+    fn put_admin(&self, username: &str, account: &AdminAccount) -> Result<()> {
+        SledStore::put_admin(self, username, account)
+    }
+    fn has_admins(&self) -> bool {
+        SledStore::has_admins(self)
+    }
+    fn export_tokens(&self) -> Result<Vec<ExportedToken>> {
+        SledStore::export_tokens(self)
+    }
+    fn export_admins(&self) -> Result<Vec<(String, AdminAccount)>> {
+        SledStore::export_admins(self)
+    }
+    fn export_audit(&self) -> Result<Vec<(AuditKey, AuditEvent)>> {
+        SledStore::export_audit(self)
+    }
+    fn import_tokens(&self, records: &[(TokenHash, TokenRecord)]) -> Result<()> {
+        SledStore::import_tokens(self, records)
+    }
+    fn import_last_used(&self, times: &[(TokenId, i64)]) -> Result<usize> {
+        SledStore::write_last_used(self, times)
+    }
+    fn import_audit(&self, events: &[(AuditKey, AuditEvent)]) -> Result<()> {
+        SledStore::import_audit(self, events)
+    }
+    fn is_empty(&self) -> bool {
+        SledStore::is_empty(self)
+    }
+    fn clear_all(&self) -> Result<()> {
+        SledStore::clear_all(self)
+    }
+    fn flush(&self) -> Result<()> {
+        SledStore::flush(self)
+    }
+    fn change_counter(&self) -> Result<u64> {
+        self.generation()
+    }
+    fn data_dir(&self) -> &Path {
+        SledStore::data_dir(self)
+    }
+    fn maintain(&self) {
+        self.restrict_file_modes();
+    }
+    fn save_for_restart(&self) -> Result<()> {
+        self.save_index_snapshot()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
+    pub use super::StoreOptions;
     use super::*;
 
     /// A store in a fresh directory under the system temp dir, removed on drop.
     pub struct TempStore {
-        pub store: Store,
+        pub store: SledStore,
         dir: PathBuf,
     }
 
@@ -503,7 +597,7 @@ pub(crate) mod test_support {
                 std::process::id(),
                 crate::domain::token::TokenId::generate()
             ));
-            let store = Store::open(&dir, &options).unwrap();
+            let store = SledStore::open(&dir, &options).unwrap();
             TempStore { store, dir }
         }
     }
@@ -515,7 +609,7 @@ pub(crate) mod test_support {
     }
 
     /// Names on the first listing page of up to `limit`, newest first.
-    pub fn listed_names(store: &Store, limit: usize) -> Vec<String> {
+    pub fn listed_names(store: &SledStore, limit: usize) -> Vec<String> {
         store
             .list_tokens(limit, None)
             .unwrap()
@@ -526,8 +620,8 @@ pub(crate) mod test_support {
     }
 
     impl std::ops::Deref for TempStore {
-        type Target = Store;
-        fn deref(&self) -> &Store {
+        type Target = SledStore;
+        fn deref(&self) -> &SledStore {
             &self.store
         }
     }

@@ -191,7 +191,7 @@ fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Store, StoreOptions};
+    use super::super::{SledStore, StoreOptions};
     use super::finish_interrupted_swap;
     use crate::domain::token::{PlaintextToken, TokenId};
 
@@ -260,7 +260,7 @@ mod tests {
         };
         for _ in 0..2 {
             // The second open finds schema 2 and changes nothing.
-            let store = Store::open(&dir, &serving).unwrap();
+            let store = SledStore::open(&dir, &serving).unwrap();
             assert_eq!(store.token_count().unwrap(), 3);
             for (secret, id, name) in &tokens {
                 let found = store.lookup_token(&secret.hash()).unwrap().unwrap();
@@ -287,7 +287,7 @@ mod tests {
             // upgraded tokens.
             assert!(store.create_token("ALPHA", None, 1).is_err());
         }
-        let store = Store::open(&dir, &serving).unwrap();
+        let store = SledStore::open(&dir, &serving).unwrap();
         let (_, newer) = store.create_token("delta", None, 5).unwrap();
         assert!(newer.created_micros > 1_700_000_000_000_002);
         assert_eq!(store.list_tokens(1, None).unwrap().items[0].name, "delta");

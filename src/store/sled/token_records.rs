@@ -15,7 +15,7 @@ use sled::Transactional;
 use super::creation_order::{CreationOrder, OrderKey};
 use super::layout::{NEVER, NEWEST_CREATED_KEY, TOKEN_COUNT_KEY};
 use super::token_index::IndexBatch;
-use super::{be_i64, be_u64, transaction_error, IndexedToken, Store};
+use super::{be_i64, be_u64, transaction_error, IndexedToken, SledStore};
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
@@ -30,7 +30,7 @@ pub const ORDER_KEY_LEN: usize = 24;
 /// Start-up vectors are sized from the stored token count up to this many tokens.
 pub(super) const MAX_PRESIZED_TOKENS: usize = 16 << 20;
 
-/// One last-used time to persist (see [`Store::write_last_used_chunk`]).
+/// One last-used time to persist (see [`SledStore::write_last_used_chunk`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastUsedWrite {
     pub id: TokenId,
@@ -164,7 +164,7 @@ pub struct TokenPage {
     pub next_cursor: Option<[u8; ORDER_KEY_LEN]>,
 }
 
-impl Store {
+impl SledStore {
     /// Creates a token: one transaction over the record, its name and the counters, then a
     /// flush, so a returned token survives `kill -9`. `name` must already be validated.
     pub fn create_token(
