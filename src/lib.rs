@@ -1,6 +1,12 @@
 //! pa-auth: the API token service of Permission Assist, as a library the thin `pa-auth`
-//! binary (and the fuzz targets) link against. One module per concern; see the README's
-//! "Architecture" section for the map.
+//! binary (and the fuzz targets) link against.
+//!
+//! Layers, each depending only on those to its left (decision 0005; `tests/integration/
+//! layers.rs` fails on an import that breaks the rule):
+//! [`domain`] ← [`store`] ← [`service`] ← [`web`] (and the CLI); [`http`] stands alone and
+//! [`web`] plugs the service into it. [`sync`] (the poisoned-lock policy) and [`logging`]
+//! are leaves any layer above the domain may use. The rest is the binary's glue: [`cli`],
+//! [`config`], [`serve`], [`systemd_notify`], [`fuzz_checks`].
 
 // Tests may unwrap: a panic there is a failed test, not a crashed server.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -11,12 +17,13 @@ pub mod service;
 pub mod store;
 pub mod web;
 
+pub mod logging;
+pub mod sync;
+
 pub mod cli;
 pub mod config;
 pub mod fuzz_checks;
-pub mod logging;
 pub mod serve;
-pub mod sync;
 pub mod systemd_notify;
 
 pub use service::error::{Error, Result};

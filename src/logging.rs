@@ -1,7 +1,10 @@
 //! Log lines to stderr (journald adds its own timestamp under systemd; we add ours for
-//! terminals and files). One line per event. Callers never pass secrets: tokens, passwords
-//! and Authorization headers are not loggable types; and as a second line of defence every
-//! message and field has token-shaped text redacted ([`crate::domain::redact`]) before it is written.
+//! terminals and files). One line per event, from `log::info!`/`warn!`/`error!` anywhere in
+//! the process (this module is the `log` facade's backend, so sled's and mio's lines arrive
+//! too) or from [`write_event`] with structured fields (the request log). Callers never pass
+//! secrets: tokens, passwords and Authorization headers are not loggable types; and as a
+//! second line of defence every message and field has token-shaped text redacted
+//! ([`crate::domain::redact`]) before it is written.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -1,6 +1,7 @@
 //! API-token authentication, the hot path: parse the Authorization header → check the token
-//! format → blake3 → one sled lookup → expiry against `now` → record last-used in memory.
-//! No disk write, no allocation, no global lock. Also the counters of outcomes for metrics.
+//! format → blake3 → the store's in-memory index (one shard's read lock) → expiry against
+//! `now` → record last-used in memory. No disk write, no allocation, no global lock. Also the
+//! counters of outcomes for metrics, and the aggregation of failures for the audit log.
 
 pub mod bearer_header;
 pub mod failure_log;
