@@ -4,6 +4,7 @@
 //! `dyn Store`, and only the binary's glue (`serve`, `cli`) opens a concrete one.
 
 pub mod error;
+pub mod records;
 pub mod sled;
 
 use std::path::Path;
@@ -14,11 +15,11 @@ use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 #[cfg(test)]
 pub(crate) use self::sled::test_support;
 pub use self::sled::write_private_file;
-pub use self::sled::{
+pub use error::{Error, Result};
+pub use records::{
     parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
     LastUsedWrite, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };
-pub use error::{Error, Result};
 
 /// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
 pub type AuditKey = [u8; 16];

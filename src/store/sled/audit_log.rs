@@ -21,16 +21,7 @@ use super::layout::{AUDIT_FAILURE_TREE, AUDIT_LIFECYCLE_TREE};
 use super::SledStore;
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
 use crate::store::error::{Error, Result};
-
-/// Filters for reading the log.
-#[derive(Debug, Clone, Default)]
-pub struct AuditQuery {
-    pub limit: usize,
-    /// Return events strictly older than this id.
-    pub before: Option<[u8; 16]>,
-    pub token_id: Option<String>,
-    pub event: Option<String>,
-}
+use crate::store::records::AuditQuery;
 
 /// One audit tree with its own cap: appending past the cap drops its oldest events.
 pub(super) struct CappedTree {
@@ -255,14 +246,11 @@ impl SledStore {
     }
 }
 
-/// Parses an audit cursor (32 hex characters).
-pub fn parse_audit_cursor(s: &str) -> Option<[u8; 16]> {
-    crate::domain::encoding::decode_hex(s)
-}
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::audit::AuditKind;
+    use crate::store::records::parse_audit_cursor;
     use crate::store::test_support::StoreOptions;
     use crate::store::test_support::TempStore;
 

@@ -4,19 +4,10 @@
 
 use super::layout::TOKEN_COUNT_KEY;
 use super::{be_i64, AdminAccount, SledStore};
-use crate::domain::token::TokenHash;
 use crate::store::error::{Error, Result};
 
 use super::token_records::TokenRecordRef;
-use super::TokenRecord;
-
-/// A token as exported: its hash (never a secret), record and last-used time.
-#[derive(Debug, Clone)]
-pub struct ExportedToken {
-    pub hash: TokenHash,
-    pub record: TokenRecord,
-    pub last_used: Option<i64>,
-}
+use crate::store::records::ExportedToken;
 
 impl SledStore {
     /// Every token, in id order.

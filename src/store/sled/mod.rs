@@ -19,12 +19,12 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use admin_accounts::AdminAccount;
-pub use audit_log::{parse_audit_cursor, AuditQuery};
-pub use export::ExportedToken;
-pub use token_index::{IndexedToken, TokenIndex};
-pub use token_records::{
-    parse_cursor, LastUsedWrite, TokenPage, TokenRecord, TokenRecordRef, TokenStats, ORDER_KEY_LEN,
+pub use token_index::TokenIndex;
+pub use token_records::TokenRecordRef;
+
+use crate::store::records::{
+    AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite, TokenPage, TokenRecord,
+    TokenStats, ORDER_KEY_LEN,
 };
 
 pub use layout::SCHEMA_VERSION;

@@ -17,21 +17,12 @@
 use std::sync::RwLock;
 
 use super::layout::NEVER;
-use crate::domain::text::Text;
 use crate::domain::token::{TokenHash, TokenId};
+use crate::store::records::IndexedToken;
 
 const SHARDS: usize = 256;
 /// Removed-name bytes a shard tolerates before it rewrites its names.
 const MIN_RECLAIM: usize = 4096;
-
-/// What verification needs about a token. The name is copied out inline when it fits
-/// (64 bytes), so a lookup allocates nothing for the usual name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexedToken {
-    pub id: TokenId,
-    pub expires_at: Option<i64>,
-    pub name: Text,
-}
 
 struct Entry {
     hash: [u8; 32],

@@ -15,45 +15,21 @@ use sled::Transactional;
 use super::creation_order::{CreationOrder, OrderKey};
 use super::layout::{NEVER, NEWEST_CREATED_KEY, TOKEN_COUNT_KEY};
 use super::token_index::IndexBatch;
-use super::{be_i64, be_u64, transaction_error, IndexedToken, SledStore};
+use super::{be_i64, be_u64, transaction_error, SledStore};
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
+use crate::store::records::{
+    IndexedToken, LastUsedWrite, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+};
 
 /// Version byte of a record in the `token_records` tree (schema 2).
 const RECORD_VERSION: u8 = 2;
 /// version(1) ‖ blake3(secret)(32) ‖ created µs(8) ‖ expires s(8, `NEVER` = never) ‖ name
 /// (UTF-8), stored under the 16-byte id.
 const RECORD_HEADER: usize = 1 + 32 + 8 + 8;
-/// created µs(8) ‖ id(16): a listing cursor.
-pub const ORDER_KEY_LEN: usize = 24;
 /// Start-up vectors are sized from the stored token count up to this many tokens.
 pub(super) const MAX_PRESIZED_TOKENS: usize = 16 << 20;
-
-/// One last-used time to persist (see [`SledStore::write_last_used_chunk`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LastUsedWrite {
-    pub id: TokenId,
-    /// The token's secret hash, when the caller knows it: existence is then checked in the
-    /// in-memory index (when serving) instead of in sled.
-    pub hash: Option<TokenHash>,
-    /// The last-used time to store, unix seconds.
-    pub seen: i64,
-    /// The time the store already holds for the token, when the caller knows it (what this
-    /// process last wrote); `None`: read it from sled.
-    pub flushed: Option<i64>,
-}
-
-/// An owned token record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRecord {
-    pub id: TokenId,
-    pub name: String,
-    /// Creation time, µs since the epoch (orders the listing).
-    pub created_micros: i64,
-    /// First second at which the token stops working; `None` = never.
-    pub expires_at: Option<i64>,
-}
 
 /// A record borrowed from stored bytes, with the hash it is looked up by.
 #[derive(Debug, Clone, Copy)]
@@ -66,10 +42,6 @@ pub struct TokenRecordRef<'a> {
 }
 
 impl TokenRecord {
-    pub fn created_at(&self) -> i64 {
-        self.created_micros.div_euclid(1_000_000)
-    }
-
     fn indexed(&self) -> IndexedToken {
         IndexedToken {
             id: self.id,
@@ -145,23 +117,6 @@ fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<(TokenHash, TokenRecord)> {
     TokenRecordRef::decode(key, bytes)
         .map(|r| (r.hash, r.to_owned_record()))
         .ok_or_else(|| Error::Corrupt("undecodable token record".into()))
-}
-
-/// Token counts for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenStats {
-    pub active: u64,
-    pub expired: u64,
-    pub expiring_7d: u64,
-    pub expiring_30d: u64,
-}
-
-/// One page of the newest-first listing.
-#[derive(Debug)]
-pub struct TokenPage {
-    pub items: Vec<TokenRecord>,
-    /// Opaque position after the last item, when more items follow.
-    pub next_cursor: Option<[u8; ORDER_KEY_LEN]>,
 }
 
 impl SledStore {
@@ -525,11 +480,6 @@ fn bump_count(
     Ok(())
 }
 
-/// Parses a listing cursor (48 hex characters).
-pub fn parse_cursor(s: &str) -> Option<[u8; ORDER_KEY_LEN]> {
-    crate::domain::encoding::decode_hex(s)
-}
-
 impl From<Error> for ConflictableTransactionError<Error> {
     fn from(e: Error) -> Self {
         ConflictableTransactionError::Abort(e)
@@ -539,6 +489,7 @@ impl From<Error> for ConflictableTransactionError<Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::records::parse_cursor;
     use crate::store::test_support::TempStore;
 
     #[test]

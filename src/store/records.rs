@@ -1,0 +1,120 @@
+//! The values the [`super::Store`] trait speaks in: token records and pages, what the hot
+//! path gets from a lookup, admin accounts, exported tokens, audit queries, last-used writes,
+//! and the listing and audit cursors. Plain data, the same whichever store runs; how a store
+//! encodes them is its own business.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::text::Text;
+use crate::domain::token::{TokenHash, TokenId};
+
+/// created µs(8) ‖ id(16): a listing cursor.
+pub const ORDER_KEY_LEN: usize = 24;
+
+/// One last-used time to persist (see [`super::Store::write_last_used_chunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastUsedWrite {
+    pub id: TokenId,
+    /// The token's secret hash, when the caller knows it: existence is then checked in the
+    /// in-memory index (when serving) instead of in storage.
+    pub hash: Option<TokenHash>,
+    /// The last-used time to store, unix seconds.
+    pub seen: i64,
+    /// The time the store already holds for the token, when the caller knows it (what this
+    /// process last wrote); `None`: read it from storage.
+    pub flushed: Option<i64>,
+}
+
+/// An owned token record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub name: String,
+    /// Creation time, µs since the epoch (orders the listing).
+    pub created_micros: i64,
+    /// First second at which the token stops working; `None` = never.
+    pub expires_at: Option<i64>,
+}
+
+impl TokenRecord {
+    pub fn created_at(&self) -> i64 {
+        self.created_micros.div_euclid(1_000_000)
+    }
+}
+
+/// Token counts for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenStats {
+    pub active: u64,
+    pub expired: u64,
+    pub expiring_7d: u64,
+    pub expiring_30d: u64,
+}
+
+/// One page of the newest-first listing.
+#[derive(Debug)]
+pub struct TokenPage {
+    pub items: Vec<TokenRecord>,
+    /// Opaque position after the last item, when more items follow.
+    pub next_cursor: Option<[u8; ORDER_KEY_LEN]>,
+}
+
+/// Parses a listing cursor (48 hex characters).
+pub fn parse_cursor(s: &str) -> Option<[u8; ORDER_KEY_LEN]> {
+    crate::domain::encoding::decode_hex(s)
+}
+
+/// One admin account as stored.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminAccount {
+    /// Argon2id PHC string (`$argon2id$v=19$...`).
+    pub password_hash: String,
+    /// Still the password generated at first start (the console shows a banner).
+    pub initial_password: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last password change.
+    pub password_changed_at: i64,
+}
+
+impl std::fmt::Debug for AdminAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAccount")
+            .field("password_hash", &"<redacted>")
+            .field("initial_password", &self.initial_password)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token as exported: its hash (never a secret), record and last-used time.
+#[derive(Debug, Clone)]
+pub struct ExportedToken {
+    pub hash: TokenHash,
+    pub record: TokenRecord,
+    pub last_used: Option<i64>,
+}
+
+/// Filters for reading the log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub limit: usize,
+    /// Return events strictly older than this id.
+    pub before: Option<[u8; 16]>,
+    pub token_id: Option<String>,
+    pub event: Option<String>,
+}
+
+/// Parses an audit cursor (32 hex characters).
+pub fn parse_audit_cursor(s: &str) -> Option<[u8; 16]> {
+    crate::domain::encoding::decode_hex(s)
+}
+
+/// What verification needs about a token. The name is copied out inline when it fits
+/// (64 bytes), so a lookup allocates nothing for the usual name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedToken {
+    pub id: TokenId,
+    pub expires_at: Option<i64>,
+    pub name: Text,
+}
