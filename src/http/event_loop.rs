@@ -21,11 +21,12 @@ use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::admission::{ConnSlot, Shared};
 use super::conn::{Conn, RejectedRequest, Step};
 use super::error::Error;
-use super::request_pool::{ConnectionRef, Done, Job, RequestPool};
+use super::handler::{call_handler, correlation_id_of, Exchange};
+use super::request_pool::{ConnectionRef, Job, LoopMailbox, RequestPool};
 use super::response::{serialize, DateCache};
-use super::server::{call_handler, correlation_id_of, ConnSlot, Exchange, Shared};
 use super::transport::{Io, Transport};
 use super::{CorrelationId, Request, Response};
 
@@ -39,27 +40,6 @@ const SHUTDOWN_LINGER: Duration = Duration::from_millis(100);
 /// Passes over one connection before the loop turns to the others: a client that pipelines
 /// without pause cannot starve its loop's other connections.
 const DRIVE_BUDGET: u32 = 64;
-
-/// Where workers leave answers for a loop, and how they wake it.
-pub(super) struct LoopMailbox {
-    done: Mutex<Vec<Done>>,
-    waker: Waker,
-}
-
-impl LoopMailbox {
-    pub(super) fn deliver(&self, done: Done) {
-        super::sync::lock(&self.done).push(done);
-        let _ = self.waker.wake();
-    }
-
-    pub(super) fn wake(&self) {
-        let _ = self.waker.wake();
-    }
-
-    fn take(&self) -> Vec<Done> {
-        std::mem::take(&mut *super::sync::lock(&self.done))
-    }
-}
 
 /// One event loop; [`EventLoop::run`] consumes its thread.
 pub(super) struct EventLoop {
@@ -511,7 +491,7 @@ fn body_ahead(
             handler.respond_before_body(&request)
         }))
         .unwrap_or_else(|_| {
-            Some(super::server::panic_response(
+            Some(super::handler::panic_response(
                 &shared.config,
                 &correlation_id,
             ))

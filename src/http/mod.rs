@@ -3,10 +3,13 @@
 //! [`Server`] with [`ServerConfig`], and the [`Handler`] it calls. Request heads are parsed by
 //! `httparse` in [`head`], chunked bodies by [`chunked`]; both are pure and fuzzed.
 
+mod admission;
 pub mod chunked;
+mod config;
 pub(crate) mod conn;
 pub mod error;
 mod event_loop;
+mod handler;
 pub mod head;
 mod request;
 mod request_pool;
@@ -17,10 +20,12 @@ pub mod tls;
 mod transport;
 pub mod trusted_proxies;
 
+pub use config::ServerConfig;
 pub use error::{plain_refusal, Error, Refusal, TlsError};
+pub use handler::{Exchange, Handler};
 pub use request::Request;
 pub use response::{
     is_valid_header_name, is_valid_header_value, CorrelationId, HeaderValue, InlineValue, Response,
 };
-pub use server::{Exchange, Handler, Server, ServerConfig, ServerStats, StatsHandle};
+pub use server::{Server, ServerStats, StatsHandle};
 pub use trusted_proxies::{Cidr, TrustedProxies};

@@ -10,10 +10,31 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::event_loop::LoopMailbox;
+use super::admission::Shared;
+use super::handler::call_handler;
 use super::head::ParsedHead;
-use super::server::{call_handler, Shared};
 use super::{CorrelationId, Request, Response};
+
+/// Where workers leave answers for a loop, and how they wake it.
+pub(super) struct LoopMailbox {
+    pub(super) done: Mutex<Vec<Done>>,
+    pub(super) waker: mio::Waker,
+}
+
+impl LoopMailbox {
+    pub(super) fn deliver(&self, done: Done) {
+        super::sync::lock(&self.done).push(done);
+        let _ = self.waker.wake();
+    }
+
+    pub(super) fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    pub(super) fn take(&self) -> Vec<Done> {
+        std::mem::take(&mut *super::sync::lock(&self.done))
+    }
+}
 
 /// A complete request on its way to a worker.
 pub(super) struct Job {

@@ -1,0 +1,173 @@
+//! Admission: the state every thread of a server shares ([`Shared`]: configuration, handler,
+//! counters) and the open-connection and body-in-flight accounting, per address and in
+//! total, that keeps any one client (or many) from taking every place. A [`ConnSlot`] is a
+//! connection's place, given back when it drops.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::config::ServerConfig;
+use super::handler::Handler;
+
+pub(super) struct Shared {
+    pub(super) config: ServerConfig,
+    pub(super) handler: Box<dyn Handler>,
+    pub(super) open_connections: AtomicUsize,
+    pub(super) bodies_in_flight: AtomicUsize,
+    /// Bodies in flight that no handler vouched for (at most half the places).
+    unvouched_bodies: AtomicUsize,
+    pub(super) shutting_down: AtomicBool,
+    /// Connections and bodies per address (only addresses that are not trusted proxies).
+    per_address: Mutex<HashMap<IpAddr, AddressUse>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct AddressUse {
+    connections: usize,
+    bodies: usize,
+}
+
+impl Shared {
+    pub(super) fn new(config: ServerConfig, handler: Box<dyn Handler>) -> Shared {
+        Shared {
+            config,
+            handler,
+            open_connections: AtomicUsize::new(0),
+            bodies_in_flight: AtomicUsize::new(0),
+            unvouched_bodies: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            per_address: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a connection may stay open after an answer (not while shutting down).
+    pub(super) fn keep_alive_allowed(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    fn counts_per_address(&self, addr: IpAddr) -> bool {
+        !self.config.trusted_proxies.contains(addr)
+    }
+
+    /// Takes an open-connection place for `peer`, or says it is over a cap.
+    pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnSlot> {
+        let open = self.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut slot = ConnSlot {
+            shared: Arc::clone(self),
+            peer,
+            per_address: false,
+            body: false,
+            unvouched: false,
+        };
+        if open > self.config.max_connections {
+            return None;
+        }
+        if self.counts_per_address(peer) {
+            // The last eighth of the connections is kept for the trusted proxies: a flood from
+            // many addresses that reach pa-auth directly cannot lock the proxy out.
+            let reserved = self.config.max_connections / 8;
+            if open > self.config.max_connections - reserved {
+                return None;
+            }
+            let mut map = super::sync::lock(&self.per_address);
+            let entry = map.entry(peer).or_default();
+            if entry.connections >= self.config.max_connections_per_address {
+                return None;
+            }
+            entry.connections += 1;
+            slot.per_address = true;
+        }
+        Some(slot)
+    }
+}
+
+/// One open connection's place in the counts; given back when dropped, whatever ends the
+/// connection.
+pub(super) struct ConnSlot {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    per_address: bool,
+    body: bool,
+    unvouched: bool,
+}
+
+impl ConnSlot {
+    /// Takes a place for a body about to be received; `false` when over a cap. A body nobody
+    /// vouched for ([`Handler::vouches_for_body`]) may use only half the places.
+    pub(super) fn begin_body(&mut self, vouched: bool) -> bool {
+        if self.body {
+            return true;
+        }
+        let shared = &self.shared;
+        let n = shared.bodies_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > shared.config.max_bodies_in_flight {
+            shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        if !vouched {
+            let u = shared.unvouched_bodies.fetch_add(1, Ordering::SeqCst) + 1;
+            if u > shared.config.max_bodies_in_flight / 2 {
+                shared.unvouched_bodies.fetch_sub(1, Ordering::SeqCst);
+                shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+                return false;
+            }
+        }
+        if self.per_address {
+            let allowed = {
+                let mut map = super::sync::lock(&shared.per_address);
+                let entry = map.entry(self.peer).or_default();
+                let ok = entry.bodies < shared.config.max_bodies_per_address;
+                if ok {
+                    entry.bodies += 1;
+                }
+                ok
+            };
+            if !allowed {
+                shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+                if !vouched {
+                    shared.unvouched_bodies.fetch_sub(1, Ordering::SeqCst);
+                }
+                return false;
+            }
+        }
+        self.body = true;
+        self.unvouched = !vouched;
+        true
+    }
+
+    /// The body's request was answered (or the connection ended).
+    pub(super) fn end_body(&mut self) {
+        if !std::mem::take(&mut self.body) {
+            return;
+        }
+        let shared = &self.shared;
+        shared.bodies_in_flight.fetch_sub(1, Ordering::SeqCst);
+        if std::mem::take(&mut self.unvouched) {
+            shared.unvouched_bodies.fetch_sub(1, Ordering::SeqCst);
+        }
+        if self.per_address {
+            if let Some(entry) = super::sync::lock(&shared.per_address).get_mut(&self.peer) {
+                entry.bodies = entry.bodies.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.end_body();
+        let shared = &self.shared;
+        shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+        if self.per_address {
+            let mut map = super::sync::lock(&shared.per_address);
+            if let Some(entry) = map.get_mut(&self.peer) {
+                entry.connections = entry.connections.saturating_sub(1);
+                if entry.connections == 0 && entry.bodies == 0 {
+                    map.remove(&self.peer);
+                }
+            }
+        }
+    }
+}
