@@ -1,7 +1,9 @@
-//! The service as an HTTP handler: the shared state ([`App`]) and the router, one readable
-//! first-match over (method, path). Handlers are plain functions of (app, request, now);
-//! every error becomes a response in one place ([`crate::Error::to_response`]). Only
-//! [`App::handle`] reads the clock.
+//! The service as an [`http::Handler`](crate::http::Handler): [`App`] (the service plus what
+//! only the web needs) runs each request as the route table ([`routes::ROUTES`]) says — the
+//! guard's credential check, then the operation's handler — and every error becomes a
+//! response in one place ([`error`]). Handlers are plain functions of (app, request, now);
+//! only [`App::handle`] reads the clock. Also the request log and counters
+//! ([`Handler::observe`]), forward-auth, the admin API, the console and `/metrics`.
 
 pub mod admin_api;
 pub mod admin_auth;

@@ -148,3 +148,69 @@ fn the_checker_sees_a_broken_import() {
     let paths = crate_paths("use crate::service::Service; // crate::web in a comment\n");
     assert_eq!(paths, vec![(1, "service".to_owned())]);
 }
+
+/// Inside the HTTP layer every import points one way (config and handler below admission,
+/// below the request pool, below the event loop, below the server): no module cycle.
+#[test]
+fn no_import_cycle_inside_http() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut modules: Vec<(String, String)> = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        if name != "mod" {
+            modules.push((name, std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+    let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    let uses = |text: &str| -> Vec<String> {
+        let code: String = text
+            .lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        names
+            .iter()
+            .filter(|n| code.contains(&format!("super::{n}::")))
+            .map(|n| (*n).to_owned())
+            .collect()
+    };
+    let graph: Vec<(String, Vec<String>)> = modules
+        .iter()
+        .map(|(n, text)| (n.clone(), uses(text)))
+        .collect();
+    // Depth-first search for a back edge.
+    fn visit(
+        node: &str,
+        graph: &[(String, Vec<String>)],
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) {
+        if done.iter().any(|d| d == node) {
+            return;
+        }
+        assert!(
+            !path.iter().any(|p| p == node),
+            "import cycle in http: {} -> {node}",
+            path.join(" -> ")
+        );
+        path.push(node.to_owned());
+        let edges = graph
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, e)| e.clone());
+        for next in edges.unwrap_or_default() {
+            visit(&next, graph, path, done);
+        }
+        path.pop();
+        done.push(node.to_owned());
+    }
+    let mut done = Vec::new();
+    for (name, _) in &graph {
+        visit(name, &graph, &mut Vec::new(), &mut done);
+    }
+    assert!(graph
+        .iter()
+        .any(|(n, e)| n == "server" && e.contains(&"event_loop".to_owned())));
+}
