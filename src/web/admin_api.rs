@@ -35,11 +35,7 @@ const MAX_LIMIT: usize = 1000;
 pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let ip = req.peer().ip();
     let service = &app.service;
-    let attempt = service
-        .admins()
-        .throttle()
-        .reserve(ip, Instant::now())
-        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
+    let attempt = service.admins().reserve_attempt(ip, Instant::now())?;
     let body = parse_object(
         req.header("content-type"),
         req.body(),
@@ -212,11 +208,7 @@ pub fn change_password(
 ) -> Result<Response> {
     let ip = req.peer().ip();
     let service = &app.service;
-    let attempt = service
-        .admins()
-        .throttle()
-        .reserve(ip, Instant::now())
-        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
+    let attempt = service.admins().reserve_attempt(ip, Instant::now())?;
     let body = parse_object(
         req.header("content-type"),
         req.body(),

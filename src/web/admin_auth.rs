@@ -120,7 +120,7 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
                     credential: AdminCredential::Basic,
                 });
             }
-            let attempt = admins.throttle().reserve(ip, instant).map_err(throttled)?;
+            let attempt = admins.reserve_attempt(ip, instant)?;
             if service.check_admin_password(&username, &password)? {
                 admins.basic_cache().insert(&username, &password, instant);
                 attempt.success();
@@ -140,10 +140,7 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     // admin route: throttled and counted like a wrong password, so the 403-versus-401
     // answer cannot be used to test tokens without leaving a trail.
     let ip = req.peer().ip();
-    let attempt = admins
-        .throttle()
-        .reserve(ip, instant)
-        .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
+    let attempt = admins.reserve_attempt(ip, instant)?;
     if let Some(secs) = attempt.failure(instant) {
         log::warn!("admin logins from {ip} locked for {secs} s after repeated failures");
     }

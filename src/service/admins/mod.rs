@@ -9,8 +9,9 @@ pub mod passwords;
 pub mod sessions;
 
 use std::net::IpAddr;
+use std::time::Instant;
 
-use super::{Actor, Result, Service};
+use super::{Actor, Error, Result, Service};
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::store::AdminAccount;
 use basic_cache::BasicAuthCache;
@@ -48,6 +49,14 @@ impl Admins {
 
     pub fn basic_cache(&self) -> &BasicAuthCache {
         &self.basic_cache
+    }
+
+    /// Reserves a place for one admin credential check from `peer` at `now`, or says how long
+    /// the address is locked out (`TooManyRequests`).
+    pub fn reserve_attempt(&self, peer: IpAddr, now: Instant) -> Result<LoginAttempt<'_>> {
+        self.throttle
+            .reserve(peer, now)
+            .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })
     }
 }
 
