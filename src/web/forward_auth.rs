@@ -17,15 +17,9 @@ pub fn answer(verified: &VerifiedToken) -> Response {
     let id = std::str::from_utf8(&id).unwrap_or("");
     let mut response = Response::new(200)
         .header("X-PA-Token-Id", HeaderValue::inline(id))
-        .header(
-            "X-PA-Token-Name",
-            HeaderValue::inline(&percent_encode(&token.name)),
-        );
+        .header("X-PA-Token-Name", header_value(percent_encode(&token.name)));
     if let Some(expires) = token.expires_at {
-        response = response.header(
-            "PA-Token-Expiration",
-            HeaderValue::inline(&rfc3339_text(expires)),
-        );
+        response = response.header("PA-Token-Expiration", header_value(rfc3339_text(expires)));
     }
     response
 }
@@ -75,6 +69,15 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// A header value from a [`Text`]: copied in place when inline, the boxed string moved (not
+/// copied again) when it is not.
+fn header_value(text: Text) -> HeaderValue {
+    match text {
+        Text::Inline(t) => HeaderValue::inline(t.as_str()),
+        Text::Boxed(b) => HeaderValue::from(String::from(b)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +99,23 @@ mod tests {
         assert!(matches!(percent_encode(&long), Text::Boxed(_)));
         assert_eq!(&*percent_encode(&long), "%C3%A9".repeat(100));
         assert_eq!(&*percent_encode(&"a".repeat(100)), "a".repeat(100));
+    }
+
+    #[test]
+    fn long_values_move_their_box_short_ones_stay_inline() {
+        let long = "é".repeat(100);
+        let encoded = percent_encode(&long);
+        let Text::Boxed(boxed) = &encoded else {
+            panic!("a 600-byte value is boxed")
+        };
+        let at = boxed.as_ptr();
+        match header_value(encoded) {
+            HeaderValue::Str(s) => assert_eq!(s.as_ptr(), at, "moved, not copied"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            header_value(percent_encode("ci deploy")),
+            HeaderValue::Inline(_)
+        ));
     }
 }

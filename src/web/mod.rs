@@ -68,7 +68,12 @@ impl Handler for App {
                     route_of(req.path()).loggable_path(req.path()),
                     req.correlation_id().as_str()
                 );
-                if matches!(e, Error::CreationFailed(_) | Error::Store(_) | Error::Io(_)) {
+                if matches!(
+                    e,
+                    Error::CreationFailed(_)
+                        | Error::Io(_)
+                        | Error::Store(crate::store::Error::Sled(_) | crate::store::Error::Io(_))
+                ) {
                     log::error!(
                         "the store in {} could not be written: check free disk space and \
                          permissions there. Verification keeps working from memory; if writes \
@@ -93,6 +98,7 @@ impl Handler for App {
             Some(refusal)
         } else if resolved.body() == Body::Json
             && !crate::web::json_body::is_json_content_type(req.header("content-type"))
+            && credential_settled(self, req, &resolved)
         {
             Some(Error::BadRequest(
                 "Content-Type must be application/json".into(),
@@ -178,6 +184,15 @@ pub(crate) fn authorization_values<'a>(request: &Request<'a>) -> ([&'a [u8]; 2],
         n += 1;
     }
     (values, n.min(2))
+}
+
+/// Whether a request's credential is settled before its body arrives: none is needed (the
+/// login carries it in the body), or it is already known good (a live session, a remembered
+/// Basic check). Only then may a wrong Content-Type be answered early: otherwise the
+/// credential is checked first, as when the body has been read, so a guessed password or an
+/// API token on an admin route is counted, throttled and audited whatever the body says.
+fn credential_settled(app: &App, req: &Request<'_>, resolved: &routes::Resolved) -> bool {
+    resolved.guard() == Guard::None || crate::web::admin_auth::vouched_before_body(app, req)
 }
 
 /// Runs a request as the route table says: the guard's credential check, then the method's

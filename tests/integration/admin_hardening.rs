@@ -397,3 +397,57 @@ fn regression_issue_14_expect_continue_without_credential_gets_401_at_once() {
     );
     assert!(got.starts_with("HTTP/1.1 100 Continue"), "{got:?}");
 }
+
+/// Issue 16 review: a wrong Content-Type answered before the credential was checked hid an
+/// API token on an admin route (no 403, no audit, no throttle) and a wrong password (no
+/// failed login counted). The credential is checked first unless it is already known good.
+#[test]
+fn regression_issue_16_a_wrong_content_type_does_not_hide_a_credential_failure() {
+    let svc = Service::start(&[]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let created = Req::new("POST", "/admin/api/tokens")
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"name": "probe"}))
+        .send(svc.addr);
+    assert_eq!(created.status, 201);
+    let secret = created.json()["token"].as_str().unwrap().to_owned();
+    for path in ["/admin/api/tokens", "/admin/api/tokens/lookup"] {
+        for expect in ["", "Expect: 100-continue\r\n"] {
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\
+                 Content-Type: text/plain\r\n{expect}Content-Length: 2\r\n\r\n"
+            );
+            let got = if expect.is_empty() {
+                let mut bytes = head.into_bytes();
+                bytes.extend_from_slice(b"{}");
+                try_from_address("127.0.0.31", svc.addr, &bytes)
+                    .expect("exchange")
+                    .status
+                    .to_string()
+            } else {
+                expect_continue(&svc, &head)
+            };
+            assert!(
+                got.starts_with("403") || got.starts_with("HTTP/1.1 100 Continue"),
+                "{path} {expect:?}: {got:?}"
+            );
+        }
+    }
+    let audit = Req::get("/admin/api/audit?event=auth.token_on_admin_route")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    assert!(
+        audit["items"].as_array().is_some_and(|a| a.len() >= 2),
+        "{audit}"
+    );
+    // A known-good credential with the wrong type is answered at once, as before.
+    let got = expect_continue(
+        &svc,
+        &format!(
+            "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: {admin}\r\n\
+             Content-Type: text/plain\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n"
+        ),
+    );
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got:?}");
+}
