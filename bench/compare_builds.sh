@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two builds of pa-auth side by side: did a change cost anything?
 #
-#   [ROUNDS=3] bench/compare_builds.sh OLD_REV [TOKENS] [SECONDS]   (defaults: 1000 tokens, 10 s)
+#   [ROUNDS=3] [ONLY=text] bench/compare_builds.sh OLD_REV [TOKENS] [SECONDS]   (defaults: 1000 tokens, 10 s)
+#   ONLY: run only the scenarios whose name contains the text.
 #
 # Builds OLD_REV (a git worktree, release) and the working tree (release), fills one data dir
 # with TOKENS tokens and gives each server its own copy, then runs each scenario alternating
@@ -67,6 +68,7 @@ names=()
 scenario() { # name flush-interval path conns args...
   local name=$1 flush=$2 path=$3 conns=$4; shift 4
   local old_runs="" new_runs=""
+  [[ -z "${ONLY:-}" || "$name" == *"$ONLY"* ]] || return 0
   names+=("$name")
   for _ in $(seq "$rounds"); do
     start old "$flush"; old_runs+=$(run_wrk "$path" "$conns" "$@")$'\n'; stop
@@ -85,12 +87,12 @@ WRK_SCRIPT=bench/rotate.lua scenario "100,000 tokens rotated, flush every 5 s, p
 unset PA_SECRETS PA_PACED
 
 mkdir -p bench/results
-out="bench/results/$(date -u +%Y-%m-%d)-builds-$old_short.md"
+out="bench/results/$(date -u +%Y-%m-%d)-builds-$old_short${ONLY:+-only}.md"
 {
   echo "# pa-auth $new_short vs $old_short — $(date -u +%Y-%m-%dT%H:%MZ), $tokens tokens, ${secs} s runs, mean of $rounds alternating rounds"
   echo
   echo "Machine: $(machine_line). Both release builds, --log-level warn; wrk -t2 on the same machine."
-  echo "Command: \`ROUNDS=$rounds bench/compare_builds.sh $old_rev $tokens $secs\`."
+  echo "Command: \`ROUNDS=$rounds${ONLY:+ ONLY=\"$ONLY\"} bench/compare_builds.sh $old_rev $tokens $secs\`."
   echo
   echo "| scenario | old req/s | new req/s | new/old | old p50 / p99 / p99.9 ms | new p50 / p99 / p99.9 ms | p99 new/old |"
   echo "|---|---|---|---|---|---|---|"
