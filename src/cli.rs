@@ -125,6 +125,12 @@ macro_rules! serve_flags {
             /// URL clients use when a proxy terminates TLS, e.g. https://auth.example.com: cookies get Secure, CSRF checks Origin against it (env PA_AUTH_PUBLIC_URL)
             #[argh(option)]
             pub public_url: Option<String>,
+            /// postgres://user@host[,host2]/db: keep tokens in PostgreSQL instead of the embedded store; --data-dir then holds only local files (env PA_AUTH_DATABASE_URL)
+            #[argh(option)]
+            pub database_url: Option<String>,
+            /// PEM file of the CA that signed the database's certificate: connect with verified TLS (env PA_AUTH_DATABASE_CA)
+            #[argh(option)]
+            pub database_ca: Option<PathBuf>,
         }
 
         impl $name {
@@ -148,6 +154,8 @@ macro_rules! serve_flags {
                     trusted_proxies: self.trusted_proxies.clone(),
                     argon2_slots: self.argon2_slots.clone(),
                     public_url: self.public_url.clone(),
+                    database_url: self.database_url.clone(),
+                    database_ca: self.database_ca.clone(),
                 }
             }
         }

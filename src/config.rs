@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::http::{ServerConfig, TrustedProxies};
 use crate::logging::{Level, LogFormat};
 use crate::service::error::{Error, Result};
+use crate::store::postgres::DatabaseUrl;
 use crate::web::public_url::PublicUrl;
 
 /// Default listen address: loopback only; expose through the site's reverse proxy.
@@ -36,6 +37,8 @@ pub struct ServeArgs {
     pub trusted_proxies: Option<String>,
     pub argon2_slots: Option<String>,
     pub public_url: Option<String>,
+    pub database_url: Option<String>,
+    pub database_ca: Option<PathBuf>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -63,6 +66,8 @@ pub struct Config {
     pub argon2_slots: usize,
     /// The URL clients use, when a proxy in front terminates TLS.
     pub public_url: Option<PublicUrl>,
+    /// PostgreSQL instead of the embedded store.
+    pub database: Option<DatabaseUrl>,
 }
 
 /// Reads an environment variable through a lookup function (tests pass their own).
@@ -197,6 +202,17 @@ impl Config {
                 ))
             })?),
         };
+        let database_ca = args
+            .database_ca
+            .clone()
+            .or_else(|| env("PA_AUTH_DATABASE_CA").map(PathBuf::from));
+        let database = match pick(&args.database_url, env, "DATABASE_URL") {
+            None => None,
+            Some((v, source)) => Some(
+                DatabaseUrl::parse(v.trim(), database_ca.as_deref())
+                    .map_err(|e| Error::Config(format!("{source}: {e}")))?,
+            ),
+        };
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -225,6 +241,7 @@ impl Config {
         Ok(Config {
             argon2_slots,
             public_url,
+            database,
             tls,
             log_format,
             log_level,
@@ -248,7 +265,7 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, logs {:?}/{:?}",
+            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, store {}, logs {:?}/{:?}",
             if self.tls.is_some() { "https" } else { "http" },
             self.listen,
             self.data_dir.display(),
@@ -263,6 +280,9 @@ impl Config {
             self.public_url
                 .as_ref()
                 .map_or_else(|| "not set".to_owned(), PublicUrl::to_string),
+            self.database
+                .as_ref()
+                .map_or("embedded (sled)", DatabaseUrl::describe),
             self.log_format,
             self.log_level,
         )

@@ -14,6 +14,7 @@ use crate::domain::time::now_unix;
 use crate::http::tls::{load_server_config, TlsContext};
 use crate::http::{Server, ServerConfig};
 use crate::service::{Error, Result, Service};
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sled::{SledStore, StoreOptions};
 use crate::store::Store;
 use crate::systemd_notify::notify;
@@ -36,15 +37,7 @@ pub fn serve(config: &Config) -> Result<()> {
         ))),
         None => None,
     };
-    let options = StoreOptions {
-        audit_cap: config.audit_retention,
-        audit_failure_cap: config.audit_failure_retention,
-        index_tokens: true,
-        // A schema upgrade at open can take minutes: keep systemd from timing the start out.
-        on_progress: |status| notify(&format!("EXTEND_TIMEOUT_USEC=60000000\nSTATUS={status}")),
-        ..StoreOptions::default()
-    };
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir, &options)?);
+    let store = open_store(config)?;
     let service = Arc::new(Service::new(Arc::clone(&store), config.argon2_slots));
     service.bootstrap_admin()?;
     let app = Arc::new(App::new(Arc::clone(&service), config.public_url.clone()));
@@ -113,4 +106,27 @@ fn wait_for_stop(signals: &mut Signals, tls: Option<&TlsContext>, config: &Confi
         }
     }
     SIGTERM
+}
+
+/// The store the configuration names: PostgreSQL with `--database-url`, else the embedded
+/// sled store in the data dir.
+fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+    if let Some(url) = &config.database {
+        let options = PgOptions {
+            local_dir: config.data_dir.clone(),
+            audit_cap: config.audit_retention,
+            audit_failure_cap: config.audit_failure_retention,
+        };
+        log::info!("using the database {}", url.describe());
+        return Ok(Arc::new(PgStore::open(url, &options)?));
+    }
+    let options = StoreOptions {
+        audit_cap: config.audit_retention,
+        audit_failure_cap: config.audit_failure_retention,
+        index_tokens: true,
+        // A schema upgrade at open can take minutes: keep systemd from timing the start out.
+        on_progress: |status| notify(&format!("EXTEND_TIMEOUT_USEC=60000000\nSTATUS={status}")),
+        ..StoreOptions::default()
+    };
+    Ok(Arc::new(SledStore::open(&config.data_dir, &options)?))
 }

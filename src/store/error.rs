@@ -13,6 +13,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The embedded database failed.
     Sled(sled::Error),
+    /// PostgreSQL failed or could not be reached (cluster mode).
+    Database(postgres::Error),
     /// Stored bytes did not decode: the data dir is damaged or from another version.
     Corrupt(String),
     /// A file-system operation failed.
@@ -35,6 +37,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Sled(e) => write!(f, "store error: {e}"),
+            Error::Database(e) => write!(f, "database error: {e}"),
             Error::Corrupt(m) => write!(f, "stored data is damaged: {m}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Config(m) => write!(f, "{m}"),
@@ -57,6 +60,12 @@ impl std::error::Error for Error {}
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
         Error::Sled(e)
+    }
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        Error::Database(e)
     }
 }
 

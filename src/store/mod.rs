@@ -4,6 +4,8 @@
 //! `dyn Store`, and only the binary's glue (`serve`, `cli`) opens a concrete one.
 
 pub mod error;
+pub mod index;
+pub mod postgres;
 pub mod records;
 pub mod sled;
 
@@ -14,7 +16,7 @@ use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 
 #[cfg(test)]
 pub(crate) use self::sled::test_support;
-pub use self::sled::write_private_file;
+pub use self::sled::{create_private_dir, write_private_file};
 pub use error::{Error, Result};
 pub use records::{
     parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken, IndexedToken,

@@ -118,3 +118,27 @@ pub struct IndexedToken {
     pub expires_at: Option<i64>,
     pub name: Text,
 }
+
+/// Readies an event that happened at `now` (unix seconds) for appending: token-shaped text in
+/// its free-text fields redacted, `at` set, and its key (8 bytes of µs since the epoch, 8 of
+/// the store's `sequence`) chosen and written as its `id`. Every store appends through this.
+pub fn stamp_audit(
+    event: &mut crate::domain::audit::AuditEvent,
+    now: i64,
+    sequence: u64,
+) -> [u8; 16] {
+    for text in [&mut event.actor, &mut event.token_name, &mut event.reason]
+        .into_iter()
+        .flatten()
+    {
+        if let std::borrow::Cow::Owned(clean) = crate::domain::redact::redact_secrets(text) {
+            *text = clean;
+        }
+    }
+    event.at = crate::domain::time::format_rfc3339(now);
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&now.saturating_mul(1_000_000).max(0).to_be_bytes());
+    key[8..].copy_from_slice(&sequence.to_be_bytes());
+    event.id = crate::domain::encoding::hex(&key);
+    key
+}

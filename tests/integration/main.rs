@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod hostile;
 mod http_layer;
 mod layers;
+mod postgres;
 mod reliability;
 mod security_review;
 mod service;

@@ -21,7 +21,7 @@ use super::layout::{AUDIT_FAILURE_TREE, AUDIT_LIFECYCLE_TREE};
 use super::SledStore;
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
 use crate::store::error::{Error, Result};
-use crate::store::records::AuditQuery;
+use crate::store::records::{stamp_audit, AuditQuery};
 
 /// One audit tree with its own cap: appending past the cap drops its oldest events.
 pub(super) struct CappedTree {
@@ -148,14 +148,6 @@ fn merge_sorted(
 }
 
 /// Replaces token-shaped text in a field with the redaction marker.
-fn redact_field(field: &mut Option<String>) {
-    if let Some(text) = field {
-        if let std::borrow::Cow::Owned(clean) = crate::domain::redact::redact_secrets(text) {
-            *text = clean;
-        }
-    }
-}
-
 fn decode(bytes: &[u8]) -> Result<AuditEvent> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("audit record: {e}")))
 }
@@ -165,14 +157,7 @@ impl SledStore {
     /// into the tree of its kind. Not flushed: the next flush, at most ~0.5 s later by
     /// sled's own timer, makes it durable; token create/delete flush right after anyway.
     pub fn append_audit(&self, now: i64, mut event: AuditEvent) -> Result<()> {
-        redact_field(&mut event.actor);
-        redact_field(&mut event.token_name);
-        redact_field(&mut event.reason);
-        event.at = crate::domain::time::format_rfc3339(now);
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&now.saturating_mul(1_000_000).max(0).to_be_bytes());
-        key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
-        event.id = crate::domain::encoding::hex(&key);
+        let key = stamp_audit(&mut event, now, self.db.generate_id()?);
         let bytes = serde_json::to_vec(&event).map_err(|e| Error::Internal(e.to_string()))?;
         self.audit
             .of_class(class_of(&event.event))

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use super::creation_order::{CreationOrder, OrderKey};
 use super::layout::{INDEX_SNAPSHOT_FILE as FILE, NEVER, TMP_SUFFIX};
-use super::token_index::{IndexBatch, TokenIndex};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::error::Result;
+use crate::store::index::{IndexBatch, TokenIndex};
 
 const MAGIC: &[u8] = b"PAIDX1\n";
 

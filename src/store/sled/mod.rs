@@ -11,7 +11,6 @@ mod export;
 mod index_snapshot;
 mod layout;
 mod schema_upgrade;
-mod token_index;
 mod token_records;
 
 use std::fs::{File, OpenOptions};
@@ -19,7 +18,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use token_index::TokenIndex;
+use crate::store::index::TokenIndex;
 pub use token_records::TokenRecordRef;
 
 use crate::store::records::{
@@ -401,7 +400,7 @@ impl StoreState {
 }
 
 /// Creates `dir` with mode 0700 (or tightens an existing one).
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub fn create_private_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)

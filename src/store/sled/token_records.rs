@@ -14,11 +14,11 @@ use sled::Transactional;
 
 use super::creation_order::{CreationOrder, OrderKey};
 use super::layout::{NEVER, NEWEST_CREATED_KEY, TOKEN_COUNT_KEY};
-use super::token_index::IndexBatch;
 use super::{be_i64, be_u64, transaction_error, SledStore};
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
+use crate::store::index::IndexBatch;
 use crate::store::records::{
     IndexedToken, LastUsedWrite, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };

@@ -1,5 +1,5 @@
 //! The in-memory authentication index: blake3(secret) → (id, expiry, name) for every stored
-//! token, so a verification never touches sled or the disk. Loaded once at start-up, then
+//! token, so a verification never touches storage (sled's pages, or PostgreSQL). Loaded once at start-up, then
 //! kept in step by create (after the token is durable) and delete (before the 204 is sent).
 //!
 //! 256 shards (by one byte of the hash), each a vector sorted by hash behind a read-write
@@ -16,11 +16,12 @@
 
 use std::sync::RwLock;
 
-use super::layout::NEVER;
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::records::IndexedToken;
 
 const SHARDS: usize = 256;
+/// "No expiry" inside an entry (kept as a plain i64 so an entry stays 64 bytes).
+const NEVER: i64 = i64::MIN;
 /// Removed-name bytes a shard tolerates before it rewrites its names.
 const MIN_RECLAIM: usize = 4096;
 

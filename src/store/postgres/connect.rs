@@ -1,0 +1,140 @@
+//! Reaching the database: the URL (rust-postgres understands several hosts and
+//! `target_session_attrs=read-write`, for a Patroni or primary/replica set-up), and TLS
+//! through rustls with the site's CA (`--database-ca`), verified, never "encrypt but trust
+//! anyone". The password in the URL is never shown: [`DatabaseUrl::describe`] leaves it out.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::config::{Host, SslMode};
+use postgres::{Client, NoTls};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use crate::store::error::{Error, Result};
+
+/// A parsed `--database-url`, with how to secure the connection.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    config: postgres::Config,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    shown: String,
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl DatabaseUrl {
+    /// Parses a `postgres://` URL (or key=value string); `ca`: a PEM file of the CA(s) the
+    /// server's certificate must chain to (TLS is used whenever it is given).
+    pub fn parse(url: &str, ca: Option<&Path>) -> std::result::Result<DatabaseUrl, String> {
+        let mut config = postgres::Config::from_str(url).map_err(|e| {
+            // The error never repeats the URL (it may hold a password).
+            format!("--database-url is not a PostgreSQL connection URL: {e}")
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("pa-auth");
+        }
+        let tls = match ca {
+            Some(ca) => Some(Arc::new(client_tls(ca)?)),
+            None if config.get_ssl_mode() == SslMode::Require => {
+                return Err(
+                    "--database-url asks for sslmode=require: give the CA that signed the \
+                     database's certificate with --database-ca"
+                        .into(),
+                )
+            }
+            None => None,
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+            .map(|(host, port)| match host {
+                Host::Tcp(h) => format!("{h}:{port}"),
+                Host::Unix(p) => format!("{}:{port}", p.display()),
+            })
+            .collect();
+        let shown = format!(
+            "postgres://{}@{}/{}{}",
+            config.get_user().unwrap_or("?"),
+            hosts.join(","),
+            config.get_dbname().unwrap_or(""),
+            if tls.is_some() { " (TLS)" } else { "" }
+        );
+        Ok(DatabaseUrl { config, tls, shown })
+    }
+
+    /// User, hosts and database, without the password.
+    pub fn describe(&self) -> &str {
+        &self.shown
+    }
+
+    pub(super) fn connect(&self) -> Result<Client> {
+        match &self.tls {
+            Some(tls) => self
+                .config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (**tls).clone(),
+                )),
+            None => self.config.connect(NoTls),
+        }
+        .map_err(Error::Database)
+    }
+}
+
+fn client_tls(ca: &Path) -> std::result::Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("--database-ca {}: {e}", ca.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("--database-ca {}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("--database-ca {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "--database-ca {}: no certificate found",
+            ca.display()
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS to the database: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_never_shown() {
+        let url = DatabaseUrl::parse(
+            "postgres://pa:s3cret@db1:5433,db2/tokens?target_session_attrs=read-write",
+            None,
+        )
+        .unwrap();
+        assert_eq!(url.describe(), "postgres://pa@db1:5433,db2:5432/tokens");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let err =
+            DatabaseUrl::parse("postgres://pa:s3cret@db/x?sslmode=require", None).unwrap_err();
+        assert!(
+            err.contains("--database-ca") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let err = DatabaseUrl::parse("postgres://pa:s3cret@db/x?nonsense=1", None).unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}

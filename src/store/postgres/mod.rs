@@ -1,0 +1,720 @@
+//! The PostgreSQL store (`serve --database-url postgres://…`, decision 0006): the same
+//! [`Store`](crate::store::Store) as the embedded one, on a database the site already runs
+//! and backs up. Verification never waits on the database: every token is kept in the
+//! in-memory [`TokenIndex`], loaded at open and kept in step by this node's creates and
+//! deletes. Every token or admin change bumps one revision row in the same transaction and
+//! records the change (`pa_auth_changes`), the gap-free feed other nodes will follow.
+//!
+//! Until that feed is followed, one node at a time: the store holds a session-level advisory
+//! lock for its lifetime, and a second node (or an offline command) on the same database is
+//! refused, as a second process on one sled data dir is. Schema: `schema.rs`.
+
+mod connect;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use postgres::error::SqlState;
+use postgres::Client;
+
+use crate::domain::audit::{class_of, AuditClass, AuditEvent};
+use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
+use crate::domain::token_fields::fold_name;
+use crate::store::error::{Error, Result};
+use crate::store::index::{IndexBatch, TokenIndex};
+use crate::store::records::{
+    stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite, TokenPage,
+    TokenRecord, TokenStats, ORDER_KEY_LEN,
+};
+use crate::store::AuditKey;
+
+pub use connect::DatabaseUrl;
+pub use schema::SCHEMA_VERSION;
+
+/// Connections kept open for admin work (verification uses none).
+const POOL: usize = 4;
+/// The advisory lock key that says "a pa-auth node serves this database" (ASCII "pa-auth1").
+const NODE_LOCK: i64 = 0x7061_2d61_7574_6831;
+
+/// Options for opening the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// This node's local directory (the initial admin password file; 0700).
+    pub local_dir: PathBuf,
+    /// Lifecycle audit events kept before the oldest are dropped.
+    pub audit_cap: u64,
+    /// Audit events anyone can cause kept before the oldest of them are dropped.
+    pub audit_failure_cap: u64,
+}
+
+/// The open PostgreSQL store.
+pub struct PgStore {
+    url: DatabaseUrl,
+    pool: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+    /// Holds [`NODE_LOCK`] for the store's lifetime.
+    _node_lock: Mutex<Client>,
+    index: TokenIndex,
+    local_dir: PathBuf,
+    caps: [(AuditClass, u64, AtomicU64); 2],
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.url.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects, takes the node lock, creates or checks the schema, and loads every token
+    /// into the in-memory index.
+    pub fn open(url: &DatabaseUrl, options: &PgOptions) -> Result<PgStore> {
+        crate::store::create_private_dir(&options.local_dir)?;
+        let mut lock = url.connect()?;
+        let held: bool = lock
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&NODE_LOCK])?
+            .get(0);
+        if !held {
+            return Err(Error::Config(format!(
+                "another pa-auth node (or command) is using the database {}; this release runs \
+                 one node per database (cluster mode follows, issue 17)",
+                url.describe()
+            )));
+        }
+        schema::create_or_check(&mut lock)?;
+        let store = PgStore {
+            url: url.clone(),
+            pool: (0..POOL).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            _node_lock: Mutex::new(lock),
+            index: TokenIndex::default(),
+            local_dir: options.local_dir.clone(),
+            caps: [
+                (AuditClass::Lifecycle, options.audit_cap, AtomicU64::new(0)),
+                (
+                    AuditClass::Failure,
+                    options.audit_failure_cap,
+                    AtomicU64::new(0),
+                ),
+            ],
+        };
+        store.load_index()?;
+        for (class, _, len) in &store.caps {
+            let n: i64 = store
+                .with_client(|c| {
+                    c.query_one(
+                        "SELECT count(*) FROM pa_auth_audit WHERE class = $1",
+                        &[&class_code(*class)],
+                    )
+                })?
+                .get(0);
+            len.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+        }
+        Ok(store)
+    }
+
+    fn load_index(&self) -> Result<()> {
+        let rows = self.with_client(|c| {
+            c.query("SELECT hash, id, expires_at, name FROM pa_auth_tokens", &[])
+        })?;
+        let mut batch = IndexBatch::with_capacity(rows.len());
+        for row in rows {
+            let hash = TokenHash(fixed(row.get::<_, &[u8]>(0))?);
+            let id = TokenId(fixed(row.get::<_, &[u8]>(1))?);
+            batch.push(hash, id, row.get(2), row.get(3));
+        }
+        self.index.load(vec![batch]);
+        Ok(())
+    }
+
+    /// Runs `work` on a pooled connection, reconnecting a closed one once.
+    fn with_client<T>(
+        &self,
+        mut work: impl FnMut(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let mut slot = self.slot();
+        for attempt in 0..2 {
+            if slot.as_ref().is_none_or(Client::is_closed) {
+                *slot = Some(self.url.connect()?);
+            }
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
+            match work(client) {
+                Err(e) if attempt == 0 && client.is_closed() => {
+                    log::warn!("database connection lost ({e}); reconnecting once");
+                }
+                other => return Ok(other?),
+            }
+        }
+        Err(Error::Internal("database connection unavailable".into()))
+    }
+
+    /// A free pooled connection, or the next one in turn.
+    fn slot(&self) -> MutexGuard<'_, Option<Client>> {
+        for m in &self.pool {
+            if let Ok(guard) = m.try_lock() {
+                return guard;
+            }
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        crate::sync::lock(&self.pool[n])
+    }
+
+    /// In one transaction: `change` then one more revision, recorded with what changed.
+    fn change<T>(
+        &self,
+        change: impl Fn(
+            &mut postgres::Transaction<'_>,
+        ) -> std::result::Result<Change<T>, postgres::Error>,
+    ) -> Result<Option<T>> {
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            let Change::Made { value, op, id, hash } = change(&mut tx)? else {
+                tx.rollback()?;
+                return Ok(None);
+            };
+            let revision: i64 = tx
+                .query_one(
+                    "UPDATE pa_auth_meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+                    &[],
+                )?
+                .get(0);
+            tx.execute(
+                "INSERT INTO pa_auth_changes (revision, op, id, hash) VALUES ($1, $2, $3, $4)",
+                &[&revision, &op, &id.as_ref().map(|i| &i.0[..]), &hash.as_ref().map(|h| &h.0[..])],
+            )?;
+            tx.commit()?;
+            Ok(Some(value))
+        })
+    }
+
+    pub fn create_token(
+        &self,
+        name: &str,
+        expires_at: Option<i64>,
+        created_micros: i64,
+    ) -> Result<(PlaintextToken, TokenRecord)> {
+        let secret = PlaintextToken::generate();
+        let hash = secret.hash();
+        let id = TokenId::generate();
+        let folded = fold_name(name);
+        let created = self.change(|tx| {
+            // Creation order stays strictly increasing, as in the embedded store.
+            let created: i64 = tx
+                .query_one(
+                    "SELECT GREATEST($1::int8, COALESCE(MAX(created_micros) + 1, 0)) FROM pa_auth_tokens",
+                    &[&created_micros],
+                )?
+                .get(0);
+            tx.execute(
+                "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&&id.0[..], &&hash.0[..], &name, &folded, &created, &expires_at],
+            )?;
+            Ok(Change::Made {
+                value: created,
+                op: "create",
+                id: Some(id),
+                hash: Some(hash),
+            })
+        });
+        let created = match created {
+            Ok(Some(created)) => created,
+            Ok(None) => return Err(Error::CreationFailed("not stored".into())),
+            Err(Error::Database(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                let on_name = e
+                    .as_db_error()
+                    .and_then(|d| d.constraint())
+                    .is_some_and(|c| c.contains("name"));
+                return Err(if on_name {
+                    Error::NameTaken(format!("A token named \"{name}\" already exists"))
+                } else {
+                    Error::CreationFailed("id or secret collision".into())
+                });
+            }
+            Err(e) => return Err(Error::CreationFailed(e.to_string())),
+        };
+        let record = TokenRecord {
+            id,
+            name: name.to_owned(),
+            created_micros: created,
+            expires_at,
+        };
+        self.index.insert(
+            hash,
+            IndexedToken {
+                id,
+                expires_at,
+                name: name.into(),
+            },
+        );
+        Ok((secret, record))
+    }
+
+    pub fn delete_token(&self, id: TokenId) -> Result<Option<(TokenHash, TokenRecord)>> {
+        let deleted = self.change(|tx| {
+            let Some(row) = tx.query_opt(
+                "DELETE FROM pa_auth_tokens WHERE id = $1 \
+                 RETURNING hash, name, created_micros, expires_at",
+                &[&&id.0[..]],
+            )?
+            else {
+                return Ok(Change::None);
+            };
+            let hash: Vec<u8> = row.get(0);
+            let hash = TokenHash(hash.as_slice().try_into().unwrap_or([0; 32]));
+            let record = TokenRecord {
+                id,
+                name: row.get(1),
+                created_micros: row.get(2),
+                expires_at: row.get(3),
+            };
+            Ok(Change::Made {
+                value: (hash, record),
+                op: "delete",
+                id: Some(id),
+                hash: Some(hash),
+            })
+        })?;
+        if let Some((hash, _)) = &deleted {
+            self.index.remove(hash);
+        }
+        Ok(deleted)
+    }
+
+    fn token_rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<TokenRecord>> {
+        let rows = self.with_client(|c| c.query(sql, params))?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenRecord {
+                    id: TokenId(fixed(row.get::<_, &[u8]>(0))?),
+                    name: row.get(1),
+                    created_micros: row.get(2),
+                    expires_at: row.get(3),
+                })
+            })
+            .collect()
+    }
+
+    fn audit_append(&self, now: i64, mut event: AuditEvent) -> Result<()> {
+        let class = class_of(&event.event);
+        self.with_client(|c| {
+            let sequence: i64 = c
+                .query_one("SELECT nextval('pa_auth_audit_seq')", &[])?
+                .get(0);
+            let key = stamp_audit(&mut event, now, u64::try_from(sequence).unwrap_or(0));
+            let json = serde_json::to_string(&event).unwrap_or_default();
+            c.execute(
+                "INSERT INTO pa_auth_audit (key, class, event) VALUES ($1, $2, $3)",
+                &[&&key[..], &class_code(class), &json],
+            )
+        })?;
+        let Some((_, cap, len)) = self.caps.iter().find(|(c, _, _)| *c == class) else {
+            return Ok(());
+        };
+        let n = len.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > *cap {
+            // Drop the oldest of this class in one statement, a few at a time.
+            let over = i64::try_from((n - cap).max(64)).unwrap_or(i64::MAX);
+            let dropped = self.with_client(|c| {
+                c.execute(
+                    "DELETE FROM pa_auth_audit WHERE key IN \
+                     (SELECT key FROM pa_auth_audit WHERE class = $1 ORDER BY key LIMIT $2)",
+                    &[&class_code(class), &over],
+                )
+            })?;
+            len.fetch_sub(dropped.min(n), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// What a change transaction did.
+enum Change<T> {
+    None,
+    Made {
+        value: T,
+        op: &'static str,
+        id: Option<TokenId>,
+        hash: Option<TokenHash>,
+    },
+}
+
+fn class_code(class: AuditClass) -> i16 {
+    match class {
+        AuditClass::Lifecycle => 0,
+        AuditClass::Failure => 1,
+    }
+}
+
+fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N]> {
+    bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("a {N}-byte value has {} bytes", bytes.len())))
+}
+
+fn decode_event(text: &str) -> Result<AuditEvent> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("audit record: {e}")))
+}
+
+impl crate::store::Store for PgStore {
+    fn create_token(
+        &self,
+        name: &str,
+        expires_at: Option<i64>,
+        created_micros: i64,
+    ) -> Result<(PlaintextToken, TokenRecord)> {
+        PgStore::create_token(self, name, expires_at, created_micros)
+    }
+
+    fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        Ok(PgStore::delete_token(self, id)?.map(|(_, record)| record))
+    }
+
+    fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        Ok(self
+            .token_rows(
+                "SELECT id, name, created_micros, expires_at FROM pa_auth_tokens WHERE id = $1",
+                &[&&id.0[..]],
+            )?
+            .pop())
+    }
+
+    fn list_tokens(&self, limit: usize, cursor: Option<&[u8; ORDER_KEY_LEN]>) -> Result<TokenPage> {
+        let take = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut items = match cursor {
+            None => self.token_rows(
+                "SELECT id, name, created_micros, expires_at FROM pa_auth_tokens \
+                 ORDER BY created_micros DESC, id DESC LIMIT $1",
+                &[&take],
+            )?,
+            Some(c) => {
+                let created = i64::from_be_bytes(fixed(&c[..8])?);
+                self.token_rows(
+                    "SELECT id, name, created_micros, expires_at FROM pa_auth_tokens \
+                     WHERE (created_micros, id) < ($1, $2) \
+                     ORDER BY created_micros DESC, id DESC LIMIT $3",
+                    &[&created, &&c[8..], &take],
+                )?
+            }
+        };
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|r| {
+                let mut key = [0u8; ORDER_KEY_LEN];
+                key[..8].copy_from_slice(&r.created_micros.max(0).to_be_bytes());
+                key[8..].copy_from_slice(&r.id.0);
+                key
+            })
+        } else {
+            None
+        };
+        Ok(TokenPage { items, next_cursor })
+    }
+
+    fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
+        Ok(self.index.get(hash))
+    }
+
+    fn token_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .with_client(|c| c.query_one("SELECT count(*) FROM pa_auth_tokens", &[]))?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn token_stats(&self, now: i64) -> Result<TokenStats> {
+        let row = self.with_client(|c| {
+            c.query_one(
+                "SELECT count(*) FILTER (WHERE expires_at IS NOT NULL AND $1 >= expires_at), \
+                        count(*) FILTER (WHERE expires_at IS NULL OR $1 < expires_at), \
+                        count(*) FILTER (WHERE $1 < expires_at AND expires_at - $1 <= 604800), \
+                        count(*) FILTER (WHERE $1 < expires_at AND expires_at - $1 <= 2592000) \
+                 FROM pa_auth_tokens",
+                &[&now],
+            )
+        })?;
+        let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+        Ok(TokenStats {
+            expired: n(0),
+            active: n(1),
+            expiring_7d: n(2),
+            expiring_30d: n(3),
+        })
+    }
+
+    fn stored_last_used(&self, id: TokenId) -> Result<Option<i64>> {
+        Ok(self
+            .with_client(|c| {
+                c.query_opt(
+                    "SELECT last_used FROM pa_auth_tokens WHERE id = $1",
+                    &[&&id.0[..]],
+                )
+            })?
+            .and_then(|row| row.get(0)))
+    }
+
+    fn write_last_used_chunk(&self, chunk: &[LastUsedWrite]) -> Result<usize> {
+        let ids: Vec<&[u8]> = chunk.iter().map(|w| &w.id.0[..]).collect();
+        let seen: Vec<i64> = chunk.iter().map(|w| w.seen).collect();
+        // One statement; deleted tokens have no row to update, and a time never moves back.
+        let n = self.with_client(|c| {
+            c.execute(
+                "UPDATE pa_auth_tokens t SET last_used = u.seen \
+                 FROM unnest($1::bytea[], $2::int8[]) AS u(id, seen) \
+                 WHERE t.id = u.id AND (t.last_used IS NULL OR t.last_used < u.seen)",
+                &[&ids, &seen],
+            )
+        })?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<()> {
+        self.audit_append(now, event)
+    }
+
+    fn audit_events(&self, query: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<String>)> {
+        let before: &[u8] = query.before.as_ref().map_or(&[0xff; 17][..], |b| &b[..]);
+        let take = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT event FROM pa_auth_audit WHERE key < $1 \
+                 AND ($2::text IS NULL OR event::jsonb ->> 'tokenId' = $2) \
+                 AND ($3::text IS NULL OR event::jsonb ->> 'event' = $3) \
+                 ORDER BY key DESC LIMIT $4",
+                &[&before, &query.token_id, &query.event, &take],
+            )
+        })?;
+        let mut out = rows
+            .iter()
+            .map(|row| decode_event(row.get(0)))
+            .collect::<Result<Vec<_>>>()?;
+        let next = if out.len() > query.limit {
+            out.truncate(query.limit);
+            out.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    fn admin(&self, username: &str) -> Result<Option<AdminAccount>> {
+        let row = self.with_client(|c| {
+            c.query_opt(
+                "SELECT account FROM pa_auth_admins WHERE username = $1",
+                &[&username],
+            )
+        })?;
+        row.map(|row| {
+            serde_json::from_str(row.get(0))
+                .map_err(|e| Error::Corrupt(format!("admin account record: {e}")))
+        })
+        .transpose()
+    }
+
+    fn put_admin(&self, username: &str, account: &AdminAccount) -> Result<()> {
+        let json = serde_json::to_string(account).map_err(|e| Error::Internal(e.to_string()))?;
+        self.change(|tx| {
+            tx.execute(
+                "INSERT INTO pa_auth_admins (username, account) VALUES ($1, $2) \
+                 ON CONFLICT (username) DO UPDATE SET account = EXCLUDED.account",
+                &[&username, &json],
+            )?;
+            Ok(Change::Made {
+                value: (),
+                op: "admin",
+                id: None,
+                hash: None,
+            })
+        })?;
+        Ok(())
+    }
+
+    fn has_admins(&self) -> bool {
+        self.with_client(|c| c.query_one("SELECT EXISTS (SELECT 1 FROM pa_auth_admins)", &[]))
+            .is_ok_and(|row| row.get(0))
+    }
+
+    fn export_tokens(&self) -> Result<Vec<ExportedToken>> {
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT id, hash, name, created_micros, expires_at, last_used FROM pa_auth_tokens \
+                 ORDER BY created_micros, id",
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExportedToken {
+                    hash: TokenHash(fixed(row.get::<_, &[u8]>(1))?),
+                    record: TokenRecord {
+                        id: TokenId(fixed(row.get::<_, &[u8]>(0))?),
+                        name: row.get(2),
+                        created_micros: row.get(3),
+                        expires_at: row.get(4),
+                    },
+                    last_used: row.get(5),
+                })
+            })
+            .collect()
+    }
+
+    fn export_admins(&self) -> Result<Vec<(String, AdminAccount)>> {
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT username, account FROM pa_auth_admins ORDER BY username",
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|row| {
+                let account = serde_json::from_str(row.get(1))
+                    .map_err(|e| Error::Corrupt(format!("admin account: {e}")))?;
+                Ok((row.get(0), account))
+            })
+            .collect()
+    }
+
+    fn export_audit(&self) -> Result<Vec<(AuditKey, AuditEvent)>> {
+        let rows = self
+            .with_client(|c| c.query("SELECT key, event FROM pa_auth_audit ORDER BY key", &[]))?;
+        rows.iter()
+            .map(|row| Ok((fixed(row.get::<_, &[u8]>(0))?, decode_event(row.get(1))?)))
+            .collect()
+    }
+
+    fn import_tokens(&self, records: &[(TokenHash, TokenRecord)]) -> Result<()> {
+        for chunk in records.chunks(1000) {
+            self.change(|tx| {
+                for (hash, r) in chunk {
+                    tx.execute(
+                        "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[&&r.id.0[..], &&hash.0[..], &r.name, &fold_name(&r.name), &r.created_micros, &r.expires_at],
+                    )?;
+                }
+                Ok(Change::Made {
+                    value: (),
+                    op: "import",
+                    id: None,
+                    hash: None,
+                })
+            })?;
+            for (hash, r) in chunk {
+                self.index.insert(
+                    *hash,
+                    IndexedToken {
+                        id: r.id,
+                        expires_at: r.expires_at,
+                        name: r.name.as_str().into(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn import_last_used(&self, times: &[(TokenId, i64)]) -> Result<usize> {
+        let mut written = 0;
+        for chunk in times.chunks(1000) {
+            let writes: Vec<LastUsedWrite> = chunk
+                .iter()
+                .map(|&(id, seen)| LastUsedWrite {
+                    id,
+                    hash: None,
+                    seen,
+                    flushed: None,
+                })
+                .collect();
+            written += self.write_last_used_chunk(&writes)?;
+        }
+        Ok(written)
+    }
+
+    fn import_audit(&self, events: &[(AuditKey, AuditEvent)]) -> Result<()> {
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            for (key, event) in events {
+                let json = serde_json::to_string(event).unwrap_or_default();
+                tx.execute(
+                    "INSERT INTO pa_auth_audit (key, class, event) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO NOTHING",
+                    &[&&key[..], &class_code(class_of(&event.event)), &json],
+                )?;
+            }
+            tx.commit()
+        })?;
+        for (class, _, len) in &self.caps {
+            let n = events
+                .iter()
+                .filter(|(_, e)| class_of(&e.event) == *class)
+                .count();
+            len.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.with_client(|c| {
+            c.query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM pa_auth_tokens) \
+                    AND NOT EXISTS (SELECT 1 FROM pa_auth_admins) \
+                    AND NOT EXISTS (SELECT 1 FROM pa_auth_audit)",
+                &[],
+            )
+        })
+        .is_ok_and(|row| row.get(0))
+    }
+
+    fn clear_all(&self) -> Result<()> {
+        self.change(|tx| {
+            tx.batch_execute(
+                "DELETE FROM pa_auth_tokens; DELETE FROM pa_auth_admins; DELETE FROM pa_auth_audit;",
+            )?;
+            Ok(Change::Made {
+                value: (),
+                op: "clear",
+                id: None,
+                hash: None,
+            })
+        })?;
+        self.index.load(Vec::new());
+        for (_, _, len) in &self.caps {
+            len.store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        // Every statement above commits durably (synchronous_commit as the site sets it).
+        Ok(())
+    }
+
+    fn change_counter(&self) -> Result<u64> {
+        let n: i64 = self
+            .with_client(|c| {
+                c.query_one("SELECT value FROM pa_auth_meta WHERE key = 'revision'", &[])
+            })?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.local_dir
+    }
+
+    fn maintain(&self) {}
+
+    fn save_for_restart(&self) -> Result<()> {
+        Ok(())
+    }
+}

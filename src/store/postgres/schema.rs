@@ -1,0 +1,95 @@
+//! The PostgreSQL schema, created and checked by the binary. Versioned like the embedded
+//! store's layout: a database written by a newer release is refused, never touched.
+//!
+//! Tables (all prefixed `pa_auth_`, so the database may hold other things):
+//! - `meta` (key → bigint): `schema_version`, and `revision`, bumped by every token or admin
+//!   change in its own transaction (the row lock orders changes: gap-free and total).
+//! - `tokens`: id (16 bytes), hash (blake3 of the secret, 32 bytes, unique), name, the folded
+//!   name (unique: names are unique ignoring case), created µs (listing order), expiry
+//!   (unix s, null = never), last used (unix s, written by the flusher, never backwards).
+//! - `changes`: revision → what changed (op, token id and hash): the feed other nodes follow.
+//! - `admins`: username → the account as JSON (an Argon2id hash, never a password).
+//! - `audit`: 16-byte key (µs ‖ sequence `audit_seq`) → class (0 lifecycle, 1 failure) and
+//!   the event as JSON; each class capped on its own.
+
+use postgres::Client;
+
+use crate::store::error::{Error, Result};
+
+/// Bumped on any incompatible change; an older schema is upgraded at open.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Serialises schema creation between nodes starting at once ("pa-auth0").
+const SCHEMA_LOCK: i64 = 0x7061_2d61_7574_6830;
+
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS pa_auth_meta (key text PRIMARY KEY, value bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS pa_auth_tokens (
+    id bytea PRIMARY KEY CHECK (length(id) = 16),
+    hash bytea NOT NULL CHECK (length(hash) = 32),
+    name text NOT NULL,
+    name_folded text NOT NULL,
+    created_micros bigint NOT NULL,
+    expires_at bigint,
+    last_used bigint,
+    CONSTRAINT pa_auth_tokens_hash_key UNIQUE (hash),
+    CONSTRAINT pa_auth_tokens_name_key UNIQUE (name_folded)
+);
+CREATE INDEX IF NOT EXISTS pa_auth_tokens_order ON pa_auth_tokens (created_micros DESC, id DESC);
+CREATE TABLE IF NOT EXISTS pa_auth_changes (
+    revision bigint PRIMARY KEY,
+    op text NOT NULL,
+    id bytea,
+    hash bytea,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS pa_auth_admins (username text PRIMARY KEY, account text NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS pa_auth_audit_seq;
+CREATE TABLE IF NOT EXISTS pa_auth_audit (
+    key bytea PRIMARY KEY CHECK (length(key) = 16),
+    class smallint NOT NULL,
+    event text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pa_auth_audit_class ON pa_auth_audit (class, key);
+";
+
+/// Creates the schema on an empty database, or checks the version of an existing one.
+pub(super) fn create_or_check(client: &mut Client) -> Result<()> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('pa_auth_meta') IS NOT NULL", &[])?
+        .get(0);
+    if exists {
+        let version: Option<i64> = tx
+            .query_opt(
+                "SELECT value FROM pa_auth_meta WHERE key = 'schema_version'",
+                &[],
+            )?
+            .map(|row| row.get(0));
+        match version {
+            Some(SCHEMA_VERSION) => {}
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::Corrupt(format!(
+                    "the database holds pa-auth schema {v}, newer than this release's \
+                     {SCHEMA_VERSION}: use the pa-auth release that wrote it; nothing was changed"
+                )))
+            }
+            other => {
+                return Err(Error::Corrupt(format!(
+                    "the database's pa-auth schema version is {other:?}, not {SCHEMA_VERSION}; \
+                     nothing was changed"
+                )))
+            }
+        }
+    } else {
+        tx.batch_execute(CREATE)?;
+        tx.execute(
+            "INSERT INTO pa_auth_meta (key, value) VALUES ('schema_version', $1), ('revision', 0)",
+            &[&SCHEMA_VERSION],
+        )?;
+        log::info!("created the pa-auth schema {SCHEMA_VERSION} in the database");
+    }
+    tx.commit()?;
+    Ok(())
+}
