@@ -426,9 +426,15 @@ fn backup(b: &BackupCommand) -> Result<()> {
         )));
     }
     let service = offline(open_existing(&data_dir_or_default(&b.data_dir))?);
-    let (bytes, summary) = service.backup(&Actor::cli(), now_unix())?;
+    let summary = service.backup(&Actor::cli(), now_unix(), |bytes| {
+        crate::store::write_private_file(&b.to, &bytes).map_err(|e| {
+            Error::Config(format!(
+                "cannot write the backup to {}: {e}",
+                b.to.display()
+            ))
+        })
+    })?;
     service.store().flush()?;
-    crate::store::write_private_file(&b.to, &bytes)?;
     eprintln!(
         "backup written to {}: {} tokens, {} admins, {} audit events",
         b.to.display(),

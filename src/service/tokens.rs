@@ -126,13 +126,27 @@ impl Service {
         self.token(token.id)
     }
 
+    /// The snapshot [`Service::backup`] would hand over, not handed over and so not audited
+    /// (a `HEAD` of the backup).
+    pub fn backup_snapshot(&self, now: i64) -> Result<Vec<u8>> {
+        let _exclusive = self.mutation_exclusive();
+        Ok(super::backup::write_backup(&*self.store, now)?.0)
+    }
+
     /// A consistent, checksummed snapshot (`.pab`) of tokens, admins and the audit log;
-    /// token and admin changes wait while it is taken. Audited.
-    pub fn backup(&self, actor: &Actor, now: i64) -> Result<(Vec<u8>, BackupSummary)> {
+    /// token and admin changes wait while it is taken. `deliver` hands it over (writes the
+    /// file, or keeps it for the response); only a delivered backup is audited.
+    pub fn backup(
+        &self,
+        actor: &Actor,
+        now: i64,
+        deliver: impl FnOnce(Vec<u8>) -> Result<()>,
+    ) -> Result<BackupSummary> {
         let (bytes, summary) = {
             let _exclusive = self.mutation_exclusive();
             super::backup::write_backup(&*self.store, now)?
         };
+        deliver(bytes)?;
         self.audit(
             now,
             AuditEvent {
@@ -143,7 +157,7 @@ impl Service {
                 ..AuditEvent::of(AuditKind::BackupCreated).by(actor)
             },
         );
-        Ok((bytes, summary))
+        Ok(summary)
     }
 }
 

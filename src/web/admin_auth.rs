@@ -39,8 +39,9 @@ pub fn admin_unauthorized(req: &Request<'_>) -> Error {
 }
 
 /// Before a body is read on an admin route: the answer that cannot depend on it, if any. A
-/// locked-out address gets its 429, and a request with neither an Authorization header nor a
-/// live session (an unknown cookie counts as none) its 401, so neither holds a body place.
+/// request with a live session goes on. Otherwise a locked-out address gets its 429, and a
+/// request with neither an Authorization header nor a live session (an unknown cookie counts
+/// as none) its 401, so neither holds a body place.
 /// The login itself carries its credential in the body and only meets the lock.
 pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
     let resolved = super::routes::resolve(req.method(), req.path());
@@ -49,14 +50,19 @@ pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
     }
     let admins = app.service.admins();
     let now = Instant::now();
-    if let Err(retry_after_secs) = admins.throttle().check(req.peer().ip(), now) {
-        return Some(Error::TooManyRequests { retry_after_secs });
-    }
     let login = resolved.method.map(|m| m.op) == Some(super::routes::Op::Login);
     let live_session = req
         .header("cookie")
         .and_then(session_cookie)
         .is_some_and(|cookie| admins.sessions().get(cookie, now).is_some());
+    // A live session is a credential already proven: the address's lock is for guesses, and
+    // a session checked without a body (GET, DELETE) is not locked out either.
+    if live_session && !login {
+        return None;
+    }
+    if let Err(retry_after_secs) = admins.throttle().check(req.peer().ip(), now) {
+        return Some(Error::TooManyRequests { retry_after_secs });
+    }
     let authorization = req.headers_named("authorization").next().is_some();
     (!login && !live_session && !authorization).then(|| admin_unauthorized(req))
 }

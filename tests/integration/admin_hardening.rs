@@ -451,3 +451,58 @@ fn regression_issue_16_a_wrong_content_type_does_not_hide_a_credential_failure()
     );
     assert!(got.starts_with("HTTP/1.1 400 "), "{got:?}");
 }
+
+/// Issue 16 attack: an address locked out by guesses (anyone behind the same proxy can cause
+/// it) also refused a live console session's writes with a body (create, password change,
+/// lookup) while its GETs and DELETEs passed. A live session is a proven credential.
+#[test]
+fn regression_issue_16_a_live_session_is_not_locked_out_by_guesses_from_its_address() {
+    let svc = Service::start(&[]);
+    let from = "127.0.0.61";
+    let body =
+        serde_json::json!({"username": "admin", "password": svc.initial_password()}).to_string();
+    let login = try_from_address(
+        from,
+        svc.addr,
+        format!(
+            "POST /admin/api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .expect("login");
+    assert_eq!(login.status, 200, "{}", login.text());
+    let cookie = login
+        .header("Set-Cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_owned();
+    let csrf = login.json()["csrfToken"].as_str().expect("csrf").to_owned();
+    let wrong = basic_auth("admin", "wrong-password-0");
+    let guess = Req::get("/admin/api/tokens")
+        .header("Authorization", &wrong)
+        .to_bytes();
+    let mut locked = false;
+    for _ in 0..8 {
+        let r = try_from_address(from, svc.addr, &guess).expect("guess");
+        locked |= r.status == 429;
+    }
+    assert!(locked, "the address is locked out");
+    let create = r#"{"name":"during-lockout"}"#;
+    let r = try_from_address(
+        from,
+        svc.addr,
+        format!(
+            "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nX-CSRF-Token: {csrf}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{create}",
+            create.len()
+        )
+        .as_bytes(),
+    )
+    .expect("create");
+    assert_eq!(r.status, 201, "{}", r.text());
+    // A guess is still refused from there.
+    let r = try_from_address(from, svc.addr, &guess).expect("guess");
+    r.assert_error(429, "too_many_requests");
+}

@@ -760,3 +760,59 @@ fn leaked_token_lookup_and_aggregated_failures_in_the_audit() {
     // Found by secret, found by hash, not found; refused bodies are not lookups.
     assert_eq!(lookups["items"].as_array().unwrap().len(), 3);
 }
+
+/// Issue 16 attack: an offline backup that could not be written was audited as
+/// `backup.created`. Only a delivered backup is audited, and a HEAD of the online backup
+/// delivers nothing.
+#[test]
+fn regression_issue_16_only_a_delivered_backup_is_audited() {
+    let temp = TempDir::new("backup-audit");
+    let data = temp.path().join("data");
+    let d = data.to_str().unwrap().to_string();
+    let mut svc = Service::start_in(&data, &[]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let head = Req::new("HEAD", "/admin/api/backup")
+        .header("Authorization", &admin)
+        .send(svc.addr);
+    assert_eq!(head.status, 200);
+    let count = |svc: &Service| {
+        Req::get("/admin/api/audit?event=backup.created")
+            .header("Authorization", &admin)
+            .send(svc.addr)
+            .json()["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(count(&svc), 0, "a HEAD is not a backup");
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    let nowhere = temp.path().join("no-such-dir").join("x.pab");
+    let (code, _, err) = run_cli(
+        &[
+            "backup",
+            "--to",
+            nowhere.to_str().unwrap(),
+            "--data-dir",
+            &d,
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no-such-dir"),
+        "the message names the file: {err}"
+    );
+    let written = temp.path().join("ok.pab");
+    let (code, _, err) = run_cli(
+        &[
+            "backup",
+            "--to",
+            written.to_str().unwrap(),
+            "--data-dir",
+            &d,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let svc = Service::start_in(&data, &[]);
+    assert_eq!(count(&svc), 1, "only the written backup");
+}
