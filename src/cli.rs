@@ -131,6 +131,9 @@ macro_rules! serve_flags {
             /// PEM file of the CA that signed the database's certificate: connect with verified TLS (env PA_AUTH_DATABASE_CA)
             #[argh(option)]
             pub database_ca: Option<PathBuf>,
+            /// with --database-url: seconds a node may go without confirming the database's latest change before it answers forward-auth and /healthz with 503 (default 2)
+            #[argh(option)]
+            pub max_staleness: Option<String>,
         }
 
         impl $name {
@@ -156,6 +159,7 @@ macro_rules! serve_flags {
                     public_url: self.public_url.clone(),
                     database_url: self.database_url.clone(),
                     database_ca: self.database_ca.clone(),
+                    max_staleness: self.max_staleness.clone(),
                 }
             }
         }

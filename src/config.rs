@@ -39,6 +39,7 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
     pub database_url: Option<String>,
     pub database_ca: Option<PathBuf>,
+    pub max_staleness: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -68,6 +69,8 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
     /// PostgreSQL instead of the embedded store.
     pub database: Option<DatabaseUrl>,
+    /// With a database: how long a node may go without confirming its latest change.
+    pub max_staleness: Duration,
 }
 
 /// Reads an environment variable through a lookup function (tests pass their own).
@@ -213,6 +216,7 @@ impl Config {
                     .map_err(|e| Error::Config(format!("{source}: {e}")))?,
             ),
         };
+        let max_staleness = number(pick(&args.max_staleness, env, "MAX_STALENESS"), 2, 1, 3600)?;
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -242,6 +246,7 @@ impl Config {
             argon2_slots,
             public_url,
             database,
+            max_staleness: Duration::from_secs(max_staleness),
             tls,
             log_format,
             log_level,

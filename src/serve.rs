@@ -38,8 +38,13 @@ pub fn serve(config: &Config) -> Result<()> {
         None => None,
     };
     let store = open_store(config)?;
-    let service = Arc::new(Service::new(Arc::clone(&store), config.argon2_slots));
+    let service = Arc::new(Service::with_max_staleness(
+        Arc::clone(&store),
+        config.argon2_slots,
+        config.max_staleness,
+    ));
     service.bootstrap_admin()?;
+    let follower = service.start_follower()?;
     let app = Arc::new(App::new(Arc::clone(&service), config.public_url.clone()));
     let flusher = service.start_maintenance(config.flush_interval)?;
     let http = ServerConfig {
@@ -78,6 +83,8 @@ pub fn serve(config: &Config) -> Result<()> {
     }
     service.audit(now_unix(), AuditEvent::of(AuditKind::ServerStopped));
     flusher.shutdown();
+    drop(follower);
+    store.leave();
     store.flush()?;
     if let Err(e) = store.save_for_restart() {
         log::warn!("could not save the index snapshot ({e}); the next start scans the store");
@@ -116,6 +123,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
             local_dir: config.data_dir.clone(),
             audit_cap: config.audit_retention,
             audit_failure_cap: config.audit_failure_retention,
+            max_staleness: config.max_staleness,
         };
         log::info!("using the database {}", url.describe());
         return Ok(Arc::new(PgStore::open(url, &options)?));

@@ -32,6 +32,8 @@ pub enum Error {
     MethodNotAllowed(&'static str),
     /// A token with that name already exists (case-insensitive).
     Conflict(String),
+    /// This node cannot answer now (a cluster node that lost track of the database): 503.
+    Unavailable(&'static str),
     /// Login throttled; retry after this many seconds (429).
     TooManyRequests { retry_after_secs: u64 },
     /// The token could not be stored (500 `creation_failed`).
@@ -65,6 +67,7 @@ impl fmt::Display for Error {
             Error::NotFound => write!(f, "not found"),
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
             Error::Conflict(m) => write!(f, "conflict: {m}"),
+            Error::Unavailable(m) => write!(f, "unavailable: {m}"),
             Error::TooManyRequests { retry_after_secs } => {
                 write!(
                     f,

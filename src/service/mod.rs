@@ -7,6 +7,7 @@
 pub mod admins;
 pub mod auth;
 pub mod backup;
+pub mod cluster;
 pub mod error;
 pub mod maintenance;
 pub mod tokens;
@@ -42,12 +43,32 @@ pub struct Service {
     mutation_gate: RwLock<()>,
     /// Token counts for /metrics, recomputed at most every 30 s (a full scan).
     token_stats: Mutex<Option<(Instant, TokenStats)>>,
+    /// Whether other nodes share the store (cluster mode), and how fresh this node is.
+    shared: bool,
+    freshness: Arc<cluster::Freshness>,
 }
 
 impl Service {
     /// `argon2_slots`: how many Argon2 computations (19 MiB each) may run at once.
     pub fn new(store: Arc<dyn Store>, argon2_slots: usize) -> Service {
+        Service::with_max_staleness(store, argon2_slots, Duration::from_secs(2))
+    }
+
+    /// With a shared store: how long this node may go without confirming the store's latest
+    /// change before it refuses to verify.
+    pub fn with_max_staleness(
+        store: Arc<dyn Store>,
+        argon2_slots: usize,
+        max_staleness: Duration,
+    ) -> Service {
+        let freshness = Arc::new(cluster::Freshness::new(max_staleness));
+        // The store is as fresh as its open made it.
+        if let Ok(revision) = store.change_counter() {
+            freshness.synced(revision);
+        }
         Service {
+            shared: store.is_shared(),
+            freshness,
             store,
             tracker: Arc::default(),
             auth_counters: AuthCounters::default(),
@@ -75,6 +96,26 @@ impl Service {
     /// Figures of the last flush round, for metrics.
     pub fn flush_status(&self) -> FlushStatus {
         *crate::sync::lock(&self.flush_status)
+    }
+
+    /// Starts the thread that follows the other nodes' changes (cluster mode; `None` for a
+    /// store of this node's own).
+    pub fn start_follower(&self) -> std::io::Result<Option<cluster::Follower>> {
+        if !self.shared {
+            return Ok(None);
+        }
+        cluster::Follower::start(Arc::clone(&self.store), Arc::clone(&self.freshness)).map(Some)
+    }
+
+    /// Whether this node may verify tokens: always with a store of its own; with a shared
+    /// one, only while it has confirmed the latest change within `--max-staleness`.
+    pub fn is_fresh(&self) -> bool {
+        !self.shared || self.freshness.is_fresh()
+    }
+
+    /// Cluster figures for /metrics (`None` with a store of this node's own).
+    pub fn cluster_status(&self) -> Option<cluster::ClusterStatus> {
+        self.shared.then(|| self.freshness.status())
     }
 
     /// Starts the maintenance thread (last-used flush, failure aggregation, file modes).

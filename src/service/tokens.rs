@@ -55,6 +55,22 @@ impl Service {
             self.store.delete_token(id)?.ok_or(Error::NotFound)?
         };
         self.tracker.forget(&id);
+        if self.shared {
+            // Gone everywhere before the answer: every live node has applied the delete
+            // (a node that has not synced within --max-staleness refuses to verify anyway).
+            let revision = self.store.change_counter()?;
+            let behind = self
+                .store
+                .wait_applied(revision, self.freshness.max_staleness())?;
+            if !behind.is_empty() {
+                log::warn!(
+                    "token {id} deleted; nodes not confirming it within {} s (refusing to \
+                     verify until they do): {}",
+                    self.freshness.max_staleness().as_secs(),
+                    behind.join(", ")
+                );
+            }
+        }
         self.audit(
             now,
             AuditEvent {

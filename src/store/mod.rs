@@ -94,4 +94,26 @@ pub trait Store: Send + Sync {
     fn maintain(&self);
     /// At a clean shutdown, after the final flush: keep what makes the next start fast.
     fn save_for_restart(&self) -> Result<()>;
+
+    // Several nodes on one store (cluster mode). The embedded store is one node's alone.
+
+    /// Whether other nodes change this store too: then [`Store::sync`] must run often, and
+    /// a node that has not synced for too long refuses to verify.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Waits up to `wait` for word of a change, then brings this node's in-memory state up
+    /// to the store's latest revision; the revision now applied.
+    fn sync(&self, wait: std::time::Duration) -> Result<u64> {
+        let _ = wait;
+        self.change_counter()
+    }
+    /// Waits up to `timeout` until every other live node has applied `revision`; the nodes
+    /// still behind when it gives up.
+    fn wait_applied(&self, revision: u64, timeout: std::time::Duration) -> Result<Vec<String>> {
+        let _ = (revision, timeout);
+        Ok(Vec::new())
+    }
+    /// This node leaves (a clean shutdown): no change waits for it any more.
+    fn leave(&self) {}
 }

@@ -38,6 +38,7 @@ impl Error {
             Error::MethodNotAllowed(_) => (405, "method_not_allowed"),
             Error::Conflict(_) => (409, "conflict"),
             Error::TooManyRequests { .. } => (429, "too_many_requests"),
+            Error::Unavailable(_) => (503, "service_unavailable"),
             Error::CreationFailed(_) => (500, "creation_failed"),
             Error::Store(_)
             | Error::Io(_)
@@ -60,6 +61,7 @@ impl Error {
             Error::Conflict(m) => m.clone(),
             Error::TooManyRequests { .. } => "Too many failed login attempts; retry later".into(),
             Error::CreationFailed(_) => "The token could not be stored".into(),
+            Error::Unavailable(m) => (*m).into(),
             _ => "Internal server error".into(),
         }
     }
@@ -97,6 +99,7 @@ impl Error {
                 response = response.header("Retry-After", retry_after_secs.to_string());
             }
             Error::BadRequest(_) => response = response.close(),
+            Error::Unavailable(_) => response = response.header("Retry-After", "1"),
             _ => {}
         }
         response

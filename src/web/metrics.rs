@@ -129,6 +129,8 @@ pub struct Snapshot<'a> {
     pub tokens: crate::store::TokenStats,
     pub open_connections: usize,
     pub flush: crate::service::maintenance::FlushStatus,
+    /// Cluster mode only.
+    pub cluster: Option<crate::service::cluster::ClusterStatus>,
 }
 
 /// Renders the exposition text.
@@ -204,5 +206,19 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "# HELP pa_auth_flush_failures_total Failed last-used flush rounds.\n# TYPE pa_auth_flush_failures_total counter\npa_auth_flush_failures_total {}",
         s.flush.failures
     );
+    if let Some(c) = &s.cluster {
+        let _ = writeln!(
+            out,
+            "# HELP pa_auth_cluster_applied_revision The store's latest change this node has applied.\n\
+             # TYPE pa_auth_cluster_applied_revision gauge\npa_auth_cluster_applied_revision {}\n\
+             # HELP pa_auth_cluster_staleness_seconds Time since this node last confirmed the store's latest change.\n\
+             # TYPE pa_auth_cluster_staleness_seconds gauge\npa_auth_cluster_staleness_seconds {:.3}\n\
+             # HELP pa_auth_cluster_sync_errors_total Failed attempts to follow the store's changes.\n\
+             # TYPE pa_auth_cluster_sync_errors_total counter\npa_auth_cluster_sync_errors_total {}",
+            c.applied_revision,
+            c.staleness.as_secs_f64(),
+            c.sync_errors
+        );
+    }
     out
 }

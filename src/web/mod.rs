@@ -201,6 +201,13 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let resolved = routes::resolve(req.method(), req.path());
     let caller = match resolved.guard() {
         Guard::None => Caller::Anonymous,
+        // A cluster node that lost track of the other nodes' deletes must not vouch for a
+        // token: the proxy or load balancer sees 503 and drains it until it catches up.
+        Guard::ApiToken if !app.service.is_fresh() => {
+            return Err(Error::Unavailable(
+                "This node cannot confirm the latest token changes; retry on another node",
+            ))
+        }
         Guard::ApiToken => Caller::Token(app.authenticate(req, now)?),
         Guard::Admin => Caller::Admin(authenticate_admin(app, req, now)?),
     };
@@ -228,7 +235,7 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
             .unwrap_or_default()
     };
     match (op, caller) {
-        (Op::Health, _) => Ok(healthz()),
+        (Op::Health, _) => Ok(healthz(app.service.is_fresh())),
         (Op::Metrics, _) => Ok(metrics(app, now)),
         (Op::OpenApi, _) => Ok(openapi()),
         (Op::Console, _) => {
@@ -260,10 +267,19 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
     }
 }
 
-fn healthz() -> Response {
-    Response::new(200)
-        .header("Content-Type", "application/json")
-        .body(&b"{\"status\":\"ok\"}"[..])
+/// `{"status":"ok"}`, or 503 `{"status":"stale"}` on a cluster node that cannot confirm the
+/// latest changes (the load balancer drains it).
+fn healthz(fresh: bool) -> Response {
+    if fresh {
+        Response::new(200)
+            .header("Content-Type", "application/json")
+            .body(&b"{\"status\":\"ok\"}"[..])
+    } else {
+        Response::new(503)
+            .header("Content-Type", "application/json")
+            .header("Retry-After", "1")
+            .body(&b"{\"status\":\"stale\"}"[..])
+    }
 }
 
 /// The OpenAPI 3 description of every route, schema and error (`docs/openapi.json`).
@@ -283,6 +299,7 @@ fn metrics(app: &App, now: i64) -> Response {
             .get()
             .map_or(0, |s| s.stats().open_connections),
         flush: app.service.flush_status(),
+        cluster: app.service.cluster_status(),
     };
     Response::new(200)
         .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -72,17 +72,24 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        pg.run(
+        pg.start_server();
+        Some(pg)
+    }
+
+    /// (Re)starts the server on its port.
+    pub fn start_server(&self) {
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                &pg.data().display().to_string(),
+                &self.data().display().to_string(),
                 "-l",
-                &pg.dir.join("server.log").display().to_string(),
+                &self.dir.join("server.log").display().to_string(),
                 "-o",
                 &format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                    pg.dir.display()
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    self.port,
+                    self.dir.display()
                 ),
                 "-w",
                 "-t",
@@ -90,7 +97,20 @@ impl Postgres {
                 "start",
             ],
         );
-        Some(pg)
+    }
+
+    /// Stops the server at once (as a crash or a network cut would look to the nodes).
+    pub fn stop_server(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+        );
     }
 
     fn data(&self) -> PathBuf {
@@ -289,25 +309,12 @@ fn postgres_store_serves_the_whole_token_lifecycle_across_restarts() {
     assert!(revision >= 3 && revision == changes, "{revision} {changes}");
 }
 
-/// Until nodes follow each other's changes, a second node on one database is refused, as a
-/// second process on one sled data dir is: it would serve deleted tokens.
+/// A database written by a newer release is refused untouched; a URL's password is never
+/// shown, even when the database cannot be reached.
 #[test]
-fn postgres_refuses_a_second_node_and_a_newer_schema() {
+fn postgres_refuses_a_newer_schema_and_hides_the_password() {
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("refusals");
-    let svc = Service::start(&["--database-url", url.as_str()]);
     let other = TempDir::new("pg-other");
-    let out = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(other.path())
-        .args(["--database-url", url.as_str()])
-        .output()
-        .expect("second node");
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another pa-auth node"), "{err}");
-    drop(svc);
-
     let newer = pg.database("newer");
     let mut db = pg.client("newer");
     db.batch_execute(
@@ -381,4 +388,117 @@ fn postgres_backup_restores_into_the_embedded_store() {
         .header("Authorization", &admin)
         .send(svc.addr);
     assert_eq!(r.status, 200, "the admin came along");
+}
+
+fn header_of(svc: &Service, token: &str) -> (u16, Option<String>) {
+    let r = Req::get("/auth/verify").bearer(token).send(svc.addr);
+    (r.status, r.header("X-PA-Token-Id").map(str::to_owned))
+}
+
+/// Three nodes on one database: a token made on one works on the others; a token deleted on
+/// one is refused by every node before that node answers 204, checked with requests racing
+/// the delete on every node.
+#[test]
+fn postgres_three_nodes_share_tokens_and_a_delete_is_everywhere_before_its_204() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("cluster");
+    let args = ["--database-url", url.as_str(), "--flush-interval", "1"];
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    let c = Service::start(&args);
+    // The first node created the admin; every node reads it from the database.
+    let password = [&a, &b, &c]
+        .iter()
+        .find_map(|s| std::fs::read_to_string(s.data_dir.join("initial-admin-password")).ok())
+        .expect("one node made the initial admin");
+    let admin = basic_auth("admin", password.trim());
+    for round in 0..5 {
+        let (id, token) = create_token(&a, &admin, &format!("shared-{round}"));
+        for node in [&b, &c] {
+            wait_for("the token on the other nodes", || {
+                verify(node, &token) == 200
+            });
+            assert_eq!(header_of(node, &token).1.as_deref(), Some(id.as_str()));
+        }
+        // Race verifications on A and C against the delete on B.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racers: Vec<_> = [a.addr, c.addr]
+            .into_iter()
+            .map(|addr| {
+                let (stop, token) = (std::sync::Arc::clone(&stop), token.clone());
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = Req::get("/auth/verify").bearer(&token).send(addr);
+                        seen += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let r = Req::new("DELETE", &format!("/admin/api/tokens/{id}"))
+            .header("Authorization", &admin)
+            .send(b.addr);
+        assert_eq!(r.status, 204);
+        // The 204 is in hand: no node may accept the token now.
+        for node in [&a, &b, &c] {
+            assert_eq!(
+                verify(node, &token),
+                401,
+                "round {round}: deleted but accepted"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        for racer in racers {
+            assert!(racer.join().expect("racer") > 0);
+        }
+    }
+    // Admin changes are shared too: a password changed on C works on A.
+    let r = Req::new("PUT", "/admin/api/password")
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"currentPassword": password.trim(), "newPassword": "a long new passphrase 42"}))
+        .send(c.addr);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = Req::get("/admin/api/tokens")
+        .header(
+            "Authorization",
+            &basic_auth("admin", "a long new passphrase 42"),
+        )
+        .send(a.addr);
+    assert_eq!(r.status, 200);
+    let metrics = Req::get("/metrics").send(a.addr).text();
+    assert!(
+        metrics.contains("pa_auth_cluster_applied_revision "),
+        "{metrics}"
+    );
+}
+
+/// A node that cannot confirm the database's latest change for --max-staleness answers
+/// forward-auth and /healthz with 503 (the load balancer drains it), and recovers by
+/// itself once the database is back.
+#[test]
+fn postgres_a_node_cut_off_from_the_database_fails_closed_and_recovers() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("failclosed");
+    let svc = Service::start(&["--database-url", url.as_str(), "--max-staleness", "1"]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let (_, token) = create_token(&svc, &admin, "fc");
+    assert_eq!(verify(&svc, &token), 200);
+    pg.stop_server();
+    wait_for("503 on forward-auth", || verify(&svc, &token) == 503);
+    let health = Req::get("/healthz").send(svc.addr);
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json()["status"], "stale");
+    let r = Req::get("/auth/verify").bearer(&token).send(svc.addr);
+    r.assert_error(503, "service_unavailable");
+    assert!(r.header("Retry-After").is_some());
+    pg.start_server();
+    wait_for("recovery", || verify(&svc, &token) == 200);
+    assert_eq!(Req::get("/healthz").send(svc.addr).status, 200);
+    let metrics = Req::get("/metrics").send(svc.addr).text();
+    assert!(
+        !metrics.contains("pa_auth_cluster_sync_errors_total 0\n"),
+        "errors were counted: {metrics}"
+    );
 }

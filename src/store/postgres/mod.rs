@@ -5,9 +5,12 @@
 //! deletes. Every token or admin change bumps one revision row in the same transaction and
 //! records the change (`pa_auth_changes`), the gap-free feed other nodes will follow.
 //!
-//! Until that feed is followed, one node at a time: the store holds a session-level advisory
-//! lock for its lifetime, and a second node (or an offline command) on the same database is
-//! refused, as a second process on one sled data dir is. Schema: `schema.rs`.
+//! Every node follows that feed ([`PgStore::sync`], called by the service's follower thread):
+//! `LISTEN/NOTIFY` only wakes it; each sync reads the revision and applies the changes after
+//! the one it had, in order. After a reconnect, a gap in the feed, or a revision that went
+//! backwards (a failover that lost commits), it reloads every token. Each sync also records
+//! the node's applied revision in `pa_auth_nodes`, which a delete waits on
+//! ([`PgStore::wait_applied`]). Schema: `schema.rs`.
 
 mod connect;
 mod schema;
@@ -17,6 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
@@ -35,8 +39,8 @@ pub use schema::SCHEMA_VERSION;
 
 /// Connections kept open for admin work (verification uses none).
 const POOL: usize = 4;
-/// The advisory lock key that says "a pa-auth node serves this database" (ASCII "pa-auth1").
-const NODE_LOCK: i64 = 0x7061_2d61_7574_6831;
+/// The channel every change is announced on.
+const CHANNEL: &str = "pa_auth_changes";
 
 /// Options for opening the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -47,6 +51,8 @@ pub struct PgOptions {
     pub audit_cap: u64,
     /// Audit events anyone can cause kept before the oldest of them are dropped.
     pub audit_failure_cap: u64,
+    /// A node not heard from for this long is not waited for (it refuses to verify anyway).
+    pub max_staleness: std::time::Duration,
 }
 
 /// The open PostgreSQL store.
@@ -54,8 +60,13 @@ pub struct PgStore {
     url: DatabaseUrl,
     pool: Vec<Mutex<Option<Client>>>,
     next: AtomicUsize,
-    /// Holds [`NODE_LOCK`] for the store's lifetime.
-    _node_lock: Mutex<Client>,
+    /// The connection that LISTENs for changes and reads the feed (`None`: reconnect, reload).
+    feed: Mutex<Option<Client>>,
+    /// The revision the in-memory index reflects.
+    applied: AtomicU64,
+    /// This node's name in `pa_auth_nodes`: host, process and a random part.
+    node_id: String,
+    max_staleness: std::time::Duration,
     index: TokenIndex,
     local_dir: PathBuf,
     caps: [(AuditClass, u64, AtomicU64); 2],
@@ -74,23 +85,22 @@ impl PgStore {
     /// into the in-memory index.
     pub fn open(url: &DatabaseUrl, options: &PgOptions) -> Result<PgStore> {
         crate::store::create_private_dir(&options.local_dir)?;
-        let mut lock = url.connect()?;
-        let held: bool = lock
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&NODE_LOCK])?
-            .get(0);
-        if !held {
-            return Err(Error::Config(format!(
-                "another pa-auth node (or command) is using the database {}; this release runs \
-                 one node per database (cluster mode follows, issue 17)",
-                url.describe()
-            )));
-        }
-        schema::create_or_check(&mut lock)?;
+        let mut first = url.connect()?;
+        schema::create_or_check(&mut first)?;
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         let store = PgStore {
             url: url.clone(),
             pool: (0..POOL).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
-            _node_lock: Mutex::new(lock),
+            feed: Mutex::new(None),
+            applied: AtomicU64::new(0),
+            node_id: format!(
+                "{}/{}/{}",
+                host.trim(),
+                std::process::id(),
+                &TokenId::generate().to_string()[..8]
+            ),
+            max_staleness: options.max_staleness,
             index: TokenIndex::default(),
             local_dir: options.local_dir.clone(),
             caps: [
@@ -102,7 +112,7 @@ impl PgStore {
                 ),
             ],
         };
-        store.load_index()?;
+        store.sync_feed(std::time::Duration::ZERO)?;
         for (class, _, len) in &store.caps {
             let n: i64 = store
                 .with_client(|c| {
@@ -117,18 +127,138 @@ impl PgStore {
         Ok(store)
     }
 
-    fn load_index(&self) -> Result<()> {
-        let rows = self.with_client(|c| {
-            c.query("SELECT hash, id, expires_at, name FROM pa_auth_tokens", &[])
-        })?;
+    /// Every token, and the revision they are at, from one snapshot of the database.
+    fn reload(&self, feed: &mut Client) -> std::result::Result<u64, postgres::Error> {
+        let mut tx = feed
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let revision: i64 = tx
+            .query_one("SELECT value FROM pa_auth_meta WHERE key = 'revision'", &[])?
+            .get(0);
+        let rows = tx.query("SELECT hash, id, expires_at, name FROM pa_auth_tokens", &[])?;
+        tx.commit()?;
         let mut batch = IndexBatch::with_capacity(rows.len());
         for row in rows {
-            let hash = TokenHash(fixed(row.get::<_, &[u8]>(0))?);
-            let id = TokenId(fixed(row.get::<_, &[u8]>(1))?);
-            batch.push(hash, id, row.get(2), row.get(3));
+            let (Ok(hash), Ok(id)) = (
+                fixed::<32>(row.get::<_, &[u8]>(0)),
+                fixed::<16>(row.get::<_, &[u8]>(1)),
+            ) else {
+                continue;
+            };
+            batch.push(TokenHash(hash), TokenId(id), row.get(2), row.get(3));
         }
-        self.index.load(vec![batch]);
-        Ok(())
+        self.index.replace(batch);
+        let revision = u64::try_from(revision).unwrap_or(0);
+        self.applied.store(revision, Ordering::SeqCst);
+        Ok(revision)
+    }
+
+    /// Applies the feed after `applied` up to `revision`; `false` when it cannot (a gap:
+    /// the caller reloads).
+    fn apply_changes(
+        &self,
+        feed: &mut Client,
+        applied: u64,
+        revision: u64,
+    ) -> std::result::Result<bool, postgres::Error> {
+        let from = i64::try_from(applied).unwrap_or(i64::MAX);
+        let to = i64::try_from(revision).unwrap_or(i64::MAX);
+        let rows = feed.query(
+            "SELECT c.revision, c.op, c.id, c.hash, t.name, t.expires_at \
+             FROM pa_auth_changes c LEFT JOIN pa_auth_tokens t ON t.id = c.id \
+             WHERE c.revision > $1 AND c.revision <= $2 ORDER BY c.revision",
+            &[&from, &to],
+        )?;
+        if u64::try_from(rows.len()).ok() != revision.checked_sub(applied) {
+            return Ok(false);
+        }
+        for row in rows {
+            let op: &str = row.get(1);
+            let id: Option<&[u8]> = row.get(2);
+            let hash: Option<&[u8]> = row.get(3);
+            let (id, hash) = match (id.map(fixed::<16>), hash.map(fixed::<32>)) {
+                (Some(Ok(id)), Some(Ok(hash))) => (TokenId(id), TokenHash(hash)),
+                _ if op == "admin" => continue,
+                _ => return Ok(false),
+            };
+            match op {
+                "create" => {
+                    // Deleted since: its own delete follows in the feed.
+                    let name: Option<String> = row.get(4);
+                    if let Some(name) = name {
+                        let expires_at: Option<i64> = row.get(5);
+                        self.index.insert(
+                            hash,
+                            IndexedToken {
+                                id,
+                                expires_at,
+                                name: name.as_str().into(),
+                            },
+                        );
+                    }
+                }
+                "delete" => self.index.remove(&hash),
+                _ => return Ok(false),
+            }
+        }
+        self.applied.store(revision, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// See [`crate::store::Store::sync`].
+    fn sync_feed(&self, wait: std::time::Duration) -> Result<u64> {
+        let mut slot = crate::sync::lock(&self.feed);
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            let mut client = self.url.connect()?;
+            client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            // Changes made while this node was not listening are not announced again.
+            self.reload(&mut client)?;
+            *slot = Some(client);
+        }
+        let Some(feed) = slot.as_mut() else {
+            return Err(Error::Internal("no feed connection".into()));
+        };
+        let result = (|| {
+            if !wait.is_zero() {
+                let mut notes = feed.notifications();
+                let woken = notes.timeout_iter(wait).next()?.is_some();
+                if woken {
+                    // Several changes may be announced at once; one read covers them all.
+                    while notes.iter().next()?.is_some() {}
+                }
+            }
+            let revision: i64 = feed
+                .query_one("SELECT value FROM pa_auth_meta WHERE key = 'revision'", &[])?
+                .get(0);
+            let revision = u64::try_from(revision).unwrap_or(0);
+            let applied = self.applied.load(Ordering::SeqCst);
+            let current = if revision == applied {
+                revision
+            } else if revision < applied {
+                log::warn!(
+                    "the database's revision went back from {applied} to {revision} (a failover \
+                     that lost commits?): reloading every token"
+                );
+                self.reload(feed)?
+            } else if self.apply_changes(feed, applied, revision)? {
+                revision
+            } else {
+                self.reload(feed)?
+            };
+            feed.execute(
+                "INSERT INTO pa_auth_nodes (node_id, applied, seen_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (node_id) DO UPDATE SET applied = EXCLUDED.applied, seen_at = now()",
+                &[&self.node_id, &i64::try_from(current).unwrap_or(i64::MAX)],
+            )?;
+            Ok::<u64, postgres::Error>(current)
+        })();
+        if result.is_err() {
+            // Reconnect and reload on the next round: nothing seen on this connection counts.
+            *slot = None;
+        }
+        Ok(result?)
     }
 
     /// Runs `work` on a pooled connection, reconnecting a closed one once.
@@ -188,6 +318,8 @@ impl PgStore {
                 "INSERT INTO pa_auth_changes (revision, op, id, hash) VALUES ($1, $2, $3, $4)",
                 &[&revision, &op, &id.as_ref().map(|i| &i.0[..]), &hash.as_ref().map(|h| &h.0[..])],
             )?;
+            // Delivered at commit; it only wakes the other nodes (the feed is the truth).
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &revision.to_string()])?;
             tx.commit()?;
             Ok(Some(value))
         })
@@ -687,7 +819,7 @@ impl crate::store::Store for PgStore {
                 hash: None,
             })
         })?;
-        self.index.load(Vec::new());
+        self.index.replace(IndexBatch::default());
         for (_, _, len) in &self.caps {
             len.store(0, Ordering::Relaxed);
         }
@@ -716,5 +848,45 @@ impl crate::store::Store for PgStore {
 
     fn save_for_restart(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn sync(&self, wait: std::time::Duration) -> Result<u64> {
+        self.sync_feed(wait)
+    }
+
+    fn wait_applied(&self, revision: u64, timeout: std::time::Duration) -> Result<Vec<String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let revision = i64::try_from(revision).unwrap_or(i64::MAX);
+        let live = self.max_staleness.as_secs_f64();
+        loop {
+            let behind: Vec<String> = self
+                .with_client(|c| {
+                    c.query(
+                        "SELECT node_id FROM pa_auth_nodes WHERE node_id <> $1 AND applied < $2 \
+                         AND seen_at > now() - make_interval(secs => $3)",
+                        &[&self.node_id, &revision, &live],
+                    )
+                })?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if behind.is_empty() || std::time::Instant::now() >= deadline {
+                return Ok(behind);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn leave(&self) {
+        let _ = self.with_client(|c| {
+            c.execute(
+                "DELETE FROM pa_auth_nodes WHERE node_id = $1",
+                &[&self.node_id],
+            )
+        });
     }
 }

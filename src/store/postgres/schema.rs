@@ -9,6 +9,8 @@
 //!   (unix s, null = never), last used (unix s, written by the flusher, never backwards).
 //! - `changes`: revision → what changed (op, token id and hash): the feed other nodes follow.
 //! - `admins`: username → the account as JSON (an Argon2id hash, never a password).
+//! - `nodes`: each serving node's applied revision and when it last synced (what a delete
+//!   waits on).
 //! - `audit`: 16-byte key (µs ‖ sequence `audit_seq`) → class (0 lifecycle, 1 failure) and
 //!   the event as JSON; each class capped on its own.
 
@@ -51,6 +53,11 @@ CREATE TABLE IF NOT EXISTS pa_auth_audit (
     event text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pa_auth_audit_class ON pa_auth_audit (class, key);
+CREATE TABLE IF NOT EXISTS pa_auth_nodes (
+    node_id text PRIMARY KEY,
+    applied bigint NOT NULL,
+    seen_at timestamptz NOT NULL
+);
 ";
 
 /// Creates the schema on an empty database, or checks the version of an existing one.

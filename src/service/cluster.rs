@@ -1,0 +1,127 @@
+//! Cluster mode (several nodes on one PostgreSQL store): the follower thread that keeps this
+//! node in step with the other nodes' changes, and what this node knows of its own
+//! freshness. A node that has not confirmed the store's latest revision for
+//! `--max-staleness` refuses to verify (503): it might still accept a token another node has
+//! deleted. It recovers by itself once it syncs again. With the embedded store there are no
+//! other nodes: always fresh, and no thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::store::Store;
+
+/// How long one sync waits for word of a change before it reads the revision anyway: the
+/// poll that guarantees no change is missed while NOTIFY is lost.
+const POLL: Duration = Duration::from_millis(250);
+
+/// This node's view of its own freshness, for the web layer and /metrics.
+#[derive(Debug)]
+pub struct Freshness {
+    started: Instant,
+    /// Milliseconds after `started` of the last successful sync.
+    synced_at_ms: AtomicU64,
+    applied: AtomicU64,
+    errors: AtomicU64,
+    max_staleness: Duration,
+}
+
+/// Figures for /metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterStatus {
+    pub applied_revision: u64,
+    pub staleness: Duration,
+    pub sync_errors: u64,
+}
+
+impl Freshness {
+    pub(super) fn new(max_staleness: Duration) -> Freshness {
+        Freshness {
+            started: Instant::now(),
+            synced_at_ms: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            max_staleness,
+        }
+    }
+
+    pub(super) fn synced(&self, revision: u64) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.synced_at_ms.store(ms, Ordering::Relaxed);
+        self.applied.store(revision, Ordering::Relaxed);
+    }
+
+    /// Time since the last successful sync.
+    pub fn staleness(&self) -> Duration {
+        let at = Duration::from_millis(self.synced_at_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(at)
+    }
+
+    pub fn max_staleness(&self) -> Duration {
+        self.max_staleness
+    }
+
+    pub fn is_fresh(&self) -> bool {
+        self.staleness() <= self.max_staleness
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            applied_revision: self.applied.load(Ordering::Relaxed),
+            staleness: self.staleness(),
+            sync_errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The follower thread; stopped and joined on drop.
+pub struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Follower {
+    pub(super) fn start(
+        store: Arc<dyn Store>,
+        freshness: Arc<Freshness>,
+    ) -> std::io::Result<Follower> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("cluster-follower".into())
+            .spawn(move || {
+                let mut last_warned: Option<Instant> = None;
+                while !flag.load(Ordering::Relaxed) {
+                    match store.sync(POLL) {
+                        Ok(revision) => freshness.synced(revision),
+                        Err(e) => {
+                            freshness.errors.fetch_add(1, Ordering::Relaxed);
+                            if last_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                                log::warn!(
+                                    "cannot confirm the database's latest change ({e}); \
+                                     forward-auth answers 503 once this lasts {} s",
+                                    freshness.max_staleness.as_secs()
+                                );
+                                last_warned = Some(Instant::now());
+                            }
+                            std::thread::sleep(POLL);
+                        }
+                    }
+                }
+            })?;
+        Ok(Follower {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
