@@ -37,6 +37,7 @@ pub enum Command {
     Admin(AdminCommand),
     Backup(BackupCommand),
     Restore(RestoreCommand),
+    Migrate(MigrateCommand),
 }
 
 #[derive(FromArgs, Debug)]
@@ -64,6 +65,29 @@ pub struct RestoreCommand {
     /// replace the contents of a non-empty data dir
     #[argh(switch)]
     pub force: bool,
+}
+
+#[derive(FromArgs, Debug)]
+/// Move a site between the embedded store and PostgreSQL (cluster mode), verified: every
+/// token, admin and audit event, through the backup format. The target must be empty; no
+/// server may use either side meanwhile.
+#[argh(subcommand, name = "migrate")]
+pub struct MigrateCommand {
+    /// the embedded store to read (a single-node site)
+    #[argh(option)]
+    pub from_data_dir: Option<PathBuf>,
+    /// the PostgreSQL database to read (postgres://…)
+    #[argh(option)]
+    pub from: Option<String>,
+    /// the PostgreSQL database to fill (postgres://…)
+    #[argh(option)]
+    pub to: Option<String>,
+    /// the embedded store to fill (a new data dir)
+    #[argh(option)]
+    pub to_data_dir: Option<PathBuf>,
+    /// PEM file of the CA that signed the database's certificate
+    #[argh(option)]
+    pub database_ca: Option<PathBuf>,
 }
 
 /// `serve` and `check-config` take the same flags; this keeps them one list.
@@ -318,6 +342,7 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         Some(Command::Backup(b)) => backup(&b),
         Some(Command::Restore(r)) => restore(&r),
+        Some(Command::Migrate(m)) => migrate(&m),
     }
 }
 
@@ -476,6 +501,79 @@ fn restore(r: &RestoreCommand) -> Result<()> {
         summary.admins,
         summary.audit_events,
         store.data_dir().display()
+    );
+    Ok(())
+}
+
+/// One side of a migration, opened for it.
+fn open_side(
+    data_dir: Option<&PathBuf>,
+    url: Option<&str>,
+    ca: Option<&Path>,
+    which: &str,
+) -> Result<std::sync::Arc<dyn crate::store::Store>> {
+    use crate::store::postgres::{DatabaseUrl, PgOptions, PgStore};
+    match (data_dir, url) {
+        (Some(dir), None) => Ok(std::sync::Arc::new(SledStore::open(
+            dir,
+            &StoreOptions::default(),
+        )?)),
+        (None, Some(url)) => {
+            let url = DatabaseUrl::parse(url, ca).map_err(Error::Config)?;
+            let options = PgOptions {
+                // Nothing is written there by a migration.
+                local_dir: std::env::temp_dir()
+                    .join(format!("pa-auth-migrate-{}", std::process::id())),
+                audit_cap: u64::MAX,
+                audit_failure_cap: u64::MAX,
+                max_staleness: std::time::Duration::from_secs(2),
+            };
+            let store = PgStore::open(&url, &options);
+            let _ = std::fs::remove_dir(&options.local_dir);
+            Ok(std::sync::Arc::new(store?))
+        }
+        _ => Err(Error::Config(format!(
+            "give the {which} side once: --{which}-data-dir DIR or --{which} postgres://…"
+        ))),
+    }
+}
+
+fn migrate(m: &MigrateCommand) -> Result<()> {
+    let ca = m.database_ca.as_deref();
+    let source = open_side(m.from_data_dir.as_ref(), m.from.as_deref(), ca, "from")?;
+    let target = open_side(m.to_data_dir.as_ref(), m.to.as_deref(), ca, "to")?;
+    if !target.is_empty() {
+        return Err(Error::Config(
+            "the target already holds tokens, admins or audit events; migrate into an empty one"
+                .into(),
+        ));
+    }
+    let (bytes, summary) = crate::service::backup::write_backup(&*source, now_unix())?;
+    // Through the backup format: read back (checksums) before anything is written.
+    let contents = crate::service::backup::read_backup(&bytes)?;
+    let restored = crate::service::backup::restore(&*target, contents)?;
+    target.flush()?;
+    // Verified: the target now holds exactly what the source did.
+    let (check, _) = crate::service::backup::write_backup(&*target, now_unix())?;
+    let again = crate::service::backup::read_backup(&check)?.summary();
+    if (again.tokens, again.admins, again.audit_events)
+        != (summary.tokens, summary.admins, summary.audit_events)
+        || (restored.tokens, restored.admins) != (summary.tokens, summary.admins)
+    {
+        return Err(Error::Internal(format!(
+            "the target holds {} tokens, {} admins, {} audit events after the migration, \
+             the source {}, {}, {}: check both before using either",
+            again.tokens,
+            again.admins,
+            again.audit_events,
+            summary.tokens,
+            summary.admins,
+            summary.audit_events
+        )));
+    }
+    eprintln!(
+        "migrated and verified {} tokens, {} admins, {} audit events",
+        summary.tokens, summary.admins, summary.audit_events
     );
     Ok(())
 }
