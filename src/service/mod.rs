@@ -62,6 +62,7 @@ impl Service {
         max_staleness: Duration,
     ) -> Service {
         let freshness = Arc::new(cluster::Freshness::new(max_staleness));
+        let shared_sessions = store.is_shared().then(|| Arc::clone(&store));
         // The store is as fresh as its open made it.
         if let Ok(revision) = store.change_counter() {
             freshness.synced(revision);
@@ -74,7 +75,7 @@ impl Service {
             auth_counters: AuthCounters::default(),
             auth_failures: Arc::default(),
             flush_status: Arc::default(),
-            admins: Admins::new(argon2_slots),
+            admins: Admins::new(argon2_slots, shared_sessions),
             mutation_gate: RwLock::new(()),
             token_stats: Mutex::new(None),
         }

@@ -37,7 +37,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Sled(e) => write!(f, "store error: {e}"),
-            Error::Database(e) => write!(f, "database error: {e}"),
+            Error::Database(e) => match e.as_db_error() {
+                // rust-postgres' own Display says only "db error".
+                Some(db) => write!(f, "database error {}: {}", db.code().code(), db.message()),
+                None => write!(f, "database error: {e}"),
+            },
             Error::Corrupt(m) => write!(f, "stored data is damaged: {m}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Config(m) => write!(f, "{m}"),

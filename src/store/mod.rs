@@ -20,7 +20,7 @@ pub use self::sled::{create_private_dir, write_private_file};
 pub use error::{Error, Result};
 pub use records::{
     parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
-    LastUsedWrite, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+    LastUsedWrite, StoredSession, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };
 
 /// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
@@ -116,4 +116,35 @@ pub trait Store: Send + Sync {
     }
     /// This node leaves (a clean shutdown): no change waits for it any more.
     fn leave(&self) {}
+
+    // Console sessions, kept by a shared store so a login on one node works on every node
+    // (a store of one node's own keeps none: the service holds them in memory).
+
+    /// The live session under `key` (seen within `idle_ms`, made within `lifetime_ms` of
+    /// `now_ms`), marked seen now.
+    fn session(
+        &self,
+        key: &[u8; 32],
+        now_ms: i64,
+        idle_ms: i64,
+        lifetime_ms: i64,
+    ) -> Result<Option<StoredSession>> {
+        let _ = (key, now_ms, idle_ms, lifetime_ms);
+        Ok(None)
+    }
+    /// Keeps a new session, dropping expired ones and, past `max`, the least recently seen.
+    fn put_session(&self, key: &[u8; 32], session: &StoredSession, max: usize) -> Result<()> {
+        let _ = (key, session, max);
+        Ok(())
+    }
+    /// Ends one session.
+    fn end_session(&self, key: &[u8; 32]) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+    /// Ends every session of `username` except `keep`.
+    fn end_user_sessions(&self, username: &str, keep: Option<&[u8; 32]>) -> Result<()> {
+        let _ = (username, keep);
+        Ok(())
+    }
 }

@@ -142,3 +142,13 @@ pub fn stamp_audit(
     event.id = crate::domain::encoding::hex(&key);
     key
 }
+
+/// A console session as a shared store keeps it (cluster mode), under the blake3 of its
+/// cookie. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub username: String,
+    pub csrf_token: String,
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
+}

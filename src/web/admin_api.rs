@@ -48,7 +48,10 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
         return Err(admin_unauthorized(req));
     }
     attempt.success();
-    let (cookie, session) = service.admins().sessions().create(username, Instant::now());
+    let (cookie, session) = service
+        .admins()
+        .sessions()
+        .create(username, Instant::now())?;
     let initial = service.has_initial_password(username)?;
     service.record_login(username, ip, now);
     let secure = if cookie_is_secure(app, req) {
@@ -87,7 +90,7 @@ pub fn session_info(app: &App, who: &AdminIdentity) -> Result<Response> {
 /// `DELETE /admin/api/session`: ends the cookie session (a no-op for Basic).
 pub fn logout(app: &App, req: &Request<'_>, who: &AdminIdentity) -> Result<Response> {
     if let AdminCredential::Session { cookie, .. } = &who.credential {
-        app.service.admins().sessions().remove(cookie);
+        app.service.admins().sessions().remove(cookie)?;
     }
     let secure = if cookie_is_secure(app, req) {
         "; Secure"

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::http::Request;
-use crate::service::admins::sessions::{session_cookie, Session};
+use crate::service::admins::sessions::{session_cookie, Peek, Session};
 use crate::service::error::{Error, Result};
 use crate::web::authorization_values;
 use crate::web::public_url::PublicUrl;
@@ -51,10 +51,11 @@ pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
     let admins = app.service.admins();
     let now = Instant::now();
     let login = resolved.method.map(|m| m.op) == Some(super::routes::Op::Login);
+    // With a shared store only a worker may ask it: a cookie is then taken as maybe live.
     let live_session = req
         .header("cookie")
         .and_then(session_cookie)
-        .is_some_and(|cookie| admins.sessions().get(cookie, now).is_some());
+        .is_some_and(|cookie| admins.sessions().peek(cookie, now) != Peek::Dead);
     // A live session is a credential already proven: the address's lock is for guesses, and
     // a session checked without a body (GET, DELETE) is not locked out either.
     if live_session && !login {
@@ -76,7 +77,7 @@ pub fn vouched_before_body(app: &App, req: &Request<'_>) -> bool {
     if req
         .header("cookie")
         .and_then(session_cookie)
-        .is_some_and(|cookie| admins.sessions().get(cookie, now).is_some())
+        .is_some_and(|cookie| admins.sessions().peek(cookie, now) == Peek::Live)
     {
         return true;
     }

@@ -575,3 +575,62 @@ fn postgres_migrate_moves_a_site_in_and_back() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--from"), "{err}");
 }
+
+/// A console login on one node works on the next request that lands on another, and a
+/// logout ends it on every node.
+#[test]
+fn postgres_console_sessions_work_across_nodes() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("sessions");
+    let args = ["--database-url", url.as_str()];
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    let c = Service::start(&args);
+    let password = [&a, &b, &c]
+        .iter()
+        .find_map(|s| std::fs::read_to_string(s.data_dir.join("initial-admin-password")).ok())
+        .expect("initial admin");
+    let login = Req::new("POST", "/admin/api/session")
+        .json(&serde_json::json!({"username": "admin", "password": password.trim()}))
+        .send(a.addr);
+    assert_eq!(login.status, 200, "{}", login.text());
+    let cookie = login
+        .header("Set-Cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_owned();
+    let csrf = login.json()["csrfToken"].as_str().expect("csrf").to_owned();
+    let who = Req::get("/admin/api/session")
+        .header("Cookie", &cookie)
+        .send(b.addr);
+    assert_eq!(who.status, 200, "{}\n{}", who.text(), b.log_text());
+    assert_eq!(who.json()["csrfToken"], csrf.as_str());
+    let created = Req::new("POST", "/admin/api/tokens")
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .json(&serde_json::json!({"name": "from-the-console"}))
+        .send(c.addr);
+    assert_eq!(created.status, 201, "{}", created.text());
+    // The cookie is not in the database, only its hash.
+    let mut db = pg.client("sessions");
+    let value = cookie.split('=').nth(1).expect("value");
+    let stored: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pa_auth_sessions WHERE encode(key, 'hex') LIKE '%' || $1 || '%'",
+            &[&value],
+        )
+        .expect("query")
+        .get(0);
+    assert_eq!(stored, 0);
+    let out = Req::new("DELETE", "/admin/api/session")
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .send(b.addr);
+    assert_eq!(out.status, 204, "{}", out.text());
+    for node in [&a, &b, &c] {
+        let r = Req::get("/admin/api/session")
+            .header("Cookie", &cookie)
+            .send(node.addr);
+        assert_eq!(r.status, 401, "ended on every node");
+    }
+}

@@ -30,9 +30,13 @@ pub struct Admins {
 }
 
 impl Admins {
-    pub fn new(argon2_slots: usize) -> Admins {
+    /// `shared`: the store, when other nodes share it (sessions then live there).
+    pub fn new(
+        argon2_slots: usize,
+        shared: Option<std::sync::Arc<dyn crate::store::Store>>,
+    ) -> Admins {
         Admins {
-            sessions: SessionStore::default(),
+            sessions: shared.map_or_else(SessionStore::default, SessionStore::shared),
             throttle: LoginThrottle::default(),
             argon2: Argon2Pool::new(argon2_slots),
             basic_cache: BasicAuthCache::default(),
@@ -94,7 +98,7 @@ impl Service {
         }
         self.admins
             .sessions
-            .remove_user_sessions(username, keep_session);
+            .remove_user_sessions(username, keep_session)?;
         let mut event = AuditEvent::of(AuditKind::AdminPasswordChanged).by(actor);
         if actor.remote_addr.is_none() {
             // The command line (offline, no client address): the account is the actor.

@@ -1,12 +1,17 @@
-//! Admin sessions for the web console: a random cookie (only its blake3 is kept, in memory),
-//! a per-session CSRF token, an idle timeout and an absolute lifetime. Sessions do not survive
-//! a restart (admins log in again); there are at most `MAX_SESSIONS` at once.
+//! Admin sessions for the web console: a random cookie (only its blake3 is kept), a
+//! per-session CSRF token, an idle timeout and an absolute lifetime; at most `MAX_SESSIONS`
+//! at once. With a store of this node's own they live in memory and do not survive a restart
+//! (admins log in again). With a shared store (cluster mode) the store keeps them, so a login
+//! on one node works on every node and a logout ends it everywhere; the event loops never wait
+//! on that store ([`SessionStore::peek`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
+
+use crate::store::{Store, StoredSession};
 
 /// Cookie name.
 pub const SESSION_COOKIE: &str = "pa_session";
@@ -37,6 +42,29 @@ impl std::fmt::Debug for Session {
 #[derive(Default)]
 pub struct SessionStore {
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// A shared store keeps the sessions instead (cluster mode).
+    shared: Option<Arc<dyn Store>>,
+}
+
+/// What is known of a cookie without waiting on a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// A live session of this node's.
+    Live,
+    /// No session.
+    Dead,
+    /// Only the shared store knows: ask it where waiting is allowed (a worker).
+    Ask,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -50,8 +78,20 @@ fn key(cookie: &str) -> [u8; 32] {
 }
 
 impl SessionStore {
+    /// Sessions kept by `store`, which other nodes share.
+    pub fn shared(store: Arc<dyn Store>) -> SessionStore {
+        SessionStore {
+            sessions: Mutex::default(),
+            shared: Some(store),
+        }
+    }
+
     /// Starts a session; returns (cookie value, session).
-    pub fn create(&self, username: &str, now: Instant) -> (String, Session) {
+    pub fn create(
+        &self,
+        username: &str,
+        now: Instant,
+    ) -> crate::service::Result<(String, Session)> {
         let cookie = random_hex(32);
         let session = Session {
             username: username.to_owned(),
@@ -59,6 +99,17 @@ impl SessionStore {
             created: now,
             last_seen: now,
         };
+        if let Some(store) = &self.shared {
+            let at = unix_ms();
+            let stored = StoredSession {
+                username: session.username.clone(),
+                csrf_token: session.csrf_token.clone(),
+                created_ms: at,
+                last_seen_ms: at,
+            };
+            store.put_session(&key(&cookie), &stored, MAX_SESSIONS)?;
+            return Ok((cookie, session));
+        }
         let mut map = crate::sync::lock(&self.sessions);
         map.retain(|_, s| is_live(s, now));
         if map.len() >= MAX_SESSIONS {
@@ -67,11 +118,33 @@ impl SessionStore {
             }
         }
         map.insert(key(&cookie), session.clone());
-        (cookie, session)
+        Ok((cookie, session))
     }
 
-    /// The session for a cookie value, refreshed; `None` if unknown or expired.
+    /// The session for a cookie value, refreshed; `None` if unknown or expired. With a
+    /// shared store this asks it (a worker may wait; an event loop uses [`Self::peek`]).
     pub fn get(&self, cookie: &str, now: Instant) -> Option<Session> {
+        if let Some(store) = &self.shared {
+            let found = store.session(
+                &key(cookie),
+                unix_ms(),
+                ms(IDLE_TIMEOUT),
+                ms(ABSOLUTE_LIFETIME),
+            );
+            return match found {
+                Ok(found) => found.map(|s| Session {
+                    username: s.username,
+                    csrf_token: s.csrf_token,
+                    created: now,
+                    last_seen: now,
+                }),
+                Err(e) => {
+                    // Fail closed: no session is vouched for while the store cannot say.
+                    log::warn!("cannot read console sessions from the store ({e})");
+                    None
+                }
+            };
+        }
         let mut map = crate::sync::lock(&self.sessions);
         let k = key(cookie);
         let live = map.get(&k).is_some_and(|s| is_live(s, now));
@@ -84,14 +157,38 @@ impl SessionStore {
         Some(s.clone())
     }
 
-    pub fn remove(&self, cookie: &str) {
+    /// What is known of a cookie here, without waiting on a shared store.
+    pub fn peek(&self, cookie: &str, now: Instant) -> Peek {
+        if self.shared.is_some() {
+            Peek::Ask
+        } else if self.get(cookie, now).is_some() {
+            Peek::Live
+        } else {
+            Peek::Dead
+        }
+    }
+
+    /// Ends a session (everywhere, with a shared store).
+    pub fn remove(&self, cookie: &str) -> crate::service::Result<()> {
+        if let Some(store) = &self.shared {
+            store.end_session(&key(cookie))?;
+        }
         crate::sync::lock(&self.sessions).remove(&key(cookie));
+        Ok(())
     }
 
     /// Ends every session of a user except `keep` (after a password change).
-    pub fn remove_user_sessions(&self, username: &str, keep: Option<&str>) {
+    pub fn remove_user_sessions(
+        &self,
+        username: &str,
+        keep: Option<&str>,
+    ) -> crate::service::Result<()> {
         let keep = keep.map(key);
+        if let Some(store) = &self.shared {
+            store.end_user_sessions(username, keep.as_ref())?;
+        }
         crate::sync::lock(&self.sessions).retain(|k, s| s.username != username || Some(*k) == keep);
+        Ok(())
     }
 }
 
@@ -117,14 +214,14 @@ mod tests {
     fn lifecycle_and_timeouts() {
         let store = SessionStore::default();
         let t0 = Instant::now();
-        let (cookie, s) = store.create("admin", t0);
+        let (cookie, s) = store.create("admin", t0).unwrap();
         assert_eq!(store.get(&cookie, t0).unwrap().csrf_token, s.csrf_token);
         assert!(store.get("nope", t0).is_none());
         assert!(store
             .get(&cookie, t0 + IDLE_TIMEOUT + Duration::from_secs(1))
             .is_none());
-        let (cookie, _) = store.create("admin", t0);
-        store.remove_user_sessions("admin", None);
+        let (cookie, _) = store.create("admin", t0).unwrap();
+        store.remove_user_sessions("admin", None).unwrap();
         assert!(store.get(&cookie, t0).is_none());
     }
 

@@ -29,8 +29,8 @@ use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
 use crate::store::index::{IndexBatch, TokenIndex};
 use crate::store::records::{
-    stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite, TokenPage,
-    TokenRecord, TokenStats, ORDER_KEY_LEN,
+    stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite,
+    StoredSession, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };
 use crate::store::AuditKey;
 
@@ -879,6 +879,72 @@ impl crate::store::Store for PgStore {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    fn session(
+        &self,
+        key: &[u8; 32],
+        now_ms: i64,
+        idle_ms: i64,
+        lifetime_ms: i64,
+    ) -> Result<Option<StoredSession>> {
+        let row = self.with_client(|c| {
+            c.query_opt(
+                "UPDATE pa_auth_sessions SET last_seen_ms = GREATEST(last_seen_ms, $2::int8) \
+                 WHERE key = $1 AND last_seen_ms > $2::int8 - $3::int8 \
+                 AND created_ms > $2::int8 - $4::int8 \
+                 RETURNING username, csrf_token, created_ms, last_seen_ms",
+                &[&&key[..], &now_ms, &idle_ms, &lifetime_ms],
+            )
+        })?;
+        Ok(row.map(|row| StoredSession {
+            username: row.get(0),
+            csrf_token: row.get(1),
+            created_ms: row.get(2),
+            last_seen_ms: row.get(3),
+        }))
+    }
+
+    fn put_session(&self, key: &[u8; 32], session: &StoredSession, max: usize) -> Result<()> {
+        let keep = i64::try_from(max.saturating_sub(1)).unwrap_or(i64::MAX);
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM pa_auth_sessions WHERE key IN (SELECT key FROM pa_auth_sessions \
+                 ORDER BY last_seen_ms DESC OFFSET $1)",
+                &[&keep],
+            )?;
+            tx.execute(
+                "INSERT INTO pa_auth_sessions (key, username, csrf_token, created_ms, last_seen_ms) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &&key[..],
+                    &session.username,
+                    &session.csrf_token,
+                    &session.created_ms,
+                    &session.last_seen_ms,
+                ],
+            )?;
+            tx.commit()
+        })
+    }
+
+    fn end_session(&self, key: &[u8; 32]) -> Result<()> {
+        self.with_client(|c| {
+            c.execute("DELETE FROM pa_auth_sessions WHERE key = $1", &[&&key[..]])
+        })?;
+        Ok(())
+    }
+
+    fn end_user_sessions(&self, username: &str, keep: Option<&[u8; 32]>) -> Result<()> {
+        let keep: &[u8] = keep.map_or(&[], |k| &k[..]);
+        self.with_client(|c| {
+            c.execute(
+                "DELETE FROM pa_auth_sessions WHERE username = $1 AND key <> $2",
+                &[&username, &keep],
+            )
+        })?;
+        Ok(())
     }
 
     fn leave(&self) {

@@ -9,6 +9,8 @@
 //!   (unix s, null = never), last used (unix s, written by the flusher, never backwards).
 //! - `changes`: revision → what changed (op, token id and hash): the feed other nodes follow.
 //! - `admins`: username → the account as JSON (an Argon2id hash, never a password).
+//! - `sessions`: console sessions under the blake3 of their cookie (never the cookie), with
+//!   their CSRF token and times, so a login on one node works on every node.
 //! - `nodes`: each serving node's applied revision and when it last synced (what a delete
 //!   waits on).
 //! - `audit`: 16-byte key (µs ‖ sequence `audit_seq`) → class (0 lifecycle, 1 failure) and
@@ -53,6 +55,13 @@ CREATE TABLE IF NOT EXISTS pa_auth_audit (
     event text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pa_auth_audit_class ON pa_auth_audit (class, key);
+CREATE TABLE IF NOT EXISTS pa_auth_sessions (
+    key bytea PRIMARY KEY CHECK (length(key) = 32),
+    username text NOT NULL,
+    csrf_token text NOT NULL,
+    created_ms bigint NOT NULL,
+    last_seen_ms bigint NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pa_auth_nodes (
     node_id text PRIMARY KEY,
     applied bigint NOT NULL,
