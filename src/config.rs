@@ -40,6 +40,7 @@ pub struct ServeArgs {
     pub database_url: Option<String>,
     pub database_ca: Option<PathBuf>,
     pub max_staleness: Option<String>,
+    pub serve_stale: bool,
 }
 
 /// Certificate and key files for HTTPS.
@@ -71,6 +72,8 @@ pub struct Config {
     pub database: Option<DatabaseUrl>,
     /// With a database: how long a node may go without confirming its latest change.
     pub max_staleness: Duration,
+    /// With a database: verify from this node's copy even when it is stale (opt-in).
+    pub serve_stale: bool,
 }
 
 /// Reads an environment variable through a lookup function (tests pass their own).
@@ -247,6 +250,8 @@ impl Config {
             public_url,
             database,
             max_staleness: Duration::from_secs(max_staleness),
+            serve_stale: args.serve_stale
+                || env("PA_AUTH_SERVE_STALE").is_some_and(|v| matches!(v.trim(), "1" | "true")),
             tls,
             log_format,
             log_level,

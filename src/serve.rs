@@ -44,6 +44,9 @@ pub fn serve(config: &Config) -> Result<()> {
         config.max_staleness,
     ));
     service.bootstrap_admin()?;
+    if config.serve_stale {
+        service.serve_stale();
+    }
     let follower = service.start_follower()?;
     let app = Arc::new(App::new(Arc::clone(&service), config.public_url.clone()));
     let flusher = service.start_maintenance(config.flush_interval)?;

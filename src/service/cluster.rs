@@ -25,6 +25,8 @@ pub struct Freshness {
     applied: AtomicU64,
     errors: AtomicU64,
     max_staleness: Duration,
+    /// `--serve-stale`: verify from this node's copy even when stale.
+    serve_stale: AtomicBool,
 }
 
 /// Figures for /metrics.
@@ -43,6 +45,7 @@ impl Freshness {
             applied: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             max_staleness,
+            serve_stale: AtomicBool::new(false),
         }
     }
 
@@ -63,7 +66,11 @@ impl Freshness {
     }
 
     pub fn is_fresh(&self) -> bool {
-        self.staleness() <= self.max_staleness
+        self.serve_stale.load(Ordering::Relaxed) || self.staleness() <= self.max_staleness
+    }
+
+    pub(super) fn serve_stale(&self) {
+        self.serve_stale.store(true, Ordering::Relaxed);
     }
 
     pub fn status(&self) -> ClusterStatus {

@@ -108,6 +108,18 @@ impl Service {
         cluster::Follower::start(Arc::clone(&self.store), Arc::clone(&self.freshness)).map(Some)
     }
 
+    /// `--serve-stale`: this node keeps verifying from its own copy when it cannot confirm
+    /// the latest changes (a token deleted meanwhile may then still be accepted).
+    pub fn serve_stale(&self) {
+        if self.shared {
+            log::warn!(
+                "--serve-stale: this node keeps verifying when it cannot confirm the latest \
+                 token changes; a token deleted meanwhile may still be accepted here"
+            );
+            self.freshness.serve_stale();
+        }
+    }
+
     /// Whether this node may verify tokens: always with a store of its own; with a shared
     /// one, only while it has confirmed the latest change within `--max-staleness`.
     pub fn is_fresh(&self) -> bool {

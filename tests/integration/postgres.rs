@@ -14,9 +14,9 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// A PostgreSQL server of its own, stopped and removed on drop.
 pub struct Postgres {
     bin: PathBuf,
-    dir: PathBuf,
+    pub dir: PathBuf,
     port: u16,
-    as_postgres: bool,
+    pub as_postgres: bool,
 }
 
 impl Postgres {
@@ -113,7 +113,7 @@ impl Postgres {
         );
     }
 
-    fn data(&self) -> PathBuf {
+    pub fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
 
@@ -485,8 +485,22 @@ fn postgres_a_node_cut_off_from_the_database_fails_closed_and_recovers() {
     let admin = basic_auth("admin", &svc.initial_password());
     let (_, token) = create_token(&svc, &admin, "fc");
     assert_eq!(verify(&svc, &token), 200);
+    // The explicit opt-in keeps a node verifying from its copy (and says so).
+    let lenient = Service::start(&[
+        "--database-url",
+        url.as_str(),
+        "--max-staleness",
+        "1",
+        "--serve-stale",
+    ]);
+    assert!(lenient.log_shows("--serve-stale"));
     pg.stop_server();
     wait_for("503 on forward-auth", || verify(&svc, &token) == 503);
+    assert_eq!(
+        verify(&lenient, &token),
+        200,
+        "--serve-stale keeps verifying"
+    );
     let health = Req::get("/healthz").send(svc.addr);
     assert_eq!(health.status, 503);
     assert_eq!(health.json()["status"], "stale");
@@ -633,4 +647,113 @@ fn postgres_console_sessions_work_across_nodes() {
             .send(node.addr);
         assert_eq!(r.status, 401, "ended on every node");
     }
+}
+
+/// A failover to a replica that lost commits looks to a node like its revision going
+/// backwards: it cannot trust its copy (it may hold tokens the database no longer has), so it
+/// reloads every token.
+#[test]
+fn postgres_a_revision_going_backwards_reloads_every_token() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("failover");
+    let svc = Service::start(&["--database-url", url.as_str()]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let (_, lost) = create_token(&svc, &admin, "lost-in-failover");
+    let (_, kept) = create_token(&svc, &admin, "kept");
+    assert_eq!(verify(&svc, &lost), 200);
+    // What a promoted replica without the last commits looks like: the token and its
+    // revision gone, no change announced.
+    let mut db = pg.client("failover");
+    db.batch_execute(
+        "DELETE FROM pa_auth_tokens WHERE name = 'lost-in-failover';
+         DELETE FROM pa_auth_changes WHERE revision > 1;
+         UPDATE pa_auth_meta SET value = 1 WHERE key = 'revision';",
+    )
+    .expect("simulate the failover");
+    wait_for("the reload", || verify(&svc, &lost) == 401);
+    assert_eq!(verify(&svc, &kept), 200);
+    assert!(svc.log_shows("went back"), "{}", svc.log_text());
+}
+
+/// TLS to the database through rustls, verified against --database-ca: the right CA
+/// connects (and the server sees an encrypted connection), another CA is refused, and
+/// `sslmode=require` without a CA is refused at start.
+#[test]
+fn postgres_tls_to_the_database_is_verified() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("tls");
+    let Some((cert, key)) = crate::appliance::make_certificate(&pg.dir, "db") else {
+        return;
+    };
+    let other = TempDir::new("pg-tls-other");
+    let Some((wrong_ca, _)) = crate::appliance::make_certificate(other.path(), "other") else {
+        return;
+    };
+    if pg.as_postgres {
+        for file in [&cert, &key] {
+            assert!(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(file)
+                .status()
+                .is_ok_and(|s| s.success()));
+        }
+    }
+    let conf = pg.data().join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+    text.push_str(&format!(
+        "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        cert.display(),
+        key.display()
+    ));
+    std::fs::write(&conf, text).expect("write postgresql.conf");
+    pg.stop_server();
+    pg.start_server();
+    let tls_url = format!("{url}?sslmode=require");
+    let svc = Service::start(&[
+        "--database-url",
+        tls_url.as_str(),
+        "--database-ca",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(svc.log_shows("(TLS)"), "{}", svc.log_text());
+    let admin = basic_auth("admin", &svc.initial_password());
+    let (_, token) = create_token(&svc, &admin, "over-tls");
+    assert_eq!(verify(&svc, &token), 200);
+    let mut db = pg.client("tls");
+    let encrypted: bool = db
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'pa-auth'",
+            &[],
+        )
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(encrypted, "every pa-auth connection is encrypted");
+    drop(svc);
+    let start = |args: &[&str]| {
+        let out = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(other.path().join("data"))
+            .args(args)
+            .output()
+            .expect("serve");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = start(&[
+        "--database-url",
+        tls_url.as_str(),
+        "--database-ca",
+        wrong_ca.to_str().unwrap(),
+    ]);
+    assert_ne!(
+        code,
+        Some(0),
+        "a certificate from another CA is refused: {err}"
+    );
+    let (code, err) = start(&["--database-url", tls_url.as_str()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--database-ca"), "{err}");
 }
