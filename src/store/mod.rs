@@ -66,6 +66,15 @@ pub trait Store: Send + Sync {
 
     fn admin(&self, username: &str) -> Result<Option<AdminAccount>>;
     fn put_admin(&self, username: &str, account: &AdminAccount) -> Result<()>;
+    /// Stores `account` only if there is no admin at all (the first start); whether it did.
+    /// A shared store decides this atomically: nodes starting at once make one first admin.
+    fn create_first_admin(&self, username: &str, account: &AdminAccount) -> Result<bool> {
+        if self.has_admins() {
+            return Ok(false);
+        }
+        self.put_admin(username, account)?;
+        Ok(true)
+    }
     fn has_admins(&self) -> bool;
 
     // Backup and restore.

@@ -757,3 +757,39 @@ fn postgres_tls_to_the_database_is_verified() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--database-ca"), "{err}");
 }
+
+/// Nodes started at once on an empty database make one first admin between them, and the
+/// one password file left is the right one.
+#[test]
+fn postgres_nodes_starting_together_make_one_first_admin() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("together");
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || Service::start(&["--database-url", url.as_str()]))
+        })
+        .collect();
+    let nodes: Vec<Service> = starts
+        .into_iter()
+        .map(|s| s.join().expect("node"))
+        .collect();
+    let files: Vec<String> = nodes
+        .iter()
+        .filter_map(|s| std::fs::read_to_string(s.data_dir.join("initial-admin-password")).ok())
+        .collect();
+    assert_eq!(files.len(), 1, "one first admin, one password file");
+    let admin = basic_auth("admin", files[0].trim());
+    for node in &nodes {
+        let r = Req::get("/admin/api/tokens")
+            .header("Authorization", &admin)
+            .send(node.addr);
+        assert_eq!(r.status, 200, "the file's password works on every node");
+    }
+    let admins: i64 = pg
+        .client("together")
+        .query_one("SELECT count(*) FROM pa_auth_admins", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(admins, 1);
+}

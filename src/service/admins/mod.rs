@@ -184,7 +184,7 @@ impl Service {
         // The file first: a crash before the account exists just repeats this on next start.
         crate::store::write_private_file(&path, format!("{password}\n").as_bytes())?;
         let now = crate::domain::time::now_unix();
-        self.store.put_admin(
+        let created = self.store.create_first_admin(
             "admin",
             &AdminAccount {
                 password_hash: self.admins.argon2.hash_password(&password)?,
@@ -193,6 +193,11 @@ impl Service {
                 password_changed_at: now,
             },
         )?;
+        if !created {
+            // Another node of a cluster made the first admin meanwhile: its file is the one.
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        }
         log::info!(
             "created admin user 'admin'; its initial password is in {} (mode 0600). Log in and change it; the file is removed then",
             path.display()

@@ -672,8 +672,33 @@ impl crate::store::Store for PgStore {
     }
 
     fn has_admins(&self) -> bool {
+        // When the database cannot say, there may well be admins: never bootstrap on an error.
         self.with_client(|c| c.query_one("SELECT EXISTS (SELECT 1 FROM pa_auth_admins)", &[]))
-            .is_ok_and(|row| row.get(0))
+            .map_or(true, |row| row.get(0))
+    }
+
+    fn create_first_admin(&self, username: &str, account: &AdminAccount) -> Result<bool> {
+        let json = serde_json::to_string(account).map_err(|e| Error::Internal(e.to_string()))?;
+        let created = self.change(|tx| {
+            // The table lock makes "no admin yet" and the insert one step across nodes.
+            tx.batch_execute("LOCK TABLE pa_auth_admins IN EXCLUSIVE MODE")?;
+            let inserted = tx.execute(
+                "INSERT INTO pa_auth_admins (username, account) \
+                 SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM pa_auth_admins)",
+                &[&username, &json],
+            )?;
+            Ok(if inserted == 1 {
+                Change::Made {
+                    value: (),
+                    op: "admin",
+                    id: None,
+                    hash: None,
+                }
+            } else {
+                Change::None
+            })
+        })?;
+        Ok(created.is_some())
     }
 
     fn export_tokens(&self) -> Result<Vec<ExportedToken>> {
