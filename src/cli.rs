@@ -531,6 +531,7 @@ fn open_side(
                 audit_cap: u64::MAX,
                 audit_failure_cap: u64::MAX,
                 max_staleness: std::time::Duration::from_secs(2),
+                serving: false,
             };
             let store = PgStore::open(&url, &options);
             let _ = std::fs::remove_dir(&options.local_dir);

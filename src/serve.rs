@@ -127,6 +127,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
             audit_cap: config.audit_retention,
             audit_failure_cap: config.audit_failure_retention,
             max_staleness: config.max_staleness,
+            serving: true,
         };
         log::info!("using the database {}", url.describe());
         return Ok(Arc::new(PgStore::open(url, &options)?));

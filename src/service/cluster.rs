@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::store::Store;
+use crate::store::{Store, Synced};
 
 /// How long one sync waits for word of a change before it reads the revision anyway: the
 /// poll that guarantees no change is missed while NOTIFY is lost.
@@ -49,10 +49,12 @@ impl Freshness {
         }
     }
 
-    pub(super) fn synced(&self, revision: u64) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.synced_at_ms.store(ms, Ordering::Relaxed);
-        self.applied.store(revision, Ordering::Relaxed);
+    /// A sync confirmed `synced.revision` at `synced.confirmed_at` (never moves back).
+    pub(super) fn synced(&self, synced: Synced) {
+        let at = synced.confirmed_at.saturating_duration_since(self.started);
+        let ms = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
+        self.applied.store(synced.revision, Ordering::Relaxed);
+        self.synced_at_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// Time since the last successful sync.
@@ -99,9 +101,27 @@ impl Follower {
             .name("cluster-follower".into())
             .spawn(move || {
                 let mut last_warned: Option<Instant> = None;
+                let mut was_fresh = true;
                 while !flag.load(Ordering::Relaxed) {
+                    let fresh = freshness.is_fresh();
+                    if fresh != was_fresh {
+                        if fresh {
+                            log::info!(
+                                "caught up with the database (revision {}): verifying tokens again",
+                                freshness.applied.load(Ordering::Relaxed)
+                            );
+                        } else {
+                            log::warn!(
+                                "no confirmation of the latest token changes for over {} s: \
+                                 answering token checks and /healthz with 503 until this node \
+                                 catches up",
+                                freshness.max_staleness.as_secs()
+                            );
+                        }
+                        was_fresh = fresh;
+                    }
                     match store.sync(POLL) {
-                        Ok(revision) => freshness.synced(revision),
+                        Ok(synced) => freshness.synced(synced),
                         Err(e) => {
                             freshness.errors.fetch_add(1, Ordering::Relaxed);
                             if last_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {

@@ -102,6 +102,11 @@ impl From<crate::store::Error> for Error {
             S::InvalidCursor => {
                 Error::Validation(vec![FieldError::new("cursor", "Invalid cursor")])
             }
+            S::Unreachable(_) => {
+                // Logged where it is met; the caller retries on this or another node.
+                log::warn!("{e}");
+                Error::Unavailable("The database cannot be reached; retry shortly")
+            }
             other => Error::Store(other),
         }
     }

@@ -65,7 +65,10 @@ impl Service {
         let shared_sessions = store.is_shared().then(|| Arc::clone(&store));
         // The store is as fresh as its open made it.
         if let Ok(revision) = store.change_counter() {
-            freshness.synced(revision);
+            freshness.synced(crate::store::Synced {
+                revision,
+                confirmed_at: Instant::now(),
+            });
         }
         Service {
             shared: store.is_shared(),
@@ -118,6 +121,11 @@ impl Service {
             );
             self.freshness.serve_stale();
         }
+    }
+
+    /// Whether other nodes share the store (cluster mode).
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// Whether this node may verify tokens: always with a store of its own; with a shared

@@ -8,6 +8,9 @@ use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::token::{AuthFailure, PlaintextToken, TokenHash, TokenId};
 use crate::store::{TokenRecord, ORDER_KEY_LEN};
 
+/// The longest a delete waits for the other nodes of a cluster to apply it.
+const DELETE_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A token with its latest last-used time.
 pub type TokenWithUse = (TokenRecord, Option<i64>);
 
@@ -59,14 +62,14 @@ impl Service {
             // Gone everywhere before the answer: every live node has applied the delete
             // (a node that has not synced within --max-staleness refuses to verify anyway).
             let revision = self.store.change_counter()?;
-            let behind = self
-                .store
-                .wait_applied(revision, self.freshness.max_staleness())?;
+            // Each node is waited for until its own --max-staleness after it last read the
+            // store (it fails closed from then on); this bound only caps a misconfiguration.
+            let behind = self.store.wait_applied(revision, DELETE_WAIT_CAP)?;
             if !behind.is_empty() {
-                log::warn!(
-                    "token {id} deleted; nodes not confirming it within {} s (refusing to \
-                     verify until they do): {}",
-                    self.freshness.max_staleness().as_secs(),
+                log::error!(
+                    "token {id} deleted, but these nodes neither applied it nor went silent \
+                     within {} s and may still accept it: {} (check their --max-staleness)",
+                    DELETE_WAIT_CAP.as_secs(),
                     behind.join(", ")
                 );
             }

@@ -13,8 +13,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The embedded database failed.
     Sled(sled::Error),
-    /// PostgreSQL failed or could not be reached (cluster mode).
+    /// PostgreSQL refused or failed a statement (cluster mode).
     Database(postgres::Error),
+    /// PostgreSQL cannot be reached (down, restarting, the connection lost).
+    Unreachable(String),
     /// Stored bytes did not decode: the data dir is damaged or from another version.
     Corrupt(String),
     /// A file-system operation failed.
@@ -42,6 +44,7 @@ impl fmt::Display for Error {
                 Some(db) => write!(f, "database error {}: {}", db.code().code(), db.message()),
                 None => write!(f, "database error: {e}"),
             },
+            Error::Unreachable(m) => write!(f, "the database cannot be reached: {m}"),
             Error::Corrupt(m) => write!(f, "stored data is damaged: {m}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Config(m) => write!(f, "{m}"),
@@ -69,7 +72,21 @@ impl From<sled::Error> for Error {
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
-        Error::Database(e)
+        // Connection-level: no database answer at all, or the server going away (08: connection
+        // exceptions; 57P: operator intervention, e.g. shutting down).
+        let unreachable = e.is_closed()
+            || e.as_db_error().is_none_or(|d| {
+                let code = d.code().code();
+                code.starts_with("08") || code.starts_with("57P")
+            });
+        if unreachable {
+            Error::Unreachable(match e.as_db_error() {
+                Some(d) => d.message().to_owned(),
+                None => e.to_string(),
+            })
+        } else {
+            Error::Database(e)
+        }
     }
 }
 

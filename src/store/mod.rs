@@ -20,7 +20,7 @@ pub use self::sled::{create_private_dir, write_private_file};
 pub use error::{Error, Result};
 pub use records::{
     parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
-    LastUsedWrite, StoredSession, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+    LastUsedWrite, StoredSession, Synced, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };
 
 /// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
@@ -113,9 +113,13 @@ pub trait Store: Send + Sync {
     }
     /// Waits up to `wait` for word of a change, then brings this node's in-memory state up
     /// to the store's latest revision; the revision now applied.
-    fn sync(&self, wait: std::time::Duration) -> Result<u64> {
+    fn sync(&self, wait: std::time::Duration) -> Result<Synced> {
         let _ = wait;
-        self.change_counter()
+        let confirmed_at = std::time::Instant::now();
+        Ok(Synced {
+            revision: self.change_counter()?,
+            confirmed_at,
+        })
     }
     /// Waits up to `timeout` until every other live node has applied `revision`; the nodes
     /// still behind when it gives up.

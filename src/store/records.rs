@@ -152,3 +152,12 @@ pub struct StoredSession {
     pub created_ms: i64,
     pub last_seen_ms: i64,
 }
+
+/// What one sync of a shared store confirmed: the revision this node now reflects, and when
+/// (on this node's clock) the store's revision was read — the moment freshness counts from,
+/// not the end of the sync, which a paused process may reach much later.
+#[derive(Debug, Clone, Copy)]
+pub struct Synced {
+    pub revision: u64,
+    pub confirmed_at: std::time::Instant,
+}

@@ -121,15 +121,14 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
             admins.throttle().check(ip, instant).map_err(throttled)?;
             // A credential that passed a full check within the last minute is no guess: it
             // takes no place in the throttle and costs no Argon2 run.
-            if admins.basic_cache().contains(&username, &password, instant) {
+            if service.remembered_basic(&username, &password, instant)? {
                 return Ok(AdminIdentity {
                     username,
                     credential: AdminCredential::Basic,
                 });
             }
             let attempt = admins.reserve_attempt(ip, instant)?;
-            if service.check_admin_password(&username, &password)? {
-                admins.basic_cache().insert(&username, &password, instant);
+            if service.check_basic(&username, &password, instant)? {
                 attempt.success();
                 return Ok(AdminIdentity {
                     username,

@@ -61,14 +61,24 @@ impl Handler for App {
         let now = now_unix();
         let response = route(self, req, now).unwrap_or_else(|e| {
             let (status, _) = e.status_and_code();
-            if status >= 500 {
+            // A node that cannot answer now (503) says so once, in its own log lines (the
+            // follower's); a line per refused request would flood the log in an outage.
+            if status >= 500 && !matches!(e, Error::Unavailable(_)) {
                 log::error!(
                     "{} {} failed (correlation id {}): {e}",
                     req.method(),
                     route_of(req.path()).loggable_path(req.path()),
                     req.correlation_id().as_str()
                 );
-                if matches!(
+                if self.service.is_shared() {
+                    if matches!(e, Error::CreationFailed(_) | Error::Store(_)) {
+                        log::error!(
+                            "the database could not be written: check that it is up, reachable \
+                             and writable. Token checks go on from this node's copy until it \
+                             cannot confirm the latest changes for --max-staleness, then answer 503"
+                        );
+                    }
+                } else if matches!(
                     e,
                     Error::CreationFailed(_)
                         | Error::Io(_)

@@ -793,3 +793,117 @@ fn postgres_nodes_starting_together_make_one_first_admin() {
         .get(0);
     assert_eq!(admins, 1);
 }
+
+fn signal(svc: &Service, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(svc.pid().to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig}");
+}
+
+/// Cluster attack: a node paused (a VM pause, a stalled host) across a delete elsewhere
+/// resumed counting itself fresh from a sync it had finished after the pause, and accepted the
+/// deleted token for up to one poll. Freshness now counts from when the revision was read; and
+/// a node with a larger --max-staleness is waited for as long as it could still verify.
+#[test]
+fn postgres_a_paused_node_never_accepts_a_token_deleted_meanwhile() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("paused");
+    let a = Service::start(&["--database-url", url.as_str()]);
+    let admin = basic_auth("admin", &a.initial_password());
+    let c = Service::start(&["--database-url", url.as_str()]);
+    let slow = Service::start(&["--database-url", url.as_str(), "--max-staleness", "4"]);
+    assert!(
+        slow.log_shows("another --max-staleness"),
+        "{}",
+        slow.log_text()
+    );
+    for (round, (node, pause_ms)) in [(&c, 2300u64), (&c, 2700), (&c, 3100), (&slow, 3000)]
+        .into_iter()
+        .enumerate()
+    {
+        let (id, token) = create_token(&a, &admin, &format!("paused-{round}"));
+        wait_for("the token on the node", || verify(node, &token) == 200);
+        signal(node, "STOP");
+        let paused = Instant::now();
+        let r = Req::new("DELETE", &format!("/admin/api/tokens/{id}"))
+            .header("Authorization", &admin)
+            .send(a.addr);
+        assert_eq!(r.status, 204);
+        let left = Duration::from_millis(pause_ms).saturating_sub(paused.elapsed());
+        std::thread::sleep(left);
+        signal(node, "CONT");
+        let until = Instant::now() + Duration::from_millis(800);
+        let mut answers = Vec::new();
+        while Instant::now() < until {
+            answers.push(verify(node, &token));
+        }
+        assert!(
+            !answers.contains(&200),
+            "round {round}: the paused node accepted the deleted token: {answers:?}"
+        );
+    }
+}
+
+/// Cluster attack: an old admin password kept working on the other nodes for up to a minute
+/// after a change (each node remembers successful Basic checks). A remembered check now holds
+/// only while the account's password is still the one checked.
+#[test]
+fn postgres_a_changed_password_stops_working_on_every_node_at_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("password");
+    let a = Service::start(&["--database-url", url.as_str()]);
+    let old = a.initial_password();
+    let b = Service::start(&["--database-url", url.as_str()]);
+    let old_auth = basic_auth("admin", &old);
+    let list = |svc: &Service, auth: &str| {
+        Req::get("/admin/api/tokens")
+            .header("Authorization", auth)
+            .send(svc.addr)
+            .status
+    };
+    assert_eq!(list(&b, &old_auth), 200, "remembered on b");
+    let r = Req::new("PUT", "/admin/api/password")
+        .header("Authorization", &old_auth)
+        .json(&serde_json::json!({"currentPassword": old, "newPassword": "another long passphrase 7"}))
+        .send(a.addr);
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        list(&b, &old_auth),
+        401,
+        "the old password is refused on b at once"
+    );
+    assert_eq!(
+        list(&b, &basic_auth("admin", "another long passphrase 7")),
+        200
+    );
+}
+
+/// Cluster attack: with the database down, admin requests answered 500 (as a bug would);
+/// they answer 503 with Retry-After, and token checks go on until --max-staleness.
+#[test]
+fn postgres_admin_requests_answer_503_while_the_database_is_down() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("down");
+    let svc = Service::start(&["--database-url", url.as_str(), "--max-staleness", "30"]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let (_, token) = create_token(&svc, &admin, "before");
+    pg.stop_server();
+    let r = Req::new("POST", "/admin/api/tokens")
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"name": "during"}))
+        .send(svc.addr);
+    r.assert_error(503, "service_unavailable");
+    assert!(r.header("Retry-After").is_some());
+    assert_eq!(verify(&svc, &token), 200, "within --max-staleness");
+    pg.start_server();
+    wait_for("admin again", || {
+        Req::get("/admin/api/tokens")
+            .header("Authorization", &admin)
+            .send(svc.addr)
+            .status
+            == 200
+    });
+}

@@ -18,6 +18,9 @@ pub const MAX_ENTRIES: usize = 1024;
 
 struct Entry {
     username: String,
+    /// The account's password hash when the check passed: with a shared store, a remembered
+    /// check holds only while it is still the account's (another node may change it).
+    stamp: String,
     expires: Instant,
 }
 
@@ -57,8 +60,25 @@ impl BasicAuthCache {
             .is_some_and(|e| e.expires > now && e.username == username)
     }
 
-    /// Remembers a credential that just passed a full check.
-    pub fn insert(&self, username: &str, password: &str, now: Instant) {
+    /// The stamp of a remembered check of this exact username and password, if any.
+    pub fn remembered(&self, username: &str, password: &str, now: Instant) -> Option<String> {
+        let key = self.fingerprint(username, password);
+        let entries = crate::sync::lock(&self.entries);
+        entries
+            .get(&key)
+            .filter(|e| e.expires > now && e.username == username)
+            .map(|e| e.stamp.clone())
+    }
+
+    /// Forgets one credential (its account's password changed elsewhere).
+    pub fn forget(&self, username: &str, password: &str) {
+        let key = self.fingerprint(username, password);
+        crate::sync::lock(&self.entries).remove(&key);
+    }
+
+    /// Remembers a credential that just passed a full check, with the account's password
+    /// hash at that moment.
+    pub fn insert(&self, username: &str, password: &str, stamp: &str, now: Instant) {
         let key = self.fingerprint(username, password);
         let mut entries = crate::sync::lock(&self.entries);
         if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
@@ -77,6 +97,7 @@ impl BasicAuthCache {
             key,
             Entry {
                 username: username.to_owned(),
+                stamp: stamp.to_owned(),
                 expires: now + TTL,
             },
         );
@@ -102,7 +123,7 @@ mod tests {
         let c = BasicAuthCache::default();
         let now = Instant::now();
         assert!(!c.contains("admin", "pw", now));
-        c.insert("admin", "pw", now);
+        c.insert("admin", "pw", "h", now);
         assert!(c.contains("admin", "pw", now + Duration::from_secs(59)));
         assert!(!c.contains("admin", "pw", now + TTL), "expired");
         assert!(!c.contains("admin", "pW", now), "another password");
@@ -120,6 +141,7 @@ mod tests {
             c.insert(
                 "admin",
                 &format!("password {i}"),
+                "h",
                 now + Duration::from_millis(i as u64),
             );
         }

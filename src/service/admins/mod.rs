@@ -77,6 +77,54 @@ impl Service {
             .verify_password(password, account.as_ref().map(|a| a.password_hash.as_str())))
     }
 
+    /// Whether an HTTP Basic check of this exact credential passed within the last minute
+    /// and still holds: with a shared store, only while the account's password is still the
+    /// one checked (another node may have changed it).
+    pub fn remembered_basic(
+        &self,
+        username: &str,
+        password: &str,
+        now: std::time::Instant,
+    ) -> Result<bool> {
+        let cache = &self.admins.basic_cache;
+        let Some(stamp) = cache.remembered(username, password, now) else {
+            return Ok(false);
+        };
+        if !self.shared {
+            // In-process changes clear the memory; no other node changes passwords here.
+            return Ok(true);
+        }
+        let still = self
+            .store
+            .admin(username)?
+            .is_some_and(|a| a.password_hash == stamp);
+        if !still {
+            cache.forget(username, password);
+        }
+        Ok(still)
+    }
+
+    /// A full HTTP Basic check (Argon2), remembered for a minute on success.
+    pub fn check_basic(
+        &self,
+        username: &str,
+        password: &str,
+        now: std::time::Instant,
+    ) -> Result<bool> {
+        if username.len() > 256 || password.len() > MAX_PASSWORD_BYTES {
+            return Ok(false);
+        }
+        let account = self.store.admin(username)?;
+        let hash = account.as_ref().map(|a| a.password_hash.as_str());
+        let ok = self.admins.argon2.verify_password(password, hash);
+        if let (true, Some(hash)) = (ok, hash) {
+            self.admins
+                .basic_cache
+                .insert(username, password, hash, now);
+        }
+        Ok(ok)
+    }
+
     /// Sets `username`'s password (creating the account if needed; the new password is
     /// already validated), ends the user's other sessions (all but `keep_session`) and audits
     /// it. Remembered Basic checks never outlive the password they checked.

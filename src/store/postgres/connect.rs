@@ -87,7 +87,7 @@ impl DatabaseUrl {
                 )),
             None => self.config.connect(NoTls),
         }
-        .map_err(Error::Database)
+        .map_err(Error::from)
     }
 }
 

@@ -30,7 +30,7 @@ use crate::store::error::{Error, Result};
 use crate::store::index::{IndexBatch, TokenIndex};
 use crate::store::records::{
     stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite,
-    StoredSession, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+    StoredSession, Synced, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };
 use crate::store::AuditKey;
 
@@ -39,6 +39,9 @@ pub use schema::SCHEMA_VERSION;
 
 /// Connections kept open for admin work (verification uses none).
 const POOL: usize = 4;
+/// Added to every node's --max-staleness before a delete stops waiting for it: clock skew
+/// between the node and the database, and the time a request takes.
+const MARGIN_MS: i64 = 500;
 /// The channel every change is announced on.
 const CHANNEL: &str = "pa_auth_changes";
 
@@ -53,6 +56,8 @@ pub struct PgOptions {
     pub audit_failure_cap: u64,
     /// A node not heard from for this long is not waited for (it refuses to verify anyway).
     pub max_staleness: std::time::Duration,
+    /// A serving node (records itself in `pa_auth_nodes`), not an offline command.
+    pub serving: bool,
 }
 
 /// The open PostgreSQL store.
@@ -67,6 +72,7 @@ pub struct PgStore {
     /// This node's name in `pa_auth_nodes`: host, process and a random part.
     node_id: String,
     max_staleness: std::time::Duration,
+    registered: bool,
     index: TokenIndex,
     local_dir: PathBuf,
     caps: [(AuditClass, u64, AtomicU64); 2],
@@ -87,6 +93,35 @@ impl PgStore {
         crate::store::create_private_dir(&options.local_dir)?;
         let mut first = url.connect()?;
         schema::create_or_check(&mut first)?;
+        // Nodes that crashed long ago (a clean stop removes its own row).
+        first.execute(
+            "DELETE FROM pa_auth_nodes WHERE seen_at < now() - interval '1 hour'",
+            &[],
+        )?;
+        if options.serving {
+            let ours = i64::try_from(options.max_staleness.as_millis()).unwrap_or(i64::MAX);
+            let others: Vec<i64> = first
+                .query(
+                    "SELECT DISTINCT stale_after_ms FROM pa_auth_nodes \
+                     WHERE stale_after_ms <> $1 AND seen_at > now() - interval '1 minute'",
+                    &[&ours],
+                )?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if !others.is_empty() {
+                log::warn!(
+                    "other nodes on this database run with another --max-staleness ({} ms; this \
+                     node {ours} ms): give every node the same value, or a delete may be answered \
+                     before a slower node fails closed",
+                    others
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         let store = PgStore {
             url: url.clone(),
@@ -101,6 +136,7 @@ impl PgStore {
                 &TokenId::generate().to_string()[..8]
             ),
             max_staleness: options.max_staleness,
+            registered: options.serving,
             index: TokenIndex::default(),
             local_dir: options.local_dir.clone(),
             caps: [
@@ -208,7 +244,7 @@ impl PgStore {
     }
 
     /// See [`crate::store::Store::sync`].
-    fn sync_feed(&self, wait: std::time::Duration) -> Result<u64> {
+    fn sync_feed(&self, wait: std::time::Duration) -> Result<Synced> {
         let mut slot = crate::sync::lock(&self.feed);
         if slot.as_ref().is_none_or(Client::is_closed) {
             let mut client = self.url.connect()?;
@@ -229,9 +265,15 @@ impl PgStore {
                     while notes.iter().next()?.is_some() {}
                 }
             }
-            let revision: i64 = feed
-                .query_one("SELECT value FROM pa_auth_meta WHERE key = 'revision'", &[])?
-                .get(0);
+            // Freshness counts from here: a process paused after this read has confirmed
+            // nothing since, however late it finishes the sync.
+            let confirmed_at = std::time::Instant::now();
+            let row = feed.query_one(
+                "SELECT value, clock_timestamp() FROM pa_auth_meta WHERE key = 'revision'",
+                &[],
+            )?;
+            let revision: i64 = row.get(0);
+            let read_at: std::time::SystemTime = row.get(1);
             let revision = u64::try_from(revision).unwrap_or(0);
             let applied = self.applied.load(Ordering::SeqCst);
             let current = if revision == applied {
@@ -247,12 +289,26 @@ impl PgStore {
             } else {
                 self.reload(feed)?
             };
-            feed.execute(
-                "INSERT INTO pa_auth_nodes (node_id, applied, seen_at) VALUES ($1, $2, now()) \
-                 ON CONFLICT (node_id) DO UPDATE SET applied = EXCLUDED.applied, seen_at = now()",
-                &[&self.node_id, &i64::try_from(current).unwrap_or(i64::MAX)],
-            )?;
-            Ok::<u64, postgres::Error>(current)
+            if self.registered {
+                // seen_at is when the revision was read (the database's clock), so another
+                // node's delete stops waiting for this one exactly when this one goes stale.
+                feed.execute(
+                    "INSERT INTO pa_auth_nodes (node_id, applied, seen_at, stale_after_ms) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (node_id) DO UPDATE SET \
+                     applied = EXCLUDED.applied, seen_at = EXCLUDED.seen_at, \
+                     stale_after_ms = EXCLUDED.stale_after_ms",
+                    &[
+                        &self.node_id,
+                        &i64::try_from(current).unwrap_or(i64::MAX),
+                        &read_at,
+                        &i64::try_from(self.max_staleness.as_millis()).unwrap_or(i64::MAX),
+                    ],
+                )?;
+            }
+            Ok::<Synced, postgres::Error>(Synced {
+                revision: current,
+                confirmed_at,
+            })
         })();
         if result.is_err() {
             // Reconnect and reload on the next round: nothing seen on this connection counts.
@@ -369,6 +425,7 @@ impl PgStore {
                     Error::CreationFailed("id or secret collision".into())
                 });
             }
+            Err(e @ Error::Unreachable(_)) => return Err(e),
             Err(e) => return Err(Error::CreationFailed(e.to_string())),
         };
         let record = TokenRecord {
@@ -879,28 +936,43 @@ impl crate::store::Store for PgStore {
         true
     }
 
-    fn sync(&self, wait: std::time::Duration) -> Result<u64> {
+    fn sync(&self, wait: std::time::Duration) -> Result<Synced> {
         self.sync_feed(wait)
     }
 
     fn wait_applied(&self, revision: u64, timeout: std::time::Duration) -> Result<Vec<String>> {
+        // A node is waited for while it could still be verifying: until its own
+        // --max-staleness (plus a margin for clocks and latency) after it last read the
+        // revision. A node silent longer is refusing to verify, and is named.
         let deadline = std::time::Instant::now() + timeout;
         let revision = i64::try_from(revision).unwrap_or(i64::MAX);
-        let live = self.max_staleness.as_secs_f64();
         loop {
-            let behind: Vec<String> = self
-                .with_client(|c| {
-                    c.query(
-                        "SELECT node_id FROM pa_auth_nodes WHERE node_id <> $1 AND applied < $2 \
-                         AND seen_at > now() - make_interval(secs => $3)",
-                        &[&self.node_id, &revision, &live],
-                    )
-                })?
+            let rows = self.with_client(|c| {
+                c.query(
+                    "SELECT node_id, seen_at > clock_timestamp() - \
+                            make_interval(secs => (stale_after_ms + $3) / 1000.0) \
+                     FROM pa_auth_nodes WHERE node_id <> $1 AND applied < $2",
+                    &[&self.node_id, &revision, &MARGIN_MS],
+                )
+            })?;
+            let live: Vec<String> = rows
                 .iter()
+                .filter(|row| row.get::<_, bool>(1))
                 .map(|row| row.get(0))
                 .collect();
-            if behind.is_empty() || std::time::Instant::now() >= deadline {
-                return Ok(behind);
+            if live.is_empty() {
+                let silent: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+                if !silent.is_empty() {
+                    log::warn!(
+                        "not waiting for nodes silent past their --max-staleness (they refuse to \
+                         verify until they catch up): {}",
+                        silent.join(", ")
+                    );
+                }
+                return Ok(Vec::new());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(live);
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS pa_auth_sessions (
 CREATE TABLE IF NOT EXISTS pa_auth_nodes (
     node_id text PRIMARY KEY,
     applied bigint NOT NULL,
-    seen_at timestamptz NOT NULL
+    seen_at timestamptz NOT NULL,
+    stale_after_ms bigint NOT NULL
 );
 ";
 
@@ -86,7 +87,7 @@ pub(super) fn create_or_check(client: &mut Client) -> Result<()> {
         match version {
             Some(SCHEMA_VERSION) => {}
             Some(v) if v > SCHEMA_VERSION => {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::Config(format!(
                     "the database holds pa-auth schema {v}, newer than this release's \
                      {SCHEMA_VERSION}: use the pa-auth release that wrote it; nothing was changed"
                 )))
