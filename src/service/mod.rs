@@ -63,8 +63,13 @@ impl Service {
     ) -> Service {
         let freshness = Arc::new(cluster::Freshness::new(max_staleness));
         let shared_sessions = store.is_shared().then(|| Arc::clone(&store));
-        // The store is as fresh as its open made it.
-        if let Ok(revision) = store.change_counter() {
+        // A shared store is as fresh as its open made it (a store of one node's own is
+        // always fresh: nothing to read).
+        if let Some(revision) = store
+            .is_shared()
+            .then(|| store.change_counter().ok())
+            .flatten()
+        {
             freshness.synced(crate::store::Synced {
                 revision,
                 confirmed_at: Instant::now(),
@@ -166,10 +171,7 @@ impl Service {
             &*self.store,
             &self.tracker,
             &self.auth_counters,
-            Some(FailureSink {
-                log: &self.auth_failures,
-                peer,
-            }),
+            Some(self.failure_sink(peer)),
             authorization,
             now,
         )
@@ -186,10 +188,7 @@ impl Service {
         let id = auth::check_token_on_admin_route(
             &*self.store,
             &self.auth_counters,
-            Some(FailureSink {
-                log: &self.auth_failures,
-                peer,
-            }),
+            Some(self.failure_sink(peer)),
             authorization,
             now,
         )?;
@@ -202,6 +201,14 @@ impl Service {
             },
         );
         Ok(id)
+    }
+
+    /// Where a refused credential from `peer` is recorded for the audit log.
+    fn failure_sink(&self, peer: IpAddr) -> FailureSink<'_> {
+        FailureSink {
+            log: &self.auth_failures,
+            peer,
+        }
     }
 
     /// Latest last-used time: in memory if used since start, else as persisted.

@@ -59,6 +59,16 @@ pub struct TokenPage {
     pub next_cursor: Option<[u8; ORDER_KEY_LEN]>,
 }
 
+/// A token's position in the newest-first listing, as a cursor carries it: created µs (8,
+/// big-endian) ‖ id (16). Creation times are after 1970, so the sign bit is clear and byte
+/// order is time order.
+pub fn order_key(created_micros: i64, id: &TokenId) -> [u8; ORDER_KEY_LEN] {
+    let mut k = [0u8; ORDER_KEY_LEN];
+    k[..8].copy_from_slice(&created_micros.max(0).to_be_bytes());
+    k[8..].copy_from_slice(&id.0);
+    k
+}
+
 /// Parses a listing cursor (48 hex characters).
 pub fn parse_cursor(s: &str) -> Option<[u8; ORDER_KEY_LEN]> {
     crate::domain::encoding::decode_hex(s)

@@ -51,23 +51,30 @@ impl BasicAuthCache {
         *h.finalize().as_bytes()
     }
 
-    /// Whether this exact username and password passed a full check less than `TTL` ago.
-    pub fn contains(&self, username: &str, password: &str, now: Instant) -> bool {
-        let key = self.fingerprint(username, password);
-        let entries = crate::sync::lock(&self.entries);
-        entries
-            .get(&key)
-            .is_some_and(|e| e.expires > now && e.username == username)
-    }
-
-    /// The stamp of a remembered check of this exact username and password, if any.
-    pub fn remembered(&self, username: &str, password: &str, now: Instant) -> Option<String> {
+    /// Runs `read` on the live entry for this exact username and password, if any.
+    fn with_entry<R>(
+        &self,
+        username: &str,
+        password: &str,
+        now: Instant,
+        read: impl FnOnce(&Entry) -> R,
+    ) -> Option<R> {
         let key = self.fingerprint(username, password);
         let entries = crate::sync::lock(&self.entries);
         entries
             .get(&key)
             .filter(|e| e.expires > now && e.username == username)
-            .map(|e| e.stamp.clone())
+            .map(read)
+    }
+
+    /// Whether this exact username and password passed a full check less than `TTL` ago.
+    pub fn contains(&self, username: &str, password: &str, now: Instant) -> bool {
+        self.with_entry(username, password, now, |_| ()).is_some()
+    }
+
+    /// The stamp of a remembered check of this exact username and password, if any.
+    pub fn remembered(&self, username: &str, password: &str, now: Instant) -> Option<String> {
+        self.with_entry(username, password, now, |e| e.stamp.clone())
     }
 
     /// Forgets one credential (its account's password changed elsewhere).

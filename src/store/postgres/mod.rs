@@ -29,7 +29,7 @@ use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
 use crate::store::index::{IndexBatch, TokenIndex};
 use crate::store::records::{
-    stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite,
+    order_key, stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite,
     StoredSession, Synced, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };
 use crate::store::AuditKey;
@@ -598,12 +598,7 @@ impl crate::store::Store for PgStore {
         };
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|r| {
-                let mut key = [0u8; ORDER_KEY_LEN];
-                key[..8].copy_from_slice(&r.created_micros.max(0).to_be_bytes());
-                key[8..].copy_from_slice(&r.id.0);
-                key
-            })
+            items.last().map(|r| order_key(r.created_micros, &r.id))
         } else {
             None
         };

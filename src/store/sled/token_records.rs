@@ -20,7 +20,7 @@ use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
 use crate::store::index::IndexBatch;
 use crate::store::records::{
-    IndexedToken, LastUsedWrite, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+    order_key, IndexedToken, LastUsedWrite, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };
 
 /// Version byte of a record in the `token_records` tree (schema 2).
@@ -59,14 +59,6 @@ impl TokenRecord {
         v.extend_from_slice(self.name.as_bytes());
         v
     }
-}
-
-fn order_key(created_micros: i64, id: &TokenId) -> [u8; ORDER_KEY_LEN] {
-    let mut k = [0u8; ORDER_KEY_LEN];
-    // Creation times are after 1970, so the sign bit is clear and byte order is time order.
-    k[..8].copy_from_slice(&created_micros.max(0).to_be_bytes());
-    k[8..].copy_from_slice(&id.0);
-    k
 }
 
 /// A cursor's bytes as a position in the creation order.
