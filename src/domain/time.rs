@@ -11,6 +11,12 @@ pub fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Milliseconds since the Unix epoch, from the wall clock (what a shared store's times use).
+pub fn now_unix_ms() -> i64 {
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(nanos).unwrap_or(i64::MAX)
+}
+
 /// `2026-11-30T08:29:58Z`.
 pub fn format_rfc3339(unix_seconds: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix_seconds)

@@ -20,7 +20,8 @@ pub use self::sled::{create_private_dir, write_private_file};
 pub use error::{Error, Result};
 pub use records::{
     parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
-    LastUsedWrite, StoredSession, Synced, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+    LastUsedWrite, LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord, TokenStats,
+    ORDER_KEY_LEN,
 };
 
 /// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
@@ -158,6 +159,40 @@ pub trait Store: Send + Sync {
     /// Ends every session of `username` except `keep`.
     fn end_user_sessions(&self, username: &str, keep: Option<&[u8; 32]>) -> Result<()> {
         let _ = (username, keep);
+        Ok(())
+    }
+
+    // Admin guesses per client address, counted by a shared store so that spreading them over
+    // the nodes gains nothing (a store of one node's own counts none: the service's
+    // in-memory throttle is the whole truth there). The policy (how many, how long) is the
+    // service's; the store only counts atomically.
+
+    /// Counts one guess from `addr` at `now_ms`, unless the address is locked out or has
+    /// `free` guesses counted and has never been locked out (the first ones are still being
+    /// decided). Guesses last made before `forget_before_ms` are forgotten first.
+    fn count_login_guess(
+        &self,
+        addr: &str,
+        now_ms: i64,
+        forget_before_ms: i64,
+        free: u32,
+    ) -> Result<LoginGuesses> {
+        // Counts nothing: the service's in-memory throttle decides alone.
+        let _ = (addr, now_ms, forget_before_ms, free);
+        Ok(LoginGuesses {
+            counted: true,
+            guesses: 0,
+            locked_until_ms: 0,
+        })
+    }
+    /// Locks `addr` out until `until_ms` (a longer lock already there stays).
+    fn lock_login(&self, addr: &str, until_ms: i64) -> Result<()> {
+        let _ = (addr, until_ms);
+        Ok(())
+    }
+    /// A right credential from `addr`: its guesses are forgotten.
+    fn clear_login_guesses(&self, addr: &str) -> Result<()> {
+        let _ = addr;
         Ok(())
     }
 }

@@ -163,6 +163,19 @@ pub struct StoredSession {
     pub last_seen_ms: i64,
 }
 
+/// One address's admin guesses as a shared store counts them for every node (cluster mode).
+/// Times are unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginGuesses {
+    /// Whether this guess was counted (it was not if the address is locked out, or has used
+    /// its free guesses with none of them decided yet).
+    pub counted: bool,
+    /// Guesses since the last success or since they were forgotten, this one included.
+    pub guesses: u32,
+    /// Until when the address is locked out; 0 if it never was.
+    pub locked_until_ms: i64,
+}
+
 /// What one sync of a shared store confirmed: the revision this node now reflects, and when
 /// (on this node's clock) the store's revision was read — the moment freshness counts from,
 /// not the end of the sync, which a paused process may reach much later.

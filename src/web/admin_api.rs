@@ -35,7 +35,7 @@ const MAX_LIMIT: usize = 1000;
 pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let ip = req.peer().ip();
     let service = &app.service;
-    let attempt = service.admins().reserve_attempt(ip, Instant::now())?;
+    let attempt = service.reserve_admin_attempt(ip, Instant::now())?;
     let body = parse_object(
         req.header("content-type"),
         req.body(),
@@ -47,7 +47,7 @@ pub fn login(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
         service.record_login_failure(attempt, ip, username, now);
         return Err(admin_unauthorized(req));
     }
-    attempt.success();
+    service.record_login_success(attempt, ip);
     let (cookie, session) = service
         .admins()
         .sessions()
@@ -211,7 +211,7 @@ pub fn change_password(
 ) -> Result<Response> {
     let ip = req.peer().ip();
     let service = &app.service;
-    let attempt = service.admins().reserve_attempt(ip, Instant::now())?;
+    let attempt = service.reserve_admin_attempt(ip, Instant::now())?;
     let body = parse_object(
         req.header("content-type"),
         req.body(),
@@ -228,7 +228,7 @@ pub fn change_password(
             "Current password is wrong",
         )]));
     }
-    attempt.success();
+    service.record_login_success(attempt, ip);
     validate_new_password(new, "newPassword").map_err(|e| Error::Validation(vec![e]))?;
     if new == current {
         return Err(Error::Validation(vec![FieldError::new(

@@ -127,9 +127,9 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
                     credential: AdminCredential::Basic,
                 });
             }
-            let attempt = admins.reserve_attempt(ip, instant)?;
+            let attempt = service.reserve_admin_attempt(ip, instant)?;
             if service.check_basic(&username, &password, instant)? {
-                attempt.success();
+                service.record_login_success(attempt, ip);
                 return Ok(AdminIdentity {
                     username,
                     credential: AdminCredential::Basic,
@@ -146,10 +146,8 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     // admin route: throttled and counted like a wrong password, so the 403-versus-401
     // answer cannot be used to test tokens without leaving a trail.
     let ip = req.peer().ip();
-    let attempt = admins.reserve_attempt(ip, instant)?;
-    if let Some(secs) = attempt.failure(instant) {
-        log::warn!("admin logins from {ip} locked for {secs} s after repeated failures");
-    }
+    let attempt = service.reserve_admin_attempt(ip, instant)?;
+    service.count_guess_failure(attempt, ip);
     match service.token_on_admin_route(values, ip, now) {
         Ok(_) => Err(Error::Forbidden(
             "API tokens cannot be used on admin routes",

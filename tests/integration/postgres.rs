@@ -356,6 +356,42 @@ fn postgres_refuses_a_newer_schema_and_hides_the_password() {
     );
 }
 
+/// A database of the first cluster release (schema 1, before the shared login throttle) is
+/// upgraded in place at start: its tokens kept, the new table added.
+#[test]
+fn postgres_upgrades_a_schema_1_database() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("upgrade");
+    let args = ["--database-url", url.as_str()];
+    let token = {
+        let svc = Service::start(&args);
+        let admin = basic_auth("admin", &svc.initial_password());
+        create_token(&svc, &admin, "kept").1
+    };
+    let mut db = pg.client("upgrade");
+    db.batch_execute(
+        "DROP TABLE pa_auth_login_guesses;
+         UPDATE pa_auth_meta SET value = 1 WHERE key = 'schema_version';",
+    )
+    .expect("schema 1");
+    let svc = Service::start(&args);
+    assert_eq!(verify(&svc, &token), 200);
+    let version: i64 = db
+        .query_one(
+            "SELECT value FROM pa_auth_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .expect("version")
+        .get(0);
+    assert_eq!(version, 2);
+    let guesses: i64 = db
+        .query_one("SELECT count(*) FROM pa_auth_login_guesses", &[])
+        .expect("the new table")
+        .get(0);
+    assert_eq!(guesses, 0);
+    assert!(svc.log_text().contains("upgraded the pa-auth schema"));
+}
+
 /// The `.pab` backup format is the same for both stores: a backup taken from a PostgreSQL
 /// node restores into the embedded store, tokens, admins and audit included.
 #[test]
@@ -647,6 +683,66 @@ fn postgres_console_sessions_work_across_nodes() {
             .send(node.addr);
         assert_eq!(r.status, 401, "ended on every node");
     }
+}
+
+/// Admin guesses spread over the nodes meet one limit: five wrong passwords alternating
+/// between two nodes lock the address out on both (each node alone would have allowed five),
+/// and a right password is then refused on either until the lock ends.
+#[test]
+fn postgres_login_guesses_spread_over_nodes_meet_one_limit() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("throttle");
+    let args = ["--database-url", url.as_str()];
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    let password = [&a, &b]
+        .iter()
+        .find_map(|s| std::fs::read_to_string(s.data_dir.join("initial-admin-password")).ok())
+        .expect("initial admin");
+    let login = |node: &Service, password: &str| {
+        Req::new("POST", "/admin/api/session")
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send(node.addr)
+    };
+    // A right password clears the address's count on every node.
+    assert_eq!(login(&b, password.trim()).status, 200);
+    for (i, node) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let r = login(node, "wrong-password");
+        assert_eq!(r.status, 401, "guess {i}: {}", r.text());
+    }
+    let fifth = login(&a, "wrong-password");
+    assert_eq!(fifth.status, 401, "{}", fifth.text());
+    for node in [&b, &a] {
+        let r = login(node, password.trim());
+        assert_eq!(r.status, 429, "locked on every node: {}", r.text());
+        let retry: u64 = r
+            .header("Retry-After")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!((1..=30).contains(&retry), "{retry}");
+        // HTTP Basic meets the same lock, before any Argon2 check.
+        let basic = Req::get("/admin/api/tokens")
+            .header("Authorization", &basic_auth("admin", password.trim()))
+            .send(node.addr);
+        assert_eq!(basic.status, 429, "{}", basic.text());
+    }
+    // Counted in the database by address, never with a password.
+    let mut db = pg.client("throttle");
+    let row = db
+        .query_one(
+            "SELECT addr, guesses, locked_until_ms > 0 FROM pa_auth_login_guesses",
+            &[],
+        )
+        .expect("one address");
+    assert_eq!(row.get::<_, String>(0), "127.0.0.1");
+    assert_eq!(row.get::<_, i32>(1), 5);
+    assert!(row.get::<_, bool>(2));
+    // Each node also keeps the lock it saw in memory (its early check, before any body is
+    // read, asks no database): removing the shared row does not unlock the address there.
+    db.execute("DELETE FROM pa_auth_login_guesses", &[])
+        .expect("unlock");
+    let r = login(&b, password.trim());
+    assert_eq!(r.status, 429, "{}", r.text());
 }
 
 /// A failover to a replica that lost commits looks to a node like its revision going

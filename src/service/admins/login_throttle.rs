@@ -19,9 +19,9 @@ const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
 const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// Retry-After for an attempt refused only because earlier ones from the same address are
 /// still being checked (an Argon2 check takes well under a second).
-const IN_FLIGHT_RETRY_SECS: u64 = 1;
+pub const IN_FLIGHT_RETRY_SECS: u64 = 1;
 /// Failures older than this are forgotten.
-const MEMORY: Duration = Duration::from_secs(60 * 60);
+pub const MEMORY: Duration = Duration::from_secs(60 * 60);
 const MAX_TRACKED: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -73,14 +73,17 @@ impl LoginAttempt<'_> {
         f.in_flight = f.in_flight.saturating_sub(1);
         f.count = f.count.saturating_add(1);
         f.last = now;
-        if f.count >= FREE_FAILURES {
-            let exponent = (f.count - FREE_FAILURES).min(10);
-            let lockout = (FIRST_LOCKOUT * 2u32.pow(exponent)).min(MAX_LOCKOUT);
-            f.locked_until = Some(now + lockout);
-            return Some(lockout.as_secs());
-        }
-        None
+        let lockout = lockout_after(f.count)?;
+        f.locked_until = Some(now + lockout);
+        Some(lockout.as_secs())
     }
+}
+
+/// The lockout that `failures` failed guesses in a row earn: none for the first
+/// `FREE_FAILURES - 1`, then 30 s doubling up to 15 min.
+pub fn lockout_after(failures: u32) -> Option<Duration> {
+    let exponent = failures.checked_sub(FREE_FAILURES)?.min(10);
+    Some((FIRST_LOCKOUT * 2u32.pow(exponent)).min(MAX_LOCKOUT))
 }
 
 impl Drop for LoginAttempt<'_> {
@@ -97,6 +100,20 @@ impl Drop for LoginAttempt<'_> {
 impl LoginThrottle {
     fn map(&self) -> MutexGuard<'_, HashMap<IpAddr, Failures>> {
         crate::sync::lock(&self.by_addr)
+    }
+
+    /// Locks `addr` out until `until` (a longer lock stays): what another node decided, seen
+    /// in a shared store, so this node's early checks refuse too.
+    pub fn lock(&self, addr: IpAddr, until: Instant, now: Instant) {
+        let mut map = self.map();
+        let f = map.entry(addr).or_insert(Failures {
+            count: 0,
+            in_flight: 0,
+            last: now,
+            locked_until: None,
+        });
+        f.last = now;
+        f.locked_until = f.locked_until.max(Some(until));
     }
 
     /// `Err(seconds)` if this address is locked out. Reserves nothing: for answers that need

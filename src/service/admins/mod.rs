@@ -9,13 +9,15 @@ pub mod passwords;
 pub mod sessions;
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Actor, Error, Result, Service};
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::store::AdminAccount;
 use basic_cache::BasicAuthCache;
-use login_throttle::{LoginAttempt, LoginThrottle};
+use login_throttle::{
+    lockout_after, LoginAttempt, LoginThrottle, FREE_FAILURES, IN_FLIGHT_RETRY_SECS, MEMORY,
+};
 use passwords::{Argon2Pool, INITIAL_PASSWORD_FILE, MAX_PASSWORD_BYTES};
 use sessions::SessionStore;
 
@@ -54,17 +56,92 @@ impl Admins {
     pub fn basic_cache(&self) -> &BasicAuthCache {
         &self.basic_cache
     }
+}
 
-    /// Reserves a place for one admin credential check from `peer` at `now`, or says how long
-    /// the address is locked out (`TooManyRequests`).
-    pub fn reserve_attempt(&self, peer: IpAddr, now: Instant) -> Result<LoginAttempt<'_>> {
-        self.throttle
-            .reserve(peer, now)
-            .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })
-    }
+/// One reserved admin guess: its place in this node's throttle and, with a shared store, the
+/// guess as every node counts it. Decide it with [`Service::record_login_success`] or
+/// [`Service::record_login_failure`] (or [`Service::count_guess_failure`]). Dropped undecided
+/// (an error before the check finished), it gives its place on this node back; a shared
+/// count stays, which fails closed.
+#[must_use = "an attempt records its outcome or gives its place back when dropped"]
+pub struct AdminAttempt<'a> {
+    local: LoginAttempt<'a>,
+    /// Guesses from the address that every node has counted, this one included.
+    shared_guesses: Option<u32>,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Service {
+    /// Reserves a place for one admin credential check from `peer` at `now`, or says how long
+    /// the address must wait (`TooManyRequests`). With a shared store the guess is counted
+    /// there too, so guesses spread over the nodes meet one limit.
+    pub fn reserve_admin_attempt(&self, peer: IpAddr, now: Instant) -> Result<AdminAttempt<'_>> {
+        let throttle = &self.admins.throttle;
+        let too_many = |retry_after_secs| Error::TooManyRequests { retry_after_secs };
+        let local = throttle.reserve(peer, now).map_err(too_many)?;
+        if !self.shared {
+            return Ok(AdminAttempt {
+                local,
+                shared_guesses: None,
+            });
+        }
+        let now_ms = crate::domain::time::now_unix_ms();
+        let counted = self.store.count_login_guess(
+            &peer.to_string(),
+            now_ms,
+            now_ms.saturating_sub(millis(MEMORY)),
+            FREE_FAILURES,
+        )?;
+        if counted.locked_until_ms > now_ms {
+            // Locked by failures another node saw: this node's early checks refuse too.
+            let left =
+                Duration::from_millis(u64::try_from(counted.locked_until_ms - now_ms).unwrap_or(0));
+            throttle.lock(peer, now + left, now);
+            return Err(too_many(left.as_secs().max(1)));
+        }
+        if !counted.counted {
+            // The free guesses are taken by checks still running on other nodes.
+            return Err(too_many(IN_FLIGHT_RETRY_SECS));
+        }
+        Ok(AdminAttempt {
+            local,
+            shared_guesses: Some(counted.guesses),
+        })
+    }
+
+    /// The credential was right: the address starts afresh (on every node).
+    pub fn record_login_success(&self, attempt: AdminAttempt<'_>, peer: IpAddr) {
+        attempt.local.success();
+        if attempt.shared_guesses.is_some() {
+            if let Err(e) = self.store.clear_login_guesses(&peer.to_string()) {
+                log::warn!("could not clear the shared login guesses of {peer}: {e}");
+            }
+        }
+    }
+
+    /// The credential was wrong: counts against `peer` (on every node, with a shared store)
+    /// and starts a lockout once the free guesses are used; its length in seconds, if any.
+    pub fn count_guess_failure(&self, attempt: AdminAttempt<'_>, peer: IpAddr) -> Option<u64> {
+        let now = Instant::now();
+        let mut locked = attempt.local.failure(now);
+        if let Some(lockout) = attempt.shared_guesses.and_then(lockout_after) {
+            let until_ms = crate::domain::time::now_unix_ms().saturating_add(millis(lockout));
+            if let Err(e) = self.store.lock_login(&peer.to_string(), until_ms) {
+                // Its guesses stay counted: the next one is refused until this one is decided.
+                log::warn!("could not share the lockout of {peer}: {e}");
+            }
+            self.admins.throttle.lock(peer, now + lockout, now);
+            locked = locked.max(Some(lockout.as_secs()));
+        }
+        if let Some(secs) = locked {
+            log::warn!("admin logins from {peer} locked for {secs} s after repeated failures");
+        }
+        locked
+    }
+
     /// Checks an admin password (same cost whether or not the user exists).
     pub fn check_admin_password(&self, username: &str, password: &str) -> Result<bool> {
         if username.len() > 256 || password.len() > MAX_PASSWORD_BYTES {
@@ -203,14 +280,12 @@ impl Service {
     /// address) and audits it.
     pub fn record_login_failure(
         &self,
-        attempt: LoginAttempt<'_>,
+        attempt: AdminAttempt<'_>,
         peer: IpAddr,
         username: &str,
         now: i64,
     ) {
-        if let Some(secs) = attempt.failure(std::time::Instant::now()) {
-            log::warn!("admin logins from {peer} locked for {secs} s after repeated failures");
-        }
+        self.count_guess_failure(attempt, peer);
         self.audit(
             now,
             AuditEvent {

@@ -57,12 +57,6 @@ pub enum Peek {
     Ask,
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -100,7 +94,7 @@ impl SessionStore {
             last_seen: now,
         };
         if let Some(store) = &self.shared {
-            let at = unix_ms();
+            let at = crate::domain::time::now_unix_ms();
             let stored = StoredSession {
                 username: session.username.clone(),
                 csrf_token: session.csrf_token.clone(),
@@ -127,7 +121,7 @@ impl SessionStore {
         if let Some(store) = &self.shared {
             let found = store.session(
                 &key(cookie),
-                unix_ms(),
+                crate::domain::time::now_unix_ms(),
                 ms(IDLE_TIMEOUT),
                 ms(ABSOLUTE_LIFETIME),
             );

@@ -30,7 +30,7 @@ use crate::store::error::{Error, Result};
 use crate::store::index::{IndexBatch, TokenIndex};
 use crate::store::records::{
     order_key, stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite,
-    StoredSession, Synced, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+    LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
 };
 use crate::store::AuditKey;
 
@@ -1034,6 +1034,71 @@ impl crate::store::Store for PgStore {
             c.execute(
                 "DELETE FROM pa_auth_sessions WHERE username = $1 AND key <> $2",
                 &[&username, &keep],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn count_login_guess(
+        &self,
+        addr: &str,
+        now_ms: i64,
+        forget_before_ms: i64,
+        free: u32,
+    ) -> Result<LoginGuesses> {
+        let free = i32::try_from(free).unwrap_or(i32::MAX);
+        let (counted, row) = self.with_client(|c| {
+            c.execute(
+                "DELETE FROM pa_auth_login_guesses WHERE last_ms < $1",
+                &[&forget_before_ms],
+            )?;
+            let counted = c.query_opt(
+                "INSERT INTO pa_auth_login_guesses AS g (addr, guesses, last_ms, locked_until_ms) \
+                 VALUES ($1, 1, $2, 0) \
+                 ON CONFLICT (addr) DO UPDATE SET guesses = LEAST(g.guesses + 1, 1000000), \
+                 last_ms = $2 \
+                 WHERE g.locked_until_ms <= $2 AND (g.guesses < $3 OR g.locked_until_ms > 0) \
+                 RETURNING guesses, locked_until_ms",
+                &[&addr, &now_ms, &free],
+            )?;
+            match counted {
+                Some(row) => Ok((true, Some(row))),
+                None => c
+                    .query_opt(
+                        "SELECT guesses, locked_until_ms FROM pa_auth_login_guesses \
+                         WHERE addr = $1",
+                        &[&addr],
+                    )
+                    .map(|row| (false, row)),
+            }
+        })?;
+        let (guesses, locked_until_ms) = row.map_or((0, 0), |row| {
+            let guesses: i32 = row.get(0);
+            (u32::try_from(guesses).unwrap_or(0), row.get(1))
+        });
+        Ok(LoginGuesses {
+            counted,
+            guesses,
+            locked_until_ms,
+        })
+    }
+
+    fn lock_login(&self, addr: &str, until_ms: i64) -> Result<()> {
+        self.with_client(|c| {
+            c.execute(
+                "UPDATE pa_auth_login_guesses \
+                 SET locked_until_ms = GREATEST(locked_until_ms, $2) WHERE addr = $1",
+                &[&addr, &until_ms],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn clear_login_guesses(&self, addr: &str) -> Result<()> {
+        self.with_client(|c| {
+            c.execute(
+                "DELETE FROM pa_auth_login_guesses WHERE addr = $1",
+                &[&addr],
             )
         })?;
         Ok(())

@@ -13,6 +13,8 @@
 //!   their CSRF token and times, so a login on one node works on every node.
 //! - `nodes`: each serving node's applied revision and when it last synced (what a delete
 //!   waits on).
+//! - `login_guesses`: admin guesses per client address (count, last, locked until; ms), so
+//!   the login throttle holds across nodes; rows older than the throttle's memory are pruned.
 //! - `audit`: 16-byte key (µs ‖ sequence `audit_seq`) → class (0 lifecycle, 1 failure) and
 //!   the event as JSON; each class capped on its own.
 
@@ -21,7 +23,8 @@ use postgres::Client;
 use crate::store::error::{Error, Result};
 
 /// Bumped on any incompatible change; an older schema is upgraded at open.
-pub const SCHEMA_VERSION: i64 = 1;
+/// 1: the first cluster release. 2: `login_guesses` (created by the upgrade).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Serialises schema creation between nodes starting at once ("pa-auth0").
 const SCHEMA_LOCK: i64 = 0x7061_2d61_7574_6830;
@@ -68,6 +71,13 @@ CREATE TABLE IF NOT EXISTS pa_auth_nodes (
     seen_at timestamptz NOT NULL,
     stale_after_ms bigint NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pa_auth_login_guesses (
+    addr text PRIMARY KEY,
+    guesses integer NOT NULL,
+    last_ms bigint NOT NULL,
+    locked_until_ms bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pa_auth_login_guesses_last ON pa_auth_login_guesses (last_ms);
 ";
 
 /// Creates the schema on an empty database, or checks the version of an existing one.
@@ -86,6 +96,18 @@ pub(super) fn create_or_check(client: &mut Client) -> Result<()> {
             .map(|row| row.get(0));
         match version {
             Some(SCHEMA_VERSION) => {}
+            Some(v) if (1..SCHEMA_VERSION).contains(&v) => {
+                // Every table and index is created `IF NOT EXISTS`: the upgrade adds what
+                // the newer schema has and touches nothing that is there.
+                tx.batch_execute(CREATE)?;
+                tx.execute(
+                    "UPDATE pa_auth_meta SET value = $1 WHERE key = 'schema_version'",
+                    &[&SCHEMA_VERSION],
+                )?;
+                log::info!(
+                    "upgraded the pa-auth schema in the database from {v} to {SCHEMA_VERSION}"
+                );
+            }
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(Error::Config(format!(
                     "the database holds pa-auth schema {v}, newer than this release's \
