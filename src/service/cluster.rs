@@ -16,6 +16,49 @@ use crate::store::{Store, Synced};
 /// poll that guarantees no change is missed while NOTIFY is lost.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Upper bounds (ms) of the propagation histogram's buckets (and +Inf).
+pub const PROPAGATION_BOUNDS_MS: [u32; 10] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+
+/// Times from a change's commit to its application on this node, as a histogram.
+#[derive(Debug, Default)]
+struct PropagationHistogram {
+    /// Per bucket (not cumulative); the last is +Inf.
+    buckets: [AtomicU64; PROPAGATION_BOUNDS_MS.len() + 1],
+    sum_ms: AtomicU64,
+}
+
+/// The propagation histogram as /metrics shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Propagation {
+    /// Cumulative counts per bound of [`PROPAGATION_BOUNDS_MS`], then the total (+Inf).
+    pub cumulative: [u64; PROPAGATION_BOUNDS_MS.len() + 1],
+    pub sum: Duration,
+}
+
+impl PropagationHistogram {
+    fn record(&self, ms: u32) {
+        let bucket = PROPAGATION_BOUNDS_MS
+            .iter()
+            .position(|&bound| ms <= bound)
+            .unwrap_or(PROPAGATION_BOUNDS_MS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(u64::from(ms), Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Propagation {
+        let mut cumulative = [0; PROPAGATION_BOUNDS_MS.len() + 1];
+        let mut total = 0;
+        for (out, bucket) in cumulative.iter_mut().zip(&self.buckets) {
+            total += bucket.load(Ordering::Relaxed);
+            *out = total;
+        }
+        Propagation {
+            cumulative,
+            sum: Duration::from_millis(self.sum_ms.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 /// This node's view of its own freshness, for the web layer and /metrics.
 #[derive(Debug)]
 pub struct Freshness {
@@ -27,6 +70,7 @@ pub struct Freshness {
     max_staleness: Duration,
     /// `--serve-stale`: verify from this node's copy even when stale.
     serve_stale: AtomicBool,
+    propagation: PropagationHistogram,
 }
 
 /// Figures for /metrics.
@@ -35,6 +79,7 @@ pub struct ClusterStatus {
     pub applied_revision: u64,
     pub staleness: Duration,
     pub sync_errors: u64,
+    pub propagation: Propagation,
 }
 
 impl Freshness {
@@ -46,6 +91,7 @@ impl Freshness {
             errors: AtomicU64::new(0),
             max_staleness,
             serve_stale: AtomicBool::new(false),
+            propagation: PropagationHistogram::default(),
         }
     }
 
@@ -55,6 +101,9 @@ impl Freshness {
         let ms = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
         self.applied.store(synced.revision, Ordering::Relaxed);
         self.synced_at_ms.fetch_max(ms, Ordering::Relaxed);
+        for &ms in &synced.propagation_ms {
+            self.propagation.record(ms);
+        }
     }
 
     /// Time since the last successful sync.
@@ -80,6 +129,7 @@ impl Freshness {
             applied_revision: self.applied.load(Ordering::Relaxed),
             staleness: self.staleness(),
             sync_errors: self.errors.load(Ordering::Relaxed),
+            propagation: self.propagation.snapshot(),
         }
     }
 }

@@ -73,6 +73,7 @@ impl Service {
             freshness.synced(crate::store::Synced {
                 revision,
                 confirmed_at: Instant::now(),
+                propagation_ms: Vec::new(),
             });
         }
         Service {

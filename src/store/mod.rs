@@ -120,6 +120,7 @@ pub trait Store: Send + Sync {
         Ok(Synced {
             revision: self.change_counter()?,
             confirmed_at,
+            propagation_ms: Vec::new(),
         })
     }
     /// Waits up to `timeout` until every other live node has applied `revision`; the nodes

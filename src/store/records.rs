@@ -179,8 +179,11 @@ pub struct LoginGuesses {
 /// What one sync of a shared store confirmed: the revision this node now reflects, and when
 /// (on this node's clock) the store's revision was read — the moment freshness counts from,
 /// not the end of the sync, which a paused process may reach much later.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Synced {
     pub revision: u64,
     pub confirmed_at: std::time::Instant,
+    /// For each change this sync applied from the feed: milliseconds from its commit to its
+    /// read here, on the database's clock (no clock skew between hosts enters it).
+    pub propagation_ms: Vec<u32>,
 }

@@ -219,6 +219,22 @@ pub fn render(s: &Snapshot<'_>) -> String {
             c.staleness.as_secs_f64(),
             c.sync_errors
         );
+        let name = "pa_auth_cluster_propagation_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a change's commit (on any node) to its application on this node, on the database's clock.\n# TYPE {name} histogram"
+        );
+        let bounds = crate::service::cluster::PROPAGATION_BOUNDS_MS;
+        for (bound, count) in bounds.iter().zip(&c.propagation.cumulative) {
+            let le = f64::from(*bound) / 1000.0;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+        }
+        let total = c.propagation.cumulative[bounds.len()];
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {:.3}\n{name}_count {total}",
+            c.propagation.sum.as_secs_f64()
+        );
     }
     out
 }

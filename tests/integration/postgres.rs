@@ -508,6 +508,21 @@ fn postgres_three_nodes_share_tokens_and_a_delete_is_everywhere_before_its_204()
         metrics.contains("pa_auth_cluster_applied_revision "),
         "{metrics}"
     );
+    // C made no change: every one it holds came through the feed, and each was timed.
+    let metrics = Req::get("/metrics").send(c.addr).text();
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pa_auth_cluster_propagation_seconds_count "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("propagation count");
+    assert!(count >= 2, "the create and the delete at least: {metrics}");
+    assert!(
+        metrics.contains("# TYPE pa_auth_cluster_propagation_seconds histogram")
+            && metrics.contains(&format!(
+                "pa_auth_cluster_propagation_seconds_bucket{{le=\"+Inf\"}} {count}"
+            )),
+        "{metrics}"
+    );
 }
 
 /// A node that cannot confirm the database's latest change for --max-staleness answers

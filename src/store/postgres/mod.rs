@@ -193,16 +193,19 @@ impl PgStore {
 
     /// Applies the feed after `applied` up to `revision`; `false` when it cannot (a gap:
     /// the caller reloads).
+    /// Each applied change's time from commit to read goes to `propagation_ms`.
     fn apply_changes(
         &self,
         feed: &mut Client,
         applied: u64,
         revision: u64,
+        propagation_ms: &mut Vec<u32>,
     ) -> std::result::Result<bool, postgres::Error> {
         let from = i64::try_from(applied).unwrap_or(i64::MAX);
         let to = i64::try_from(revision).unwrap_or(i64::MAX);
         let rows = feed.query(
-            "SELECT c.revision, c.op, c.id, c.hash, t.name, t.expires_at \
+            "SELECT c.revision, c.op, c.id, c.hash, t.name, t.expires_at, \
+             GREATEST(0, extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8 \
              FROM pa_auth_changes c LEFT JOIN pa_auth_tokens t ON t.id = c.id \
              WHERE c.revision > $1 AND c.revision <= $2 ORDER BY c.revision",
             &[&from, &to],
@@ -210,6 +213,10 @@ impl PgStore {
         if u64::try_from(rows.len()).ok() != revision.checked_sub(applied) {
             return Ok(false);
         }
+        propagation_ms.extend(rows.iter().map(|row| {
+            let ms: i64 = row.get(6);
+            u32::try_from(ms).unwrap_or(u32::MAX)
+        }));
         for row in rows {
             let op: &str = row.get(1);
             let id: Option<&[u8]> = row.get(2);
@@ -276,6 +283,7 @@ impl PgStore {
             let read_at: std::time::SystemTime = row.get(1);
             let revision = u64::try_from(revision).unwrap_or(0);
             let applied = self.applied.load(Ordering::SeqCst);
+            let mut propagation_ms = Vec::new();
             let current = if revision == applied {
                 revision
             } else if revision < applied {
@@ -284,7 +292,7 @@ impl PgStore {
                      that lost commits?): reloading every token"
                 );
                 self.reload(feed)?
-            } else if self.apply_changes(feed, applied, revision)? {
+            } else if self.apply_changes(feed, applied, revision, &mut propagation_ms)? {
                 revision
             } else {
                 self.reload(feed)?
@@ -308,6 +316,7 @@ impl PgStore {
             Ok::<Synced, postgres::Error>(Synced {
                 revision: current,
                 confirmed_at,
+                propagation_ms,
             })
         })();
         if result.is_err() {
