@@ -112,6 +112,9 @@ macro_rules! serve_flags {
             /// seconds between last-used flushes to disk (default 10)
             #[argh(option)]
             pub flush_interval: Option<String>,
+            /// seconds: a flush skips a last-used time that moved less than this since it was last written, to cut writes on busy sites (default 1: every change; the final flush on shutdown writes all)
+            #[argh(option)]
+            pub last_used_resolution: Option<String>,
             /// open connections before new ones get 503 (default 4096)
             #[argh(option)]
             pub max_connections: Option<String>,
@@ -172,6 +175,7 @@ macro_rules! serve_flags {
                     event_loops: self.event_loops.clone(),
                     workers: self.workers.clone(),
                     flush_interval: self.flush_interval.clone(),
+                    last_used_resolution: self.last_used_resolution.clone(),
                     max_connections: self.max_connections.clone(),
                     header_timeout: self.header_timeout.clone(),
                     idle_timeout: self.idle_timeout.clone(),

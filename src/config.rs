@@ -25,6 +25,7 @@ pub struct ServeArgs {
     pub event_loops: Option<String>,
     pub workers: Option<String>,
     pub flush_interval: Option<String>,
+    pub last_used_resolution: Option<String>,
     pub max_connections: Option<String>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
@@ -56,6 +57,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub flush_interval: Duration,
+    /// A periodic flush skips a last-used time that moved less than this since it was last
+    /// written (the final flush writes every one).
+    pub last_used_resolution: Duration,
     /// Lifecycle audit events kept (admin and token changes, start/stop).
     pub audit_retention: u64,
     /// Audit events anyone can cause (failed authentications and logins) kept.
@@ -220,6 +224,12 @@ impl Config {
             ),
         };
         let max_staleness = number(pick(&args.max_staleness, env, "MAX_STALENESS"), 2, 1, 3600)?;
+        let last_used_resolution = number(
+            pick(&args.last_used_resolution, env, "LAST_USED_RESOLUTION"),
+            1u64,
+            1,
+            86_400,
+        )?;
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -258,6 +268,7 @@ impl Config {
             listen,
             data_dir,
             flush_interval: Duration::from_secs(flush),
+            last_used_resolution: Duration::from_secs(last_used_resolution),
             audit_retention,
             audit_failure_retention,
             http: ServerConfig {
@@ -275,7 +286,7 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s, header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, store {}, logs {:?}/{:?}",
+            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s (last-used resolution {} s), header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, store {}, logs {:?}/{:?}",
             if self.tls.is_some() { "https" } else { "http" },
             self.listen,
             self.data_dir.display(),
@@ -283,6 +294,7 @@ impl Config {
             self.http.workers,
             self.http.max_connections,
             self.flush_interval.as_secs(),
+            self.last_used_resolution.as_secs(),
             self.http.header_timeout.as_secs(),
             self.http.idle_timeout.as_secs(),
             self.http.trusted_proxies,

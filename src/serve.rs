@@ -49,7 +49,7 @@ pub fn serve(config: &Config) -> Result<()> {
     }
     let follower = service.start_follower()?;
     let app = Arc::new(App::new(Arc::clone(&service), config.public_url.clone()));
-    let flusher = service.start_maintenance(config.flush_interval)?;
+    let flusher = service.start_maintenance(config.flush_interval, config.last_used_resolution)?;
     let http = ServerConfig {
         tls: tls.clone(),
         refusal: crate::web::error::refusal,

@@ -19,15 +19,24 @@ pub struct FlushReport {
     pub duration: Duration,
 }
 
+/// How often the flusher runs, and the smallest move of a last-used time it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub interval: Duration,
+    pub resolution: Duration,
+}
+
 /// Persists what the tracker has that the store does not, spreading the writes over at
-/// most `spread` (half the interval while serving; none for the final flush).
+/// most `spread` (half the interval while serving; none for the final flush) and skipping
+/// times that moved less than `resolution` since they were last written.
 pub fn flush_last_used(
     store: &dyn Store,
     tracker: &LastUsedTracker,
     spread: Duration,
+    resolution: Duration,
 ) -> crate::service::error::Result<FlushReport> {
     let started = Instant::now();
-    let batch = tracker.unflushed();
+    let batch = tracker.unflushed(i64::try_from(resolution.as_secs()).unwrap_or(i64::MAX));
     if batch.is_empty() {
         return Ok(FlushReport::default());
     }
@@ -105,7 +114,7 @@ impl LastUsedFlusher {
     pub fn start(
         store: Arc<dyn Store>,
         tracker: Arc<LastUsedTracker>,
-        interval: Duration,
+        pacing: Pacing,
         status: Arc<Mutex<FlushStatus>>,
         failures: Arc<AuthFailureLog>,
     ) -> std::io::Result<Self> {
@@ -117,7 +126,7 @@ impl LastUsedFlusher {
         let thread_control = Arc::clone(&control);
         let thread = std::thread::Builder::new()
             .name("last-used-flusher".into())
-            .spawn(move || run(&*store, &tracker, &failures, interval, &thread_control))?;
+            .spawn(move || run(&*store, &tracker, &failures, pacing, &thread_control))?;
         Ok(LastUsedFlusher {
             control,
             thread: Some(thread),
@@ -148,9 +157,13 @@ fn run(
     store: &dyn Store,
     tracker: &LastUsedTracker,
     failures: &AuthFailureLog,
-    interval: Duration,
+    pacing: Pacing,
     control: &Control,
 ) {
+    let Pacing {
+        interval,
+        resolution,
+    } = pacing;
     let mut next = Instant::now() + interval;
     loop {
         let stopping = {
@@ -168,12 +181,13 @@ fn run(
         if let Err(e) = failures.write_to_audit(store, crate::domain::time::now_unix()) {
             log::error!("writing aggregated auth failures to the audit log failed: {e}");
         }
-        let spread = if stopping {
-            Duration::ZERO
+        // The final flush writes every time that moved at all.
+        let (spread, resolution) = if stopping {
+            (Duration::ZERO, Duration::from_secs(1))
         } else {
-            interval / 2
+            (interval / 2, resolution)
         };
-        match flush_last_used(store, tracker, spread) {
+        match flush_last_used(store, tracker, spread, resolution) {
             Ok(report) => {
                 let mut s = crate::sync::lock(&control.status);
                 s.last_success_unix = crate::domain::time::now_unix();
@@ -215,14 +229,14 @@ mod tests {
             ids.push(record.id);
         }
         s.delete_token(ids[7]).unwrap();
-        let report = flush_last_used(&*s, &tracker, Duration::ZERO).unwrap();
+        let report = flush_last_used(&*s, &tracker, Duration::ZERO, Duration::from_secs(1)).unwrap();
         assert_eq!(report.written, 119);
         assert_eq!(s.stored_last_used(ids[7]).unwrap(), None);
         assert_eq!(s.stored_last_used(ids[119]).unwrap(), Some(1_119));
-        assert!(tracker.unflushed().is_empty());
+        assert!(tracker.unflushed(1).is_empty());
         // Nothing new: nothing written.
         assert_eq!(
-            flush_last_used(&*s, &tracker, Duration::ZERO)
+            flush_last_used(&*s, &tracker, Duration::ZERO, Duration::from_secs(1))
                 .unwrap()
                 .written,
             0

@@ -146,14 +146,19 @@ impl Service {
     }
 
     /// Starts the maintenance thread (last-used flush, failure aggregation, file modes).
+    /// `resolution`: a periodic flush skips a time that moved less than this.
     pub fn start_maintenance(
         &self,
         interval: Duration,
+        resolution: Duration,
     ) -> std::io::Result<maintenance::LastUsedFlusher> {
         maintenance::LastUsedFlusher::start(
             Arc::clone(&self.store),
             Arc::clone(&self.tracker),
-            interval,
+            maintenance::Pacing {
+                interval,
+                resolution,
+            },
             Arc::clone(&self.flush_status),
             Arc::clone(&self.auth_failures),
         )

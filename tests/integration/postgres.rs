@@ -356,6 +356,54 @@ fn postgres_refuses_a_newer_schema_and_hides_the_password() {
     );
 }
 
+/// `--last-used-resolution`: a periodic flush skips a time that moved less than the
+/// resolution (fewer database writes on a busy site), this node still shows the exact time,
+/// and the final flush on SIGTERM writes it.
+#[test]
+fn postgres_last_used_resolution_skips_small_moves_until_shutdown() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("resolution");
+    let mut svc = Service::start(&[
+        "--database-url",
+        url.as_str(),
+        "--flush-interval",
+        "1",
+        "--last-used-resolution",
+        "3600",
+    ]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let (id, token) = create_token(&svc, &admin, "busy");
+    let mut db = pg.client("resolution");
+    let stored = |db: &mut postgres::Client| -> Option<i64> {
+        db.query_one(
+            "SELECT last_used FROM pa_auth_tokens WHERE name = 'busy'",
+            &[],
+        )
+        .expect("row")
+        .get(0)
+    };
+    assert_eq!(verify(&svc, &token), 200);
+    wait_for("the first use written", || stored(&mut db).is_some());
+    let first = stored(&mut db).expect("first");
+    // Two seconds later: a move smaller than the resolution.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(verify(&svc, &token), 200);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(stored(&mut db), Some(first), "skipped by the periodic flushes");
+    let view = Req::get(&format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    let shown = view["lastUsedAt"].as_str().expect("lastUsedAt").to_owned();
+    assert_ne!(
+        shown,
+        pa_auth::domain::time::format_rfc3339(first),
+        "this node shows its own exact time"
+    );
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    assert!(stored(&mut db).expect("final") >= first + 2, "the final flush wrote it");
+}
+
 /// A database of the first cluster release (schema 1, before the shared login throttle) is
 /// upgraded in place at start: its tokens kept, the new table added.
 #[test]

@@ -98,15 +98,18 @@ impl LastUsedTracker {
         map.get(id).map(|c| c.seen.load(Ordering::Relaxed))
     }
 
-    /// Uses recorded since the last [`Self::mark_flushed`] of each token.
-    pub fn unflushed(&self) -> Vec<Unflushed> {
+    /// Uses recorded since the last [`Self::mark_flushed`] of each token, leaving out times
+    /// that moved less than `min_step` seconds since they were last flushed (1: every move;
+    /// a token never flushed since start is always in).
+    pub fn unflushed(&self, min_step: i64) -> Vec<Unflushed> {
         let mut out = Vec::new();
         for shard in &self.shards {
             let map = crate::sync::read(shard);
             out.extend(map.iter().filter_map(|(id, c)| {
                 let seen = c.seen.load(Ordering::Relaxed);
                 let flushed = c.flushed.load(Ordering::Relaxed);
-                (seen > flushed).then_some(Unflushed {
+                let moved = flushed == NEVER_FLUSHED || seen.saturating_sub(flushed) >= min_step;
+                (seen > flushed && moved).then_some(Unflushed {
                     id: *id,
                     hash: c.hash,
                     seen,
@@ -153,7 +156,7 @@ mod tests {
         t.record(a, &h, 10);
         t.record(a, &h, 5);
         assert_eq!(t.get(&a), Some(10));
-        let batch = t.unflushed();
+        let batch = t.unflushed(1);
         let pending = |seen, flushed| Unflushed {
             id: a,
             hash: h,
@@ -162,12 +165,30 @@ mod tests {
         };
         assert_eq!(batch, vec![pending(10, None)]);
         t.mark_flushed(&batch);
-        assert!(t.unflushed().is_empty());
+        assert!(t.unflushed(1).is_empty());
         t.record(a, &h, 11);
-        assert_eq!(t.unflushed(), vec![pending(11, Some(10))]);
+        assert_eq!(t.unflushed(1), vec![pending(11, Some(10))]);
         t.forget(&a);
         assert_eq!(t.get(&a), None);
-        assert!(t.unflushed().is_empty());
+        assert!(t.unflushed(1).is_empty());
+    }
+
+    #[test]
+    fn a_resolution_skips_small_moves_until_they_add_up() {
+        let t = LastUsedTracker::default();
+        let a = TokenId::generate();
+        let h = TokenHash([8; 32]);
+        t.record(a, &h, 100);
+        // Never flushed since start: written whatever the resolution.
+        let first = t.unflushed(60);
+        assert_eq!(first.len(), 1);
+        t.mark_flushed(&first);
+        t.record(a, &h, 159);
+        assert!(t.unflushed(60).is_empty(), "moved 59 s: skipped");
+        assert_eq!(t.unflushed(1).len(), 1, "a final flush still writes it");
+        assert_eq!(t.get(&a), Some(159), "this node's own view is exact");
+        t.record(a, &h, 160);
+        assert_eq!(t.unflushed(60)[0].seen, 160, "moved 60 s: written");
     }
 
     #[test]
