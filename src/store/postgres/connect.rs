@@ -54,13 +54,19 @@ impl DatabaseUrl {
             }
             None => None,
         };
+        // The port each host is reached on, as the client picks it: its own, else the first
+        // one given (`host=db1,db2 port=5433` is 5433 for both), else 5432.
+        let ports = config.get_ports();
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()
-            .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
-            .map(|(host, port)| match host {
-                Host::Tcp(h) => format!("{h}:{port}"),
-                Host::Unix(p) => format!("{}:{port}", p.display()),
+            .enumerate()
+            .map(|(i, host)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match host {
+                    Host::Tcp(h) => format!("{h}:{port}"),
+                    Host::Unix(p) => format!("{}:{port}", p.display()),
+                }
             })
             .collect();
         let shown = format!(
@@ -136,5 +142,19 @@ mod tests {
         );
         let err = DatabaseUrl::parse("postgres://pa:s3cret@db/x?nonsense=1", None).unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    /// The log named the wrong port for every host after the first when one `port` was given
+    /// for several hosts: the client reaches them all on that port.
+    #[test]
+    fn every_host_is_shown_with_the_port_it_is_reached_on() {
+        let url = DatabaseUrl::parse(
+            "host=db1,db2 port=5433 user=pa dbname=tokens target_session_attrs=read-write",
+            None,
+        )
+        .unwrap();
+        assert_eq!(url.describe(), "postgres://pa@db1:5433,db2:5433/tokens");
+        let url = DatabaseUrl::parse("host=db1,db2 user=pa dbname=tokens", None).unwrap();
+        assert_eq!(url.describe(), "postgres://pa@db1:5432,db2:5432/tokens");
     }
 }
