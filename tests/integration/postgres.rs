@@ -1100,8 +1100,9 @@ fn postgres_a_killed_listen_connection_misses_no_delete() {
 /// Issue 17: failover. A streaming replica (`pg_basebackup -R`) is promoted after the
 /// primary dies; the nodes, given both servers in a multi-host URL with
 /// `target_session_attrs=read-write`, fail closed while no writable database answers (past
-/// --max-staleness), then follow the promoted replica by themselves: old tokens verify, a new
-/// one made on one node works on another, and a delete is everywhere before its 204.
+/// --max-staleness; a node allowed 30 s goes on verifying), then follow the promoted replica
+/// by themselves: old tokens verify, a new one made on one node works on another, and a
+/// delete is everywhere before its 204.
 #[test]
 fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
     let Some(primary) = Postgres::start() else {
@@ -1118,6 +1119,15 @@ fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
     let a = Service::start(&args);
     let b = Service::start(&args);
     let c = Service::start(&args);
+    // A node allowed 30 s without the database keeps verifying through a short outage.
+    let patient = Service::start(&[
+        "--database-url",
+        url.as_str(),
+        "--flush-interval",
+        "1",
+        "--max-staleness",
+        "30",
+    ]);
     let nodes = [&a, &b, &c];
     assert!(
         a.log_shows(&format!(
@@ -1131,7 +1141,7 @@ fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
     let admin = cluster_admin(&nodes);
     let (_, first) = create_token(&a, &admin, "before-1");
     let (gone_id, gone) = create_token(&b, &admin, "before-2");
-    for node in nodes {
+    for node in [&a, &b, &c, &patient] {
         for token in [&first, &gone] {
             wait_for("the tokens on every node", || verify(node, token) == 200);
         }
@@ -1174,6 +1184,11 @@ fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
         .json(&serde_json::json!({"name": "no-primary"}))
         .send(a.addr)
         .assert_error(503, "service_unavailable");
+    assert_eq!(
+        verify(&patient, &first),
+        200,
+        "within its --max-staleness a node still verifies"
+    );
 
     // The replica is promoted: the nodes find it through the URL and serve again.
     replica.promote();
@@ -1184,6 +1199,9 @@ fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
         assert_eq!(verify(node, &gone), 200);
         assert_eq!(Req::get("/healthz").send(node.addr).status, 200);
     }
+    wait_for("the patient node through the failover", || {
+        Req::get("/healthz").send(patient.addr).status == 200
+    });
     let (_, made) = create_token(&a, &admin, "after-failover");
     wait_for("the new token on b", || verify(&b, &made) == 200);
     wait_for("the new token on c", || verify(&c, &made) == 200);
@@ -1191,11 +1209,11 @@ fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
         .header("Authorization", &admin)
         .send(b.addr);
     assert_eq!(r.status, 204, "{}", r.text());
-    for (n, node) in nodes.iter().enumerate() {
+    for (n, node) in [&a, &b, &c, &patient].iter().enumerate() {
         assert_eq!(verify(node, &gone), 401, "node {n} after the 204");
     }
     assert_eq!(verify(&c, &first), 200);
-    // Every node's feed is on the promoted replica now.
+    // Every node's feed (four) is on the promoted replica now.
     wait_for("one feed per node on the new primary", || {
         // Counted, not terminated: the filter of terminate_feeds.
         let feeds: i64 = on_replica
@@ -1208,6 +1226,6 @@ fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
             )
             .expect("pg_stat_activity")
             .get(0);
-        feeds == 3
+        feeds == 4
     });
 }
