@@ -31,6 +31,56 @@ impl Postgres {
             eprintln!("{message}");
             return None;
         };
+        let pg = Postgres::empty(bin);
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data().display().to_string(),
+                "-A",
+                "trust",
+                "-U",
+                "pa",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        pg.start_server();
+        Some(pg)
+    }
+
+    /// A streaming replica of `primary` (`pg_basebackup -R`: a standby following it), on a
+    /// port of its own, started. initdb's trust pg_hba already lets `pa` replicate over
+    /// 127.0.0.1, and PostgreSQL 15 defaults to `wal_level = replica`.
+    pub fn replica_of(primary: &Postgres) -> Postgres {
+        let pg = Postgres::empty(primary.bin.clone());
+        pg.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                &pg.data().display().to_string(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "pa",
+            ],
+        );
+        pg.start_server();
+        pg
+    }
+
+    /// A directory of its own (owned by `postgres` when run as root) and a free port; no
+    /// data dir yet.
+    fn empty(bin: PathBuf) -> Postgres {
         // initdb refuses to run as root: as root, the cluster belongs to `postgres`.
         let as_postgres = Command::new("id")
             .arg("-u")
@@ -51,29 +101,31 @@ impl Postgres {
                 .is_ok_and(|s| s.success());
             assert!(ok, "chown {} to postgres", dir.display());
         }
-        let port = free_port();
-        let pg = Postgres {
+        Postgres {
             bin,
             dir,
-            port,
+            port: free_port(),
             as_postgres,
-        };
-        pg.run(
-            "initdb",
+        }
+    }
+
+    /// A standby becomes a primary (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&self) {
+        self.run(
+            "pg_ctl",
             &[
                 "-D",
-                &pg.data().display().to_string(),
-                "-A",
-                "trust",
-                "-U",
-                "pa",
-                "-E",
-                "UTF8",
-                "--no-sync",
+                &self.data().display().to_string(),
+                "-w",
+                "-t",
+                "60",
+                "promote",
             ],
         );
-        pg.start_server();
-        Some(pg)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// (Re)starts the server on its port.
@@ -1064,5 +1116,275 @@ fn postgres_admin_requests_answer_503_while_the_database_is_down() {
             .send(svc.addr)
             .status
             == 200
+    });
+}
+
+/// The password file the first node of a cluster left (whichever node made the admin).
+fn cluster_admin(nodes: &[&Service]) -> String {
+    let password = nodes
+        .iter()
+        .find_map(|s| std::fs::read_to_string(s.data_dir.join("initial-admin-password")).ok())
+        .expect("one node made the initial admin");
+    basic_auth("admin", password.trim())
+}
+
+/// Polls `verify` on every node until each refuses `token` with 401, within a generous
+/// bound (the box is noisy). `after_204`: the delete was answered, so a node accepting the
+/// token at any point fails at once; otherwise (a change written behind the nodes' backs) it
+/// may until its next sync.
+fn refused_everywhere(nodes: &[&Service], token: &str, after_204: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (n, node) in nodes.iter().enumerate() {
+        loop {
+            let status = verify(node, token);
+            assert!(
+                !(after_204 && status == 200),
+                "{what}: node {n} accepted the deleted token"
+            );
+            if status == 401 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: node {n} answers {status}, not 401"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Terminates every node's feed connection (the one that LISTENs and reads the change feed)
+/// on database `name`; their number. rust-postgres cannot name a connection, so the feed is
+/// told from the pool by what it last ran: every sync ends by recording the node's heartbeat
+/// in `pa_auth_nodes`, which only the feed does (LISTEN and the revision read come before).
+fn terminate_feeds(db: &mut postgres::Client, name: &str) -> i64 {
+    db.query_one(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'pa-auth' \
+         AND (query LIKE 'LISTEN%' OR query LIKE 'INSERT INTO pa_auth_nodes%' \
+              OR query LIKE 'SELECT value, clock_timestamp()%')",
+        &[&name],
+    )
+    .expect("pg_terminate_backend")
+    .get(0)
+}
+
+/// Issue 17: the LISTEN connection killed (`pg_terminate_backend`) and a delete made
+/// meanwhile: every node still refuses the token within the poll bound, and keeps following
+/// later changes. NOTIFY is lost while a node is not listening; the node must reload on
+/// reconnect (or find the change by its poll), never keep serving its old copy.
+#[test]
+fn postgres_a_killed_listen_connection_misses_no_delete() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("listen");
+    let args = ["--database-url", url.as_str()];
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    let c = Service::start(&args);
+    let nodes = [&a, &b, &c];
+    let admin = cluster_admin(&nodes);
+    let mut db = pg.client("listen");
+
+    // Round 1: the feeds killed, then a delete through the admin API of one node while the
+    // others are reconnecting. Its 204 still means refused everywhere.
+    let (id, token) = create_token(&a, &admin, "through-the-api");
+    for node in nodes {
+        wait_for("the token on every node", || verify(node, &token) == 200);
+    }
+    let mut killed = 0;
+    wait_for("three feed connections to terminate", || {
+        killed += terminate_feeds(&mut db, "listen");
+        killed >= 3
+    });
+    let r = Req::new("DELETE", &format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(a.addr);
+    assert_eq!(r.status, 204, "{}", r.text());
+    for (n, node) in nodes.iter().enumerate() {
+        assert_ne!(verify(node, &token), 200, "node {n} after the 204");
+    }
+    refused_everywhere(&nodes, &token, true, "deleted through the API");
+    for node in nodes {
+        assert!(
+            node.log_shows("cannot confirm the database's latest change"),
+            "the feed of every node was cut: {}",
+            node.log_text()
+        );
+    }
+
+    // Round 2: the feeds killed and, in the same breath, a delete written straight into the
+    // database (as another node's would be) with no NOTIFY at all: only the reconnect's
+    // reload (or the poll) can tell the nodes.
+    let (_, token) = create_token(&b, &admin, "meanwhile");
+    for node in nodes {
+        wait_for("the token on every node", || verify(node, &token) == 200);
+    }
+    let mut killed = 0;
+    wait_for("three feed connections to terminate", || {
+        killed += terminate_feeds(&mut db, "listen");
+        killed >= 3
+    });
+    db.batch_execute(
+        "BEGIN;
+         WITH gone AS (DELETE FROM pa_auth_tokens WHERE name = 'meanwhile' RETURNING id, hash),
+              rev AS (UPDATE pa_auth_meta SET value = value + 1 WHERE key = 'revision'
+                      RETURNING value)
+         INSERT INTO pa_auth_changes (revision, op, id, hash)
+             SELECT rev.value, 'delete', gone.id, gone.hash FROM gone, rev;
+         COMMIT;",
+    )
+    .expect("a delete made meanwhile");
+    refused_everywhere(&nodes, &token, false, "deleted while no node listened");
+
+    // The nodes keep following: a token made afterwards works everywhere, and its delete
+    // is everywhere before its 204.
+    let (id, token) = create_token(&c, &admin, "afterwards");
+    for node in nodes {
+        wait_for("the later token on every node", || {
+            verify(node, &token) == 200
+        });
+    }
+    let r = Req::new("DELETE", &format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(b.addr);
+    assert_eq!(r.status, 204, "{}", r.text());
+    for (n, node) in nodes.iter().enumerate() {
+        assert_eq!(verify(node, &token), 401, "node {n} after the 204");
+    }
+    for node in nodes {
+        assert_eq!(Req::get("/healthz").send(node.addr).status, 200);
+    }
+}
+
+/// Issue 17: failover. A streaming replica (`pg_basebackup -R`) is promoted after the
+/// primary dies; the nodes, given both servers in a multi-host URL with
+/// `target_session_attrs=read-write`, fail closed while no writable database answers (past
+/// --max-staleness; a node allowed 30 s goes on verifying), then follow the promoted replica
+/// by themselves: old tokens verify, a new one made on one node works on another, and a
+/// delete is everywhere before its 204.
+#[test]
+fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
+    let Some(primary) = Postgres::start() else {
+        return;
+    };
+    primary.database("ha");
+    let replica = Postgres::replica_of(&primary);
+    let url = format!(
+        "postgres://pa@127.0.0.1:{},127.0.0.1:{}/ha?target_session_attrs=read-write",
+        primary.port(),
+        replica.port()
+    );
+    let args = ["--database-url", url.as_str(), "--flush-interval", "1"];
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    let c = Service::start(&args);
+    // A node allowed 30 s without the database keeps verifying through a short outage.
+    let patient = Service::start(&[
+        "--database-url",
+        url.as_str(),
+        "--flush-interval",
+        "1",
+        "--max-staleness",
+        "30",
+    ]);
+    let nodes = [&a, &b, &c];
+    assert!(
+        a.log_shows(&format!(
+            "127.0.0.1:{},127.0.0.1:{}/ha",
+            primary.port(),
+            replica.port()
+        )),
+        "{}",
+        a.log_text()
+    );
+    let admin = cluster_admin(&nodes);
+    let (_, first) = create_token(&a, &admin, "before-1");
+    let (gone_id, gone) = create_token(&b, &admin, "before-2");
+    for node in [&a, &b, &c, &patient] {
+        for token in [&first, &gone] {
+            wait_for("the tokens on every node", || verify(node, token) == 200);
+        }
+    }
+    // Nothing is written on the standby (read-write only), and it has every commit.
+    let mut on_primary = primary.client("ha");
+    let lsn: String = on_primary
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .expect("lsn")
+        .get(0);
+    let mut on_replica = replica.client("ha");
+    wait_for("the replica to replay every token", || {
+        on_replica
+            .query_one(
+                &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"),
+                &[],
+            )
+            .is_ok_and(|row| row.get(0))
+    });
+    let tokens: i64 = on_replica
+        .query_one("SELECT count(*) FROM pa_auth_tokens", &[])
+        .expect("tokens on the replica")
+        .get(0);
+    assert_eq!(tokens, 2);
+    drop(on_primary);
+
+    // The primary dies. No writable database: past --max-staleness (2 s) every node fails
+    // closed, and admin changes answer 503.
+    primary.stop_server();
+    for node in nodes {
+        wait_for("503 with no writable database", || {
+            verify(node, &first) == 503
+        });
+        let health = Req::get("/healthz").send(node.addr);
+        assert_eq!(health.status, 503);
+        assert_eq!(health.json()["status"], "stale");
+    }
+    Req::new("POST", "/admin/api/tokens")
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"name": "no-primary"}))
+        .send(a.addr)
+        .assert_error(503, "service_unavailable");
+    assert_eq!(
+        verify(&patient, &first),
+        200,
+        "within its --max-staleness a node still verifies"
+    );
+
+    // The replica is promoted: the nodes find it through the URL and serve again.
+    replica.promote();
+    for node in nodes {
+        wait_for("serving again after the failover", || {
+            verify(node, &first) == 200
+        });
+        assert_eq!(verify(node, &gone), 200);
+        assert_eq!(Req::get("/healthz").send(node.addr).status, 200);
+    }
+    wait_for("the patient node through the failover", || {
+        Req::get("/healthz").send(patient.addr).status == 200
+    });
+    let (_, made) = create_token(&a, &admin, "after-failover");
+    wait_for("the new token on b", || verify(&b, &made) == 200);
+    wait_for("the new token on c", || verify(&c, &made) == 200);
+    let r = Req::new("DELETE", &format!("/admin/api/tokens/{gone_id}"))
+        .header("Authorization", &admin)
+        .send(b.addr);
+    assert_eq!(r.status, 204, "{}", r.text());
+    for (n, node) in [&a, &b, &c, &patient].iter().enumerate() {
+        assert_eq!(verify(node, &gone), 401, "node {n} after the 204");
+    }
+    assert_eq!(verify(&c, &first), 200);
+    // Every node's feed (four) is on the promoted replica now.
+    wait_for("one feed per node on the new primary", || {
+        // Counted, not terminated: the filter of terminate_feeds.
+        let feeds: i64 = on_replica
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'ha' \
+                 AND application_name = 'pa-auth' AND (query LIKE 'LISTEN%' \
+                 OR query LIKE 'INSERT INTO pa_auth_nodes%' \
+                 OR query LIKE 'SELECT value, clock_timestamp()%')",
+                &[],
+            )
+            .expect("pg_stat_activity")
+            .get(0);
+        feeds == 4
     });
 }

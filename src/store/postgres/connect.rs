@@ -15,6 +15,15 @@ use rustls::pki_types::CertificateDer;
 
 use crate::store::error::{Error, Result};
 
+/// Sent data unacknowledged this long fails the connection (`tcp_user_timeout`).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// An idle connection is probed after this long (`keepalives_idle`)…
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+/// …then this often (`keepalives_interval`), until TCP_USER_TIMEOUT.
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(3);
+/// rust-postgres' own `keepalives_idle` when the URL gives none.
+const CLIENT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// A parsed `--database-url`, with how to secure the connection.
 #[derive(Clone)]
 pub struct DatabaseUrl {
@@ -40,6 +49,20 @@ impl DatabaseUrl {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A database host lost, cut off from the network or paused as a VM answers nothing,
+        // not even a reset: a connection waiting on it would wait out the kernel's
+        // retransmissions (about 15 minutes; an idle one, 2 h of keepalive), and the node
+        // would neither reconnect nor follow a promoted replica meanwhile. Unless the URL says
+        // otherwise, unacknowledged data or keepalives fail the connection after seconds.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == CLIENT_KEEPALIVES_IDLE {
+            config.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVES_INTERVAL);
+        }
         if config.get_application_name().is_none() {
             config.application_name("pa-auth");
         }
@@ -54,13 +77,19 @@ impl DatabaseUrl {
             }
             None => None,
         };
+        // The port each host is reached on, as the client picks it: its own, else the first
+        // one given (`host=db1,db2 port=5433` is 5433 for both), else 5432.
+        let ports = config.get_ports();
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()
-            .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
-            .map(|(host, port)| match host {
-                Host::Tcp(h) => format!("{h}:{port}"),
-                Host::Unix(p) => format!("{}:{port}", p.display()),
+            .enumerate()
+            .map(|(i, host)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match host {
+                    Host::Tcp(h) => format!("{h}:{port}"),
+                    Host::Unix(p) => format!("{}:{port}", p.display()),
+                }
             })
             .collect();
         let shown = format!(
@@ -136,5 +165,56 @@ mod tests {
         );
         let err = DatabaseUrl::parse("postgres://pa:s3cret@db/x?nonsense=1", None).unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    /// A lost database host (no reset, no answer) held a node's connections for the kernel's
+    /// retransmission time, about 15 minutes, before it tried the next host of the URL.
+    #[test]
+    fn a_silent_host_fails_the_connection_in_seconds_unless_the_url_says_otherwise() {
+        let url = DatabaseUrl::parse(
+            "postgres://pa@db1,db2/tokens?target_session_attrs=read-write",
+            None,
+        )
+        .unwrap();
+        assert_eq!(url.config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert!(url.config.get_keepalives());
+        assert_eq!(url.config.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(
+            url.config.get_keepalives_interval(),
+            Some(KEEPALIVES_INTERVAL)
+        );
+        let url = DatabaseUrl::parse(
+            "postgres://pa@db/tokens?tcp_user_timeout=30&keepalives_idle=60&keepalives_interval=7",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            url.config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(30))
+        );
+        assert_eq!(url.config.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(
+            url.config.get_keepalives_interval(),
+            Some(Duration::from_secs(7))
+        );
+        // rust-postgres' default is what the URL-less constant says it is.
+        assert_eq!(
+            postgres::Config::new().get_keepalives_idle(),
+            CLIENT_KEEPALIVES_IDLE
+        );
+    }
+
+    /// The log named the wrong port for every host after the first when one `port` was given
+    /// for several hosts: the client reaches them all on that port.
+    #[test]
+    fn every_host_is_shown_with_the_port_it_is_reached_on() {
+        let url = DatabaseUrl::parse(
+            "host=db1,db2 port=5433 user=pa dbname=tokens target_session_attrs=read-write",
+            None,
+        )
+        .unwrap();
+        assert_eq!(url.describe(), "postgres://pa@db1:5433,db2:5433/tokens");
+        let url = DatabaseUrl::parse("host=db1,db2 user=pa dbname=tokens", None).unwrap();
+        assert_eq!(url.describe(), "postgres://pa@db1:5432,db2:5432/tokens");
     }
 }
