@@ -294,10 +294,16 @@ impl Service {
 
     /// Starts on a given data dir (kept by the caller).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Service {
+        Service::start_listening(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts on a given data dir and listen address (a node restarted where a proxy's
+    /// configuration expects it).
+    pub fn start_listening(data_dir: &Path, listen: &str, extra: &[&str]) -> Service {
         let mut cmd = Command::new(binary());
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
