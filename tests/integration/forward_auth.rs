@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use pa_auth::http::{Request, Response, Server, ServerConfig};
 use serde_json::{json, Value};
 
-use crate::support::{admin_basic, raw, try_raw, Conn, HttpResponse, Req, Service, TempDir};
+use crate::support::{
+    admin_basic, on_both_stores, raw, try_raw, Conn, HttpResponse, Req, Service, Store, TempDir,
+};
 use crate::webdriver::require_program;
 
 /// An upstream API that echoes the request headers and counts hits.
@@ -407,9 +409,15 @@ fn thousand_sequential(proxy: SocketAddr, secret: &str) {
     }
 }
 
-#[test]
-fn nginx_auth_request_protects_the_api() {
-    let svc = Service::start(&[]);
+// The proxies' scenario on the embedded store and on a cluster node (issue 17): each runs
+// as `name::sled` and `name::cluster`.
+on_both_stores!(
+    nginx_auth_request_protects_the_api,
+    caddy_forward_auth_protects_the_api,
+);
+
+fn nginx_auth_request_protects_the_api(store: &Store) {
+    let svc = store.start(&[]);
     let upstream = EchoUpstream::start();
     let Some(nginx) = start_nginx(svc.addr, upstream.addr(), true) else {
         return;
@@ -454,9 +462,8 @@ fn nginx_thousand_requests_with_and_without_keepalive_to_pa_auth() {
     }
 }
 
-#[test]
-fn caddy_forward_auth_protects_the_api() {
-    let svc = Service::start(&[]);
+fn caddy_forward_auth_protects_the_api(store: &Store) {
+    let svc = store.start(&[]);
     let upstream = EchoUpstream::start();
     let Some(caddy) = start_caddy(svc.addr, upstream.addr()) else {
         return;
