@@ -16,6 +16,20 @@ use crate::support::{basic_auth, Conn, Req, Service, TempDir};
 /// Client threads, each with its own keep-alive connection to the proxy.
 const CLIENTS: usize = 6;
 
+/// Each client's pause between requests: a steady stream (a few thousand checks a second),
+/// not a flood. A flood that starves the machine's cores delays the nodes' followers past
+/// --max-staleness, and a node failing closed for want of CPU is not what is tested here.
+const PACE: Duration = Duration::from_millis(1);
+
+/// These tests run one at a time: each drives load through a proxy at two nodes.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// After the kill, this long for the proxy to stop choosing the dead node; no failure may
 /// start later than that.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -103,6 +117,7 @@ impl Load {
                         if let Some(what) = what {
                             failures.lock().unwrap().push(Failure { started, what });
                         }
+                        std::thread::sleep(PACE);
                     }
                 })
             })
@@ -133,29 +148,28 @@ struct Node {
     svc: Option<Service>,
     data: TempDir,
     listen: String,
-    url: String,
+    args: Vec<String>,
 }
 
 impl Node {
-    fn start(url: &str) -> Node {
+    fn start(url: &str, extra: &[&str]) -> Node {
         let data = TempDir::new("cluster-node");
         let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["--database-url".to_owned(), url.to_owned()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut node = Node {
             svc: None,
             data,
             listen,
-            url: url.to_owned(),
+            args,
         };
         node.restart();
         node
     }
 
     fn restart(&mut self) {
-        let svc = Service::start_listening(
-            &self.data.path().join("data"),
-            &self.listen,
-            &["--database-url", self.url.as_str()],
-        );
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let svc = Service::start_listening(&self.data.path().join("data"), &self.listen, &args);
         self.svc = Some(svc);
     }
 
@@ -178,55 +192,18 @@ impl Node {
 /// carrying every request, the killed one restarted and back in rotation; no failure but
 /// those in flight at the kill.
 fn node_killed_under_load(name: &str, start_proxy: fn(&[SocketAddr], SocketAddr) -> Option<Proxy>) {
+    let _serial = one_at_a_time();
     let Some(pg) = Postgres::start() else { return };
     let url = pg.database(name);
-    let a = Node::start(&url);
-    let mut b = Node::start(&url);
-    let password = std::fs::read_to_string(a.svc().data_dir.join("initial-admin-password"))
-        .expect("the first node made the initial admin");
-    let admin = basic_auth("admin", password.trim());
-    let create = |name: &str| {
-        let r = Req::new("POST", "/admin/api/tokens")
-            .header("Authorization", &admin)
-            .json(&serde_json::json!({ "name": name }))
-            .send(a.addr());
-        assert_eq!(r.status, 201, "{}", r.text());
-        let v = r.json();
-        (
-            v["id"].as_str().unwrap().to_owned(),
-            v["token"].as_str().unwrap().to_owned(),
-        )
-    };
-    let (_, valid) = create("steady");
-    // Well-formed and once real: refused after a lookup, not for its shape.
-    let (gone_id, unknown) = create("deleted");
-    let r = Req::new("DELETE", &format!("/admin/api/tokens/{gone_id}"))
-        .header("Authorization", &admin)
-        .send(b.addr());
-    assert_eq!(r.status, 204);
-    for node in [&a, &b] {
-        wait_for("the token on both nodes", Duration::from_secs(10), || {
-            Req::get("/auth/verify")
-                .bearer(&valid)
-                .send(node.addr())
-                .status
-                == 200
-        });
-        let r = Req::get("/auth/verify").bearer(&unknown).send(node.addr());
-        assert_eq!(r.status, 401);
-    }
-
+    let a = Node::start(&url, &[]);
+    let mut b = Node::start(&url, &[]);
+    let (valid, unknown) = shared_tokens(&a, &b);
     let api = EchoUpstream::start();
     let Some(proxy) = start_proxy(&[a.addr(), b.addr()], api.addr()) else {
         return;
     };
     let load = Load::start(proxy.addr, &valid, &unknown);
-    // Both nodes answer the proxy's checks before the kill, or the test proves nothing.
-    let (a0, b0) = (successes(a.addr()), successes(b.addr()));
-    wait_for("checks on both nodes", Duration::from_secs(20), || {
-        successes(a.addr()) > a0 + 50 && successes(b.addr()) > b0 + 50
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    both_in_rotation(&load, &a, &b);
 
     let killed_at = Instant::now();
     b.kill9();
@@ -249,18 +226,6 @@ fn node_killed_under_load(name: &str, start_proxy: fn(&[SocketAddr], SocketAddr)
     );
     let failures = load.finish();
     assert!(api.hits() > 0, "the API behind the proxy was reached");
-
-    let show = |list: &[&Failure]| -> Vec<String> {
-        list.iter()
-            .map(|f| {
-                let at = f.started.checked_duration_since(killed_at).map_or_else(
-                    || format!("-{:?}", killed_at - f.started),
-                    |d| format!("+{d:?}"),
-                );
-                format!("{at} after the kill: {}", f.what)
-            })
-            .collect()
-    };
     let late: Vec<&Failure> = failures
         .iter()
         .filter(|f| f.started > killed_at + SETTLE)
@@ -268,12 +233,12 @@ fn node_killed_under_load(name: &str, start_proxy: fn(&[SocketAddr], SocketAddr)
     assert!(
         late.is_empty(),
         "{name}: failures after the kill settled: {:?}",
-        show(&late)
+        show(&late, killed_at)
     );
     assert!(
         failures.len() <= CLIENTS,
         "{name}: more failures than requests in flight at the kill: {:?}",
-        show(&failures.iter().collect::<Vec<_>>())
+        show(&failures.iter().collect::<Vec<_>>(), killed_at)
     );
     eprintln!(
         "{name}: {} failed requests around the kill (at most {CLIENTS} allowed)",
@@ -284,6 +249,224 @@ fn node_killed_under_load(name: &str, start_proxy: fn(&[SocketAddr], SocketAddr)
     assert_eq!(r.status, 200);
     let r = Req::get("/auth/verify").bearer(&unknown).send(b.addr());
     assert_eq!(r.status, 401);
+    drop(proxy);
+}
+
+/// Failures as text, each with when its request started relative to `moment` (the first
+/// 20, and how many in all).
+fn show(list: &[&Failure], moment: Instant) -> Vec<String> {
+    let mut shown: Vec<String> = list
+        .iter()
+        .take(20)
+        .map(|f| {
+            let at = f.started.checked_duration_since(moment).map_or_else(
+                || format!("-{:?}", moment - f.started),
+                |d| format!("+{d:?}"),
+            );
+            let what: String = f.what.chars().take(120).collect();
+            format!("{at}: {what}")
+        })
+        .collect();
+    shown.push(format!("{} in all", list.len()));
+    shown
+}
+
+/// Waits until the proxy's checks reach both nodes: before that, losing one proves nothing.
+fn both_in_rotation(load: &Load, a: &Node, b: &Node) {
+    let (a0, b0) = (successes(a.addr()), successes(b.addr()));
+    wait_for("checks on both nodes", Duration::from_secs(20), || {
+        successes(a.addr()) > a0 + 50 && successes(b.addr()) > b0 + 50
+    });
+    assert!(load.sent() > 100);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// A valid token, and a well-formed one that was real and is deleted (refused after a
+/// lookup, not for its shape), both known to both nodes.
+fn shared_tokens(a: &Node, b: &Node) -> (String, String) {
+    let password = std::fs::read_to_string(a.svc().data_dir.join("initial-admin-password"))
+        .expect("the first node made the initial admin");
+    let admin = basic_auth("admin", password.trim());
+    let create = |name: &str| {
+        let r = Req::new("POST", "/admin/api/tokens")
+            .header("Authorization", &admin)
+            .json(&serde_json::json!({ "name": name }))
+            .send(a.addr());
+        assert_eq!(r.status, 201, "{}", r.text());
+        let v = r.json();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (_, valid) = create("steady");
+    let (gone_id, unknown) = create("deleted");
+    let r = Req::new("DELETE", &format!("/admin/api/tokens/{gone_id}"))
+        .header("Authorization", &admin)
+        .send(b.addr());
+    assert_eq!(r.status, 204);
+    for node in [a, b] {
+        wait_for("the token on both nodes", Duration::from_secs(10), || {
+            Req::get("/auth/verify")
+                .bearer(&valid)
+                .send(node.addr())
+                .status
+                == 200
+        });
+        let r = Req::get("/auth/verify").bearer(&unknown).send(node.addr());
+        assert_eq!(r.status, 401);
+    }
+    (valid, unknown)
+}
+
+/// A TCP relay between a node and PostgreSQL that can be cut (every connection closed, new
+/// ones closed at once) and restored: one node loses the database, the others keep it.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay");
+        let addr = listener.local_addr().expect("relay address");
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (cut2, open2) = (Arc::clone(&cut), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut streams = open2.lock().unwrap();
+                for s in [&client, &server] {
+                    streams.push(s.try_clone().expect("clone"));
+                }
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { addr, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The other way a node drops out: cut off from the database, it fails closed (503 on its
+/// checks and /healthz) while the other node keeps the database. Through nginx not one
+/// client request fails (`proxy_next_upstream … http_503` asks the other node; without it
+/// auth_request turns the 503 into a 500). Through Caddy, which retries transport errors
+/// only, checks can reach the client as the node's 503 until the next health check drains
+/// it: none later than `drained_within` after the node went stale.
+fn node_cut_off_from_the_database(
+    name: &str,
+    start_proxy: fn(&[SocketAddr], SocketAddr) -> Option<Proxy>,
+    drained_within: Option<Duration>,
+) {
+    let _serial = one_at_a_time();
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database(name);
+    let pg_addr: SocketAddr = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("database address");
+    let relay = Relay::start(pg_addr);
+    let relayed = url.replace(&pg_addr.to_string(), &relay.addr.to_string());
+    // The default --max-staleness (2 s) on both.
+    let a = Node::start(&url, &[]);
+    let b = Node::start(&relayed, &[]);
+    let (valid, unknown) = shared_tokens(&a, &b);
+    let api = EchoUpstream::start();
+    let Some(proxy) = start_proxy(&[a.addr(), b.addr()], api.addr()) else {
+        return;
+    };
+    let load = Load::start(proxy.addr, &valid, &unknown);
+    both_in_rotation(&load, &a, &b);
+
+    relay.cut();
+    wait_for(
+        "the cut-off node to fail closed",
+        Duration::from_secs(10),
+        || Req::get("/healthz").send(b.addr()).status == 503,
+    );
+    let stale_at = Instant::now();
+    assert_eq!(
+        Req::get("/auth/verify")
+            .bearer(&valid)
+            .send(b.addr())
+            .status,
+        503,
+        "a stale node refuses to vouch"
+    );
+    let a_at_stale = successes(a.addr());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        successes(a.addr()) > a_at_stale + 100,
+        "the other node served"
+    );
+
+    relay.restore();
+    wait_for("the node to catch up", Duration::from_secs(15), || {
+        Req::get("/healthz").send(b.addr()).status == 200
+    });
+    let b_back = successes(b.addr());
+    wait_for(
+        "checks through the proxy on the recovered node",
+        Duration::from_secs(30),
+        || successes(b.addr()) > b_back + 50,
+    );
+    let failures = load.finish();
+    assert!(api.hits() > 0, "the API behind the proxy was reached");
+    match drained_within {
+        None => assert!(
+            failures.is_empty(),
+            "{name}: client requests failed: {:?}\nA: {}\nB: {}",
+            show(&failures.iter().collect::<Vec<_>>(), stale_at),
+            a.svc().log_text(),
+            b.svc().log_text()
+        ),
+        Some(limit) => {
+            let wrong: Vec<&Failure> = failures
+                .iter()
+                .filter(|f| f.started > stale_at + limit || !f.what.starts_with("503 "))
+                .collect();
+            assert!(
+                wrong.is_empty(),
+                "{name}: failures other than the stale node's 503 before it was drained: {:?}",
+                show(&wrong, stale_at)
+            );
+        }
+    }
+    eprintln!(
+        "{name}: {} failed requests while a node was stale",
+        failures.len()
+    );
     drop(proxy);
 }
 
@@ -299,4 +482,24 @@ fn cluster_nginx_loses_a_node_under_load_without_failing_clients() {
 #[test]
 fn cluster_caddy_loses_a_node_under_load_without_failing_clients() {
     node_killed_under_load("caddy_kill", start_caddy_nodes);
+}
+
+#[test]
+fn cluster_nginx_skips_a_node_that_fails_closed() {
+    node_cut_off_from_the_database(
+        "nginx_stale",
+        |nodes, api| start_nginx_nodes(nodes, api, true),
+        None,
+    );
+}
+
+/// Caddy's health checks every second drain the stale node; 1.5 s allows for the probe
+/// in flight.
+#[test]
+fn cluster_caddy_drains_a_node_that_fails_closed() {
+    node_cut_off_from_the_database(
+        "caddy_stale",
+        start_caddy_nodes,
+        Some(Duration::from_millis(1500)),
+    );
 }
