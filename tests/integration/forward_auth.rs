@@ -12,17 +12,19 @@ use std::time::{Duration, Instant};
 use pa_auth::http::{Request, Response, Server, ServerConfig};
 use serde_json::{json, Value};
 
-use crate::support::{admin_basic, raw, try_raw, Conn, HttpResponse, Req, Service, TempDir};
+use crate::support::{
+    admin_basic, on_both_stores, raw, try_raw, Conn, HttpResponse, Req, Service, Store, TempDir,
+};
 use crate::webdriver::require_program;
 
 /// An upstream API that echoes the request headers and counts hits.
-struct EchoUpstream {
+pub(crate) struct EchoUpstream {
     server: Option<Server>,
     hits: Arc<AtomicUsize>,
 }
 
 impl EchoUpstream {
-    fn start() -> EchoUpstream {
+    pub(crate) fn start() -> EchoUpstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&hits);
         let handler = move |req: &Request<'_>| {
@@ -53,10 +55,10 @@ impl EchoUpstream {
             hits,
         }
     }
-    fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.server.as_ref().unwrap().local_addr()
     }
-    fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 }
@@ -87,9 +89,9 @@ fn deploy_file(rel: &str) -> String {
 }
 
 /// A proxy process, killed on drop.
-struct Proxy {
+pub(crate) struct Proxy {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: TempDir,
 }
 
@@ -126,13 +128,32 @@ fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
 /// Real nginx with `deploy/nginx/pa-auth.conf`; `keepalive` false removes the upstream
 /// keep-alive to pa-auth (to test both).
 fn start_nginx(pa_auth: SocketAddr, api: SocketAddr, keepalive: bool) -> Option<Proxy> {
+    start_nginx_nodes(&[pa_auth], api, keepalive)
+}
+
+/// [`start_nginx`] with several pa-auth nodes: the first in the file's `server` line, the
+/// others in its commented cluster-mode line, made live once per node.
+pub(crate) fn start_nginx_nodes(
+    nodes: &[SocketAddr],
+    api: SocketAddr,
+    keepalive: bool,
+) -> Option<Proxy> {
     if !require_program("/usr/sbin/nginx", "nginx-light") {
         return None;
     }
     let dir = TempDir::new("nginx");
     let port = free_port();
-    let mut site = deploy_file("nginx/pa-auth.conf")
-        .replace("server 127.0.0.1:8080;", &format!("server {pa_auth};"))
+    let (first, others) = nodes.split_first().expect("a pa-auth node");
+    let cluster_line = "# server 127.0.0.1:8081;";
+    let conf = deploy_file("nginx/pa-auth.conf");
+    assert!(
+        conf.contains(cluster_line),
+        "the shipped config lost its cluster-mode line"
+    );
+    let others: String = others.iter().map(|a| format!("server {a}; ")).collect();
+    let mut site = conf
+        .replace("server 127.0.0.1:8080;", &format!("server {first};"))
+        .replace(cluster_line, &others)
         .replace("server 127.0.0.1:9000;", &format!("server {api};"))
         .replace("listen 8443;", &format!("listen 127.0.0.1:{port};"))
         .replace(
@@ -175,6 +196,14 @@ fn start_nginx(pa_auth: SocketAddr, api: SocketAddr, keepalive: bool) -> Option<
 
 /// Real Caddy with `deploy/caddy/Caddyfile`.
 fn start_caddy(pa_auth: SocketAddr, api: SocketAddr) -> Option<Proxy> {
+    start_caddy_nodes(&[pa_auth], api)
+}
+
+/// [`start_caddy`] with several pa-auth nodes, space-separated after the hop's
+/// `reverse_proxy` as the file says for cluster mode.
+pub(crate) fn start_caddy_nodes(nodes: &[SocketAddr], api: SocketAddr) -> Option<Proxy> {
+    let nodes: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    let nodes = nodes.join(" ");
     if !require_program("/usr/bin/caddy", "caddy") {
         return None;
     }
@@ -200,7 +229,7 @@ fn start_caddy(pa_auth: SocketAddr, api: SocketAddr) -> Option<Proxy> {
             .replace(":8079", &format!(":{hop}"))
             .replace(
                 "reverse_proxy 127.0.0.1:8080",
-                &format!("reverse_proxy {pa_auth}"),
+                &format!("reverse_proxy {nodes}"),
             )
             .replace(
                 "reverse_proxy 127.0.0.1:9000",
@@ -380,9 +409,15 @@ fn thousand_sequential(proxy: SocketAddr, secret: &str) {
     }
 }
 
-#[test]
-fn nginx_auth_request_protects_the_api() {
-    let svc = Service::start(&[]);
+// The proxies' scenario on the embedded store and on a cluster node (issue 17): each runs
+// as `name::sled` and `name::cluster`.
+on_both_stores!(
+    nginx_auth_request_protects_the_api,
+    caddy_forward_auth_protects_the_api,
+);
+
+fn nginx_auth_request_protects_the_api(store: &Store) {
+    let svc = store.start(&[]);
     let upstream = EchoUpstream::start();
     let Some(nginx) = start_nginx(svc.addr, upstream.addr(), true) else {
         return;
@@ -427,9 +462,8 @@ fn nginx_thousand_requests_with_and_without_keepalive_to_pa_auth() {
     }
 }
 
-#[test]
-fn caddy_forward_auth_protects_the_api() {
-    let svc = Service::start(&[]);
+fn caddy_forward_auth_protects_the_api(store: &Store) {
+    let svc = store.start(&[]);
     let upstream = EchoUpstream::start();
     let Some(caddy) = start_caddy(svc.addr, upstream.addr()) else {
         return;
@@ -562,9 +596,19 @@ fn answer_ok(_: &Recorded) -> String {
     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}".into()
 }
 
-/// A stand-in for pa-auth: `Bearer good` is valid, anything else gets a 401.
+/// A Caddy active health check (the shipped Caddyfile probes `/healthz`), not a client's
+/// request passed on.
+fn is_health_probe(req: &Recorded) -> bool {
+    req.target == "/healthz" && req.values("authorization").is_empty()
+}
+
+/// A stand-in for pa-auth: `Bearer good` is valid, anything else gets a 401; `/healthz`
+/// without credentials is healthy, as pa-auth's is.
 fn answer_like_pa_auth(req: &Recorded) -> String {
-    if req.values("authorization") == ["Bearer good"] {
+    if is_health_probe(req) {
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}"
+            .into()
+    } else if req.values("authorization") == ["Bearer good"] {
         "HTTP/1.1 200 OK\r\nX-PA-Token-Id: fake-id\r\nX-PA-Token-Name: fake\r\nContent-Length: 0\r\n\r\n"
             .into()
     } else {
@@ -618,7 +662,11 @@ fn check_what_pa_auth_receives(proxy: SocketAddr, fake: &Recorder, allowed: &[&s
     let r = req.send(proxy);
     assert_eq!(r.status, 200, "{}", r.text());
     let asked = fake.requests();
-    let asked = asked.last().expect("pa-auth was asked");
+    let asked = asked
+        .iter()
+        .rev()
+        .find(|r| !is_health_probe(r))
+        .expect("pa-auth was asked");
     assert_eq!(
         asked.target, "/auth/verify",
         "the client's query reached pa-auth"

@@ -13,7 +13,7 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A PostgreSQL server of its own, stopped and removed on drop.
 pub struct Postgres {
-    bin: PathBuf,
+    pub(crate) bin: PathBuf,
     pub dir: PathBuf,
     port: u16,
     pub as_postgres: bool,

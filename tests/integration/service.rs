@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{
-    basic_auth, binary, from_address, raw, run_cli, Conn, HttpResponse, Req, Service, TempDir,
+    basic_auth, binary, from_address, on_both_stores, raw, run_cli, Conn, HttpResponse, Req,
+    Service, Store, TempDir,
 };
 
 fn basic(password: &str) -> String {
@@ -71,9 +72,31 @@ fn assert_401(r: &HttpResponse, error_param: Option<&str>) {
     }
 }
 
-#[test]
-fn public_routes_and_correlation_ids() {
-    let svc = Service::start(&[]);
+// The contract on the embedded store and on a cluster node (issue 17): each test below is
+// written once, as `fn name(store: &Store)`, and runs as `name::sled` and `name::cluster`
+// (a node on a new database of the tests' shared PostgreSQL).
+on_both_stores!(
+    public_routes_and_correlation_ids,
+    token_lifecycle_matches_the_docs,
+    every_kind_of_bad_credential_is_a_401,
+    expired_tokens_stop_working_at_the_instant,
+    api_paths_authenticate_before_404_and_405,
+    admin_routes_refuse_anonymous_and_api_tokens,
+    bad_create_requests_are_400_and_store_nothing,
+    names_are_unique_ignoring_case_even_concurrently,
+    listing_pages_newest_first,
+    console_session_with_csrf_and_logout,
+    repeated_failed_logins_are_throttled_per_address,
+    password_change_and_bootstrap_file,
+    regression_issue_3_token_survives_kill_9_right_after_201,
+    regression_issue_3_sigterm_flushes_last_used,
+    last_used_is_persisted_every_flush_interval,
+    regression_issue_3_delete_while_eight_threads_authenticate,
+    secrets_never_reach_the_log,
+);
+
+fn public_routes_and_correlation_ids(store: &Store) {
+    let svc = store.start(&[]);
     let r = Req::get("/healthz").send(svc.addr);
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"status": "ok"}));
@@ -99,9 +122,8 @@ fn public_routes_and_correlation_ids() {
     );
 }
 
-#[test]
-fn token_lifecycle_matches_the_docs() {
-    let svc = Service::start(&[]);
+fn token_lifecycle_matches_the_docs(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Admin::of(&svc);
     let created = admin.create(json!({"name": "  CI deploy ", "expiresAt": "2999-12-31"}));
     assert_eq!(created.status, 201, "{}", created.text());
@@ -172,9 +194,8 @@ fn token_lifecycle_matches_the_docs() {
         .assert_error(404, "not_found");
 }
 
-#[test]
-fn every_kind_of_bad_credential_is_a_401() {
-    let svc = Service::start(&[]);
+fn every_kind_of_bad_credential_is_a_401(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Admin::of(&svc);
     let (_, secret) = admin.token("probe");
     assert_401(&Req::get("/api/token").send(svc.addr), None);
@@ -233,9 +254,8 @@ fn every_kind_of_bad_credential_is_a_401() {
     assert_401(&api(svc.addr, &"a".repeat(600)), Some("invalid_request"));
 }
 
-#[test]
-fn expired_tokens_stop_working_at_the_instant() {
-    let svc = Service::start(&[]);
+fn expired_tokens_stop_working_at_the_instant(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Admin::of(&svc);
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
     let at = soon
@@ -250,9 +270,8 @@ fn expired_tokens_stop_working_at_the_instant() {
     assert_eq!(admin.list("").json()["items"][0]["status"], "expired");
 }
 
-#[test]
-fn api_paths_authenticate_before_404_and_405() {
-    let svc = Service::start(&[]);
+fn api_paths_authenticate_before_404_and_405(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Admin::of(&svc);
     let (_, secret) = admin.token("paths");
     assert_401(&Req::get("/api/users").send(svc.addr), None);
@@ -272,9 +291,8 @@ fn api_paths_authenticate_before_404_and_405() {
     assert_eq!(r.header("Allow"), Some("GET, HEAD"));
 }
 
-#[test]
-fn admin_routes_refuse_anonymous_and_api_tokens() {
-    let svc = Service::start(&[]);
+fn admin_routes_refuse_anonymous_and_api_tokens(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Admin::of(&svc);
     let (_, secret) = admin.token("not-admin");
     let r = Req::get("/admin/api/tokens").send(svc.addr);
@@ -307,9 +325,8 @@ fn admin_routes_refuse_anonymous_and_api_tokens() {
         .assert_error(405, "method_not_allowed");
 }
 
-#[test]
-fn bad_create_requests_are_400_and_store_nothing() {
-    let svc = Service::start(&[]);
+fn bad_create_requests_are_400_and_store_nothing(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Admin::of(&svc);
     let cases: Vec<(Req<'_>, Option<&str>)> = vec![
         (
@@ -412,9 +429,8 @@ fn bad_create_requests_are_400_and_store_nothing() {
     );
 }
 
-#[test]
-fn names_are_unique_ignoring_case_even_concurrently() {
-    let svc = Service::start(&[]);
+fn names_are_unique_ignoring_case_even_concurrently(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Arc::new(Admin::of(&svc));
     admin.token("Deploy");
     admin
@@ -444,9 +460,8 @@ fn names_are_unique_ignoring_case_even_concurrently() {
     );
 }
 
-#[test]
-fn listing_pages_newest_first() {
-    let svc = Service::start(&[]);
+fn listing_pages_newest_first(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Admin::of(&svc);
     for i in 0..5 {
         admin.token(&format!("t{i}"));
@@ -487,9 +502,8 @@ fn listing_pages_newest_first() {
     );
 }
 
-#[test]
-fn console_session_with_csrf_and_logout() {
-    let svc = Service::start(&[]);
+fn console_session_with_csrf_and_logout(store: &Store) {
+    let svc = store.start(&[]);
     let password = svc.initial_password();
     let login = Req::new("POST", "/admin/api/session")
         .json(&json!({"username": "admin", "password": password}))
@@ -545,9 +559,8 @@ fn console_session_with_csrf_and_logout() {
         .assert_error(400, "validation_error");
 }
 
-#[test]
-fn repeated_failed_logins_are_throttled_per_address() {
-    let svc = Service::start(&[]);
+fn repeated_failed_logins_are_throttled_per_address(store: &Store) {
+    let svc = store.start(&[]);
     let wrong = || {
         Req::new("POST", "/admin/api/session")
             .json(&json!({"username": "admin", "password": "wrong-password"}))
@@ -573,11 +586,8 @@ fn repeated_failed_logins_are_throttled_per_address() {
     assert_eq!(other.status, 200, "{}", other.text());
 }
 
-/// Sends a request from a chosen loopback source address.
-
-#[test]
-fn password_change_and_bootstrap_file() {
-    let svc = Service::start(&[]);
+fn password_change_and_bootstrap_file(store: &Store) {
+    let svc = store.start(&[]);
     let file = svc.data_dir.join("initial-admin-password");
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
@@ -627,30 +637,28 @@ fn password_change_and_bootstrap_file() {
     assert_eq!(audit["items"][0]["actor"], "admin");
 }
 
-#[test]
-fn regression_issue_3_token_survives_kill_9_right_after_201() {
+fn regression_issue_3_token_survives_kill_9_right_after_201(store: &Store) {
     let temp = TempDir::new("kill9");
     let dir = temp.path().join("data");
-    let mut svc = Service::start_in(&dir, &[]);
+    let mut svc = store.start_in(&dir, &[]);
     let admin = Admin::of(&svc);
     let (_, secret) = admin.token("durable");
     svc.kill9();
-    let svc = Service::start_in(&dir, &[]);
+    let svc = store.start_in(&dir, &[]);
     assert_eq!(api(svc.addr, &secret).status, 200);
 }
 
-#[test]
-fn regression_issue_3_sigterm_flushes_last_used() {
+fn regression_issue_3_sigterm_flushes_last_used(store: &Store) {
     let temp = TempDir::new("sigterm");
     let dir = temp.path().join("data");
-    let mut svc = Service::start_in(&dir, &["--flush-interval", "3600"]);
+    let mut svc = store.start_in(&dir, &["--flush-interval", "3600"]);
     let password = svc.initial_password();
     let admin = Admin::of(&svc);
     let (id, secret) = admin.token("flushed");
     assert_eq!(api(svc.addr, &secret).status, 200);
     assert_eq!(svc.signal_and_wait("TERM"), Some(0));
     assert!(svc.log_shows("stopped cleanly"), "{}", svc.log_text());
-    let svc = Service::start_in(&dir, &[]);
+    let svc = store.start_in(&dir, &[]);
     let admin = Admin {
         addr: svc.addr,
         auth: basic(&password),
@@ -661,18 +669,17 @@ fn regression_issue_3_sigterm_flushes_last_used() {
     assert!(v["lastUsedAt"].is_string(), "{v}");
 }
 
-#[test]
-fn last_used_is_persisted_every_flush_interval() {
+fn last_used_is_persisted_every_flush_interval(store: &Store) {
     let temp = TempDir::new("interval");
     let dir = temp.path().join("data");
-    let mut svc = Service::start_in(&dir, &["--flush-interval", "1"]);
+    let mut svc = store.start_in(&dir, &["--flush-interval", "1"]);
     let password = svc.initial_password();
     let admin = Admin::of(&svc);
     let (id, secret) = admin.token("interval");
     assert_eq!(api(svc.addr, &secret).status, 200);
     std::thread::sleep(Duration::from_millis(2500));
     svc.kill9();
-    let svc = Service::start_in(&dir, &[]);
+    let svc = store.start_in(&dir, &[]);
     let admin = Admin {
         addr: svc.addr,
         auth: basic(&password),
@@ -686,9 +693,8 @@ fn last_used_is_persisted_every_flush_interval() {
     );
 }
 
-#[test]
-fn regression_issue_3_delete_while_eight_threads_authenticate() {
-    let svc = Service::start(&[]);
+fn regression_issue_3_delete_while_eight_threads_authenticate(store: &Store) {
+    let svc = store.start(&[]);
     let admin = Admin::of(&svc);
     let (id, secret) = admin.token("contended");
     let deleted_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
@@ -738,9 +744,8 @@ fn regression_issue_3_delete_while_eight_threads_authenticate() {
     );
 }
 
-#[test]
-fn secrets_never_reach_the_log() {
-    let mut svc = Service::start(&[]);
+fn secrets_never_reach_the_log(store: &Store) {
+    let mut svc = store.start(&[]);
     let admin = Admin::of(&svc);
     let (_, secret) = admin.token("quiet");
     api(svc.addr, &secret);

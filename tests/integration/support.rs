@@ -1,6 +1,6 @@
 //! Test support: a raw HTTP/1.1 client over std sockets (so hostile bytes can be sent as they
 //! are), and a harness that runs the real `pa-auth` binary on 127.0.0.1:0 with a temporary
-//! data dir.
+//! data dir, on the embedded store or as a cluster node on PostgreSQL ([`Store`]).
 
 #![allow(dead_code)]
 
@@ -294,10 +294,16 @@ impl Service {
 
     /// Starts on a given data dir (kept by the caller).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Service {
+        Service::start_listening(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts on a given data dir and listen address (a node restarted where a proxy's
+    /// configuration expects it).
+    pub fn start_listening(data_dir: &Path, listen: &str, extra: &[&str]) -> Service {
         let mut cmd = Command::new(binary());
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -460,3 +466,128 @@ pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Where a served binary keeps its tokens: the embedded sled store, or (cluster mode) a
+/// database of its own on the PostgreSQL server these tests share. The contract tests run on
+/// both ([`on_both_stores`]).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sled,
+    Cluster { url: String },
+}
+
+impl Store {
+    /// A new, empty database on the shared PostgreSQL server, or `None` (SKIPPED, loudly)
+    /// without PostgreSQL; under CI=true a missing PostgreSQL fails instead.
+    pub fn cluster() -> Option<Store> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let pg = shared_postgres()?;
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        Some(Store::Cluster {
+            url: pg.database(&format!("contract_{n}")),
+        })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Store::Cluster { .. })
+    }
+
+    /// `extra` plus this store's own arguments.
+    fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = extra.to_vec();
+        if let Store::Cluster { url } = self {
+            args.extend(["--database-url", url.as_str()]);
+        }
+        args
+    }
+
+    /// [`Service::start`] on this store.
+    pub fn start(&self, extra: &[&str]) -> Service {
+        self.check(Service::start(&self.args(extra)))
+    }
+
+    /// [`Service::start_in`] on this store: a restart in the same data dir finds the same
+    /// database.
+    pub fn start_in(&self, data_dir: &Path, extra: &[&str]) -> Service {
+        self.check(Service::start_in(data_dir, &self.args(extra)))
+    }
+
+    /// A cluster run that is not on the database would prove nothing.
+    fn check(&self, svc: Service) -> Service {
+        if self.is_cluster() {
+            assert!(
+                svc.log_shows("using the database postgres://"),
+                "not a cluster node: {}",
+                svc.log_text()
+            );
+        }
+        svc
+    }
+}
+
+/// One PostgreSQL server for every cluster run of the contract tests (a database each).
+/// Statics are never dropped, so a watcher process started with it stops the server and
+/// removes its directory once this test process has exited, however it exits.
+fn shared_postgres() -> Option<&'static crate::postgres::Postgres> {
+    static SHARED: std::sync::OnceLock<Option<crate::postgres::Postgres>> =
+        std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let pg = crate::postgres::Postgres::start()?;
+            // Every node holds five connections; a machine with many test threads runs many
+            // nodes at once (the default limit is 100).
+            pg.client("postgres")
+                .batch_execute("ALTER SYSTEM SET max_connections = 500")
+                .expect("max_connections");
+            pg.stop_server();
+            pg.start_server();
+            let pg_ctl = pg.bin.join("pg_ctl");
+            let stop = format!(
+                "{}'{}' -D '{}' -m immediate stop",
+                if pg.as_postgres {
+                    "runuser -u postgres -- "
+                } else {
+                    ""
+                },
+                pg_ctl.display(),
+                pg.data().display()
+            );
+            let script = format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop}; rm -rf '{dir}'",
+                pid = std::process::id(),
+                dir = pg.dir.display()
+            );
+            // In the background of a shell that exits at once: the watcher outlives this
+            // process and is nobody's zombie.
+            let started = Command::new("sh")
+                .args(["-c", &format!("( {script} ) </dev/null >/dev/null 2>&1 &")])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(started, "the shared PostgreSQL's watcher");
+            Some(pg)
+        })
+        .as_ref()
+}
+
+/// Turns contract tests written once, as `fn name(store: &Store)`, into two tests each:
+/// `name::sled` and `name::cluster` (a cluster node on a new database of the shared
+/// PostgreSQL; skipped loudly without it, failed under CI=true).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sled() {
+                super::$name(&crate::support::Store::Sled);
+            }
+
+            #[test]
+            fn cluster() {
+                let Some(store) = crate::support::Store::cluster() else {
+                    return;
+                };
+                super::$name(&store);
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_stores;
