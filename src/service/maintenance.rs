@@ -229,7 +229,8 @@ mod tests {
             ids.push(record.id);
         }
         s.delete_token(ids[7]).unwrap();
-        let report = flush_last_used(&*s, &tracker, Duration::ZERO, Duration::from_secs(1)).unwrap();
+        let report =
+            flush_last_used(&*s, &tracker, Duration::ZERO, Duration::from_secs(1)).unwrap();
         assert_eq!(report.written, 119);
         assert_eq!(s.stored_last_used(ids[7]).unwrap(), None);
         assert_eq!(s.stored_last_used(ids[119]).unwrap(), Some(1_119));

@@ -441,7 +441,11 @@ fn postgres_last_used_resolution_skips_small_moves_until_shutdown() {
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(verify(&svc, &token), 200);
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(stored(&mut db), Some(first), "skipped by the periodic flushes");
+    assert_eq!(
+        stored(&mut db),
+        Some(first),
+        "skipped by the periodic flushes"
+    );
     let view = Req::get(&format!("/admin/api/tokens/{id}"))
         .header("Authorization", &admin)
         .send(svc.addr)
@@ -453,7 +457,10 @@ fn postgres_last_used_resolution_skips_small_moves_until_shutdown() {
         "this node shows its own exact time"
     );
     assert_eq!(svc.signal_and_wait("TERM"), Some(0));
-    assert!(stored(&mut db).expect("final") >= first + 2, "the final flush wrote it");
+    assert!(
+        stored(&mut db).expect("final") >= first + 2,
+        "the final flush wrote it"
+    );
 }
 
 /// A database of the first cluster release (schema 1, before the shared login throttle) is

@@ -329,7 +329,17 @@ impl PgStore {
     /// Runs `work` on a pooled connection, reconnecting a closed one once.
     fn with_client<T>(
         &self,
+        work: impl FnMut(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        self.with_client_retrying(work, || true)
+    }
+
+    /// [`Self::with_client`], where `may_retry` says, after the connection was lost, whether
+    /// running `work` again is safe (not once a commit may have reached the database).
+    fn with_client_retrying<T>(
+        &self,
         mut work: impl FnMut(&mut Client) -> std::result::Result<T, postgres::Error>,
+        may_retry: impl Fn() -> bool,
     ) -> Result<T> {
         let mut slot = self.slot();
         for attempt in 0..2 {
@@ -340,7 +350,7 @@ impl PgStore {
                 continue;
             };
             match work(client) {
-                Err(e) if attempt == 0 && client.is_closed() => {
+                Err(e) if attempt == 0 && client.is_closed() && may_retry() => {
                     log::warn!("database connection lost ({e}); reconnecting once");
                 }
                 other => return Ok(other?),
@@ -367,8 +377,14 @@ impl PgStore {
             &mut postgres::Transaction<'_>,
         ) -> std::result::Result<Change<T>, postgres::Error>,
     ) -> Result<Option<T>> {
-        self.with_client(|c| {
-            let mut tx = c.transaction()?;
+        // A connection lost once the commit was sent leaves the outcome unknown: running the
+        // change again could make it twice (a second token whose secret nobody sees) or
+        // answer a delete "not found" without waiting for the other nodes. Say so instead.
+        let commit_sent = std::cell::Cell::new(false);
+        let result = self.with_client_retrying(
+            |c| {
+                commit_sent.set(false);
+                let mut tx = c.transaction()?;
             let Change::Made { value, op, id, hash } = change(&mut tx)? else {
                 tx.rollback()?;
                 return Ok(None);
@@ -385,9 +401,19 @@ impl PgStore {
             )?;
             // Delivered at commit; it only wakes the other nodes (the feed is the truth).
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &revision.to_string()])?;
+            commit_sent.set(true);
             tx.commit()?;
             Ok(Some(value))
-        })
+            },
+            || !commit_sent.get(),
+        );
+        match result {
+            Err(Error::Unreachable(m)) if commit_sent.get() => Err(Error::Unreachable(format!(
+                "the connection was lost while committing ({m}): the change may or may not have \
+                 been made, and was not repeated; look before trying again"
+            ))),
+            other => other,
+        }
     }
 
     pub fn create_token(
