@@ -838,14 +838,20 @@ impl crate::store::Store for PgStore {
 
     fn import_tokens(&self, records: &[(TokenHash, TokenRecord)]) -> Result<()> {
         for chunk in records.chunks(1000) {
+            // One statement a chunk (arrays unnested by the server), not a round trip a token.
+            let ids: Vec<&[u8]> = chunk.iter().map(|(_, r)| &r.id.0[..]).collect();
+            let hashes: Vec<&[u8]> = chunk.iter().map(|(h, _)| &h.0[..]).collect();
+            let names: Vec<&str> = chunk.iter().map(|(_, r)| r.name.as_str()).collect();
+            let folded: Vec<String> = chunk.iter().map(|(_, r)| fold_name(&r.name)).collect();
+            let created: Vec<i64> = chunk.iter().map(|(_, r)| r.created_micros).collect();
+            let expires: Vec<Option<i64>> = chunk.iter().map(|(_, r)| r.expires_at).collect();
             self.change(|tx| {
-                for (hash, r) in chunk {
-                    tx.execute(
-                        "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                        &[&&r.id.0[..], &&hash.0[..], &r.name, &fold_name(&r.name), &r.created_micros, &r.expires_at],
-                    )?;
-                }
+                tx.execute(
+                    "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, expires_at) \
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], \
+                     $5::int8[], $6::int8[])",
+                    &[&ids, &hashes, &names, &folded, &created, &expires],
+                )?;
                 Ok(Change::Made {
                     value: (),
                     op: "import",
