@@ -262,6 +262,22 @@ fn create_token(svc: &Service, admin: &str, name: &str) -> (String, String) {
     )
 }
 
+/// One verification for a racing thread: its status, or `None` when the exchange failed (a
+/// loaded machine may reset a connection; that is no verdict, and must not end the race).
+fn race_verify(addr: std::net::SocketAddr, token: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET /auth/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
 fn verify(svc: &Service, token: &str) -> u16 {
     Req::get("/auth/verify").bearer(token).send(svc.addr).status
 }
@@ -563,26 +579,38 @@ fn postgres_three_nodes_share_tokens_and_a_delete_is_everywhere_before_its_204()
             });
             assert_eq!(header_of(node, &token).1.as_deref(), Some(id.as_str()));
         }
-        // Race verifications on A and C against the delete on B.
+        // Race verifications on every node against the delete on B: no request that starts
+        // after the 204 is in hand may be accepted anywhere.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let racers: Vec<_> = [a.addr, c.addr]
+        let live = std::sync::Arc::new(AtomicUsize::new(0));
+        let racers: Vec<_> = [a.addr, b.addr, c.addr]
             .into_iter()
             .map(|addr| {
-                let (stop, token) = (std::sync::Arc::clone(&stop), token.clone());
+                let (stop, live, token) = (
+                    std::sync::Arc::clone(&stop),
+                    std::sync::Arc::clone(&live),
+                    token.clone(),
+                );
                 std::thread::spawn(move || {
-                    let mut seen = 0;
+                    let mut seen = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let _ = Req::get("/auth/verify").bearer(&token).send(addr);
-                        seen += 1;
+                        let started = Instant::now();
+                        let status = race_verify(addr, &token);
+                        if status == Some(200) && !seen.iter().any(|(_, s)| *s == Some(200)) {
+                            live.fetch_add(1, Ordering::SeqCst);
+                        }
+                        seen.push((started, status));
                     }
                     seen
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(50));
+        // Every racer has seen the token live: the delete races running requests.
+        wait_for("every racer running", || live.load(Ordering::SeqCst) == 3);
         let r = Req::new("DELETE", &format!("/admin/api/tokens/{id}"))
             .header("Authorization", &admin)
             .send(b.addr);
+        let answered = Instant::now();
         assert_eq!(r.status, 204);
         // The 204 is in hand: no node may accept the token now.
         for node in [&a, &b, &c] {
@@ -592,9 +620,15 @@ fn postgres_three_nodes_share_tokens_and_a_delete_is_everywhere_before_its_204()
                 "round {round}: deleted but accepted"
             );
         }
+        std::thread::sleep(Duration::from_millis(50));
         stop.store(true, Ordering::Relaxed);
         for racer in racers {
-            assert!(racer.join().expect("racer") > 0);
+            let seen = racer.join().expect("racer");
+            let late_accept = seen
+                .iter()
+                .filter(|(started, status)| *started > answered && *status == Some(200))
+                .count();
+            assert_eq!(late_accept, 0, "round {round}: accepted after the 204");
         }
     }
     // Admin changes are shared too: a password changed on C works on A.
