@@ -223,7 +223,10 @@ impl Config {
                     .map_err(|e| Error::Config(format!("{source}: {e}")))?,
             ),
         };
-        let max_staleness = number(pick(&args.max_staleness, env, "MAX_STALENESS"), 2, 1, 3600)?;
+        // At most 30 s: a delete waits for each node up to its staleness (plus a margin) and
+        // never longer than a minute, so a larger value could let a 204 go out while a
+        // paused node might still accept the token.
+        let max_staleness = number(pick(&args.max_staleness, env, "MAX_STALENESS"), 2, 1, 30)?;
         let last_used_resolution = number(
             pick(&args.last_used_resolution, env, "LAST_USED_RESOLUTION"),
             1u64,

@@ -8,8 +8,24 @@ use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::token::{AuthFailure, PlaintextToken, TokenHash, TokenId};
 use crate::store::{TokenRecord, ORDER_KEY_LEN};
 
-/// The longest a delete waits for the other nodes of a cluster to apply it.
+/// The longest a delete waits for the other nodes of a cluster to apply it: above the
+/// largest `--max-staleness` (30 s) plus the store's margin, so an honest node is always
+/// either waited for or refusing.
 const DELETE_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A delete that some nodes have not confirmed (they may still accept the token).
+fn not_confirmed(id: TokenId, behind: &[String]) -> Error {
+    log::error!(
+        "token {id} is deleted, but these nodes neither applied it nor went silent within {} s \
+         and may still accept it: {}; answering 503",
+        DELETE_WAIT_CAP.as_secs(),
+        behind.join(", ")
+    );
+    Error::Unavailable(
+        "The token is deleted, but not every node has confirmed it yet; retry the delete to \
+         wait again",
+    )
+}
 
 /// A token with its latest last-used time.
 pub type TokenWithUse = (TokenRecord, Option<i64>);
@@ -53,36 +69,49 @@ impl Service {
     /// Deletes a token: when this returns it is gone from the store (durably), from the
     /// authentication index and from the last-used tracker. `NotFound` if there is none.
     pub fn delete_token(&self, actor: &Actor, id: TokenId, now: i64) -> Result<TokenRecord> {
-        let record = {
+        let deleted = {
             let _shared = self.mutation_shared();
-            self.store.delete_token(id)?.ok_or(Error::NotFound)?
+            self.store.delete_token(id)?
+        };
+        let Some(record) = deleted else {
+            // In a cluster, "no such token" is as strong as a 204: a delete answered 503
+            // below and retried finds the token gone, and waits again for every node.
+            let behind = self.nodes_behind()?;
+            if !behind.is_empty() {
+                return Err(not_confirmed(id, &behind));
+            }
+            return Err(Error::NotFound);
         };
         self.tracker.forget(&id);
-        if self.shared {
-            // Gone everywhere before the answer: every live node has applied the delete
-            // (a node that has not synced within --max-staleness refuses to verify anyway).
-            let revision = self.store.change_counter()?;
-            // Each node is waited for until its own --max-staleness after it last read the
-            // store (it fails closed from then on); this bound only caps a misconfiguration.
-            let behind = self.store.wait_applied(revision, DELETE_WAIT_CAP)?;
-            if !behind.is_empty() {
-                log::error!(
-                    "token {id} deleted, but these nodes neither applied it nor went silent \
-                     within {} s and may still accept it: {} (check their --max-staleness)",
-                    DELETE_WAIT_CAP.as_secs(),
-                    behind.join(", ")
-                );
-            }
+        // Gone everywhere before the answer: every live node has applied the delete.
+        let behind = self.nodes_behind()?;
+        let mut event = AuditEvent {
+            token_id: Some(id.to_string()),
+            token_name: Some(record.name.clone()),
+            ..AuditEvent::of(AuditKind::TokenDeleted).by(actor)
+        };
+        if !behind.is_empty() {
+            // Deleted in the store, but these nodes could still accept it: audited as
+            // deleted, answered 503 (no 204 that is not true).
+            event.reason = Some(format!("not yet applied by {}", behind.join(", ")));
+            self.audit(now, event);
+            return Err(not_confirmed(id, &behind));
         }
-        self.audit(
-            now,
-            AuditEvent {
-                token_id: Some(id.to_string()),
-                token_name: Some(record.name.clone()),
-                ..AuditEvent::of(AuditKind::TokenDeleted).by(actor)
-            },
-        );
+        self.audit(now, event);
         Ok(record)
+    }
+
+    /// With a shared store: waits until every other live node has applied the store's
+    /// current revision; the nodes that still have not when the wait gives up. Each node is
+    /// waited for until its own --max-staleness after it last read the store (it fails
+    /// closed from then on, and --max-staleness is capped below the wait); the cap only
+    /// guards against a node that reports progress it does not make.
+    fn nodes_behind(&self) -> Result<Vec<String>> {
+        if !self.shared {
+            return Ok(Vec::new());
+        }
+        let revision = self.store.change_counter()?;
+        Ok(self.store.wait_applied(revision, DELETE_WAIT_CAP)?)
     }
 
     /// One token and its last use. `NotFound` if there is none.

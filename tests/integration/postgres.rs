@@ -479,6 +479,62 @@ fn postgres_last_used_resolution_skips_small_moves_until_shutdown() {
     );
 }
 
+/// Outside attack: with --max-staleness above the delete's wait cap, a delete answered 204
+/// while a paused node could still accept the token. --max-staleness is now at most 30 s,
+/// and a node that neither applies a delete nor goes silent within the cap (here a row that
+/// claims a one-hour staleness, as an older release could write) gets the delete answered
+/// 503, never 204; once it is gone, the retried delete answers 404.
+#[test]
+fn postgres_a_delete_not_confirmed_by_every_node_is_never_a_204() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("unconfirmed");
+    let out = Command::new(binary())
+        .args(["check-config", "--database-url", url.as_str()])
+        .args(["--max-staleness", "31"])
+        .output()
+        .expect("check-config");
+    assert!(!out.status.success(), "{out:?}");
+    let svc = Service::start(&["--database-url", url.as_str()]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let (id, _token) = create_token(&svc, &admin, "doomed");
+    let mut db = pg.client("unconfirmed");
+    db.execute(
+        "INSERT INTO pa_auth_nodes (node_id, applied, seen_at, stale_after_ms) \
+         VALUES ('ghost', 0, clock_timestamp(), 3600000)",
+        &[],
+    )
+    .expect("ghost node");
+    // The delete waits out its one-minute cap: read with a longer timeout.
+    let answer = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(svc.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        write!(
+            s,
+            "DELETE /admin/api/tokens/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: {admin}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        answer
+    };
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("not every node"), "{answer}");
+    let audit = Req::get("/admin/api/audit?event=token.deleted")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .text();
+    assert!(audit.contains("not yet applied by ghost"), "{audit}");
+    db.execute("DELETE FROM pa_auth_nodes WHERE node_id = 'ghost'", &[])
+        .expect("ghost gone");
+    let r = Req::new("DELETE", &format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(svc.addr);
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
 /// A database of the first cluster release (schema 1, before the shared login throttle) is
 /// upgraded in place at start: its tokens kept, the new table added.
 #[test]
