@@ -1064,6 +1064,42 @@ fn postgres_tls_to_the_database_is_verified() {
     let (code, err) = start(&["--database-url", tls_url.as_str()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--database-ca"), "{err}");
+    // libpq's verify-full is understood (rustls always verifies the chain and host name).
+    let verify_full = format!("{url}?sslmode=verify-full");
+    let svc = Service::start(&[
+        "--database-url",
+        verify_full.as_str(),
+        "--database-ca",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(svc.log_shows("(TLS)"), "{}", svc.log_text());
+    drop(svc);
+    let (code, err) = start(&["--database-url", verify_full.as_str()]);
+    assert_eq!(code, Some(2), "verify-full needs a CA: {err}");
+    let disable = format!("{url}?sslmode=disable");
+    let (code, err) = start(&[
+        "--database-url",
+        disable.as_str(),
+        "--database-ca",
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sslmode=disable"), "{err}");
+    // Outside attack: with a CA but no sslmode (or "prefer"), a server that does not offer
+    // TLS got a plaintext session, logged as "(TLS)". A CA now means TLS or nothing.
+    let text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+    std::fs::write(&conf, text.replace("ssl = on", "ssl = off")).expect("ssl off");
+    pg.stop_server();
+    pg.start_server();
+    for plain in [url.clone(), format!("{url}?sslmode=prefer")] {
+        let (code, err) = start(&[
+            "--database-url",
+            plain.as_str(),
+            "--database-ca",
+            cert.to_str().unwrap(),
+        ]);
+        assert_ne!(code, Some(0), "{plain}: {err}");
+    }
 }
 
 /// Nodes started at once on an empty database make one first admin between them, and the

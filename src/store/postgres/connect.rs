@@ -42,10 +42,36 @@ impl DatabaseUrl {
     /// Parses a `postgres://` URL (or key=value string); `ca`: a PEM file of the CA(s) the
     /// server's certificate must chain to (TLS is used whenever it is given).
     pub fn parse(url: &str, ca: Option<&Path>) -> std::result::Result<DatabaseUrl, String> {
-        let mut config = postgres::Config::from_str(url).map_err(|e| {
+        // libpq's verify-ca / verify-full are what pa-auth always does with a CA (rustls
+        // verifies the chain and the host name); rust-postgres knows only "require".
+        let mut verify_asked = false;
+        let url = ["sslmode=verify-full", "sslmode=verify-ca"].iter().fold(
+            url.to_owned(),
+            |url, mode| {
+                if url.contains(mode) {
+                    verify_asked = true;
+                    url.replace(mode, "sslmode=require")
+                } else {
+                    url
+                }
+            },
+        );
+        let mut config = postgres::Config::from_str(&url).map_err(|e| {
             // The error never repeats the URL (it may hold a password).
             format!("--database-url is not a PostgreSQL connection URL: {e}")
         })?;
+        if config.get_hosts().iter().any(|h| match h {
+            Host::Tcp(h) => h.contains('@'),
+            Host::Unix(_) => false,
+        }) {
+            // `postgres://u:pa@ss@host/db`: the client splits at the first '@', and the rest of
+            // the password would be taken (and shown) as a host name.
+            return Err(
+                "--database-url has an '@' after the user's '@': percent-encode an '@' \
+                        in the password as %40"
+                    .into(),
+            );
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -67,11 +93,21 @@ impl DatabaseUrl {
             config.application_name("pa-auth");
         }
         let tls = match ca {
-            Some(ca) => Some(Arc::new(client_tls(ca)?)),
-            None if config.get_ssl_mode() == SslMode::Require => {
+            Some(_) if config.get_ssl_mode() == SslMode::Disable => {
+                return Err("--database-ca asks for TLS but --database-url says \
+                            sslmode=disable: drop one of them"
+                    .into())
+            }
+            Some(ca) => {
+                // With a CA, TLS is required (never libpq's "prefer": a server, or anyone in
+                // between, refusing TLS would get a plaintext session).
+                config.ssl_mode(SslMode::Require);
+                Some(Arc::new(client_tls(ca)?))
+            }
+            None if config.get_ssl_mode() == SslMode::Require || verify_asked => {
                 return Err(
-                    "--database-url asks for sslmode=require: give the CA that signed the \
-                     database's certificate with --database-ca"
+                    "--database-url asks for TLS (sslmode=require or verify-*): give the CA \
+                     that signed the database's certificate with --database-ca"
                         .into(),
                 )
             }
@@ -165,6 +201,15 @@ mod tests {
         );
         let err = DatabaseUrl::parse("postgres://pa:s3cret@db/x?nonsense=1", None).unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
+        // Outside attack: an unencoded '@' in the password put its rest in the "host" shown.
+        let err = DatabaseUrl::parse("postgres://pa:Pass@Word@Secret9@db/x", None).unwrap_err();
+        assert!(
+            err.contains("%40") && !err.contains("Word") && !err.contains("Secret9"),
+            "{err}"
+        );
+        let err =
+            DatabaseUrl::parse("postgres://pa:s3cret@db/x?sslmode=verify-full", None).unwrap_err();
+        assert!(err.contains("--database-ca"), "{err}");
     }
 
     /// A lost database host (no reset, no answer) held a node's connections for the kernel's
