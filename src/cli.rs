@@ -514,6 +514,8 @@ fn restore(r: &RestoreCommand) -> Result<()> {
 }
 
 /// One side of a migration, opened for it.
+/// One side of a migration. The source must hold pa-auth data (a mistyped path or URL is
+/// refused, and nothing is created there); no server may be using either side.
 fn open_side(
     data_dir: Option<&PathBuf>,
     url: Option<&str>,
@@ -521,7 +523,9 @@ fn open_side(
     which: &str,
 ) -> Result<std::sync::Arc<dyn crate::store::Store>> {
     use crate::store::postgres::{DatabaseUrl, PgOptions, PgStore};
+    let source = which == "from";
     match (data_dir, url) {
+        (Some(dir), None) if source => Ok(std::sync::Arc::new(open_existing(dir)?)),
         (Some(dir), None) => Ok(std::sync::Arc::new(SledStore::open(
             dir,
             &StoreOptions::default(),
@@ -536,10 +540,19 @@ fn open_side(
                 audit_failure_cap: u64::MAX,
                 max_staleness: std::time::Duration::from_secs(2),
                 serving: false,
+                create_schema: !source,
             };
             let store = PgStore::open(&url, &options);
             let _ = std::fs::remove_dir(&options.local_dir);
-            Ok(std::sync::Arc::new(store?))
+            let store = store?;
+            let serving = store.serving_nodes()?;
+            if !serving.is_empty() {
+                return Err(Error::Config(format!(
+                    "nodes are serving from the --{which} database ({}): stop them first",
+                    serving.join(", ")
+                )));
+            }
+            Ok(std::sync::Arc::new(store))
         }
         _ => Err(Error::Config(format!(
             "give the {which} side once: --{which}-data-dir DIR or --{which} postgres://…"

@@ -123,6 +123,7 @@ fn wait_for_stop(signals: &mut Signals, tls: Option<&TlsContext>, config: &Confi
 fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     if let Some(url) = &config.database {
         let options = PgOptions {
+            create_schema: true,
             local_dir: config.data_dir.clone(),
             audit_cap: config.audit_retention,
             audit_failure_cap: config.audit_failure_retention,

@@ -820,7 +820,9 @@ fn postgres_migrate_moves_a_site_in_and_back() {
             .status,
         200
     );
-    drop(node);
+    // A clean stop: the node leaves the database's list of serving nodes at once.
+    let mut node = node;
+    assert_eq!(node.signal_and_wait("TERM"), Some(0));
 
     let back = dir.path().join("back");
     let (code, err) = run(&[
@@ -836,6 +838,53 @@ fn postgres_migrate_moves_a_site_in_and_back() {
     let (code, err) = run(&["migrate", "--to", &url]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--from"), "{err}");
+    // Outside attack: a mistyped source "migrated and verified 0 tokens" (exit 0), creating
+    // an empty store at the typo and the schema in the target.
+    let typo = dir.path().join("typo");
+    let fresh = pg.database("fresh");
+    let (code, err) = run(&[
+        "migrate",
+        "--from-data-dir",
+        typo.to_str().unwrap(),
+        "--to",
+        &fresh,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no pa-auth data"), "{err}");
+    assert!(!typo.exists(), "nothing created at the typo");
+    let empty = pg.database("empty");
+    let (code, err) = run(&[
+        "migrate",
+        "--from",
+        &empty,
+        "--to-data-dir",
+        dir.path().join("nowhere").to_str().unwrap(),
+    ]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("no pa-auth"), "{err}");
+    for db in ["fresh", "empty"] {
+        let tables: i64 = pg
+            .client(db)
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pa_auth_%'",
+                &[],
+            )
+            .expect("tables")
+            .get(0);
+        assert_eq!(tables, 0, "{db}: nothing created");
+    }
+    // Nor may a migration run beside a node serving from the database.
+    let serving = Service::start(&["--database-url", url.as_str()]);
+    let (code, err) = run(&[
+        "migrate",
+        "--from",
+        &url,
+        "--to-data-dir",
+        dir.path().join("beside").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("serving"), "{err}");
+    drop(serving);
 }
 
 /// A console login on one node works on the next request that lands on another, and a

@@ -58,6 +58,8 @@ pub struct PgOptions {
     pub max_staleness: std::time::Duration,
     /// A serving node (records itself in `pa_auth_nodes`), not an offline command.
     pub serving: bool,
+    /// Create the schema in a database that has none (a source to read from must have it).
+    pub create_schema: bool,
 }
 
 /// The open PostgreSQL store.
@@ -87,12 +89,25 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// Nodes serving from this database now (heard from within their own --max-staleness):
+    /// what an offline command that needs the database to itself refuses to run beside.
+    pub fn serving_nodes(&self) -> Result<Vec<String>> {
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT node_id FROM pa_auth_nodes WHERE seen_at > clock_timestamp() - \
+                 make_interval(secs => (stale_after_ms + $1) / 1000.0)",
+                &[&MARGIN_MS],
+            )
+        })?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// Connects, takes the node lock, creates or checks the schema, and loads every token
     /// into the in-memory index.
     pub fn open(url: &DatabaseUrl, options: &PgOptions) -> Result<PgStore> {
         crate::store::create_private_dir(&options.local_dir)?;
         let mut first = url.connect()?;
-        schema::create_or_check(&mut first)?;
+        schema::create_or_check(&mut first, options.create_schema)?;
         // Nodes that crashed long ago (a clean stop removes its own row).
         first.execute(
             "DELETE FROM pa_auth_nodes WHERE seen_at < now() - interval '1 hour'",

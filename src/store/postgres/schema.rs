@@ -81,7 +81,9 @@ CREATE INDEX IF NOT EXISTS pa_auth_login_guesses_last ON pa_auth_login_guesses (
 ";
 
 /// Creates the schema on an empty database, or checks the version of an existing one.
-pub(super) fn create_or_check(client: &mut Client) -> Result<()> {
+/// `create`: false for a database that must already hold pa-auth data (a migration's
+/// source): one without the schema is refused, and nothing is created in it.
+pub(super) fn create_or_check(client: &mut Client, create: bool) -> Result<()> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
     let exists: bool = tx
@@ -121,6 +123,10 @@ pub(super) fn create_or_check(client: &mut Client) -> Result<()> {
                 )))
             }
         }
+    } else if !create {
+        return Err(Error::Config(
+            "the database holds no pa-auth data (no pa-auth schema): nothing was changed".into(),
+        ));
     } else {
         tx.batch_execute(CREATE)?;
         tx.execute(
