@@ -99,7 +99,7 @@ pub fn authenticate_admin(app: &App, req: &Request<'_>, now: i64) -> Result<Admi
     let service = &app.service;
     let admins = service.admins();
     if let Some(cookie) = req.header("cookie").and_then(session_cookie) {
-        if let Some(session) = admins.sessions().get(cookie, instant) {
+        if let Some(session) = admins.sessions().get(cookie, instant)? {
             if is_unsafe_method(req.method()) {
                 check_csrf(req, &session, app.public_url.as_ref())?;
             }

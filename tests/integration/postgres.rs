@@ -1283,6 +1283,22 @@ fn postgres_admin_requests_answer_503_while_the_database_is_down() {
     let svc = Service::start(&["--database-url", url.as_str(), "--max-staleness", "30"]);
     let admin = basic_auth("admin", &svc.initial_password());
     let (_, token) = create_token(&svc, &admin, "before");
+    let login = Req::new("POST", "/admin/api/session")
+        .json(&serde_json::json!({"username": "admin", "password": svc.initial_password()}))
+        .send(svc.addr);
+    assert_eq!(login.status, 200, "{}", login.text());
+    let cookie = login
+        .header("Set-Cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_owned();
+    let csrf = login.json()["csrfToken"].as_str().expect("csrf").to_owned();
+    let logout = || {
+        Req::new("DELETE", "/admin/api/session")
+            .header("Cookie", &cookie)
+            .header("X-CSRF-Token", &csrf)
+            .send(svc.addr)
+    };
     pg.stop_server();
     let r = Req::new("POST", "/admin/api/tokens")
         .header("Authorization", &admin)
@@ -1290,6 +1306,9 @@ fn postgres_admin_requests_answer_503_while_the_database_is_down() {
         .send(svc.addr);
     r.assert_error(503, "service_unavailable");
     assert!(r.header("Retry-After").is_some());
+    // Outside attack: a logout while the database was down answered 401 (the console took
+    // it as signed out) and the session lived on. Now an honest 503.
+    logout().assert_error(503, "service_unavailable");
     assert_eq!(verify(&svc, &token), 200, "within --max-staleness");
     pg.start_server();
     wait_for("admin again", || {
@@ -1299,6 +1318,11 @@ fn postgres_admin_requests_answer_503_while_the_database_is_down() {
             .status
             == 200
     });
+    assert_eq!(logout().status, 204);
+    let r = Req::get("/admin/api/session")
+        .header("Cookie", &cookie)
+        .send(svc.addr);
+    assert_eq!(r.status, 401, "signed out once the database could say so");
 }
 
 /// The password file the first node of a cluster left (whichever node made the admin).

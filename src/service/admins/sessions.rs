@@ -116,29 +116,29 @@ impl SessionStore {
     }
 
     /// The session for a cookie value, refreshed; `None` if unknown or expired. With a
-    /// shared store this asks it (a worker may wait; an event loop uses [`Self::peek`]).
-    pub fn get(&self, cookie: &str, now: Instant) -> Option<Session> {
+    /// shared store this asks it (a worker may wait; an event loop uses [`Self::peek`]); a
+    /// store that cannot answer is an error (503), never "no session": a logout answered
+    /// 401 then would leave the session alive.
+    pub fn get(&self, cookie: &str, now: Instant) -> crate::service::Result<Option<Session>> {
         if let Some(store) = &self.shared {
             let found = store.session(
                 &key(cookie),
                 crate::domain::time::now_unix_ms(),
                 ms(IDLE_TIMEOUT),
                 ms(ABSOLUTE_LIFETIME),
-            );
-            return match found {
-                Ok(found) => found.map(|s| Session {
-                    username: s.username,
-                    csrf_token: s.csrf_token,
-                    created: now,
-                    last_seen: now,
-                }),
-                Err(e) => {
-                    // Fail closed: no session is vouched for while the store cannot say.
-                    log::warn!("cannot read console sessions from the store ({e})");
-                    None
-                }
-            };
+            )?;
+            return Ok(found.map(|s| Session {
+                username: s.username,
+                csrf_token: s.csrf_token,
+                created: now,
+                last_seen: now,
+            }));
         }
+        Ok(self.local(cookie, now))
+    }
+
+    /// The session for a cookie value in this process's own memory, refreshed.
+    fn local(&self, cookie: &str, now: Instant) -> Option<Session> {
         let mut map = crate::sync::lock(&self.sessions);
         let k = key(cookie);
         let live = map.get(&k).is_some_and(|s| is_live(s, now));
@@ -155,7 +155,7 @@ impl SessionStore {
     pub fn peek(&self, cookie: &str, now: Instant) -> Peek {
         if self.shared.is_some() {
             Peek::Ask
-        } else if self.get(cookie, now).is_some() {
+        } else if self.local(cookie, now).is_some() {
             Peek::Live
         } else {
             Peek::Dead
@@ -209,14 +209,18 @@ mod tests {
         let store = SessionStore::default();
         let t0 = Instant::now();
         let (cookie, s) = store.create("admin", t0).unwrap();
-        assert_eq!(store.get(&cookie, t0).unwrap().csrf_token, s.csrf_token);
-        assert!(store.get("nope", t0).is_none());
+        assert_eq!(
+            store.get(&cookie, t0).unwrap().unwrap().csrf_token,
+            s.csrf_token
+        );
+        assert!(store.get("nope", t0).unwrap().is_none());
         assert!(store
             .get(&cookie, t0 + IDLE_TIMEOUT + Duration::from_secs(1))
+            .unwrap()
             .is_none());
         let (cookie, _) = store.create("admin", t0).unwrap();
         store.remove_user_sessions("admin", None).unwrap();
-        assert!(store.get(&cookie, t0).is_none());
+        assert!(store.get(&cookie, t0).unwrap().is_none());
     }
 
     #[test]
