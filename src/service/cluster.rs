@@ -59,6 +59,29 @@ impl PropagationHistogram {
     }
 }
 
+/// How often a node looks whether the initial admin password it holds was changed elsewhere.
+const TIDY_EVERY: Duration = Duration::from_secs(5);
+
+/// The node that made the first admin keeps its generated password in a file until that
+/// password is changed; changed through another node, the file here would outlive it. The
+/// password no longer works anywhere, but a file of it should not stay behind.
+fn remove_stale_initial_password(store: &dyn Store) {
+    let path = store
+        .data_dir()
+        .join(super::admins::passwords::INITIAL_PASSWORD_FILE);
+    if !path.exists() {
+        return;
+    }
+    if let Ok(Some(account)) = store.admin("admin") {
+        if !account.initial_password && std::fs::remove_file(&path).is_ok() {
+            log::info!(
+                "the initial admin password was changed on another node; removed {}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// This node's view of its own freshness, for the web layer and /metrics.
 #[derive(Debug)]
 pub struct Freshness {
@@ -104,6 +127,11 @@ impl Freshness {
         for &ms in &synced.propagation_ms {
             self.propagation.record(ms);
         }
+    }
+
+    /// When the last successful sync read the store's revision.
+    fn last_confirmed(&self) -> Instant {
+        self.started + Duration::from_millis(self.synced_at_ms.load(Ordering::Relaxed))
     }
 
     /// Time since the last successful sync.
@@ -152,7 +180,12 @@ impl Follower {
             .spawn(move || {
                 let mut last_warned: Option<Instant> = None;
                 let mut was_fresh = true;
+                let mut last_tidy = Instant::now();
                 while !flag.load(Ordering::Relaxed) {
+                    if last_tidy.elapsed() >= TIDY_EVERY {
+                        last_tidy = Instant::now();
+                        remove_stale_initial_password(&*store);
+                    }
                     let fresh = freshness.is_fresh();
                     if fresh != was_fresh {
                         if fresh {
@@ -171,7 +204,22 @@ impl Follower {
                         was_fresh = fresh;
                     }
                     match store.sync(POLL) {
-                        Ok(synced) => freshness.synced(synced),
+                        Ok(synced) => {
+                            // Stale and caught up again between two looks of this loop (a
+                            // paused or starved process): still said once.
+                            let gap = synced
+                                .confirmed_at
+                                .saturating_duration_since(freshness.last_confirmed());
+                            if was_fresh && gap > freshness.max_staleness {
+                                log::warn!(
+                                    "went {:.1} s without confirming the latest token changes (a \
+                                     paused or starved process?): token checks were answered \
+                                     503 meanwhile; caught up now",
+                                    gap.as_secs_f64()
+                                );
+                            }
+                            freshness.synced(synced);
+                        }
                         Err(e) => {
                             freshness.errors.fetch_add(1, Ordering::Relaxed);
                             if last_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
