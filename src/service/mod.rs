@@ -267,7 +267,11 @@ impl Service {
                 let stats = self
                     .store
                     .token_stats(now, &self.lifetime_policy)
-                    .unwrap_or_default();
+                    .unwrap_or_else(|e| {
+                        // Zeros on the scrape, and the reason in the log, not nowhere.
+                        log::error!("counting tokens for /metrics failed: {e}");
+                        TokenStats::default()
+                    });
                 *cached = Some((Instant::now(), stats));
                 stats
             }

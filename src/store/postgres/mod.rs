@@ -810,9 +810,9 @@ impl crate::store::Store for PgStore {
                         count(*) FILTER (WHERE $1 < expires_at AND expires_at - $1 <= 604800), \
                         count(*) FILTER (WHERE $1 < expires_at AND expires_at - $1 <= 2592000), \
                         count(*) FILTER (WHERE (expires_at IS NULL OR $1 < expires_at) AND ( \
-                            (expires_at IS NULL AND ($3 OR $2 >= 0)) \
-                            OR ($2 >= 0 AND expires_at > \
-                                (floor((floor(created_micros / 1000000.0) + $2 * 86400) / 86400) + 1) * 86400))) \
+                            (expires_at IS NULL AND ($3::bool OR $2::int8 >= 0)) \
+                            OR ($2::int8 >= 0 AND expires_at > \
+                                (floor((floor(created_micros / 1000000.0) + $2::int8 * 86400) / 86400) + 1) * 86400))) \
                  FROM pa_auth_tokens",
                 &[&now, &days, &policy.require_expiry],
             )
