@@ -52,6 +52,7 @@ pub fn validate_owner(raw: &str) -> Result<Option<String>, FieldError> {
         return Ok(None);
     }
     check_text("owner", "Owner", owner, MAX_OWNER_CHARS, false)?;
+    refuse_token("owner", "Owner", owner)?;
     Ok(Some(owner.to_owned()))
 }
 
@@ -71,6 +72,7 @@ pub fn validate_description(raw: &str) -> Result<Option<String>, FieldError> {
         MAX_DESCRIPTION_CHARS,
         true,
     )?;
+    refuse_token("description", "Description", description)?;
     Ok(Some(description.to_owned()))
 }
 
@@ -103,6 +105,28 @@ fn check_text(
         ));
     }
     Ok(())
+}
+
+/// Owners and descriptions are where a secret gets pasted ("replaces pa_…"); it would then
+/// sit in the store and every backup. Only a well-formed token is refused (no false positive
+/// on a long hash), and the message never echoes it.
+fn refuse_token(field: &str, label: &str, text: &str) -> Result<(), FieldError> {
+    if contains_token(text) {
+        return Err(FieldError::new(
+            field,
+            format!("{label} must not contain an API token (pa_…): a secret is never stored"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `text` contains a well-formed pa-auth token anywhere.
+fn contains_token(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let prefix = crate::domain::token::TOKEN_PREFIX.as_bytes();
+    bytes
+        .windows(crate::domain::token::TOKEN_LEN)
+        .any(|w| w.starts_with(prefix) && crate::domain::token::is_well_formed(w))
 }
 
 /// The case-insensitive form used for uniqueness.
@@ -228,6 +252,15 @@ mod tests {
         assert!(validate_description("nul\u{0}").is_err());
         assert!(validate_description("esc\u{1b}[2J").is_err());
         assert!(validate_description("evil\u{2066}x").is_err());
+        let secret = crate::domain::token::PlaintextToken::generate();
+        let pasted = format!("replaces {} from 2025", secret.expose_secret());
+        let e = validate_description(&pasted).unwrap_err();
+        assert!(!e.message.contains(secret.expose_secret()), "not echoed");
+        assert!(validate_owner(secret.expose_secret()).is_err());
+        assert!(
+            validate_description(&format!("commit {}", "a1".repeat(20))).is_ok(),
+            "a long hash is not a token"
+        );
         // The name's rules did not change.
         assert!(validate_name("a\tb").is_err());
         assert_eq!(

@@ -101,6 +101,13 @@ fn owner_and_description_are_created_edited_filtered_and_audited(store: &Store) 
     ] {
         assert_eq!(invalid_field(&admin.create(body)), field);
     }
+    // A secret pasted into the prose is refused, and not echoed back.
+    let r = admin.create(json!({"name": "x8", "description": format!("replaces {secret}")}));
+    assert_eq!(invalid_field(&r), "description");
+    assert!(!r.text().contains(&secret[3..]), "{}", r.text());
+    let r = admin.patch(&id, json!({"owner": secret}));
+    assert_eq!(invalid_field(&r), "owner");
+    assert!(!r.text().contains(&secret[3..]), "{}", r.text());
     let all = admin.send(Req::get("/admin/api/tokens")).json();
     assert_eq!(all["items"].as_array().unwrap().len(), 3, "nothing made");
 
