@@ -796,6 +796,59 @@ mod tests {
     }
 
     #[test]
+    fn racing_renames_to_one_name_leave_exactly_one_holder() {
+        let s = TempStore::new();
+        let ids: Vec<TokenId> = (0..8)
+            .map(|i| s.create_token(&format!("t{i}"), None, i).unwrap().1.id)
+            .collect();
+        for round in 0..10 {
+            let target = format!("Contested-{round}");
+            let won = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                for (i, id) in ids.iter().enumerate() {
+                    let (s, won, target) = (&s, &won, &target);
+                    scope.spawn(move || {
+                        let name = if i % 2 == 0 {
+                            target.to_uppercase()
+                        } else {
+                            target.clone()
+                        };
+                        let update = TokenUpdate {
+                            name: Some(name),
+                            ..TokenUpdate::default()
+                        };
+                        match s.update_token(*id, &update) {
+                            Ok(Some(_)) => {
+                                won.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Err(Error::NameTaken(_)) => {}
+                            other => panic!("{other:?}"),
+                        }
+                    });
+                }
+            });
+            assert_eq!(won.into_inner(), 1, "round {round}");
+            let holders = ids
+                .iter()
+                .filter(|id| {
+                    fold_name(&s.token_by_id(**id).unwrap().unwrap().name) == fold_name(&target)
+                })
+                .count();
+            assert_eq!(holders, 1, "round {round}");
+            // Every name in the name tree points at a token that has it.
+            assert_eq!(s.token_names.len(), ids.len());
+            for entry in s.token_names.iter() {
+                let (folded, id) = entry.unwrap();
+                let record = s
+                    .token_by_id(TokenId(id.as_ref().try_into().unwrap()))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(fold_name(&record.name).as_bytes(), folded.as_ref());
+            }
+        }
+    }
+
+    #[test]
     fn listing_by_owner_is_exact_ignoring_case_and_pages() {
         let s = TempStore::new();
         for i in 0..600 {
