@@ -460,7 +460,46 @@ fn offline_cli_sets_edits_and_lists_owners() {
     assert_eq!(code, 2);
     assert!(err.contains("--description"), "{err}");
 
-    // The audit log has the CLI's edit, without values.
+    // A backup carries owners and descriptions (format 2) and restores them elsewhere.
+    assert_eq!(
+        run_cli(
+            &[
+                "token",
+                "update",
+                &id,
+                "--description",
+                "exports, v2",
+                "--data-dir",
+                d
+            ],
+            None
+        )
+        .0,
+        0
+    );
+    let file = temp.path().join("owners.pab");
+    let f = file.to_str().unwrap();
+    let (code, _, err) = run_cli(&["backup", "--to", f, "--data-dir", d], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .starts_with("PA-AUTH-BACKUP 2 "));
+    let restored = temp.path().join("restored");
+    let r = restored.to_str().unwrap();
+    let (code, _, err) = run_cli(&["restore", "--from", f, "--data-dir", r], None);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run_cli(&["token", "list", "--json", "--data-dir", r], None);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let nightly = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(nightly["owner"], "team-data");
+    assert_eq!(nightly["description"], "exports, v2");
+
+    // The audit log has the CLI's edits, without values.
     let svc = crate::support::Service::start_in(&dir, &[]);
     let admin = Admin {
         addr: svc.addr,
@@ -468,9 +507,11 @@ fn offline_cli_sets_edits_and_lists_owners() {
     };
     let r = admin.send(Req::get("/admin/api/audit?event=token.updated"));
     let events = r.json()["items"].as_array().unwrap().clone();
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0]["actor"], "cli");
-    assert_eq!(events[0]["changed"], json!(["name", "description"]));
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["actor"], "cli");
+    assert_eq!(events[1]["changed"], json!(["name", "description"]));
+    assert_eq!(events[0]["changed"], json!(["description"]));
+    assert!(!r.text().contains("exports"), "{}", r.text());
     let r = Req::get("/auth/verify").bearer(&secret).send(svc.addr);
     assert_eq!(r.header("X-PA-Token-Name"), Some("nightly-export"));
 }
