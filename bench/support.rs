@@ -31,6 +31,8 @@ pub fn generate(dir: &Path, count: usize, keep: usize) -> (SledStore, Vec<String
                     name: format!("bench-{i:07}"),
                     created_micros: now_micros + i as i64,
                     expires_at: None,
+                    owner: None,
+                    description: None,
                 };
                 (secret.hash(), record)
             })

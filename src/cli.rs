@@ -1,5 +1,5 @@
-//! The command line: argh definitions for `serve`, the offline `token create | list | delete`
-//! and `admin set-password`, and the offline commands themselves. Offline commands take the
+//! The command line: argh definitions for `serve`, the offline `token create | list | update |
+//! delete` and `admin set-password`, and the offline commands themselves. Offline commands take the
 //! data-dir lock, so they refuse (exit 2) while a server holds it.
 
 use std::io::{BufRead, Write};
@@ -11,12 +11,16 @@ use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
 use crate::domain::audit::Actor;
 use crate::domain::time::{format_rfc3339, now_unix};
 use crate::domain::token::TokenId;
-use crate::domain::token_fields::{parse_expires_at, validate_name};
+use crate::domain::token_fields::{
+    parse_expires_at, validate_description, validate_name, validate_owner,
+};
 use crate::service::admins::passwords::validate_new_password;
 use crate::service::error::{Error, Result};
+use crate::service::tokens::NewToken;
 use crate::service::view::TokenView;
 use crate::service::Service;
 use crate::store::sled::{SledStore, StoreOptions};
+use crate::store::TokenUpdate;
 
 #[derive(FromArgs, Debug)]
 /// pa-auth: the API token service of Permission Assist.
@@ -164,6 +168,12 @@ macro_rules! serve_flags {
             /// with --database-url: keep verifying from this node's copy even when it cannot confirm the latest changes (a deleted token may then still be accepted; env PA_AUTH_SERVE_STALE=true)
             #[argh(switch)]
             pub serve_stale: bool,
+            /// days: refuse new tokens that would live longer (or never expire); existing ones are flagged in their view and counted in /metrics, never revoked (default 0: no limit; env PA_AUTH_MAX_TOKEN_LIFETIME)
+            #[argh(option)]
+            pub max_token_lifetime: Option<String>,
+            /// refuse new tokens without an expiry; existing ones are flagged, never revoked (env PA_AUTH_REQUIRE_EXPIRY=1|true)
+            #[argh(switch)]
+            pub require_expiry: bool,
         }
 
         impl $name {
@@ -192,6 +202,8 @@ macro_rules! serve_flags {
                     database_ca: self.database_ca.clone(),
                     max_staleness: self.max_staleness.clone(),
                     serve_stale: self.serve_stale,
+                    max_token_lifetime: self.max_token_lifetime.clone(),
+                    require_expiry: self.require_expiry,
                 }
             }
         }
@@ -223,6 +235,7 @@ pub struct TokenCommand {
 pub enum TokenAction {
     Create(TokenCreate),
     List(TokenList),
+    Update(TokenUpdateCommand),
     Delete(TokenDelete),
 }
 
@@ -236,6 +249,33 @@ pub struct TokenCreate {
     /// expiry: YYYY-MM-DD (works through that day, UTC) or RFC 3339 date-time
     #[argh(option)]
     pub expires: Option<String>,
+    /// who the token is for, e.g. a team or an e-mail address (at most 200 characters)
+    #[argh(option)]
+    pub owner: Option<String>,
+    /// what the token is for (at most 500 characters)
+    #[argh(option)]
+    pub description: Option<String>,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Edit a token's name, owner or description (never its secret or expiry).
+#[argh(subcommand, name = "update")]
+pub struct TokenUpdateCommand {
+    /// the token's id (UUID)
+    #[argh(positional)]
+    pub id: String,
+    /// new name (1..100 characters, unique ignoring case)
+    #[argh(option)]
+    pub name: Option<String>,
+    /// new owner; an empty value removes it
+    #[argh(option)]
+    pub owner: Option<String>,
+    /// new description; an empty value removes it
+    #[argh(option)]
+    pub description: Option<String>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -343,6 +383,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Token(t)) => match t.action {
             TokenAction::Create(c) => token_create(&c),
             TokenAction::List(l) => token_list(&l),
+            TokenAction::Update(u) => token_update(&u),
             TokenAction::Delete(d) => token_delete(&d),
         },
         Some(Command::Admin(a)) => match a.action {
@@ -360,11 +401,31 @@ fn token_create(c: &TokenCreate) -> Result<()> {
         validate_name(&c.name).map_err(|e| Error::Config(format!("--name: {}", e.message)))?;
     let expires = parse_expires_at(c.expires.as_deref(), now)
         .map_err(|e| Error::Config(format!("--expires: {}", e.message)))?;
+    let owner = c
+        .owner
+        .as_deref()
+        .map(validate_owner)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--owner: {}", e.message)))?
+        .flatten();
+    let description = c
+        .description
+        .as_deref()
+        .map(validate_description)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--description: {}", e.message)))?
+        .flatten();
     let service = offline(SledStore::open(
         &data_dir_or_default(&c.data_dir),
         &StoreOptions::default(),
     )?);
-    let (secret, record) = service.create_token(&Actor::cli(), &name, expires, now)?;
+    let new = NewToken {
+        name,
+        expires_at: expires,
+        owner,
+        description,
+    };
+    let (secret, record) = service.create_token(&Actor::cli(), &new, now)?;
     service.store().flush()?;
     eprintln!(
         "created token {} \"{}\" (expires {}); the secret below is shown once",
@@ -382,9 +443,9 @@ fn token_list(l: &TokenList) -> Result<()> {
     let mut views = Vec::new();
     let mut cursor = None;
     loop {
-        let page = service.list_tokens(1000, cursor.as_ref())?;
+        let page = service.list_tokens(1000, cursor.as_ref(), None)?;
         for (r, used) in &page.items {
-            views.push(TokenView::new(r, *used, now));
+            views.push(TokenView::new(r, *used, now, service.lifetime_policy()));
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -400,15 +461,16 @@ fn token_list(l: &TokenList) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<36}  {:<24}  {:<20}  {:<20}  {:<20}  STATUS",
-        "ID", "NAME", "CREATED", "EXPIRES", "LAST USED"
+        "{:<36}  {:<24}  {:<24}  {:<20}  {:<20}  {:<20}  STATUS",
+        "ID", "NAME", "OWNER", "CREATED", "EXPIRES", "LAST USED"
     )?;
     for v in views {
         writeln!(
             out,
-            "{:<36}  {:<24}  {:<20}  {:<20}  {:<20}  {}",
+            "{:<36}  {:<24}  {:<24}  {:<20}  {:<20}  {:<20}  {}",
             v.id,
             v.name.escape_debug().to_string(),
+            v.owner.as_deref().unwrap_or("-").escape_debug().to_string(),
             v.created_at,
             v.expires_at.unwrap_or_else(|| "never".into()),
             v.last_used_at.unwrap_or_else(|| "never".into()),
@@ -416,6 +478,58 @@ fn token_list(l: &TokenList) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn token_update(u: &TokenUpdateCommand) -> Result<()> {
+    let id = TokenId::parse(&u.id)
+        .ok_or_else(|| Error::Config(format!("not a token id: {:?}", u.id)))?;
+    let name = u
+        .name
+        .as_deref()
+        .map(validate_name)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--name: {}", e.message)))?;
+    let owner = u
+        .owner
+        .as_deref()
+        .map(validate_owner)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--owner: {}", e.message)))?;
+    let description = u
+        .description
+        .as_deref()
+        .map(validate_description)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--description: {}", e.message)))?;
+    if name.is_none() && owner.is_none() && description.is_none() {
+        return Err(Error::Config(
+            "nothing to change: give --name, --owner or --description".into(),
+        ));
+    }
+    let update = TokenUpdate {
+        name,
+        owner,
+        description,
+    };
+    let service = offline(open_existing(&data_dir_or_default(&u.data_dir))?);
+    match service.update_token(&Actor::cli(), id, &update, now_unix()) {
+        Ok(updated) => {
+            service.store().flush()?;
+            let changed = updated.before.changed_by(&update);
+            eprintln!(
+                "updated token {id} \"{}\": {}",
+                updated.after.name.escape_debug(),
+                if changed.is_empty() {
+                    "nothing changed".to_owned()
+                } else {
+                    format!("changed {}", changed.join(", "))
+                }
+            );
+            Ok(())
+        }
+        Err(Error::NotFound) => Err(Error::Internal(format!("no token with id {id}"))),
+        Err(e) => Err(e),
+    }
 }
 
 fn token_delete(d: &TokenDelete) -> Result<()> {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::http::{ServerConfig, TrustedProxies};
 use crate::logging::{Level, LogFormat};
 use crate::service::error::{Error, Result};
@@ -42,6 +43,8 @@ pub struct ServeArgs {
     pub database_ca: Option<PathBuf>,
     pub max_staleness: Option<String>,
     pub serve_stale: bool,
+    pub max_token_lifetime: Option<String>,
+    pub require_expiry: bool,
 }
 
 /// Certificate and key files for HTTPS.
@@ -78,7 +81,12 @@ pub struct Config {
     pub max_staleness: Duration,
     /// With a database: verify from this node's copy even when it is stale (opt-in).
     pub serve_stale: bool,
+    /// `--max-token-lifetime`, `--require-expiry`.
+    pub lifetime_policy: LifetimePolicy,
 }
+
+/// Longest `--max-token-lifetime`, in days (100 years).
+const MAX_TOKEN_LIFETIME_DAYS: u32 = 36_500;
 
 /// Reads an environment variable through a lookup function (tests pass their own).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -227,6 +235,26 @@ impl Config {
         // never longer than a minute, so a larger value could let a 204 go out while a
         // paused node might still accept the token.
         let max_staleness = number(pick(&args.max_staleness, env, "MAX_STALENESS"), 2, 1, 30)?;
+        let max_token_lifetime = number(
+            pick(&args.max_token_lifetime, env, "MAX_TOKEN_LIFETIME"),
+            0u32,
+            0,
+            MAX_TOKEN_LIFETIME_DAYS,
+        )?;
+        // A security switch: a value that is neither on nor off is refused, not read as off.
+        let require_expiry = args.require_expiry
+            || match env("PA_AUTH_REQUIRE_EXPIRY") {
+                None => false,
+                Some(v) => match v.trim() {
+                    "1" | "true" => true,
+                    "0" | "false" | "" => false,
+                    other => {
+                        return Err(Error::Config(format!(
+                            "PA_AUTH_REQUIRE_EXPIRY: expected 1, true, 0 or false, got {other:?}"
+                        )))
+                    }
+                },
+            };
         let last_used_resolution = number(
             pick(&args.last_used_resolution, env, "LAST_USED_RESOLUTION"),
             1u64,
@@ -265,6 +293,10 @@ impl Config {
             max_staleness: Duration::from_secs(max_staleness),
             serve_stale: args.serve_stale
                 || env("PA_AUTH_SERVE_STALE").is_some_and(|v| matches!(v.trim(), "1" | "true")),
+            lifetime_policy: LifetimePolicy {
+                max_lifetime_days: (max_token_lifetime > 0).then_some(max_token_lifetime),
+                require_expiry,
+            },
             tls,
             log_format,
             log_level,
@@ -289,7 +321,7 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s (last-used resolution {} s), header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, store {}, logs {:?}/{:?}",
+            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s (last-used resolution {} s), header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, store {}, token lifetime {}, logs {:?}/{:?}",
             if self.tls.is_some() { "https" } else { "http" },
             self.listen,
             self.data_dir.display(),
@@ -308,6 +340,14 @@ impl Config {
             self.database
                 .as_ref()
                 .map_or("embedded (sled)", DatabaseUrl::describe),
+            match (
+                self.lifetime_policy.max_lifetime_days,
+                self.lifetime_policy.require_expiry
+            ) {
+                (Some(days), _) => format!("at most {days} days"),
+                (None, true) => "expiry required".to_owned(),
+                (None, false) => "unlimited".to_owned(),
+            },
             self.log_format,
             self.log_level,
         )
@@ -479,6 +519,47 @@ mod tests {
                 .event_loops,
             3
         );
+    }
+
+    #[test]
+    fn lifetime_policy_from_flags_and_env() {
+        let no_env = |_: &str| None;
+        let c = Config::from_args(&ServeArgs::default(), &no_env).unwrap();
+        assert_eq!(c.lifetime_policy, LifetimePolicy::default());
+        let c = Config::from_args(
+            &ServeArgs {
+                max_token_lifetime: Some("90".into()),
+                require_expiry: true,
+                ..ServeArgs::default()
+            },
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.lifetime_policy.max_lifetime_days, Some(90));
+        assert!(c.lifetime_policy.require_expiry);
+        assert!(c.describe().contains("at most 90 days"), "{}", c.describe());
+        let env = |k: &str| match k {
+            "PA_AUTH_MAX_TOKEN_LIFETIME" => Some("0".to_string()),
+            "PA_AUTH_REQUIRE_EXPIRY" => Some("true".to_string()),
+            _ => None,
+        };
+        let c = Config::from_args(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(c.lifetime_policy.max_lifetime_days, None, "0 = off");
+        assert!(c.lifetime_policy.require_expiry);
+        let typo = |k: &str| (k == "PA_AUTH_REQUIRE_EXPIRY").then(|| "yes".to_string());
+        let e = Config::from_args(&ServeArgs::default(), &typo).unwrap_err();
+        assert!(e.to_string().contains("PA_AUTH_REQUIRE_EXPIRY"), "{e}");
+        for bad in ["-1", "36501", "ninety"] {
+            let e = Config::from_args(
+                &ServeArgs {
+                    max_token_lifetime: Some(bad.into()),
+                    ..ServeArgs::default()
+                },
+                &no_env,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("--max-token-lifetime"), "{e}");
+        }
     }
 
     #[test]

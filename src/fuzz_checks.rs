@@ -4,7 +4,10 @@
 //! without a nightly toolchain.
 
 use crate::domain::token::{is_well_formed, PlaintextToken, RANDOM_LEN, TOKEN_LEN};
-use crate::domain::token_fields::{parse_expires_at, validate_name, MAX_NAME_CHARS};
+use crate::domain::token_fields::{
+    parse_expires_at, validate_description, validate_name, validate_owner, MAX_DESCRIPTION_CHARS,
+    MAX_NAME_CHARS, MAX_OWNER_CHARS,
+};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{parse_request_head, Framing, HeadLimits};
 use crate::service::auth::bearer_header::{
@@ -226,6 +229,33 @@ pub fn check_admin_json(data: &[u8]) {
             assert!(at > 1_796_000_000);
         }
     }
+    // Owners and descriptions (create and PATCH bodies): whatever is accepted is trimmed,
+    // non-empty, within its length, without bidi or zero-width characters and without a
+    // well-formed token; an owner is one line.
+    if let Ok(o) = parse_object(ct, data, &["name", "owner", "description"]) {
+        for (field, max, multiline) in [
+            ("owner", MAX_OWNER_CHARS, false),
+            ("description", MAX_DESCRIPTION_CHARS, true),
+        ] {
+            let Ok(Some(Some(raw))) = o.patch_str(field) else {
+                continue;
+            };
+            let checked = if multiline {
+                validate_description(raw)
+            } else {
+                validate_owner(raw)
+            };
+            if let Ok(Some(text)) = checked {
+                assert!(!text.is_empty() && text.chars().count() <= max);
+                assert_eq!(text.trim(), text);
+                assert!(text
+                    .chars()
+                    .all(|c| !c.is_control() || (multiline && matches!(c, '\n' | '\r' | '\t'))));
+                assert!(!text.contains('\u{202E}') && !text.contains('\u{200B}'));
+                assert!(!text.as_bytes().windows(TOKEN_LEN).any(is_well_formed));
+            }
+        }
+    }
     for fields in [
         &["username", "password"][..],
         &["currentPassword", "newPassword"][..],
@@ -302,5 +332,11 @@ mod tests {
         check_bearer_header(b"  BEARER   a.b~c  ");
         check_token_format(&[7u8; 42]);
         check_admin_json(br#"{"name":" x ","expiresAt":"2030-01-01"}"#);
+        check_admin_json(br#"{"owner":" team-a ","description":"line\nline\t"}"#);
+        check_admin_json(br#"{"owner":null,"description":"evil\u202e"}"#);
+        let secret = PlaintextToken::generate();
+        check_admin_json(
+            format!(r#"{{"description":"was {}"}}"#, secret.expose_secret()).as_bytes(),
+        );
     }
 }

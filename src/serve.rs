@@ -38,11 +38,14 @@ pub fn serve(config: &Config) -> Result<()> {
         None => None,
     };
     let store = open_store(config)?;
-    let service = Arc::new(Service::with_max_staleness(
-        Arc::clone(&store),
-        config.argon2_slots,
-        config.max_staleness,
-    ));
+    let service = Arc::new(
+        Service::with_max_staleness(
+            Arc::clone(&store),
+            config.argon2_slots,
+            config.max_staleness,
+        )
+        .with_lifetime_policy(config.lifetime_policy),
+    );
     service.bootstrap_admin()?;
     if config.serve_stale {
         service.serve_stale();

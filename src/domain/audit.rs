@@ -11,6 +11,8 @@ pub enum AuditKind {
     ServerStopped,
     TokenCreated,
     TokenDeleted,
+    /// Name, owner or description edited (`PATCH /admin/api/tokens/{id}`, `token update`).
+    TokenUpdated,
     TokenLookup,
     AdminLogin,
     AdminPasswordChanged,
@@ -30,11 +32,12 @@ pub enum AuditClass {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 11] = [
+    pub const ALL: [AuditKind; 12] = [
         AuditKind::ServerStarted,
         AuditKind::ServerStopped,
         AuditKind::TokenCreated,
         AuditKind::TokenDeleted,
+        AuditKind::TokenUpdated,
         AuditKind::TokenLookup,
         AuditKind::AdminLogin,
         AuditKind::AdminPasswordChanged,
@@ -51,6 +54,7 @@ impl AuditKind {
             AuditKind::ServerStopped => "server.stopped",
             AuditKind::TokenCreated => "token.created",
             AuditKind::TokenDeleted => "token.deleted",
+            AuditKind::TokenUpdated => "token.updated",
             AuditKind::TokenLookup => "token.lookup",
             AuditKind::AdminLogin => "admin.login",
             AuditKind::AdminPasswordChanged => "admin.password_changed",
@@ -71,6 +75,7 @@ impl AuditKind {
             | AuditKind::ServerStopped
             | AuditKind::TokenCreated
             | AuditKind::TokenDeleted
+            | AuditKind::TokenUpdated
             | AuditKind::TokenLookup
             | AuditKind::AdminLogin
             | AuditKind::AdminPasswordChanged
@@ -119,6 +124,10 @@ pub struct AuditEvent {
     /// For aggregated events (`auth.failed`): how many in the interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// For `token.updated`: which fields changed (`name`, `owner`, `description`), never
+    /// their values: the event stays bounded and one line whatever an admin typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Vec<String>>,
 }
 
 impl AuditEvent {

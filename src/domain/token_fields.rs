@@ -1,7 +1,9 @@
-//! Validation of what an admin supplies for a new token, shared by the admin API and the CLI:
+//! Validation of what an admin supplies for a token, shared by the admin API and the CLI:
 //! the name (trimmed, 1..100 characters, no control, bidi or zero-width characters, unique
-//! ignoring case) and `expiresAt` (a `YYYY-MM-DD` date meaning "through that day, UTC", or an
-//! RFC 3339 date-time with offset; in the future; stored as whole UTC seconds).
+//! ignoring case), the optional `owner` (≤ 200 characters) and `description` (≤ 500
+//! characters) under the same text rules except that a description may hold line breaks,
+//! and `expiresAt` (a `YYYY-MM-DD` date meaning "through that day, UTC", or an RFC 3339
+//! date-time with offset; in the future; stored as whole UTC seconds).
 
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
@@ -27,31 +29,104 @@ impl FieldError {
 /// Longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 
+/// Longest owner, in characters.
+pub const MAX_OWNER_CHARS: usize = 200;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
 /// Returns the trimmed name, or why it is refused.
 pub fn validate_name(raw: &str) -> Result<String, FieldError> {
     let name = raw.trim();
     if name.is_empty() {
         return Err(FieldError::new("name", "Name is required"));
     }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(FieldError::new(
-            "name",
-            format!("Name must be at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            "name",
-            "Name must not contain control characters",
-        ));
-    }
-    if name.chars().any(is_invisible_or_bidi) {
-        return Err(FieldError::new(
-            "name",
-            "Name must not contain bidirectional-override or zero-width characters",
-        ));
-    }
+    check_text("name", "Name", name, MAX_NAME_CHARS, false)?;
     Ok(name.to_owned())
+}
+
+/// Returns the trimmed owner (a team, an e-mail address: free text), `None` when it is
+/// empty after trimming (an empty owner is no owner), or why it is refused.
+pub fn validate_owner(raw: &str) -> Result<Option<String>, FieldError> {
+    let owner = raw.trim();
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    check_text("owner", "Owner", owner, MAX_OWNER_CHARS, false)?;
+    refuse_token("owner", "Owner", owner)?;
+    Ok(Some(owner.to_owned()))
+}
+
+/// Returns the trimmed description, `None` when it is empty after trimming, or why it is
+/// refused. Line breaks (`\n`, `\r\n`) and tabs are kept: a description is prose. Everything
+/// that writes one into a single line (logs, the audit log, headers) never does: the audit
+/// log records that it changed, not what it says.
+pub fn validate_description(raw: &str) -> Result<Option<String>, FieldError> {
+    let description = raw.trim();
+    if description.is_empty() {
+        return Ok(None);
+    }
+    check_text(
+        "description",
+        "Description",
+        description,
+        MAX_DESCRIPTION_CHARS,
+        true,
+    )?;
+    refuse_token("description", "Description", description)?;
+    Ok(Some(description.to_owned()))
+}
+
+/// The rules every free-text field shares: at most `max` characters (not bytes), no control
+/// characters (but line breaks and tabs when `multiline`), no bidi or zero-width characters.
+fn check_text(
+    field: &str,
+    label: &str,
+    text: &str,
+    max: usize,
+    multiline: bool,
+) -> Result<(), FieldError> {
+    if text.chars().count() > max {
+        return Err(FieldError::new(
+            field,
+            format!("{label} must be at most {max} characters"),
+        ));
+    }
+    let allowed = |c: char| multiline && matches!(c, '\n' | '\r' | '\t');
+    if text.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(FieldError::new(
+            field,
+            format!("{label} must not contain control characters"),
+        ));
+    }
+    if text.chars().any(is_invisible_or_bidi) {
+        return Err(FieldError::new(
+            field,
+            format!("{label} must not contain bidirectional-override or zero-width characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Owners and descriptions are where a secret gets pasted ("replaces pa_…"); it would then
+/// sit in the store and every backup. Only a well-formed token is refused (no false positive
+/// on a long hash), and the message never echoes it.
+fn refuse_token(field: &str, label: &str, text: &str) -> Result<(), FieldError> {
+    if contains_token(text) {
+        return Err(FieldError::new(
+            field,
+            format!("{label} must not contain an API token (pa_…): a secret is never stored"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `text` contains a well-formed pa-auth token anywhere.
+fn contains_token(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let prefix = crate::domain::token::TOKEN_PREFIX.as_bytes();
+    bytes
+        .windows(crate::domain::token::TOKEN_LEN)
+        .any(|w| w.starts_with(prefix) && crate::domain::token::is_well_formed(w))
 }
 
 /// The case-insensitive form used for uniqueness.
@@ -149,6 +224,49 @@ mod tests {
             "rendered as text, kept"
         );
         assert_eq!(fold_name("CI Deploy"), fold_name("ci deploy"));
+    }
+
+    #[test]
+    fn owners_and_descriptions_follow_the_name_rules() {
+        assert_eq!(
+            validate_owner("  team-payments@example.com ").unwrap(),
+            Some("team-payments@example.com".into())
+        );
+        assert_eq!(validate_owner("   ").unwrap(), None, "blank is no owner");
+        assert!(validate_owner(&"é".repeat(200)).unwrap().is_some());
+        assert_eq!(validate_owner(&"x".repeat(201)).unwrap_err().field, "owner");
+        assert!(validate_owner("a\nb").is_err(), "an owner is one line");
+        assert!(validate_owner("ops\u{202E}moc.live").is_err());
+        assert!(validate_owner("ops\u{200B}").is_err());
+
+        assert_eq!(
+            validate_description(" rotates nightly\nowned by CI \t").unwrap(),
+            Some("rotates nightly\nowned by CI".into())
+        );
+        assert_eq!(validate_description("").unwrap(), None);
+        assert!(validate_description(&"x".repeat(500)).is_ok());
+        let long = validate_description(&"x".repeat(501)).unwrap_err();
+        assert_eq!(long.field, "description");
+        assert!(long.message.contains("500"), "{}", long.message);
+        assert!(validate_description("bell\u{7}").is_err());
+        assert!(validate_description("nul\u{0}").is_err());
+        assert!(validate_description("esc\u{1b}[2J").is_err());
+        assert!(validate_description("evil\u{2066}x").is_err());
+        let secret = crate::domain::token::PlaintextToken::generate();
+        let pasted = format!("replaces {} from 2025", secret.expose_secret());
+        let e = validate_description(&pasted).unwrap_err();
+        assert!(!e.message.contains(secret.expose_secret()), "not echoed");
+        assert!(validate_owner(secret.expose_secret()).is_err());
+        assert!(
+            validate_description(&format!("commit {}", "a1".repeat(20))).is_ok(),
+            "a long hash is not a token"
+        );
+        // The name's rules did not change.
+        assert!(validate_name("a\tb").is_err());
+        assert_eq!(
+            validate_name(&"x".repeat(101)).unwrap_err().message,
+            "Name must be at most 100 characters"
+        );
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!
 //! A restore verifies the magic, the version and the checksum before it parses a single
 //! record, and writes nothing unless all of the file is good.
+//!
+//! Versions: 2 added a token's `owner` and `description` (each absent when the token has
+//! none). A backup is written as version 1 when no token has either, so releases that read
+//! only version 1 still restore it; as version 2 otherwise, which those releases refuse by
+//! its version rather than by an unknown field. Both versions are read.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +29,10 @@ use crate::service::error::{Error, Result};
 use crate::store::{AdminAccount, Store, TokenRecord};
 
 const MAGIC: &str = "PA-AUTH-BACKUP";
-const FORMAT_VERSION: u32 = 1;
+/// Written when some token has an owner or a description; read, with version 1.
+const FORMAT_VERSION: u32 = 2;
+/// Written when no token has an owner or a description.
+const FORMAT_VERSION_WITHOUT_PURPOSE: u32 = 1;
 const CHECKSUM_PREFIX: &str = "BLAKE3 ";
 
 #[derive(Serialize, Deserialize)]
@@ -38,6 +46,10 @@ enum Line {
         created_micros: i64,
         expires_at: Option<i64>,
         last_used: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     Admin {
@@ -59,8 +71,17 @@ pub struct BackupSummary {
 /// Serialises the whole store. The caller makes it consistent (the server holds its
 /// mutation gate; offline, the data-dir lock is enough).
 pub fn write_backup(store: &dyn Store, now: i64) -> Result<(Vec<u8>, BackupSummary)> {
+    let tokens = store.export_tokens()?;
+    let version = if tokens
+        .iter()
+        .any(|t| t.record.owner.is_some() || t.record.description.is_some())
+    {
+        FORMAT_VERSION
+    } else {
+        FORMAT_VERSION_WITHOUT_PURPOSE
+    };
     let mut out = format!(
-        "{MAGIC} {FORMAT_VERSION} {}\n",
+        "{MAGIC} {version} {}\n",
         crate::domain::time::format_rfc3339(now)
     )
     .into_bytes();
@@ -70,7 +91,7 @@ pub fn write_backup(store: &dyn Store, now: i64) -> Result<(Vec<u8>, BackupSumma
         out.push(b'\n');
         Ok(())
     };
-    for t in store.export_tokens()? {
+    for t in tokens {
         push(
             &Line::Token {
                 hash: t.hash.to_hex(),
@@ -79,6 +100,8 @@ pub fn write_backup(store: &dyn Store, now: i64) -> Result<(Vec<u8>, BackupSumma
                 created_micros: t.record.created_micros,
                 expires_at: t.record.expires_at,
                 last_used: t.last_used,
+                owner: t.record.owner,
+                description: t.record.description,
             },
             &mut out,
         )?;
@@ -150,7 +173,7 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
         return Err(damaged("missing header"));
     }
     match parts.next().and_then(|v| v.parse::<u32>().ok()) {
-        Some(FORMAT_VERSION) => {}
+        Some(FORMAT_VERSION | FORMAT_VERSION_WITHOUT_PURPOSE) => {}
         Some(v) => {
             return Err(Error::Config(format!(
             "backup format version {v} is not supported by this pa-auth (reads {FORMAT_VERSION})"
@@ -174,6 +197,8 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
                 created_micros,
                 expires_at,
                 last_used,
+                owner,
+                description,
             } => {
                 let hash = TokenHash::from_hex(&hash).ok_or_else(|| damaged("token hash"))?;
                 let id = TokenId::parse(&id).ok_or_else(|| damaged("token id"))?;
@@ -184,6 +209,8 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
                         name,
                         created_micros,
                         expires_at,
+                        owner,
+                        description,
                     },
                     last_used,
                 ));
@@ -267,6 +294,40 @@ mod tests {
         assert!(read_backup(&bytes[..bytes.len() - 10]).is_err());
         assert!(read_backup(b"").is_err());
         assert!(read_backup(b"hello\nBLAKE3 00\n").is_err());
+    }
+
+    /// Owners and descriptions survive a backup and restore; a backup without any is still
+    /// written as version 1 (what older releases read), and a version 1 token line without
+    /// the fields restores as a token without them.
+    #[test]
+    fn owners_and_descriptions_round_trip_and_old_backups_restore() {
+        let a = TempStore::new();
+        let (_, plain) = a.create_token("plain", None, 1).unwrap();
+        let (bytes, _) = write_backup(&*a, 100).unwrap();
+        assert!(bytes.starts_with(b"PA-AUTH-BACKUP 1 "));
+        assert!(!String::from_utf8_lossy(&bytes).contains("owner"));
+
+        let (_, owned) = a
+            .create_token_with("owned", None, Some("team-a"), Some("line one\nline two"), 2)
+            .unwrap();
+        let (bytes, _) = write_backup(&*a, 100).unwrap();
+        assert!(bytes.starts_with(b"PA-AUTH-BACKUP 2 "));
+        let b = TempStore::new();
+        restore(&*b, read_backup(&bytes).unwrap()).unwrap();
+        let restored = b.token_by_id(owned.id).unwrap().unwrap();
+        assert_eq!(restored, owned);
+        assert_eq!(b.token_by_id(plain.id).unwrap().unwrap(), plain);
+
+        let id = TokenId::generate();
+        let body = format!(
+            "PA-AUTH-BACKUP 1 2026-11-30T09:00:00Z\n{{\"type\":\"token\",\"hash\":\"{}\",\"id\":\"{id}\",\"name\":\"old\",\"createdMicros\":5,\"expiresAt\":null,\"lastUsed\":null}}\n",
+            crate::domain::token::PlaintextToken::generate().hash().to_hex()
+        );
+        let old = format!("{body}BLAKE3 {}\n", blake3::hash(body.as_bytes()).to_hex());
+        let c = TempStore::new();
+        restore(&*c, read_backup(old.as_bytes()).unwrap()).unwrap();
+        let record = c.token_by_id(id).unwrap().unwrap();
+        assert_eq!((record.owner, record.description), (None, None));
     }
 
     /// A backup written before the audit log had two trees (same format, every event in

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::domain::audit::Actor;
 use crate::domain::audit::AuditEvent;
+use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::domain::token::TokenId;
 use crate::store::{Store, TokenStats};
 use admins::Admins;
@@ -46,6 +47,9 @@ pub struct Service {
     /// Whether other nodes share the store (cluster mode), and how fresh this node is.
     shared: bool,
     freshness: Arc<cluster::Freshness>,
+    /// `--max-token-lifetime` and `--require-expiry`: what a new token must satisfy, and
+    /// which existing ones are flagged (never revoked).
+    lifetime_policy: LifetimePolicy,
 }
 
 impl Service {
@@ -87,7 +91,19 @@ impl Service {
             admins: Admins::new(argon2_slots, shared_sessions),
             mutation_gate: RwLock::new(()),
             token_stats: Mutex::new(None),
+            lifetime_policy: LifetimePolicy::default(),
         }
+    }
+
+    /// This service with a token lifetime policy (the default is none).
+    pub fn with_lifetime_policy(mut self, policy: LifetimePolicy) -> Service {
+        self.lifetime_policy = policy;
+        self
+    }
+
+    /// The token lifetime policy in force.
+    pub fn lifetime_policy(&self) -> &LifetimePolicy {
+        &self.lifetime_policy
     }
 
     /// The store, for what is not a use-case of its own (start-up, shutdown, messages).
@@ -248,7 +264,14 @@ impl Service {
         match *cached {
             Some((at, stats)) if at.elapsed() < Duration::from_secs(30) => stats,
             _ => {
-                let stats = self.store.token_stats(now).unwrap_or_default();
+                let stats = self
+                    .store
+                    .token_stats(now, &self.lifetime_policy)
+                    .unwrap_or_else(|e| {
+                        // Zeros on the scrape, and the reason in the log, not nowhere.
+                        log::error!("counting tokens for /metrics failed: {e}");
+                        TokenStats::default()
+                    });
                 *cached = Some((Instant::now(), stats));
                 stats
             }

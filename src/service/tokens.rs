@@ -1,12 +1,13 @@
 //! Token use-cases, one implementation for the admin API, the console and the CLI: create
-//! (durable before it returns), delete (gone from the store, the index and the last-used
-//! tracker before it returns), read, list, look up a leaked secret, and the backup gate that
-//! keeps every change out of a snapshot being taken. Each change is audited here.
+//! (within the lifetime policy; durable before it returns), edit the name, owner or
+//! description, delete (gone from the store, the index and the last-used tracker before it
+//! returns), read, list (optionally by owner), look up a leaked secret, and the backup gate
+//! that keeps every change out of a snapshot being taken. Each change is audited here.
 
 use super::{Actor, Error, Result, Service};
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::token::{AuthFailure, PlaintextToken, TokenHash, TokenId};
-use crate::store::{TokenRecord, ORDER_KEY_LEN};
+use crate::store::{fold_owner, TokenRecord, TokenUpdate, UpdatedToken, ORDER_KEY_LEN};
 
 /// The longest a delete waits for the other nodes of a cluster to apply it: above the
 /// largest `--max-staleness` (30 s) plus the store's margin, so an honest node is always
@@ -38,22 +39,40 @@ pub struct TokenList {
     pub next_cursor: Option<[u8; ORDER_KEY_LEN]>,
 }
 
+/// A token to create, every field already validated ([`crate::domain::token_fields`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewToken {
+    pub name: String,
+    pub expires_at: Option<i64>,
+    pub owner: Option<String>,
+    pub description: Option<String>,
+}
+
 /// What a backup held.
 pub use super::backup::BackupSummary;
 
 impl Service {
-    /// Creates a token named `name` (already validated: [`crate::domain::token_fields`]).
-    /// The record is durable when this returns; the secret is returned once and never kept.
+    /// Creates a token (its fields already validated: [`crate::domain::token_fields`]) if its
+    /// expiry is within the lifetime policy, else `Validation` on `expiresAt`. The record is
+    /// durable when this returns; the secret is returned once and never kept.
     pub fn create_token(
         &self,
         actor: &Actor,
-        name: &str,
-        expires_at: Option<i64>,
+        new: &NewToken,
         now: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
+        self.lifetime_policy
+            .check_new(new.expires_at, now)
+            .map_err(|e| Error::Validation(vec![e]))?;
         let (secret, record) = {
             let _shared = self.mutation_shared();
-            self.store.create_token(name, expires_at, now_micros(now))?
+            self.store.create_token(
+                &new.name,
+                new.expires_at,
+                new.owner.as_deref(),
+                new.description.as_deref(),
+                now_micros(now),
+            )?
         };
         self.audit(
             now,
@@ -114,6 +133,40 @@ impl Service {
         Ok(self.store.wait_applied(revision, DELETE_WAIT_CAP)?)
     }
 
+    /// Edits a token's name, owner or description (values already validated): durable when
+    /// this returns, and the new name is what forward-auth sends from then on (on other
+    /// nodes, from their next sync: a rename is not waited for like a delete, it opens
+    /// nothing). `NotFound` if there is no such token, `Conflict` if another token has the
+    /// new name ignoring case. Audited as `token.updated` naming the fields that changed,
+    /// never their values; an edit that changes nothing is not audited.
+    pub fn update_token(
+        &self,
+        actor: &Actor,
+        id: TokenId,
+        update: &TokenUpdate,
+        now: i64,
+    ) -> Result<UpdatedToken> {
+        let updated = {
+            let _shared = self.mutation_shared();
+            self.store
+                .update_token(id, update)?
+                .ok_or(Error::NotFound)?
+        };
+        let changed = updated.before.changed_by(update);
+        if !changed.is_empty() {
+            self.audit(
+                now,
+                AuditEvent {
+                    token_id: Some(id.to_string()),
+                    token_name: Some(updated.after.name.clone()),
+                    changed: Some(changed.into_iter().map(str::to_owned).collect()),
+                    ..AuditEvent::of(AuditKind::TokenUpdated).by(actor)
+                },
+            );
+        }
+        Ok(updated)
+    }
+
     /// One token and its last use. `NotFound` if there is none.
     pub fn token(&self, id: TokenId) -> Result<TokenWithUse> {
         let record = self.store.token_by_id(id)?.ok_or(Error::NotFound)?;
@@ -130,13 +183,21 @@ impl Service {
         Ok((record, self.last_used_of(id)?))
     }
 
-    /// Up to `limit` tokens, newest first, after `cursor`.
+    /// Up to `limit` tokens, newest first, after `cursor`; only those whose owner is `owner`
+    /// ignoring case, when given.
     pub fn list_tokens(
         &self,
         limit: usize,
         cursor: Option<&[u8; ORDER_KEY_LEN]>,
+        owner: Option<&str>,
     ) -> Result<TokenList> {
-        let page = self.store.list_tokens(limit, cursor)?;
+        let page = match owner {
+            Some(owner) => {
+                self.store
+                    .list_tokens_of_owner(&fold_owner(owner.trim()), limit, cursor)?
+            }
+            None => self.store.list_tokens(limit, cursor)?,
+        };
         let items = page
             .items
             .into_iter()

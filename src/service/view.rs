@@ -1,8 +1,11 @@
 //! The `View` the contract gives a token, for the admin API, `GET /api/token` and the CLI's
-//! `--json`: camelCase, RFC 3339 UTC times, and a `status`.
+//! `--json`: camelCase, RFC 3339 UTC times, a `status`, and (added by issue 18, always
+//! present) `owner` and `description` (`null` when unset) and `policy`: `null`, or why the
+//! token is outside the lifetime policy (`violates-max-lifetime`, `violates-require-expiry`).
 
 use serde::Serialize;
 
+use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::domain::time::format_rfc3339;
 use crate::domain::token_fields::is_expired;
 use crate::store::TokenRecord;
@@ -17,10 +20,20 @@ pub struct TokenView {
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
     pub status: &'static str,
+    pub owner: Option<String>,
+    pub description: Option<String>,
+    /// Why this token is outside the lifetime policy; `null` when it is within it (or there
+    /// is no policy, or it has expired).
+    pub policy: Option<&'static str>,
 }
 
 impl TokenView {
-    pub fn new(record: &TokenRecord, last_used: Option<i64>, now: i64) -> Self {
+    pub fn new(
+        record: &TokenRecord,
+        last_used: Option<i64>,
+        now: i64,
+        policy: &LifetimePolicy,
+    ) -> Self {
         TokenView {
             id: record.id.to_string(),
             name: record.name.clone(),
@@ -32,6 +45,11 @@ impl TokenView {
             } else {
                 "active"
             },
+            owner: record.owner.clone(),
+            description: record.description.clone(),
+            policy: policy
+                .violation(record.created_at(), record.expires_at, now)
+                .map(|v| v.as_str()),
         }
     }
 }
@@ -57,12 +75,45 @@ mod tests {
             name: "n".into(),
             created_micros: 1_796_000_000_500_000,
             expires_at: Some(1_796_000_100),
+            owner: None,
+            description: None,
         };
-        let v = serde_json::to_value(TokenView::new(&rec, None, 1_796_000_100)).unwrap();
+        let none = LifetimePolicy::default();
+        let v = serde_json::to_value(TokenView::new(&rec, None, 1_796_000_100, &none)).unwrap();
         assert_eq!(v["createdAt"], "2026-11-30T00:53:20Z");
         assert_eq!(v["expiresAt"], "2026-11-30T00:55:00Z");
         assert_eq!(v["lastUsedAt"], serde_json::Value::Null);
         assert_eq!(v["status"], "expired");
-        assert_eq!(v.as_object().unwrap().len(), 6);
+        // The contract's six fields, plus issue 18's three (always present).
+        assert_eq!(v["owner"], serde_json::Value::Null);
+        assert_eq!(v["description"], serde_json::Value::Null);
+        assert_eq!(v["policy"], serde_json::Value::Null);
+        assert_eq!(v.as_object().unwrap().len(), 9);
+    }
+
+    #[test]
+    fn owner_description_and_policy_are_shown() {
+        let rec = TokenRecord {
+            id: TokenId::generate(),
+            name: "n".into(),
+            created_micros: 1_796_000_000_000_000,
+            expires_at: None,
+            owner: Some("team-a".into()),
+            description: Some("deploys".into()),
+        };
+        let require = LifetimePolicy {
+            max_lifetime_days: None,
+            require_expiry: true,
+        };
+        let v = serde_json::to_value(TokenView::new(&rec, None, 1_796_000_100, &require)).unwrap();
+        assert_eq!(v["owner"], "team-a");
+        assert_eq!(v["description"], "deploys");
+        assert_eq!(v["policy"], "violates-require-expiry");
+        let max = LifetimePolicy {
+            max_lifetime_days: Some(1),
+            require_expiry: false,
+        };
+        let v = serde_json::to_value(TokenView::new(&rec, None, 1_796_000_100, &max)).unwrap();
+        assert_eq!(v["policy"], "violates-max-lifetime");
     }
 }

@@ -256,6 +256,21 @@ impl TokenIndex {
         }
     }
 
+    /// Replaces the entry of `hash` with `token` only if there is one: an edit (a rename)
+    /// that races a delete must never put the deleted token back. Checked and replaced
+    /// under the shard's lock.
+    pub fn update_existing(&self, hash: TokenHash, token: IndexedToken) {
+        let mut shard = crate::sync::write(self.shard(&hash));
+        let Ok(i) = shard.find(&hash.0) else {
+            return;
+        };
+        let Some(entry) = shard.new_entry(&hash, token.id, token.expires_at, &token.name) else {
+            return;
+        };
+        let old = std::mem::replace(&mut shard.entries[i], entry);
+        shard.forget_name(&old);
+    }
+
     pub fn remove(&self, hash: &TokenHash) {
         let mut shard = crate::sync::write(self.shard(hash));
         if let Ok(i) = shard.find(&hash.0) {
@@ -336,6 +351,25 @@ mod tests {
             expires_at: Some(5),
             name: n.into(),
         }
+    }
+
+    #[test]
+    fn a_rename_updates_a_present_entry_and_never_brings_one_back() {
+        let index = TokenIndex::default();
+        let h = crate::domain::token::PlaintextToken::generate().hash();
+        let t = token("before");
+        index.insert(h, t.clone());
+        index.update_existing(
+            h,
+            IndexedToken {
+                name: "after".into(),
+                ..t.clone()
+            },
+        );
+        assert_eq!(&*index.get(&h).unwrap().name, "after");
+        index.remove(&h);
+        index.update_existing(h, t);
+        assert!(index.get(&h).is_none(), "a deleted token stays deleted");
     }
 
     #[test]

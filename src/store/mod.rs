@@ -12,6 +12,7 @@ pub mod sled;
 use std::path::Path;
 
 use crate::domain::audit::AuditEvent;
+use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 
 #[cfg(test)]
@@ -19,9 +20,9 @@ pub(crate) use self::sled::test_support;
 pub use self::sled::{create_private_dir, write_private_file};
 pub use error::{Error, Result};
 pub use records::{
-    parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
-    LastUsedWrite, LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord, TokenStats,
-    ORDER_KEY_LEN,
+    fold_owner, parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken,
+    IndexedToken, LastUsedWrite, LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord,
+    TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 
 /// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
@@ -34,21 +35,38 @@ pub trait Store: Send + Sync {
     // Tokens.
 
     /// Stores a new token with a fresh secret; `NameTaken` if the name (ignoring case) is.
+    /// Owner and description are already validated.
     fn create_token(
         &self,
         name: &str,
         expires_at: Option<i64>,
+        owner: Option<&str>,
+        description: Option<&str>,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)>;
+    /// Edits a token's name, owner or description, durably, and the authentication index's
+    /// copy of the name; `NameTaken` if the new name (ignoring case) is another token's,
+    /// `Ok(None)` if there is no such token. A shared store records it as a change the
+    /// other nodes apply.
+    fn update_token(&self, id: TokenId, update: &TokenUpdate) -> Result<Option<UpdatedToken>>;
     /// Removes a token, its name and its last-used time; from the authentication index too.
     fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
     fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>>;
     /// Newest first, `limit` at most, after `cursor`.
     fn list_tokens(&self, limit: usize, cursor: Option<&[u8; ORDER_KEY_LEN]>) -> Result<TokenPage>;
+    /// [`Store::list_tokens`], only the tokens whose folded owner
+    /// ([`records::fold_owner`]) is `owner_folded`.
+    fn list_tokens_of_owner(
+        &self,
+        owner_folded: &str,
+        limit: usize,
+        cursor: Option<&[u8; ORDER_KEY_LEN]>,
+    ) -> Result<TokenPage>;
     /// The hot path: the token whose secret hashes to `hash`, from memory when serving.
     fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>>;
     fn token_count(&self) -> Result<u64>;
-    fn token_stats(&self, now: i64) -> Result<TokenStats>;
+    /// Counts by status at `now`, and how many active tokens are outside `policy`.
+    fn token_stats(&self, now: i64, policy: &LifetimePolicy) -> Result<TokenStats>;
 
     // Last-used times.
 

@@ -34,12 +34,74 @@ pub struct TokenRecord {
     pub created_micros: i64,
     /// First second at which the token stops working; `None` = never.
     pub expires_at: Option<i64>,
+    /// Who the token is for (a team, an e-mail address): free text, validated by
+    /// [`crate::domain::token_fields::validate_owner`].
+    pub owner: Option<String>,
+    /// What the token is for, validated by
+    /// [`crate::domain::token_fields::validate_description`].
+    pub description: Option<String>,
 }
 
 impl TokenRecord {
     pub fn created_at(&self) -> i64 {
         self.created_micros.div_euclid(1_000_000)
     }
+
+    /// Which fields `update` would change on this record, in a fixed order (`name`, `owner`,
+    /// `description`); a field set to what it already is does not count.
+    pub fn changed_by(&self, update: &TokenUpdate) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if update.name.as_ref().is_some_and(|n| *n != self.name) {
+            changed.push("name");
+        }
+        if update.owner.as_ref().is_some_and(|o| *o != self.owner) {
+            changed.push("owner");
+        }
+        if update
+            .description
+            .as_ref()
+            .is_some_and(|d| *d != self.description)
+        {
+            changed.push("description");
+        }
+        changed
+    }
+
+    /// This record with `update` applied.
+    pub fn updated(&self, update: &TokenUpdate) -> TokenRecord {
+        TokenRecord {
+            name: update.name.clone().unwrap_or_else(|| self.name.clone()),
+            owner: update.owner.clone().unwrap_or_else(|| self.owner.clone()),
+            description: update
+                .description
+                .clone()
+                .unwrap_or_else(|| self.description.clone()),
+            ..self.clone()
+        }
+    }
+}
+
+/// An edit of a token's name, owner or description (never its secret or expiry), values
+/// already validated. `None` leaves a field as it is; for owner and description,
+/// `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenUpdate {
+    pub name: Option<String>,
+    pub owner: Option<Option<String>>,
+    pub description: Option<Option<String>>,
+}
+
+/// What an update did: the record before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdatedToken {
+    pub before: TokenRecord,
+    pub after: TokenRecord,
+}
+
+/// The case-insensitive form of an owner, for the listing's `?owner=` filter (the same
+/// folding as names).
+pub fn fold_owner(owner: &str) -> String {
+    crate::domain::token_fields::fold_name(owner)
 }
 
 /// Token counts for metrics.
@@ -49,6 +111,9 @@ pub struct TokenStats {
     pub expired: u64,
     pub expiring_7d: u64,
     pub expiring_30d: u64,
+    /// Active tokens outside the lifetime policy (`--max-token-lifetime`,
+    /// `--require-expiry`): flagged, never revoked.
+    pub violating_policy: u64,
 }
 
 /// One page of the newest-first listing.

@@ -1,5 +1,6 @@
-//! Admin API handlers: session login/logout, tokens CRUD with cursor pagination, the audit
-//! log and password change. Plain functions of (app, request, identity, now) → response;
+//! Admin API handlers: session login/logout, tokens CRUD with cursor pagination (and an
+//! owner filter), editing a token's name, owner and description, the audit log and password
+//! change. Plain functions of (app, request, identity, now) → response;
 //! routing is in [`crate::web`].
 
 use std::time::Instant;
@@ -10,13 +11,16 @@ use super::admin_auth::{admin_unauthorized, cookie_is_secure, AdminCredential, A
 use crate::domain::audit::Actor;
 use crate::domain::encoding::hex;
 use crate::domain::token::TokenId;
-use crate::domain::token_fields::{parse_expires_at, validate_name};
+use crate::domain::token_fields::{
+    parse_expires_at, validate_description, validate_name, validate_owner,
+};
 use crate::http::{Request, Response};
 use crate::service::admins::passwords::validate_new_password;
 use crate::service::admins::sessions::{ABSOLUTE_LIFETIME, SESSION_COOKIE};
 use crate::service::error::{Error, FieldError, Result};
+use crate::service::tokens::NewToken;
 use crate::service::view::{CreatedTokenView, TokenView};
-use crate::store::{parse_audit_cursor, parse_cursor, AuditQuery};
+use crate::store::{parse_audit_cursor, parse_cursor, AuditQuery, TokenUpdate};
 use crate::web::json_body::parse_object;
 use crate::web::App;
 
@@ -103,7 +107,8 @@ pub fn logout(app: &App, req: &Request<'_>, who: &AdminIdentity) -> Result<Respo
     ))
 }
 
-/// `GET /admin/api/tokens?limit=&cursor=`.
+/// `GET /admin/api/tokens?limit=&cursor=&owner=`: `owner` keeps the tokens whose owner is
+/// exactly that, ignoring case (and surrounding spaces, as owners are stored trimmed).
 pub fn list_tokens(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let params = QueryParams::parse(req.query())?;
     let limit = params.limit()?;
@@ -114,11 +119,27 @@ pub fn list_tokens(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
                 Error::Validation(vec![FieldError::new("cursor", "Invalid cursor")])
             })?),
         };
-    let page = app.service.list_tokens(limit, cursor.as_ref())?;
+    let owner = match params.get("owner") {
+        None => None,
+        Some(o) => Some(
+            validate_owner(o)
+                .map_err(|e| Error::Validation(vec![e]))?
+                .ok_or_else(|| {
+                    Error::Validation(vec![FieldError::new(
+                        "owner",
+                        "Must not be empty (leave it out to list every token)",
+                    )])
+                })?,
+        ),
+    };
+    let page = app
+        .service
+        .list_tokens(limit, cursor.as_ref(), owner.as_deref())?;
+    let policy = app.service.lifetime_policy();
     let items: Vec<TokenView> = page
         .items
         .iter()
-        .map(|(r, used)| TokenView::new(r, *used, now))
+        .map(|(r, used)| TokenView::new(r, *used, now, policy))
         .collect();
     Ok(Response::json(
         200,
@@ -129,7 +150,9 @@ pub fn list_tokens(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     ))
 }
 
-/// `POST /admin/api/tokens` `{"name","expiresAt"?}` → 201 view + secret, after it is durable.
+/// `POST /admin/api/tokens` `{"name","expiresAt"?,"owner"?,"description"?}` → 201 view +
+/// secret, after it is durable. An expiry outside the lifetime policy is a validation error
+/// on `expiresAt`.
 pub fn create_token(
     app: &App,
     req: &Request<'_>,
@@ -139,18 +162,32 @@ pub fn create_token(
     let body = parse_object(
         req.header("content-type"),
         req.body(),
-        &["name", "expiresAt"],
+        &["name", "expiresAt", "owner", "description"],
     )?;
     let name = body.required_str("name").and_then(validate_name);
     let expires = body
         .optional_str("expiresAt")
         .and_then(|e| parse_expires_at(e, now));
-    let (name, expires_at) = collect_fields((name, expires))?;
-    let (secret, record) = app
-        .service
-        .create_token(&actor(who, req), &name, expires_at, now)?;
+    let owner = body
+        .optional_str("owner")
+        .and_then(|o| o.map(validate_owner).transpose().map(Option::flatten));
+    let description = body
+        .optional_str("description")
+        .and_then(|d| d.map(validate_description).transpose().map(Option::flatten));
+    let ((name, expires_at), (owner, description)) = both(
+        both(one(name), one(expires)),
+        both(one(owner), one(description)),
+    )
+    .map_err(Error::Validation)?;
+    let new = NewToken {
+        name,
+        expires_at,
+        owner,
+        description,
+    };
+    let (secret, record) = app.service.create_token(&actor(who, req), &new, now)?;
     let view = CreatedTokenView {
-        view: TokenView::new(&record, None, now),
+        view: TokenView::new(&record, None, now, app.service.lifetime_policy()),
         token: secret.expose_secret(),
     };
     Ok(Response::json(201, &view).header("Location", format!("/admin/api/tokens/{}", record.id)))
@@ -160,7 +197,69 @@ pub fn create_token(
 pub fn get_token(app: &App, id: &str, now: i64) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
     let (record, used) = app.service.token(id)?;
-    Ok(Response::json(200, &TokenView::new(&record, used, now)))
+    Ok(Response::json(
+        200,
+        &TokenView::new(&record, used, now, app.service.lifetime_policy()),
+    ))
+}
+
+/// `PATCH /admin/api/tokens/{id}` with any of `{"name", "owner", "description"}` (a JSON
+/// merge patch, RFC 7396, of those three: an absent field stays, `null` clears owner or
+/// description; a name cannot be cleared) → 200 with the view. The secret and the expiry are
+/// not editable: they are not fields here, so sending them is an unknown field. 404 for no
+/// such token, 409 for a name another token has.
+pub fn update_token(
+    app: &App,
+    req: &Request<'_>,
+    who: &AdminIdentity,
+    id: &str,
+    now: i64,
+) -> Result<Response> {
+    // An id that cannot exist is a 404 before the body is judged, like GET and DELETE.
+    let id = TokenId::parse(id).ok_or(Error::NotFound)?;
+    let body = parse_object(
+        req.header("content-type"),
+        req.body(),
+        &["name", "owner", "description"],
+    )?;
+    if body.is_empty() {
+        return Err(Error::Validation(vec![FieldError::new(
+            "name",
+            "Give at least one of name, owner or description",
+        )]));
+    }
+    let name = match body.patch_str("name") {
+        Ok(None) => Ok(None),
+        Ok(Some(Some(n))) => validate_name(n).map(Some),
+        Ok(Some(None)) => Err(FieldError::new(
+            "name",
+            "A token always has a name: give a new one, or leave the field out",
+        )),
+        Err(e) => Err(e),
+    };
+    let owner = body.patch_str("owner").and_then(|o| {
+        o.map(|o| o.map(validate_owner).transpose().map(Option::flatten))
+            .transpose()
+    });
+    let description = body.patch_str("description").and_then(|d| {
+        d.map(|d| d.map(validate_description).transpose().map(Option::flatten))
+            .transpose()
+    });
+    let (name, (owner, description)) =
+        both(one(name), both(one(owner), one(description))).map_err(Error::Validation)?;
+    let update = TokenUpdate {
+        name,
+        owner,
+        description,
+    };
+    let updated = app
+        .service
+        .update_token(&actor(who, req), id, &update, now)?;
+    let used = app.service.last_used_of(id)?;
+    Ok(Response::json(
+        200,
+        &TokenView::new(&updated.after, used, now, app.service.lifetime_policy()),
+    ))
 }
 
 /// `DELETE /admin/api/tokens/{id}`: gone from the store and the in-memory tracker before 204.
@@ -262,6 +361,22 @@ fn collect_fields<A, B>(
             a.err().into_iter().chain(b.err()).collect(),
         )),
     }
+}
+
+/// Per-field results as one, every error kept (for more than two fields: nest `both`).
+fn both<A, B>(
+    a: std::result::Result<A, Vec<FieldError>>,
+    b: std::result::Result<B, Vec<FieldError>>,
+) -> std::result::Result<(A, B), Vec<FieldError>> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(a.err().into_iter().chain(b.err()).flatten().collect()),
+    }
+}
+
+/// One field's result, for [`both`].
+fn one<T>(r: std::result::Result<T, FieldError>) -> std::result::Result<T, Vec<FieldError>> {
+    r.map_err(|e| vec![e])
 }
 
 /// Decoded `key=value` pairs of a query string; a repeated known key is an error.
@@ -385,7 +500,10 @@ pub fn lookup_token(
         }
     };
     let (record, used) = app.service.lookup_token(&actor(who, req), &hash, now)?;
-    Ok(Response::json(200, &TokenView::new(&record, used, now)))
+    Ok(Response::json(
+        200,
+        &TokenView::new(&record, used, now, app.service.lifetime_policy()),
+    ))
 }
 
 /// `GET /admin/api/backup`: a consistent, checksummed snapshot (`.pab`) of tokens, admins

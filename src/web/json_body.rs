@@ -83,6 +83,22 @@ impl JsonObject {
         }
     }
 
+    /// A field of a merge-patch body: absent → `None` (leave it), `null` → `Some(None)`
+    /// (clear it), a string → `Some(Some(s))`.
+    pub fn patch_str(&self, field: &'static str) -> Result<Option<Option<&str>>, FieldError> {
+        match self.0.get(field) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) => Ok(Some(Some(s))),
+            Some(_) => Err(FieldError::new(field, "Must be a string or null")),
+        }
+    }
+
+    /// Whether the object has no fields at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// An optional string field (absent or null → None).
     pub fn optional_str(&self, field: &'static str) -> Result<Option<&str>, FieldError> {
         match self.0.get(field) {

@@ -180,6 +180,11 @@ pub fn render(s: &Snapshot<'_>) -> String {
             s.tokens.expiring_30d as f64,
         ),
         (
+            "pa_auth_tokens_violating_policy",
+            "Active tokens outside the lifetime policy (--max-token-lifetime, --require-expiry): flagged, never revoked (counted at most every 30 s).",
+            s.tokens.violating_policy as f64,
+        ),
+        (
             "pa_auth_open_connections",
             "Open client connections.",
             s.open_connections as f64,

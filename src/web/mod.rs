@@ -266,6 +266,7 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
         (Op::LookupToken, Caller::Admin(who)) => admin_api::lookup_token(app, req, who, now),
         (Op::GetToken, Caller::Admin(_)) => admin_api::get_token(app, id(), now),
         (Op::DeleteToken, Caller::Admin(who)) => admin_api::delete_token(app, req, who, id(), now),
+        (Op::UpdateToken, Caller::Admin(who)) => admin_api::update_token(app, req, who, id(), now),
         (Op::Backup, Caller::Admin(who)) => admin_api::backup(app, req, who, now),
         (Op::Audit, Caller::Admin(_)) => admin_api::audit(app, req),
         (Op::ChangePassword, Caller::Admin(who)) => admin_api::change_password(app, req, who, now),
@@ -319,7 +320,10 @@ fn metrics(app: &App, now: i64) -> Response {
 /// `GET /api/token`: the calling token's own view.
 fn api_token(app: &App, verified: &VerifiedToken, now: i64) -> Result<Response> {
     let (record, used) = app.service.own_token(verified.token.id)?;
-    Ok(Response::json(200, &TokenView::new(&record, used, now)))
+    Ok(Response::json(
+        200,
+        &TokenView::new(&record, used, now, app.service.lifetime_policy()),
+    ))
 }
 
 /// The [`App`] behind an `Arc`, as the HTTP server's handler.

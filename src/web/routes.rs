@@ -92,6 +92,7 @@ pub enum Op {
     CreateToken,
     LookupToken,
     GetToken,
+    UpdateToken,
     DeleteToken,
     Backup,
     Audit,
@@ -240,9 +241,10 @@ pub static ROUTES: [Endpoint; 15] = [
         Admin,
         &[
             m("GET", Op::GetToken, Admin, Body::None),
+            m("PATCH", Op::UpdateToken, Admin, Json),
             m("DELETE", Op::DeleteToken, Admin, Body::None),
         ],
-        "GET, HEAD, DELETE",
+        "GET, HEAD, PATCH, DELETE",
     ),
     endpoint(
         Exact("/admin/api/backup"),
@@ -387,6 +389,9 @@ mod tests {
             Some(Op::GetToken)
         );
         assert_eq!(resolve("GET", "/admin/api/tokens/a/b").endpoint.allow, "");
+        let patch = resolve("PATCH", "/admin/api/tokens/abc");
+        assert_eq!(patch.method.map(|m| m.op), Some(Op::UpdateToken));
+        assert_eq!((patch.guard(), patch.body()), (Guard::Admin, Body::Json));
         assert_eq!(
             resolve("GET", "/api/tokenx").endpoint.family,
             Route::ApiOther
@@ -413,6 +418,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 17);
+        assert_eq!(seen.len(), 18);
     }
 }

@@ -300,3 +300,99 @@ fn change_password_from_the_console_clears_the_banner() {
     assert!(!b.visible("initial-banner"));
     assert!(!svc.data_dir.join("initial-admin-password").exists());
 }
+
+/// Issue 18: the token list shows each token's owner and filters by it; the create dialog
+/// takes an owner and a description (and shows their field errors inline); a token outside
+/// the lifetime policy carries a badge.
+#[test]
+fn console_shows_owners_filters_by_them_and_flags_policy() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let temp = crate::support::TempDir::new("console-owner");
+    let data = temp.path().join("data");
+    let password = {
+        let svc = Service::start_in(&data, &[]);
+        let admin = crate::support::basic_auth("admin", &svc.initial_password());
+        let r = Req::new("POST", "/admin/api/tokens")
+            .header("Authorization", &admin)
+            .json(&json!({"name": "legacy", "owner": "Team-Ops"}))
+            .send(svc.addr);
+        assert_eq!(r.status, 201);
+        svc.initial_password()
+    };
+    let svc = Service::start_in(&data, &["--require-expiry"]);
+    b.goto(&format!("http://{}/admin/", svc.addr));
+    b.wait_for(
+        "login form",
+        "!document.getElementById('login-view').hidden",
+    );
+    b.type_into("#login-username", "admin");
+    b.type_into("#login-password", &password);
+    b.click("#login-submit");
+    b.wait_for("token list", "!document.getElementById('app-view').hidden");
+    b.wait_for(
+        "the legacy token",
+        "document.querySelectorAll('#token-rows tr').length === 1",
+    );
+    assert_eq!(b.text("#token-rows td.owner"), "Team-Ops");
+    assert_eq!(b.text("#token-rows .badge.policy"), "No expiry (policy)");
+
+    // Create with owner and description; the policy's refusal shows on the expiry field.
+    b.click("#create-button");
+    b.wait_for("dialog", "document.getElementById('create-dialog').open");
+    b.type_into("#token-name", "exports");
+    b.type_into("#token-owner", "team-data");
+    b.type_into("#token-description", "nightly exports");
+    b.click("#create-submit");
+    b.wait_for(
+        "the policy's inline error",
+        "document.getElementById('token-expiry-error').textContent.includes('expiry is required')",
+    );
+    b.exec(
+        "document.getElementById('token-expiry').value = arguments[0];",
+        json!(["2999-12-31"]),
+    );
+    b.exec(
+        "document.getElementById('token-owner').value = 'x'.repeat(200) + '\\u202e';",
+        json!([]),
+    );
+    b.click("#create-submit");
+    b.wait_for(
+        "the owner's inline error",
+        "document.getElementById('token-owner-error').textContent.length > 0",
+    );
+    b.exec(
+        "document.getElementById('token-owner').value = 'team-data';",
+        json!([]),
+    );
+    b.click("#create-submit");
+    b.wait_for("secret", "!document.getElementById('secret-view').hidden");
+    b.click("#secret-done");
+    b.wait_for(
+        "two rows",
+        "document.querySelectorAll('#token-rows tr').length === 2",
+    );
+    let owners = b.exec(
+        "return [...document.querySelectorAll('#token-rows td.owner')].map(td => td.textContent).sort();",
+        json!([]),
+    );
+    assert_eq!(owners, json!(["Team-Ops", "team-data"]));
+
+    // The owner filter box.
+    b.type_into("#owner-filter", "TEAM-D");
+    b.wait_for(
+        "filtered by owner",
+        "document.querySelectorAll('#token-rows tr').length === 1",
+    );
+    assert_eq!(row_names(&b), ["exports"]);
+    b.screenshot("token-list-owner-filter-1280");
+    let me = Req::get("/admin/api/tokens?owner=team-data")
+        .header(
+            "Authorization",
+            &crate::support::basic_auth("admin", &password),
+        )
+        .send(svc.addr)
+        .json();
+    assert_eq!(me["items"][0]["description"], "nightly exports");
+}

@@ -19,4 +19,5 @@ mod reliability;
 mod security_review;
 mod service;
 mod support;
+mod token_ownership;
 mod webdriver;

@@ -562,7 +562,16 @@ fn postgres_upgrades_a_schema_1_database() {
         )
         .expect("version")
         .get(0);
-    assert_eq!(version, 2);
+    // Straight to the current schema (3 since issue 18: 1 → 3 in one upgrade).
+    assert_eq!(version, 3);
+    let owners: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pa_auth_tokens WHERE owner IS NULL",
+            &[],
+        )
+        .expect("schema 3's columns")
+        .get(0);
+    assert_eq!(owners, 1);
     let guesses: i64 = db
         .query_one("SELECT count(*) FROM pa_auth_login_guesses", &[])
         .expect("the new table")
@@ -1605,4 +1614,165 @@ fn postgres_nodes_follow_a_promoted_replica_through_a_multi_host_url() {
             .get(0);
         feeds == 4
     });
+}
+
+/// Issue 18: an edit made on one node is a change the others apply: the view and the name
+/// forward-auth sends change on node B after a PATCH on node A; a rename onto a name another
+/// node's token has (any case) is a 409, and two nodes renaming two tokens to one name at
+/// once make exactly one of them have it.
+#[test]
+fn postgres_a_patch_on_one_node_is_seen_on_the_other_and_renames_stay_unique() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("ownership");
+    let args = ["--database-url", url.as_str(), "--flush-interval", "1"];
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    let admin = cluster_admin(&[&a, &b]);
+    let patch = |node: &Service, id: &str, body: serde_json::Value| {
+        Req::new("PATCH", &format!("/admin/api/tokens/{id}"))
+            .header("Authorization", &admin)
+            .json(&body)
+            .send(node.addr)
+    };
+    let view = |node: &Service, id: &str| {
+        Req::get(&format!("/admin/api/tokens/{id}"))
+            .header("Authorization", &admin)
+            .send(node.addr)
+            .json()
+    };
+    let name_header = |node: &Service, token: &str| {
+        Req::get("/auth/verify")
+            .bearer(token)
+            .send(node.addr)
+            .header("X-PA-Token-Name")
+            .map(str::to_owned)
+    };
+    let (id, token) = create_token(&a, &admin, "deploy");
+    wait_for("the token on B", || verify(&b, &token) == 200);
+
+    let r = patch(
+        &a,
+        &id,
+        serde_json::json!({"name": "deploy-prod", "owner": "Team-A", "description": "ci"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // B reads the store for views, and its index follows the feed for forward-auth.
+    let seen = view(&b, &id);
+    assert_eq!(
+        (&seen["name"], &seen["owner"], &seen["description"]),
+        (
+            &serde_json::json!("deploy-prod"),
+            &serde_json::json!("Team-A"),
+            &serde_json::json!("ci")
+        )
+    );
+    wait_for("the new name in B's forward-auth answer", || {
+        name_header(&b, &token).as_deref() == Some("deploy-prod")
+    });
+    assert_eq!(name_header(&a, &token).as_deref(), Some("deploy-prod"));
+    let listed = Req::get("/admin/api/tokens?owner=team-a")
+        .header("Authorization", &admin)
+        .send(b.addr)
+        .json();
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+
+    // A token made on B; A cannot take its name, in any case.
+    let (other, _) = create_token(&b, &admin, "Release");
+    patch(&a, &id, serde_json::json!({"name": "RELEASE"})).assert_error(409, "conflict");
+    patch(&b, &id, serde_json::json!({"name": "release"})).assert_error(409, "conflict");
+    assert_eq!(view(&a, &id)["name"], "deploy-prod", "nothing changed");
+    // The old name is free everywhere once renamed; the new one taken everywhere.
+    create_token(&b, &admin, "deploy");
+    let dup = Req::new("POST", "/admin/api/tokens")
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"name": "DEPLOY-PROD"}))
+        .send(b.addr);
+    dup.assert_error(409, "conflict");
+
+    // Two nodes rename two tokens to one name at the same moment: one wins, one gets 409.
+    for round in 0..5 {
+        let target = format!("contested-{round}");
+        let (x, y) = (id.clone(), other.clone());
+        let (ta, tb) = (target.clone(), target.to_uppercase());
+        let (addr_a, addr_b, auth) = (a.addr, b.addr, admin.clone());
+        let auth2 = auth.clone();
+        let one = std::thread::spawn(move || {
+            Req::new("PATCH", &format!("/admin/api/tokens/{x}"))
+                .header("Authorization", &auth)
+                .json(&serde_json::json!({ "name": ta }))
+                .send(addr_a)
+                .status
+        });
+        let two = std::thread::spawn(move || {
+            Req::new("PATCH", &format!("/admin/api/tokens/{y}"))
+                .header("Authorization", &auth2)
+                .json(&serde_json::json!({ "name": tb }))
+                .send(addr_b)
+                .status
+        });
+        let mut statuses = [one.join().expect("a"), two.join().expect("b")];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "round {round}");
+        let names: Vec<String> = [&id, &other]
+            .iter()
+            .map(|t| view(&a, t)["name"].as_str().unwrap_or("").to_lowercase())
+            .collect();
+        assert_eq!(
+            names.iter().filter(|n| **n == target).count(),
+            1,
+            "round {round}: {names:?}"
+        );
+    }
+    let audit = Req::get("/admin/api/audit?event=token.updated")
+        .header("Authorization", &admin)
+        .send(b.addr)
+        .json();
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(6), "{audit}");
+}
+
+/// Issue 18: a schema 2 database (no owner or description columns) is upgraded in place to
+/// 3 by the first node of the new release; its tokens keep working and can be edited.
+#[test]
+fn postgres_upgrades_a_schema_2_database() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("upgrade2");
+    let args = ["--database-url", url.as_str()];
+    let (admin, id, token) = {
+        let svc = Service::start(&args);
+        let admin = basic_auth("admin", &svc.initial_password());
+        let (id, token) = create_token(&svc, &admin, "kept");
+        (admin, id, token)
+    };
+    let mut db = pg.client("upgrade2");
+    db.batch_execute(
+        "DROP INDEX pa_auth_tokens_owner;
+         ALTER TABLE pa_auth_tokens DROP COLUMN owner, DROP COLUMN owner_folded, \
+             DROP COLUMN description;
+         UPDATE pa_auth_meta SET value = 2 WHERE key = 'schema_version';",
+    )
+    .expect("schema 2");
+    let svc = Service::start(&args);
+    assert_eq!(verify(&svc, &token), 200);
+    let version: i64 = db
+        .query_one(
+            "SELECT value FROM pa_auth_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .expect("version")
+        .get(0);
+    assert_eq!(version, 3);
+    assert!(svc
+        .log_text()
+        .contains("upgraded the pa-auth schema in the database from 2 to 3"));
+    let v = Req::get(&format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    assert_eq!(v["owner"], serde_json::Value::Null);
+    let r = Req::new("PATCH", &format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"owner": "ops"}))
+        .send(svc.addr);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["owner"], "ops");
 }

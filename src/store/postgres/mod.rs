@@ -1,8 +1,8 @@
 //! The PostgreSQL store (`serve --database-url postgres://…`, decision 0006): the same
 //! [`Store`](crate::store::Store) as the embedded one, on a database the site already runs
 //! and backs up. Verification never waits on the database: every token is kept in the
-//! in-memory [`TokenIndex`], loaded at open and kept in step by this node's creates and
-//! deletes. Every token or admin change bumps one revision row in the same transaction and
+//! in-memory [`TokenIndex`], loaded at open and kept in step by this node's creates, renames
+//! and deletes. Every token or admin change bumps one revision row in the same transaction and
 //! records the change (`pa_auth_changes`), the gap-free feed other nodes will follow.
 //!
 //! Every node follows that feed ([`PgStore::sync`], called by the service's follower thread):
@@ -24,13 +24,15 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
+use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
 use crate::store::index::{IndexBatch, TokenIndex};
 use crate::store::records::{
-    order_key, stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite,
-    LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+    fold_owner, order_key, stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
+    LastUsedWrite, LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord, TokenStats,
+    TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 use crate::store::AuditKey;
 
@@ -242,7 +244,8 @@ impl PgStore {
                 _ => return Ok(false),
             };
             match op {
-                "create" => {
+                // A rename is applied like a create: the row as it is now replaces the entry.
+                "create" | "update" => {
                     // Deleted since: its own delete follows in the feed.
                     let name: Option<String> = row.get(4);
                     if let Some(name) = name {
@@ -400,9 +403,16 @@ impl PgStore {
             |c| {
                 commit_sent.set(false);
                 let mut tx = c.transaction()?;
-            let Change::Made { value, op, id, hash } = change(&mut tx)? else {
-                tx.rollback()?;
-                return Ok(None);
+            let (value, op, id, hash) = match change(&mut tx)? {
+                Change::None => {
+                    tx.rollback()?;
+                    return Ok(None);
+                }
+                Change::Unchanged(value) => {
+                    tx.rollback()?;
+                    return Ok(Some(value));
+                }
+                Change::Made { value, op, id, hash } => (value, op, id, hash),
             };
             let revision: i64 = tx
                 .query_one(
@@ -435,12 +445,15 @@ impl PgStore {
         &self,
         name: &str,
         expires_at: Option<i64>,
+        owner: Option<&str>,
+        description: Option<&str>,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
         let secret = PlaintextToken::generate();
         let hash = secret.hash();
         let id = TokenId::generate();
         let folded = fold_name(name);
+        let owner_folded = owner.map(fold_owner);
         let created = self.change(|tx| {
             // Creation order stays strictly increasing, as in the embedded store.
             let created: i64 = tx
@@ -450,9 +463,19 @@ impl PgStore {
                 )?
                 .get(0);
             tx.execute(
-                "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&&id.0[..], &&hash.0[..], &name, &folded, &created, &expires_at],
+                "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, expires_at, \
+                 owner, owner_folded, description) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &&id.0[..],
+                    &&hash.0[..],
+                    &name,
+                    &folded,
+                    &created,
+                    &expires_at,
+                    &owner,
+                    &owner_folded,
+                    &description,
+                ],
             )?;
             Ok(Change::Made {
                 value: created,
@@ -483,6 +506,8 @@ impl PgStore {
             name: name.to_owned(),
             created_micros: created,
             expires_at,
+            owner: owner.map(str::to_owned),
+            description: description.map(str::to_owned),
         };
         self.index.insert(
             hash,
@@ -499,7 +524,7 @@ impl PgStore {
         let deleted = self.change(|tx| {
             let Some(row) = tx.query_opt(
                 "DELETE FROM pa_auth_tokens WHERE id = $1 \
-                 RETURNING hash, name, created_micros, expires_at",
+                 RETURNING hash, name, created_micros, expires_at, owner, description",
                 &[&&id.0[..]],
             )?
             else {
@@ -512,6 +537,8 @@ impl PgStore {
                 name: row.get(1),
                 created_micros: row.get(2),
                 expires_at: row.get(3),
+                owner: row.get(4),
+                description: row.get(5),
             };
             Ok(Change::Made {
                 value: (hash, record),
@@ -524,6 +551,79 @@ impl PgStore {
             self.index.remove(hash);
         }
         Ok(deleted)
+    }
+
+    /// See [`crate::store::Store::update_token`]: the row is locked, edited and recorded as an
+    /// `update` in the feed in one transaction (only when something changed); the other
+    /// nodes then re-read the name into their index. A rename onto another token's name is
+    /// refused by the unique folded-name constraint, whatever node made the other token.
+    pub fn update_token(&self, id: TokenId, update: &TokenUpdate) -> Result<Option<UpdatedToken>> {
+        let result = self.change(|tx| {
+            let Some(row) = tx.query_opt(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS}, hash FROM pa_auth_tokens WHERE id = $1 FOR UPDATE"
+                ),
+                &[&&id.0[..]],
+            )?
+            else {
+                return Ok(Change::None);
+            };
+            let hash: Vec<u8> = row.get(6);
+            let hash = TokenHash(hash.as_slice().try_into().unwrap_or([0; 32]));
+            let before = TokenRecord {
+                id,
+                name: row.get(1),
+                created_micros: row.get(2),
+                expires_at: row.get(3),
+                owner: row.get(4),
+                description: row.get(5),
+            };
+            let after = before.updated(update);
+            if after == before {
+                // Nothing to record: no revision, no feed entry.
+                return Ok(Change::Unchanged((hash, UpdatedToken { before, after })));
+            }
+            tx.execute(
+                "UPDATE pa_auth_tokens SET name = $2, name_folded = $3, owner = $4, \
+                 owner_folded = $5, description = $6 WHERE id = $1",
+                &[
+                    &&id.0[..],
+                    &after.name,
+                    &fold_name(&after.name),
+                    &after.owner,
+                    &after.owner.as_deref().map(fold_owner),
+                    &after.description,
+                ],
+            )?;
+            Ok(Change::Made {
+                value: (hash, UpdatedToken { before, after }),
+                op: "update",
+                id: Some(id),
+                hash: Some(hash),
+            })
+        });
+        let (hash, updated) = match result {
+            Ok(Some(made)) => made,
+            Ok(None) => return Ok(None),
+            Err(Error::Database(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                let name = update.name.as_deref().unwrap_or("");
+                return Err(Error::NameTaken(format!(
+                    "A token named \"{name}\" already exists"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        if updated.after != updated.before {
+            self.index.update_existing(
+                hash,
+                IndexedToken {
+                    id,
+                    expires_at: updated.after.expires_at,
+                    name: updated.after.name.as_str().into(),
+                },
+            );
+        }
+        Ok(Some(updated))
     }
 
     fn token_rows(
@@ -539,6 +639,8 @@ impl PgStore {
                     name: row.get(1),
                     created_micros: row.get(2),
                     expires_at: row.get(3),
+                    owner: row.get(4),
+                    description: row.get(5),
                 })
             })
             .collect()
@@ -577,9 +679,15 @@ impl PgStore {
     }
 }
 
+/// The columns [`PgStore::token_rows`] reads, in its order.
+const TOKEN_COLUMNS: &str = "id, name, created_micros, expires_at, owner, description";
+
 /// What a change transaction did.
 enum Change<T> {
+    /// Nothing to change (no such row): rolled back, no revision.
     None,
+    /// Found, but already as asked: rolled back, no revision, and this is the answer.
+    Unchanged(T),
     Made {
         value: T,
         op: &'static str,
@@ -610,9 +718,11 @@ impl crate::store::Store for PgStore {
         &self,
         name: &str,
         expires_at: Option<i64>,
+        owner: Option<&str>,
+        description: Option<&str>,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
-        PgStore::create_token(self, name, expires_at, created_micros)
+        PgStore::create_token(self, name, expires_at, owner, description, created_micros)
     }
 
     fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
@@ -622,7 +732,7 @@ impl crate::store::Store for PgStore {
     fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         Ok(self
             .token_rows(
-                "SELECT id, name, created_micros, expires_at FROM pa_auth_tokens WHERE id = $1",
+                &format!("SELECT {TOKEN_COLUMNS} FROM pa_auth_tokens WHERE id = $1"),
                 &[&&id.0[..]],
             )?
             .pop())
@@ -632,16 +742,20 @@ impl crate::store::Store for PgStore {
         let take = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let mut items = match cursor {
             None => self.token_rows(
-                "SELECT id, name, created_micros, expires_at FROM pa_auth_tokens \
-                 ORDER BY created_micros DESC, id DESC LIMIT $1",
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM pa_auth_tokens \
+                     ORDER BY created_micros DESC, id DESC LIMIT $1"
+                ),
                 &[&take],
             )?,
             Some(c) => {
                 let created = i64::from_be_bytes(fixed(&c[..8])?);
                 self.token_rows(
-                    "SELECT id, name, created_micros, expires_at FROM pa_auth_tokens \
-                     WHERE (created_micros, id) < ($1, $2) \
-                     ORDER BY created_micros DESC, id DESC LIMIT $3",
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM pa_auth_tokens \
+                         WHERE (created_micros, id) < ($1, $2) \
+                         ORDER BY created_micros DESC, id DESC LIMIT $3"
+                    ),
                     &[&created, &&c[8..], &take],
                 )?
             }
@@ -655,6 +769,39 @@ impl crate::store::Store for PgStore {
         Ok(TokenPage { items, next_cursor })
     }
 
+    fn list_tokens_of_owner(
+        &self,
+        owner_folded: &str,
+        limit: usize,
+        cursor: Option<&[u8; ORDER_KEY_LEN]>,
+    ) -> Result<TokenPage> {
+        let take = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let (created, after_id): (i64, &[u8]) = match cursor {
+            // Past every real position: the first page.
+            None => (i64::MAX, &[0xff; 17]),
+            Some(c) => (i64::from_be_bytes(fixed(&c[..8])?), &c[8..]),
+        };
+        let mut items = self.token_rows(
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM pa_auth_tokens \
+                 WHERE owner_folded = $1 AND (created_micros, id) < ($2, $3) \
+                 ORDER BY created_micros DESC, id DESC LIMIT $4"
+            ),
+            &[&owner_folded, &created, &after_id, &take],
+        )?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|r| order_key(r.created_micros, &r.id))
+        } else {
+            None
+        };
+        Ok(TokenPage { items, next_cursor })
+    }
+
+    fn update_token(&self, id: TokenId, update: &TokenUpdate) -> Result<Option<UpdatedToken>> {
+        PgStore::update_token(self, id, update)
+    }
+
     fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
         Ok(self.index.get(hash))
     }
@@ -666,15 +813,23 @@ impl crate::store::Store for PgStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn token_stats(&self, now: i64) -> Result<TokenStats> {
+    fn token_stats(&self, now: i64, policy: &LifetimePolicy) -> Result<TokenStats> {
+        // The policy's rule (`LifetimePolicy::violation`) in SQL: among active tokens, those
+        // without expiry when one is required or a limit is set, and those expiring after the
+        // first UTC midnight past creation + the limit. $2: the limit in days, -1 = none.
+        let days = policy.max_lifetime_days.map_or(-1, i64::from);
         let row = self.with_client(|c| {
             c.query_one(
                 "SELECT count(*) FILTER (WHERE expires_at IS NOT NULL AND $1 >= expires_at), \
                         count(*) FILTER (WHERE expires_at IS NULL OR $1 < expires_at), \
                         count(*) FILTER (WHERE $1 < expires_at AND expires_at - $1 <= 604800), \
-                        count(*) FILTER (WHERE $1 < expires_at AND expires_at - $1 <= 2592000) \
+                        count(*) FILTER (WHERE $1 < expires_at AND expires_at - $1 <= 2592000), \
+                        count(*) FILTER (WHERE (expires_at IS NULL OR $1 < expires_at) AND ( \
+                            (expires_at IS NULL AND ($3::bool OR $2::int8 >= 0)) \
+                            OR ($2::int8 >= 0 AND expires_at > \
+                                (floor((floor(created_micros / 1000000.0) + $2::int8 * 86400) / 86400) + 1) * 86400))) \
                  FROM pa_auth_tokens",
-                &[&now],
+                &[&now, &days, &policy.require_expiry],
             )
         })?;
         let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
@@ -683,6 +838,7 @@ impl crate::store::Store for PgStore {
             active: n(1),
             expiring_7d: n(2),
             expiring_30d: n(3),
+            violating_policy: n(4),
         })
     }
 
@@ -806,8 +962,8 @@ impl crate::store::Store for PgStore {
     fn export_tokens(&self) -> Result<Vec<ExportedToken>> {
         let rows = self.with_client(|c| {
             c.query(
-                "SELECT id, hash, name, created_micros, expires_at, last_used FROM pa_auth_tokens \
-                 ORDER BY created_micros, id",
+                "SELECT id, hash, name, created_micros, expires_at, last_used, owner, description \
+                 FROM pa_auth_tokens ORDER BY created_micros, id",
                 &[],
             )
         })?;
@@ -820,6 +976,8 @@ impl crate::store::Store for PgStore {
                         name: row.get(2),
                         created_micros: row.get(3),
                         expires_at: row.get(4),
+                        owner: row.get(6),
+                        description: row.get(7),
                     },
                     last_used: row.get(5),
                 })
@@ -860,12 +1018,32 @@ impl crate::store::Store for PgStore {
             let folded: Vec<String> = chunk.iter().map(|(_, r)| fold_name(&r.name)).collect();
             let created: Vec<i64> = chunk.iter().map(|(_, r)| r.created_micros).collect();
             let expires: Vec<Option<i64>> = chunk.iter().map(|(_, r)| r.expires_at).collect();
+            let owners: Vec<Option<&str>> = chunk.iter().map(|(_, r)| r.owner.as_deref()).collect();
+            let owners_folded: Vec<Option<String>> = chunk
+                .iter()
+                .map(|(_, r)| r.owner.as_deref().map(fold_owner))
+                .collect();
+            let descriptions: Vec<Option<&str>> = chunk
+                .iter()
+                .map(|(_, r)| r.description.as_deref())
+                .collect();
             self.change(|tx| {
                 tx.execute(
-                    "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, expires_at) \
+                    "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, \
+                     expires_at, owner, owner_folded, description) \
                      SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], \
-                     $5::int8[], $6::int8[])",
-                    &[&ids, &hashes, &names, &folded, &created, &expires],
+                     $5::int8[], $6::int8[], $7::text[], $8::text[], $9::text[])",
+                    &[
+                        &ids,
+                        &hashes,
+                        &names,
+                        &folded,
+                        &created,
+                        &expires,
+                        &owners,
+                        &owners_folded,
+                        &descriptions,
+                    ],
                 )?;
                 Ok(Change::Made {
                     value: (),

@@ -20,14 +20,20 @@
 //!   the in-memory index and creation order saved at a clean shutdown, read and removed
 //!   at the next open; its format is described in `index_snapshot`.
 //!
-//! # Trees in sled (schema 2)
+//! # Trees in sled (schema 3)
 //!
 //! Integers are big-endian; ids are the token's 16 bytes; times are unix seconds unless
 //! marked µs.
 //!
-//! - `token_records` ([`RECORDS_TREE`]): id → record: version `2` (1 byte) ‖
-//!   blake3(secret) (32) ‖ created µs (i64) ‖ expires (i64, [`NEVER`] = never) ‖ name
-//!   (UTF-8). Encoded and decoded in `token_records`.
+//! - `token_records` ([`RECORDS_TREE`]): id → record, in one of two versions, both read:
+//!   - version `3` (written since schema 3): `3` (1 byte) ‖ blake3(secret) (32) ‖ created
+//!     µs (i64) ‖ expires (i64, [`NEVER`] = never) ‖ name length (u16) ‖ owner length
+//!     (u16, 0 = none) ‖ description length (u16, 0 = none) ‖ name ‖ owner ‖ description
+//!     (UTF-8);
+//!   - version `2` (every record schema 2 wrote): `2` ‖ blake3(secret) ‖ created µs ‖
+//!     expires ‖ name (UTF-8, the rest of the value): a token without owner or description.
+//!
+//!   Encoded and decoded in `token_records`.
 //! - `token_names` ([`TOKEN_NAMES_TREE`]): the folded (lower-cased) name → id; names are
 //!   unique ignoring case.
 //! - `last_used` ([`LAST_USED_TREE`]): id → last-used time (i64), written by the flusher
@@ -40,16 +46,25 @@
 //!   µs since the epoch (i64, clamped at 0) ‖ a store-wide sled id (u64) → `AuditEvent`
 //!   as JSON. Which tree an event goes to is described in `audit_log`.
 //!
+//! # Schema 2 (upgraded in place)
+//!
+//! As schema 3, with every record in version `2`. Schema 3 added the owner and description
+//! as a new record version beside the old one rather than rewriting the records: the
+//! upgrade only sets [`SCHEMA_VERSION_KEY`] to 3 (instant at any size), so that an older
+//! release refuses the store by its version instead of meeting a record it cannot read.
+//! A record is rewritten in version 3 when its token is next edited.
+//!
 //! # Schema 1 (read only by the upgrade)
 //!
 //! `tokens` ([`SCHEMA_1_RECORDS_TREE`]): blake3(secret) → version `1` ‖ id (16) ‖ created
 //! µs (i64) ‖ expires (i64, [`NEVER`] = never) ‖ name; `token_ids` (id → hash) and
 //! `token_order` (created µs ‖ id → hash), dropped by the upgrade. The other trees and
-//! meta keys are as in schema 2, without [`NEWEST_CREATED_KEY`].
+//! meta keys are as in schema 2, without [`NEWEST_CREATED_KEY`]. Upgraded by a rewrite
+//! straight to the current schema (`schema_upgrade`).
 
 /// Layout version of the trees; bumped on any incompatible change, and an older store
 /// is upgraded at open (`schema_upgrade`).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 // Files in the data dir.
 pub(super) const LOCK_FILE: &str = "pa-auth.lock";
@@ -106,7 +121,8 @@ mod tests {
     /// These names are the on-disk format: this fails if one is changed by accident.
     #[test]
     fn the_layout_names_are_what_every_released_store_holds() {
-        assert_eq!(SCHEMA_VERSION, 2);
+        // 3: owner and description (record version 3; schema 2 upgraded in place).
+        assert_eq!(SCHEMA_VERSION, 3);
         assert_eq!(
             [
                 LOCK_FILE,

@@ -23,12 +23,13 @@ pub use token_records::TokenRecordRef;
 
 use crate::store::records::{
     AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite, TokenPage, TokenRecord,
-    TokenStats, ORDER_KEY_LEN,
+    TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 
 pub use layout::SCHEMA_VERSION;
 
 use crate::domain::audit::AuditEvent;
+use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::store::error::{Error, Result};
 use crate::store::AuditKey;
@@ -214,6 +215,7 @@ impl SledStore {
                 Ok(())
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
+            Some(v) if v.as_ref() == 2u32.to_be_bytes() => schema_upgrade::upgrade_schema_2(&self.meta),
             Some(v) => Err(Error::Corrupt(format!(
                 "store schema version {:?} is not {SCHEMA_VERSION}; use the pa-auth release that wrote it",
                 v.as_ref()
@@ -487,9 +489,14 @@ impl crate::store::Store for SledStore {
         &self,
         name: &str,
         expires_at: Option<i64>,
+        owner: Option<&str>,
+        description: Option<&str>,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
-        SledStore::create_token(self, name, expires_at, created_micros)
+        SledStore::create_token_with(self, name, expires_at, owner, description, created_micros)
+    }
+    fn update_token(&self, id: TokenId, update: &TokenUpdate) -> Result<Option<UpdatedToken>> {
+        SledStore::update_token(self, id, update)
     }
     fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         SledStore::delete_token(self, id)
@@ -500,14 +507,22 @@ impl crate::store::Store for SledStore {
     fn list_tokens(&self, limit: usize, cursor: Option<&[u8; ORDER_KEY_LEN]>) -> Result<TokenPage> {
         SledStore::list_tokens(self, limit, cursor)
     }
+    fn list_tokens_of_owner(
+        &self,
+        owner_folded: &str,
+        limit: usize,
+        cursor: Option<&[u8; ORDER_KEY_LEN]>,
+    ) -> Result<TokenPage> {
+        SledStore::list_tokens_of_owner(self, owner_folded, limit, cursor)
+    }
     fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
         SledStore::lookup_token(self, hash)
     }
     fn token_count(&self) -> Result<u64> {
         SledStore::token_count(self)
     }
-    fn token_stats(&self, now: i64) -> Result<TokenStats> {
-        SledStore::token_stats(self, now)
+    fn token_stats(&self, now: i64, policy: &LifetimePolicy) -> Result<TokenStats> {
+        SledStore::token_stats(self, now, policy)
     }
     fn stored_last_used(&self, id: TokenId) -> Result<Option<i64>> {
         SledStore::stored_last_used(self, id)

@@ -186,7 +186,21 @@ fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
         created_micros: be_i64(&bytes[17..25])?,
         expires_at: (expires != NEVER).then_some(expires),
         name: std::str::from_utf8(&bytes[HEADER..]).ok()?.to_owned(),
+        owner: None,
+        description: None,
     })
+}
+
+/// Schema 2 → 3, in place: schema 3 only added owner and description to the record, in a
+/// new record version beside the old one, and every schema 2 record is still read as it is
+/// (see `token_records`). So the upgrade rewrites nothing; it records the new version, so
+/// that an older release refuses the store ("use the release that wrote it") instead of
+/// meeting a record it cannot decode.
+pub(super) fn upgrade_schema_2(meta: &sled::Tree) -> Result<()> {
+    meta.insert(SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+    meta.flush()?;
+    log::info!("store upgraded in place from schema 2 to {SCHEMA_VERSION} (no record rewritten)");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -243,6 +257,61 @@ mod tests {
             format!("{{\"generation\":0,\"dbLen\":{len}}}"),
         )
         .unwrap();
+    }
+
+    /// A store schema 2 wrote (every record in version 2) opens as schema 3 without a
+    /// rewrite: its tokens are all there, with no owner or description, and can be edited.
+    #[test]
+    fn a_schema_2_store_is_upgraded_in_place() {
+        let dir = std::env::temp_dir().join(format!("pa-auth-upgrade2-{}", TokenId::generate()));
+        let serving = StoreOptions {
+            index_tokens: true,
+            ..StoreOptions::default()
+        };
+        let secret = PlaintextToken::generate();
+        let id = TokenId::generate();
+        {
+            let store = SledStore::open(&dir, &serving).unwrap();
+            let mut v2 = vec![2u8];
+            v2.extend_from_slice(secret.hash().as_bytes());
+            v2.extend_from_slice(&1_700_000_000_000_000i64.to_be_bytes());
+            v2.extend_from_slice(&i64::MIN.to_be_bytes());
+            v2.extend_from_slice(b"Legacy");
+            store.records.insert(id.0, v2).unwrap();
+            store.token_names.insert("legacy", &id.0[..]).unwrap();
+            store
+                .meta
+                .insert("token_count", &1u64.to_be_bytes())
+                .unwrap();
+            store
+                .meta
+                .insert("schema_version", &2u32.to_be_bytes())
+                .unwrap();
+            store.commit_durable().unwrap();
+        }
+        let store = SledStore::open(&dir, &serving).unwrap();
+        assert_eq!(
+            store.meta.get("schema_version").unwrap().unwrap().as_ref(),
+            3u32.to_be_bytes()
+        );
+        let record = store.token_by_id(id).unwrap().unwrap();
+        assert_eq!(
+            (record.name.as_str(), record.owner, record.description),
+            ("Legacy", None, None)
+        );
+        assert_eq!(store.lookup_token(&secret.hash()).unwrap().unwrap().id, id);
+        assert!(store.create_token("LEGACY", None, 1).is_err(), "name kept");
+        let update = crate::store::TokenUpdate {
+            owner: Some(Some("ops".into())),
+            ..Default::default()
+        };
+        store.update_token(id, &update).unwrap().unwrap();
+        drop(store);
+        let store = SledStore::open(&dir, &serving).unwrap();
+        let record = store.token_by_id(id).unwrap().unwrap();
+        assert_eq!(record.owner.as_deref(), Some("ops"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Token records in sled: one record per token under its id (the compact binary record,
-//! decoded without allocation), the case-insensitive name index beside it, create and
+//! decoded without allocation), the case-insensitive name index beside it, create, edit and
 //! delete as one transaction over both, newest-first pagination through the in-memory
 //! creation order, and last-used persistence that can never bring a deleted token back.
 //!
@@ -15,19 +15,29 @@ use sled::Transactional;
 use super::creation_order::{CreationOrder, OrderKey};
 use super::layout::{NEVER, NEWEST_CREATED_KEY, TOKEN_COUNT_KEY};
 use super::{be_i64, be_u64, transaction_error, SledStore};
+use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
 use crate::store::index::IndexBatch;
 use crate::store::records::{
-    order_key, IndexedToken, LastUsedWrite, TokenPage, TokenRecord, TokenStats, ORDER_KEY_LEN,
+    fold_owner, order_key, IndexedToken, LastUsedWrite, TokenPage, TokenRecord, TokenStats,
+    TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 
-/// Version byte of a record in the `token_records` tree (schema 2).
-const RECORD_VERSION: u8 = 2;
+/// Version byte of a record without owner or description, as schema 2 wrote every record:
 /// version(1) ‖ blake3(secret)(32) ‖ created µs(8) ‖ expires s(8, `NEVER` = never) ‖ name
-/// (UTF-8), stored under the 16-byte id.
+/// (UTF-8), stored under the 16-byte id. Still read: a schema 2 store is upgraded in place
+/// without rewriting a record.
+const RECORD_VERSION_2: u8 = 2;
+/// Version byte of a record written since schema 3: the version 2 header, then name, owner
+/// and description lengths (u16 each; 0 = none: a validated owner or description is never
+/// empty), then the three texts.
+const RECORD_VERSION_3: u8 = 3;
+/// The fixed part both versions start with.
 const RECORD_HEADER: usize = 1 + 32 + 8 + 8;
+/// Version 3's three lengths after the header.
+const TEXT_LENGTHS: usize = 3 * 2;
 /// Start-up vectors are sized from the stored token count up to this many tokens.
 pub(super) const MAX_PRESIZED_TOKENS: usize = 16 << 20;
 
@@ -39,6 +49,8 @@ pub struct TokenRecordRef<'a> {
     pub name: &'a str,
     pub created_micros: i64,
     pub expires_at: Option<i64>,
+    pub owner: Option<&'a str>,
+    pub description: Option<&'a str>,
 }
 
 impl TokenRecord {
@@ -50,15 +62,37 @@ impl TokenRecord {
         }
     }
 
+    /// The version 3 record. Texts are validated (≤ 500 characters, so ≤ 2 000 bytes);
+    /// one longer than a u16 length can say is cut at a character boundary rather than
+    /// written with a wrong length.
     pub(super) fn encode(&self, hash: &TokenHash) -> Vec<u8> {
-        let mut v = Vec::with_capacity(RECORD_HEADER + self.name.len());
-        v.push(RECORD_VERSION);
+        let owner = bounded(self.owner.as_deref().unwrap_or(""));
+        let description = bounded(self.description.as_deref().unwrap_or(""));
+        let name = bounded(&self.name);
+        let mut v = Vec::with_capacity(
+            RECORD_HEADER + TEXT_LENGTHS + name.len() + owner.len() + description.len(),
+        );
+        v.push(RECORD_VERSION_3);
         v.extend_from_slice(hash.as_bytes());
         v.extend_from_slice(&self.created_micros.to_be_bytes());
         v.extend_from_slice(&self.expires_at.unwrap_or(NEVER).to_be_bytes());
-        v.extend_from_slice(self.name.as_bytes());
+        for text in [name, owner, description] {
+            v.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        }
+        for text in [name, owner, description] {
+            v.extend_from_slice(text.as_bytes());
+        }
         v
     }
+}
+
+/// `text`, cut at a character boundary to at most `u16::MAX` bytes.
+fn bounded(text: &str) -> &str {
+    let mut end = text.len().min(usize::from(u16::MAX));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A cursor's bytes as a position in the creation order.
@@ -70,20 +104,45 @@ impl<'a> TokenRecordRef<'a> {
     /// Decodes a stored entry (id key, record value); `None` if it is not a record of this
     /// version.
     pub fn decode(key: &[u8], bytes: &'a [u8]) -> Option<Self> {
-        if bytes.len() < RECORD_HEADER || bytes[0] != RECORD_VERSION {
+        if bytes.len() < RECORD_HEADER {
             return None;
         }
         let id = TokenId(key.try_into().ok()?);
         let hash = TokenHash(bytes[1..33].try_into().ok()?);
         let created_micros = be_i64(&bytes[33..41])?;
         let expires = be_i64(&bytes[41..49])?;
-        let name = std::str::from_utf8(&bytes[RECORD_HEADER..]).ok()?;
+        let rest = &bytes[RECORD_HEADER..];
+        let (name, owner, description) = match bytes[0] {
+            RECORD_VERSION_2 => (std::str::from_utf8(rest).ok()?, "", ""),
+            RECORD_VERSION_3 => {
+                let len = |at: usize| -> Option<usize> {
+                    Some(usize::from(u16::from_be_bytes(
+                        rest.get(at..at + 2)?.try_into().ok()?,
+                    )))
+                };
+                let (n, o, d) = (len(0)?, len(2)?, len(4)?);
+                let texts = &rest[TEXT_LENGTHS..];
+                if texts.len() != n + o + d {
+                    return None;
+                }
+                let (name, texts) = texts.split_at(n);
+                let (owner, description) = texts.split_at(o);
+                (
+                    std::str::from_utf8(name).ok()?,
+                    std::str::from_utf8(owner).ok()?,
+                    std::str::from_utf8(description).ok()?,
+                )
+            }
+            _ => return None,
+        };
         Some(TokenRecordRef {
             id,
             hash,
             name,
             created_micros,
             expires_at: (expires != NEVER).then_some(expires),
+            owner: (!owner.is_empty()).then_some(owner),
+            description: (!description.is_empty()).then_some(description),
         })
     }
 
@@ -93,6 +152,8 @@ impl<'a> TokenRecordRef<'a> {
             name: self.name.to_owned(),
             created_micros: self.created_micros,
             expires_at: self.expires_at,
+            owner: self.owner.map(str::to_owned),
+            description: self.description.map(str::to_owned),
         }
     }
 
@@ -112,12 +173,25 @@ fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<(TokenHash, TokenRecord)> {
 }
 
 impl SledStore {
-    /// Creates a token: one transaction over the record, its name and the counters, then a
-    /// flush, so a returned token survives `kill -9`. `name` must already be validated.
+    /// A token without owner or description ([`Self::create_token_with`]).
     pub fn create_token(
         &self,
         name: &str,
         expires_at: Option<i64>,
+        now_micros: i64,
+    ) -> Result<(PlaintextToken, TokenRecord)> {
+        self.create_token_with(name, expires_at, None, None, now_micros)
+    }
+
+    /// Creates a token: one transaction over the record, its name and the counters, then a
+    /// flush, so a returned token survives `kill -9`. Name, owner and description must
+    /// already be validated.
+    pub fn create_token_with(
+        &self,
+        name: &str,
+        expires_at: Option<i64>,
+        owner: Option<&str>,
+        description: Option<&str>,
         now_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
         let secret = PlaintextToken::generate();
@@ -141,6 +215,8 @@ impl SledStore {
             name: name.to_owned(),
             created_micros,
             expires_at,
+            owner: owner.map(str::to_owned),
+            description: description.map(str::to_owned),
         };
         let folded = fold_name(name);
         let encoded = record.encode(&hash);
@@ -186,6 +262,53 @@ impl SledStore {
         if let Some(order) = self.order.get() {
             order.insert(record.created_micros, record.id);
         }
+    }
+
+    /// Edits a token's name, owner or description: one transaction over the record and the
+    /// name index (a rename to a name another token has, ignoring case, is `NameTaken`),
+    /// then a flush; then the authentication index's copy of the name, only if the token is
+    /// still there (a delete racing the edit wins). An edit that changes nothing writes
+    /// nothing. `Ok(None)` if there is no such token.
+    pub fn update_token(&self, id: TokenId, update: &TokenUpdate) -> Result<Option<UpdatedToken>> {
+        let done = (&self.records, &self.token_names)
+            .transaction(|(records, names)| {
+                let Some(bytes) = records.get(id.0)? else {
+                    return Ok(None);
+                };
+                let Some((hash, before)) =
+                    TokenRecordRef::decode(&id.0, &bytes).map(|r| (r.hash, r.to_owned_record()))
+                else {
+                    return abort(Error::Corrupt("undecodable token record".into()));
+                };
+                let after = before.updated(update);
+                if after == before {
+                    return Ok(Some((hash, before, after)));
+                }
+                let (old, new) = (fold_name(&before.name), fold_name(&after.name));
+                if old != new {
+                    if names.get(new.as_bytes())?.is_some() {
+                        return abort(Error::NameTaken(format!(
+                            "A token named \"{}\" already exists",
+                            after.name
+                        )));
+                    }
+                    names.remove(old.as_bytes())?;
+                    names.insert(new.as_bytes(), &id.0[..])?;
+                }
+                records.insert(&id.0[..], after.encode(&hash))?;
+                Ok(Some((hash, before, after)))
+            })
+            .map_err(transaction_error)?;
+        let Some((hash, before, after)) = done else {
+            return Ok(None);
+        };
+        if after != before {
+            self.commit_durable()?;
+            if let Some(index) = self.index() {
+                index.update_existing(hash, after.indexed());
+            }
+        }
+        Ok(Some(UpdatedToken { before, after }))
     }
 
     /// Deletes a token and everything that refers to it in one transaction, then flushes.
@@ -339,6 +462,49 @@ impl SledStore {
         Ok(TokenPage { items, next_cursor })
     }
 
+    /// [`Self::list_tokens`], only the tokens whose folded owner is `owner_folded`. Walks the
+    /// creation order from the cursor until a page is full: a rare owner costs a scan of
+    /// the records (an admin's query, not a hot path).
+    pub fn list_tokens_of_owner(
+        &self,
+        owner_folded: &str,
+        limit: usize,
+        cursor: Option<&[u8; ORDER_KEY_LEN]>,
+    ) -> Result<TokenPage> {
+        const STEP: usize = 256;
+        let mut position = match cursor {
+            Some(c) => Some(cursor_position(c).ok_or_else(|| Error::InvalidCursor)?),
+            None => None,
+        };
+        let order = self.creation_order()?;
+        let mut items: Vec<TokenRecord> = Vec::new();
+        loop {
+            let (positions, more) = order.newest_before(position, STEP);
+            for (_, id) in &positions {
+                let Some(record) = self.token_by_id(TokenId(*id))? else {
+                    continue;
+                };
+                if record.owner.as_deref().map(fold_owner).as_deref() != Some(owner_folded) {
+                    continue;
+                }
+                if items.len() == limit {
+                    // One more match follows: the page ends at the last item kept.
+                    let next_cursor = items.last().map(|r| order_key(r.created_micros, &r.id));
+                    return Ok(TokenPage { items, next_cursor });
+                }
+                items.push(record);
+            }
+            match (more, positions.last()) {
+                (true, Some(last)) => position = Some(*last),
+                _ => break,
+            }
+        }
+        Ok(TokenPage {
+            items,
+            next_cursor: None,
+        })
+    }
+
     /// Bulk import for restore and load generation: writes records with sled batches (one per
     /// tree, not one transaction per token) and flushes once. Offline use only: the caller
     /// guarantees unique names, ids and hashes (a backup's contents, or generated ones).
@@ -367,14 +533,18 @@ impl SledStore {
         Ok(())
     }
 
-    /// Counts tokens by status at `now` (a full scan: callers cache it).
-    pub fn token_stats(&self, now: i64) -> Result<TokenStats> {
+    /// Counts tokens by status at `now`, and those outside `policy` (a full scan: callers
+    /// cache it).
+    pub fn token_stats(&self, now: i64, policy: &LifetimePolicy) -> Result<TokenStats> {
         let mut stats = TokenStats::default();
         for entry in self.records.iter() {
             let (key, bytes) = entry?;
             let Some(r) = TokenRecordRef::decode(&key, &bytes) else {
                 continue;
             };
+            let created_at = r.created_micros.div_euclid(1_000_000);
+            stats.violating_policy +=
+                u64::from(policy.violation(created_at, r.expires_at, now).is_some());
             match r.expires_at {
                 Some(e) if now >= e => stats.expired += 1,
                 Some(e) => {
@@ -491,6 +661,8 @@ mod tests {
             name: "ci — déploiement".into(),
             created_micros: 1_796_000_000_123_456,
             expires_at: Some(1_796_086_400),
+            owner: Some("équipe paiements".into()),
+            description: Some("nightly deploys\nfrom CI".into()),
         };
         let hash = PlaintextToken::generate().hash();
         let bytes = r.encode(&hash);
@@ -507,10 +679,242 @@ mod tests {
                 .expires_at,
             None
         );
+        let bare = TokenRecord {
+            owner: None,
+            description: None,
+            ..never.clone()
+        };
+        assert_eq!(
+            TokenRecordRef::decode(&bare.id.0, &bare.encode(&hash))
+                .unwrap()
+                .to_owned_record(),
+            bare
+        );
         assert!(TokenRecordRef::decode(&never.id.0, b"\x02garbage").is_none());
+        // Version 3 with lengths that do not add up, or cut short, is not a record.
+        let mut bad = never.encode(&hash);
+        bad.pop();
+        assert!(TokenRecordRef::decode(&never.id.0, &bad).is_none());
+        assert!(TokenRecordRef::decode(&never.id.0, &bad[..RECORD_HEADER + 3]).is_none());
+        assert!(TokenRecordRef::decode(
+            &never.id.0,
+            b"\x04garbagegarbagegarbagegarbagegarbagegarbagegarbage"
+        )
+        .is_none());
         assert!(TokenRecordRef::decode(&never.id.0, b"").is_none());
         // A key that is not an id is not a record.
         assert!(TokenRecordRef::decode(b"short", &never.encode(&hash)).is_none());
+    }
+
+    /// Every record schema 2 wrote (version 2: the name is the rest of the value) is still
+    /// read, as a token without owner or description.
+    #[test]
+    fn schema_2_records_are_read_as_they_are() {
+        let id = TokenId::generate();
+        let hash = PlaintextToken::generate().hash();
+        let mut v2 = vec![2u8];
+        v2.extend_from_slice(hash.as_bytes());
+        v2.extend_from_slice(&1_796_000_000_123_456i64.to_be_bytes());
+        v2.extend_from_slice(&NEVER.to_be_bytes());
+        v2.extend_from_slice("ci — déploiement".as_bytes());
+        let r = TokenRecordRef::decode(&id.0, &v2).unwrap();
+        assert_eq!(r.hash, hash);
+        assert_eq!(
+            r.to_owned_record(),
+            TokenRecord {
+                id,
+                name: "ci — déploiement".into(),
+                created_micros: 1_796_000_000_123_456,
+                expires_at: None,
+                owner: None,
+                description: None,
+            }
+        );
+    }
+
+    #[test]
+    fn updates_rename_within_the_case_insensitive_rule() {
+        let s = TempStore::new();
+        let (secret, a) = s
+            .create_token_with("alpha", None, Some("Team-A"), None, 1)
+            .unwrap();
+        let (_, b) = s.create_token("beta", None, 2).unwrap();
+        let rename = |name: &str| TokenUpdate {
+            name: Some(name.into()),
+            ..TokenUpdate::default()
+        };
+        let err = s.update_token(a.id, &rename("BETA")).unwrap_err();
+        assert!(matches!(err, Error::NameTaken(_)), "{err}");
+        assert_eq!(s.token_by_id(a.id).unwrap().unwrap(), a, "nothing changed");
+        // A change of case only is this token's own name.
+        let done = s.update_token(a.id, &rename("Alpha")).unwrap().unwrap();
+        assert_eq!(done.after.name, "Alpha");
+        let done = s
+            .update_token(
+                a.id,
+                &TokenUpdate {
+                    name: Some("gamma".into()),
+                    owner: Some(None),
+                    description: Some(Some("why".into())),
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            done.before.changed_by(&TokenUpdate {
+                name: Some("gamma".into()),
+                owner: Some(None),
+                description: Some(Some("why".into())),
+            }),
+            ["name", "owner", "description"]
+        );
+        let stored = s.token_by_id(a.id).unwrap().unwrap();
+        assert_eq!(
+            (
+                stored.name.as_str(),
+                stored.owner,
+                stored.description.as_deref()
+            ),
+            ("gamma", None, Some("why"))
+        );
+        // The old names are free, the new one is taken, the index has the new name.
+        assert!(s.create_token("ALPHA", None, 3).is_ok());
+        assert!(matches!(
+            s.create_token("Gamma", None, 4).unwrap_err(),
+            Error::NameTaken(_)
+        ));
+        assert_eq!(
+            &*s.lookup_token(&secret.hash()).unwrap().unwrap().name,
+            "gamma"
+        );
+        assert!(s
+            .update_token(TokenId::generate(), &rename("x"))
+            .unwrap()
+            .is_none());
+        s.delete_token(b.id).unwrap();
+        assert!(s.update_token(b.id, &rename("beta2")).unwrap().is_none());
+    }
+
+    #[test]
+    fn racing_renames_to_one_name_leave_exactly_one_holder() {
+        let s = TempStore::new();
+        let ids: Vec<TokenId> = (0..8)
+            .map(|i| s.create_token(&format!("t{i}"), None, i).unwrap().1.id)
+            .collect();
+        for round in 0..10 {
+            let target = format!("Contested-{round}");
+            let won = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                for (i, id) in ids.iter().enumerate() {
+                    let (s, won, target) = (&s, &won, &target);
+                    scope.spawn(move || {
+                        let name = if i % 2 == 0 {
+                            target.to_uppercase()
+                        } else {
+                            target.clone()
+                        };
+                        let update = TokenUpdate {
+                            name: Some(name),
+                            ..TokenUpdate::default()
+                        };
+                        match s.update_token(*id, &update) {
+                            Ok(Some(_)) => {
+                                won.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Err(Error::NameTaken(_)) => {}
+                            other => panic!("{other:?}"),
+                        }
+                    });
+                }
+            });
+            assert_eq!(won.into_inner(), 1, "round {round}");
+            let holders = ids
+                .iter()
+                .filter(|id| {
+                    fold_name(&s.token_by_id(**id).unwrap().unwrap().name) == fold_name(&target)
+                })
+                .count();
+            assert_eq!(holders, 1, "round {round}");
+            // Every name in the name tree points at a token that has it.
+            assert_eq!(s.token_names.len(), ids.len());
+            for entry in s.token_names.iter() {
+                let (folded, id) = entry.unwrap();
+                let record = s
+                    .token_by_id(TokenId(id.as_ref().try_into().unwrap()))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(fold_name(&record.name).as_bytes(), folded.as_ref());
+            }
+        }
+    }
+
+    #[test]
+    fn listing_by_owner_is_exact_ignoring_case_and_pages() {
+        let s = TempStore::new();
+        for i in 0..600 {
+            let owner = match i % 3 {
+                0 => Some("Team-A"),
+                1 => Some("team-a-ops"),
+                _ => None,
+            };
+            s.create_token_with(&format!("t{i:03}"), None, owner, None, 1_000_000 + i)
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = s
+                .list_tokens_of_owner("team-a", 70, cursor.as_ref())
+                .unwrap();
+            assert!(page.items.len() <= 70);
+            seen.extend(page.items.iter().map(|r| r.name.clone()));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..600)
+            .rev()
+            .filter(|i| i % 3 == 0)
+            .map(|i| format!("t{i:03}"))
+            .collect();
+        assert_eq!(seen, expected);
+        assert!(s
+            .list_tokens_of_owner("nobody", 10, None)
+            .unwrap()
+            .items
+            .is_empty());
+        let exact = s.list_tokens_of_owner("team-a", 200, None).unwrap();
+        assert_eq!(exact.items.len(), 200);
+        assert!(
+            exact.next_cursor.is_none(),
+            "no cursor when nothing follows"
+        );
+    }
+
+    #[test]
+    fn stats_count_tokens_outside_the_policy() {
+        let s = TempStore::new();
+        let now = 1_796_000_000;
+        let created = now * 1_000_000;
+        s.create_token("forever", None, created).unwrap();
+        s.create_token("year", Some(now + 365 * 86_400), created + 1)
+            .unwrap();
+        s.create_token("week", Some(now + 7 * 86_400), created + 2)
+            .unwrap();
+        s.create_token("gone", Some(now - 1), created + 3).unwrap();
+        let none = LifetimePolicy::default();
+        assert_eq!(s.token_stats(now, &none).unwrap().violating_policy, 0);
+        let month = LifetimePolicy {
+            max_lifetime_days: Some(30),
+            require_expiry: false,
+        };
+        assert_eq!(s.token_stats(now, &month).unwrap().violating_policy, 2);
+        let require = LifetimePolicy {
+            max_lifetime_days: None,
+            require_expiry: true,
+        };
+        assert_eq!(s.token_stats(now, &require).unwrap().violating_policy, 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ const state = {
   tokens: [],
   sort: { key: "created", dir: -1 },
   filter: "",
+  ownerFilter: "",
   page: 0,
   pageSize: 50,
   deleting: null,
@@ -119,13 +120,17 @@ async function loadTokens() {
 
 function sortValue(token, key) {
   if (key === "name") return token.name.toLocaleLowerCase();
+  if (key === "owner") return (token.owner || "").toLocaleLowerCase();
   if (key === "lastUsed") return token.lastUsedAt || "";
   return token.createdAt;
 }
 
 function visibleTokens() {
   const filter = state.filter.trim().toLocaleLowerCase();
-  const list = state.tokens.filter((t) => !filter || t.name.toLocaleLowerCase().includes(filter));
+  const ownerFilter = state.ownerFilter.trim().toLocaleLowerCase();
+  const list = state.tokens.filter((t) =>
+    (!filter || t.name.toLocaleLowerCase().includes(filter)) &&
+    (!ownerFilter || (t.owner || "").toLocaleLowerCase().includes(ownerFilter)));
   const { key, dir } = state.sort;
   list.sort((a, b) => {
     const x = sortValue(a, key);
@@ -151,6 +156,7 @@ function renderTokens() {
     name.className = "name";
     name.dataset.label = "Name";
     name.textContent = token.name;
+    if (token.description) name.title = token.description;
     tr.append(name);
 
     const created = document.createElement("td");
@@ -167,6 +173,14 @@ function renderTokens() {
       badge.textContent = "Expired";
       expires.append(" ", badge);
     }
+    if (token.policy) {
+      // Made before the server's lifetime policy and outside it: flagged, still working.
+      const badge = document.createElement("span");
+      badge.className = "badge policy";
+      badge.textContent = token.policy === "violates-require-expiry" ? "No expiry (policy)" : "Over max lifetime";
+      badge.title = "Outside this server's token lifetime policy; it still works until an admin deletes it.";
+      expires.append(" ", badge);
+    }
     tr.append(expires);
 
     const used = document.createElement("td");
@@ -174,6 +188,12 @@ function renderTokens() {
     used.className = "last-used";
     timeCell(used, token.lastUsedAt, "Never");
     tr.append(used);
+
+    const owner = document.createElement("td");
+    owner.className = "owner";
+    owner.dataset.label = "Owner";
+    owner.textContent = token.owner || "—";
+    tr.append(owner);
 
     const actions = document.createElement("td");
     const del = document.createElement("button");
@@ -198,9 +218,11 @@ function renderTokens() {
 }
 
 // ---- create ---------------------------------------------------------------------------
+const CREATE_ERRORS = ["token-name-error", "token-expiry-error", "token-owner-error", "token-description-error", "create-error"];
+
 function openCreate() {
   $("create-form").reset();
-  for (const id of ["token-name-error", "token-expiry-error", "create-error"]) $(id).textContent = "";
+  for (const id of CREATE_ERRORS) $(id).textContent = "";
   $("create-fields").hidden = false;
   $("secret-view").hidden = true;
   $("secret-value").value = "";
@@ -215,7 +237,7 @@ function forgetSecret() {
 
 async function submitCreate(event) {
   event.preventDefault();
-  for (const id of ["token-name-error", "token-expiry-error", "create-error"]) $(id).textContent = "";
+  for (const id of CREATE_ERRORS) $(id).textContent = "";
   const name = $("token-name").value;
   if (!name.trim()) {
     $("token-name-error").textContent = "Name is required";
@@ -224,6 +246,8 @@ async function submitCreate(event) {
   }
   const body = { name };
   if ($("token-expiry").value) body.expiresAt = $("token-expiry").value;
+  if ($("token-owner").value.trim()) body.owner = $("token-owner").value;
+  if ($("token-description").value.trim()) body.description = $("token-description").value;
   $("create-submit").disabled = true;
   try {
     const created = await api("POST", "/admin/api/tokens", body);
@@ -235,7 +259,12 @@ async function submitCreate(event) {
     $("copy-secret").focus();
     loadTokens();
   } catch (e) {
-    showFieldErrors(e, { name: "token-name-error", expiresAt: "token-expiry-error" }, "create-error");
+    showFieldErrors(e, {
+      name: "token-name-error",
+      expiresAt: "token-expiry-error",
+      owner: "token-owner-error",
+      description: "token-description-error",
+    }, "create-error");
   } finally {
     $("create-submit").disabled = false;
   }
@@ -332,7 +361,8 @@ async function loadAudit(fresh) {
       const at = document.createElement("td");
       timeCell(at, ev.at, "");
       tr.append(at);
-      for (const value of [ev.event, ev.actor, ev.tokenName || ev.tokenId, ev.remoteAddr]) {
+      const event = ev.changed ? `${ev.event} (${ev.changed.join(", ")})` : ev.event;
+      for (const value of [event, ev.actor, ev.tokenName || ev.tokenId, ev.remoteAddr]) {
         const td = document.createElement("td");
         td.textContent = value || "";
         tr.append(td);
@@ -392,6 +422,11 @@ function init() {
   $("password-cancel").addEventListener("click", () => $("password-dialog").close());
   $("filter").addEventListener("input", (e) => {
     state.filter = e.target.value;
+    state.page = 0;
+    renderTokens();
+  });
+  $("owner-filter").addEventListener("input", (e) => {
+    state.ownerFilter = e.target.value;
     state.page = 0;
     renderTokens();
   });
