@@ -42,6 +42,7 @@ pub struct ServeArgs {
     pub database_ca: Option<PathBuf>,
     pub max_staleness: Option<String>,
     pub serve_stale: bool,
+    pub audit_syslog: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -78,6 +79,8 @@ pub struct Config {
     pub max_staleness: Duration,
     /// With a database: verify from this node's copy even when it is stale (opt-in).
     pub serve_stale: bool,
+    /// Where a copy of every audit event goes as RFC 5424 syslog.
+    pub audit_syslog: Option<crate::service::syslog::Target>,
 }
 
 /// Reads an environment variable through a lookup function (tests pass their own).
@@ -233,6 +236,13 @@ impl Config {
             1,
             86_400,
         )?;
+        let audit_syslog = match pick(&args.audit_syslog, env, "AUDIT_SYSLOG") {
+            None => None,
+            Some((v, source)) => Some(
+                crate::service::syslog::Target::parse(&v)
+                    .map_err(|e| Error::Config(format!("{source}: {e}")))?,
+            ),
+        };
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -263,6 +273,7 @@ impl Config {
             public_url,
             database,
             max_staleness: Duration::from_secs(max_staleness),
+            audit_syslog,
             serve_stale: args.serve_stale
                 || env("PA_AUTH_SERVE_STALE").is_some_and(|v| matches!(v.trim(), "1" | "true")),
             tls,

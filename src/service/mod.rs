@@ -10,6 +10,7 @@ pub mod backup;
 pub mod cluster;
 pub mod error;
 pub mod maintenance;
+pub mod syslog;
 pub mod tokens;
 pub mod view;
 
@@ -46,6 +47,8 @@ pub struct Service {
     /// Whether other nodes share the store (cluster mode), and how fresh this node is.
     shared: bool,
     freshness: Arc<cluster::Freshness>,
+    /// Where a copy of each audit event goes (`--audit-syslog`), if anywhere.
+    audit_copy: syslog::AuditCopy,
 }
 
 impl Service {
@@ -87,6 +90,7 @@ impl Service {
             admins: Admins::new(argon2_slots, shared_sessions),
             mutation_gate: RwLock::new(()),
             token_stats: Mutex::new(None),
+            audit_copy: syslog::AuditCopy::default(),
         }
     }
 
@@ -161,6 +165,7 @@ impl Service {
             },
             Arc::clone(&self.flush_status),
             Arc::clone(&self.auth_failures),
+            self.audit_copy.clone(),
         )
     }
 
@@ -229,9 +234,25 @@ impl Service {
     /// Appends an audit event. A failure is logged, never fails the caller: the change it
     /// records is already durable, and refusing to report it would mislead.
     pub fn audit(&self, now: i64, event: AuditEvent) {
-        if let Err(e) = self.store.append_audit(now, event) {
-            log::error!("audit append failed: {e}");
+        match self.store.append_audit(now, event) {
+            Ok(appended) => self.audit_copy.send(&appended),
+            Err(e) => log::error!("audit append failed: {e}"),
         }
+    }
+
+    /// From now on, every audit event appended is also sent to `sink` (`--audit-syslog`).
+    pub fn copy_audit_to(&self, sink: syslog::SyslogSink) {
+        self.audit_copy.open(sink);
+    }
+
+    /// Sends the audit copies still queued, then stops sending (at shutdown, last).
+    pub fn close_audit_copy(&self) {
+        self.audit_copy.close();
+    }
+
+    /// (sent, dropped, failed) audit copies, with `--audit-syslog`.
+    pub fn audit_copy_figures(&self) -> Option<(u64, u64, u64)> {
+        self.audit_copy.figures()
     }
 
     /// A page of the audit log, newest first, and the cursor of the next.
