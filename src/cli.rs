@@ -165,6 +165,9 @@ macro_rules! serve_flags {
             /// with --database-url: seconds a node may go without confirming the database's latest change before it answers forward-auth and /healthz with 503 (default 2)
             #[argh(option)]
             pub max_staleness: Option<String>,
+            /// send a copy of every audit event as RFC 5424 syslog: udp://HOST:PORT, tcp://HOST:PORT (octet-counted) or unix:///dev/log
+            #[argh(option)]
+            pub audit_syslog: Option<String>,
             /// with --database-url: keep verifying from this node's copy even when it cannot confirm the latest changes (a deleted token may then still be accepted; env PA_AUTH_SERVE_STALE=true)
             #[argh(switch)]
             pub serve_stale: bool,
@@ -201,6 +204,7 @@ macro_rules! serve_flags {
                     database_url: self.database_url.clone(),
                     database_ca: self.database_ca.clone(),
                     max_staleness: self.max_staleness.clone(),
+                    audit_syslog: self.audit_syslog.clone(),
                     serve_stale: self.serve_stale,
                     max_token_lifetime: self.max_token_lifetime.clone(),
                     require_expiry: self.require_expiry,

@@ -45,6 +45,7 @@ pub struct ServeArgs {
     pub serve_stale: bool,
     pub max_token_lifetime: Option<String>,
     pub require_expiry: bool,
+    pub audit_syslog: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -83,6 +84,8 @@ pub struct Config {
     pub serve_stale: bool,
     /// `--max-token-lifetime`, `--require-expiry`.
     pub lifetime_policy: LifetimePolicy,
+    /// Where a copy of every audit event goes as RFC 5424 syslog.
+    pub audit_syslog: Option<crate::service::syslog::Target>,
 }
 
 /// Longest `--max-token-lifetime`, in days (100 years).
@@ -261,6 +264,13 @@ impl Config {
             1,
             86_400,
         )?;
+        let audit_syslog = match pick(&args.audit_syslog, env, "AUDIT_SYSLOG") {
+            None => None,
+            Some((v, source)) => Some(
+                crate::service::syslog::Target::parse(&v)
+                    .map_err(|e| Error::Config(format!("{source}: {e}")))?,
+            ),
+        };
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -291,6 +301,7 @@ impl Config {
             public_url,
             database,
             max_staleness: Duration::from_secs(max_staleness),
+            audit_syslog,
             serve_stale: args.serve_stale
                 || env("PA_AUTH_SERVE_STALE").is_some_and(|v| matches!(v.trim(), "1" | "true")),
             lifetime_policy: LifetimePolicy {

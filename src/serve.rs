@@ -46,6 +46,10 @@ pub fn serve(config: &Config) -> Result<()> {
         )
         .with_lifetime_policy(config.lifetime_policy),
     );
+    if let Some(target) = &config.audit_syslog {
+        service.copy_audit_to(crate::service::syslog::SyslogSink::start(target.clone())?);
+        log::info!("sending a copy of every audit event to {target}");
+    }
     service.bootstrap_admin()?;
     if config.serve_stale {
         service.serve_stale();
@@ -89,6 +93,8 @@ pub fn serve(config: &Config) -> Result<()> {
     }
     service.audit(now_unix(), AuditEvent::of(AuditKind::ServerStopped));
     flusher.shutdown();
+    // After the last audit events (the stop, the final aggregated failures).
+    service.close_audit_copy();
     drop(follower);
     store.leave();
     store.flush()?;

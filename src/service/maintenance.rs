@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::service::auth::failure_log::AuthFailureLog;
 use crate::service::auth::last_used::{LastUsedTracker, Unflushed};
+use crate::service::syslog::AuditCopy;
 use crate::store::{LastUsedWrite, Store};
 
 /// Outcome of one flush round.
@@ -117,6 +118,7 @@ impl LastUsedFlusher {
         pacing: Pacing,
         status: Arc<Mutex<FlushStatus>>,
         failures: Arc<AuthFailureLog>,
+        audit_copy: AuditCopy,
     ) -> std::io::Result<Self> {
         let control = Arc::new(Control {
             stop: Mutex::new(false),
@@ -126,7 +128,16 @@ impl LastUsedFlusher {
         let thread_control = Arc::clone(&control);
         let thread = std::thread::Builder::new()
             .name("last-used-flusher".into())
-            .spawn(move || run(&*store, &tracker, &failures, pacing, &thread_control))?;
+            .spawn(move || {
+                run(
+                    &*store,
+                    &tracker,
+                    &failures,
+                    &audit_copy,
+                    pacing,
+                    &thread_control,
+                )
+            })?;
         Ok(LastUsedFlusher {
             control,
             thread: Some(thread),
@@ -157,6 +168,7 @@ fn run(
     store: &dyn Store,
     tracker: &LastUsedTracker,
     failures: &AuthFailureLog,
+    audit_copy: &AuditCopy,
     pacing: Pacing,
     control: &Control,
 ) {
@@ -178,7 +190,8 @@ fn run(
             *stop
         };
         next = Instant::now() + interval;
-        if let Err(e) = failures.write_to_audit(store, crate::domain::time::now_unix()) {
+        let copy = |event: &crate::domain::audit::AuditEvent| audit_copy.send(event);
+        if let Err(e) = failures.write_to_audit(store, crate::domain::time::now_unix(), &copy) {
             log::error!("writing aggregated auth failures to the audit log failed: {e}");
         }
         // The final flush writes every time that moved at all.

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod cluster;
 pub mod error;
 pub mod maintenance;
+pub mod syslog;
 pub mod tokens;
 pub mod view;
 
@@ -50,6 +51,8 @@ pub struct Service {
     /// `--max-token-lifetime` and `--require-expiry`: what a new token must satisfy, and
     /// which existing ones are flagged (never revoked).
     lifetime_policy: LifetimePolicy,
+    /// Where a copy of each audit event goes (`--audit-syslog`), if anywhere.
+    audit_copy: syslog::AuditCopy,
 }
 
 impl Service {
@@ -92,6 +95,7 @@ impl Service {
             mutation_gate: RwLock::new(()),
             token_stats: Mutex::new(None),
             lifetime_policy: LifetimePolicy::default(),
+            audit_copy: syslog::AuditCopy::default(),
         }
     }
 
@@ -177,6 +181,7 @@ impl Service {
             },
             Arc::clone(&self.flush_status),
             Arc::clone(&self.auth_failures),
+            self.audit_copy.clone(),
         )
     }
 
@@ -245,9 +250,25 @@ impl Service {
     /// Appends an audit event. A failure is logged, never fails the caller: the change it
     /// records is already durable, and refusing to report it would mislead.
     pub fn audit(&self, now: i64, event: AuditEvent) {
-        if let Err(e) = self.store.append_audit(now, event) {
-            log::error!("audit append failed: {e}");
+        match self.store.append_audit(now, event) {
+            Ok(appended) => self.audit_copy.send(&appended),
+            Err(e) => log::error!("audit append failed: {e}"),
         }
+    }
+
+    /// From now on, every audit event appended is also sent to `sink` (`--audit-syslog`).
+    pub fn copy_audit_to(&self, sink: syslog::SyslogSink) {
+        self.audit_copy.open(sink);
+    }
+
+    /// Sends the audit copies still queued, then stops sending (at shutdown, last).
+    pub fn close_audit_copy(&self) {
+        self.audit_copy.close();
+    }
+
+    /// (sent, dropped, failed) audit copies, with `--audit-syslog`.
+    pub fn audit_copy_figures(&self) -> Option<(u64, u64, u64)> {
+        self.audit_copy.figures()
     }
 
     /// A page of the audit log, newest first, and the cursor of the next.

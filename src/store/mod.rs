@@ -77,7 +77,8 @@ pub trait Store: Send + Sync {
 
     // The audit log.
 
-    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<()>;
+    /// Appends an event (its id and time set here); the event as stored.
+    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<AuditEvent>;
     /// A page newest first, and the cursor of the next.
     fn audit_events(&self, query: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<String>)>;
 

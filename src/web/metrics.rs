@@ -131,6 +131,8 @@ pub struct Snapshot<'a> {
     pub flush: crate::service::maintenance::FlushStatus,
     /// Cluster mode only.
     pub cluster: Option<crate::service::cluster::ClusterStatus>,
+    /// With `--audit-syslog`: audit copies (sent, dropped, failed).
+    pub audit_copy: Option<(u64, u64, u64)>,
 }
 
 /// Renders the exposition text.
@@ -211,6 +213,15 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "# HELP pa_auth_flush_failures_total Failed last-used flush rounds.\n# TYPE pa_auth_flush_failures_total counter\npa_auth_flush_failures_total {}",
         s.flush.failures
     );
+    if let Some((sent, dropped, failed)) = s.audit_copy {
+        let name = "pa_auth_audit_syslog_messages_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Audit events copied to --audit-syslog, by outcome.\n# TYPE {name} counter\n\
+             {name}{{outcome=\"sent\"}} {sent}\n{name}{{outcome=\"dropped\"}} {dropped}\n\
+             {name}{{outcome=\"failed\"}} {failed}"
+        );
+    }
     if let Some(c) = &s.cluster {
         let _ = writeln!(
             out,

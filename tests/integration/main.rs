@@ -6,6 +6,7 @@
 mod admin_hardening;
 mod appliance;
 mod audit_integrity;
+mod audit_syslog;
 mod cluster_proxy;
 mod console_browser;
 mod engine;

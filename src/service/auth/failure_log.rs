@@ -174,14 +174,16 @@ impl AuthFailureLog {
 
     /// Writes one `auth.failed` event per key (and one for the overflow count) and resets;
     /// returns the number of events written (at most [`MAX_EVENTS_PER_INTERVAL`]).
+    /// `copy` sees each event as appended (for `--audit-syslog`).
     pub fn write_to_audit(
         &self,
         store: &dyn Store,
         now: i64,
+        copy: &dyn Fn(&AuditEvent),
     ) -> crate::service::error::Result<usize> {
         let (drained, overflow) = self.drain();
         for (key, count) in &drained {
-            store.append_audit(
+            let appended = store.append_audit(
                 now,
                 AuditEvent {
                     event: AuditKind::AuthFailed.into(),
@@ -192,9 +194,10 @@ impl AuthFailureLog {
                     ..Default::default()
                 },
             )?;
+            copy(&appended);
         }
         if overflow > 0 {
-            store.append_audit(
+            let appended = store.append_audit(
                 now,
                 AuditEvent {
                     event: AuditKind::AuthFailed.into(),
@@ -203,6 +206,7 @@ impl AuthFailureLog {
                     ..Default::default()
                 },
             )?;
+            copy(&appended);
         }
         Ok(drained.len() + usize::from(overflow > 0))
     }
@@ -351,7 +355,9 @@ mod tests {
                     });
                 }
             });
-            let written = log.write_to_audit(&*store, 100 + interval as i64).unwrap();
+            let written = log
+                .write_to_audit(&*store, 100 + interval as i64, &|_| {})
+                .unwrap();
             assert_eq!(written, MAX_EVENTS_PER_INTERVAL, "interval {interval}");
         }
         let kept = |name: &str| {

@@ -646,7 +646,7 @@ impl PgStore {
             .collect()
     }
 
-    fn audit_append(&self, now: i64, mut event: AuditEvent) -> Result<()> {
+    fn audit_append(&self, now: i64, mut event: AuditEvent) -> Result<AuditEvent> {
         let class = class_of(&event.event);
         self.with_client(|c| {
             let sequence: i64 = c
@@ -660,7 +660,7 @@ impl PgStore {
             )
         })?;
         let Some((_, cap, len)) = self.caps.iter().find(|(c, _, _)| *c == class) else {
-            return Ok(());
+            return Ok(event);
         };
         let n = len.fetch_add(1, Ordering::Relaxed) + 1;
         if n > *cap {
@@ -675,7 +675,7 @@ impl PgStore {
             })?;
             len.fetch_sub(dropped.min(n), Ordering::Relaxed);
         }
-        Ok(())
+        Ok(event)
     }
 }
 
@@ -868,7 +868,7 @@ impl crate::store::Store for PgStore {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<()> {
+    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<AuditEvent> {
         self.audit_append(now, event)
     }
 

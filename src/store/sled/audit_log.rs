@@ -156,12 +156,13 @@ impl SledStore {
     /// Appends an event that happened at `now` (unix seconds), which also sets its `at`,
     /// into the tree of its kind. Not flushed: the next flush, at most ~0.5 s later by
     /// sled's own timer, makes it durable; token create/delete flush right after anyway.
-    pub fn append_audit(&self, now: i64, mut event: AuditEvent) -> Result<()> {
+    pub fn append_audit(&self, now: i64, mut event: AuditEvent) -> Result<AuditEvent> {
         let key = stamp_audit(&mut event, now, self.db.generate_id()?);
         let bytes = serde_json::to_vec(&event).map_err(|e| Error::Internal(e.to_string()))?;
         self.audit
             .of_class(class_of(&event.event))
-            .insert(key, bytes)
+            .insert(key, bytes)?;
+        Ok(event)
     }
 
     /// Newest first across both trees, with optional filters. Returns the events and the

@@ -530,7 +530,7 @@ impl crate::store::Store for SledStore {
     fn write_last_used_chunk(&self, chunk: &[LastUsedWrite]) -> Result<usize> {
         SledStore::write_last_used_chunk(self, chunk)
     }
-    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<()> {
+    fn append_audit(&self, now: i64, event: AuditEvent) -> Result<AuditEvent> {
         SledStore::append_audit(self, now, event)
     }
     fn audit_events(&self, query: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<String>)> {
