@@ -906,6 +906,17 @@ impl crate::store::Store for PgStore {
         Ok((out, next))
     }
 
+    fn audit_events_from(&self, from: &[u8; 16], limit: usize) -> Result<Vec<AuditEvent>> {
+        let take = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT event FROM pa_auth_audit WHERE key >= $1 ORDER BY key LIMIT $2",
+                &[&&from[..], &take],
+            )
+        })?;
+        rows.iter().map(|row| decode_event(row.get(0))).collect()
+    }
+
     fn admin(&self, username: &str) -> Result<Option<AdminAccount>> {
         let row = self.with_client(|c| {
             c.query_opt(
