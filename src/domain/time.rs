@@ -17,6 +17,13 @@ pub fn now_unix_ms() -> i64 {
     i64::try_from(nanos).unwrap_or(i64::MAX)
 }
 
+/// An RFC 3339 date-time with offset (`2026-11-30T08:29:58Z`, `…+02:00`, fractions allowed)
+/// as microseconds since the Unix epoch; `None` if it is not one.
+pub fn parse_rfc3339_micros(raw: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(raw, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000)).ok()
+}
+
 /// `2026-11-30T08:29:58Z`.
 pub fn format_rfc3339(unix_seconds: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix_seconds)

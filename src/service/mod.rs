@@ -279,6 +279,12 @@ impl Service {
         Ok(self.store.audit_events(query)?)
     }
 
+    /// At most `limit` audit events of both classes, oldest first, from the key `from` on
+    /// (inclusive): the export.
+    pub fn audit_export(&self, from: &[u8; 16], limit: usize) -> Result<Vec<AuditEvent>> {
+        Ok(self.store.audit_events_from(from, limit)?)
+    }
+
     /// Token counts for metrics, at most 30 s old.
     pub fn token_stats(&self, now: i64) -> TokenStats {
         let mut cached = crate::sync::lock(&self.token_stats);

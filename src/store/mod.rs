@@ -81,6 +81,9 @@ pub trait Store: Send + Sync {
     fn append_audit(&self, now: i64, event: AuditEvent) -> Result<AuditEvent>;
     /// A page newest first, and the cursor of the next.
     fn audit_events(&self, query: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<String>)>;
+    /// At most `limit` events of both classes, oldest first, from the key `from` on
+    /// (inclusive): the export.
+    fn audit_events_from(&self, from: &[u8; 16], limit: usize) -> Result<Vec<AuditEvent>>;
 
     // Admins.
 

@@ -104,16 +104,50 @@ pub fn fold_owner(owner: &str) -> String {
     crate::domain::token_fields::fold_name(owner)
 }
 
-/// Token counts for metrics.
+/// Token counts for metrics: aggregates only, never an id.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenStats {
     pub active: u64,
     pub expired: u64,
+    /// Active tokens that stop working within 1, 7 and 30 days (`expiresAt - now <= window`).
+    pub expiring_1d: u64,
     pub expiring_7d: u64,
     pub expiring_30d: u64,
+    /// Active tokens not used for 30 and 90 days: their last use (as stored: flushed), or
+    /// their creation if never used, at least that long ago.
+    pub unused_30d: u64,
+    pub unused_90d: u64,
     /// Active tokens outside the lifetime policy (`--max-token-lifetime`,
     /// `--require-expiry`): flagged, never revoked.
     pub violating_policy: u64,
+}
+
+/// One day in seconds.
+const DAY: i64 = 86_400;
+
+impl TokenStats {
+    /// Counts one token at `now` (unix seconds): `last_activity` is its stored last-used time,
+    /// or its creation time if it was never used. The rule every store follows (the
+    /// PostgreSQL store writes the same in SQL).
+    pub fn add(&mut self, now: i64, expires_at: Option<i64>, last_activity: i64, violates: bool) {
+        self.violating_policy += u64::from(violates);
+        match expires_at {
+            Some(e) if now >= e => {
+                self.expired += 1;
+                return;
+            }
+            Some(e) => {
+                self.expiring_1d += u64::from(e - now <= DAY);
+                self.expiring_7d += u64::from(e - now <= 7 * DAY);
+                self.expiring_30d += u64::from(e - now <= 30 * DAY);
+            }
+            None => {}
+        }
+        self.active += 1;
+        let idle = now.saturating_sub(last_activity);
+        self.unused_30d += u64::from(idle >= 30 * DAY);
+        self.unused_90d += u64::from(idle >= 90 * DAY);
+    }
 }
 
 /// One page of the newest-first listing.
@@ -251,4 +285,36 @@ pub struct Synced {
     /// For each change this sync applied from the feed: milliseconds from its commit to its
     /// read here, on the database's clock (no clock skew between hosts enters it).
     pub propagation_ms: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_windows_are_inclusive_and_only_for_active_tokens() {
+        let now = 1_000_000_000;
+        let mut s = TokenStats::default();
+        // Exactly 1 day left: within 1d; exactly 30 days idle: unused for 30d.
+        s.add(now, Some(now + DAY), now - 30 * DAY, false);
+        // Just over: not within 1d, but within 7d; 29 days idle.
+        s.add(now, Some(now + DAY + 1), now - 30 * DAY + 1, true);
+        // Never expires, idle 90 days.
+        s.add(now, None, now - 90 * DAY, false);
+        // Expired (now == expiresAt), long idle: only `expired`.
+        s.add(now, Some(now), now - 400 * DAY, false);
+        assert_eq!(
+            s,
+            TokenStats {
+                active: 3,
+                expired: 1,
+                expiring_1d: 1,
+                expiring_7d: 2,
+                expiring_30d: 2,
+                unused_30d: 2,
+                unused_90d: 1,
+                violating_policy: 1,
+            }
+        );
+    }
 }

@@ -170,15 +170,33 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "pa_auth_tokens{{status=\"expired\"}} {}",
         s.tokens.expired
     );
+    let t = &s.tokens;
+    let _ = writeln!(
+        out,
+        "# HELP pa_auth_tokens_expiring Active tokens that expire within the window (counted at most every 30 s).\n\
+         # TYPE pa_auth_tokens_expiring gauge\n\
+         pa_auth_tokens_expiring{{within=\"1d\"}} {}\n\
+         pa_auth_tokens_expiring{{within=\"7d\"}} {}\n\
+         pa_auth_tokens_expiring{{within=\"30d\"}} {}",
+        t.expiring_1d, t.expiring_7d, t.expiring_30d
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pa_auth_tokens_unused Active tokens not used (last used, or created if never used) for at least the period, from the stored last-used times (counted at most every 30 s).\n\
+         # TYPE pa_auth_tokens_unused gauge\n\
+         pa_auth_tokens_unused{{for=\"30d\"}} {}\n\
+         pa_auth_tokens_unused{{for=\"90d\"}} {}",
+        t.unused_30d, t.unused_90d
+    );
     let gauges = [
         (
             "pa_auth_tokens_expiring_7d",
-            "Active tokens that expire within 7 days.",
+            "Deprecated: use pa_auth_tokens_expiring{within=\"7d\"}. Active tokens that expire within 7 days.",
             s.tokens.expiring_7d as f64,
         ),
         (
             "pa_auth_tokens_expiring_30d",
-            "Active tokens that expire within 30 days.",
+            "Deprecated: use pa_auth_tokens_expiring{within=\"30d\"}. Active tokens that expire within 30 days.",
             s.tokens.expiring_30d as f64,
         ),
         (
@@ -253,4 +271,48 @@ pub fn render(s: &Snapshot<'_>) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_windows_are_labelled_and_the_old_names_stay_deprecated() {
+        let auth = crate::service::auth::AuthCounters::default();
+        let requests = RequestCounters::default();
+        let text = render(&Snapshot {
+            auth: &auth,
+            requests: &requests,
+            tokens: crate::store::TokenStats {
+                expiring_1d: 1,
+                expiring_7d: 2,
+                expiring_30d: 3,
+                unused_30d: 4,
+                unused_90d: 5,
+                ..Default::default()
+            },
+            open_connections: 0,
+            flush: crate::service::maintenance::FlushStatus::default(),
+            cluster: None,
+            audit_copy: None,
+        });
+        for line in [
+            "pa_auth_tokens_expiring{within=\"1d\"} 1",
+            "pa_auth_tokens_expiring{within=\"7d\"} 2",
+            "pa_auth_tokens_expiring{within=\"30d\"} 3",
+            "pa_auth_tokens_unused{for=\"30d\"} 4",
+            "pa_auth_tokens_unused{for=\"90d\"} 5",
+            "pa_auth_tokens_expiring_7d 2",
+            "pa_auth_tokens_expiring_30d 3",
+            "# TYPE pa_auth_tokens_expiring gauge",
+            "# TYPE pa_auth_tokens_unused gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        for old in ["pa_auth_tokens_expiring_7d", "pa_auth_tokens_expiring_30d"] {
+            let help = format!("# HELP {old} Deprecated: ");
+            assert!(text.contains(&help), "{old} not marked deprecated");
+        }
+    }
 }

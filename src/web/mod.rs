@@ -269,6 +269,7 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
         (Op::UpdateToken, Caller::Admin(who)) => admin_api::update_token(app, req, who, id(), now),
         (Op::Backup, Caller::Admin(who)) => admin_api::backup(app, req, who, now),
         (Op::Audit, Caller::Admin(_)) => admin_api::audit(app, req),
+        (Op::AuditExport, Caller::Admin(_)) => admin_api::audit_export(app, req),
         (Op::ChangePassword, Caller::Admin(who)) => admin_api::change_password(app, req, who, now),
         // A table row whose guard does not give its operation the caller it needs: a bug,
         // refused rather than run.

@@ -96,6 +96,7 @@ pub enum Op {
     DeleteToken,
     Backup,
     Audit,
+    AuditExport,
     ChangePassword,
 }
 
@@ -156,7 +157,7 @@ use PathMatch::{Child, Exact, Under};
 
 /// THE route table: every path pa-auth answers, first match wins. Routing, the lane a
 /// request runs on, the early answer to `Expect: 100-continue` and the 405s all read it.
-pub static ROUTES: [Endpoint; 15] = [
+pub static ROUTES: [Endpoint; 16] = [
     // First: the hot path, one comparison.
     endpoint(
         Under("/auth/verify"),
@@ -260,6 +261,15 @@ pub static ROUTES: [Endpoint; 15] = [
         Worker,
         Admin,
         &[m("GET", Op::Audit, Admin, Body::None)],
+        "GET, HEAD",
+    ),
+    // Up to 10,000 events read and written out: may block.
+    endpoint(
+        Exact("/admin/api/audit/export"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("GET", Op::AuditExport, Admin, Body::None)],
         "GET, HEAD",
     ),
     endpoint(
@@ -402,6 +412,16 @@ mod tests {
             Lane::Worker
         );
         assert_eq!(resolve("GET", "/metrics").endpoint.lane, Lane::Worker);
+        let export = resolve("GET", "/admin/api/audit/export");
+        assert_eq!(export.method.map(|m| m.op), Some(Op::AuditExport));
+        assert_eq!(
+            (export.guard(), export.endpoint.lane),
+            (Guard::Admin, Lane::Worker)
+        );
+        assert_eq!(
+            resolve("POST", "/admin/api/audit/export").guard(),
+            Guard::Admin
+        );
         assert_eq!(resolve("GET", "/").endpoint.lane, Lane::Inline);
     }
 
@@ -418,6 +438,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 18);
+        assert_eq!(seen.len(), 19);
     }
 }

@@ -15,6 +15,7 @@ mod fuzz_corpus;
 mod hostile;
 mod http_layer;
 mod layers;
+mod lifecycle_monitoring;
 mod postgres;
 mod reliability;
 mod security_review;

@@ -1776,3 +1776,71 @@ fn postgres_upgrades_a_schema_2_database() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["owner"], "ops");
 }
+
+/// Issue 18 §4: the PostgreSQL store's one-`SELECT` count of expiring and idle tokens, with
+/// creation and last-used times set back in the database (idleness reads the stored times).
+#[test]
+fn postgres_counts_expiring_and_unused_tokens_in_one_select() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("lifecycle_stats");
+    let svc = Service::start(&["--database-url", url.as_str()]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    for name in ["idle-100d", "idle-40d", "used-yesterday", "soon", "gone"] {
+        create_token(&svc, &admin, name);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = 86_400i64;
+    let old_micros = (now - 100 * day) * 1_000_000;
+    let mut db = pg.client("lifecycle_stats");
+    for (sql, value, rows) in [
+        (
+            "UPDATE pa_auth_tokens SET created_micros = $1 WHERE name <> 'soon'",
+            old_micros,
+            4,
+        ),
+        (
+            "UPDATE pa_auth_tokens SET last_used = $1 WHERE name = 'idle-40d'",
+            now - 40 * day,
+            1,
+        ),
+        (
+            "UPDATE pa_auth_tokens SET last_used = $1 WHERE name = 'used-yesterday'",
+            now - day,
+            1,
+        ),
+        (
+            "UPDATE pa_auth_tokens SET expires_at = $1 WHERE name = 'soon'",
+            now + 3600,
+            1,
+        ),
+        (
+            "UPDATE pa_auth_tokens SET expires_at = $1 WHERE name = 'gone'",
+            now - 1,
+            1,
+        ),
+    ] {
+        assert_eq!(db.execute(sql, &[&value]).expect(sql), rows, "{sql}");
+    }
+    // The first scrape counts (then cached for 30 s).
+    let text = Req::get("/metrics").send(svc.addr).text();
+    for (series, want) in [
+        ("pa_auth_tokens{status=\"active\"} ", "4"),
+        ("pa_auth_tokens{status=\"expired\"} ", "1"),
+        ("pa_auth_tokens_expiring{within=\"1d\"} ", "1"),
+        ("pa_auth_tokens_expiring{within=\"7d\"} ", "1"),
+        ("pa_auth_tokens_expiring_7d ", "1"),
+        // idle-100d and idle-40d; the expired one is not counted, it opens nothing.
+        ("pa_auth_tokens_unused{for=\"30d\"} ", "2"),
+        ("pa_auth_tokens_unused{for=\"90d\"} ", "1"),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(series));
+        assert_eq!(
+            line.and_then(|l| l.strip_prefix(series)),
+            Some(want),
+            "{series}in\n{text}"
+        );
+    }
+}

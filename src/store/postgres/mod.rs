@@ -817,6 +817,7 @@ impl crate::store::Store for PgStore {
         // The policy's rule (`LifetimePolicy::violation`) in SQL: among active tokens, those
         // without expiry when one is required or a limit is set, and those expiring after the
         // first UTC midnight past creation + the limit. $2: the limit in days, -1 = none.
+        // Idleness as `TokenStats::add` counts it: from the stored last use, else creation.
         let days = policy.max_lifetime_days.map_or(-1, i64::from);
         let row = self.with_client(|c| {
             c.query_one(
@@ -827,7 +828,12 @@ impl crate::store::Store for PgStore {
                         count(*) FILTER (WHERE (expires_at IS NULL OR $1 < expires_at) AND ( \
                             (expires_at IS NULL AND ($3::bool OR $2::int8 >= 0)) \
                             OR ($2::int8 >= 0 AND expires_at > \
-                                (floor((floor(created_micros / 1000000.0) + $2::int8 * 86400) / 86400) + 1) * 86400))) \
+                                (floor((floor(created_micros / 1000000.0) + $2::int8 * 86400) / 86400) + 1) * 86400))), \
+                        count(*) FILTER (WHERE $1 < expires_at AND expires_at - $1 <= 86400), \
+                        count(*) FILTER (WHERE (expires_at IS NULL OR $1 < expires_at) \
+                            AND $1 - COALESCE(last_used, created_micros / 1000000) >= 2592000), \
+                        count(*) FILTER (WHERE (expires_at IS NULL OR $1 < expires_at) \
+                            AND $1 - COALESCE(last_used, created_micros / 1000000) >= 7776000) \
                  FROM pa_auth_tokens",
                 &[&now, &days, &policy.require_expiry],
             )
@@ -836,8 +842,11 @@ impl crate::store::Store for PgStore {
         Ok(TokenStats {
             expired: n(0),
             active: n(1),
+            expiring_1d: n(5),
             expiring_7d: n(2),
             expiring_30d: n(3),
+            unused_30d: n(6),
+            unused_90d: n(7),
             violating_policy: n(4),
         })
     }
@@ -895,6 +904,17 @@ impl crate::store::Store for PgStore {
             None
         };
         Ok((out, next))
+    }
+
+    fn audit_events_from(&self, from: &[u8; 16], limit: usize) -> Result<Vec<AuditEvent>> {
+        let take = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT event FROM pa_auth_audit WHERE key >= $1 ORDER BY key LIMIT $2",
+                &[&&from[..], &take],
+            )
+        })?;
+        rows.iter().map(|row| decode_event(row.get(0))).collect()
     }
 
     fn admin(&self, username: &str) -> Result<Option<AdminAccount>> {

@@ -536,6 +536,10 @@ impl crate::store::Store for SledStore {
     fn audit_events(&self, query: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<String>)> {
         SledStore::audit_events(self, query)
     }
+
+    fn audit_events_from(&self, from: &[u8; 16], limit: usize) -> Result<Vec<AuditEvent>> {
+        SledStore::audit_events_from(self, from, limit)
+    }
     fn admin(&self, username: &str) -> Result<Option<AdminAccount>> {
         SledStore::admin(self, username)
     }

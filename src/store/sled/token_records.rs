@@ -533,8 +533,9 @@ impl SledStore {
         Ok(())
     }
 
-    /// Counts tokens by status at `now`, and those outside `policy` (a full scan: callers
-    /// cache it).
+    /// Counts tokens by status at `now`, by expiry and idleness windows, and those outside
+    /// `policy` (a full scan: callers cache it). Idleness reads the stored (flushed)
+    /// last-used times.
     pub fn token_stats(&self, now: i64, policy: &LifetimePolicy) -> Result<TokenStats> {
         let mut stats = TokenStats::default();
         for entry in self.records.iter() {
@@ -543,17 +544,16 @@ impl SledStore {
                 continue;
             };
             let created_at = r.created_micros.div_euclid(1_000_000);
-            stats.violating_policy +=
-                u64::from(policy.violation(created_at, r.expires_at, now).is_some());
-            match r.expires_at {
-                Some(e) if now >= e => stats.expired += 1,
-                Some(e) => {
-                    stats.active += 1;
-                    stats.expiring_7d += u64::from(e - now <= 7 * 86_400);
-                    stats.expiring_30d += u64::from(e - now <= 30 * 86_400);
-                }
-                None => stats.active += 1,
-            }
+            let violates = policy.violation(created_at, r.expires_at, now).is_some();
+            // The last-used lookup only where it can matter: an active token made at least
+            // 30 days ago (a younger one cannot have been unused that long).
+            let active = r.expires_at.is_none_or(|e| now < e);
+            let last_activity = if active && now - created_at >= 30 * 86_400 {
+                self.stored_last_used(r.id)?.unwrap_or(created_at)
+            } else {
+                created_at
+            };
+            stats.add(now, r.expires_at, last_activity, violates);
         }
         Ok(stats)
     }
@@ -915,6 +915,38 @@ mod tests {
             require_expiry: true,
         };
         assert_eq!(s.token_stats(now, &require).unwrap().violating_policy, 1);
+    }
+
+    #[test]
+    fn stats_count_expiry_windows_and_idle_tokens_from_stored_last_used() {
+        let s = TempStore::new();
+        let now = 1_796_000_000;
+        let day = 86_400;
+        let micros = |t: i64| t * 1_000_000;
+        // Made 100 days ago: never used, used 40 days ago, used yesterday.
+        let old = now - 100 * day;
+        s.create_token("never-used", None, micros(old)).unwrap();
+        let (_, forty) = s.create_token("used-40d", None, micros(old) + 1).unwrap();
+        let (_, fresh) = s.create_token("used-1d", None, micros(old) + 2).unwrap();
+        s.write_last_used(&[(forty.id, now - 40 * day), (fresh.id, now - day)])
+            .unwrap();
+        // Made today; expiring in 12 h, 5 days, 20 days; one expired 100 days unused.
+        s.create_token("half-day", Some(now + day / 2), micros(now - 10))
+            .unwrap();
+        s.create_token("five-days", Some(now + 5 * day), micros(now - 9))
+            .unwrap();
+        s.create_token("twenty-days", Some(now + 20 * day), micros(now - 8))
+            .unwrap();
+        s.create_token("gone", Some(now - 1), micros(old) + 3)
+            .unwrap();
+        let stats = s.token_stats(now, &LifetimePolicy::default()).unwrap();
+        assert_eq!((stats.active, stats.expired), (6, 1));
+        assert_eq!(
+            (stats.expiring_1d, stats.expiring_7d, stats.expiring_30d),
+            (1, 2, 3)
+        );
+        // The expired token is not counted as unused: it opens nothing.
+        assert_eq!((stats.unused_30d, stats.unused_90d), (2, 1));
     }
 
     #[test]
