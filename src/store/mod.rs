@@ -21,8 +21,8 @@ pub use self::sled::{create_private_dir, write_private_file};
 pub use error::{Error, Result};
 pub use records::{
     fold_owner, parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken,
-    IndexedToken, LastUsedWrite, LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord,
-    TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
+    IndexedToken, LastUsedWrite, LoginGuesses, PreviousSecret, SecretUsed, StoredSession, Synced,
+    TokenPage, TokenRecord, TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 
 /// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
