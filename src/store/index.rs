@@ -52,6 +52,9 @@ struct PreviousEntry {
     id: TokenId,
     /// The first second at which it stops working.
     ends_at: i64,
+    /// It ends at the current secret's first use: when the current entry's mark is taken
+    /// ([`TokenIndex::take_first_use`]) it finds nothing, at once, with no other write.
+    until_new_secret_used: bool,
     /// Its last use on this node, unix seconds (`NEVER` = none): in memory only.
     last_used: AtomicI64,
 }
@@ -266,7 +269,7 @@ impl TokenIndex {
     /// time is the caller's to check (time is a parameter). No allocation beyond
     /// [`Self::get`]'s: the previous secrets are looked at only when no current one matched.
     pub fn lookup(&self, hash: &TokenHash) -> Option<(IndexedToken, SecretUsed)> {
-        let (current, id, ends_at) = {
+        let (current, id, ends_at, until_new_secret_used) = {
             let shard = crate::sync::read(self.shard(hash));
             if let Ok(i) = shard.find(&hash.0) {
                 let e = &shard.entries[i];
@@ -283,10 +286,14 @@ impl TokenIndex {
                 .binary_search_by(|p| p.hash.cmp(&hash.0))
                 .ok()?;
             let p = &shard.previous[i];
-            (p.current, p.id, p.ends_at)
+            (p.current, p.id, p.ends_at, p.until_new_secret_used)
         };
-        let token = self.get(&current).filter(|t| t.id == id)?;
-        Some((token, SecretUsed::Previous { current, ends_at }))
+        let shard = crate::sync::read(self.shard(&current));
+        let e = &shard.entries[shard.find(&current.0).ok()?];
+        if e.id != id || (until_new_secret_used && !e.ends_previous_on_use) {
+            return None;
+        }
+        Some((shard.token(e), SecretUsed::Previous { current, ends_at }))
     }
 
     /// Keeps `hash` as the previous secret of the token whose current secret is `current`
@@ -308,6 +315,7 @@ impl TokenIndex {
                 current,
                 id,
                 ends_at,
+                until_new_secret_used,
                 last_used: AtomicI64::new(NEVER),
             };
             match shard.previous.binary_search_by(|p| p.hash.cmp(&hash.0)) {
@@ -340,8 +348,19 @@ impl TokenIndex {
         Some((used != NEVER).then_some(used))
     }
 
+    /// Whether the first use of `current` has ended its previous secret: the token is there
+    /// and its mark has been taken (so a previous secret made `until_new_secret_used`
+    /// beside it finds nothing any more).
+    pub fn first_use_taken(&self, current: &TokenHash) -> bool {
+        let shard = crate::sync::read(self.shard(current));
+        shard
+            .find(&current.0)
+            .is_ok_and(|i| !shard.entries[i].ends_previous_on_use)
+    }
+
     /// Whether this is the first use of `current` that ends a previous secret: true for
-    /// exactly one caller (the mark is taken under the shard's lock), so one request ends it.
+    /// exactly one caller (the mark is taken under the shard's lock). Taking it ends the
+    /// previous secret in memory at once; the store makes it durable later.
     pub fn take_first_use(&self, current: &TokenHash) -> bool {
         let mut shard = crate::sync::write(self.shard(current));
         match shard.find(&current.0) {
@@ -555,9 +574,12 @@ mod tests {
             },
         );
         assert_eq!(&*index.lookup(&old).unwrap().0.name, "renamed");
-        // The first use is taken once.
+        // The first use is taken once, and ends the previous secret at once.
+        assert!(!index.first_use_taken(&new));
         assert!(index.take_first_use(&new));
         assert!(!index.take_first_use(&new));
+        assert!(index.first_use_taken(&new));
+        assert_eq!(index.lookup(&old), None);
         assert_eq!(index.remove_previous(&old), Some(Some(7)));
         assert_eq!(index.remove_previous(&old), None);
         assert_eq!(index.lookup(&old), None);

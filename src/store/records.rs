@@ -215,6 +215,16 @@ pub struct PreviousSecret {
     pub until_new_secret_used: bool,
 }
 
+/// What a rotation did: the new secret (shown once), the token as it is (same id, name and
+/// fields), the previous secret it now has, and the one that previous secret replaced.
+#[derive(Debug)]
+pub struct Rotated {
+    pub secret: crate::domain::token::PlaintextToken,
+    pub record: TokenRecord,
+    pub previous: Option<PreviousSecret>,
+    pub replaced: Option<PreviousSecret>,
+}
+
 /// Readies an event that happened at `now` (unix seconds) for appending: token-shaped text in
 /// its free-text fields redacted, `at` set, and its key (8 bytes of µs since the epoch, 8 of
 /// the store's `sequence`) chosen and written as its `id`. Every store appends through this.
