@@ -33,6 +33,9 @@ pub enum PathMatch {
     Under(&'static str),
     /// This prefix and one more segment (`/admin/api/tokens/{id}`).
     Child(&'static str),
+    /// This prefix, one more segment, then exactly this suffix
+    /// (`/admin/api/tokens/{id}/rotate`).
+    ChildThen(&'static str, &'static str),
 }
 
 impl PathMatch {
@@ -45,6 +48,10 @@ impl PathMatch {
             PathMatch::Child(prefix) => path
                 .strip_prefix(prefix)
                 .is_some_and(|rest| !rest.contains('/')),
+            PathMatch::ChildThen(prefix, suffix) => path
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .is_some_and(|segment| !segment.is_empty() && !segment.contains('/')),
         }
     }
 }
@@ -94,6 +101,8 @@ pub enum Op {
     GetToken,
     UpdateToken,
     DeleteToken,
+    RotateToken,
+    EndPreviousSecret,
     Backup,
     Audit,
     ChangePassword,
@@ -152,11 +161,11 @@ const fn endpoint(
 use Body::Json;
 use Guard::{Admin, ApiToken};
 use Lane::{Inline, Worker};
-use PathMatch::{Child, Exact, Under};
+use PathMatch::{Child, ChildThen, Exact, Under};
 
 /// THE route table: every path pa-auth answers, first match wins. Routing, the lane a
 /// request runs on, the early answer to `Expect: 100-continue` and the 405s all read it.
-pub static ROUTES: [Endpoint; 15] = [
+pub static ROUTES: [Endpoint; 17] = [
     // First: the hot path, one comparison.
     endpoint(
         Under("/auth/verify"),
@@ -245,6 +254,22 @@ pub static ROUTES: [Endpoint; 15] = [
             m("DELETE", Op::DeleteToken, Admin, Body::None),
         ],
         "GET, HEAD, PATCH, DELETE",
+    ),
+    endpoint(
+        ChildThen("/admin/api/tokens/", "/rotate"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("POST", Op::RotateToken, Admin, Json)],
+        "POST",
+    ),
+    endpoint(
+        ChildThen("/admin/api/tokens/", "/previous-secret"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("DELETE", Op::EndPreviousSecret, Admin, Body::None)],
+        "DELETE",
     ),
     endpoint(
         Exact("/admin/api/backup"),
