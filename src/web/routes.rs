@@ -417,6 +417,26 @@ mod tests {
         let patch = resolve("PATCH", "/admin/api/tokens/abc");
         assert_eq!(patch.method.map(|m| m.op), Some(Op::UpdateToken));
         assert_eq!((patch.guard(), patch.body()), (Guard::Admin, Body::Json));
+        let rotate = resolve("POST", "/admin/api/tokens/abc/rotate");
+        assert_eq!(rotate.method.map(|m| m.op), Some(Op::RotateToken));
+        assert_eq!((rotate.guard(), rotate.body()), (Guard::Admin, Body::Json));
+        assert_eq!(
+            resolve("DELETE", "/admin/api/tokens/abc/previous-secret")
+                .method
+                .map(|m| m.op),
+            Some(Op::EndPreviousSecret)
+        );
+        assert_eq!(
+            resolve("GET", "/admin/api/tokens/abc/rotate").endpoint.allow,
+            "POST"
+        );
+        for other in [
+            "/admin/api/tokens//rotate",
+            "/admin/api/tokens/a/b/rotate",
+            "/admin/api/tokens/a/rotatex",
+        ] {
+            assert_eq!(resolve("POST", other).endpoint.allow, "", "{other}");
+        }
         assert_eq!(
             resolve("GET", "/api/tokenx").endpoint.family,
             Route::ApiOther
@@ -443,6 +463,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 18);
+        assert_eq!(seen.len(), 20);
     }
 }
