@@ -427,7 +427,9 @@ mod tests {
             Some(Op::EndPreviousSecret)
         );
         assert_eq!(
-            resolve("GET", "/admin/api/tokens/abc/rotate").endpoint.allow,
+            resolve("GET", "/admin/api/tokens/abc/rotate")
+                .endpoint
+                .allow,
             "POST"
         );
         for other in [

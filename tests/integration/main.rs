@@ -17,6 +17,7 @@ mod http_layer;
 mod layers;
 mod postgres;
 mod reliability;
+mod rotation;
 mod security_review;
 mod service;
 mod support;
