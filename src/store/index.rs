@@ -348,6 +348,23 @@ impl TokenIndex {
         Some((used != NEVER).then_some(used))
     }
 
+    /// Forgets token `id`'s previous secret, wherever it is (a node applying another node's
+    /// rotation or end, which names the token, not the previous hash). Looks at every shard
+    /// that holds any previous secret: an admin change's cost, never a verification's.
+    pub fn remove_previous_of(&self, id: TokenId) {
+        let found = self.shards.iter().find_map(|shard| {
+            let shard = crate::sync::read(shard);
+            shard
+                .previous
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| TokenHash(p.hash))
+        });
+        if let Some(hash) = found {
+            self.remove_previous(&hash);
+        }
+    }
+
     /// Whether the first use of `current` has ended its previous secret: the token is there
     /// and its mark has been taken (so a previous secret made `until_new_secret_used`
     /// beside it finds nothing any more).
