@@ -96,11 +96,6 @@ impl From<crate::store::Error> for Error {
         use crate::store::Error as S;
         match e {
             S::NameTaken(m) => Error::Conflict(m),
-            // A feature the store does not have (yet): the request conflicts with how this
-            // server is set up, not with the request's own content.
-            S::Unsupported(what) => Error::Conflict(format!(
-                "{what} is not available with this store (cluster mode) yet"
-            )),
             S::CreationFailed(m) => Error::CreationFailed(m),
             S::Config(m) => Error::Config(m),
             S::DataDirLocked(p) => Error::DataDirLocked(p),

@@ -33,8 +33,6 @@ pub enum Error {
     InvalidCursor,
     /// An invariant of the store broke.
     Internal(String),
-    /// This store does not do that (yet): names the feature.
-    Unsupported(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -60,7 +58,6 @@ impl fmt::Display for Error {
             Error::CreationFailed(m) => write!(f, "token could not be stored: {m}"),
             Error::InvalidCursor => write!(f, "invalid cursor"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
-            Error::Unsupported(what) => write!(f, "{what} is not available with this store"),
         }
     }
 }
