@@ -46,7 +46,9 @@ fn ended_event(id: TokenId, name: Option<String>, why: PreviousSecretEnd) -> Aud
 
 impl Service {
     /// Gives token `id` a new secret (returned once, never kept) with the old one as its
-    /// previous secret for `overlap`. Durable when it returns. `NotFound` if there is no
+    /// previous secret for `overlap`. Durable when it returns, and in a cluster applied by
+    /// every live node (a rotation can take a secret away: the old one with no overlap, or
+    /// a replaced previous secret), waited for like a delete. `NotFound` if there is no
     /// such token.
     pub fn rotate_token(
         &self,
@@ -62,6 +64,17 @@ impl Service {
                 .ok_or(Error::NotFound)?
         };
         self.tracker.rehash(&id, rotated.secret.hash());
+        // Unlike a delete, never a 503: the new secret exists only in this answer. A node
+        // still behind here reports progress it does not make (an honest one is waited for
+        // or refuses to verify, see `nodes_behind`); say so loudly.
+        let behind = self.nodes_behind()?;
+        if !behind.is_empty() {
+            log::error!(
+                "token {id} is rotated, but these nodes have not applied it and may still \
+                 accept a secret it ended: {}",
+                behind.join(", ")
+            );
+        }
         let name = Some(rotated.record.name.clone());
         if rotated.replaced.is_some() {
             self.audit(
@@ -81,13 +94,29 @@ impl Service {
         Ok(rotated)
     }
 
-    /// Ends token `id`'s previous secret now (`DELETE …/previous-secret`). `NotFound` if the
-    /// token has none (or there is no such token).
+    /// Ends token `id`'s previous secret now (`DELETE …/previous-secret`): in a cluster, on
+    /// every live node before it returns, like a delete (a 503 when a node has not
+    /// confirmed it; a retry waits again). `NotFound` if the token has none (or there is no
+    /// such token).
     pub fn end_previous_secret(&self, actor: &Actor, id: TokenId, now: i64) -> Result<()> {
         let ended = {
             let _shared = self.mutation_shared();
             self.store.end_previous_secret(id, None)?
         };
+        let behind = self.nodes_behind()?;
+        if !behind.is_empty() {
+            if ended.is_some() {
+                let name = self.store.token_by_id(id)?.map(|r| r.name);
+                let mut event = ended_event(id, name, PreviousSecretEnd::Ended).by(actor);
+                event.reason = Some(format!(
+                    "{}; not yet applied by {}",
+                    PreviousSecretEnd::Ended.as_str(),
+                    behind.join(", ")
+                ));
+                self.audit(now, event);
+            }
+            return Err(super::tokens::not_confirmed(id, &behind));
+        }
         if ended.is_none() {
             return Err(Error::NotFound);
         }

@@ -1803,7 +1803,7 @@ fn postgres_a_rotation_reaches_every_node_and_a_delete_ends_both_secrets_before_
     };
     let (id, old) = create_token(&a, &admin, "rotated-on-a");
     let new = rotate(&a, &id, serde_json::json!({"overlap": "1h"}));
-    wait_for("the rotation on B", || secret_of(&b, &new).0 == 200);
+    // Waited for like a delete: applied on B before the 201.
     for node in [&a, &b] {
         assert_eq!(secret_of(node, &old), (200, Some("previous".into())));
         assert_eq!(secret_of(node, &new), (200, Some("current".into())));
@@ -1833,7 +1833,7 @@ fn postgres_a_rotation_reaches_every_node_and_a_delete_ends_both_secrets_before_
         &id2,
         serde_json::json!({"overlap": "untilNewSecretUsed"}),
     );
-    wait_for("the rotation on B", || secret_of(&b, &new2).0 == 200);
+    assert_eq!(secret_of(&b, &new2), (200, Some("current".into())));
     assert_eq!(verify(&b, &old2), 401);
     refused_everywhere(
         &[&a, &b],
@@ -1851,4 +1851,25 @@ fn postgres_a_rotation_reaches_every_node_and_a_delete_ends_both_secrets_before_
     let items = events["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "ended once, by one node: {events}");
     assert_eq!(items[0]["reason"], "new secret used");
+
+    // No overlap (a leaked secret): the old one is refused on every node at the 201, and a
+    // previous secret ended on demand on B is refused on A at the 204.
+    let (id3, old3) = create_token(&a, &admin, "leaked");
+    let new3 = rotate(&b, &id3, serde_json::json!({"overlap": "0"}));
+    for node in [&a, &b] {
+        assert_eq!(verify(node, &old3), 401, "the leaked secret still works");
+    }
+    let newer3 = rotate(&a, &id3, serde_json::json!({"overlap": "1h"}));
+    assert_eq!(secret_of(&b, &new3), (200, Some("previous".into())));
+    let r = Req::new(
+        "DELETE",
+        &format!("/admin/api/tokens/{id3}/previous-secret"),
+    )
+    .header("Authorization", &admin)
+    .send(b.addr);
+    assert_eq!(r.status, 204, "{}", r.text());
+    for node in [&a, &b] {
+        assert_eq!(verify(node, &new3), 401, "ended but accepted");
+        assert_eq!(verify(node, &newer3), 200);
+    }
 }
