@@ -1,5 +1,5 @@
 //! Pure types and rules, with no I/O and no knowledge of storage or HTTP: the token format and
-//! its hash, name, owner, description and expiry rules, the lifetime policy, the audit event
+//! its hash, name, owner, description and expiry rules, the lifetime policy, rotation overlaps, the audit event
 //! vocabulary, time formatting, inline text and secret redaction. Every other layer may use this one; it uses none of them.
 
 pub mod audit;

@@ -60,6 +60,9 @@ ALTER TABLE pa_auth_tokens
     ADD COLUMN IF NOT EXISTS previous_hash bytea CHECK (length(previous_hash) = 32),
     ADD COLUMN IF NOT EXISTS previous_ends_at bigint,
     ADD COLUMN IF NOT EXISTS previous_until_used boolean NOT NULL DEFAULT false;
+-- Only tokens in a rotation's overlap: every node's maintenance round looks for ended ones.
+CREATE INDEX IF NOT EXISTS pa_auth_tokens_previous
+    ON pa_auth_tokens (previous_ends_at) WHERE previous_hash IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pa_auth_tokens_owner
     ON pa_auth_tokens (owner_folded, created_micros DESC, id DESC) WHERE owner_folded IS NOT NULL;
 CREATE TABLE IF NOT EXISTS pa_auth_changes (
