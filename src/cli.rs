@@ -1,5 +1,5 @@
 //! The command line: argh definitions for `serve`, the offline `token create | list | update |
-//! delete` and `admin set-password`, and the offline commands themselves. Offline commands take the
+//! rotate | delete` and `admin set-password`, and the offline commands themselves. Offline commands take the
 //! data-dir lock, so they refuse (exit 2) while a server holds it.
 
 use std::io::{BufRead, Write};
@@ -9,6 +9,7 @@ use argh::FromArgs;
 
 use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
 use crate::domain::audit::Actor;
+use crate::domain::rotation::Overlap;
 use crate::domain::time::{format_rfc3339, now_unix};
 use crate::domain::token::TokenId;
 use crate::domain::token_fields::{
@@ -17,7 +18,7 @@ use crate::domain::token_fields::{
 use crate::service::admins::passwords::validate_new_password;
 use crate::service::error::{Error, Result};
 use crate::service::tokens::NewToken;
-use crate::service::view::TokenView;
+use crate::service::view::{CreatedTokenView, TokenView};
 use crate::service::Service;
 use crate::store::sled::{SledStore, StoreOptions};
 use crate::store::TokenUpdate;
@@ -240,6 +241,7 @@ pub enum TokenAction {
     Create(TokenCreate),
     List(TokenList),
     Update(TokenUpdateCommand),
+    Rotate(TokenRotate),
     Delete(TokenDelete),
 }
 
@@ -290,6 +292,32 @@ pub struct TokenUpdateCommand {
 #[argh(subcommand, name = "list")]
 pub struct TokenList {
     /// print JSON (the admin API's views) instead of a table
+    #[argh(switch)]
+    pub json: bool,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Give a token a new secret (same id, name and fields); prints the new secret alone on
+/// stdout (shown once). The old secret keeps working for the overlap chosen (one of
+/// --overlap or --until-new-secret-used is required).
+#[argh(subcommand, name = "rotate")]
+pub struct TokenRotate {
+    /// the token's id (UUID)
+    #[argh(positional)]
+    pub id: String,
+    /// how long the old secret keeps working: 30m, 24h, 7d (at most 30d), or 0 for not at all
+    #[argh(option)]
+    pub overlap: Option<String>,
+    /// the old secret works until the new one is first used (bounded by --max-overlap)
+    #[argh(switch)]
+    pub until_new_secret_used: bool,
+    /// with --until-new-secret-used: the longest the old secret works (default 7d)
+    #[argh(option)]
+    pub max_overlap: Option<String>,
+    /// print JSON (the admin API's rotate answer: the view and the secret) instead
     #[argh(switch)]
     pub json: bool,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
@@ -388,6 +416,7 @@ pub fn run(cli: Cli) -> Result<()> {
             TokenAction::Create(c) => token_create(&c),
             TokenAction::List(l) => token_list(&l),
             TokenAction::Update(u) => token_update(&u),
+            TokenAction::Rotate(r) => token_rotate(&r),
             TokenAction::Delete(d) => token_delete(&d),
         },
         Some(Command::Admin(a)) => match a.action {
@@ -449,7 +478,10 @@ fn token_list(l: &TokenList) -> Result<()> {
     loop {
         let page = service.list_tokens(1000, cursor.as_ref(), None)?;
         for (r, used) in &page.items {
-            views.push(TokenView::new(r, *used, now, service.lifetime_policy()));
+            views.push(
+                TokenView::new(r, *used, now, service.lifetime_policy())
+                    .with_previous(service.previous_secret_of(r.id, now)?),
+            );
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -534,6 +566,71 @@ fn token_update(u: &TokenUpdateCommand) -> Result<()> {
         Err(Error::NotFound) => Err(Error::Internal(format!("no token with id {id}"))),
         Err(e) => Err(e),
     }
+}
+
+fn token_rotate(r: &TokenRotate) -> Result<()> {
+    let id = TokenId::parse(&r.id)
+        .ok_or_else(|| Error::Config(format!("not a token id: {:?}", r.id)))?;
+    let overlap = match (&r.overlap, r.until_new_secret_used) {
+        (Some(_), true) => {
+            return Err(Error::Config(
+                "give --overlap or --until-new-secret-used, not both".into(),
+            ))
+        }
+        (None, false) => {
+            return Err(Error::Config(
+                "give --overlap D (0 for none) or --until-new-secret-used".into(),
+            ))
+        }
+        (Some(d), false) => d.as_str(),
+        (None, true) => "untilNewSecretUsed",
+    };
+    let overlap = Overlap::parse(overlap, r.max_overlap.as_deref()).map_err(|e| {
+        let flag = if e.field == "maxOverlap" {
+            "--max-overlap"
+        } else {
+            "--overlap"
+        };
+        Error::Config(format!("{flag}: {}", e.message))
+    })?;
+    let service = offline(open_existing(&data_dir_or_default(&r.data_dir))?);
+    let now = now_unix();
+    let rotated = match service.rotate_token(&Actor::cli(), id, overlap, now) {
+        Ok(rotated) => rotated,
+        Err(Error::NotFound) => return Err(Error::Internal(format!("no token with id {id}"))),
+        Err(e) => return Err(e),
+    };
+    service.store().flush()?;
+    let previous = service.previous_secret_of(id, now)?;
+    eprintln!(
+        "rotated token {id} \"{}\"; the old secret works until {}; the new secret below is \
+         shown once",
+        rotated.record.name.escape_debug(),
+        previous.map_or("now (no overlap)".into(), |p| format!(
+            "{}{}",
+            format_rfc3339(p.ends_at),
+            if overlap.until_new_secret_used() {
+                " or the new secret's first use"
+            } else {
+                ""
+            }
+        ))
+    );
+    let mut out = std::io::stdout().lock();
+    if r.json {
+        let used = service.last_used_of(id)?;
+        let view = CreatedTokenView {
+            view: TokenView::new(&rotated.record, used, now, service.lifetime_policy())
+                .with_previous(previous),
+            token: rotated.secret.expose_secret(),
+        };
+        let text =
+            serde_json::to_string_pretty(&view).map_err(|e| Error::Internal(e.to_string()))?;
+        writeln!(out, "{text}")?;
+    } else {
+        writeln!(out, "{}", rotated.secret.expose_secret())?;
+    }
+    Ok(())
 }
 
 fn token_delete(d: &TokenDelete) -> Result<()> {

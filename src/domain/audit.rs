@@ -14,6 +14,10 @@ pub enum AuditKind {
     /// Name, owner or description edited (`PATCH /admin/api/tokens/{id}`, `token update`).
     TokenUpdated,
     TokenLookup,
+    /// A new secret for a token (`POST /admin/api/tokens/{id}/rotate`, `token rotate`).
+    TokenRotated,
+    /// A rotation's previous secret stopped working; `reason` says why.
+    TokenPreviousSecretExpired,
     AdminLogin,
     AdminPasswordChanged,
     BackupCreated,
@@ -32,13 +36,15 @@ pub enum AuditClass {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 12] = [
+    pub const ALL: [AuditKind; 14] = [
         AuditKind::ServerStarted,
         AuditKind::ServerStopped,
         AuditKind::TokenCreated,
         AuditKind::TokenDeleted,
         AuditKind::TokenUpdated,
         AuditKind::TokenLookup,
+        AuditKind::TokenRotated,
+        AuditKind::TokenPreviousSecretExpired,
         AuditKind::AdminLogin,
         AuditKind::AdminPasswordChanged,
         AuditKind::BackupCreated,
@@ -56,6 +62,8 @@ impl AuditKind {
             AuditKind::TokenDeleted => "token.deleted",
             AuditKind::TokenUpdated => "token.updated",
             AuditKind::TokenLookup => "token.lookup",
+            AuditKind::TokenRotated => "token.rotated",
+            AuditKind::TokenPreviousSecretExpired => "token.previous_secret_expired",
             AuditKind::AdminLogin => "admin.login",
             AuditKind::AdminPasswordChanged => "admin.password_changed",
             AuditKind::BackupCreated => "backup.created",
@@ -77,6 +85,8 @@ impl AuditKind {
             | AuditKind::TokenDeleted
             | AuditKind::TokenUpdated
             | AuditKind::TokenLookup
+            | AuditKind::TokenRotated
+            | AuditKind::TokenPreviousSecretExpired
             | AuditKind::AdminLogin
             | AuditKind::AdminPasswordChanged
             | AuditKind::BackupCreated => AuditClass::Lifecycle,

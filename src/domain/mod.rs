@@ -1,11 +1,12 @@
 //! Pure types and rules, with no I/O and no knowledge of storage or HTTP: the token format and
-//! its hash, name, owner, description and expiry rules, the lifetime policy, the audit event
+//! its hash, name, owner, description and expiry rules, the lifetime policy, rotation overlaps, the audit event
 //! vocabulary, time formatting, inline text and secret redaction. Every other layer may use this one; it uses none of them.
 
 pub mod audit;
 pub mod encoding;
 pub mod lifetime_policy;
 pub mod redact;
+pub mod rotation;
 pub mod text;
 pub mod time;
 pub mod token;

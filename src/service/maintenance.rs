@@ -194,6 +194,13 @@ fn run(
         if let Err(e) = failures.write_to_audit(store, crate::domain::time::now_unix(), &copy) {
             log::error!("writing aggregated auth failures to the audit log failed: {e}");
         }
+        if let Err(e) = super::rotation::end_overdue_previous_secrets(
+            store,
+            crate::domain::time::now_unix(),
+            &copy,
+        ) {
+            log::error!("ending previous secrets whose overlap is over failed: {e}");
+        }
         // The final flush writes every time that moved at all.
         let (spread, resolution) = if stopping {
             (Duration::ZERO, Duration::from_secs(1))

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod cluster;
 pub mod error;
 pub mod maintenance;
+pub mod rotation;
 pub mod syslog;
 pub mod tokens;
 pub mod view;

@@ -15,7 +15,7 @@ use crate::store::{fold_owner, TokenRecord, TokenUpdate, UpdatedToken, ORDER_KEY
 const DELETE_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A delete that some nodes have not confirmed (they may still accept the token).
-fn not_confirmed(id: TokenId, behind: &[String]) -> Error {
+pub(super) fn not_confirmed(id: TokenId, behind: &[String]) -> Error {
     log::error!(
         "token {id} is deleted, but these nodes neither applied it nor went silent within {} s \
          and may still accept it: {}; answering 503",
@@ -125,7 +125,7 @@ impl Service {
     /// waited for until its own --max-staleness after it last read the store (it fails
     /// closed from then on, and --max-staleness is capped below the wait); the cap only
     /// guards against a node that reports progress it does not make.
-    fn nodes_behind(&self) -> Result<Vec<String>> {
+    pub(super) fn nodes_behind(&self) -> Result<Vec<String>> {
         if !self.shared {
             return Ok(Vec::new());
         }

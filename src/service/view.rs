@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::domain::time::format_rfc3339;
 use crate::domain::token_fields::is_expired;
+use crate::service::rotation::PreviousSecretState;
 use crate::store::TokenRecord;
 
 /// A token as the admin API and `GET /api/token` show it.
@@ -25,6 +26,17 @@ pub struct TokenView {
     /// Why this token is outside the lifetime policy; `null` when it is within it (or there
     /// is no policy, or it has expired).
     pub policy: Option<&'static str>,
+    /// The previous secret of a rotation while it still works; `null` otherwise.
+    pub previous_secret: Option<PreviousSecretView>,
+}
+
+/// A live previous secret: when it stops working (at the latest) and its last use.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousSecretView {
+    pub expires_at: String,
+    /// Its last use seen by the node that answers, since that node started.
+    pub last_used_at: Option<String>,
 }
 
 impl TokenView {
@@ -50,6 +62,18 @@ impl TokenView {
             policy: policy
                 .violation(record.created_at(), record.expires_at, now)
                 .map(|v| v.as_str()),
+            previous_secret: None,
+        }
+    }
+
+    /// The same view, showing the token's live previous secret.
+    pub fn with_previous(self, previous: Option<PreviousSecretState>) -> Self {
+        TokenView {
+            previous_secret: previous.map(|p| PreviousSecretView {
+                expires_at: format_rfc3339(p.ends_at),
+                last_used_at: p.last_used.map(format_rfc3339),
+            }),
+            ..self
         }
     }
 }
@@ -88,7 +112,20 @@ mod tests {
         assert_eq!(v["owner"], serde_json::Value::Null);
         assert_eq!(v["description"], serde_json::Value::Null);
         assert_eq!(v["policy"], serde_json::Value::Null);
-        assert_eq!(v.as_object().unwrap().len(), 9);
+        // And part 1's previous secret (always present, null outside an overlap).
+        assert_eq!(v["previousSecret"], serde_json::Value::Null);
+        assert_eq!(v.as_object().unwrap().len(), 10);
+        let rotated = TokenView::new(&rec, None, 1_796_000_000, &none).with_previous(Some(
+            PreviousSecretState {
+                ends_at: 1_796_000_100,
+                last_used: None,
+            },
+        ));
+        let v = serde_json::to_value(rotated).unwrap();
+        assert_eq!(
+            v["previousSecret"],
+            serde_json::json!({"expiresAt": "2026-11-30T00:55:00Z", "lastUsedAt": null})
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The in-memory authentication index: blake3(secret) → (id, expiry, name) for every stored
 //! token, so a verification never touches storage (sled's pages, or PostgreSQL). Loaded once at start-up, then
 //! kept in step by create (after the token is durable) and delete (before the 204 is sent).
+//! During a rotation's overlap a token also has a previous secret: a second, separate entry
+//! (hash → the token's current hash and an end time), found only when no current secret
+//! matched and only while the token's current entry is there (decision 0008).
 //!
 //! 256 shards (by one byte of the hash), each a vector sorted by hash behind a read-write
 //! lock: a verification takes one shard's read lock and binary-searches (~12 steps with 1M
@@ -14,10 +17,11 @@
 //! Why in memory: a sled `get` of a cold page costs far more per verification than this
 //! index does (bench/verify_path.rs; figures: bench/results/2026-12-02-flush-pacing.md).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;
 
 use crate::domain::token::{TokenHash, TokenId};
-use crate::store::records::IndexedToken;
+use crate::store::records::{IndexedToken, SecretUsed};
 
 const SHARDS: usize = 256;
 /// "No expiry" inside an entry (kept as a plain i64 so an entry stays 64 bytes).
@@ -29,9 +33,30 @@ struct Entry {
     hash: [u8; 32],
     id: TokenId,
     expires: i64,
-    /// The name's place in its shard's `names`.
+    /// The name's place in its shard's `names` (names are at most 100 characters, so their
+    /// length fits 16 bits and the entry stays 64 bytes with the flag below).
     name_at: u32,
-    name_len: u32,
+    name_len: u16,
+    /// The token has a previous secret that ends at this secret's first use.
+    ends_previous_on_use: bool,
+}
+
+/// A token's previous secret during a rotation's overlap: its own hash, the token's current
+/// hash (name and expiry are read from the current entry, so a rename or a delete applies to
+/// both secrets at once: no current entry, no previous secret), and when it stops working.
+/// Few exist at a time (only tokens in an overlap), so they sit apart from the entries and
+/// cost nothing to a token that is not being rotated.
+struct PreviousEntry {
+    hash: [u8; 32],
+    current: TokenHash,
+    id: TokenId,
+    /// The first second at which it stops working.
+    ends_at: i64,
+    /// It ends at the current secret's first use: when the current entry's mark is taken
+    /// ([`TokenIndex::take_first_use`]) it finds nothing, at once, with no other write.
+    until_new_secret_used: bool,
+    /// Its last use on this node, unix seconds (`NEVER` = none): in memory only.
+    last_used: AtomicI64,
 }
 
 #[derive(Default)]
@@ -41,6 +66,8 @@ struct Shard {
     names: String,
     /// Bytes of `names` no entry refers to any more.
     dead: usize,
+    /// Previous secrets whose hash falls in this shard, sorted by hash.
+    previous: Vec<PreviousEntry>,
 }
 
 impl Shard {
@@ -125,7 +152,7 @@ impl Shard {
         name: &str,
     ) -> Option<Entry> {
         let name_at = u32::try_from(self.names.len()).ok()?;
-        let name_len = u32::try_from(name.len()).ok()?;
+        let name_len = u16::try_from(name.len()).ok()?;
         self.names.push_str(name);
         Some(Entry {
             hash: hash.0,
@@ -133,13 +160,14 @@ impl Shard {
             expires: expires_at.unwrap_or(NEVER),
             name_at,
             name_len,
+            ends_previous_on_use: false,
         })
     }
 
     /// Moves `other`'s entries and names in behind ours (or takes its vectors when we have
-    /// none).
+    /// none). Previous secrets are not part of a batch: they are set after a load.
     fn append(&mut self, other: Shard) {
-        if self.entries.is_empty() && self.names.is_empty() {
+        if self.entries.is_empty() && self.names.is_empty() && self.previous.is_empty() {
             *self = other;
             return;
         }
@@ -198,6 +226,7 @@ impl IndexBatch {
                     entries: Vec::with_capacity(per_shard),
                     names: String::with_capacity(per_shard * 24),
                     dead: 0,
+                    previous: Vec::new(),
                 })
                 .collect(),
         }
@@ -235,6 +264,149 @@ impl TokenIndex {
         Some(shard.token(&shard.entries[i]))
     }
 
+    /// The token whose current or previous secret hashes to `hash`, and which secret it is.
+    /// A previous secret is found only while its token's current entry is there; its end
+    /// time is the caller's to check (time is a parameter). No allocation beyond
+    /// [`Self::get`]'s: the previous secrets are looked at only when no current one matched.
+    pub fn lookup(&self, hash: &TokenHash) -> Option<(IndexedToken, SecretUsed)> {
+        let (current, id, ends_at, until_new_secret_used) = {
+            let shard = crate::sync::read(self.shard(hash));
+            if let Ok(i) = shard.find(&hash.0) {
+                let e = &shard.entries[i];
+                let secret = SecretUsed::Current {
+                    ends_previous_on_use: e.ends_previous_on_use,
+                };
+                return Some((shard.token(e), secret));
+            }
+            if shard.previous.is_empty() {
+                return None;
+            }
+            let i = shard
+                .previous
+                .binary_search_by(|p| p.hash.cmp(&hash.0))
+                .ok()?;
+            let p = &shard.previous[i];
+            (p.current, p.id, p.ends_at, p.until_new_secret_used)
+        };
+        let shard = crate::sync::read(self.shard(&current));
+        let e = &shard.entries[shard.find(&current.0).ok()?];
+        if e.id != id || (until_new_secret_used && !e.ends_previous_on_use) {
+            return None;
+        }
+        Some((shard.token(e), SecretUsed::Previous { current, ends_at }))
+    }
+
+    /// Keeps `hash` as the previous secret of the token whose current secret is `current`
+    /// until `ends_at`, replacing any previous secret it had (at most one a token: the
+    /// caller names the one to replace in `replaces`). With `until_new_secret_used`, the
+    /// current entry is marked so its first use is seen ([`Self::take_first_use`]).
+    pub fn set_previous(
+        &self,
+        hash: TokenHash,
+        current: TokenHash,
+        id: TokenId,
+        ends_at: i64,
+        until_new_secret_used: bool,
+    ) {
+        {
+            let mut shard = crate::sync::write(self.shard(&hash));
+            let entry = PreviousEntry {
+                hash: hash.0,
+                current,
+                id,
+                ends_at,
+                until_new_secret_used,
+                last_used: AtomicI64::new(NEVER),
+            };
+            match shard.previous.binary_search_by(|p| p.hash.cmp(&hash.0)) {
+                Ok(i) => shard.previous[i] = entry,
+                Err(i) => shard.previous.insert(i, entry),
+            }
+        }
+        let mut shard = crate::sync::write(self.shard(&current));
+        if let Ok(i) = shard.find(&current.0) {
+            shard.entries[i].ends_previous_on_use = until_new_secret_used;
+        }
+    }
+
+    /// Forgets the previous secret `hash` (ended, or its token deleted) and the current
+    /// entry's first-use mark; its last use on this node, if it was there.
+    pub fn remove_previous(&self, hash: &TokenHash) -> Option<Option<i64>> {
+        let removed = {
+            let mut shard = crate::sync::write(self.shard(hash));
+            let i = shard
+                .previous
+                .binary_search_by(|p| p.hash.cmp(&hash.0))
+                .ok()?;
+            shard.previous.remove(i)
+        };
+        let mut shard = crate::sync::write(self.shard(&removed.current));
+        if let Ok(i) = shard.find(&removed.current.0) {
+            shard.entries[i].ends_previous_on_use = false;
+        }
+        let used = removed.last_used.load(Ordering::Relaxed);
+        Some((used != NEVER).then_some(used))
+    }
+
+    /// Forgets token `id`'s previous secret, wherever it is (a node applying another node's
+    /// rotation or end, which names the token, not the previous hash). Looks at every shard
+    /// that holds any previous secret: an admin change's cost, never a verification's.
+    pub fn remove_previous_of(&self, id: TokenId) {
+        let found = self.shards.iter().find_map(|shard| {
+            let shard = crate::sync::read(shard);
+            shard
+                .previous
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| TokenHash(p.hash))
+        });
+        if let Some(hash) = found {
+            self.remove_previous(&hash);
+        }
+    }
+
+    /// Whether the first use of `current` has ended its previous secret: the token is there
+    /// and its mark has been taken (so a previous secret made `until_new_secret_used`
+    /// beside it finds nothing any more).
+    pub fn first_use_taken(&self, current: &TokenHash) -> bool {
+        let shard = crate::sync::read(self.shard(current));
+        shard
+            .find(&current.0)
+            .is_ok_and(|i| !shard.entries[i].ends_previous_on_use)
+    }
+
+    /// Whether this is the first use of `current` that ends a previous secret: true for
+    /// exactly one caller (the mark is taken under the shard's lock). Taking it ends the
+    /// previous secret in memory at once; the store makes it durable later.
+    pub fn take_first_use(&self, current: &TokenHash) -> bool {
+        let mut shard = crate::sync::write(self.shard(current));
+        match shard.find(&current.0) {
+            Ok(i) => std::mem::take(&mut shard.entries[i].ends_previous_on_use),
+            Err(_) => false,
+        }
+    }
+
+    /// Notes a use of the previous secret `hash` at `now` (never moves backwards).
+    pub fn note_previous_use(&self, hash: &TokenHash, now: i64) {
+        let shard = crate::sync::read(self.shard(hash));
+        if let Ok(i) = shard.previous.binary_search_by(|p| p.hash.cmp(&hash.0)) {
+            shard.previous[i]
+                .last_used
+                .fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The last use on this node of the previous secret `hash`.
+    pub fn previous_last_used(&self, hash: &TokenHash) -> Option<i64> {
+        let shard = crate::sync::read(self.shard(hash));
+        let i = shard
+            .previous
+            .binary_search_by(|p| p.hash.cmp(&hash.0))
+            .ok()?;
+        let used = shard.previous[i].last_used.load(Ordering::Relaxed);
+        (used != NEVER).then_some(used)
+    }
+
     /// The id stored under `hash`, without copying the name.
     pub fn id_of(&self, hash: &TokenHash) -> Option<TokenId> {
         let shard = crate::sync::read(self.shard(hash));
@@ -264,9 +436,11 @@ impl TokenIndex {
         let Ok(i) = shard.find(&hash.0) else {
             return;
         };
-        let Some(entry) = shard.new_entry(&hash, token.id, token.expires_at, &token.name) else {
+        let Some(mut entry) = shard.new_entry(&hash, token.id, token.expires_at, &token.name)
+        else {
             return;
         };
+        entry.ends_previous_on_use = shard.entries[i].ends_previous_on_use;
         let old = std::mem::replace(&mut shard.entries[i], entry);
         shard.forget_name(&old);
     }
@@ -285,6 +459,7 @@ impl TokenIndex {
     /// leave ~60 MiB of freed copies scattered through the heap.
     /// Replaces every entry with `batch`'s, shard by shard: a reader sees each shard either
     /// as it was or as it is now (a full reload after a node lost track of changes).
+    /// Previous secrets go too: the caller sets again those its store still holds.
     pub fn replace(&self, batch: IndexBatch) {
         let mut parts = batch.shards.into_iter();
         for shard in &self.shards {
@@ -370,6 +545,72 @@ mod tests {
         index.remove(&h);
         index.update_existing(h, t);
         assert!(index.get(&h).is_none(), "a deleted token stays deleted");
+    }
+
+    #[test]
+    fn a_previous_secret_is_a_second_entry_that_dies_with_its_token() {
+        let index = TokenIndex::default();
+        let old = crate::domain::token::PlaintextToken::generate().hash();
+        let new = crate::domain::token::PlaintextToken::generate().hash();
+        let t = token("rotated");
+        index.insert(old, t.clone());
+        // Rotate: the new secret becomes the entry, the old one a previous secret.
+        index.remove(&old);
+        index.insert(new, t.clone());
+        index.set_previous(old, new, t.id, 50, true);
+        assert_eq!(
+            index.lookup(&new),
+            Some((
+                t.clone(),
+                SecretUsed::Current {
+                    ends_previous_on_use: true
+                }
+            ))
+        );
+        assert_eq!(
+            index.lookup(&old),
+            Some((
+                t.clone(),
+                SecretUsed::Previous {
+                    current: new,
+                    ends_at: 50
+                }
+            ))
+        );
+        assert_eq!(index.get(&old), None, "not a current secret");
+        assert_eq!(index.len(), 1, "a previous secret is not a token");
+        index.note_previous_use(&old, 7);
+        index.note_previous_use(&old, 3);
+        assert_eq!(index.previous_last_used(&old), Some(7));
+        // A rename reaches both secrets and keeps the first-use mark.
+        index.update_existing(
+            new,
+            IndexedToken {
+                name: "renamed".into(),
+                ..t.clone()
+            },
+        );
+        assert_eq!(&*index.lookup(&old).unwrap().0.name, "renamed");
+        // The first use is taken once, and ends the previous secret at once.
+        assert!(!index.first_use_taken(&new));
+        assert!(index.take_first_use(&new));
+        assert!(!index.take_first_use(&new));
+        assert!(index.first_use_taken(&new));
+        assert_eq!(index.lookup(&old), None);
+        assert_eq!(index.remove_previous(&old), Some(Some(7)));
+        assert_eq!(index.remove_previous(&old), None);
+        assert_eq!(index.lookup(&old), None);
+        // A deleted token's previous secret finds nothing, even before it is removed.
+        index.set_previous(old, new, t.id, 50, false);
+        assert!(index.lookup(&old).is_some());
+        index.remove(&new);
+        assert_eq!(index.lookup(&old), None);
+        assert_eq!(index.lookup(&new), None);
+    }
+
+    #[test]
+    fn an_entry_stays_64_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::lifetime_policy::LifetimePolicy;
+use crate::domain::rotation::PreviousSecretEnd;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 
 #[cfg(test)]
@@ -21,8 +22,8 @@ pub use self::sled::{create_private_dir, write_private_file};
 pub use error::{Error, Result};
 pub use records::{
     fold_owner, parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken,
-    IndexedToken, LastUsedWrite, LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord,
-    TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
+    IndexedToken, LastUsedWrite, LoginGuesses, PreviousSecret, Rotated, SecretUsed, StoredSession,
+    Synced, TokenPage, TokenRecord, TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 
 /// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
@@ -51,6 +52,43 @@ pub trait Store: Send + Sync {
     fn update_token(&self, id: TokenId, update: &TokenUpdate) -> Result<Option<UpdatedToken>>;
     /// Removes a token, its name and its last-used time; from the authentication index too.
     fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
+    /// Gives a token a new secret (same id, name and fields), durably; its old secret
+    /// becomes its previous secret until `ends_at` (`None`: it stops now), in place of any
+    /// previous secret it had. `Ok(None)` if there is no such token.
+    fn rotate_token(
+        &self,
+        id: TokenId,
+        ends_at: Option<i64>,
+        until_new_secret_used: bool,
+    ) -> Result<Option<Rotated>>;
+    /// The token's previous secret, while it has one.
+    fn previous_secret(&self, id: TokenId) -> Result<Option<PreviousSecret>>;
+    /// Ends the token's previous secret now, durably and in the authentication index —
+    /// only if it is `only` when given; the secret ended, if one was (so of several callers
+    /// ending one secret, exactly one is told it did).
+    fn end_previous_secret(
+        &self,
+        id: TokenId,
+        only: Option<&TokenHash>,
+    ) -> Result<Option<PreviousSecret>>;
+    /// Previous secrets that have ended but are still stored, and why (their end time is at
+    /// or before `now`, or the new secret's first use ended them in memory): the caller
+    /// ends each durably with [`Store::end_previous_secret`] and audits it.
+    fn ended_previous_secrets(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(TokenId, PreviousSecret, PreviousSecretEnd)>>;
+    /// [`Store::lookup_token`], telling which of the token's secrets matched.
+    fn lookup_secret(&self, hash: &TokenHash) -> Result<Option<(IndexedToken, SecretUsed)>>;
+    /// Notes a use of a previous secret at `now` (in memory, on this node).
+    fn note_previous_use(&self, hash: &TokenHash, now: i64);
+    /// Whether this is the first use of the current secret `current` that ends a previous
+    /// secret (`untilNewSecretUsed`): true for exactly one caller on this node. Memory only
+    /// (the hot path): it ends the previous secret at once in the index, and
+    /// [`Store::ended_previous_secrets`] reports it for the durable end.
+    fn take_first_use(&self, current: &TokenHash) -> bool;
+    /// A previous secret's last use seen on this node since it started.
+    fn previous_last_used(&self, hash: &TokenHash) -> Option<i64>;
     fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>>;
     /// Newest first, `limit` at most, after `cursor`.
     fn list_tokens(&self, limit: usize, cursor: Option<&[u8; ORDER_KEY_LEN]>) -> Result<TokenPage>;

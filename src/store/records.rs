@@ -228,6 +228,37 @@ pub struct IndexedToken {
     pub name: Text,
 }
 
+/// Which of a token's secrets a lookup matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretUsed {
+    /// The current secret; `ends_previous_on_use`: its first use ends a previous secret
+    /// (a rotation with `untilNewSecretUsed` whose new secret has not been used yet).
+    Current { ends_previous_on_use: bool },
+    /// The previous secret of a rotation's overlap, which stops working at `ends_at` (unix
+    /// seconds); `current` is the hash of the token's current secret.
+    Previous { current: TokenHash, ends_at: i64 },
+}
+
+/// A token's previous secret during a rotation's overlap, as stored (only its hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub hash: TokenHash,
+    /// The first second at which it stops working.
+    pub ends_at: i64,
+    /// It also ends at the new secret's first use.
+    pub until_new_secret_used: bool,
+}
+
+/// What a rotation did: the new secret (shown once), the token as it is (same id, name and
+/// fields), the previous secret it now has, and the one that previous secret replaced.
+#[derive(Debug)]
+pub struct Rotated {
+    pub secret: crate::domain::token::PlaintextToken,
+    pub record: TokenRecord,
+    pub previous: Option<PreviousSecret>,
+    pub replaced: Option<PreviousSecret>,
+}
+
 /// Readies an event that happened at `now` (unix seconds) for appending: token-shaped text in
 /// its free-text fields redacted, `at` set, and its key (8 bytes of µs since the epoch, 8 of
 /// the store's `sequence`) chosen and written as its `id`. Every store appends through this.

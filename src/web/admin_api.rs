@@ -10,6 +10,7 @@ use serde_json::json;
 use super::admin_auth::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
 use crate::domain::audit::Actor;
 use crate::domain::encoding::hex;
+use crate::domain::rotation::Overlap;
 use crate::domain::token::TokenId;
 use crate::domain::token_fields::{
     parse_expires_at, validate_description, validate_name, validate_owner,
@@ -139,8 +140,11 @@ pub fn list_tokens(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let items: Vec<TokenView> = page
         .items
         .iter()
-        .map(|(r, used)| TokenView::new(r, *used, now, policy))
-        .collect();
+        .map(|(r, used)| {
+            let previous = app.service.previous_secret_of(r.id, now)?;
+            Ok(TokenView::new(r, *used, now, policy).with_previous(previous))
+        })
+        .collect::<Result<_>>()?;
     Ok(Response::json(
         200,
         &Page {
@@ -197,10 +201,57 @@ pub fn create_token(
 pub fn get_token(app: &App, id: &str, now: i64) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
     let (record, used) = app.service.token(id)?;
-    Ok(Response::json(
-        200,
-        &TokenView::new(&record, used, now, app.service.lifetime_policy()),
-    ))
+    let view = TokenView::new(&record, used, now, app.service.lifetime_policy())
+        .with_previous(app.service.previous_secret_of(id, now)?);
+    Ok(Response::json(200, &view))
+}
+
+/// `POST /admin/api/tokens/{id}/rotate` `{"overlap": "<duration>" | "untilNewSecretUsed",
+/// "maxOverlap"?}` → 201 with the view and the new secret (shown once, as create shows
+/// it), after it is durable. The old secret keeps working as the previous secret for the
+/// overlap; a previous secret already there is replaced (decision 0008). 404 for no such
+/// token.
+pub fn rotate_token(
+    app: &App,
+    req: &Request<'_>,
+    who: &AdminIdentity,
+    id: &str,
+    now: i64,
+) -> Result<Response> {
+    let id = TokenId::parse(id).ok_or(Error::NotFound)?;
+    let body = parse_object(
+        req.header("content-type"),
+        req.body(),
+        &["overlap", "maxOverlap"],
+    )?;
+    let overlap = body.required_str("overlap");
+    let max_overlap = body.optional_str("maxOverlap");
+    let (overlap, max_overlap) = both(one(overlap), one(max_overlap)).map_err(Error::Validation)?;
+    let overlap = Overlap::parse(overlap, max_overlap).map_err(|e| Error::Validation(vec![e]))?;
+    let rotated = app
+        .service
+        .rotate_token(&actor(who, req), id, overlap, now)?;
+    let used = app.service.last_used_of(id)?;
+    let view = CreatedTokenView {
+        view: TokenView::new(&rotated.record, used, now, app.service.lifetime_policy())
+            .with_previous(app.service.previous_secret_of(id, now)?),
+        token: rotated.secret.expose_secret(),
+    };
+    Ok(Response::json(201, &view).header("Location", format!("/admin/api/tokens/{id}")))
+}
+
+/// `DELETE /admin/api/tokens/{id}/previous-secret`: the previous secret stops working now
+/// (204); 404 when the token has none.
+pub fn end_previous_secret(
+    app: &App,
+    req: &Request<'_>,
+    who: &AdminIdentity,
+    id: &str,
+    now: i64,
+) -> Result<Response> {
+    let id = TokenId::parse(id).ok_or(Error::NotFound)?;
+    app.service.end_previous_secret(&actor(who, req), id, now)?;
+    Ok(Response::new(204))
 }
 
 /// `PATCH /admin/api/tokens/{id}` with any of `{"name", "owner", "description"}` (a JSON
@@ -256,10 +307,9 @@ pub fn update_token(
         .service
         .update_token(&actor(who, req), id, &update, now)?;
     let used = app.service.last_used_of(id)?;
-    Ok(Response::json(
-        200,
-        &TokenView::new(&updated.after, used, now, app.service.lifetime_policy()),
-    ))
+    let view = TokenView::new(&updated.after, used, now, app.service.lifetime_policy())
+        .with_previous(app.service.previous_secret_of(id, now)?);
+    Ok(Response::json(200, &view))
 }
 
 /// `DELETE /admin/api/tokens/{id}`: gone from the store and the in-memory tracker before 204.

@@ -1,5 +1,6 @@
 //! Forward-auth (`/auth/verify[/...]`, any method): the answer a reverse proxy gets for a
-//! verified token: 200 with the token's identity headers (id, percent-encoded name, expiry),
+//! verified token: 200 with the token's identity headers (id, percent-encoded name, expiry,
+//! which secret: `current` or a rotation's `previous`),
 //! built without allocating. A refused credential is the 401 of [`super::error`].
 
 use crate::domain::text::{InlineText, Text, INLINE_CAPACITY};
@@ -21,7 +22,14 @@ pub fn answer(verified: &VerifiedToken) -> Response {
     if let Some(expires) = token.expires_at {
         response = response.header("PA-Token-Expiration", header_value(rfc3339_text(expires)));
     }
-    response
+    // Which secret was presented, so an operator can see who still uses a rotated-out one
+    // (decision 0008).
+    let secret = if verified.is_previous_secret() {
+        "previous"
+    } else {
+        "current"
+    };
+    response.header("X-PA-Token-Secret", HeaderValue::inline(secret))
 }
 
 /// UTF-8 percent-encoding of everything but RFC 3986 unreserved characters: the result is

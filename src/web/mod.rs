@@ -240,9 +240,11 @@ enum Caller {
 /// The operation -> handler map.
 fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> Result<Response> {
     let id = || {
-        req.path()
+        let rest = req
+            .path()
             .strip_prefix("/admin/api/tokens/")
-            .unwrap_or_default()
+            .unwrap_or_default();
+        rest.split_once('/').map_or(rest, |(id, _)| id)
     };
     match (op, caller) {
         (Op::Health, _) => Ok(healthz(app.service.is_fresh())),
@@ -267,6 +269,10 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
         (Op::GetToken, Caller::Admin(_)) => admin_api::get_token(app, id(), now),
         (Op::DeleteToken, Caller::Admin(who)) => admin_api::delete_token(app, req, who, id(), now),
         (Op::UpdateToken, Caller::Admin(who)) => admin_api::update_token(app, req, who, id(), now),
+        (Op::RotateToken, Caller::Admin(who)) => admin_api::rotate_token(app, req, who, id(), now),
+        (Op::EndPreviousSecret, Caller::Admin(who)) => {
+            admin_api::end_previous_secret(app, req, who, id(), now)
+        }
         (Op::Backup, Caller::Admin(who)) => admin_api::backup(app, req, who, now),
         (Op::Audit, Caller::Admin(_)) => admin_api::audit(app, req),
         (Op::AuditExport, Caller::Admin(_)) => admin_api::audit_export(app, req),
@@ -322,10 +328,9 @@ fn metrics(app: &App, now: i64) -> Response {
 /// `GET /api/token`: the calling token's own view.
 fn api_token(app: &App, verified: &VerifiedToken, now: i64) -> Result<Response> {
     let (record, used) = app.service.own_token(verified.token.id)?;
-    Ok(Response::json(
-        200,
-        &TokenView::new(&record, used, now, app.service.lifetime_policy()),
-    ))
+    let view = TokenView::new(&record, used, now, app.service.lifetime_policy())
+        .with_previous(app.service.previous_secret_of(record.id, now)?);
+    Ok(Response::json(200, &view))
 }
 
 /// The [`App`] behind an `Arc`, as the HTTP server's handler.

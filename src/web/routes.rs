@@ -33,6 +33,9 @@ pub enum PathMatch {
     Under(&'static str),
     /// This prefix and one more segment (`/admin/api/tokens/{id}`).
     Child(&'static str),
+    /// This prefix, one more segment, then exactly this suffix
+    /// (`/admin/api/tokens/{id}/rotate`).
+    ChildThen(&'static str, &'static str),
 }
 
 impl PathMatch {
@@ -45,6 +48,10 @@ impl PathMatch {
             PathMatch::Child(prefix) => path
                 .strip_prefix(prefix)
                 .is_some_and(|rest| !rest.contains('/')),
+            PathMatch::ChildThen(prefix, suffix) => path
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .is_some_and(|segment| !segment.is_empty() && !segment.contains('/')),
         }
     }
 }
@@ -94,6 +101,8 @@ pub enum Op {
     GetToken,
     UpdateToken,
     DeleteToken,
+    RotateToken,
+    EndPreviousSecret,
     Backup,
     Audit,
     AuditExport,
@@ -153,11 +162,11 @@ const fn endpoint(
 use Body::Json;
 use Guard::{Admin, ApiToken};
 use Lane::{Inline, Worker};
-use PathMatch::{Child, Exact, Under};
+use PathMatch::{Child, ChildThen, Exact, Under};
 
 /// THE route table: every path pa-auth answers, first match wins. Routing, the lane a
 /// request runs on, the early answer to `Expect: 100-continue` and the 405s all read it.
-pub static ROUTES: [Endpoint; 16] = [
+pub static ROUTES: [Endpoint; 18] = [
     // First: the hot path, one comparison.
     endpoint(
         Under("/auth/verify"),
@@ -246,6 +255,22 @@ pub static ROUTES: [Endpoint; 16] = [
             m("DELETE", Op::DeleteToken, Admin, Body::None),
         ],
         "GET, HEAD, PATCH, DELETE",
+    ),
+    endpoint(
+        ChildThen("/admin/api/tokens/", "/rotate"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("POST", Op::RotateToken, Admin, Json)],
+        "POST",
+    ),
+    endpoint(
+        ChildThen("/admin/api/tokens/", "/previous-secret"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("DELETE", Op::EndPreviousSecret, Admin, Body::None)],
+        "DELETE",
     ),
     endpoint(
         Exact("/admin/api/backup"),
@@ -402,6 +427,28 @@ mod tests {
         let patch = resolve("PATCH", "/admin/api/tokens/abc");
         assert_eq!(patch.method.map(|m| m.op), Some(Op::UpdateToken));
         assert_eq!((patch.guard(), patch.body()), (Guard::Admin, Body::Json));
+        let rotate = resolve("POST", "/admin/api/tokens/abc/rotate");
+        assert_eq!(rotate.method.map(|m| m.op), Some(Op::RotateToken));
+        assert_eq!((rotate.guard(), rotate.body()), (Guard::Admin, Body::Json));
+        assert_eq!(
+            resolve("DELETE", "/admin/api/tokens/abc/previous-secret")
+                .method
+                .map(|m| m.op),
+            Some(Op::EndPreviousSecret)
+        );
+        assert_eq!(
+            resolve("GET", "/admin/api/tokens/abc/rotate")
+                .endpoint
+                .allow,
+            "POST"
+        );
+        for other in [
+            "/admin/api/tokens//rotate",
+            "/admin/api/tokens/a/b/rotate",
+            "/admin/api/tokens/a/rotatex",
+        ] {
+            assert_eq!(resolve("POST", other).endpoint.allow, "", "{other}");
+        }
         assert_eq!(
             resolve("GET", "/api/tokenx").endpoint.family,
             Route::ApiOther
@@ -438,6 +485,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 19);
+        assert_eq!(seen.len(), 21);
     }
 }

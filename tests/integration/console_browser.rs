@@ -396,3 +396,66 @@ fn console_shows_owners_filters_by_them_and_flags_policy() {
         .json();
     assert_eq!(me["items"][0]["description"], "nightly exports");
 }
+
+/// Issue 18 part 1: a Rotate button with the overlap choice; the new secret is shown once,
+/// the old one keeps working as chosen, and the row says an old secret is still active.
+#[test]
+fn console_rotates_a_token_with_an_overlap() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&[]);
+    let admin = crate::support::admin_basic(&svc);
+    let r = Req::new("POST", "/admin/api/tokens")
+        .header("Authorization", &admin)
+        .json(&json!({"name": "deploy"}))
+        .send(svc.addr);
+    assert_eq!(r.status, 201);
+    let old = r.json()["token"].as_str().unwrap().to_owned();
+    b.goto(&format!("http://{}/admin/", svc.addr));
+    b.wait_for(
+        "login form",
+        "!document.getElementById('login-view').hidden",
+    );
+    b.type_into("#login-username", "admin");
+    b.type_into("#login-password", &svc.initial_password());
+    b.click("#login-submit");
+    b.wait_for(
+        "the token",
+        "document.querySelectorAll('#token-rows tr').length === 1",
+    );
+    b.click("#token-rows button.rotate");
+    b.wait_for(
+        "rotate dialog",
+        "document.getElementById('rotate-dialog').open",
+    );
+    assert_eq!(b.text("#rotate-name"), "deploy");
+    b.exec(
+        "document.getElementById('rotate-overlap').value = 'untilNewSecretUsed';",
+        json!([]),
+    );
+    b.click("#rotate-submit");
+    b.wait_for(
+        "the new secret",
+        "!document.getElementById('rotate-secret-view').hidden",
+    );
+    let new = b.value_of("rotate-secret-value");
+    assert!(new.starts_with("pa_") && new != old, "{new}");
+    b.screenshot("token-rotate-secret-1280");
+    b.click("#rotate-done");
+    b.wait_for(
+        "the secret forgotten",
+        "document.getElementById('rotate-secret-value').value === ''",
+    );
+    b.wait_for(
+        "the old-secret badge",
+        "document.querySelector('#token-rows .badge.previous') !== null",
+    );
+    let verify = |secret: &str| {
+        let r = Req::get("/auth/verify").bearer(secret).send(svc.addr);
+        (r.status, r.header("X-PA-Token-Secret").map(str::to_owned))
+    };
+    assert_eq!(verify(&old), (200, Some("previous".into())));
+    assert_eq!(verify(&new), (200, Some("current".into())));
+    assert_eq!(verify(&old).0, 401, "ended by the new secret's first use");
+}

@@ -755,7 +755,14 @@ fn check_identity_spellings(
     assert_eq!(seen.values("x-pa-token-name"), ["spelling"]);
     assert_eq!(count("x-pa-token-name"), 1);
     assert_eq!(count("pa-token-expiration"), 0, "{:?}", seen.headers);
-    assert_eq!(count("x-pa-token-secret"), 0);
+    // Which secret was used (rotation, decision 0008): pa-auth's value, never the client's.
+    assert_eq!(
+        seen.values("x-pa-token-secret"),
+        ["current"],
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(count("x-pa-token-secret"), 1);
 }
 
 /// A client with many headers or large cookies and a valid token gets its 200.

@@ -18,6 +18,7 @@ mod layers;
 mod lifecycle_monitoring;
 mod postgres;
 mod reliability;
+mod rotation;
 mod security_review;
 mod service;
 mod support;

@@ -562,8 +562,8 @@ fn postgres_upgrades_a_schema_1_database() {
         )
         .expect("version")
         .get(0);
-    // Straight to the current schema (3 since issue 18: 1 → 3 in one upgrade).
-    assert_eq!(version, 3);
+    // Straight to the current schema (4 since issue 18 part 1: 1 → 4 in one upgrade).
+    assert_eq!(version, 4);
     let owners: i64 = db
         .query_one(
             "SELECT count(*) FROM pa_auth_tokens WHERE owner IS NULL",
@@ -1760,10 +1760,10 @@ fn postgres_upgrades_a_schema_2_database() {
         )
         .expect("version")
         .get(0);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert!(svc
         .log_text()
-        .contains("upgraded the pa-auth schema in the database from 2 to 3"));
+        .contains("upgraded the pa-auth schema in the database from 2 to 4"));
     let v = Req::get(&format!("/admin/api/tokens/{id}"))
         .header("Authorization", &admin)
         .send(svc.addr)
@@ -1842,5 +1842,102 @@ fn postgres_counts_expiring_and_unused_tokens_in_one_select() {
             Some(want),
             "{series}in\n{text}"
         );
+    }
+}
+
+/// Issue 18 part 1 on a cluster: a rotation on node A reaches node B (both secrets work
+/// there, the header says which); the new secret's first use on B ends the old one on A too
+/// (through B's maintenance round and the feed); a delete on B refuses both secrets on
+/// every node before its 204.
+#[test]
+fn postgres_a_rotation_reaches_every_node_and_a_delete_ends_both_secrets_before_its_204() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("rotation");
+    let args = ["--database-url", url.as_str(), "--flush-interval", "1"];
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    let admin = cluster_admin(&[&a, &b]);
+    let secret_of = |svc: &Service, token: &str| {
+        let r = Req::get("/auth/verify").bearer(token).send(svc.addr);
+        (r.status, r.header("X-PA-Token-Secret").map(str::to_owned))
+    };
+    let rotate = |svc: &Service, id: &str, body: serde_json::Value| {
+        let r = Req::new("POST", &format!("/admin/api/tokens/{id}/rotate"))
+            .header("Authorization", &admin)
+            .json(&body)
+            .send(svc.addr);
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    let (id, old) = create_token(&a, &admin, "rotated-on-a");
+    let new = rotate(&a, &id, serde_json::json!({"overlap": "1h"}));
+    // Waited for like a delete: applied on B before the 201.
+    for node in [&a, &b] {
+        assert_eq!(secret_of(node, &old), (200, Some("previous".into())));
+        assert_eq!(secret_of(node, &new), (200, Some("current".into())));
+    }
+    let view = Req::get(&format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(b.addr)
+        .json();
+    assert!(view["previousSecret"]["expiresAt"].is_string(), "{view}");
+
+    // Deleted on B: both secrets refused on every node once the 204 is in hand.
+    let r = Req::new("DELETE", &format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(b.addr);
+    assert_eq!(r.status, 204);
+    for token in [&old, &new] {
+        for node in [&a, &b] {
+            assert_eq!(verify(node, token), 401, "deleted but accepted");
+        }
+    }
+
+    // untilNewSecretUsed: the first use on B ends the old secret on B at once, and on A
+    // after B's maintenance round makes it durable (here --flush-interval 1).
+    let (id2, old2) = create_token(&a, &admin, "until-used");
+    let new2 = rotate(
+        &a,
+        &id2,
+        serde_json::json!({"overlap": "untilNewSecretUsed"}),
+    );
+    assert_eq!(secret_of(&b, &new2), (200, Some("current".into())));
+    assert_eq!(verify(&b, &old2), 401);
+    refused_everywhere(
+        &[&a, &b],
+        &old2,
+        false,
+        "old secret after the new one's use",
+    );
+    assert_eq!(verify(&a, &new2), 200);
+    let events = Req::get(&format!(
+        "/admin/api/audit?event=token.previous_secret_expired&tokenId={id2}"
+    ))
+    .header("Authorization", &admin)
+    .send(a.addr)
+    .json();
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "ended once, by one node: {events}");
+    assert_eq!(items[0]["reason"], "new secret used");
+
+    // No overlap (a leaked secret): the old one is refused on every node at the 201, and a
+    // previous secret ended on demand on B is refused on A at the 204.
+    let (id3, old3) = create_token(&a, &admin, "leaked");
+    let new3 = rotate(&b, &id3, serde_json::json!({"overlap": "0"}));
+    for node in [&a, &b] {
+        assert_eq!(verify(node, &old3), 401, "the leaked secret still works");
+    }
+    let newer3 = rotate(&a, &id3, serde_json::json!({"overlap": "1h"}));
+    assert_eq!(secret_of(&b, &new3), (200, Some("previous".into())));
+    let r = Req::new(
+        "DELETE",
+        &format!("/admin/api/tokens/{id3}/previous-secret"),
+    )
+    .header("Authorization", &admin)
+    .send(b.addr);
+    assert_eq!(r.status, 204, "{}", r.text());
+    for node in [&a, &b] {
+        assert_eq!(verify(node, &new3), 401, "ended but accepted");
+        assert_eq!(verify(node, &newer3), 200);
     }
 }

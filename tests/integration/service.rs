@@ -136,10 +136,10 @@ fn token_lifecycle_matches_the_docs(store: &Store) {
     assert_eq!(v["expiresAt"], "3000-01-01T00:00:00Z");
     assert_eq!(v["lastUsedAt"], Value::Null);
     assert_eq!(v["status"], "active");
-    // The contract's six view fields and the secret, plus issue 18's three additive ones
+    // The contract's six view fields and the secret, plus issue 18's four additive ones
     // (always present, null here), and nothing else.
-    assert_eq!(v.as_object().unwrap().len(), 10);
-    for added in ["owner", "description", "policy"] {
+    assert_eq!(v.as_object().unwrap().len(), 11);
+    for added in ["owner", "description", "policy", "previousSecret"] {
         assert_eq!(v[added], Value::Null, "{added}");
     }
     assert!(v["createdAt"].as_str().unwrap().ends_with('Z'));

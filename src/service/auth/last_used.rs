@@ -129,6 +129,14 @@ impl LastUsedTracker {
         }
     }
 
+    /// A rotated token's uses are checked against its new secret's hash from now on (the
+    /// flush checks a token still exists by the hash it was recorded with).
+    pub fn rehash(&self, id: &TokenId, hash: TokenHash) {
+        if let Some(c) = crate::sync::write(self.shard(id)).get_mut(id) {
+            c.hash = hash;
+        }
+    }
+
     /// Drops a deleted token.
     pub fn forget(&self, id: &TokenId) {
         crate::sync::write(self.shard(id)).remove(id);

@@ -13,14 +13,26 @@ use crate::domain::token::{is_well_formed, TokenHash};
 use crate::domain::token_fields::is_expired;
 use crate::service::auth::last_used::LastUsedTracker;
 use crate::service::error::{AuthFailure, Error};
-use crate::store::{IndexedToken, Store};
+use crate::store::{IndexedToken, SecretUsed, Store};
 
 /// A token that authenticated (a clone of its index entry; the name is shared, not copied).
 #[derive(Debug)]
 pub struct VerifiedToken {
     pub token: IndexedToken,
-    /// blake3 of the secret: the key of the authentication index.
+    /// blake3 of the token's current secret: the key of its entry in the authentication
+    /// index (also when its previous secret was presented).
     pub hash: TokenHash,
+    /// Which of the token's secrets was presented.
+    pub secret: SecretUsed,
+    /// blake3 of the secret presented.
+    pub presented: TokenHash,
+}
+
+impl VerifiedToken {
+    /// Whether the token's previous secret (a rotation's overlap) was presented.
+    pub fn is_previous_secret(&self) -> bool {
+        matches!(self.secret, SecretUsed::Previous { .. })
+    }
 }
 
 /// Counts of authentication outcomes since start (metrics; never per token).
@@ -67,6 +79,17 @@ pub fn verify_bearer(
         Ok(verified) => {
             counters.count(Ok(()));
             tracker.record(verified.token.id, &verified.hash, now);
+            match verified.secret {
+                SecretUsed::Previous { .. } => store.note_previous_use(&verified.presented, now),
+                // The new secret's first use ends the previous secret (`untilNewSecretUsed`),
+                // in memory now; the maintenance thread makes it durable and audits it.
+                SecretUsed::Current {
+                    ends_previous_on_use: true,
+                } => {
+                    store.take_first_use(&verified.hash);
+                }
+                SecretUsed::Current { .. } => {}
+            }
             Ok(verified)
         }
         Err((error, token)) => Err(record_failure(counters, failures, error, token)),
@@ -123,15 +146,29 @@ fn check(
     if !is_well_formed(token) {
         return Err(refuse(AuthFailure::Malformed));
     }
-    let hash = TokenHash::of(token);
-    let token = store
-        .lookup_token(&hash)
+    let presented = TokenHash::of(token);
+    let (token, secret) = store
+        .lookup_secret(&presented)
         .map_err(|e| (e.into(), None))?
         .ok_or_else(|| refuse(AuthFailure::Unknown))?;
+    let hash = match secret {
+        // An ended previous secret is no secret of the token any more: unknown, like any
+        // secret that was never issued (its end is audited when it is removed).
+        SecretUsed::Previous { ends_at, .. } if now >= ends_at => {
+            return Err(refuse(AuthFailure::Unknown));
+        }
+        SecretUsed::Previous { current, .. } => current,
+        SecretUsed::Current { .. } => presented,
+    };
     if is_expired(token.expires_at, now) {
         return Err((Error::Unauthorized(AuthFailure::Expired), Some(token.id)));
     }
-    Ok(VerifiedToken { token, hash })
+    Ok(VerifiedToken {
+        token,
+        hash,
+        secret,
+        presented,
+    })
 }
 
 #[cfg(test)]

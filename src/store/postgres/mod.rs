@@ -25,14 +25,15 @@ use postgres::Client;
 
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
 use crate::domain::lifetime_policy::LifetimePolicy;
+use crate::domain::rotation::PreviousSecretEnd;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
 use crate::store::index::{IndexBatch, TokenIndex};
 use crate::store::records::{
     fold_owner, order_key, stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
-    LastUsedWrite, LoginGuesses, StoredSession, Synced, TokenPage, TokenRecord, TokenStats,
-    TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
+    LastUsedWrite, LoginGuesses, PreviousSecret, Rotated, SecretUsed, StoredSession, Synced,
+    TokenPage, TokenRecord, TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 use crate::store::AuditKey;
 
@@ -190,10 +191,14 @@ impl PgStore {
         let revision: i64 = tx
             .query_one("SELECT value FROM pa_auth_meta WHERE key = 'revision'", &[])?
             .get(0);
-        let rows = tx.query("SELECT hash, id, expires_at, name FROM pa_auth_tokens", &[])?;
+        let rows = tx.query(
+            "SELECT hash, id, expires_at, name, previous_hash, previous_ends_at, \
+             previous_until_used FROM pa_auth_tokens",
+            &[],
+        )?;
         tx.commit()?;
         let mut batch = IndexBatch::with_capacity(rows.len());
-        for row in rows {
+        for row in &rows {
             let (Ok(hash), Ok(id)) = (
                 fixed::<32>(row.get::<_, &[u8]>(0)),
                 fixed::<16>(row.get::<_, &[u8]>(1)),
@@ -203,6 +208,15 @@ impl PgStore {
             batch.push(TokenHash(hash), TokenId(id), row.get(2), row.get(3));
         }
         self.index.replace(batch);
+        for row in &rows_with_previous(&rows) {
+            self.index.set_previous(
+                row.previous,
+                row.current,
+                row.id,
+                row.ends_at,
+                row.until_used,
+            );
+        }
         let revision = u64::try_from(revision).unwrap_or(0);
         self.applied.store(revision, Ordering::SeqCst);
         Ok(revision)
@@ -222,7 +236,8 @@ impl PgStore {
         let to = i64::try_from(revision).unwrap_or(i64::MAX);
         let rows = feed.query(
             "SELECT c.revision, c.op, c.id, c.hash, t.name, t.expires_at, \
-             GREATEST(0, extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8 \
+             GREATEST(0, extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8, \
+             t.hash, t.previous_hash, t.previous_ends_at, t.previous_until_used \
              FROM pa_auth_changes c LEFT JOIN pa_auth_tokens t ON t.id = c.id \
              WHERE c.revision > $1 AND c.revision <= $2 ORDER BY c.revision",
             &[&from, &to],
@@ -260,7 +275,46 @@ impl PgStore {
                         );
                     }
                 }
-                "delete" => self.index.remove(&hash),
+                "delete" => {
+                    self.index.remove(&hash);
+                    self.index.remove_previous_of(id);
+                }
+                // A rotation made elsewhere: `hash` is the current secret it replaced. The
+                // row as it is now gives the current secret and the previous one (a later
+                // rotation's own entry follows in the feed).
+                "rotate" | "previous_end" => {
+                    self.index.remove_previous_of(id);
+                    let name: Option<String> = row.get(4);
+                    let current: Option<&[u8]> = row.get(7);
+                    if let (Some(name), Some(Ok(current))) = (name, current.map(fixed::<32>)) {
+                        let current = TokenHash(current);
+                        let expires_at: Option<i64> = row.get(5);
+                        if op == "rotate" {
+                            let token = IndexedToken {
+                                id,
+                                expires_at,
+                                name: name.as_str().into(),
+                            };
+                            self.index.insert(current, token);
+                        }
+                        let previous: Option<&[u8]> = row.get(8);
+                        let ends_at: Option<i64> = row.get(9);
+                        if let (Some(Ok(previous)), Some(ends_at)) =
+                            (previous.map(fixed::<32>), ends_at)
+                        {
+                            self.index.set_previous(
+                                TokenHash(previous),
+                                current,
+                                id,
+                                ends_at,
+                                row.get(10),
+                            );
+                        }
+                    }
+                    if op == "rotate" && self.index.id_of(&hash) == Some(id) {
+                        self.index.remove(&hash);
+                    }
+                }
                 _ => return Ok(false),
             }
         }
@@ -549,6 +603,7 @@ impl PgStore {
         })?;
         if let Some((hash, _)) = &deleted {
             self.index.remove(hash);
+            self.index.remove_previous_of(id);
         }
         Ok(deleted)
     }
@@ -626,6 +681,108 @@ impl PgStore {
         Ok(Some(updated))
     }
 
+    /// See [`crate::store::Store::rotate_token`]: the row is locked, given the new hash and
+    /// the old one as its previous secret, and recorded as a `rotate` (with the replaced
+    /// hash) in one transaction; other nodes apply it at their next sync.
+    pub fn rotate_token(
+        &self,
+        id: TokenId,
+        ends_at: Option<i64>,
+        until_new_secret_used: bool,
+    ) -> Result<Option<Rotated>> {
+        let secret = PlaintextToken::generate();
+        let new_hash = secret.hash();
+        let rotated = self.change(|tx| {
+            let Some(row) = tx.query_opt(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS}, hash, previous_hash, previous_ends_at, \
+                     previous_until_used FROM pa_auth_tokens WHERE id = $1 FOR UPDATE"
+                ),
+                &[&&id.0[..]],
+            )?
+            else {
+                return Ok(Change::None);
+            };
+            let old: Vec<u8> = row.get(6);
+            let old = TokenHash(old.as_slice().try_into().unwrap_or([0; 32]));
+            let replaced = previous_of(row.get(7), row.get(8), row.get(9));
+            let record = TokenRecord {
+                id,
+                name: row.get(1),
+                created_micros: row.get(2),
+                expires_at: row.get(3),
+                owner: row.get(4),
+                description: row.get(5),
+            };
+            let kept = ends_at.map(|ends_at| PreviousSecret {
+                hash: old,
+                ends_at,
+                until_new_secret_used,
+            });
+            tx.execute(
+                "UPDATE pa_auth_tokens SET hash = $2, previous_hash = $3, previous_ends_at = $4, \
+                 previous_until_used = $5 WHERE id = $1",
+                &[
+                    &&id.0[..],
+                    &&new_hash.0[..],
+                    &kept.as_ref().map(|p| &p.hash.0[..]),
+                    &kept.as_ref().map(|p| p.ends_at),
+                    &until_new_secret_used,
+                ],
+            )?;
+            Ok(Change::Made {
+                value: (old, record, kept, replaced),
+                op: "rotate",
+                id: Some(id),
+                hash: Some(old),
+            })
+        });
+        let (old, record, previous, replaced) = match rotated {
+            Ok(Some(made)) => made,
+            Ok(None) => return Ok(None),
+            Err(Error::Database(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                return Err(Error::CreationFailed("secret collision".into()))
+            }
+            Err(e) => return Err(e),
+        };
+        // As in the embedded store: the new secret, then the old as the previous one, then
+        // the old current entry. A delete racing this is applied from the feed in order.
+        self.index.insert(new_hash, indexed(&record));
+        self.index.remove_previous_of(id);
+        if let Some(p) = &previous {
+            self.index
+                .set_previous(p.hash, new_hash, id, p.ends_at, p.until_new_secret_used);
+        }
+        self.index.remove(&old);
+        Ok(Some(Rotated {
+            secret,
+            record,
+            previous,
+            replaced,
+        }))
+    }
+
+    /// The stored previous secret of `id` and the token's current hash.
+    fn previous_row(&self, id: TokenId) -> Result<Option<(PreviousSecret, TokenHash)>> {
+        let row = self.with_client(|c| {
+            c.query_opt(
+                "SELECT previous_hash, previous_ends_at, previous_until_used, hash \
+                 FROM pa_auth_tokens WHERE id = $1",
+                &[&&id.0[..]],
+            )
+        })?;
+        Ok(row.and_then(|row| {
+            let current: Vec<u8> = row.get(3);
+            let current = TokenHash(fixed::<32>(&current).ok()?);
+            Some((previous_of(row.get(0), row.get(1), row.get(2))?, current))
+        }))
+    }
+
+    /// Ended by the first use of the new secret, on this node (in memory, not yet stored).
+    fn ended_by_first_use(&self, p: &PreviousSecret, current: &TokenHash) -> bool {
+        p.until_new_secret_used && self.index.first_use_taken(current)
+    }
+
     fn token_rows(
         &self,
         sql: &str,
@@ -681,6 +838,54 @@ impl PgStore {
 
 /// The columns [`PgStore::token_rows`] reads, in its order.
 const TOKEN_COLUMNS: &str = "id, name, created_micros, expires_at, owner, description";
+
+/// A stored previous secret from its three columns (none while the hash is null).
+fn previous_of(
+    hash: Option<Vec<u8>>,
+    ends_at: Option<i64>,
+    until_used: bool,
+) -> Option<PreviousSecret> {
+    Some(PreviousSecret {
+        hash: TokenHash(fixed::<32>(&hash?).ok()?),
+        ends_at: ends_at?,
+        until_new_secret_used: until_used,
+    })
+}
+
+/// What the index keeps of a record.
+fn indexed(record: &TokenRecord) -> IndexedToken {
+    IndexedToken {
+        id: record.id,
+        expires_at: record.expires_at,
+        name: record.name.as_str().into(),
+    }
+}
+
+/// A reloaded row's previous secret, for the index.
+struct PreviousRow {
+    id: TokenId,
+    previous: TokenHash,
+    current: TokenHash,
+    ends_at: i64,
+    until_used: bool,
+}
+
+/// The previous secrets among rows of `hash, id, expires_at, name, previous_hash,
+/// previous_ends_at, previous_until_used`.
+fn rows_with_previous(rows: &[postgres::Row]) -> Vec<PreviousRow> {
+    rows.iter()
+        .filter_map(|row| {
+            let p = previous_of(row.get(4), row.get(5), row.get(6))?;
+            Some(PreviousRow {
+                id: TokenId(fixed::<16>(row.get::<_, &[u8]>(1)).ok()?),
+                previous: p.hash,
+                current: TokenHash(fixed::<32>(row.get::<_, &[u8]>(0)).ok()?),
+                ends_at: p.ends_at,
+                until_used: p.until_new_secret_used,
+            })
+        })
+        .collect()
+}
 
 /// What a change transaction did.
 enum Change<T> {
@@ -804,6 +1009,109 @@ impl crate::store::Store for PgStore {
 
     fn lookup_token(&self, hash: &TokenHash) -> Result<Option<IndexedToken>> {
         Ok(self.index.get(hash))
+    }
+
+    fn rotate_token(
+        &self,
+        id: TokenId,
+        ends_at: Option<i64>,
+        until_new_secret_used: bool,
+    ) -> Result<Option<Rotated>> {
+        PgStore::rotate_token(self, id, ends_at, until_new_secret_used)
+    }
+
+    fn previous_secret(&self, id: TokenId) -> Result<Option<PreviousSecret>> {
+        Ok(self
+            .previous_row(id)?
+            .filter(|(p, current)| !self.ended_by_first_use(p, current))
+            .map(|(p, _)| p))
+    }
+
+    fn end_previous_secret(
+        &self,
+        id: TokenId,
+        only: Option<&TokenHash>,
+    ) -> Result<Option<PreviousSecret>> {
+        let only = only.map(|h| h.0.to_vec());
+        let ended = self.change(|tx| {
+            let Some(row) = tx.query_opt(
+                "SELECT previous_hash, previous_ends_at, previous_until_used FROM pa_auth_tokens \
+                 WHERE id = $1 AND previous_hash IS NOT NULL \
+                 AND ($2::bytea IS NULL OR previous_hash = $2) FOR UPDATE",
+                &[&&id.0[..], &only],
+            )?
+            else {
+                return Ok(Change::None);
+            };
+            let Some(p) = previous_of(row.get(0), row.get(1), row.get(2)) else {
+                return Ok(Change::None);
+            };
+            tx.execute(
+                "UPDATE pa_auth_tokens SET previous_hash = NULL, previous_ends_at = NULL, \
+                 previous_until_used = false WHERE id = $1",
+                &[&&id.0[..]],
+            )?;
+            Ok(Change::Made {
+                value: p,
+                op: "previous_end",
+                id: Some(id),
+                hash: Some(p.hash),
+            })
+        })?;
+        if let Some(p) = &ended {
+            self.index.remove_previous(&p.hash);
+        }
+        Ok(ended)
+    }
+
+    fn ended_previous_secrets(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(TokenId, PreviousSecret, PreviousSecretEnd)>> {
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT id, previous_hash, previous_ends_at, previous_until_used, hash \
+                 FROM pa_auth_tokens WHERE previous_hash IS NOT NULL",
+                &[],
+            )
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (Ok(id), Ok(current)) = (
+                fixed::<16>(row.get::<_, &[u8]>(0)),
+                fixed::<32>(row.get::<_, &[u8]>(4)),
+            ) else {
+                continue;
+            };
+            let Some(p) = previous_of(row.get(1), row.get(2), row.get(3)) else {
+                continue;
+            };
+            let why = if self.ended_by_first_use(&p, &TokenHash(current)) {
+                Some(PreviousSecretEnd::NewSecretUsed)
+            } else {
+                (p.ends_at <= now).then_some(PreviousSecretEnd::Time)
+            };
+            if let Some(why) = why {
+                out.push((TokenId(id), p, why));
+            }
+        }
+        Ok(out)
+    }
+
+    fn lookup_secret(&self, hash: &TokenHash) -> Result<Option<(IndexedToken, SecretUsed)>> {
+        Ok(self.index.lookup(hash))
+    }
+
+    fn note_previous_use(&self, hash: &TokenHash, now: i64) {
+        self.index.note_previous_use(hash, now);
+    }
+
+    fn take_first_use(&self, current: &TokenHash) -> bool {
+        self.index.take_first_use(current)
+    }
+
+    fn previous_last_used(&self, hash: &TokenHash) -> Option<i64> {
+        self.index.previous_last_used(hash)
     }
 
     fn token_count(&self) -> Result<u64> {

@@ -7,9 +7,12 @@
 //! - `tokens`: id (16 bytes), hash (blake3 of the secret, 32 bytes, unique), name, the folded
 //!   name (unique: names are unique ignoring case), created µs (listing order), expiry
 //!   (unix s, null = never), last used (unix s, written by the flusher, never backwards),
-//!   owner (and its folded form, for the listing's filter) and description (null = none).
-//! - `changes`: revision → what changed (op `create`, `update`, `delete` or `admin`, token id
-//!   and hash): the feed other nodes follow.
+//!   owner (and its folded form, for the listing's filter) and description (null = none),
+//!   and a rotation's previous secret (its hash, end, and whether the new secret's first use
+//!   ends it; null while there is none).
+//! - `changes`: revision → what changed (op `create`, `update`, `delete`, `rotate` (with the
+//!   replaced current hash), `previous_end` or `admin`, token id and hash): the feed other
+//!   nodes follow.
 //! - `admins`: username → the account as JSON (an Argon2id hash, never a password).
 //! - `sessions`: console sessions under the blake3 of their cookie (never the cookie), with
 //!   their CSRF token and times, so a login on one node works on every node.
@@ -27,8 +30,10 @@ use crate::store::error::{Error, Result};
 /// Bumped on any incompatible change; an older schema is upgraded at open.
 /// 1: the first cluster release. 2: `login_guesses` (created by the upgrade). 3: tokens'
 /// `owner`, `owner_folded` and `description` (columns added by the upgrade, null for every
-/// token that was there) and the `update` op in the feed.
-pub const SCHEMA_VERSION: i64 = 3;
+/// token that was there) and the `update` op in the feed. 4: tokens' previous secret of a
+/// rotation (`previous_hash`, `previous_ends_at`, `previous_until_used`; null/false for every
+/// token that was there) and the `rotate` and `previous_end` ops in the feed.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Serialises schema creation between nodes starting at once ("pa-auth0").
 const SCHEMA_LOCK: i64 = 0x7061_2d61_7574_6830;
@@ -51,6 +56,13 @@ ALTER TABLE pa_auth_tokens
     ADD COLUMN IF NOT EXISTS owner text,
     ADD COLUMN IF NOT EXISTS owner_folded text,
     ADD COLUMN IF NOT EXISTS description text;
+ALTER TABLE pa_auth_tokens
+    ADD COLUMN IF NOT EXISTS previous_hash bytea CHECK (length(previous_hash) = 32),
+    ADD COLUMN IF NOT EXISTS previous_ends_at bigint,
+    ADD COLUMN IF NOT EXISTS previous_until_used boolean NOT NULL DEFAULT false;
+-- Only tokens in a rotation's overlap: every node's maintenance round looks for ended ones.
+CREATE INDEX IF NOT EXISTS pa_auth_tokens_previous
+    ON pa_auth_tokens (previous_ends_at) WHERE previous_hash IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pa_auth_tokens_owner
     ON pa_auth_tokens (owner_folded, created_micros DESC, id DESC) WHERE owner_folded IS NOT NULL;
 CREATE TABLE IF NOT EXISTS pa_auth_changes (

@@ -58,6 +58,7 @@ impl SledStore {
             tree.clear()?;
         }
         self.audit.clear()?;
+        self.clear_previous_secrets()?;
         self.meta.insert(TOKEN_COUNT_KEY, &0u64.to_be_bytes())?;
         if let Some(order) = self.order.get() {
             order.clear();

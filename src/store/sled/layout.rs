@@ -20,7 +20,7 @@
 //!   the in-memory index and creation order saved at a clean shutdown, read and removed
 //!   at the next open; its format is described in `index_snapshot`.
 //!
-//! # Trees in sled (schema 3)
+//! # Trees in sled (schema 4)
 //!
 //! Integers are big-endian; ids are the token's 16 bytes; times are unix seconds unless
 //! marked µs.
@@ -45,6 +45,14 @@
 //! - `audit` and `audit_failures` ([`AUDIT_LIFECYCLE_TREE`], [`AUDIT_FAILURE_TREE`]):
 //!   µs since the epoch (i64, clamped at 0) ‖ a store-wide sled id (u64) → `AuditEvent`
 //!   as JSON. Which tree an event goes to is described in `audit_log`.
+//! - `previous_secrets` ([`PREVIOUS_SECRETS_TREE`]): id → the previous secret of a token in
+//!   a rotation's overlap (only those tokens); encoded in `previous_secrets`.
+//!
+//! # Schema 3 (upgraded in place)
+//!
+//! As schema 4, without `previous_secrets`. Schema 4 added that tree only; the upgrade sets
+//! [`SCHEMA_VERSION_KEY`] to 4 (instant at any size) so that an older release, which would
+//! delete a token and leave its previous secret behind, refuses the store by its version.
 //!
 //! # Schema 2 (upgraded in place)
 //!
@@ -64,7 +72,7 @@
 
 /// Layout version of the trees; bumped on any incompatible change, and an older store
 /// is upgraded at open (`schema_upgrade`).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 // Files in the data dir.
 pub(super) const LOCK_FILE: &str = "pa-auth.lock";
@@ -96,6 +104,8 @@ pub(super) const META_TREE: &str = "meta";
 pub(super) const AUDIT_LIFECYCLE_TREE: &str = "audit";
 /// The audit events anyone can cause.
 pub(super) const AUDIT_FAILURE_TREE: &str = "audit_failures";
+/// Tokens in a rotation's overlap: id → their previous secret (schema 4).
+pub(super) const PREVIOUS_SECRETS_TREE: &str = "previous_secrets";
 /// Schema 1's record tree: blake3(secret) → record.
 pub(super) const SCHEMA_1_RECORDS_TREE: &str = "tokens";
 /// Trees only schema 1 had, rebuilt into [`RECORDS_TREE`] or dropped by the upgrade.
@@ -122,7 +132,9 @@ mod tests {
     #[test]
     fn the_layout_names_are_what_every_released_store_holds() {
         // 3: owner and description (record version 3; schema 2 upgraded in place).
-        assert_eq!(SCHEMA_VERSION, 3);
+        // 4: previous secrets of a rotation (a new tree; schemas 2 and 3 upgraded in place).
+        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(PREVIOUS_SECRETS_TREE, "previous_secrets");
         assert_eq!(
             [
                 LOCK_FILE,

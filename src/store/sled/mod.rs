@@ -10,6 +10,7 @@ mod creation_order;
 mod export;
 mod index_snapshot;
 mod layout;
+mod previous_secrets;
 mod schema_upgrade;
 mod token_records;
 
@@ -22,21 +23,23 @@ use crate::store::index::TokenIndex;
 pub use token_records::TokenRecordRef;
 
 use crate::store::records::{
-    AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite, TokenPage, TokenRecord,
-    TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
+    AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite, PreviousSecret, Rotated,
+    SecretUsed, TokenPage, TokenRecord, TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 
 pub use layout::SCHEMA_VERSION;
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::lifetime_policy::LifetimePolicy;
+use crate::domain::rotation::PreviousSecretEnd;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::store::error::{Error, Result};
 use crate::store::AuditKey;
 use layout::{
     ADMINS_TREE, DB_DIR, GENERATION_KEY, INITIALIZED_MARKER, LAST_USED_TREE, LOCK_FILE, META_TREE,
-    NEWEST_CREATED_KEY, RECORDS_TREE, SCHEMA_1_RECORDS_TREE, SCHEMA_VERSION_KEY, SLED_DATA_FILE,
-    SLED_PARTIAL_SNAPSHOT_SUFFIX, STATE_FILE, TMP_SUFFIX, TOKEN_COUNT_KEY, TOKEN_NAMES_TREE,
+    NEWEST_CREATED_KEY, PREVIOUS_SECRETS_TREE, RECORDS_TREE, SCHEMA_1_RECORDS_TREE,
+    SCHEMA_VERSION_KEY, SLED_DATA_FILE, SLED_PARTIAL_SNAPSHOT_SUFFIX, STATE_FILE, TMP_SUFFIX,
+    TOKEN_COUNT_KEY, TOKEN_NAMES_TREE,
 };
 
 /// The open store. Holds the data-dir lock for its lifetime.
@@ -56,6 +59,8 @@ pub struct SledStore {
     audit: audit_log::AuditTrees,
     /// schema version, token count.
     meta: sled::Tree,
+    /// id → previous secret, for tokens in a rotation's overlap (see `previous_secrets`).
+    previous_secrets: sled::Tree,
     /// blake3 → token, in memory, when serving (see `token_index`).
     index: Option<TokenIndex>,
     /// Newest-first listing order, in memory: loaded at open when serving, on first listing
@@ -147,6 +152,7 @@ impl SledStore {
             admins: tree(ADMINS_TREE)?,
             audit: audit_log::AuditTrees::open(&db, options.audit_cap, options.audit_failure_cap)?,
             meta: tree(META_TREE)?,
+            previous_secrets: tree(PREVIOUS_SECRETS_TREE)?,
             index: options.index_tokens.then(TokenIndex::default),
             order: std::sync::OnceLock::new(),
             state_lock: std::sync::Mutex::new(()),
@@ -169,6 +175,7 @@ impl SledStore {
         if store.index().is_some() {
             let saved = index_snapshot::take(data_dir, store.generation()?, store.token_count()?);
             store.load_in_memory(saved)?;
+            store.load_previous_secrets()?;
         } else {
             index_snapshot::discard(data_dir);
         }
@@ -215,7 +222,9 @@ impl SledStore {
                 Ok(())
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
-            Some(v) if v.as_ref() == 2u32.to_be_bytes() => schema_upgrade::upgrade_schema_2(&self.meta),
+            // Schemas 2 and 3 are read as they are (see `layout`): only the number changes.
+            Some(v) if v.as_ref() == 2u32.to_be_bytes() => schema_upgrade::upgrade_in_place(&self.meta, 2),
+            Some(v) if v.as_ref() == 3u32.to_be_bytes() => schema_upgrade::upgrade_in_place(&self.meta, 3),
             Some(v) => Err(Error::Corrupt(format!(
                 "store schema version {:?} is not {SCHEMA_VERSION}; use the pa-auth release that wrote it",
                 v.as_ref()
@@ -501,6 +510,52 @@ impl crate::store::Store for SledStore {
     fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         SledStore::delete_token(self, id)
     }
+    fn rotate_token(
+        &self,
+        id: TokenId,
+        ends_at: Option<i64>,
+        until_new_secret_used: bool,
+    ) -> Result<Option<Rotated>> {
+        SledStore::rotate_token(self, id, ends_at, until_new_secret_used)
+    }
+    fn previous_secret(&self, id: TokenId) -> Result<Option<PreviousSecret>> {
+        SledStore::previous_secret(self, id)
+    }
+    fn end_previous_secret(
+        &self,
+        id: TokenId,
+        only: Option<&TokenHash>,
+    ) -> Result<Option<PreviousSecret>> {
+        SledStore::end_previous_secret(self, id, only)
+    }
+    fn ended_previous_secrets(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(TokenId, PreviousSecret, PreviousSecretEnd)>> {
+        SledStore::ended_previous_secrets(self, now)
+    }
+    fn lookup_secret(&self, hash: &TokenHash) -> Result<Option<(IndexedToken, SecretUsed)>> {
+        match self.index() {
+            Some(index) => Ok(index.lookup(hash)),
+            None => Ok(self.lookup_token(hash)?.map(|t| {
+                let current = SecretUsed::Current {
+                    ends_previous_on_use: false,
+                };
+                (t, current)
+            })),
+        }
+    }
+    fn note_previous_use(&self, hash: &TokenHash, now: i64) {
+        if let Some(index) = self.index() {
+            index.note_previous_use(hash, now);
+        }
+    }
+    fn take_first_use(&self, current: &TokenHash) -> bool {
+        self.index().is_some_and(|i| i.take_first_use(current))
+    }
+    fn previous_last_used(&self, hash: &TokenHash) -> Option<i64> {
+        self.index().and_then(|i| i.previous_last_used(hash))
+    }
     fn token_by_id(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         SledStore::token_by_id(self, id)
     }
@@ -624,6 +679,30 @@ pub(crate) mod test_support {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+
+    /// A directory removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A serving store as the service holds it, and its directory (drop it last).
+    pub fn shared_temp_store() -> (std::sync::Arc<dyn crate::store::Store>, TempDir) {
+        let dir = std::env::temp_dir().join(format!(
+            "pa-auth-unit-{}-{}",
+            std::process::id(),
+            crate::domain::token::TokenId::generate()
+        ));
+        let options = StoreOptions {
+            index_tokens: true,
+            ..StoreOptions::default()
+        };
+        let store = SledStore::open(&dir, &options).unwrap();
+        (std::sync::Arc::new(store), TempDir(dir))
     }
 
     /// Names on the first listing page of up to `limit`, newest first.

@@ -196,10 +196,12 @@ fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
 /// (see `token_records`). So the upgrade rewrites nothing; it records the new version, so
 /// that an older release refuses the store ("use the release that wrote it") instead of
 /// meeting a record it cannot decode.
-pub(super) fn upgrade_schema_2(meta: &sled::Tree) -> Result<()> {
+pub(super) fn upgrade_in_place(meta: &sled::Tree, from: u32) -> Result<()> {
     meta.insert(SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
     meta.flush()?;
-    log::info!("store upgraded in place from schema 2 to {SCHEMA_VERSION} (no record rewritten)");
+    log::info!(
+        "store upgraded in place from schema {from} to {SCHEMA_VERSION} (no record rewritten)"
+    );
     Ok(())
 }
 
@@ -292,7 +294,7 @@ mod tests {
         let store = SledStore::open(&dir, &serving).unwrap();
         assert_eq!(
             store.meta.get("schema_version").unwrap().unwrap().as_ref(),
-            3u32.to_be_bytes()
+            super::SCHEMA_VERSION.to_be_bytes()
         );
         let record = store.token_by_id(id).unwrap().unwrap();
         assert_eq!(

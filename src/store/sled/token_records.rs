@@ -54,7 +54,7 @@ pub struct TokenRecordRef<'a> {
 }
 
 impl TokenRecord {
-    fn indexed(&self) -> IndexedToken {
+    pub(super) fn indexed(&self) -> IndexedToken {
         IndexedToken {
             id: self.id,
             expires_at: self.expires_at,
@@ -320,8 +320,9 @@ impl SledStore {
             &self.token_names,
             &self.last_used,
             &self.meta,
+            &self.previous_secrets,
         )
-            .transaction(|(records, names, last_used, meta)| {
+            .transaction(|(records, names, last_used, meta, previous)| {
                 let Some(bytes) = records.remove(&id.0[..])? else {
                     return Ok(None);
                 };
@@ -333,16 +334,21 @@ impl SledStore {
                 names.remove(fold_name(&record.name).as_bytes())?;
                 last_used.remove(&id.0[..])?;
                 bump_count(meta, -1)?;
-                Ok(Some((record, hash)))
+                let previous = SledStore::take_previous_in(previous, &id)?;
+                Ok(Some((record, hash, previous)))
             })
             .map_err(transaction_error)?;
-        let Some((record, hash)) = deleted else {
+        let Some((record, hash, previous)) = deleted else {
             return Ok(None);
         };
         // Gone from the authentication index before the caller can answer 204, and before
-        // the gate opens (the last-used writer checks existence in the index under it).
+        // the gate opens (the last-used writer checks existence in the index under it);
+        // its previous secret too (without its current entry it already finds nothing).
         if let Some(index) = self.index() {
             index.remove(&hash);
+            if let Some(p) = previous {
+                index.remove_previous(&p);
+            }
         }
         drop(gate);
         if let Some(order) = self.order.get() {

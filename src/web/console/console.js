@@ -14,6 +14,7 @@ const state = {
   page: 0,
   pageSize: 50,
   deleting: null,
+  rotating: null,
   auditCursor: null,
 };
 
@@ -196,6 +197,20 @@ function renderTokens() {
     tr.append(owner);
 
     const actions = document.createElement("td");
+    const rotate = document.createElement("button");
+    rotate.type = "button";
+    rotate.className = "rotate";
+    rotate.textContent = "Rotate";
+    rotate.setAttribute("aria-label", `Rotate token ${token.name}`);
+    rotate.addEventListener("click", () => openRotate(token));
+    actions.append(rotate);
+    if (token.previousSecret) {
+      const old = document.createElement("span");
+      old.className = "badge previous";
+      old.textContent = "Old secret active";
+      old.title = `The previous secret works until ${token.previousSecret.expiresAt}`;
+      actions.append(old);
+    }
     const del = document.createElement("button");
     del.type = "button";
     del.className = "danger delete";
@@ -293,6 +308,47 @@ async function copySecret() {
   }
   $("copy-secret").textContent = "Copied";
   setTimeout(() => { $("copy-secret").textContent = "Copy"; }, 2000);
+}
+
+// ---- rotate ---------------------------------------------------------------------------
+function openRotate(token) {
+  state.rotating = token;
+  $("rotate-form").reset();
+  $("rotate-name").textContent = token.name;
+  $("rotate-error").textContent = "";
+  $("rotate-fields").hidden = false;
+  $("rotate-secret-view").hidden = true;
+  $("rotate-secret-value").value = "";
+  $("rotate-dialog").showModal();
+  $("rotate-overlap").focus();
+}
+
+function forgetRotatedSecret() {
+  $("rotate-secret-value").value = "";
+  $("rotate-secret-name").textContent = "";
+}
+
+async function submitRotate(event) {
+  event.preventDefault();
+  const token = state.rotating;
+  if (!token) return;
+  $("rotate-error").textContent = "";
+  $("rotate-submit").disabled = true;
+  try {
+    const rotated = await api("POST", `/admin/api/tokens/${encodeURIComponent(token.id)}/rotate`,
+      { overlap: $("rotate-overlap").value });
+    $("rotate-fields").hidden = true;
+    $("rotate-secret-view").hidden = false;
+    $("rotate-secret-name").textContent = rotated.name;
+    $("rotate-secret-value").value = rotated.token;
+    $("rotate-secret-value").select();
+    $("rotate-done").focus();
+    loadTokens();
+  } catch (e) {
+    $("rotate-error").textContent = e.message;
+  } finally {
+    $("rotate-submit").disabled = false;
+  }
 }
 
 // ---- delete ---------------------------------------------------------------------------
@@ -416,6 +472,11 @@ function init() {
   $("create-dialog").addEventListener("cancel", forgetSecret);
   $("create-dialog").addEventListener("close", forgetSecret);
   $("copy-secret").addEventListener("click", copySecret);
+  $("rotate-form").addEventListener("submit", submitRotate);
+  $("rotate-cancel").addEventListener("click", () => $("rotate-dialog").close());
+  $("rotate-done").addEventListener("click", () => $("rotate-dialog").close());
+  $("rotate-dialog").addEventListener("cancel", forgetRotatedSecret);
+  $("rotate-dialog").addEventListener("close", forgetRotatedSecret);
   $("delete-cancel").addEventListener("click", () => $("delete-dialog").close());
   $("delete-confirm").addEventListener("click", confirmDelete);
   $("password-form").addEventListener("submit", submitPassword);
