@@ -169,6 +169,9 @@ macro_rules! serve_flags {
             /// send a copy of every audit event as RFC 5424 syslog: udp://HOST:PORT, tcp://HOST:PORT (octet-counted) or unix:///dev/log
             #[argh(option)]
             pub audit_syslog: Option<String>,
+            /// seconds: the audit export serves an event once it is this old, so that every event written before it is committed (default 120; a request may append its event up to a minute after its time, and nodes' clocks differ)
+            #[argh(option)]
+            pub audit_export_settle: Option<String>,
             /// with --database-url: keep verifying from this node's copy even when it cannot confirm the latest changes (a deleted token may then still be accepted; env PA_AUTH_SERVE_STALE=true)
             #[argh(switch)]
             pub serve_stale: bool,
@@ -206,6 +209,7 @@ macro_rules! serve_flags {
                     database_ca: self.database_ca.clone(),
                     max_staleness: self.max_staleness.clone(),
                     audit_syslog: self.audit_syslog.clone(),
+                    audit_export_settle: self.audit_export_settle.clone(),
                     serve_stale: self.serve_stale,
                     max_token_lifetime: self.max_token_lifetime.clone(),
                     require_expiry: self.require_expiry,

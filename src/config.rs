@@ -46,6 +46,7 @@ pub struct ServeArgs {
     pub max_token_lifetime: Option<String>,
     pub require_expiry: bool,
     pub audit_syslog: Option<String>,
+    pub audit_export_settle: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -86,6 +87,9 @@ pub struct Config {
     pub lifetime_policy: LifetimePolicy,
     /// Where a copy of every audit event goes as RFC 5424 syslog.
     pub audit_syslog: Option<crate::service::syslog::Target>,
+    /// The audit export serves events once they are this old (all written before are
+    /// committed by then).
+    pub audit_export_settle: Duration,
 }
 
 /// Longest `--max-token-lifetime`, in days (100 years).
@@ -264,6 +268,12 @@ impl Config {
             1,
             86_400,
         )?;
+        let audit_export_settle = number(
+            pick(&args.audit_export_settle, env, "AUDIT_EXPORT_SETTLE"),
+            120u64,
+            0,
+            3600,
+        )?;
         let audit_syslog = match pick(&args.audit_syslog, env, "AUDIT_SYSLOG") {
             None => None,
             Some((v, source)) => Some(
@@ -302,6 +312,7 @@ impl Config {
             database,
             max_staleness: Duration::from_secs(max_staleness),
             audit_syslog,
+            audit_export_settle: Duration::from_secs(audit_export_settle),
             serve_stale: args.serve_stale
                 || env("PA_AUTH_SERVE_STALE").is_some_and(|v| matches!(v.trim(), "1" | "true")),
             lifetime_policy: LifetimePolicy {

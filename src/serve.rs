@@ -44,7 +44,8 @@ pub fn serve(config: &Config) -> Result<()> {
             config.argon2_slots,
             config.max_staleness,
         )
-        .with_lifetime_policy(config.lifetime_policy),
+        .with_lifetime_policy(config.lifetime_policy)
+        .with_audit_export_settle(config.audit_export_settle),
     );
     if let Some(target) = &config.audit_syslog {
         service.copy_audit_to(crate::service::syslog::SyslogSink::start(target.clone())?);

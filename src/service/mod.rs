@@ -54,6 +54,8 @@ pub struct Service {
     lifetime_policy: LifetimePolicy,
     /// Where a copy of each audit event goes (`--audit-syslog`), if anywhere.
     audit_copy: syslog::AuditCopy,
+    /// The audit export serves events once they are this old.
+    export_settle: Duration,
 }
 
 impl Service {
@@ -97,10 +99,17 @@ impl Service {
             token_stats: Mutex::new(None),
             lifetime_policy: LifetimePolicy::default(),
             audit_copy: syslog::AuditCopy::default(),
+            export_settle: Duration::from_secs(120),
         }
     }
 
     /// This service with a token lifetime policy (the default is none).
+    /// The audit export serves events once they are `settle` old.
+    pub fn with_audit_export_settle(mut self, settle: Duration) -> Service {
+        self.export_settle = settle;
+        self
+    }
+
     pub fn with_lifetime_policy(mut self, policy: LifetimePolicy) -> Service {
         self.lifetime_policy = policy;
         self
@@ -282,8 +291,29 @@ impl Service {
 
     /// At most `limit` audit events of both classes, oldest first, from the key `from` on
     /// (inclusive): the export.
+    ///
+    /// Only events older than the settle time are served: ids are given before an event is
+    /// committed (and a request may append its event well after its timestamp; nodes' clocks
+    /// differ), so a recent event with a lower id can still appear after one with a higher
+    /// id has been read. A puller continuing from the last id it got would skip it for good.
+    /// Once events are settled, nothing lands before them any more.
     pub fn audit_export(&self, from: &[u8; 16], limit: usize) -> Result<Vec<AuditEvent>> {
-        Ok(self.store.audit_events_from(from, limit)?)
+        let now_micros = i128::from(crate::domain::time::now_unix()) * 1_000_000;
+        let settle = i128::try_from(self.export_settle.as_micros()).unwrap_or(i128::MAX);
+        let cutoff = now_micros.saturating_sub(settle);
+        let mut events = self.store.audit_events_from(from, limit)?;
+        let settled = events
+            .iter()
+            .take_while(|e| {
+                crate::store::parse_audit_cursor(&e.id).is_some_and(|key| {
+                    let mut micros = [0u8; 8];
+                    micros.copy_from_slice(&key[..8]);
+                    i128::from(u64::from_be_bytes(micros)) <= cutoff
+                })
+            })
+            .count();
+        events.truncate(settled);
+        Ok(events)
     }
 
     /// Token counts for metrics, at most 30 s old.
