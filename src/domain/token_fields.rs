@@ -41,6 +41,9 @@ pub fn validate_name(raw: &str) -> Result<String, FieldError> {
         return Err(FieldError::new("name", "Name is required"));
     }
     check_text("name", "Name", name, MAX_NAME_CHARS, false)?;
+    // A name travels further than any field: views, backups, the X-PA-Token-Name header
+    // and the proxy's access log.
+    refuse_token("name", "Name", name)?;
     Ok(name.to_owned())
 }
 
@@ -135,16 +138,28 @@ pub fn fold_name(name: &str) -> String {
 }
 
 /// Characters that make a name display differently from what it is (Trojan-source style
-/// spoofing in the console, logs and proxy headers): bidi controls and zero-width characters.
+/// spoofing in the console, logs and proxy headers): bidi controls, zero-width and other
+/// invisible characters (soft hyphen, fillers, variation selectors, line/paragraph
+/// separators), which let two names that differ look the same.
 fn is_invisible_or_bidi(c: char) -> bool {
     matches!(
         c,
-        '\u{061C}'
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
+            | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{2069}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
+            | '\u{FFA0}'
     )
 }
 
@@ -224,6 +239,28 @@ mod tests {
             "rendered as text, kept"
         );
         assert_eq!(fold_name("CI Deploy"), fold_name("ci deploy"));
+    }
+
+    /// Outside attack (issue 18): a live secret was accepted as a name (and then sent in
+    /// X-PA-Token-Name and the proxy's access log), and invisible characters let a name look
+    /// like another token's.
+    #[test]
+    fn names_refuse_secrets_and_invisible_characters() {
+        let secret = crate::domain::token::PlaintextToken::generate();
+        let err = validate_name(&format!("old {}", secret.expose_secret())).unwrap_err();
+        assert!(
+            !err.message.contains(secret.expose_secret()),
+            "never echoed"
+        );
+        for invisible in [
+            '\u{00AD}', '\u{034F}', '\u{180E}', '\u{3164}', '\u{115F}', '\u{2028}',
+        ] {
+            assert!(
+                validate_name(&format!("payments{invisible}-prod")).is_err(),
+                "{:?}",
+                invisible
+            );
+        }
     }
 
     #[test]
