@@ -57,6 +57,33 @@ impl Service {
         overlap: Overlap,
         now: i64,
     ) -> Result<Rotated> {
+        // A rotation hands out a new credential with the token's expiry: not for a token that
+        // can no longer be used, nor one the lifetime policy no longer allows (rotating it
+        // would renew a credential the policy forbids; the expiry is immutable).
+        let record = self.store.token_by_id(id)?.ok_or(Error::NotFound)?;
+        if crate::domain::token_fields::is_expired(record.expires_at, now) {
+            return Err(Error::Validation(vec![
+                crate::domain::token_fields::FieldError::new(
+                    "expiresAt",
+                    "The token has expired: create a new one instead",
+                ),
+            ]));
+        }
+        if let Some(violation) =
+            self.lifetime_policy()
+                .violation(record.created_at(), record.expires_at, now)
+        {
+            return Err(Error::Validation(vec![
+                crate::domain::token_fields::FieldError::new(
+                    "expiresAt",
+                    format!(
+                        "The token is outside the lifetime policy ({}): a rotation keeps its \
+                         expiry, so create a new token within the policy instead",
+                        violation.as_str()
+                    ),
+                ),
+            ]));
+        }
         let rotated = {
             let _shared = self.mutation_shared();
             self.store

@@ -261,6 +261,36 @@ fn a_restart_keeps_the_overlap() {
     refused(svc.addr, &old2);
 }
 
+/// Outside attack: a token made before `--require-expiry`/`--max-token-lifetime` (flagged as
+/// violating them) could be rotated, renewing a never-expiring credential indefinitely; an
+/// expired token was "rotated" into a secret that could never work. Both are refused.
+#[test]
+fn rotation_renews_no_credential_the_policy_or_expiry_forbids() {
+    let temp = TempDir::new("rotation-policy");
+    let data = temp.path().join("data");
+    let mut svc = Service::start_in(&data, &[]);
+    let admin = Admin::of(&svc);
+    let (id, old) = admin.create("forever");
+    let soon = admin.send(
+        Req::new("POST", "/admin/api/tokens").json(&json!({"name": "soon", "expiresAt":
+            pa_auth::domain::time::format_rfc3339(pa_auth::domain::time::now_unix() + 2)})),
+    );
+    assert_eq!(soon.status, 201, "{}", soon.text());
+    let soon_id = soon.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    let svc = Service::start_in(&data, &["--require-expiry", "--max-token-lifetime", "30"]);
+    let admin = Admin::of(&svc);
+    assert_eq!(admin.view(&id)["policy"], "violates-require-expiry");
+    let r = admin.rotate(&id, json!({"overlap": "30d"}));
+    let body = r.assert_error(400, "validation_error");
+    assert_eq!(body["errors"][0]["field"], "expiresAt", "{body}");
+    works_as(svc.addr, &old, "current");
+    assert!(admin.view(&id)["previousSecret"].is_null());
+    std::thread::sleep(Duration::from_millis(3100));
+    let r = admin.rotate(&soon_id, json!({"overlap": "0"}));
+    r.assert_error(400, "validation_error");
+}
+
 #[test]
 fn the_offline_cli_rotates() {
     let temp = TempDir::new("rotation-cli");
