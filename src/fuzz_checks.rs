@@ -119,7 +119,10 @@ pub fn check_routing(data: &[u8]) {
             "a query made an invalid target routable"
         ),
     }
-    if target.starts_with(b"/") {
+    // Only a target that is one request-line token (no space or line break: the fuzzer once
+    // put a whole `HTTP/1.0` request line and a header inside the "target") is the path up
+    // to its first `?`.
+    if target.starts_with(b"/") && !target.iter().any(|&b| matches!(b, b' ' | b'\r' | b'\n')) {
         let cut = target.split(|&b| b == b'?').next().unwrap_or(&[]);
         assert_eq!(
             path, cut,
