@@ -586,14 +586,7 @@ impl PgStore {
             };
             let hash: Vec<u8> = row.get(0);
             let hash = TokenHash(hash.as_slice().try_into().unwrap_or([0; 32]));
-            let record = TokenRecord {
-                id,
-                name: row.get(1),
-                created_micros: row.get(2),
-                expires_at: row.get(3),
-                owner: row.get(4),
-                description: row.get(5),
-            };
+            let record = record_of(id, &row);
             Ok(Change::Made {
                 value: (hash, record),
                 op: "delete",
@@ -625,14 +618,7 @@ impl PgStore {
             };
             let hash: Vec<u8> = row.get(6);
             let hash = TokenHash(hash.as_slice().try_into().unwrap_or([0; 32]));
-            let before = TokenRecord {
-                id,
-                name: row.get(1),
-                created_micros: row.get(2),
-                expires_at: row.get(3),
-                owner: row.get(4),
-                description: row.get(5),
-            };
+            let before = record_of(id, &row);
             let after = before.updated(update);
             if after == before {
                 // Nothing to record: no revision, no feed entry.
@@ -706,14 +692,7 @@ impl PgStore {
             let old: Vec<u8> = row.get(6);
             let old = TokenHash(old.as_slice().try_into().unwrap_or([0; 32]));
             let replaced = previous_of(row.get(7), row.get(8), row.get(9));
-            let record = TokenRecord {
-                id,
-                name: row.get(1),
-                created_micros: row.get(2),
-                expires_at: row.get(3),
-                owner: row.get(4),
-                description: row.get(5),
-            };
+            let record = record_of(id, &row);
             let kept = ends_at.map(|ends_at| PreviousSecret {
                 hash: old,
                 ends_at,
@@ -790,16 +769,7 @@ impl PgStore {
     ) -> Result<Vec<TokenRecord>> {
         let rows = self.with_client(|c| c.query(sql, params))?;
         rows.iter()
-            .map(|row| {
-                Ok(TokenRecord {
-                    id: TokenId(fixed(row.get::<_, &[u8]>(0))?),
-                    name: row.get(1),
-                    created_micros: row.get(2),
-                    expires_at: row.get(3),
-                    owner: row.get(4),
-                    description: row.get(5),
-                })
-            })
+            .map(|row| Ok(record_of(TokenId(fixed(row.get::<_, &[u8]>(0))?), row)))
             .collect()
     }
 
@@ -838,6 +808,19 @@ impl PgStore {
 
 /// The columns [`PgStore::token_rows`] reads, in its order.
 const TOKEN_COLUMNS: &str = "id, name, created_micros, expires_at, owner, description";
+
+/// Token `id`'s record from a row holding columns 1-5 of [`TOKEN_COLUMNS`] in their places
+/// (what every token query here selects or returns).
+fn record_of(id: TokenId, row: &postgres::Row) -> TokenRecord {
+    TokenRecord {
+        id,
+        name: row.get(1),
+        created_micros: row.get(2),
+        expires_at: row.get(3),
+        owner: row.get(4),
+        description: row.get(5),
+    }
+}
 
 /// A stored previous secret from its three columns (none while the hash is null).
 fn previous_of(
