@@ -181,6 +181,24 @@ macro_rules! serve_flags {
             /// refuse new tokens without an expiry; existing ones are flagged, never revoked (env PA_AUTH_REQUIRE_EXPIRY=1|true)
             #[argh(switch)]
             pub require_expiry: bool,
+            /// http(s):// URL to send token lifecycle events to, signed with --webhook-secret; repeat for several receivers (env PA_AUTH_WEBHOOK_URL, space-separated)
+            #[argh(option)]
+            pub webhook_url: Vec<String>,
+            /// the HMAC-SHA256 key of each webhook's PA-Signature header, at least 16 characters (env PA_AUTH_WEBHOOK_SECRET; prefer --webhook-secret-file)
+            #[argh(option)]
+            pub webhook_secret: Option<String>,
+            /// file holding the webhook secret (one line), e.g. a systemd credential (env PA_AUTH_WEBHOOK_SECRET_FILE)
+            #[argh(option)]
+            pub webhook_secret_file: Option<PathBuf>,
+            /// PEM file of the CA(s) an https webhook receiver's certificate must chain to (default: the system's; env PA_AUTH_WEBHOOK_CA)
+            #[argh(option)]
+            pub webhook_ca: Option<PathBuf>,
+            /// days without use after which a token.unused webhook event is sent (default 90; 0: never; env PA_AUTH_UNUSED_AFTER)
+            #[argh(option)]
+            pub unused_after: Option<String>,
+            /// seconds between the scans for token.expiring, token.expired and token.unused events (default 60; env PA_AUTH_WEBHOOK_SCAN_INTERVAL)
+            #[argh(option)]
+            pub webhook_scan_interval: Option<String>,
         }
 
         impl $name {
@@ -213,6 +231,12 @@ macro_rules! serve_flags {
                     serve_stale: self.serve_stale,
                     max_token_lifetime: self.max_token_lifetime.clone(),
                     require_expiry: self.require_expiry,
+                    webhook_url: self.webhook_url.clone(),
+                    webhook_secret: self.webhook_secret.clone(),
+                    webhook_secret_file: self.webhook_secret_file.clone(),
+                    webhook_ca: self.webhook_ca.clone(),
+                    unused_after: self.unused_after.clone(),
+                    webhook_scan_interval: self.webhook_scan_interval.clone(),
                 }
             }
         }

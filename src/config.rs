@@ -10,6 +10,7 @@ use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::http::{ServerConfig, TrustedProxies};
 use crate::logging::{Level, LogFormat};
 use crate::service::error::{Error, Result};
+use crate::service::webhooks::{ReceiverUrl, WebhookSettings};
 use crate::store::postgres::DatabaseUrl;
 use crate::web::public_url::PublicUrl;
 
@@ -47,6 +48,12 @@ pub struct ServeArgs {
     pub require_expiry: bool,
     pub audit_syslog: Option<String>,
     pub audit_export_settle: Option<String>,
+    pub webhook_url: Vec<String>,
+    pub webhook_secret: Option<String>,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub webhook_ca: Option<PathBuf>,
+    pub unused_after: Option<String>,
+    pub webhook_scan_interval: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -90,10 +97,117 @@ pub struct Config {
     /// The audit export serves events once they are this old (all written before are
     /// committed by then).
     pub audit_export_settle: Duration,
+    /// `--webhook-url` and the rest: where token lifecycle events are sent.
+    pub webhooks: Option<WebhookSettings>,
 }
 
 /// Longest `--max-token-lifetime`, in days (100 years).
 const MAX_TOKEN_LIFETIME_DAYS: u32 = 36_500;
+
+/// The most webhook receivers.
+const MAX_WEBHOOK_URLS: usize = 10;
+
+/// `--webhook-url` (repeatable), its secret (from the flag, a file or the environment), CA,
+/// `--unused-after` and the scan interval; `None` without a URL. A URL without a secret is
+/// refused: an unsigned webhook is one anybody on the network could forge.
+fn webhook_settings(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Option<WebhookSettings>> {
+    let (raw_urls, source) = if args.webhook_url.is_empty() {
+        let listed = env("PA_AUTH_WEBHOOK_URL").unwrap_or_default();
+        (
+            listed
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+            "PA_AUTH_WEBHOOK_URL",
+        )
+    } else {
+        (args.webhook_url.clone(), "--webhook-url")
+    };
+    let secret_file = args
+        .webhook_secret_file
+        .clone()
+        .or_else(|| env("PA_AUTH_WEBHOOK_SECRET_FILE").map(PathBuf::from));
+    let secret = match (
+        pick(&args.webhook_secret, env, "WEBHOOK_SECRET"),
+        &secret_file,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Config(
+                "give the webhook secret once: --webhook-secret or --webhook-secret-file".into(),
+            ))
+        }
+        (Some((v, _)), None) => Some(v),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    Error::Config(format!("--webhook-secret-file {}: {e}", path.display()))
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let ca = args
+        .webhook_ca
+        .clone()
+        .or_else(|| env("PA_AUTH_WEBHOOK_CA").map(PathBuf::from));
+    let unused_after = number(
+        pick(&args.unused_after, env, "UNUSED_AFTER"),
+        90u32,
+        0,
+        36_500,
+    )?;
+    let scan_interval = number(
+        pick(&args.webhook_scan_interval, env, "WEBHOOK_SCAN_INTERVAL"),
+        60u64,
+        1,
+        3600,
+    )?;
+    if raw_urls.is_empty() {
+        if secret.is_some() || ca.is_some() {
+            return Err(Error::Config(
+                "--webhook-secret and --webhook-ca need at least one --webhook-url".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if raw_urls.len() > MAX_WEBHOOK_URLS {
+        return Err(Error::Config(format!(
+            "{source}: at most {MAX_WEBHOOK_URLS} webhook receivers"
+        )));
+    }
+    let mut receivers: Vec<ReceiverUrl> = Vec::with_capacity(raw_urls.len());
+    for raw in &raw_urls {
+        let url =
+            ReceiverUrl::parse(raw.trim()).map_err(|e| Error::Config(format!("{source}: {e}")))?;
+        if !receivers.contains(&url) {
+            receivers.push(url);
+        }
+    }
+    let Some(secret) = secret else {
+        return Err(Error::Config(
+            "--webhook-url needs --webhook-secret or --webhook-secret-file (the key receivers \
+             check each event's PA-Signature with)"
+                .into(),
+        ));
+    };
+    if secret.len() < crate::service::webhooks::MIN_SECRET {
+        return Err(Error::Config(format!(
+            "the webhook secret must be at least {} characters",
+            crate::service::webhooks::MIN_SECRET
+        )));
+    }
+    let settings = WebhookSettings {
+        receivers,
+        secret: secret.into_bytes(),
+        ca,
+        unused_after_days: (unused_after > 0).then_some(unused_after),
+        scan_interval: Duration::from_secs(scan_interval),
+    };
+    // An https receiver's trust is checked now, not at the first event.
+    settings.tls().map_err(Error::Config)?;
+    Ok(Some(settings))
+}
 
 /// Reads an environment variable through a lookup function (tests pass their own).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -281,6 +395,7 @@ impl Config {
                     .map_err(|e| Error::Config(format!("{source}: {e}")))?,
             ),
         };
+        let webhooks = webhook_settings(args, env)?;
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -312,6 +427,7 @@ impl Config {
             database,
             max_staleness: Duration::from_secs(max_staleness),
             audit_syslog,
+            webhooks,
             audit_export_settle: Duration::from_secs(audit_export_settle),
             serve_stale: args.serve_stale
                 || env("PA_AUTH_SERVE_STALE").is_some_and(|v| matches!(v.trim(), "1" | "true")),

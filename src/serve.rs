@@ -38,15 +38,28 @@ pub fn serve(config: &Config) -> Result<()> {
         None => None,
     };
     let store = open_store(config)?;
-    let service = Arc::new(
-        Service::with_max_staleness(
-            Arc::clone(&store),
-            config.argon2_slots,
-            config.max_staleness,
-        )
-        .with_lifetime_policy(config.lifetime_policy)
-        .with_audit_export_settle(config.audit_export_settle),
-    );
+    let mut service = Service::with_max_staleness(
+        Arc::clone(&store),
+        config.argon2_slots,
+        config.max_staleness,
+    )
+    .with_lifetime_policy(config.lifetime_policy)
+    .with_audit_export_settle(config.audit_export_settle);
+    if let Some(settings) = &config.webhooks {
+        service = service.with_webhooks(
+            crate::service::webhooks::Webhooks::new(settings.clone()).map_err(Error::Config)?,
+        );
+        log::info!(
+            "sending token lifecycle webhooks to {}",
+            settings
+                .receivers
+                .iter()
+                .map(crate::service::webhooks::ReceiverUrl::shown)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let service = Arc::new(service);
     if let Some(target) = &config.audit_syslog {
         service.copy_audit_to(crate::service::syslog::SyslogSink::start(target.clone())?);
         log::info!("sending a copy of every audit event to {target}");
@@ -58,6 +71,7 @@ pub fn serve(config: &Config) -> Result<()> {
     let follower = service.start_follower()?;
     let app = Arc::new(App::new(Arc::clone(&service), config.public_url.clone()));
     let flusher = service.start_maintenance(config.flush_interval, config.last_used_resolution)?;
+    let webhook_sender = service.start_webhook_sender()?;
     let http = ServerConfig {
         tls: tls.clone(),
         refusal: crate::web::error::refusal,
@@ -94,6 +108,10 @@ pub fn serve(config: &Config) -> Result<()> {
     }
     service.audit(now_unix(), AuditEvent::of(AuditKind::ServerStopped));
     flusher.shutdown();
+    // The outbox is durable: stopping only ends the delivery in flight and frees the lease.
+    if let Some(sender) = webhook_sender {
+        sender.shutdown();
+    }
     // After the last audit events (the stop, the final aggregated failures).
     service.close_audit_copy();
     drop(follower);

@@ -14,6 +14,7 @@ pub mod rotation;
 pub mod syslog;
 pub mod tokens;
 pub mod view;
+pub mod webhooks;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,6 +57,8 @@ pub struct Service {
     audit_copy: syslog::AuditCopy,
     /// The audit export serves events once they are this old.
     export_settle: Duration,
+    /// `--webhook-url`: where token lifecycle events are sent, if anywhere.
+    webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 impl Service {
@@ -100,6 +103,7 @@ impl Service {
             lifetime_policy: LifetimePolicy::default(),
             audit_copy: syslog::AuditCopy::default(),
             export_settle: Duration::from_secs(120),
+            webhooks: None,
         }
     }
 
@@ -108,6 +112,30 @@ impl Service {
     pub fn with_audit_export_settle(mut self, settle: Duration) -> Service {
         self.export_settle = settle;
         self
+    }
+
+    /// This service sending webhooks (`--webhook-url`).
+    pub fn with_webhooks(mut self, webhooks: webhooks::Webhooks) -> Service {
+        self.webhooks = Some(Arc::new(webhooks));
+        self
+    }
+
+    /// Starts the thread that delivers webhooks (`None` without `--webhook-url`).
+    pub fn start_webhook_sender(&self) -> std::io::Result<Option<webhooks::WebhookSender>> {
+        let Some(w) = &self.webhooks else {
+            return Ok(None);
+        };
+        webhooks::WebhookSender::start(
+            Arc::clone(w),
+            Arc::clone(&self.store),
+            Arc::clone(&self.tracker),
+        )
+        .map(Some)
+    }
+
+    /// Webhook delivery figures, for /metrics (`None` without `--webhook-url`).
+    pub fn webhook_figures(&self) -> Option<&webhooks::WebhookFigures> {
+        self.webhooks.as_deref().map(webhooks::Webhooks::figures)
     }
 
     pub fn with_lifetime_policy(mut self, policy: LifetimePolicy) -> Service {
@@ -261,7 +289,12 @@ impl Service {
     /// records is already durable, and refusing to report it would mislead.
     pub fn audit(&self, now: i64, event: AuditEvent) {
         match self.store.append_audit(now, event) {
-            Ok(appended) => self.audit_copy.send(&appended),
+            Ok(appended) => {
+                self.audit_copy.send(&appended);
+                if let Some(w) = &self.webhooks {
+                    w.on_audit(&*self.store, &appended, now);
+                }
+            }
             Err(e) => log::error!("audit append failed: {e}"),
         }
     }

@@ -22,8 +22,9 @@ pub use self::sled::{create_private_dir, write_private_file};
 pub use error::{Error, Result};
 pub use records::{
     fold_owner, parse_audit_cursor, parse_cursor, AdminAccount, AuditQuery, ExportedToken,
-    IndexedToken, LastUsedWrite, LoginGuesses, PreviousSecret, Rotated, SecretUsed, StoredSession,
-    Synced, TokenPage, TokenRecord, TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
+    IndexedToken, LastUsedWrite, LoginGuesses, OutboxBacklog, OutboxEntry, PreviousSecret, Rotated,
+    ScanMark, SecretUsed, StoredSession, Synced, TokenPage, TokenRecord, TokenStats, TokenUpdate,
+    UpdatedToken, ORDER_KEY_LEN,
 };
 
 /// An audit log position: 8 bytes of µs since the epoch, 8 of a store-wide sequence.
@@ -122,6 +123,38 @@ pub trait Store: Send + Sync {
     /// At most `limit` events of both classes, oldest first, from the key `from` on
     /// (inclusive): the export.
     fn audit_events_from(&self, from: &[u8; 16], limit: usize) -> Result<Vec<AuditEvent>>;
+
+    // The webhook outbox: events waiting for delivery. Durable when each method returns.
+
+    /// Queues `entries` (in their order). With `scan`, only if the lifecycle scan mark is
+    /// still `scan.expected`, moving it to `scan.to` in the same write; whether they were
+    /// queued. A shared store skips an entry whose event id and URL are queued already.
+    fn enqueue_webhooks(&self, entries: &[OutboxEntry], scan: Option<ScanMark>) -> Result<bool>;
+    /// Where the last lifecycle scan ended (unix s), if one ever ran.
+    fn webhook_scan_mark(&self) -> Result<Option<i64>>;
+    /// Every token that may have a lifecycle event in `(from, to]` (expiring, expired, or
+    /// unused for `unused_after_days`), with its stored last-used time: a superset, the
+    /// caller applies [`crate::domain::webhook::due_between`].
+    fn lifecycle_candidates(
+        &self,
+        from: i64,
+        to: i64,
+        unused_after_days: Option<u32>,
+    ) -> Result<Vec<(TokenRecord, Option<i64>)>>;
+    /// Entries whose next attempt is due at `now_ms`, in queue order, at most `limit`.
+    fn due_webhooks(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// After an attempt at entry `seq`: `None` removes it (delivered, or given up);
+    /// `Some((attempts, next_attempt_ms))` keeps it for another try.
+    fn webhook_attempted(&self, seq: u64, retry: Option<(u32, i64)>) -> Result<()>;
+    fn webhook_backlog(&self) -> Result<OutboxBacklog>;
+    /// Whether this node is the one that scans and sends now: takes or renews a lease of
+    /// `ttl_ms` that the other nodes respect. A store of one node's own: always.
+    fn hold_webhook_lease(&self, ttl_ms: i64) -> Result<bool> {
+        let _ = ttl_ms;
+        Ok(true)
+    }
+    /// Gives the lease up (a clean shutdown), so another node takes over at once.
+    fn release_webhook_lease(&self) {}
 
     // Admins.
 

@@ -349,3 +349,40 @@ mod tests {
         );
     }
 }
+
+/// A webhook event waiting in the outbox for one receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxEntry {
+    /// Its place in the outbox, set by the store (the order entries are tried in).
+    #[serde(skip)]
+    pub seq: u64,
+    /// The event's stable id (`evt_…`): the same in every attempt, for the receiver's
+    /// de-duplication.
+    pub event_id: String,
+    pub url: String,
+    /// The JSON body, fixed when queued: every attempt sends the same bytes.
+    pub body: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Unix ms before which it is not tried again.
+    pub next_attempt_ms: i64,
+    /// Unix ms when queued.
+    pub queued_ms: i64,
+}
+
+/// A lifecycle scan's claim on the window it covered: it queues its events only if the scan
+/// mark is still `expected` (no other scan covered the window meanwhile), moving it to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanMark {
+    pub expected: Option<i64>,
+    pub to: i64,
+}
+
+/// How much waits in the webhook outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    pub pending: u64,
+    /// Unix ms when the oldest waiting entry was queued.
+    pub oldest_queued_ms: Option<i64>,
+}

@@ -133,6 +133,43 @@ pub struct Snapshot<'a> {
     pub cluster: Option<crate::service::cluster::ClusterStatus>,
     /// With `--audit-syslog`: audit copies (sent, dropped, failed).
     pub audit_copy: Option<(u64, u64, u64)>,
+    /// With `--webhook-url`: delivery figures.
+    pub webhooks: Option<&'a crate::service::webhooks::WebhookFigures>,
+}
+
+/// The webhook outbox and its deliveries: what an alert on a gone receiver needs.
+fn render_webhooks(out: &mut String, w: &crate::service::webhooks::WebhookFigures) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now_ms = crate::domain::time::now_unix_ms();
+    let oldest = w.oldest_queued_ms.load(Relaxed);
+    let age = if oldest > 0 {
+        ((now_ms - oldest).max(0) as f64) / 1000.0
+    } else {
+        0.0
+    };
+    let name = "pa_auth_webhook_deliveries_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Webhook delivery attempts by this node, by outcome (dropped: outbox full, receiver no longer configured, or undelivered for 3 days).\n# TYPE {name} counter\n\
+         {name}{{outcome=\"delivered\"}} {}\n{name}{{outcome=\"failed\"}} {}\n{name}{{outcome=\"dropped\"}} {}",
+        w.delivered.load(Relaxed),
+        w.failed_attempts.load(Relaxed),
+        w.dropped.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pa_auth_webhook_pending Webhook events waiting in the outbox (one per receiver), counted every 5 s.\n\
+         # TYPE pa_auth_webhook_pending gauge\npa_auth_webhook_pending {}\n\
+         # HELP pa_auth_webhook_oldest_pending_seconds Age of the oldest webhook event waiting in the outbox (0: none).\n\
+         # TYPE pa_auth_webhook_oldest_pending_seconds gauge\npa_auth_webhook_oldest_pending_seconds {age:.3}\n\
+         # HELP pa_auth_webhook_last_delivery_timestamp_seconds Unix time of this node's last delivered webhook (0: none yet).\n\
+         # TYPE pa_auth_webhook_last_delivery_timestamp_seconds gauge\npa_auth_webhook_last_delivery_timestamp_seconds {}\n\
+         # HELP pa_auth_webhook_sender Whether this node holds the lease to scan and send webhooks (one node of a cluster does).\n\
+         # TYPE pa_auth_webhook_sender gauge\npa_auth_webhook_sender {}",
+        w.pending.load(Relaxed),
+        w.last_delivered_unix.load(Relaxed),
+        u8::from(w.sending.load(Relaxed))
+    );
 }
 
 /// Renders the exposition text.
@@ -240,6 +277,9 @@ pub fn render(s: &Snapshot<'_>) -> String {
              {name}{{outcome=\"failed\"}} {failed}"
         );
     }
+    if let Some(w) = s.webhooks {
+        render_webhooks(&mut out, w);
+    }
     if let Some(c) = &s.cluster {
         let _ = writeln!(
             out,
@@ -296,6 +336,7 @@ mod tests {
             flush: crate::service::maintenance::FlushStatus::default(),
             cluster: None,
             audit_copy: None,
+            webhooks: None,
         });
         for line in [
             "pa_auth_tokens_expiring{within=\"1d\"} 1",

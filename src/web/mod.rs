@@ -319,6 +319,7 @@ fn metrics(app: &App, now: i64) -> Response {
         flush: app.service.flush_status(),
         cluster: app.service.cluster_status(),
         audit_copy: app.service.audit_copy_figures(),
+        webhooks: app.service.webhook_figures(),
     };
     Response::new(200)
         .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -562,8 +562,8 @@ fn postgres_upgrades_a_schema_1_database() {
         )
         .expect("version")
         .get(0);
-    // Straight to the current schema (4 since issue 18 part 1: 1 → 4 in one upgrade).
-    assert_eq!(version, 4);
+    // Straight to the current schema (5 since issue 18's webhooks: 1 → 5 in one upgrade).
+    assert_eq!(version, 5);
     let owners: i64 = db
         .query_one(
             "SELECT count(*) FROM pa_auth_tokens WHERE owner IS NULL",
@@ -577,6 +577,11 @@ fn postgres_upgrades_a_schema_1_database() {
         .expect("the new table")
         .get(0);
     assert_eq!(guesses, 0);
+    let outbox: i64 = db
+        .query_one("SELECT count(*) FROM pa_auth_webhook_outbox", &[])
+        .expect("schema 5's webhook outbox")
+        .get(0);
+    assert_eq!(outbox, 0);
     assert!(svc.log_text().contains("upgraded the pa-auth schema"));
 }
 
@@ -1760,10 +1765,10 @@ fn postgres_upgrades_a_schema_2_database() {
         )
         .expect("version")
         .get(0);
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     assert!(svc
         .log_text()
-        .contains("upgraded the pa-auth schema in the database from 2 to 4"));
+        .contains("upgraded the pa-auth schema in the database from 2 to 5"));
     let v = Req::get(&format!("/admin/api/tokens/{id}"))
         .header("Authorization", &admin)
         .send(svc.addr)

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use postgres::config::{Host, SslMode};
 use postgres::{Client, NoTls};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use crate::store::error::{Error, Result};
 
@@ -102,7 +100,10 @@ impl DatabaseUrl {
                 // With a CA, TLS is required (never libpq's "prefer": a server, or anyone in
                 // between, refusing TLS would get a plaintext session).
                 config.ssl_mode(SslMode::Require);
-                Some(Arc::new(client_tls(ca)?))
+                Some(Arc::new(crate::tls_client::config_trusting(
+                    ca,
+                    "--database-ca",
+                )?))
             }
             None if config.get_ssl_mode() == SslMode::Require || verify_asked => {
                 return Err(
@@ -154,30 +155,6 @@ impl DatabaseUrl {
         }
         .map_err(Error::from)
     }
-}
-
-fn client_tls(ca: &Path) -> std::result::Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca)
-        .map_err(|e| format!("--database-ca {}: {e}", ca.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("--database-ca {}: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("--database-ca {}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "--database-ca {}: no certificate found",
-            ca.display()
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS to the database: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 #[cfg(test)]

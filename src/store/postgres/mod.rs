@@ -14,6 +14,7 @@
 
 mod connect;
 mod schema;
+mod webhook_outbox;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,8 +33,9 @@ use crate::store::error::{Error, Result};
 use crate::store::index::{IndexBatch, TokenIndex};
 use crate::store::records::{
     fold_owner, order_key, stamp_audit, AdminAccount, AuditQuery, ExportedToken, IndexedToken,
-    LastUsedWrite, LoginGuesses, PreviousSecret, Rotated, SecretUsed, StoredSession, Synced,
-    TokenPage, TokenRecord, TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
+    LastUsedWrite, LoginGuesses, OutboxBacklog, OutboxEntry, PreviousSecret, Rotated, ScanMark,
+    SecretUsed, StoredSession, Synced, TokenPage, TokenRecord, TokenStats, TokenUpdate,
+    UpdatedToken, ORDER_KEY_LEN,
 };
 use crate::store::AuditKey;
 
@@ -1208,6 +1210,35 @@ impl crate::store::Store for PgStore {
         rows.iter().map(|row| decode_event(row.get(0))).collect()
     }
 
+    fn enqueue_webhooks(&self, entries: &[OutboxEntry], scan: Option<ScanMark>) -> Result<bool> {
+        PgStore::enqueue_webhooks(self, entries, scan)
+    }
+    fn webhook_scan_mark(&self) -> Result<Option<i64>> {
+        PgStore::webhook_scan_mark(self)
+    }
+    fn lifecycle_candidates(
+        &self,
+        from: i64,
+        to: i64,
+        unused_after_days: Option<u32>,
+    ) -> Result<Vec<(TokenRecord, Option<i64>)>> {
+        PgStore::lifecycle_candidates(self, from, to, unused_after_days)
+    }
+    fn due_webhooks(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        PgStore::due_webhooks(self, now_ms, limit)
+    }
+    fn webhook_attempted(&self, seq: u64, retry: Option<(u32, i64)>) -> Result<()> {
+        PgStore::webhook_attempted(self, seq, retry)
+    }
+    fn webhook_backlog(&self) -> Result<OutboxBacklog> {
+        PgStore::webhook_backlog(self)
+    }
+    fn hold_webhook_lease(&self, ttl_ms: i64) -> Result<bool> {
+        PgStore::hold_webhook_lease(self, ttl_ms)
+    }
+    fn release_webhook_lease(&self) {
+        PgStore::release_webhook_lease(self);
+    }
     fn admin(&self, username: &str) -> Result<Option<AdminAccount>> {
         let row = self.with_client(|c| {
             c.query_opt(

@@ -22,6 +22,11 @@
 //!   the login throttle holds across nodes; rows older than the throttle's memory are pruned.
 //! - `audit`: 16-byte key (µs ‖ sequence `audit_seq`) → class (0 lifecycle, 1 failure) and
 //!   the event as JSON; each class capped on its own.
+//! - `webhook_outbox`: webhook events waiting for delivery, one row per event and receiver
+//!   (unique together), with their body, attempts and next attempt; `meta` holds the
+//!   lifecycle scan's mark (`webhook_scan_mark`).
+//! - `webhook_sender`: one row, the node that scans and sends webhooks and until when (a
+//!   lease on the database's clock).
 
 use postgres::Client;
 
@@ -32,8 +37,9 @@ use crate::store::error::{Error, Result};
 /// `owner`, `owner_folded` and `description` (columns added by the upgrade, null for every
 /// token that was there) and the `update` op in the feed. 4: tokens' previous secret of a
 /// rotation (`previous_hash`, `previous_ends_at`, `previous_until_used`; null/false for every
-/// token that was there) and the `rotate` and `previous_end` ops in the feed.
-pub const SCHEMA_VERSION: i64 = 4;
+/// token that was there) and the `rotate` and `previous_end` ops in the feed. 5: the webhook
+/// outbox and sender lease (`webhook_outbox`, `webhook_sender`, created by the upgrade).
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Serialises schema creation between nodes starting at once ("pa-auth0").
 const SCHEMA_LOCK: i64 = 0x7061_2d61_7574_6830;
@@ -100,6 +106,22 @@ CREATE TABLE IF NOT EXISTS pa_auth_login_guesses (
     locked_until_ms bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pa_auth_login_guesses_last ON pa_auth_login_guesses (last_ms);
+CREATE TABLE IF NOT EXISTS pa_auth_webhook_outbox (
+    seq bigserial PRIMARY KEY,
+    event_id text NOT NULL,
+    url text NOT NULL,
+    body text NOT NULL,
+    attempts integer NOT NULL,
+    next_attempt_ms bigint NOT NULL,
+    queued_ms bigint NOT NULL,
+    CONSTRAINT pa_auth_webhook_outbox_event UNIQUE (event_id, url)
+);
+CREATE INDEX IF NOT EXISTS pa_auth_webhook_outbox_due ON pa_auth_webhook_outbox (next_attempt_ms);
+CREATE TABLE IF NOT EXISTS pa_auth_webhook_sender (
+    one boolean PRIMARY KEY CHECK (one),
+    node_id text NOT NULL,
+    until_ms bigint NOT NULL
+);
 ";
 
 /// Creates the schema on an empty database, or checks the version of an existing one.

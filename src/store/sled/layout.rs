@@ -47,6 +47,9 @@
 //!   as JSON. Which tree an event goes to is described in `audit_log`.
 //! - `previous_secrets` ([`PREVIOUS_SECRETS_TREE`]): id → the previous secret of a token in
 //!   a rotation's overlap (only those tokens); encoded in `previous_secrets`.
+//! - `webhook_outbox` ([`WEBHOOK_OUTBOX_TREE`]): webhook events waiting for delivery, with
+//!   [`WEBHOOK_SCAN_MARK_KEY`] in `meta`; see `webhook_outbox`. Added without a schema
+//!   bump: a release that does not know it leaves it alone, and a newer one reads it as is.
 //!
 //! # Schema 3 (upgraded in place)
 //!
@@ -106,6 +109,9 @@ pub(super) const AUDIT_LIFECYCLE_TREE: &str = "audit";
 pub(super) const AUDIT_FAILURE_TREE: &str = "audit_failures";
 /// Tokens in a rotation's overlap: id → their previous secret (schema 4).
 pub(super) const PREVIOUS_SECRETS_TREE: &str = "previous_secrets";
+/// Webhook events waiting for delivery: sled id → entry (see `webhook_outbox`). Not part of
+/// the schema version: an older release leaves the tree alone.
+pub(super) const WEBHOOK_OUTBOX_TREE: &str = "webhook_outbox";
 /// Schema 1's record tree: blake3(secret) → record.
 pub(super) const SCHEMA_1_RECORDS_TREE: &str = "tokens";
 /// Trees only schema 1 had, rebuilt into [`RECORDS_TREE`] or dropped by the upgrade.
@@ -119,6 +125,8 @@ pub(super) const GENERATION_KEY: &str = "generation";
 /// Creation time (µs) of the newest token ever created, so creation order stays strictly
 /// increasing across restarts without a scan.
 pub(super) const NEWEST_CREATED_KEY: &str = "newest_created_micros";
+/// Where the last webhook lifecycle scan ended (i64 unix seconds).
+pub(super) const WEBHOOK_SCAN_MARK_KEY: &str = "webhook_scan_mark";
 
 /// Stored expiry meaning "never expires" (records of both schemas, the index snapshot,
 /// and the in-memory index).

@@ -1,6 +1,6 @@
 //! The embedded sled store and the data dir around it: the exclusive lock that keeps a second
 //! process out, directory/file permissions (0700/0600), the schema version, and the trees.
-//! Token, admin and audit operations live in the submodules; each write that must survive a
+//! Token, admin, audit and webhook outbox operations live in the submodules; each write that must survive a
 //! crash calls [`SledStore::commit_durable`] (flush, then record the generation) before the
 //! caller answers. The on-disk names and encodings are described in `layout`.
 
@@ -13,6 +13,7 @@ mod layout;
 mod previous_secrets;
 mod schema_upgrade;
 mod token_records;
+mod webhook_outbox;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -23,8 +24,9 @@ use crate::store::index::TokenIndex;
 pub use token_records::TokenRecordRef;
 
 use crate::store::records::{
-    AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite, PreviousSecret, Rotated,
-    SecretUsed, TokenPage, TokenRecord, TokenStats, TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
+    AdminAccount, AuditQuery, ExportedToken, IndexedToken, LastUsedWrite, OutboxBacklog,
+    OutboxEntry, PreviousSecret, Rotated, ScanMark, SecretUsed, TokenPage, TokenRecord, TokenStats,
+    TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 
 pub use layout::SCHEMA_VERSION;
@@ -39,7 +41,7 @@ use layout::{
     ADMINS_TREE, DB_DIR, GENERATION_KEY, INITIALIZED_MARKER, LAST_USED_TREE, LOCK_FILE, META_TREE,
     NEWEST_CREATED_KEY, PREVIOUS_SECRETS_TREE, RECORDS_TREE, SCHEMA_1_RECORDS_TREE,
     SCHEMA_VERSION_KEY, SLED_DATA_FILE, SLED_PARTIAL_SNAPSHOT_SUFFIX, STATE_FILE, TMP_SUFFIX,
-    TOKEN_COUNT_KEY, TOKEN_NAMES_TREE,
+    TOKEN_COUNT_KEY, TOKEN_NAMES_TREE, WEBHOOK_OUTBOX_TREE,
 };
 
 /// The open store. Holds the data-dir lock for its lifetime.
@@ -61,6 +63,8 @@ pub struct SledStore {
     meta: sled::Tree,
     /// id → previous secret, for tokens in a rotation's overlap (see `previous_secrets`).
     previous_secrets: sled::Tree,
+    /// Webhook events waiting for delivery (see `webhook_outbox`).
+    webhook_outbox: sled::Tree,
     /// blake3 → token, in memory, when serving (see `token_index`).
     index: Option<TokenIndex>,
     /// Newest-first listing order, in memory: loaded at open when serving, on first listing
@@ -153,6 +157,7 @@ impl SledStore {
             audit: audit_log::AuditTrees::open(&db, options.audit_cap, options.audit_failure_cap)?,
             meta: tree(META_TREE)?,
             previous_secrets: tree(PREVIOUS_SECRETS_TREE)?,
+            webhook_outbox: tree(WEBHOOK_OUTBOX_TREE)?,
             index: options.index_tokens.then(TokenIndex::default),
             order: std::sync::OnceLock::new(),
             state_lock: std::sync::Mutex::new(()),
@@ -594,6 +599,29 @@ impl crate::store::Store for SledStore {
 
     fn audit_events_from(&self, from: &[u8; 16], limit: usize) -> Result<Vec<AuditEvent>> {
         SledStore::audit_events_from(self, from, limit)
+    }
+    fn enqueue_webhooks(&self, entries: &[OutboxEntry], scan: Option<ScanMark>) -> Result<bool> {
+        SledStore::enqueue_webhooks(self, entries, scan)
+    }
+    fn webhook_scan_mark(&self) -> Result<Option<i64>> {
+        SledStore::webhook_scan_mark(self)
+    }
+    fn lifecycle_candidates(
+        &self,
+        from: i64,
+        to: i64,
+        unused_after_days: Option<u32>,
+    ) -> Result<Vec<(TokenRecord, Option<i64>)>> {
+        SledStore::lifecycle_candidates(self, from, to, unused_after_days)
+    }
+    fn due_webhooks(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        SledStore::due_webhooks(self, now_ms, limit)
+    }
+    fn webhook_attempted(&self, seq: u64, retry: Option<(u32, i64)>) -> Result<()> {
+        SledStore::webhook_attempted(self, seq, retry)
+    }
+    fn webhook_backlog(&self) -> Result<OutboxBacklog> {
+        SledStore::webhook_backlog(self)
     }
     fn admin(&self, username: &str) -> Result<Option<AdminAccount>> {
         SledStore::admin(self, username)
