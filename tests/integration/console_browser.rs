@@ -451,6 +451,12 @@ fn console_rotates_a_token_with_an_overlap() {
         "the old-secret badge",
         "document.querySelector('#token-rows .badge.previous') !== null",
     );
+    let rotation = b.text("#token-rows td.rotation");
+    assert!(
+        rotation.starts_with("Rotating — old secret works until ")
+            && rotation.ends_with("UTC; not used since the new secret"),
+        "{rotation}"
+    );
     let verify = |secret: &str| {
         let r = Req::get("/auth/verify").bearer(secret).send(svc.addr);
         (r.status, r.header("X-PA-Token-Secret").map(str::to_owned))
@@ -458,4 +464,89 @@ fn console_rotates_a_token_with_an_overlap() {
     assert_eq!(verify(&old), (200, Some("previous".into())));
     assert_eq!(verify(&new), (200, Some("current".into())));
     assert_eq!(verify(&old).0, 401, "ended by the new secret's first use");
+}
+
+fn sign_in(b: &Browser, svc: &Service) {
+    b.goto(&format!("http://{}/admin/", svc.addr));
+    b.wait_for(
+        "login form",
+        "!document.getElementById('login-view').hidden",
+    );
+    b.type_into("#login-username", "admin");
+    b.type_into("#login-password", &svc.initial_password());
+    b.click("#login-submit");
+    b.wait_for("token list", "!document.getElementById('app-view').hidden");
+}
+
+/// The UTC calendar date `days` from today, as the create dialog sends it.
+fn utc_date_in(days: i64) -> String {
+    (time::OffsetDateTime::now_utc().date() + time::Duration::days(days)).to_string()
+}
+
+/// Issue 18 part 5: the list shows the expiry as the last day the token works, the date the
+/// admin chose, in UTC whatever the browser's time zone (here UTC+14, where the stored
+/// instant 3000-01-01T00:00:00Z is already the afternoon of Jan 1), and a badge for tokens
+/// whose last day is at most 7 days away.
+#[test]
+fn console_shows_expiry_as_the_chosen_utc_day_and_a_seven_day_badge() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&[]);
+    let admin = crate::support::admin_basic(&svc);
+    for (name, date) in [("soon", utc_date_in(3)), ("later", utc_date_in(30))] {
+        let r = Req::new("POST", "/admin/api/tokens")
+            .header("Authorization", &admin)
+            .json(&json!({"name": name, "expiresAt": date}))
+            .send(svc.addr);
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    b.emulate_time_zone("Pacific/Kiritimati");
+    sign_in(&b, &svc);
+    assert_eq!(
+        b.exec(
+            "return Intl.DateTimeFormat().resolvedOptions().timeZone;",
+            json!([])
+        ),
+        json!("Pacific/Kiritimati")
+    );
+    create_in_dialog(&b, "far", Some("2999-12-31"));
+    b.click("#secret-done");
+    b.wait_for(
+        "three rows",
+        "document.querySelectorAll('#token-rows tr').length === 3",
+    );
+    let cells = b.exec(
+        "return Object.fromEntries([...document.querySelectorAll('#token-rows tr')].map(tr => \
+         [tr.querySelector('td.name').textContent, [tr.querySelector('td.expires .expiry').textContent, \
+         [...tr.querySelectorAll('td.expires .badge')].map(s => s.textContent)]]));",
+        json!([]),
+    );
+    assert_eq!(
+        cells["far"],
+        json!(["Dec 31, 2999 (end of day UTC)", []]),
+        "{cells}"
+    );
+    assert_eq!(cells["soon"][1], json!(["Expires in 3 days"]), "{cells}");
+    assert_eq!(cells["later"][1], json!([]), "{cells}");
+    assert!(
+        cells["later"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("(end of day UTC)"),
+        "{cells}"
+    );
+    // The API's value is unchanged: the first second the token no longer works.
+    let list = Req::get("/admin/api/tokens")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    let far = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "far")
+        .unwrap();
+    assert_eq!(far["expiresAt"], "3000-01-01T00:00:00Z");
+    b.screenshot("token-list-expiry-1280");
 }

@@ -61,6 +61,79 @@ function timeCell(cell, iso, emptyText) {
   cell.title = iso.replace("T", " ").replace("Z", " UTC");
 }
 
+// ---- expiry: the day the admin chose, in UTC ------------------------------------------
+// A date picked in the create dialog is stored as the first second the token stops working,
+// the next midnight UTC (2999-12-31 → 3000-01-01T00:00:00Z). Shown is the last second it
+// works, in UTC whatever the browser's time zone: "Dec 31, 2999 (end of day UTC)". An
+// expiry set through the API to another instant shows that instant in UTC.
+const UTC_DATE = new Intl.DateTimeFormat("en-US", { timeZone: "UTC", month: "short", day: "numeric", year: "numeric" });
+const UTC_TIME = new Intl.DateTimeFormat("en-US", { timeZone: "UTC", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+const DAY_MS = 86400000;
+
+function utcDateTime(iso) {
+  const d = new Date(iso);
+  return `${UTC_DATE.format(d)}, ${UTC_TIME.format(d)} UTC`;
+}
+
+function expiryText(iso) {
+  const ends = new Date(iso);
+  if (ends.getTime() % DAY_MS === 0) return `${UTC_DATE.format(new Date(ends.getTime() - 1000))} (end of day UTC)`;
+  return utcDateTime(iso);
+}
+
+// Whole UTC days from today to the token's last working day (0 = it ends today).
+function daysLeft(iso, nowMs) {
+  const lastDay = Math.floor((new Date(iso).getTime() - 1000) / DAY_MS);
+  return lastDay - Math.floor(nowMs / DAY_MS);
+}
+
+function badge(className, text, title) {
+  const b = document.createElement("span");
+  b.className = className;
+  b.textContent = text;
+  if (title) b.title = title;
+  return b;
+}
+
+// Fills an Expiration cell: the date, then "Expired", "Expires in N days" (within 7 days)
+// and the lifetime-policy badge. The same in the list and on the detail page.
+function expiryCell(cell, token) {
+  cell.replaceChildren();
+  const date = document.createElement("span");
+  date.className = "expiry";
+  if (!token.expiresAt) {
+    date.textContent = "Never";
+    cell.append(date);
+  } else {
+    date.textContent = expiryText(token.expiresAt);
+    date.title = `Stops working at ${token.expiresAt.replace("T", " ").replace("Z", " UTC")}`;
+    cell.append(date);
+    if (token.status === "expired") {
+      cell.append(" ", badge("badge", "Expired"));
+    } else {
+      const days = daysLeft(token.expiresAt, Date.now());
+      if (days <= 7) {
+        const text = days <= 0 ? "Expires today" : `Expires in ${days} day${days === 1 ? "" : "s"}`;
+        cell.append(" ", badge("badge soon", text));
+      }
+    }
+  }
+  if (token.policy) {
+    // Made before the server's lifetime policy and outside it: flagged, still working.
+    cell.append(" ", badge("badge policy",
+      token.policy === "violates-require-expiry" ? "No expiry (policy)" : "Over max lifetime",
+      "Outside this server's token lifetime policy; it still works until an admin deletes it."));
+  }
+}
+
+// "Rotating — old secret works until …" and the old secret's last use (the stragglers).
+function rotationSummary(previous) {
+  const used = previous.lastUsedAt
+    ? `last used ${new Date(previous.lastUsedAt).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })}`
+    : "not used since the new secret";
+  return `Rotating — old secret works until ${utcDateTime(previous.expiresAt)}; ${used}`;
+}
+
 function showNotice(text) {
   const n = $("notice");
   n.textContent = text;
@@ -167,21 +240,8 @@ function renderTokens() {
 
     const expires = document.createElement("td");
     expires.dataset.label = "Expiration";
-    timeCell(expires, token.expiresAt, "Never");
-    if (token.status === "expired") {
-      const badge = document.createElement("span");
-      badge.className = "badge";
-      badge.textContent = "Expired";
-      expires.append(" ", badge);
-    }
-    if (token.policy) {
-      // Made before the server's lifetime policy and outside it: flagged, still working.
-      const badge = document.createElement("span");
-      badge.className = "badge policy";
-      badge.textContent = token.policy === "violates-require-expiry" ? "No expiry (policy)" : "Over max lifetime";
-      badge.title = "Outside this server's token lifetime policy; it still works until an admin deletes it.";
-      expires.append(" ", badge);
-    }
+    expires.className = "expires";
+    expiryCell(expires, token);
     tr.append(expires);
 
     const used = document.createElement("td");
@@ -196,21 +256,27 @@ function renderTokens() {
     owner.textContent = token.owner || "—";
     tr.append(owner);
 
+    // Empty unless an old secret still works (the mobile layout hides an empty cell).
+    const rotation = document.createElement("td");
+    rotation.className = "rotation";
+    rotation.dataset.label = "Rotation";
+    if (token.previousSecret) {
+      const text = document.createElement("span");
+      text.className = "rotation-state";
+      text.textContent = rotationSummary(token.previousSecret).replace(/^Rotating/, "");
+      rotation.append(badge("badge previous", "Rotating"), text);
+    }
+    tr.append(rotation);
+
     const actions = document.createElement("td");
+    actions.className = "row-actions";
     const rotate = document.createElement("button");
     rotate.type = "button";
     rotate.className = "rotate";
     rotate.textContent = "Rotate";
     rotate.setAttribute("aria-label", `Rotate token ${token.name}`);
     rotate.addEventListener("click", () => openRotate(token));
-    actions.append(rotate);
-    if (token.previousSecret) {
-      const old = document.createElement("span");
-      old.className = "badge previous";
-      old.textContent = "Old secret active";
-      old.title = `The previous secret works until ${token.previousSecret.expiresAt}`;
-      actions.append(old);
-    }
+    actions.append(rotate, " ");
     const del = document.createElement("button");
     del.type = "button";
     del.className = "danger delete";
