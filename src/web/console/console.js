@@ -15,7 +15,10 @@ const state = {
   pageSize: 50,
   deleting: null,
   rotating: null,
+  endingPrevious: null,
   auditCursor: null,
+  detail: null,
+  detailAuditCursor: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -160,17 +163,44 @@ function showApp(session) {
   $("account").hidden = false;
   $("whoami").textContent = `Signed in as ${session.username}`;
   $("initial-banner").hidden = !session.initialPassword;
-  selectTab("tokens");
-  loadTokens();
+  route();
+}
+
+// ---- routing: #/tokens (the list), #/audit, #/tokens/<id> (a token's page) -------------
+// A hash route, so back, forward and reload work with no server routes of their own.
+function route() {
+  if (!state.csrf) return;
+  const hash = location.hash;
+  const detail = /^#\/tokens\/([^/]+)$/.exec(hash);
+  if (detail) {
+    showDetail(decodeURIComponent(detail[1]));
+  } else {
+    selectTab(hash === "#/audit" ? "audit" : "tokens");
+  }
+}
+
+// A tab sets the hash; choosing the tab already shown reloads it.
+function goTo(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
 }
 
 function selectTab(which) {
   const tokens = which === "tokens";
+  state.detail = null;
+  $("detail-panel").hidden = true;
   $("tokens-panel").hidden = !tokens;
   $("audit-panel").hidden = tokens;
   $("tab-tokens").setAttribute("aria-selected", String(tokens));
   $("tab-audit").setAttribute("aria-selected", String(!tokens));
-  if (!tokens) loadAudit(true);
+  if (tokens) loadTokens();
+  else loadAudit(true);
+}
+
+// After a change to one token: the list, and the token's page when it is open.
+function refreshAfterChange(id) {
+  loadTokens();
+  if (state.detail && state.detail.id === id) loadDetail(id);
 }
 
 // ---- tokens list ----------------------------------------------------------------------
@@ -229,7 +259,10 @@ function renderTokens() {
     const name = document.createElement("td");
     name.className = "name";
     name.dataset.label = "Name";
-    name.textContent = token.name;
+    const link = document.createElement("a");
+    link.href = `#/tokens/${encodeURIComponent(token.id)}`;
+    link.textContent = token.name;
+    name.append(link);
     if (token.description) name.title = token.description;
     tr.append(name);
 
@@ -409,7 +442,7 @@ async function submitRotate(event) {
     $("rotate-secret-value").value = rotated.token;
     $("rotate-secret-value").select();
     $("rotate-done").focus();
-    loadTokens();
+    refreshAfterChange(token.id);
   } catch (e) {
     $("rotate-error").textContent = e.message;
   } finally {
@@ -436,10 +469,139 @@ async function confirmDelete() {
     state.tokens = state.tokens.filter((t) => t.id !== token.id);
     renderTokens();
     showNotice(`Deleted token ${token.name}.`);
+    if (state.detail && state.detail.id === token.id) location.hash = "#/tokens";
   } catch (e) {
     $("delete-error").textContent = e.message;
   } finally {
     $("delete-confirm").disabled = false;
+  }
+}
+
+// ---- a token's page: its fields, rotation state, actions and audit trail ----------------
+function showDetail(id) {
+  $("tokens-panel").hidden = true;
+  $("audit-panel").hidden = true;
+  $("tab-tokens").setAttribute("aria-selected", "true");
+  $("tab-audit").setAttribute("aria-selected", "false");
+  $("detail-panel").hidden = false;
+  $("detail-body").hidden = true;
+  state.detail = { id };
+  loadDetail(id);
+}
+
+async function loadDetail(id) {
+  $("detail-error").textContent = "";
+  let token;
+  try {
+    token = await api("GET", `/admin/api/tokens/${encodeURIComponent(id)}`);
+  } catch (e) {
+    if (e.status === 404) $("detail-error").textContent = "No such token: it may have been deleted.";
+    else if (e.status !== 401) $("detail-error").textContent = e.message;
+    $("detail-body").hidden = true;
+    return;
+  }
+  if (!state.detail || state.detail.id !== id) return; // navigated away meanwhile
+  state.detail = token;
+  renderDetail(token);
+  loadDetailAudit(true);
+}
+
+function renderDetail(token) {
+  $("detail-body").hidden = false;
+  $("detail-title").textContent = token.name;
+  document.title = `${token.name} — API Tokens — Permission Assist`;
+  $("detail-id").textContent = token.id;
+  $("detail-owner").textContent = token.owner || "—";
+  $("detail-description").textContent = token.description || "—";
+  timeCell($("detail-created"), token.createdAt, "");
+  expiryCell($("detail-expires"), token);
+  timeCell($("detail-last-used"), token.lastUsedAt, "Never");
+  const previous = token.previousSecret;
+  $("detail-previous").hidden = !previous;
+  $("detail-previous-hint").hidden = !previous;
+  $("detail-end-previous").hidden = !previous;
+  if (previous) {
+    $("detail-rotation-state").textContent = "Rotating — the new secret and the old one both work until the old one ends.";
+    $("detail-previous-until").textContent = utcDateTime(previous.expiresAt);
+    timeCell($("detail-previous-used"), previous.lastUsedAt, "Not used since the rotation");
+  } else {
+    $("detail-rotation-state").textContent = "Not rotating: only the current secret works.";
+  }
+}
+
+async function loadDetailAudit(fresh) {
+  const token = state.detail;
+  if (!token) return;
+  $("detail-audit-error").textContent = "";
+  if (fresh) state.detailAuditCursor = null;
+  try {
+    let query = `?limit=50&tokenId=${encodeURIComponent(token.id)}`;
+    if (state.detailAuditCursor) query += `&cursor=${encodeURIComponent(state.detailAuditCursor)}`;
+    const page = await api("GET", `/admin/api/audit${query}`);
+    if (!state.detail || state.detail.id !== token.id) return;
+    if (fresh) $("detail-audit-rows").replaceChildren();
+    for (const ev of page.items) {
+      const tr = document.createElement("tr");
+      const at = document.createElement("td");
+      at.dataset.label = "Time";
+      timeCell(at, ev.at, "");
+      tr.append(at);
+      let event = ev.event;
+      if (ev.changed) event += ` (${ev.changed.join(", ")})`;
+      if (ev.reason) event += ` — ${ev.reason}`;
+      if (ev.count) event += ` ×${ev.count}`;
+      for (const [label, value] of [["Event", event], ["Actor", ev.actor], ["Address", ev.remoteAddr]]) {
+        const td = document.createElement("td");
+        td.dataset.label = label;
+        td.textContent = value || "";
+        if (label === "Event") td.className = "event";
+        tr.append(td);
+      }
+      $("detail-audit-rows").append(tr);
+    }
+    $("detail-audit-empty").hidden = $("detail-audit-rows").children.length > 0;
+    state.detailAuditCursor = page.nextCursor;
+    $("detail-audit-more").hidden = !page.nextCursor;
+  } catch (e) {
+    if (e.status !== 401) $("detail-audit-error").textContent = e.message;
+  }
+}
+
+// ---- end the old secret now -----------------------------------------------------------
+function openEndPrevious() {
+  const token = state.detail;
+  if (!token || !token.previousSecret) return;
+  state.endingPrevious = token;
+  $("end-previous-name").textContent = token.name;
+  const used = token.previousSecret.lastUsedAt;
+  $("end-previous-used").textContent = used
+    ? `It was last used ${new Date(used).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })}.`
+    : "It has not been used since the rotation.";
+  $("end-previous-error").textContent = "";
+  $("end-previous-dialog").showModal();
+  $("end-previous-cancel").focus();
+}
+
+async function confirmEndPrevious() {
+  const token = state.endingPrevious;
+  if (!token) return;
+  $("end-previous-confirm").disabled = true;
+  try {
+    await api("DELETE", `/admin/api/tokens/${encodeURIComponent(token.id)}/previous-secret`);
+    $("end-previous-dialog").close();
+    showNotice(`The old secret of ${token.name} no longer works.`);
+    refreshAfterChange(token.id);
+  } catch (e) {
+    if (e.status === 404) {
+      // It ended meanwhile (overlap over, or the new secret was used): nothing left to end.
+      $("end-previous-dialog").close();
+      showNotice(`The old secret of ${token.name} had already stopped working.`);
+      refreshAfterChange(token.id);
+    } else {
+      $("end-previous-error").textContent = e.message;
+    }
+  } finally {
+    $("end-previous-confirm").disabled = false;
   }
 }
 
@@ -525,8 +687,18 @@ function init() {
   $("logout-button").addEventListener("click", logout);
   $("change-password-button").addEventListener("click", openPassword);
   $("banner-change-password").addEventListener("click", openPassword);
-  $("tab-tokens").addEventListener("click", () => selectTab("tokens"));
-  $("tab-audit").addEventListener("click", () => selectTab("audit"));
+  $("tab-tokens").addEventListener("click", () => goTo("#/tokens"));
+  $("tab-audit").addEventListener("click", () => goTo("#/audit"));
+  window.addEventListener("hashchange", () => {
+    document.title = "API Tokens — Permission Assist";
+    route();
+  });
+  $("detail-rotate").addEventListener("click", () => { if (state.detail) openRotate(state.detail); });
+  $("detail-delete").addEventListener("click", () => { if (state.detail) openDelete(state.detail); });
+  $("detail-end-previous").addEventListener("click", openEndPrevious);
+  $("detail-audit-more").addEventListener("click", () => loadDetailAudit(false));
+  $("end-previous-cancel").addEventListener("click", () => $("end-previous-dialog").close());
+  $("end-previous-confirm").addEventListener("click", confirmEndPrevious);
   $("audit-more").addEventListener("click", () => loadAudit(false));
   $("create-button").addEventListener("click", openCreate);
   $("create-form").addEventListener("submit", submitCreate);
