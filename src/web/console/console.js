@@ -129,6 +129,8 @@ function expiryCell(cell, token) {
   }
 }
 
+const OLD_SECRET_END_HINT = "At the latest: an overlap chosen as 'until the new secret is first used' ends at that use.";
+
 // "Rotating — old secret works until …" and the old secret's last use (the stragglers).
 function rotationSummary(previous) {
   const used = previous.lastUsedAt
@@ -172,8 +174,14 @@ function route() {
   if (!state.csrf) return;
   const hash = location.hash;
   const detail = /^#\/tokens\/([^/]+)$/.exec(hash);
-  if (detail) {
-    showDetail(decodeURIComponent(detail[1]));
+  let id = null;
+  try {
+    id = detail && decodeURIComponent(detail[1]);
+  } catch (_) {
+    id = detail[1]; // malformed escapes: the API answers 404 for it
+  }
+  if (id) {
+    showDetail(id);
   } else {
     selectTab(hash === "#/audit" ? "audit" : "tokens");
   }
@@ -297,6 +305,7 @@ function renderTokens() {
       const text = document.createElement("span");
       text.className = "rotation-state";
       text.textContent = rotationSummary(token.previousSecret).replace(/^Rotating/, "");
+      rotation.title = OLD_SECRET_END_HINT;
       rotation.append(badge("badge previous", "Rotating"), text);
     }
     tr.append(rotation);
@@ -523,6 +532,7 @@ function renderDetail(token) {
   if (previous) {
     $("detail-rotation-state").textContent = "Rotating — the new secret and the old one both work until the old one ends.";
     $("detail-previous-until").textContent = utcDateTime(previous.expiresAt);
+    $("detail-previous-until").title = OLD_SECRET_END_HINT;
     timeCell($("detail-previous-used"), previous.lastUsedAt, "Not used since the rotation");
   } else {
     $("detail-rotation-state").textContent = "Not rotating: only the current secret works.";
