@@ -747,6 +747,21 @@ fn console_token_page_shows_rotation_audit_and_ends_the_old_secret() {
         ""
     );
     b.screenshot("token-list-rotating-1280");
+    b.set_size(390, 844);
+    b.exec(
+        "document.querySelector('#token-rows td.rotation:not(:empty)').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot("token-list-rotating-390");
+    assert_eq!(
+        b.exec(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            json!([])
+        ),
+        json!(true),
+        "no horizontal scrolling at 390 px"
+    );
+    b.set_size(1280, 900);
 
     // End the old secret now, after a confirmation.
     b.click(&format!("#token-rows tr[data-id='{id}'] td.name a"));
