@@ -201,6 +201,25 @@ fn console_flows_in_a_real_browser() {
         ),
         json!(0)
     );
+    // ... and on its own page, title included.
+    b.exec(
+        "[...document.querySelectorAll('#token-rows td.name a')].find(a => a.textContent === arguments[0]).click();",
+        json!([xss]),
+    );
+    b.wait_for(
+        "the hostile token's page",
+        "!document.getElementById('detail-body').hidden",
+    );
+    assert_eq!(b.text("#detail-title"), xss);
+    assert_eq!(
+        b.exec("return [document.querySelectorAll('img').length, document.title.startsWith(arguments[0])];", json!([xss])),
+        json!([0, true])
+    );
+    b.exec("history.back();", json!([]));
+    b.wait_for(
+        "the list again",
+        "!document.getElementById('tokens-panel').hidden && document.querySelectorAll('#token-rows tr').length === 3",
+    );
 
     // Sort and filter.
     b.click("button.sort[data-sort='name']");
@@ -451,6 +470,12 @@ fn console_rotates_a_token_with_an_overlap() {
         "the old-secret badge",
         "document.querySelector('#token-rows .badge.previous') !== null",
     );
+    let rotation = b.text("#token-rows td.rotation");
+    assert!(
+        rotation.starts_with("Rotating — old secret works until ")
+            && rotation.ends_with("UTC; not used since the new secret"),
+        "{rotation}"
+    );
     let verify = |secret: &str| {
         let r = Req::get("/auth/verify").bearer(secret).send(svc.addr);
         (r.status, r.header("X-PA-Token-Secret").map(str::to_owned))
@@ -458,4 +483,359 @@ fn console_rotates_a_token_with_an_overlap() {
     assert_eq!(verify(&old), (200, Some("previous".into())));
     assert_eq!(verify(&new), (200, Some("current".into())));
     assert_eq!(verify(&old).0, 401, "ended by the new secret's first use");
+}
+
+fn sign_in(b: &Browser, svc: &Service) {
+    b.goto(&format!("http://{}/admin/", svc.addr));
+    b.wait_for(
+        "login form",
+        "!document.getElementById('login-view').hidden",
+    );
+    b.type_into("#login-username", "admin");
+    b.type_into("#login-password", &svc.initial_password());
+    b.click("#login-submit");
+    b.wait_for("token list", "!document.getElementById('app-view').hidden");
+}
+
+/// The UTC calendar date `days` from today, as the create dialog sends it.
+fn utc_date_in(days: i64) -> String {
+    (time::OffsetDateTime::now_utc().date() + time::Duration::days(days)).to_string()
+}
+
+fn api_token(svc: &Service, admin: &str, id: &str) -> serde_json::Value {
+    let r = Req::get(&format!("/admin/api/tokens/{id}"))
+        .header("Authorization", admin)
+        .send(svc.addr);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Issue 18 part 5: the list shows the expiry as the last day the token works, the date the
+/// admin chose, in UTC whatever the browser's time zone (here UTC+14, where the stored
+/// instant 3000-01-01T00:00:00Z is already the afternoon of Jan 1), and a badge for tokens
+/// whose last day is at most 7 days away.
+#[test]
+fn console_shows_expiry_as_the_chosen_utc_day_and_a_seven_day_badge() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&[]);
+    let admin = crate::support::admin_basic(&svc);
+    for (name, date) in [("soon", utc_date_in(3)), ("later", utc_date_in(30))] {
+        let r = Req::new("POST", "/admin/api/tokens")
+            .header("Authorization", &admin)
+            .json(&json!({"name": name, "expiresAt": date}))
+            .send(svc.addr);
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    b.emulate_time_zone("Pacific/Kiritimati");
+    sign_in(&b, &svc);
+    assert_eq!(
+        b.exec(
+            "return Intl.DateTimeFormat().resolvedOptions().timeZone;",
+            json!([])
+        ),
+        json!("Pacific/Kiritimati")
+    );
+    create_in_dialog(&b, "far", Some("2999-12-31"));
+    b.click("#secret-done");
+    b.wait_for(
+        "three rows",
+        "document.querySelectorAll('#token-rows tr').length === 3",
+    );
+    let cells = b.exec(
+        "return Object.fromEntries([...document.querySelectorAll('#token-rows tr')].map(tr => \
+         [tr.querySelector('td.name').textContent, [tr.querySelector('td.expires .expiry').textContent, \
+         [...tr.querySelectorAll('td.expires .badge')].map(s => s.textContent)]]));",
+        json!([]),
+    );
+    assert_eq!(
+        cells["far"],
+        json!(["Dec 31, 2999 (end of day UTC)", []]),
+        "{cells}"
+    );
+    assert_eq!(cells["soon"][1], json!(["Expires in 3 days"]), "{cells}");
+    assert_eq!(cells["later"][1], json!([]), "{cells}");
+    assert!(
+        cells["later"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("(end of day UTC)"),
+        "{cells}"
+    );
+    // The API's value is unchanged: the first second the token no longer works.
+    let list = Req::get("/admin/api/tokens")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    let far = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "far")
+        .unwrap();
+    assert_eq!(far["expiresAt"], "3000-01-01T00:00:00Z");
+    b.screenshot("token-list-expiry-1280");
+
+    // The token's page shows the expiry the same way.
+    b.click("#token-rows a[href*='/tokens/']");
+    b.wait_for(
+        "a token page",
+        "!document.getElementById('detail-body').hidden",
+    );
+    let title = b.text("#detail-title");
+    let expected = cells[&title][0].as_str().unwrap();
+    assert_eq!(b.text("#detail-expires .expiry"), expected);
+}
+
+/// Issue 18 parts 1 and 5: a token's page (reached from its name, with a hash route that
+/// survives a reload) shows its fields, its rotation state with the old secret's last use
+/// (the stragglers), its own audit trail only, and ends the old secret early on request.
+#[test]
+fn console_token_page_shows_rotation_audit_and_ends_the_old_secret() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&[]);
+    let admin = crate::support::admin_basic(&svc);
+    let mut ids = Vec::new();
+    for body in [
+        json!({"name": "deploy", "owner": "team-ops", "description": "CI deploys"}),
+        json!({"name": "other"}),
+    ] {
+        let r = Req::new("POST", "/admin/api/tokens")
+            .header("Authorization", &admin)
+            .json(&body)
+            .send(svc.addr);
+        assert_eq!(r.status, 201);
+        ids.push((
+            r.json()["id"].as_str().unwrap().to_owned(),
+            r.json()["token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (id, old) = ids[0].clone();
+    let other_id = ids[1].0.clone();
+    // Another token's event that must not show on this token's page.
+    let r = Req::new("PATCH", &format!("/admin/api/tokens/{other_id}"))
+        .header("Authorization", &admin)
+        .json(&json!({"owner": "someone"}))
+        .send(svc.addr);
+    assert_eq!(r.status, 200);
+
+    sign_in(&b, &svc);
+    b.wait_for(
+        "two rows",
+        "document.querySelectorAll('#token-rows tr').length === 2",
+    );
+    b.click(&format!("#token-rows tr[data-id='{id}'] td.name a"));
+    b.wait_for(
+        "the token page",
+        "!document.getElementById('detail-body').hidden",
+    );
+    assert_eq!(
+        b.exec("return location.hash;", json!([])),
+        json!(format!("#/tokens/{id}"))
+    );
+    assert_eq!(b.text("#detail-title"), "deploy");
+    assert_eq!(b.text("#detail-id"), id);
+    assert_eq!(b.text("#detail-owner"), "team-ops");
+    assert_eq!(b.text("#detail-description"), "CI deploys");
+    assert_eq!(b.text("#detail-expires"), "Never");
+    assert!(!b.visible("detail-end-previous"), "nothing to end yet");
+
+    // Rotate from the page, 24 hours of overlap (the default).
+    b.click("#detail-rotate");
+    b.wait_for(
+        "rotate dialog",
+        "document.getElementById('rotate-dialog').open",
+    );
+    assert_eq!(b.text("#rotate-name"), "deploy");
+    b.click("#rotate-submit");
+    b.wait_for(
+        "the new secret",
+        "!document.getElementById('rotate-secret-view').hidden",
+    );
+    let new = b.value_of("rotate-secret-value");
+    b.click("#rotate-done");
+    b.wait_for(
+        "the rotation state",
+        "document.getElementById('detail-rotation-state').textContent.startsWith('Rotating')",
+    );
+    assert_ne!(new, old);
+    assert!(b.visible("detail-end-previous"));
+    assert_eq!(
+        b.text("#detail-previous-used"),
+        "Not used since the rotation"
+    );
+
+    // A straggler still uses the old secret: its last use shows after a reload (which keeps
+    // the page: the route is in the hash).
+    let r = Req::get("/auth/verify").bearer(&old).send(svc.addr);
+    assert_eq!(
+        (r.status, r.header("X-PA-Token-Secret")),
+        (200, Some("previous"))
+    );
+    b.exec("window.beforeReload = true; location.reload();", json!([]));
+    b.wait_for(
+        "the token page after a reload",
+        "!window.beforeReload && !document.getElementById('detail-body').hidden && document.getElementById('detail-title').textContent === 'deploy'",
+    );
+    let used = b.text("#detail-previous-used");
+    assert!(
+        !used.is_empty() && used != "Not used since the rotation",
+        "{used}"
+    );
+    assert!(b.text("#detail-rotation-state").starts_with("Rotating — "));
+    let until = b.text("#detail-previous-until");
+    assert!(until.ends_with(" UTC"), "{until}");
+
+    // Its audit trail: created and rotated, newest first; not the other token's update.
+    b.wait_for(
+        "audit rows",
+        "document.querySelectorAll('#detail-audit-rows tr').length === 2",
+    );
+    let events = b.exec(
+        "return [...document.querySelectorAll('#detail-audit-rows td.event')].map(td => td.textContent);",
+        json!([]),
+    );
+    let events: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(events[0].starts_with("token.rotated"), "{events:?}");
+    assert_eq!(events[1], "token.created", "{events:?}");
+    b.screenshot("token-detail-1280");
+    b.exec(
+        "document.getElementById('detail-audit-rows').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot("token-detail-audit-1280");
+    b.exec("window.scrollTo(0, 0);", json!([]));
+    b.set_size(390, 844);
+    b.screenshot("token-detail-390");
+    b.exec(
+        "document.getElementById('detail-rotation-state').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot("token-detail-rotation-390");
+    assert_eq!(
+        b.exec(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            json!([])
+        ),
+        json!(true),
+        "no horizontal scrolling at 390 px"
+    );
+    b.set_size(1280, 900);
+
+    // Back to the list: the row says the token is rotating, the other row does not.
+    b.exec("history.back();", json!([]));
+    b.wait_for(
+        "the list",
+        "!document.getElementById('tokens-panel').hidden && document.querySelectorAll('#token-rows tr').length === 2",
+    );
+    let rotation = b.text(&format!("#token-rows tr[data-id='{id}'] td.rotation"));
+    assert!(
+        rotation.starts_with("Rotating — old secret works until ")
+            && rotation.contains("UTC; last used"),
+        "{rotation}"
+    );
+    assert_eq!(
+        b.text(&format!("#token-rows tr[data-id='{other_id}'] td.rotation")),
+        ""
+    );
+    b.screenshot("token-list-rotating-1280");
+    b.set_size(390, 844);
+    b.exec(
+        "document.querySelector('#token-rows td.rotation:not(:empty)').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot("token-list-rotating-390");
+    assert_eq!(
+        b.exec(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            json!([])
+        ),
+        json!(true),
+        "no horizontal scrolling at 390 px"
+    );
+    b.set_size(1280, 900);
+
+    // End the old secret now, after a confirmation.
+    b.click(&format!("#token-rows tr[data-id='{id}'] td.name a"));
+    b.wait_for(
+        "the end button",
+        "!document.getElementById('detail-body').hidden && !document.getElementById('detail-end-previous').hidden",
+    );
+    b.click("#detail-end-previous");
+    b.wait_for(
+        "confirmation",
+        "document.getElementById('end-previous-dialog').open",
+    );
+    assert_eq!(b.text("#end-previous-name"), "deploy");
+    b.click("#end-previous-confirm");
+    b.wait_for(
+        "the old secret ended",
+        "!document.getElementById('end-previous-dialog').open && document.getElementById('detail-end-previous').hidden",
+    );
+    assert_eq!(
+        b.text("#detail-rotation-state"),
+        "Not rotating: only the current secret works."
+    );
+    assert_eq!(
+        api_token(&svc, &admin, &id)["previousSecret"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        Req::get("/auth/verify").bearer(&old).send(svc.addr).status,
+        401
+    );
+    assert_eq!(
+        Req::get("/auth/verify").bearer(&new).send(svc.addr).status,
+        200
+    );
+    b.wait_for(
+        "the end in the audit trail",
+        "[...document.querySelectorAll('#detail-audit-rows td.event')].some(td => td.textContent.startsWith('token.previous_secret_expired'))",
+    );
+
+    // Delete from the page: back to the list, without the token.
+    b.click("#detail-delete");
+    b.wait_for("confirm", "document.getElementById('delete-dialog').open");
+    b.click("#delete-confirm");
+    b.wait_for(
+        "the list without it",
+        "location.hash === '#/tokens' && !document.getElementById('tokens-panel').hidden && document.querySelectorAll('#token-rows tr').length === 1",
+    );
+    assert_eq!(row_names(&b), ["other"]);
+
+    // A long trail comes 50 events at a time, with the API's cursor.
+    for i in 0..50 {
+        let r = Req::new("PATCH", &format!("/admin/api/tokens/{other_id}"))
+            .header("Authorization", &admin)
+            .json(&json!({"description": format!("edit {i}")}))
+            .send(svc.addr);
+        assert_eq!(r.status, 200);
+    }
+    b.click(&format!("#token-rows tr[data-id='{other_id}'] td.name a"));
+    b.wait_for(
+        "the first page of its trail",
+        "document.getElementById('detail-title').textContent === 'other' && document.querySelectorAll('#detail-audit-rows tr').length === 50",
+    );
+    assert!(b.visible("detail-audit-more"));
+    b.click("#detail-audit-more");
+    b.wait_for(
+        "the rest of its trail",
+        "document.querySelectorAll('#detail-audit-rows tr').length === 52",
+    );
+    assert!(!b.visible("detail-audit-more"));
+    assert_eq!(
+        b.exec(
+            "return [...document.querySelectorAll('#detail-audit-rows td.event')].map(td => td.textContent).slice(-2);",
+            json!([])
+        ),
+        json!(["token.updated (owner)", "token.created"])
+    );
 }

@@ -118,6 +118,16 @@ impl Browser {
         );
     }
 
+    /// Makes the page's local time zone `tz` (an IANA name) through chromium's DevTools
+    /// protocol, so a test can show that the console does not display UTC values in it.
+    pub fn emulate_time_zone(&self, tz: &str) {
+        self.session_call(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setTimezoneOverride", "params": {"timezoneId": tz}})),
+        );
+    }
+
     /// Runs a script (`return ...;`) with arguments.
     pub fn exec(&self, script: &str, args: Value) -> Value {
         self.session_call(

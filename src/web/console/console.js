@@ -15,7 +15,10 @@ const state = {
   pageSize: 50,
   deleting: null,
   rotating: null,
+  endingPrevious: null,
   auditCursor: null,
+  detail: null,
+  detailAuditCursor: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -61,6 +64,81 @@ function timeCell(cell, iso, emptyText) {
   cell.title = iso.replace("T", " ").replace("Z", " UTC");
 }
 
+// ---- expiry: the day the admin chose, in UTC ------------------------------------------
+// A date picked in the create dialog is stored as the first second the token stops working,
+// the next midnight UTC (2999-12-31 → 3000-01-01T00:00:00Z). Shown is the last second it
+// works, in UTC whatever the browser's time zone: "Dec 31, 2999 (end of day UTC)". An
+// expiry set through the API to another instant shows that instant in UTC.
+const UTC_DATE = new Intl.DateTimeFormat("en-US", { timeZone: "UTC", month: "short", day: "numeric", year: "numeric" });
+const UTC_TIME = new Intl.DateTimeFormat("en-US", { timeZone: "UTC", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+const DAY_MS = 86400000;
+
+function utcDateTime(iso) {
+  const d = new Date(iso);
+  return `${UTC_DATE.format(d)}, ${UTC_TIME.format(d)} UTC`;
+}
+
+function expiryText(iso) {
+  const ends = new Date(iso);
+  if (ends.getTime() % DAY_MS === 0) return `${UTC_DATE.format(new Date(ends.getTime() - 1000))} (end of day UTC)`;
+  return utcDateTime(iso);
+}
+
+// Whole UTC days from today to the token's last working day (0 = it ends today).
+function daysLeft(iso, nowMs) {
+  const lastDay = Math.floor((new Date(iso).getTime() - 1000) / DAY_MS);
+  return lastDay - Math.floor(nowMs / DAY_MS);
+}
+
+function badge(className, text, title) {
+  const b = document.createElement("span");
+  b.className = className;
+  b.textContent = text;
+  if (title) b.title = title;
+  return b;
+}
+
+// Fills an Expiration cell: the date, then "Expired", "Expires in N days" (within 7 days)
+// and the lifetime-policy badge. The same in the list and on the detail page.
+function expiryCell(cell, token) {
+  cell.replaceChildren();
+  const date = document.createElement("span");
+  date.className = "expiry";
+  if (!token.expiresAt) {
+    date.textContent = "Never";
+    cell.append(date);
+  } else {
+    date.textContent = expiryText(token.expiresAt);
+    date.title = `Stops working at ${token.expiresAt.replace("T", " ").replace("Z", " UTC")}`;
+    cell.append(date);
+    if (token.status === "expired") {
+      cell.append(" ", badge("badge", "Expired"));
+    } else {
+      const days = daysLeft(token.expiresAt, Date.now());
+      if (days <= 7) {
+        const text = days <= 0 ? "Expires today" : `Expires in ${days} day${days === 1 ? "" : "s"}`;
+        cell.append(" ", badge("badge soon", text));
+      }
+    }
+  }
+  if (token.policy) {
+    // Made before the server's lifetime policy and outside it: flagged, still working.
+    cell.append(" ", badge("badge policy",
+      token.policy === "violates-require-expiry" ? "No expiry (policy)" : "Over max lifetime",
+      "Outside this server's token lifetime policy; it still works until an admin deletes it."));
+  }
+}
+
+const OLD_SECRET_END_HINT = "At the latest: an overlap chosen as 'until the new secret is first used' ends at that use.";
+
+// "Rotating — old secret works until …" and the old secret's last use (the stragglers).
+function rotationSummary(previous) {
+  const used = previous.lastUsedAt
+    ? `last used ${new Date(previous.lastUsedAt).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })}`
+    : "not used since the new secret";
+  return `Rotating — old secret works until ${utcDateTime(previous.expiresAt)}; ${used}`;
+}
+
 function showNotice(text) {
   const n = $("notice");
   n.textContent = text;
@@ -87,17 +165,50 @@ function showApp(session) {
   $("account").hidden = false;
   $("whoami").textContent = `Signed in as ${session.username}`;
   $("initial-banner").hidden = !session.initialPassword;
-  selectTab("tokens");
-  loadTokens();
+  route();
+}
+
+// ---- routing: #/tokens (the list), #/audit, #/tokens/<id> (a token's page) -------------
+// A hash route, so back, forward and reload work with no server routes of their own.
+function route() {
+  if (!state.csrf) return;
+  const hash = location.hash;
+  const detail = /^#\/tokens\/([^/]+)$/.exec(hash);
+  let id = null;
+  try {
+    id = detail && decodeURIComponent(detail[1]);
+  } catch (_) {
+    id = detail[1]; // malformed escapes: the API answers 404 for it
+  }
+  if (id) {
+    showDetail(id);
+  } else {
+    selectTab(hash === "#/audit" ? "audit" : "tokens");
+  }
+}
+
+// A tab sets the hash; choosing the tab already shown reloads it.
+function goTo(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
 }
 
 function selectTab(which) {
   const tokens = which === "tokens";
+  state.detail = null;
+  $("detail-panel").hidden = true;
   $("tokens-panel").hidden = !tokens;
   $("audit-panel").hidden = tokens;
   $("tab-tokens").setAttribute("aria-selected", String(tokens));
   $("tab-audit").setAttribute("aria-selected", String(!tokens));
-  if (!tokens) loadAudit(true);
+  if (tokens) loadTokens();
+  else loadAudit(true);
+}
+
+// After a change to one token: the list, and the token's page when it is open.
+function refreshAfterChange(id) {
+  loadTokens();
+  if (state.detail && state.detail.id === id) loadDetail(id);
 }
 
 // ---- tokens list ----------------------------------------------------------------------
@@ -156,7 +267,10 @@ function renderTokens() {
     const name = document.createElement("td");
     name.className = "name";
     name.dataset.label = "Name";
-    name.textContent = token.name;
+    const link = document.createElement("a");
+    link.href = `#/tokens/${encodeURIComponent(token.id)}`;
+    link.textContent = token.name;
+    name.append(link);
     if (token.description) name.title = token.description;
     tr.append(name);
 
@@ -167,21 +281,8 @@ function renderTokens() {
 
     const expires = document.createElement("td");
     expires.dataset.label = "Expiration";
-    timeCell(expires, token.expiresAt, "Never");
-    if (token.status === "expired") {
-      const badge = document.createElement("span");
-      badge.className = "badge";
-      badge.textContent = "Expired";
-      expires.append(" ", badge);
-    }
-    if (token.policy) {
-      // Made before the server's lifetime policy and outside it: flagged, still working.
-      const badge = document.createElement("span");
-      badge.className = "badge policy";
-      badge.textContent = token.policy === "violates-require-expiry" ? "No expiry (policy)" : "Over max lifetime";
-      badge.title = "Outside this server's token lifetime policy; it still works until an admin deletes it.";
-      expires.append(" ", badge);
-    }
+    expires.className = "expires";
+    expiryCell(expires, token);
     tr.append(expires);
 
     const used = document.createElement("td");
@@ -196,21 +297,28 @@ function renderTokens() {
     owner.textContent = token.owner || "—";
     tr.append(owner);
 
+    // Empty unless an old secret still works (the mobile layout hides an empty cell).
+    const rotation = document.createElement("td");
+    rotation.className = "rotation";
+    rotation.dataset.label = "Rotation";
+    if (token.previousSecret) {
+      const text = document.createElement("span");
+      text.className = "rotation-state";
+      text.textContent = rotationSummary(token.previousSecret).replace(/^Rotating/, "");
+      rotation.title = OLD_SECRET_END_HINT;
+      rotation.append(badge("badge previous", "Rotating"), text);
+    }
+    tr.append(rotation);
+
     const actions = document.createElement("td");
+    actions.className = "row-actions";
     const rotate = document.createElement("button");
     rotate.type = "button";
     rotate.className = "rotate";
     rotate.textContent = "Rotate";
     rotate.setAttribute("aria-label", `Rotate token ${token.name}`);
     rotate.addEventListener("click", () => openRotate(token));
-    actions.append(rotate);
-    if (token.previousSecret) {
-      const old = document.createElement("span");
-      old.className = "badge previous";
-      old.textContent = "Old secret active";
-      old.title = `The previous secret works until ${token.previousSecret.expiresAt}`;
-      actions.append(old);
-    }
+    actions.append(rotate, " ");
     const del = document.createElement("button");
     del.type = "button";
     del.className = "danger delete";
@@ -343,7 +451,7 @@ async function submitRotate(event) {
     $("rotate-secret-value").value = rotated.token;
     $("rotate-secret-value").select();
     $("rotate-done").focus();
-    loadTokens();
+    refreshAfterChange(token.id);
   } catch (e) {
     $("rotate-error").textContent = e.message;
   } finally {
@@ -370,10 +478,140 @@ async function confirmDelete() {
     state.tokens = state.tokens.filter((t) => t.id !== token.id);
     renderTokens();
     showNotice(`Deleted token ${token.name}.`);
+    if (state.detail && state.detail.id === token.id) location.hash = "#/tokens";
   } catch (e) {
     $("delete-error").textContent = e.message;
   } finally {
     $("delete-confirm").disabled = false;
+  }
+}
+
+// ---- a token's page: its fields, rotation state, actions and audit trail ----------------
+function showDetail(id) {
+  $("tokens-panel").hidden = true;
+  $("audit-panel").hidden = true;
+  $("tab-tokens").setAttribute("aria-selected", "true");
+  $("tab-audit").setAttribute("aria-selected", "false");
+  $("detail-panel").hidden = false;
+  $("detail-body").hidden = true;
+  state.detail = { id };
+  loadDetail(id);
+}
+
+async function loadDetail(id) {
+  $("detail-error").textContent = "";
+  let token;
+  try {
+    token = await api("GET", `/admin/api/tokens/${encodeURIComponent(id)}`);
+  } catch (e) {
+    if (e.status === 404) $("detail-error").textContent = "No such token: it may have been deleted.";
+    else if (e.status !== 401) $("detail-error").textContent = e.message;
+    $("detail-body").hidden = true;
+    return;
+  }
+  if (!state.detail || state.detail.id !== id) return; // navigated away meanwhile
+  state.detail = token;
+  renderDetail(token);
+  loadDetailAudit(true);
+}
+
+function renderDetail(token) {
+  $("detail-body").hidden = false;
+  $("detail-title").textContent = token.name;
+  document.title = `${token.name} — API Tokens — Permission Assist`;
+  $("detail-id").textContent = token.id;
+  $("detail-owner").textContent = token.owner || "—";
+  $("detail-description").textContent = token.description || "—";
+  timeCell($("detail-created"), token.createdAt, "");
+  expiryCell($("detail-expires"), token);
+  timeCell($("detail-last-used"), token.lastUsedAt, "Never");
+  const previous = token.previousSecret;
+  $("detail-previous").hidden = !previous;
+  $("detail-previous-hint").hidden = !previous;
+  $("detail-end-previous").hidden = !previous;
+  if (previous) {
+    $("detail-rotation-state").textContent = "Rotating — the new secret and the old one both work until the old one ends.";
+    $("detail-previous-until").textContent = utcDateTime(previous.expiresAt);
+    $("detail-previous-until").title = OLD_SECRET_END_HINT;
+    timeCell($("detail-previous-used"), previous.lastUsedAt, "Not used since the rotation");
+  } else {
+    $("detail-rotation-state").textContent = "Not rotating: only the current secret works.";
+  }
+}
+
+async function loadDetailAudit(fresh) {
+  const token = state.detail;
+  if (!token) return;
+  $("detail-audit-error").textContent = "";
+  if (fresh) state.detailAuditCursor = null;
+  try {
+    let query = `?limit=50&tokenId=${encodeURIComponent(token.id)}`;
+    if (state.detailAuditCursor) query += `&cursor=${encodeURIComponent(state.detailAuditCursor)}`;
+    const page = await api("GET", `/admin/api/audit${query}`);
+    if (!state.detail || state.detail.id !== token.id) return;
+    if (fresh) $("detail-audit-rows").replaceChildren();
+    for (const ev of page.items) {
+      const tr = document.createElement("tr");
+      const at = document.createElement("td");
+      at.dataset.label = "Time";
+      timeCell(at, ev.at, "");
+      tr.append(at);
+      let event = ev.event;
+      if (ev.changed) event += ` (${ev.changed.join(", ")})`;
+      if (ev.reason) event += ` — ${ev.reason}`;
+      if (ev.count) event += ` ×${ev.count}`;
+      for (const [label, value] of [["Event", event], ["Actor", ev.actor], ["Address", ev.remoteAddr]]) {
+        const td = document.createElement("td");
+        td.dataset.label = label;
+        td.textContent = value || "";
+        if (label === "Event") td.className = "event";
+        tr.append(td);
+      }
+      $("detail-audit-rows").append(tr);
+    }
+    $("detail-audit-empty").hidden = $("detail-audit-rows").children.length > 0;
+    state.detailAuditCursor = page.nextCursor;
+    $("detail-audit-more").hidden = !page.nextCursor;
+  } catch (e) {
+    if (e.status !== 401) $("detail-audit-error").textContent = e.message;
+  }
+}
+
+// ---- end the old secret now -----------------------------------------------------------
+function openEndPrevious() {
+  const token = state.detail;
+  if (!token || !token.previousSecret) return;
+  state.endingPrevious = token;
+  $("end-previous-name").textContent = token.name;
+  const used = token.previousSecret.lastUsedAt;
+  $("end-previous-used").textContent = used
+    ? `It was last used ${new Date(used).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })}.`
+    : "It has not been used since the rotation.";
+  $("end-previous-error").textContent = "";
+  $("end-previous-dialog").showModal();
+  $("end-previous-cancel").focus();
+}
+
+async function confirmEndPrevious() {
+  const token = state.endingPrevious;
+  if (!token) return;
+  $("end-previous-confirm").disabled = true;
+  try {
+    await api("DELETE", `/admin/api/tokens/${encodeURIComponent(token.id)}/previous-secret`);
+    $("end-previous-dialog").close();
+    showNotice(`The old secret of ${token.name} no longer works.`);
+    refreshAfterChange(token.id);
+  } catch (e) {
+    if (e.status === 404) {
+      // It ended meanwhile (overlap over, or the new secret was used): nothing left to end.
+      $("end-previous-dialog").close();
+      showNotice(`The old secret of ${token.name} had already stopped working.`);
+      refreshAfterChange(token.id);
+    } else {
+      $("end-previous-error").textContent = e.message;
+    }
+  } finally {
+    $("end-previous-confirm").disabled = false;
   }
 }
 
@@ -459,8 +697,18 @@ function init() {
   $("logout-button").addEventListener("click", logout);
   $("change-password-button").addEventListener("click", openPassword);
   $("banner-change-password").addEventListener("click", openPassword);
-  $("tab-tokens").addEventListener("click", () => selectTab("tokens"));
-  $("tab-audit").addEventListener("click", () => selectTab("audit"));
+  $("tab-tokens").addEventListener("click", () => goTo("#/tokens"));
+  $("tab-audit").addEventListener("click", () => goTo("#/audit"));
+  window.addEventListener("hashchange", () => {
+    document.title = "API Tokens — Permission Assist";
+    route();
+  });
+  $("detail-rotate").addEventListener("click", () => { if (state.detail) openRotate(state.detail); });
+  $("detail-delete").addEventListener("click", () => { if (state.detail) openDelete(state.detail); });
+  $("detail-end-previous").addEventListener("click", openEndPrevious);
+  $("detail-audit-more").addEventListener("click", () => loadDetailAudit(false));
+  $("end-previous-cancel").addEventListener("click", () => $("end-previous-dialog").close());
+  $("end-previous-confirm").addEventListener("click", confirmEndPrevious);
   $("audit-more").addEventListener("click", () => loadAudit(false));
   $("create-button").addEventListener("click", openCreate);
   $("create-form").addEventListener("submit", submitCreate);
