@@ -24,3 +24,4 @@ mod service;
 mod support;
 mod token_ownership;
 mod webdriver;
+mod webhooks;

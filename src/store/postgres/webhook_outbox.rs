@@ -83,8 +83,9 @@ impl PgStore {
                 &format!(
                     "SELECT {TOKEN_COLUMNS}, last_used FROM pa_auth_tokens \
                      WHERE (expires_at > $1 AND expires_at - 2592000 <= $2) \
-                        OR ($3 >= 0 AND COALESCE(last_used, created_micros / 1000000) + $3 > $1 \
-                            AND COALESCE(last_used, created_micros / 1000000) + $3 <= $2)"
+                        OR ($3::int8 >= 0 \
+                            AND COALESCE(last_used, created_micros / 1000000) + $3::int8 > $1 \
+                            AND COALESCE(last_used, created_micros / 1000000) + $3::int8 <= $2)"
                 ),
                 &[&from, &to, &unused],
             )
