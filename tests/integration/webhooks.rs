@@ -514,3 +514,39 @@ fn webhook_configuration_errors_name_the_flag() {
         );
     }
 }
+
+/// A receiver that accepts and never answers costs one 10 s timeout per backoff step (the
+/// other receivers' events wait that long at most), not one per event.
+#[test]
+fn a_silent_receiver_holds_nobody_back() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let receiver = Receiver::start();
+    let mut args = webhook_args(&receiver);
+    args.extend([
+        "--webhook-url".into(),
+        format!("http://{silent_addr}/hooks/pa?src=test"),
+    ]);
+    let svc = Service::start(&strs(&args));
+    let admin = basic_auth("admin", &svc.initial_password());
+    for i in 0..5 {
+        create(&svc, &admin, serde_json::json!({ "name": format!("t{i}") }));
+    }
+    receiver.wait_for("token.created", 5);
+    // Within the 10 s answer timeout and the first 10 s backoff: one connection, not five.
+    assert!(
+        connections.load(Ordering::SeqCst) <= 2,
+        "{}",
+        connections.load(Ordering::SeqCst)
+    );
+    assert!(metric(&svc, &admin, "pa_auth_webhook_pending ").is_some());
+}

@@ -244,11 +244,26 @@ fn deliver_due(
             return Ok(());
         }
         let mut delivered_any = false;
+        // A receiver that just failed is not tried again before its backoff ends: its other
+        // waiting events wait as long (their attempt count unchanged), so a black-holed
+        // receiver costs one timeout per backoff step, not one per event, and never holds
+        // the other receivers' events back.
+        let mut failed: Vec<(String, i64)> = Vec::new();
         for entry in due {
             if webhooks.nudge.stopped() || !hold_lease(webhooks, store, renewed) {
                 return Ok(());
             }
-            delivered_any |= attempt(webhooks, store, &entry)?;
+            if let Some((_, until)) = failed.iter().find(|(url, _)| *url == entry.url) {
+                store.webhook_attempted(entry.seq, Some((entry.attempts, *until)))?;
+                continue;
+            }
+            match attempt(webhooks, store, &entry)? {
+                Attempt::Delivered => delivered_any = true,
+                Attempt::Failed { next_attempt_ms } => {
+                    failed.push((entry.url.clone(), next_attempt_ms));
+                }
+                Attempt::Dropped => {}
+            }
         }
         if !delivered_any {
             // Every one failed: wait for their backoff rather than spin.
@@ -257,12 +272,23 @@ fn deliver_due(
     }
 }
 
-/// One attempt at one entry; whether it was delivered.
+/// What became of one entry.
+enum Attempt {
+    Delivered,
+    /// Tried and refused or unreachable; tried again then.
+    Failed {
+        next_attempt_ms: i64,
+    },
+    /// Removed undelivered: given up, or its receiver is no longer configured.
+    Dropped,
+}
+
+/// One attempt at one entry.
 fn attempt(
     webhooks: &Webhooks,
     store: &dyn Store,
     entry: &OutboxEntry,
-) -> crate::store::Result<bool> {
+) -> crate::store::Result<Attempt> {
     let figures = &webhooks.figures;
     let now_ms = crate::domain::time::now_unix_ms();
     let receiver = webhooks
@@ -278,7 +304,7 @@ fn attempt(
         );
         figures.dropped.fetch_add(1, Ordering::Relaxed);
         store.webhook_attempted(entry.seq, None)?;
-        return Ok(false);
+        return Ok(Attempt::Dropped);
     };
     if now_ms - entry.queued_ms > webhook::GIVE_UP_AFTER_MS {
         log::error!(
@@ -289,7 +315,7 @@ fn attempt(
         );
         figures.dropped.fetch_add(1, Ordering::Relaxed);
         store.webhook_attempted(entry.seq, None)?;
-        return Ok(false);
+        return Ok(Attempt::Dropped);
     }
     let t = crate::domain::time::now_unix();
     let signature = webhook::signature(&webhooks.settings.secret, t, entry.body.as_bytes());
@@ -307,7 +333,7 @@ fn attempt(
             store.webhook_attempted(entry.seq, None)?;
             figures.delivered.fetch_add(1, Ordering::Relaxed);
             figures.last_delivered_unix.store(t, Ordering::Relaxed);
-            Ok(true)
+            Ok(Attempt::Delivered)
         }
         Err(why) => {
             let attempts = entry.attempts.saturating_add(1);
@@ -319,8 +345,9 @@ fn attempt(
                 wait / 1000
             );
             figures.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            store.webhook_attempted(entry.seq, Some((attempts, now_ms + wait)))?;
-            Ok(false)
+            let next_attempt_ms = now_ms + wait;
+            store.webhook_attempted(entry.seq, Some((attempts, next_attempt_ms)))?;
+            Ok(Attempt::Failed { next_attempt_ms })
         }
     }
 }
