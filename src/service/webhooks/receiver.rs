@@ -8,9 +8,11 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long a connect, a write or the wait for the answer may take.
+/// How long a connect may take, and the whole exchange after it (sending the event and
+/// reading the answer's head): a receiver that trickles its answer a byte at a time is cut
+/// off at this deadline, not once per byte.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of an answer read to find its status.
 const MAX_ANSWER_HEAD: usize = 16 * 1024;
@@ -129,11 +131,10 @@ impl ReceiverUrl {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<u16, String> {
-        let tcp = self.connect()?;
-        tcp.set_read_timeout(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        tcp.set_write_timeout(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?;
+        let tcp = DeadlineStream {
+            inner: self.connect()?,
+            deadline: Instant::now() + TIMEOUT,
+        };
         let mut head = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pa-auth/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.target,
@@ -196,6 +197,46 @@ impl ReceiverUrl {
     }
 }
 
+/// A connection that fails every read and write once its deadline has passed, and gives each
+/// one only the time left (so TLS, which reads as often as it needs, is bounded too).
+struct DeadlineStream {
+    inner: TcpStream,
+    deadline: Instant,
+}
+
+impl DeadlineStream {
+    fn time_left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the receiver took over 10 s",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.time_left()?;
+        self.inner.set_read_timeout(Some(left))?;
+        self.inner.read(buf)
+    }
+}
+
+impl Write for DeadlineStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.time_left()?;
+        self.inner.set_write_timeout(Some(left))?;
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Writes the request and reads the answer's head; its status code.
 fn exchange(mut stream: impl Read + Write, head: &str, body: &[u8]) -> Result<u16, String> {
     stream
@@ -248,6 +289,36 @@ mod tests {
         assert_eq!(u.host_header(), "[::1]:8099");
         let u = ReceiverUrl::parse("http://127.0.0.1:9?k=v").unwrap();
         assert_eq!(u.target, "/?k=v");
+    }
+
+    #[test]
+    fn a_trickling_receiver_is_cut_off_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url =
+            ReceiverUrl::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            // One byte of an answer every 300 ms: never a whole head.
+            for b in b"HTTP/1.1 200 OK\r\nX-Slow: "
+                .iter()
+                .chain(std::iter::repeat(&b'a'))
+            {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        let started = Instant::now();
+        let outcome = url.post(None, &[], b"{}");
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert!(
+            started.elapsed() < TIMEOUT + Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
