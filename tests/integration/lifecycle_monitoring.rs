@@ -184,11 +184,6 @@ fn the_audit_export_is_ndjson_oldest_first_and_bounded(store: &Store) {
     assert_eq!(r.header("Allow"), Some("GET, HEAD"));
 }
 
-/// Every `pa_auth_*` series a real node emits: a sled node with `--audit-syslog` (for the
-/// syslog counters) and, with PostgreSQL, a cluster node (for the cluster gauges and the
-/// propagation histogram). Without PostgreSQL (SKIPPED loudly, a failure under CI=true) the
-/// cluster metrics cannot be checked against a scrape and the check falls back to the names
-/// in `src/web/metrics.rs` for them.
 /// Outside attack: a puller continuing from the last id lost events written concurrently
 /// (an id is given before its event is committed, so a lower id could land after a higher
 /// one was read). The export now serves events only once they are settled (two minutes by
@@ -211,6 +206,12 @@ fn the_audit_export_serves_only_settled_events() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
+/// Every `pa_auth_*` series a real node emits: a sled node with `--audit-syslog` (for the
+/// syslog counters) and `--webhook-url` (for the webhook figures, which exist only then; the
+/// receiver is the discard port, nothing is queued to it) and, with PostgreSQL, a cluster
+/// node (for the cluster gauges and the propagation histogram). Without PostgreSQL (SKIPPED
+/// loudly, a failure under CI=true) the cluster metrics cannot be checked against a scrape
+/// and the check falls back to the names in `src/web/metrics.rs` for them.
 fn scrapes(dir: &Path) -> Vec<std::path::PathBuf> {
     let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
     let target = format!("udp://{}", collector.local_addr().unwrap());
@@ -225,7 +226,14 @@ fn scrapes(dir: &Path) -> Vec<std::path::PathBuf> {
         std::fs::write(&path, r.text()).unwrap();
         out.push(path);
     };
-    let sled = Service::start(&["--audit-syslog", &target]);
+    let sled = Service::start(&[
+        "--audit-syslog",
+        &target,
+        "--webhook-url",
+        "http://127.0.0.1:9/",
+        "--webhook-secret",
+        "monitoring-test-secret-0123",
+    ]);
     save("sled.prom", &sled);
     if let Some(cluster) = Store::cluster() {
         let node = cluster.start(&[]);

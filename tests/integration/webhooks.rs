@@ -1,7 +1,8 @@
 //! Issue 18: token lifecycle webhooks (`--webhook-url`, `--webhook-secret`), on the real
 //! binary, into a real HTTP receiver that checks every `PA-Signature` with openssl (an
 //! implementation of HMAC-SHA256 that is not the one under test): created, rotated and
-//! deleted as they happen, expiring and expired when due, an admin login burst; delivered at
+//! deleted as they happen, expiring and expired when due, unused after `--unused-after` days
+//! (tokens made old through backup and restore), an admin login burst; delivered at
 //! least once from a durable outbox (a `kill -9` mid-delivery still delivers, same id); one
 //! sender per cluster; figures in /metrics; configuration errors that name the flag.
 
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{basic_auth, on_both_stores, Req, Service, Store, TempDir};
+use crate::support::{basic_auth, on_both_stores, run_cli, Req, Service, Store, TempDir};
 
 const SECRET: &str = "whsec-test-0123456789abcdef";
 
@@ -397,10 +398,209 @@ fn an_admin_login_burst_is_one_event(store: &Store) {
     assert_eq!(receiver.accepted("admin.login_failed").len(), 1);
 }
 
+const DAY: i64 = 86_400;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn rfc3339_at(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// A backup (`pa-auth backup`'s format) with `edit` applied to each token line, its checksum
+/// made again: how a test makes tokens old without waiting for them to age.
+fn edit_backup_tokens(backup: &str, edit: impl Fn(&mut serde_json::Value)) -> String {
+    let body = &backup[..backup.trim_end().rfind('\n').unwrap() + 1];
+    let mut out = String::new();
+    for line in body.lines() {
+        let mut record: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        if record["type"] == "token" {
+            edit(&mut record);
+            out.push_str(&record.to_string());
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    let checksum = blake3::hash(out.as_bytes()).to_hex();
+    format!("{out}BLAKE3 {checksum}\n")
+}
+
+/// A node on `store` serving the data restored into `dir` (a cluster node: migrated first
+/// into its new, empty database).
+fn serve_restored(store: &Store, dir: &std::path::Path, args: &[&str]) -> Service {
+    match store {
+        Store::Sled => store.start_in(dir, args),
+        Store::Cluster { url } => {
+            let (code, _, err) = run_cli(
+                &[
+                    "migrate",
+                    "--from-data-dir",
+                    dir.to_str().unwrap(),
+                    "--to",
+                    url,
+                ],
+                None,
+            );
+            assert_eq!(code, 0, "{err}");
+            store.start(args)
+        }
+    }
+}
+
+/// `token.unused` (`--unused-after 30`): a token last used 30 days ago and one never used
+/// since its creation 30 days ago each get exactly one event, signed, at the moment they
+/// reached 30 days; a token used today gets none. The tokens are made old through the
+/// product's own path: backup, their times moved back in the file, restore.
+fn an_unused_token_gets_one_unused_event(store: &Store) {
+    // How far ahead of the edit the tokens reach 30 days unused: time enough for the node
+    // to start and set its first scan mark (the first scan only sets it), which must come
+    // before that moment.
+    const LEAD: i64 = 10;
+    let temp = TempDir::new("webhook-unused");
+    let first = temp.path().join("first");
+    let mut svc = Service::start_in(&first, &[]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let idle = create(
+        &svc,
+        &admin,
+        serde_json::json!({ "name": "idle-deploy", "owner": "team-a" }),
+    );
+    let never = create(&svc, &admin, serde_json::json!({ "name": "never-used" }));
+    let busy = create(&svc, &admin, serde_json::json!({ "name": "busy" }));
+    for t in [&idle, &busy] {
+        let r = Req::get("/auth/verify")
+            .bearer(t["token"].as_str().unwrap())
+            .send(svc.addr);
+        assert_eq!(r.status, 200);
+    }
+    // A clean stop flushes the last-used times.
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    let file = temp.path().join("site.pab");
+    let (code, _, err) = run_cli(
+        &[
+            "backup",
+            "--to",
+            file.to_str().unwrap(),
+            "--data-dir",
+            first.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let now = unix_now();
+    let moment = now + LEAD;
+    let (idle_id, never_id, busy_id) = (
+        idle["id"].as_str().unwrap(),
+        never["id"].as_str().unwrap(),
+        busy["id"].as_str().unwrap(),
+    );
+    let aged = edit_backup_tokens(&std::fs::read_to_string(&file).unwrap(), |t| {
+        let id = t["id"].as_str().unwrap().to_owned();
+        let micros = |unix: i64| serde_json::json!(unix * 1_000_000);
+        if id == idle_id {
+            assert!(t["lastUsed"].is_i64(), "the use was flushed: {t}");
+            t["createdMicros"] = micros(now - 60 * DAY);
+            t["lastUsed"] = serde_json::json!(moment - 30 * DAY);
+        } else if id == never_id {
+            assert!(t["lastUsed"].is_null(), "{t}");
+            t["createdMicros"] = micros(moment - 30 * DAY);
+        } else {
+            assert_eq!(id, busy_id);
+            // Created with never-used, so due with it but for its use today.
+            let used = t["lastUsed"].as_i64().unwrap();
+            assert!(
+                (now - 600..=now).contains(&used),
+                "unix seconds, today: {t}"
+            );
+            t["createdMicros"] = micros(moment - 30 * DAY);
+        }
+    });
+    let aged_file = temp.path().join("aged.pab");
+    std::fs::write(&aged_file, aged).unwrap();
+    let restored = temp.path().join("restored");
+    let (code, _, err) = run_cli(
+        &[
+            "restore",
+            "--from",
+            aged_file.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let receiver = Receiver::start();
+    let mut args = webhook_args(&receiver);
+    args.extend(["--unused-after".into(), "30".into()]);
+    let node = serve_restored(store, &restored, &strs(&args));
+    assert!(node.log_shows("this node sends the webhooks now"));
+    // The first scan follows that line at once; a second's margin for the clock's tick.
+    assert!(
+        unix_now() + 1 < moment,
+        "the node took over {LEAD} s to start: its first scan (which only sets the mark) \
+         came after the moment the test set"
+    );
+
+    receiver.wait_for("token.unused", 2);
+    // A few more scans: nothing again, nothing for the busy token.
+    std::thread::sleep(Duration::from_secs(3));
+    let all = receiver.deliveries();
+    assert!(all.iter().all(|d| d.signature_ok), "{all:#?}");
+    assert!(
+        all.iter().all(|d| d.event_type == "token.unused"),
+        "{all:#?}"
+    );
+    let accepted = receiver.accepted("token.unused");
+    assert_eq!(accepted.len(), 2, "{all:#?}");
+    let idle_last_used = rfc3339_at(moment - 30 * DAY);
+    for (id, name, owner, last_used) in [
+        (
+            idle_id,
+            "idle-deploy",
+            Some("team-a"),
+            Some(idle_last_used.as_str()),
+        ),
+        (never_id, "never-used", None, None),
+    ] {
+        let got: Vec<&Delivery> = accepted
+            .iter()
+            .filter(|d| d.body["data"]["token"]["id"] == id)
+            .collect();
+        assert_eq!(got.len(), 1, "{name}: {all:#?}");
+        let body = &got[0].body;
+        assert_eq!(body["type"], "token.unused");
+        assert_eq!(body["id"], got[0].id.as_str());
+        assert_eq!(body["occurredAt"], rfc3339_at(moment).as_str());
+        assert_eq!(body["data"]["unusedFor"], "30d");
+        assert_eq!(body["data"]["token"]["name"], name);
+        assert_eq!(body["data"]["token"]["owner"].as_str(), owner, "{name}");
+        assert_eq!(
+            body["data"]["token"]["lastUsedAt"].as_str(),
+            last_used,
+            "{name}"
+        );
+    }
+    assert!(
+        !all.iter().any(|d| d.body["data"]["token"]["id"] == busy_id),
+        "{all:#?}"
+    );
+}
+
 on_both_stores!(
     lifecycle_events_are_signed_and_delivered,
     kill_9_mid_delivery_still_delivers_with_the_same_id,
     an_admin_login_burst_is_one_event,
+    an_unused_token_gets_one_unused_event,
 );
 
 /// Two nodes on one database: one sends (the sender lease), every event arrives once; when
