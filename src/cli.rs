@@ -199,6 +199,12 @@ macro_rules! serve_flags {
             /// seconds between the scans for token.expiring, token.expired and token.unused events (default 60; env PA_AUTH_WEBHOOK_SCAN_INTERVAL)
             #[argh(option)]
             pub webhook_scan_interval: Option<String>,
+            /// path prefix of the GitLab-compatible token revocation API, e.g. /gitlab-revocation (…/v1/revocable_token_types, …/v1/revoke_tokens); needs --revocation-api-token-file (env PA_AUTH_REVOCATION_API_PREFIX)
+            #[argh(option)]
+            pub revocation_api_prefix: Option<String>,
+            /// file holding the revocation API's own credential (one line, 32 to 512 visible ASCII characters, not an API token) that GitLab sends in Authorization (env PA_AUTH_REVOCATION_API_TOKEN_FILE)
+            #[argh(option)]
+            pub revocation_api_token_file: Option<PathBuf>,
         }
 
         impl $name {
@@ -237,6 +243,8 @@ macro_rules! serve_flags {
                     webhook_ca: self.webhook_ca.clone(),
                     unused_after: self.unused_after.clone(),
                     webhook_scan_interval: self.webhook_scan_interval.clone(),
+                    revocation_api_prefix: self.revocation_api_prefix.clone(),
+                    revocation_api_token_file: self.revocation_api_token_file.clone(),
                 }
             }
         }

@@ -107,6 +107,30 @@ impl JsonObject {
             Some(_) => Err(FieldError::new(field, "Must be a string or null")),
         }
     }
+
+    /// A field's raw value, for shapes the typed getters do not cover (arrays).
+    pub fn value(&self, field: &str) -> Option<&Value> {
+        self.0.get(field)
+    }
+
+    /// An optional boolean field (absent or null → None).
+    pub fn optional_bool(&self, field: &'static str) -> Result<Option<bool>, FieldError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(FieldError::new(field, "Must be true or false")),
+        }
+    }
+
+    /// An optional non-negative integer field (absent or null → None); `1.0`, `-1`, `"1"`
+    /// are refused.
+    pub fn optional_u64(&self, field: &'static str) -> Result<Option<u64>, FieldError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.is_u64() => Ok(n.as_u64()),
+            Some(_) => Err(FieldError::new(field, "Must be a non-negative integer")),
+        }
+    }
 }
 
 #[cfg(test)]
