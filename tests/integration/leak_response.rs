@@ -598,3 +598,109 @@ fn the_revocation_api_is_opt_in_and_its_configuration_is_checked() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// The offline CLI: `token revoke` reads values from stdin and never prints one;
+/// `token bulk-delete` is a dry run until `--confirm-count` matches.
+#[test]
+fn the_cli_revokes_from_stdin_and_bulk_deletes_with_a_confirmed_count() {
+    let dir = TempDir::new("leak-cli");
+    let data = dir.path().join("data").display().to_string();
+    let create = |name: &str| {
+        let (code, out, err) = run_cli(
+            &["token", "create", "--name", name, "--data-dir", &data],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_owned()
+    };
+    let leaked = create("leaked");
+    let ci1 = create("ci-1");
+    create("ci-2");
+    let stdin = format!(
+        "  \"{leaked}\",\n\nnot-a-token\n{leaked}\n{}\n",
+        PlaintextToken::generate().expose_secret()
+    );
+    let (code, out, err) = run_cli(&["token", "revoke", "--data-dir", &data], Some(&stdin));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("revoked ") && out.contains("\"leaked\""),
+        "{out}"
+    );
+    assert!(
+        err.contains("1 revoked, 1 unknown, 1 malformed, 1 duplicate, 0 failed"),
+        "{err}"
+    );
+    assert!(!out.contains(leaked.as_str()) && !err.contains(leaked.as_str()));
+    let (code, _, err) = run_cli(&["token", "revoke", "--data-dir", &data], Some("\n"));
+    assert_eq!(code, 2, "{err}");
+
+    let (code, out, err) = run_cli(
+        &[
+            "token",
+            "bulk-delete",
+            "--name-prefix",
+            "CI-",
+            "--data-dir",
+            &data,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("2 tokens selected (dry run"), "{out}");
+    assert!(err.contains("--confirm-count 2"), "{err}");
+    let (code, _, err) = run_cli(
+        &[
+            "token",
+            "bulk-delete",
+            "--name-prefix",
+            "ci-",
+            "--confirm-count",
+            "1",
+            "--data-dir",
+            &data,
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "a stale count deletes nothing");
+    assert!(err.contains("now selects 2 tokens"), "{err}");
+    for bad in [
+        vec!["token", "bulk-delete"],
+        vec!["token", "bulk-delete", "--all", "--owner", "x"],
+        vec![
+            "token",
+            "bulk-delete",
+            "--all",
+            "--dry-run",
+            "--confirm-count",
+            "2",
+        ],
+        vec!["token", "bulk-delete", "--unused-for-days", "0"],
+    ] {
+        let mut args = bad.clone();
+        args.extend(["--data-dir", data.as_str()]);
+        let (code, _, err) = run_cli(&args, None);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+    let (code, out, err) = run_cli(
+        &[
+            "token",
+            "bulk-delete",
+            "--name-prefix",
+            "ci-",
+            "--confirm-count",
+            "2",
+            "--data-dir",
+            &data,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "2 tokens deleted");
+    let (_, list, _) = run_cli(&["token", "list", "--json", "--data-dir", &data], None);
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap(),
+        json!([]),
+        "{list}"
+    );
+    assert!(!list.contains(ci1.as_str()));
+}
