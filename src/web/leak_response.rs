@@ -21,10 +21,16 @@ use crate::service::view::TokenView;
 use crate::web::json_body::{is_json_content_type, parse_object};
 use crate::web::App;
 
-/// The one token type the revocation API revokes: GitLab's secret detection names a finding
-/// `<primary_identifier.type>_<primary_identifier.value>`, and the shipped gitleaks rule
-/// (`deploy/secret-scanning/gitleaks.toml`) has the id `pa_auth_api_token`.
-pub const REVOCABLE_TYPE: &str = "gitleaks_rule_id_pa_auth_api_token";
+/// The token types the revocation API revokes. GitLab names a finding's type
+/// `(identifier.type + "_" + identifier.value.tr(" ", "_")).downcase` (its
+/// `ScanSecurityReportSecretsWorker#revocation_type`); the shipped gitleaks rule
+/// (`deploy/secret-scanning/gitleaks.toml`) has the id `pa_auth_api_token` and the
+/// description `pa-auth API token`, and analyzer versions differ in which of the two is the
+/// identifier's value, so both spellings are listed.
+pub const REVOCABLE_TYPES: [&str; 2] = [
+    "gitleaks_rule_id_pa_auth_api_token",
+    "gitleaks_rule_id_pa-auth_api_token",
+];
 
 /// Requests the revocation API answers per second, all callers together, counted before the
 /// credential is checked (a flood of guesses costs a counter, not a hash or a log line
@@ -111,13 +117,13 @@ pub fn authenticate_revocation_api(app: &App, req: &Request<'_>) -> Result<()> {
 
 /// `GET …/v1/revocable_token_types` → `{"types": ["gitleaks_rule_id_pa_auth_api_token"]}`.
 pub fn revocable_token_types() -> Response {
-    Response::json(200, &json!({ "types": [REVOCABLE_TYPE] }))
+    Response::json(200, &json!({ "types": REVOCABLE_TYPES }))
 }
 
-/// `POST …/v1/revoke_tokens` `[{"type", "token", "location"?, …}, …]` → 204 once every
+/// `POST …/v1/revoke_tokens` `[{"type", "token", "location"?, "vulnerability"?, …}, …]` → 204 once every
 /// known token is deleted (idempotent: unknown and malformed values are accepted and do
 /// nothing); 400 for a body that is not such an array, an entry without a string `type` and
-/// `token`, a type other than [`REVOCABLE_TYPE`], or more than 1000 entries (GitLab: do not
+/// `token`, a type not in [`REVOCABLE_TYPES`], or more than 1000 entries (GitLab: do not
 /// retry). Other fields GitLab sends (`location`, …) are ignored and never stored.
 pub fn revocation_revoke_tokens(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     if !is_json_content_type(req.header("content-type")) {
@@ -140,10 +146,15 @@ pub fn revocation_revoke_tokens(app: &App, req: &Request<'_>, now: i64) -> Resul
         let kind = entry.get("type").and_then(Value::as_str);
         let token = entry.get("token").and_then(Value::as_str);
         match (kind, token) {
-            (Some(REVOCABLE_TYPE), Some(token)) => values.push(read_pasted(token)),
+            (Some(kind), Some(token)) if REVOCABLE_TYPES.contains(&kind) => {
+                values.push(read_pasted(token));
+            }
             (Some(_), Some(_)) => errors.push(FieldError::new(
                 format!("[{i}].type"),
-                format!("Unsupported token type (this API revokes {REVOCABLE_TYPE})"),
+                format!(
+                    "Unsupported token type (this API revokes {})",
+                    REVOCABLE_TYPES.join(", ")
+                ),
             )),
             _ => errors.push(FieldError::new(
                 format!("[{i}]"),

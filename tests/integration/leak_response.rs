@@ -385,7 +385,7 @@ fn the_gitlab_revocation_api_revokes_reported_tokens() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json(),
-        json!({"types": ["gitleaks_rule_id_pa_auth_api_token"]})
+        json!({"types": ["gitleaks_rule_id_pa_auth_api_token", "gitleaks_rule_id_pa-auth_api_token"]})
     );
     let r = Req::get(types)
         .header("Authorization", &format!("Bearer {REVOCATION_CREDENTIAL}"))
@@ -440,7 +440,8 @@ fn the_gitlab_revocation_api_revokes_reported_tokens() {
     let report = json!([
         {"type": "gitleaks_rule_id_pa_auth_api_token", "token": leaked,
          "location": "https://gitlab.example.com/g/p/-/blob/abc/deploy.sh"},
-        {"type": "gitleaks_rule_id_pa_auth_api_token", "token": "pa_notreallyatoken"},
+        {"type": "gitleaks_rule_id_pa-auth_api_token", "token": "pa_notreallyatoken",
+         "vulnerability": {"id": 7, "title": "pa-auth API token"}},
     ]);
     for _ in 0..2 {
         let r = as_gitlab(Req::new("POST", revoke).json(&report));
@@ -703,4 +704,171 @@ fn the_cli_revokes_from_stdin_and_bulk_deletes_with_a_confirmed_count() {
         "{list}"
     );
     assert!(!list.contains(ci1.as_str()));
+}
+
+/// The regex each shipped secret-scanning file holds, read out of the file as the tool would
+/// read it: (file, pattern for python3's `re`).
+fn shipped_patterns() -> Vec<(&'static str, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/secret-scanning");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let between = |text: &str, start: &str, end: &str| -> String {
+        let from = text
+            .find(start)
+            .unwrap_or_else(|| panic!("{start} missing"))
+            + start.len();
+        let len = text[from..].find(end).unwrap();
+        text[from..from + len].to_owned()
+    };
+    let gitleaks = read("gitleaks.toml");
+    // In the GitLab file the rule sits in a TOML basic string: `\\b` there is `\b`.
+    let gitlab = read("gitlab-secret-detection-ruleset.toml").replace("\\\\", "\\");
+    let trufflehog = read("trufflehog.yml");
+    let github = read("github-secret-scanning.yml");
+    let github_pattern = format!(
+        "(?:{})({})(?={})",
+        between(&github, "before_secret: '", "'"),
+        between(&github, "secret_format: '", "'"),
+        between(&github, "after_secret: '", "'"),
+    )
+    // Hyperscan's \A and \z are python's \A and \Z.
+    .replace("\\z", "\\Z");
+    vec![
+        ("gitleaks.toml", between(&gitleaks, "regex = '''", "'''")),
+        (
+            "gitlab-secret-detection-ruleset.toml",
+            between(&gitlab, "regex = '''", "'''"),
+        ),
+        ("trufflehog.yml", between(&trufflehog, "token: '", "'")),
+        ("github-secret-scanning.yml", github_pattern),
+    ]
+}
+
+/// Runs `pattern` over each line of `lines` with python3's `re`: each line's matches.
+fn python_matches(pattern: &str, lines: &[String]) -> Vec<Vec<String>> {
+    let script = "import json, re, sys\n\
+                  p = re.compile(sys.argv[1])\n\
+                  out = []\n\
+                  for line in sys.stdin.read().split('\\n'):\n\
+                  \x20   out.append([m.group(m.lastindex or 0) for m in p.finditer(line)])\n\
+                  print(json.dumps(out))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, pattern])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3 failed on {pattern}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Issue 19 part 5: the secret-scanning patterns shipped in `deploy/secret-scanning/` find
+/// every generated token wherever it sits, and no near miss; the checksum script keeps the
+/// real ones and drops a matching string with a wrong checksum.
+#[test]
+fn the_shipped_secret_scanning_patterns_find_tokens_and_not_near_misses() {
+    if !crate::webdriver::require_program("/usr/bin/python3", "python3") {
+        return;
+    }
+    let tokens: Vec<String> = (0..100)
+        .map(|_| PlaintextToken::generate().expose_secret().to_owned())
+        .collect();
+    let mut found = Vec::new();
+    let mut expected = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        found.push(match i % 6 {
+            0 => t.clone(),
+            1 => format!("PA_AUTH_TOKEN={t}"),
+            2 => format!("  \"token\": \"{t}\","),
+            3 => format!("Authorization: Bearer {t}"),
+            4 => format!("curl -H 'Authorization: Bearer {t}' https://api"),
+            _ => format!("x {t}."),
+        });
+        expected.push(vec![t.clone()]);
+    }
+    let t = &tokens[0];
+    let body = &t[3..];
+    let near_misses: Vec<String> = vec![
+        format!("pb_{body}"),
+        format!("PA_{body}"),
+        format!("pa-{body}"),
+        format!("pa{body}"),
+        format!("pa_{}", &body[1..]),
+        format!("{t}0"),
+        format!("{t}_"),
+        format!("x{t}"),
+        format!("_{t}"),
+        format!("9{t}"),
+        format!("pa_{}-{}", &body[..20], &body[21..]),
+        format!("pa_{}é{}", &body[..20], &body[21..]),
+        format!("pa_{}", "0".repeat(45)),
+        "pa_".to_owned(),
+    ];
+    let lines: Vec<String> = found.iter().chain(&near_misses).cloned().collect();
+    expected.extend(near_misses.iter().map(|_| Vec::new()));
+    for (file, pattern) in shipped_patterns() {
+        let got = python_matches(&pattern, &lines);
+        for (i, (got, want)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(got, want, "{file}: {pattern} on {:?}", lines[i]);
+        }
+    }
+
+    // A regex cannot check the checksum; the script can: it keeps the real tokens (and the
+    // GitHub file's test string) and drops a lookalike whose last character is off.
+    let github = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/secret-scanning/github-secret-scanning.yml"),
+    )
+    .unwrap();
+    let test_string = github
+        .split("test_string: 'PA_AUTH_TOKEN=")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap()
+        .to_owned();
+    assert!(pa_auth::domain::token::is_well_formed(
+        test_string.as_bytes()
+    ));
+    let mut lookalike = tokens[1].clone();
+    let last = if lookalike.ends_with('A') { "B" } else { "A" };
+    lookalike.replace_range(48.., last);
+    assert!(!pa_auth::domain::token::is_well_formed(
+        lookalike.as_bytes()
+    ));
+    let report = format!(
+        "{}\nlookalike: {lookalike}\n{test_string} {}\n",
+        found.join("\n"),
+        tokens[2]
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/secret-scanning/pa-auth-check-candidates.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(report.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let kept: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut want = tokens.clone();
+    want.push(test_string);
+    assert_eq!(kept, want, "the real ones, once each, in order");
 }
