@@ -303,8 +303,11 @@ pub fn bulk_delete(
         let sample: Vec<TokenView> = outcome
             .sample
             .iter()
-            .map(|(r, used)| TokenView::new(r, *used, now, policy))
-            .collect();
+            .map(|(r, used)| {
+                let previous = app.service.previous_secret_of(r.id, now)?;
+                Ok(TokenView::new(r, *used, now, policy).with_previous(previous))
+            })
+            .collect::<Result<_>>()?;
         return Ok(Response::json(
             200,
             &json!({"dryRun": true, "count": outcome.count, "sample": sample}),
