@@ -872,3 +872,81 @@ fn the_shipped_secret_scanning_patterns_find_tokens_and_not_near_misses() {
     want.push(test_string);
     assert_eq!(kept, want, "the real ones, once each, in order");
 }
+
+/// Two cluster nodes: a revoke or a bulk delete answered by one node is in force on every
+/// node when its 200 is in hand (the one delete's wait), and a leaked *previous* secret of a
+/// rotated token revokes the token with both its secrets.
+#[test]
+fn on_a_cluster_a_revoke_and_a_bulk_delete_are_everywhere_before_the_answer() {
+    let Some(pg) = crate::postgres::Postgres::start() else {
+        return;
+    };
+    let url = pg.database("leak_response");
+    let args = ["--database-url", url.as_str(), "--flush-interval", "1"];
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    let password = [&a, &b]
+        .iter()
+        .find_map(|s| std::fs::read_to_string(s.data_dir.join("initial-admin-password")).ok())
+        .expect("one node made the initial admin");
+    let on_a = Admin {
+        addr: a.addr,
+        auth: basic_auth("admin", password.trim()),
+    };
+    let on_b = Admin {
+        addr: b.addr,
+        auth: on_a.auth.clone(),
+    };
+    let (id, old) = on_a.create(json!({"name": "rotated-then-leaked"}));
+    let r = on_a.post(
+        &format!("/admin/api/tokens/{id}/rotate"),
+        json!({"overlap": "1h"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let new = r.json()["token"].as_str().unwrap().to_owned();
+    let (_, bulk1) = on_a.create(json!({"name": "bulk-1"}));
+    let (_, bulk2) = on_a.create(json!({"name": "bulk-2"}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ![&old, &new, &bulk1, &bulk2]
+        .iter()
+        .all(|t| works(b.addr, t))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never saw the tokens"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // The old secret leaks; revoked on B: both secrets refused on both nodes at once.
+    let r = on_b.post("/admin/api/tokens/revoke", json!({"tokens": [old]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["revoked"][0]["id"], id.as_str());
+    for node in [a.addr, b.addr] {
+        assert!(
+            !works(node, &old) && !works(node, &new),
+            "accepted after the 200"
+        );
+    }
+
+    // A bulk delete on B: refused on A at once.
+    let n = on_b.post(
+        "/admin/api/tokens/bulk-delete",
+        json!({"namePrefix": "bulk-"}),
+    );
+    assert_eq!(n.json()["count"], 2, "{}", n.text());
+    let r = on_b.post(
+        "/admin/api/tokens/bulk-delete",
+        json!({"namePrefix": "bulk-", "dryRun": false, "confirmCount": 2}),
+    );
+    assert_eq!(r.json()["deleted"], 2, "{}", r.text());
+    for node in [a.addr, b.addr] {
+        assert!(
+            !works(node, &bulk1) && !works(node, &bulk2),
+            "accepted after the 200"
+        );
+    }
+    // Both nodes' audit logs are the database's: one operation event each.
+    assert_eq!(on_a.audit("token.revoke").len(), 1);
+    assert_eq!(on_a.audit("token.bulk_delete").len(), 1);
+}
