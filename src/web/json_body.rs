@@ -9,6 +9,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::domain::redact::redact_secrets;
 use crate::service::error::{Error, FieldError};
 
 /// A parsed JSON object whose keys were unique.
@@ -56,14 +57,20 @@ pub fn parse_object(
             "Content-Type must be application/json".into(),
         ));
     }
-    let object: JsonObject = serde_json::from_slice(body)
-        .map_err(|e| Error::BadRequest(format!("Request body is not a valid JSON object: {e}")))?;
+    // serde's message may quote the body ("invalid type: string \"pa_…\""): a secret pasted
+    // into the wrong place is redacted, not echoed.
+    let object: JsonObject = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "Request body is not a valid JSON object: {}",
+            redact_secrets(&e.to_string())
+        ))
+    })?;
     let unknown: Vec<FieldError> = object
         .0
         .keys()
         .filter(|k| !allowed.contains(&k.as_str()))
         .map(|k| FieldError {
-            field: k.chars().take(100).collect(),
+            field: redact_secrets(&k.chars().take(100).collect::<String>()).into_owned(),
             message: "Unknown field".into(),
         })
         .collect();
@@ -173,6 +180,18 @@ mod tests {
             status(JSON, format!(r#"{{"name":{deep}}}"#).as_bytes()),
             400
         );
+        let secret = crate::domain::token::PlaintextToken::generate();
+        let secret = secret.expose_secret();
+        for body in [
+            format!("\"{secret}\""),
+            format!("[\"{secret}\"]"),
+            format!("{{\"{secret}\": 1}}"),
+            format!("{{\"{secret}\": 1, \"{secret}\": 2}}"),
+        ] {
+            let e = parse_object(JSON, body.as_bytes(), allowed).unwrap_err();
+            let text = format!("{e:?} {e}");
+            assert!(!text.contains(secret), "{body} echoed: {text}");
+        }
         let o = parse_object(JSON, br#"{"name":5}"#, allowed).unwrap();
         assert_eq!(o.required_str("name").unwrap_err().field, "name");
     }

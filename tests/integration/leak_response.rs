@@ -162,6 +162,10 @@ fn revoke_deletes_each_known_token_and_echoes_no_secret(store: &Store) {
         (json!({"tokens": [c, 5]}), "tokens[1]"),
         (json!({"tokens": [null]}), "tokens[0]"),
         (json!({"tokens": [c], "reason": "x"}), "reason"),
+        // A secret pasted where the body's object belongs, or as a key: never echoed.
+        (json!(c), ""),
+        (json!([c]), ""),
+        (json!({c.as_str(): 1}), "pa_[redacted]"),
     ] {
         let r = admin.post("/admin/api/tokens/revoke", body);
         assert_eq!(field_of(&r), field, "{}", r.text());
