@@ -164,7 +164,13 @@ impl TokenFilter {
         out
     }
 
-    /// Whether a token is selected at `now` (unix seconds); `last_used` counts every secret.
+    /// Whether [`TokenFilter::matches`] reads `last_used` (a caller may skip finding it out).
+    pub fn needs_last_used(&self) -> bool {
+        !self.all && (self.unused_for_days.is_some() || self.never_used)
+    }
+
+    /// Whether a token is selected at `now` (unix seconds); `last_used` counts every secret
+    /// (only read when [`TokenFilter::needs_last_used`]).
     pub fn matches(
         &self,
         name: &str,

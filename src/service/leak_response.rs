@@ -148,6 +148,7 @@ impl Service {
         now: i64,
     ) -> Result<BulkOutcome> {
         let real = confirm_count.is_some();
+        let needs_used = filter.needs_last_used();
         let mut count = 0usize;
         let mut sample = Vec::new();
         let mut ids: Vec<TokenId> = Vec::new();
@@ -162,7 +163,12 @@ impl Service {
                 None => self.store.list_tokens(SCAN_PAGE, cursor.as_ref())?,
             };
             for record in page.items {
-                let used = self.last_used_of(record.id)?;
+                // A last-used time is a store read per token on PostgreSQL: only when asked.
+                let used = if needs_used {
+                    self.last_used_of(record.id)?
+                } else {
+                    None
+                };
                 if !filter.matches(
                     &record.name,
                     record.owner.as_deref(),
@@ -179,6 +185,11 @@ impl Service {
                         ids.push(record.id);
                     }
                 } else if sample.len() < SAMPLE_LEN {
+                    let used = if needs_used {
+                        used
+                    } else {
+                        self.last_used_of(record.id)?
+                    };
                     sample.push((record, used));
                 }
             }
