@@ -199,6 +199,12 @@ macro_rules! serve_flags {
             /// seconds between the scans for token.expiring, token.expired and token.unused events (default 60; env PA_AUTH_WEBHOOK_SCAN_INTERVAL)
             #[argh(option)]
             pub webhook_scan_interval: Option<String>,
+            /// path prefix of the GitLab-compatible token revocation API, e.g. /gitlab-revocation (…/v1/revocable_token_types, …/v1/revoke_tokens); needs --revocation-api-token-file (env PA_AUTH_REVOCATION_API_PREFIX)
+            #[argh(option)]
+            pub revocation_api_prefix: Option<String>,
+            /// file holding the revocation API's own credential (one line, 32 to 512 visible ASCII characters, not an API token) that GitLab sends in Authorization (env PA_AUTH_REVOCATION_API_TOKEN_FILE)
+            #[argh(option)]
+            pub revocation_api_token_file: Option<PathBuf>,
         }
 
         impl $name {
@@ -237,6 +243,8 @@ macro_rules! serve_flags {
                     webhook_ca: self.webhook_ca.clone(),
                     unused_after: self.unused_after.clone(),
                     webhook_scan_interval: self.webhook_scan_interval.clone(),
+                    revocation_api_prefix: self.revocation_api_prefix.clone(),
+                    revocation_api_token_file: self.revocation_api_token_file.clone(),
                 }
             }
         }
@@ -271,6 +279,8 @@ pub enum TokenAction {
     Update(TokenUpdateCommand),
     Rotate(TokenRotate),
     Delete(TokenDelete),
+    Revoke(TokenRevoke),
+    BulkDelete(TokenBulkDelete),
 }
 
 #[derive(FromArgs, Debug)]
@@ -366,6 +376,56 @@ pub struct TokenDelete {
 }
 
 #[derive(FromArgs, Debug)]
+/// Revoke leaked tokens by value: reads up to 1000 values from stdin, one a line (quotes,
+/// commas, `Bearer ` and whitespace around each are fine), deletes each known token and
+/// prints its id and name; never prints a value. Exit 0 even when some are unknown.
+#[argh(subcommand, name = "revoke")]
+pub struct TokenRevoke {
+    /// print JSON (the admin API's revoke answer) instead of lines
+    #[argh(switch)]
+    pub json: bool,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Delete tokens by filter. Without --confirm-count it is a dry run: prints how many tokens
+/// the filter selects and some of them. With --confirm-count N it deletes them, only if the
+/// filter still selects exactly N (at most 10000). Criteria are ANDed; --all selects every
+/// token and goes alone.
+#[argh(subcommand, name = "bulk-delete")]
+pub struct TokenBulkDelete {
+    /// tokens with exactly this owner (ignoring case)
+    #[argh(option)]
+    pub owner: Option<String>,
+    /// tokens created before this date (YYYY-MM-DD, 00:00 UTC) or RFC 3339 date-time
+    #[argh(option)]
+    pub created_before: Option<String>,
+    /// tokens last used (or, never used, created) at least this many days ago
+    #[argh(option)]
+    pub unused_for_days: Option<u64>,
+    /// tokens never used
+    #[argh(switch)]
+    pub never_used: bool,
+    /// tokens whose name starts with this (ignoring case)
+    #[argh(option)]
+    pub name_prefix: Option<String>,
+    /// every token (alone)
+    #[argh(switch)]
+    pub all: bool,
+    /// only count and show (the default without --confirm-count)
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// delete, if the filter selects exactly this many (the dry run's count)
+    #[argh(option)]
+    pub confirm_count: Option<u64>,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
 /// Manage admin accounts offline.
 #[argh(subcommand, name = "admin")]
 pub struct AdminCommand {
@@ -446,6 +506,8 @@ pub fn run(cli: Cli) -> Result<()> {
             TokenAction::Update(u) => token_update(&u),
             TokenAction::Rotate(r) => token_rotate(&r),
             TokenAction::Delete(d) => token_delete(&d),
+            TokenAction::Revoke(r) => token_revoke(&r),
+            TokenAction::BulkDelete(b) => token_bulk_delete(&b),
         },
         Some(Command::Admin(a)) => match a.action {
             AdminAction::SetPassword(p) => set_password(&p),
@@ -673,6 +735,130 @@ fn token_delete(d: &TokenDelete) -> Result<()> {
         }
         Err(Error::NotFound) => Err(Error::Internal(format!("no token with id {id}"))),
         Err(e) => Err(e),
+    }
+}
+
+fn token_revoke(r: &TokenRevoke) -> Result<()> {
+    use crate::domain::leak_response::{read_pasted, MAX_PASTED};
+    let mut values = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if values.len() == MAX_PASTED {
+            return Err(Error::Config(format!(
+                "more than {MAX_PASTED} values on stdin; split them"
+            )));
+        }
+        values.push(read_pasted(&line));
+    }
+    if values.is_empty() {
+        return Err(Error::Config(
+            "no values on stdin: give the leaked tokens, one a line".into(),
+        ));
+    }
+    let service = offline(open_existing(&data_dir_or_default(&r.data_dir))?);
+    let outcome = service.revoke_leaked(&Actor::cli(), &values, "revoked: leaked", now_unix())?;
+    service.store().flush()?;
+    let mut out = std::io::stdout().lock();
+    if r.json {
+        writeln!(
+            out,
+            "{}",
+            crate::web::leak_response::revoke_answer(&outcome)
+        )?;
+    } else {
+        for t in &outcome.revoked {
+            writeln!(out, "revoked {} \"{}\"", t.id, t.name.escape_debug())?;
+        }
+        for t in &outcome.failed {
+            writeln!(out, "FAILED {} \"{}\"", t.id, t.name.escape_debug())?;
+        }
+    }
+    eprintln!(
+        "{} revoked, {} unknown, {} malformed, {} duplicate, {} failed",
+        outcome.revoked.len(),
+        outcome.unknown,
+        outcome.malformed,
+        outcome.duplicates,
+        outcome.failed.len()
+    );
+    if outcome.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Internal("some tokens could not be deleted".into()))
+    }
+}
+
+fn token_bulk_delete(b: &TokenBulkDelete) -> Result<()> {
+    use crate::domain::leak_response::{FilterInput, TokenFilter};
+    if b.dry_run && b.confirm_count.is_some() {
+        return Err(Error::Config(
+            "--dry-run and --confirm-count exclude each other".into(),
+        ));
+    }
+    let filter = TokenFilter::new(&FilterInput {
+        owner: b.owner.as_deref(),
+        created_before: b.created_before.as_deref(),
+        unused_for_days: b.unused_for_days,
+        never_used: b.never_used,
+        name_prefix: b.name_prefix.as_deref(),
+        all: b.all,
+    })
+    .map_err(|errors| {
+        let flag = |field: &str| match field {
+            "createdBefore" => "--created-before".to_owned(),
+            "unusedForDays" => "--unused-for-days".to_owned(),
+            "namePrefix" => "--name-prefix".to_owned(),
+            "all" => "--all".to_owned(),
+            other => format!("--{other}"),
+        };
+        let text: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", flag(&e.field), e.message))
+            .collect();
+        Error::Config(text.join("; "))
+    })?;
+    let service = offline(open_existing(&data_dir_or_default(&b.data_dir))?);
+    let now = now_unix();
+    let outcome = match service.bulk_delete(&Actor::cli(), &filter, b.confirm_count, now) {
+        Ok(o) => o,
+        Err(Error::Conflict(m)) => return Err(Error::Internal(m)),
+        Err(Error::Validation(errors)) => {
+            let text: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+            return Err(Error::Internal(text.join("; ")));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut out = std::io::stdout().lock();
+    if b.confirm_count.is_none() {
+        writeln!(
+            out,
+            "{} tokens selected (dry run; nothing deleted)",
+            outcome.count
+        )?;
+        for (record, _) in &outcome.sample {
+            writeln!(out, "{} {}", record.id, record.name.escape_debug())?;
+        }
+        if outcome.count > outcome.sample.len() {
+            writeln!(out, "… and {} more", outcome.count - outcome.sample.len())?;
+        }
+        eprintln!(
+            "to delete them: the same filter with --confirm-count {}",
+            outcome.count
+        );
+        return Ok(());
+    }
+    service.store().flush()?;
+    writeln!(out, "{} tokens deleted", outcome.deleted)?;
+    for t in &outcome.failed {
+        writeln!(out, "FAILED {} \"{}\"", t.id, t.name.escape_debug())?;
+    }
+    if outcome.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Internal("some tokens could not be deleted".into()))
     }
 }
 

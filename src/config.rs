@@ -54,6 +54,8 @@ pub struct ServeArgs {
     pub webhook_ca: Option<PathBuf>,
     pub unused_after: Option<String>,
     pub webhook_scan_interval: Option<String>,
+    pub revocation_api_prefix: Option<String>,
+    pub revocation_api_token_file: Option<PathBuf>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -99,6 +101,96 @@ pub struct Config {
     pub audit_export_settle: Duration,
     /// `--webhook-url` and the rest: where token lifecycle events are sent.
     pub webhooks: Option<WebhookSettings>,
+    /// `--revocation-api-prefix` with `--revocation-api-token-file`: the GitLab-compatible
+    /// token revocation API, off unless both are given.
+    pub revocation_api: Option<RevocationApiSettings>,
+}
+
+/// Where the revocation API answers and the credential it requires.
+#[derive(Clone)]
+pub struct RevocationApiSettings {
+    pub prefix: String,
+    pub credential: String,
+}
+
+impl std::fmt::Debug for RevocationApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RevocationApiSettings({}, <credential redacted>)",
+            self.prefix
+        )
+    }
+}
+
+/// `--revocation-api-prefix` and `--revocation-api-token-file`, both or neither. The prefix
+/// is `/` and path segments of `A-Z a-z 0-9 . _ ~ -` (no `.` or `..` segment, no trailing
+/// `/`, at most 100 characters) whose two paths no other route answers (so not under
+/// `/admin`, `/api`, `/auth/verify`, …). The file holds the credential on one line.
+fn revocation_api_settings(
+    args: &ServeArgs,
+    env: EnvLookup<'_>,
+) -> Result<Option<RevocationApiSettings>> {
+    let prefix = pick(&args.revocation_api_prefix, env, "REVOCATION_API_PREFIX");
+    let file = args
+        .revocation_api_token_file
+        .clone()
+        .or_else(|| env("PA_AUTH_REVOCATION_API_TOKEN_FILE").map(PathBuf::from));
+    let (prefix, source, file) = match (prefix, file) {
+        (None, None) => return Ok(None),
+        (Some((p, source)), Some(f)) => (p.trim().to_owned(), source, f),
+        _ => {
+            return Err(Error::Config(
+                "--revocation-api-prefix and --revocation-api-token-file go together".into(),
+            ))
+        }
+    };
+    let segments_ok = prefix.len() <= 100
+        && prefix.starts_with('/')
+        && prefix[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+        });
+    if !segments_ok {
+        return Err(Error::Config(format!(
+            "{source}: expected a path like /gitlab-revocation (segments of letters, digits, \
+             '.', '_', '~', '-'; no trailing '/'), got {prefix:?}"
+        )));
+    }
+    use crate::web::routes::{route_of, Route};
+    let taken = [
+        prefix.clone(),
+        format!("{prefix}/v1/revocable_token_types"),
+        format!("{prefix}/v1/revoke_tokens"),
+    ]
+    .iter()
+    .any(|p| route_of(p) != Route::NotFound);
+    if taken {
+        return Err(Error::Config(format!(
+            "{source}: {prefix} overlaps another route (/admin, /api, /auth/verify, …); \
+             choose a path of its own, like /gitlab-revocation"
+        )));
+    }
+    let credential = std::fs::read_to_string(&file)
+        .map_err(|e| {
+            Error::Config(format!(
+                "--revocation-api-token-file {}: {e}",
+                file.display()
+            ))
+        })?
+        .trim_end_matches(['\r', '\n'])
+        .to_owned();
+    crate::domain::leak_response::check_revocation_credential(&credential).map_err(|e| {
+        Error::Config(format!(
+            "--revocation-api-token-file {}: the credential {e}",
+            file.display()
+        ))
+    })?;
+    Ok(Some(RevocationApiSettings { prefix, credential }))
 }
 
 /// Longest `--max-token-lifetime`, in days (100 years).
@@ -396,6 +488,7 @@ impl Config {
             ),
         };
         let webhooks = webhook_settings(args, env)?;
+        let revocation_api = revocation_api_settings(args, env)?;
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
             Some((v, source)) => match v.trim() {
@@ -428,6 +521,7 @@ impl Config {
             max_staleness: Duration::from_secs(max_staleness),
             audit_syslog,
             webhooks,
+            revocation_api,
             audit_export_settle: Duration::from_secs(audit_export_settle),
             serve_stale: args.serve_stale
                 || env("PA_AUTH_SERVE_STALE").is_some_and(|v| matches!(v.trim(), "1" | "true")),

@@ -3,7 +3,8 @@
 //! committed corpus file through them, so the README's test command covers the corpora
 //! without a nightly toolchain.
 
-use crate::domain::token::{is_well_formed, PlaintextToken, RANDOM_LEN, TOKEN_LEN};
+use crate::domain::leak_response::read_pasted;
+use crate::domain::token::{is_well_formed, PlaintextToken, TokenHash, RANDOM_LEN, TOKEN_LEN};
 use crate::domain::token_fields::{
     parse_expires_at, validate_description, validate_name, validate_owner, MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS, MAX_OWNER_CHARS,
@@ -191,9 +192,21 @@ fn reference_bearer(data: &[u8]) -> Result<&[u8], AuthFailure> {
 }
 
 /// Token format: never panics on any bytes; a token built from any 40 random characters is
-/// well-formed, and changing any one character of it breaks it.
+/// well-formed, and changing any one character of it breaks it. A pasted value (leak
+/// response) is read as a token only if a well-formed token with that hash is in it, and a
+/// token wrapped in paste noise is always read as itself.
 pub fn check_token_format(data: &[u8]) {
     let _ = is_well_formed(data);
+    let pasted = String::from_utf8_lossy(data);
+    if let Some(hash) = read_pasted(&pasted) {
+        assert!(
+            pasted
+                .as_bytes()
+                .windows(TOKEN_LEN)
+                .any(|w| is_well_formed(w) && TokenHash::of(w) == hash),
+            "a pasted value was read as a token it does not hold"
+        );
+    }
     if data.len() < RANDOM_LEN {
         return;
     }
@@ -203,6 +216,14 @@ pub fn check_token_format(data: &[u8]) {
     let bytes = token.expose_secret().as_bytes();
     assert_eq!(bytes.len(), TOKEN_LEN);
     assert!(is_well_formed(bytes));
+    let secret = token.expose_secret();
+    for noisy in [
+        format!(" \"{secret}\",\n"),
+        format!("Bearer {secret}"),
+        format!("'{secret}'"),
+    ] {
+        assert_eq!(read_pasted(&noisy), Some(token.hash()), "{noisy:?}");
+    }
     let position = usize::from(data.get(RANDOM_LEN).copied().unwrap_or(0)) % TOKEN_LEN;
     let replacement = data.get(RANDOM_LEN + 1).copied().unwrap_or(b'x');
     if replacement != bytes[position] {

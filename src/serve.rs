@@ -69,7 +69,18 @@ pub fn serve(config: &Config) -> Result<()> {
         service.serve_stale();
     }
     let follower = service.start_follower()?;
-    let app = Arc::new(App::new(Arc::clone(&service), config.public_url.clone()));
+    let mut app = App::new(Arc::clone(&service), config.public_url.clone());
+    if let Some(revocation) = &config.revocation_api {
+        crate::web::routes::set_revocation_api_prefix(&revocation.prefix);
+        app = app.with_revocation_api(crate::web::leak_response::RevocationApi::new(
+            &revocation.credential,
+        ));
+        log::info!(
+            "token revocation API (GitLab-compatible) at {}/v1/revoke_tokens",
+            revocation.prefix
+        );
+    }
+    let app = Arc::new(app);
     let flusher = service.start_maintenance(config.flush_interval, config.last_used_resolution)?;
     let webhook_sender = service.start_webhook_sender()?;
     let http = ServerConfig {

@@ -18,6 +18,13 @@ pub enum AuditKind {
     TokenRotated,
     /// A rotation's previous secret stopped working; `reason` says why.
     TokenPreviousSecretExpired,
+    /// A leak response: pasted or reported secrets revoked (`POST /admin/api/tokens/revoke`,
+    /// the revocation API, `token revoke`); counts only, never a value. Each token deleted
+    /// is its own `token.deleted`.
+    TokenRevoke,
+    /// A bulk delete by filter (`POST /admin/api/tokens/bulk-delete`, `token bulk-delete`):
+    /// the filter and the count. Each token deleted is its own `token.deleted`.
+    TokenBulkDelete,
     AdminLogin,
     AdminPasswordChanged,
     BackupCreated,
@@ -36,7 +43,7 @@ pub enum AuditClass {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 16] = [
         AuditKind::ServerStarted,
         AuditKind::ServerStopped,
         AuditKind::TokenCreated,
@@ -45,6 +52,8 @@ impl AuditKind {
         AuditKind::TokenLookup,
         AuditKind::TokenRotated,
         AuditKind::TokenPreviousSecretExpired,
+        AuditKind::TokenRevoke,
+        AuditKind::TokenBulkDelete,
         AuditKind::AdminLogin,
         AuditKind::AdminPasswordChanged,
         AuditKind::BackupCreated,
@@ -64,6 +73,8 @@ impl AuditKind {
             AuditKind::TokenLookup => "token.lookup",
             AuditKind::TokenRotated => "token.rotated",
             AuditKind::TokenPreviousSecretExpired => "token.previous_secret_expired",
+            AuditKind::TokenRevoke => "token.revoke",
+            AuditKind::TokenBulkDelete => "token.bulk_delete",
             AuditKind::AdminLogin => "admin.login",
             AuditKind::AdminPasswordChanged => "admin.password_changed",
             AuditKind::BackupCreated => "backup.created",
@@ -87,6 +98,8 @@ impl AuditKind {
             | AuditKind::TokenLookup
             | AuditKind::TokenRotated
             | AuditKind::TokenPreviousSecretExpired
+            | AuditKind::TokenRevoke
+            | AuditKind::TokenBulkDelete
             | AuditKind::AdminLogin
             | AuditKind::AdminPasswordChanged
             | AuditKind::BackupCreated => AuditClass::Lifecycle,

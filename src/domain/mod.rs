@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod encoding;
+pub mod leak_response;
 pub mod lifetime_policy;
 pub mod redact;
 pub mod rotation;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backup;
 pub mod cluster;
 pub mod error;
+pub mod leak_response;
 pub mod maintenance;
 pub mod rotation;
 pub mod syslog;

@@ -28,6 +28,18 @@ pub(super) fn not_confirmed(id: TokenId, behind: &[String]) -> Error {
     )
 }
 
+/// What [`Service::delete_tokens`] did.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    /// The tokens deleted, in the order asked.
+    pub records: Vec<TokenRecord>,
+    /// Tokens whose delete failed, and why (the others went on).
+    pub failed: Vec<(TokenId, Error)>,
+    /// Cluster nodes that had not applied the deletes when the wait gave up (they may
+    /// still accept those tokens): the caller answers 503.
+    pub behind: Vec<String>,
+}
+
 /// A token with its latest last-used time.
 pub type TokenWithUse = (TokenRecord, Option<i64>);
 
@@ -88,36 +100,68 @@ impl Service {
     /// Deletes a token: when this returns it is gone from the store (durably), from the
     /// authentication index and from the last-used tracker. `NotFound` if there is none.
     pub fn delete_token(&self, actor: &Actor, id: TokenId, now: i64) -> Result<TokenRecord> {
-        let deleted = {
-            let _shared = self.mutation_shared();
-            self.store.delete_token(id)?
-        };
-        let Some(record) = deleted else {
-            // In a cluster, "no such token" is as strong as a 204: a delete answered 503
-            // below and retried finds the token gone, and waits again for every node.
-            let behind = self.nodes_behind()?;
-            if !behind.is_empty() {
-                return Err(not_confirmed(id, &behind));
-            }
-            return Err(Error::NotFound);
-        };
-        self.tracker.forget(&id);
-        // Gone everywhere before the answer: every live node has applied the delete.
-        let behind = self.nodes_behind()?;
-        let mut event = AuditEvent {
-            token_id: Some(id.to_string()),
-            token_name: Some(record.name.clone()),
-            ..AuditEvent::of(AuditKind::TokenDeleted).by(actor)
-        };
-        if !behind.is_empty() {
-            // Deleted in the store, but these nodes could still accept it: audited as
-            // deleted, answered 503 (no 204 that is not true).
-            event.reason = Some(format!("not yet applied by {}", behind.join(", ")));
-            self.audit(now, event);
-            return Err(not_confirmed(id, &behind));
+        let mut deleted = self.delete_tokens(actor, &[id], None, now)?;
+        if let Some((_, e)) = deleted.failed.pop() {
+            return Err(e);
         }
-        self.audit(now, event);
-        Ok(record)
+        // In a cluster, "no such token" is as strong as a 204: a delete answered 503
+        // below and retried finds the token gone, and waits again for every node.
+        if !deleted.behind.is_empty() {
+            return Err(not_confirmed(id, &deleted.behind));
+        }
+        deleted.records.pop().ok_or(Error::NotFound)
+    }
+
+    /// The one delete, for one token or many (a leak response, a bulk delete): each is
+    /// removed from the store (durably), the authentication index and the last-used
+    /// tracker; then, in a cluster, one wait until every live node has applied them all
+    /// (also when none was found: a retried delete waits again). Each deleted token is
+    /// audited as `token.deleted` with `reason` (and, if some nodes have not confirmed, which
+    /// ones). An id that is not there is skipped; a failure is kept with its id and the rest
+    /// go on.
+    pub(super) fn delete_tokens(
+        &self,
+        actor: &Actor,
+        ids: &[TokenId],
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<Deleted> {
+        let mut out = Deleted::default();
+        for &id in ids {
+            let deleted = {
+                let _shared = self.mutation_shared();
+                self.store.delete_token(id)
+            };
+            match deleted {
+                Ok(Some(record)) => {
+                    self.tracker.forget(&id);
+                    out.records.push(record);
+                }
+                Ok(None) => {}
+                Err(e) => out.failed.push((id, e.into())),
+            }
+        }
+        // Gone everywhere before the answer: every live node has applied the deletes.
+        out.behind = self.nodes_behind()?;
+        for record in &out.records {
+            let mut event = AuditEvent {
+                token_id: Some(record.id.to_string()),
+                token_name: Some(record.name.clone()),
+                reason: reason.map(str::to_owned),
+                ..AuditEvent::of(AuditKind::TokenDeleted).by(actor)
+            };
+            if !out.behind.is_empty() {
+                // Deleted in the store, but these nodes could still accept it: audited as
+                // deleted, answered 503 (no 204 that is not true).
+                let behind = format!("not yet applied by {}", out.behind.join(", "));
+                event.reason = Some(match reason {
+                    Some(r) => format!("{r}; {behind}"),
+                    None => behind,
+                });
+            }
+            self.audit(now, event);
+        }
+        Ok(out)
     }
 
     /// With a shared store: waits until every other live node has applied the store's

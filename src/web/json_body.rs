@@ -9,6 +9,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::domain::redact::redact_secrets;
 use crate::service::error::{Error, FieldError};
 
 /// A parsed JSON object whose keys were unique.
@@ -56,14 +57,20 @@ pub fn parse_object(
             "Content-Type must be application/json".into(),
         ));
     }
-    let object: JsonObject = serde_json::from_slice(body)
-        .map_err(|e| Error::BadRequest(format!("Request body is not a valid JSON object: {e}")))?;
+    // serde's message may quote the body ("invalid type: string \"pa_…\""): a secret pasted
+    // into the wrong place is redacted, not echoed.
+    let object: JsonObject = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "Request body is not a valid JSON object: {}",
+            redact_secrets(&e.to_string())
+        ))
+    })?;
     let unknown: Vec<FieldError> = object
         .0
         .keys()
         .filter(|k| !allowed.contains(&k.as_str()))
         .map(|k| FieldError {
-            field: k.chars().take(100).collect(),
+            field: redact_secrets(&k.chars().take(100).collect::<String>()).into_owned(),
             message: "Unknown field".into(),
         })
         .collect();
@@ -105,6 +112,30 @@ impl JsonObject {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(FieldError::new(field, "Must be a string or null")),
+        }
+    }
+
+    /// A field's raw value, for shapes the typed getters do not cover (arrays).
+    pub fn value(&self, field: &str) -> Option<&Value> {
+        self.0.get(field)
+    }
+
+    /// An optional boolean field (absent or null → None).
+    pub fn optional_bool(&self, field: &'static str) -> Result<Option<bool>, FieldError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(FieldError::new(field, "Must be true or false")),
+        }
+    }
+
+    /// An optional non-negative integer field (absent or null → None); `1.0`, `-1`, `"1"`
+    /// are refused.
+    pub fn optional_u64(&self, field: &'static str) -> Result<Option<u64>, FieldError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.is_u64() => Ok(n.as_u64()),
+            Some(_) => Err(FieldError::new(field, "Must be a non-negative integer")),
         }
     }
 }
@@ -149,6 +180,18 @@ mod tests {
             status(JSON, format!(r#"{{"name":{deep}}}"#).as_bytes()),
             400
         );
+        let secret = crate::domain::token::PlaintextToken::generate();
+        let secret = secret.expose_secret();
+        for body in [
+            format!("\"{secret}\""),
+            format!("[\"{secret}\"]"),
+            format!("{{\"{secret}\": 1}}"),
+            format!("{{\"{secret}\": 1, \"{secret}\": 2}}"),
+        ] {
+            let e = parse_object(JSON, body.as_bytes(), allowed).unwrap_err();
+            let text = format!("{e:?} {e}");
+            assert!(!text.contains(secret), "{body} echoed: {text}");
+        }
         let o = parse_object(JSON, br#"{"name":5}"#, allowed).unwrap();
         assert_eq!(o.required_str("name").unwrap_err().field, "name");
     }

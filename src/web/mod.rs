@@ -11,6 +11,7 @@ pub mod console;
 pub mod error;
 pub mod forward_auth;
 pub mod json_body;
+pub mod leak_response;
 pub mod metrics;
 pub mod public_url;
 pub mod routes;
@@ -34,6 +35,8 @@ pub struct App {
     /// `--public-url`: the origin browsers use when a proxy terminates TLS in front.
     pub public_url: Option<crate::web::public_url::PublicUrl>,
     pub server_stats: OnceLock<StatsHandle>,
+    /// `--revocation-api-token-file`: the revocation API's credential and rate limit.
+    pub revocation_api: Option<leak_response::RevocationApi>,
 }
 
 impl App {
@@ -46,7 +49,15 @@ impl App {
             requests: RequestCounters::default(),
             public_url,
             server_stats: OnceLock::new(),
+            revocation_api: None,
         }
+    }
+
+    /// This app answering the GitLab-compatible revocation API (its routes also need
+    /// [`routes::set_revocation_api_prefix`]).
+    pub fn with_revocation_api(mut self, api: leak_response::RevocationApi) -> App {
+        self.revocation_api = Some(api);
+        self
     }
 
     fn authenticate(&self, req: &Request<'_>, now: i64) -> Result<VerifiedToken> {
@@ -220,6 +231,10 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
         }
         Guard::ApiToken => Caller::Token(app.authenticate(req, now)?),
         Guard::Admin => Caller::Admin(authenticate_admin(app, req, now)?),
+        Guard::RevocationApi => {
+            leak_response::authenticate_revocation_api(app, req)?;
+            Caller::RevocationApi
+        }
     };
     let Some(method) = resolved.method else {
         return Err(match resolved.endpoint.allow {
@@ -235,6 +250,8 @@ enum Caller {
     Anonymous,
     Token(VerifiedToken),
     Admin(AdminIdentity),
+    /// The revocation API's own credential.
+    RevocationApi,
 }
 
 /// The operation -> handler map.
@@ -277,6 +294,16 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
         (Op::Audit, Caller::Admin(_)) => admin_api::audit(app, req),
         (Op::AuditExport, Caller::Admin(_)) => admin_api::audit_export(app, req),
         (Op::ChangePassword, Caller::Admin(who)) => admin_api::change_password(app, req, who, now),
+        (Op::RevokeTokens, Caller::Admin(who)) => leak_response::revoke_tokens(app, req, who, now),
+        (Op::BulkDeleteTokens, Caller::Admin(who)) => {
+            leak_response::bulk_delete(app, req, who, now)
+        }
+        (Op::RevocableTokenTypes, Caller::RevocationApi) => {
+            Ok(leak_response::revocable_token_types())
+        }
+        (Op::RevocationRevokeTokens, Caller::RevocationApi) => {
+            leak_response::revocation_revoke_tokens(app, req, now)
+        }
         // A table row whose guard does not give its operation the caller it needs: a bug,
         // refused rather than run.
         _ => Err(Error::Internal(format!(

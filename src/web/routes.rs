@@ -21,6 +21,8 @@ pub enum Route {
     AdminApi,
     /// `/admin` and the console's assets.
     Console,
+    /// The GitLab-compatible token revocation API, under `--revocation-api-prefix`.
+    RevocationApi,
     NotFound,
 }
 
@@ -36,6 +38,19 @@ pub enum PathMatch {
     /// This prefix, one more segment, then exactly this suffix
     /// (`/admin/api/tokens/{id}/rotate`).
     ChildThen(&'static str, &'static str),
+    /// `--revocation-api-prefix` then exactly this suffix; nothing when the flag is unset.
+    RevocationApi(&'static str),
+}
+
+/// `--revocation-api-prefix`, set once at start-up by `serve` (routing reads the table
+/// without an `App`, so the one configurable path lives beside it). The config refuses a
+/// prefix that overlaps any other route, so where its rows sit in the table cannot matter.
+static REVOCATION_API_PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Routes the revocation API under `prefix` from now on; `false` if a prefix was set before
+/// (it is set once, at start-up).
+pub fn set_revocation_api_prefix(prefix: &str) -> bool {
+    REVOCATION_API_PREFIX.set(prefix.to_owned()).is_ok()
 }
 
 impl PathMatch {
@@ -52,6 +67,10 @@ impl PathMatch {
                 .strip_prefix(prefix)
                 .and_then(|rest| rest.strip_suffix(suffix))
                 .is_some_and(|segment| !segment.is_empty() && !segment.contains('/')),
+            PathMatch::RevocationApi(suffix) => REVOCATION_API_PREFIX.get().is_some_and(|p| {
+                path.strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest == suffix)
+            }),
         }
     }
 }
@@ -72,6 +91,9 @@ pub enum Guard {
     ApiToken,
     /// An admin: a console session or HTTP Basic.
     Admin,
+    /// The revocation API's own credential (`--revocation-api-token-file`): never an admin
+    /// or an API token.
+    RevocationApi,
 }
 
 /// What the request body must be.
@@ -107,6 +129,10 @@ pub enum Op {
     Audit,
     AuditExport,
     ChangePassword,
+    RevokeTokens,
+    BulkDeleteTokens,
+    RevocableTokenTypes,
+    RevocationRevokeTokens,
 }
 
 /// One method of an endpoint.
@@ -166,7 +192,7 @@ use PathMatch::{Child, ChildThen, Exact, Under};
 
 /// THE route table: every path pa-auth answers, first match wins. Routing, the lane a
 /// request runs on, the early answer to `Expect: 100-continue` and the 405s all read it.
-pub static ROUTES: [Endpoint; 18] = [
+pub static ROUTES: [Endpoint; 22] = [
     // First: the hot path, one comparison.
     endpoint(
         Under("/auth/verify"),
@@ -212,6 +238,33 @@ pub static ROUTES: [Endpoint; 18] = [
     ),
     // Any other API path: the token is checked, then 404.
     endpoint(Under("/api"), Route::ApiOther, Inline, ApiToken, &[], ""),
+    // The GitLab-compatible revocation API (`--revocation-api-prefix`); deletes may block.
+    endpoint(
+        PathMatch::RevocationApi("/v1/revocable_token_types"),
+        Route::RevocationApi,
+        Worker,
+        Guard::RevocationApi,
+        &[m(
+            "GET",
+            Op::RevocableTokenTypes,
+            Guard::RevocationApi,
+            Body::None,
+        )],
+        "GET, HEAD",
+    ),
+    endpoint(
+        PathMatch::RevocationApi("/v1/revoke_tokens"),
+        Route::RevocationApi,
+        Worker,
+        Guard::RevocationApi,
+        &[m(
+            "POST",
+            Op::RevocationRevokeTokens,
+            Guard::RevocationApi,
+            Json,
+        )],
+        "POST",
+    ),
     endpoint(
         Exact("/admin/api/session"),
         Route::AdminApi,
@@ -242,6 +295,23 @@ pub static ROUTES: [Endpoint; 18] = [
         Worker,
         Admin,
         &[m("POST", Op::LookupToken, Admin, Json)],
+        "POST",
+    ),
+    // Before `{id}`: neither is a token id.
+    endpoint(
+        Exact("/admin/api/tokens/revoke"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("POST", Op::RevokeTokens, Admin, Json)],
+        "POST",
+    ),
+    endpoint(
+        Exact("/admin/api/tokens/bulk-delete"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("POST", Op::BulkDeleteTokens, Admin, Json)],
         "POST",
     ),
     endpoint(
@@ -374,7 +444,7 @@ impl Route {
             Route::Verify => RouteLabel::Verify,
             Route::ApiToken => RouteLabel::ApiToken,
             Route::ApiOther => RouteLabel::ApiOther,
-            Route::AdminApi | Route::Console => RouteLabel::Admin,
+            Route::AdminApi | Route::Console | Route::RevocationApi => RouteLabel::Admin,
             Route::OpenApi | Route::NotFound => RouteLabel::Other,
         }
     }
@@ -470,6 +540,58 @@ mod tests {
             Guard::Admin
         );
         assert_eq!(resolve("GET", "/").endpoint.lane, Lane::Inline);
+        for (path, op) in [
+            ("/admin/api/tokens/revoke", Op::RevokeTokens),
+            ("/admin/api/tokens/bulk-delete", Op::BulkDeleteTokens),
+        ] {
+            let r = resolve("POST", path);
+            assert_eq!(r.method.map(|m| m.op), Some(op));
+            assert_eq!((r.guard(), r.body()), (Guard::Admin, Body::Json));
+            assert_eq!(resolve("GET", path).endpoint.allow, "POST");
+        }
+    }
+
+    #[test]
+    fn the_revocation_api_answers_only_under_its_prefix_once_set() {
+        let types = "/gitlab-revocation/v1/revocable_token_types";
+        // Unset (as in every other test of this process), the paths are nobody's.
+        if REVOCATION_API_PREFIX.get().is_none() {
+            assert_eq!(resolve("GET", types).endpoint.family, Route::NotFound);
+        }
+        assert!(
+            set_revocation_api_prefix("/gitlab-revocation")
+                || REVOCATION_API_PREFIX.get().is_some()
+        );
+        let r = resolve("GET", types);
+        assert_eq!(r.method.map(|m| m.op), Some(Op::RevocableTokenTypes));
+        assert_eq!(r.guard(), Guard::RevocationApi);
+        let revoke = resolve("POST", "/gitlab-revocation/v1/revoke_tokens");
+        assert_eq!(
+            revoke.method.map(|m| m.op),
+            Some(Op::RevocationRevokeTokens)
+        );
+        assert_eq!(revoke.guard(), Guard::RevocationApi);
+        assert_eq!(
+            resolve("GET", "/gitlab-revocation/v1/revoke_tokens")
+                .endpoint
+                .allow,
+            "POST"
+        );
+        for other in [
+            "/gitlab-revocation",
+            "/gitlab-revocation/v1",
+            "/gitlab-revocation/v1/revoke_tokens/",
+            "/gitlab-revocation/v1/revoke_tokensx",
+            "/gitlab-revocationx/v1/revoke_tokens",
+            "/GITLAB-REVOCATION/v1/revoke_tokens",
+            "/v1/revoke_tokens",
+        ] {
+            assert_eq!(
+                resolve("POST", other).endpoint.family,
+                Route::NotFound,
+                "{other}"
+            );
+        }
     }
 
     #[test]
@@ -485,6 +607,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 21);
+        assert_eq!(seen.len(), 25);
     }
 }

@@ -839,3 +839,156 @@ fn console_token_page_shows_rotation_audit_and_ends_the_old_secret() {
         json!(["token.updated (owner)", "token.created"])
     );
 }
+
+/// Issue 19 parts 5 and 6 in the console: "Revoke leaked tokens" takes pasted values (noise
+/// around them, garbage, an XSS-shaped name shown as text), deletes the known ones and forgets
+/// what was pasted; "Bulk delete" previews the selection and deletes exactly the previewed
+/// count, or nothing when the selection changed meanwhile. At 1280 and 390 px.
+#[test]
+fn console_revokes_leaked_tokens_and_bulk_deletes_after_a_preview() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&[]);
+    let admin = crate::support::admin_basic(&svc);
+    let create = |name: &str| {
+        let r = Req::new("POST", "/admin/api/tokens")
+            .header("Authorization", &admin)
+            .json(&json!({"name": name}))
+            .send(svc.addr);
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    let leaked = create("leaked-in-chat");
+    let xss = create("<img src=x onerror=window.pwned=1>");
+    create("ci-a");
+    create("ci-b");
+    create("keep");
+    sign_in(&b, &svc);
+    b.wait_for(
+        "five rows",
+        "document.querySelectorAll('#token-rows tr').length === 5",
+    );
+
+    b.click("#revoke-button");
+    b.wait_for(
+        "revoke dialog",
+        "document.getElementById('revoke-dialog').open",
+    );
+    b.exec(
+        "document.getElementById('revoke-values').value = arguments[0];",
+        json!([format!("  \"{leaked}\",\nBearer {xss}\n\nnot-a-token\n")]),
+    );
+    b.set_size(390, 844);
+    b.screenshot("revoke-dialog-390");
+    b.set_size(1280, 900);
+    b.click("#revoke-submit");
+    b.wait_for(
+        "the result",
+        "!document.getElementById('revoke-result').hidden",
+    );
+    assert_eq!(
+        b.text("#revoke-summary"),
+        "2 tokens revoked, 1 value not a pa-auth token."
+    );
+    let listed = b.text("#revoke-list");
+    assert!(
+        listed.contains("leaked-in-chat") && listed.contains("<img src=x onerror=window.pwned=1>"),
+        "{listed}"
+    );
+    assert_eq!(
+        b.value_of("revoke-values"),
+        "",
+        "the pasted values are forgotten"
+    );
+    assert_eq!(
+        b.exec("return window.pwned === undefined;", json!([])),
+        json!(true)
+    );
+    b.screenshot("revoke-dialog-result-1280");
+    b.click("#revoke-done");
+    b.wait_for(
+        "three rows",
+        "document.querySelectorAll('#token-rows tr').length === 3",
+    );
+    for secret in [&leaked, &xss] {
+        assert_eq!(
+            Req::get("/api/token").bearer(secret).send(svc.addr).status,
+            401
+        );
+    }
+
+    b.click("#bulk-button");
+    b.wait_for("bulk dialog", "document.getElementById('bulk-dialog').open");
+    b.type_into("#bulk-prefix", "CI-");
+    b.click("#bulk-dry-run");
+    b.wait_for(
+        "the preview",
+        "!document.getElementById('bulk-preview').hidden",
+    );
+    assert_eq!(b.text("#bulk-count"), "2 tokens selected:");
+    let sample = b.text("#bulk-sample");
+    assert!(sample.contains("ci-a") && sample.contains("ci-b") && !sample.contains("keep"));
+    assert_eq!(b.text("#bulk-confirm"), "Delete 2 tokens");
+    b.screenshot("bulk-delete-preview-1280");
+    b.set_size(390, 844);
+    b.screenshot("bulk-delete-preview-390");
+    let fits = b.exec(
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1 && \
+         document.getElementById('bulk-dialog').scrollWidth <= document.getElementById('bulk-dialog').clientWidth + 1;",
+        json!([]),
+    );
+    assert_eq!(fits, json!(true), "no horizontal scrolling at 390 px");
+    b.set_size(1280, 900);
+    // Changing the filter withdraws the preview: only a previewed count can be deleted.
+    b.type_into("#bulk-prefix", "ci");
+    assert_eq!(
+        b.exec(
+            "return document.getElementById('bulk-confirm').disabled;",
+            json!([])
+        ),
+        json!(true)
+    );
+    b.click("#bulk-dry-run");
+    b.wait_for(
+        "the preview",
+        "!document.getElementById('bulk-preview').hidden",
+    );
+    b.click("#bulk-confirm");
+    b.wait_for(
+        "dialog closed",
+        "!document.getElementById('bulk-dialog').open",
+    );
+    b.wait_for(
+        "one row",
+        "document.querySelectorAll('#token-rows tr').length === 1",
+    );
+    assert_eq!(row_names(&b), ["keep"]);
+
+    // A selection that changed since the preview deletes nothing.
+    b.click("#bulk-button");
+    b.wait_for("bulk dialog", "document.getElementById('bulk-dialog').open");
+    b.click("#bulk-all");
+    b.click("#bulk-dry-run");
+    b.wait_for(
+        "the preview",
+        "!document.getElementById('bulk-preview').hidden",
+    );
+    assert_eq!(b.text("#bulk-count"), "1 token selected:");
+    create("made-meanwhile");
+    b.click("#bulk-confirm");
+    b.wait_for(
+        "the refusal",
+        "document.getElementById('bulk-error').textContent !== ''",
+    );
+    let error = b.text("#bulk-error");
+    assert!(
+        error.contains("now selects 2 tokens") && error.ends_with("Nothing was deleted."),
+        "{error}"
+    );
+    b.screenshot("bulk-delete-stale-1280");
+    let r = Req::get("/admin/api/tokens")
+        .header("Authorization", &admin)
+        .send(svc.addr);
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 2);
+}

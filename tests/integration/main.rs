@@ -15,6 +15,7 @@ mod fuzz_corpus;
 mod hostile;
 mod http_layer;
 mod layers;
+mod leak_response;
 mod lifecycle_monitoring;
 mod postgres;
 mod reliability;

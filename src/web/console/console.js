@@ -19,6 +19,7 @@ const state = {
   auditCursor: null,
   detail: null,
   detailAuditCursor: null,
+  bulkPreview: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -486,6 +487,139 @@ async function confirmDelete() {
   }
 }
 
+// ---- leak response: revoke pasted values, bulk delete after a preview -----------------
+function openRevoke() {
+  $("revoke-form").reset();
+  $("revoke-values-error").textContent = "";
+  $("revoke-error").textContent = "";
+  $("revoke-fields").hidden = false;
+  $("revoke-result").hidden = true;
+  $("revoke-list").replaceChildren();
+  $("revoke-dialog").showModal();
+  $("revoke-values").focus();
+}
+
+function forgetRevokeValues() {
+  $("revoke-values").value = "";
+}
+
+function resultItem(token) {
+  const li = document.createElement("li");
+  const name = document.createElement("strong");
+  name.textContent = token.name;
+  const id = document.createElement("span");
+  id.className = "mono";
+  id.textContent = ` ${token.id}`;
+  li.append(name, id);
+  return li;
+}
+
+async function submitRevoke(event) {
+  event.preventDefault();
+  $("revoke-values-error").textContent = "";
+  $("revoke-error").textContent = "";
+  const values = $("revoke-values").value.split("\n").filter((line) => line.trim() !== "");
+  if (values.length === 0 || values.length > 1000) {
+    $("revoke-values-error").textContent = "Paste 1 to 1000 values, one a line.";
+    $("revoke-values").focus();
+    return;
+  }
+  $("revoke-submit").disabled = true;
+  try {
+    const result = await api("POST", "/admin/api/tokens/revoke", { tokens: values });
+    forgetRevokeValues();
+    const n = result.revoked.length;
+    const parts = [`${n} token${n === 1 ? "" : "s"} revoked`];
+    if (result.unknown) parts.push(`${result.unknown} not known (never issued here, or already deleted)`);
+    if (result.malformed) {
+      parts.push(result.malformed === 1 ? "1 value not a pa-auth token" : `${result.malformed} values not pa-auth tokens`);
+    }
+    if (result.duplicates) parts.push(`${result.duplicates} duplicate${result.duplicates === 1 ? "" : "s"}`);
+    if (result.failed.length) parts.push(`${result.failed.length} could not be deleted: retry`);
+    $("revoke-summary").textContent = parts.join(", ") + ".";
+    $("revoke-list").replaceChildren(...result.revoked.map(resultItem), ...result.failed.map(resultItem));
+    $("revoke-fields").hidden = true;
+    $("revoke-result").hidden = false;
+    $("revoke-done").focus();
+    if (n) loadTokens();
+  } catch (e) {
+    showFieldErrors(e, { tokens: "revoke-values-error" }, "revoke-error");
+  } finally {
+    $("revoke-submit").disabled = false;
+  }
+}
+
+function bulkFilter() {
+  const filter = {};
+  if ($("bulk-owner").value.trim()) filter.owner = $("bulk-owner").value;
+  if ($("bulk-prefix").value.trim()) filter.namePrefix = $("bulk-prefix").value;
+  if ($("bulk-created").value) filter.createdBefore = $("bulk-created").value;
+  if ($("bulk-unused").value) filter.unusedForDays = Number($("bulk-unused").value);
+  if ($("bulk-never").checked) filter.neverUsed = true;
+  if ($("bulk-all").checked) filter.all = true;
+  return filter;
+}
+
+function resetBulkPreview() {
+  state.bulkPreview = null;
+  $("bulk-preview").hidden = true;
+  $("bulk-sample").replaceChildren();
+  $("bulk-confirm").disabled = true;
+  $("bulk-confirm").textContent = "Delete";
+}
+
+function openBulk() {
+  $("bulk-form").reset();
+  $("bulk-error").textContent = "";
+  resetBulkPreview();
+  $("bulk-dialog").showModal();
+  $("bulk-owner").focus();
+}
+
+async function previewBulk(event) {
+  if (event) event.preventDefault();
+  $("bulk-error").textContent = "";
+  resetBulkPreview();
+  const filter = bulkFilter();
+  $("bulk-dry-run").disabled = true;
+  try {
+    const result = await api("POST", "/admin/api/tokens/bulk-delete", { ...filter, dryRun: true });
+    state.bulkPreview = { filter, count: result.count };
+    $("bulk-count").textContent = `${result.count} token${result.count === 1 ? "" : "s"} selected` +
+      (result.count > result.sample.length ? `; the newest ${result.sample.length}:` : (result.count ? ":" : "."));
+    $("bulk-sample").replaceChildren(...result.sample.map(resultItem));
+    $("bulk-preview").hidden = false;
+    if (result.count > 0) {
+      $("bulk-confirm").disabled = false;
+      $("bulk-confirm").textContent = `Delete ${result.count} token${result.count === 1 ? "" : "s"}`;
+    }
+  } catch (e) {
+    const fields = (e.body && e.body.errors) || [];
+    $("bulk-error").textContent = fields.length ? fields.map((f) => f.message).join(" ") : e.message;
+  } finally {
+    $("bulk-dry-run").disabled = false;
+  }
+}
+
+async function confirmBulk() {
+  const preview = state.bulkPreview;
+  if (!preview) return;
+  $("bulk-confirm").disabled = true;
+  try {
+    const result = await api("POST", "/admin/api/tokens/bulk-delete",
+      { ...preview.filter, dryRun: false, confirmCount: preview.count });
+    $("bulk-dialog").close();
+    showNotice(`Deleted ${result.deleted} token${result.deleted === 1 ? "" : "s"}.` +
+      (result.failed.length ? ` ${result.failed.length} could not be deleted.` : ""));
+    loadTokens();
+  } catch (e) {
+    resetBulkPreview();
+    $("bulk-error").textContent = e.status === 409
+      ? `${e.message} Nothing was deleted.`
+      : e.message;
+  }
+}
+
 // ---- a token's page: its fields, rotation state, actions and audit trail ----------------
 function showDetail(id) {
   $("tokens-panel").hidden = true;
@@ -727,6 +861,16 @@ function init() {
   $("rotate-dialog").addEventListener("close", forgetRotatedSecret);
   $("delete-cancel").addEventListener("click", () => $("delete-dialog").close());
   $("delete-confirm").addEventListener("click", confirmDelete);
+  $("revoke-button").addEventListener("click", openRevoke);
+  $("revoke-form").addEventListener("submit", submitRevoke);
+  $("revoke-cancel").addEventListener("click", () => $("revoke-dialog").close());
+  $("revoke-done").addEventListener("click", () => $("revoke-dialog").close());
+  $("revoke-dialog").addEventListener("close", forgetRevokeValues);
+  $("bulk-button").addEventListener("click", openBulk);
+  $("bulk-form").addEventListener("submit", previewBulk);
+  $("bulk-form").addEventListener("input", resetBulkPreview);
+  $("bulk-cancel").addEventListener("click", () => $("bulk-dialog").close());
+  $("bulk-confirm").addEventListener("click", confirmBulk);
   $("password-form").addEventListener("submit", submitPassword);
   $("password-cancel").addEventListener("click", () => $("password-dialog").close());
   $("filter").addEventListener("input", (e) => {
