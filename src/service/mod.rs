@@ -13,6 +13,7 @@ pub mod maintenance;
 pub mod rotation;
 pub mod syslog;
 pub mod tokens;
+pub mod usage;
 pub mod view;
 pub mod webhooks;
 
@@ -37,6 +38,8 @@ use maintenance::FlushStatus;
 pub struct Service {
     store: Arc<dyn Store>,
     tracker: Arc<LastUsedTracker>,
+    /// Usage (day counts, client addresses) since the last flush.
+    usage: Arc<auth::usage::UsageTracker>,
     auth_counters: AuthCounters,
     /// Failed authentications, aggregated until the next flush writes them to the audit log.
     auth_failures: Arc<AuthFailureLog>,
@@ -94,6 +97,7 @@ impl Service {
             freshness,
             store,
             tracker: Arc::default(),
+            usage: Arc::default(),
             auth_counters: AuthCounters::default(),
             auth_failures: Arc::default(),
             flush_status: Arc::default(),
@@ -213,6 +217,7 @@ impl Service {
         maintenance::LastUsedFlusher::start(
             Arc::clone(&self.store),
             Arc::clone(&self.tracker),
+            Arc::clone(&self.usage),
             maintenance::Pacing {
                 interval,
                 resolution,
@@ -224,7 +229,8 @@ impl Service {
     }
 
     /// Checks an API token presented in `authorization` (the request's Authorization values)
-    /// at `now`: the hot path. A success is recorded as a use; a failure is counted and kept
+    /// at `now`: the hot path. A success is recorded as a use (last-used, and usage from
+    /// `peer`); a failure is counted and kept
     /// for the audit log's aggregated `auth.failed` events.
     pub fn authenticate(
         &self,
@@ -232,14 +238,16 @@ impl Service {
         peer: IpAddr,
         now: i64,
     ) -> Result<VerifiedToken> {
-        auth::verify_bearer(
+        let verified = auth::verify_bearer(
             &*self.store,
             &self.tracker,
             &self.auth_counters,
             Some(self.failure_sink(peer)),
             authorization,
             now,
-        )
+        )?;
+        self.usage.record(verified.token.id, peer, now);
+        Ok(verified)
     }
 
     /// An API token presented on an admin route: `Ok(id)` when it is a valid token (never a

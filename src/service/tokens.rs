@@ -102,6 +102,7 @@ impl Service {
             return Err(Error::NotFound);
         };
         self.tracker.forget(&id);
+        self.usage.forget(&id);
         // Gone everywhere before the answer: every live node has applied the delete.
         let behind = self.nodes_behind()?;
         let mut event = AuditEvent {

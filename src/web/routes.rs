@@ -103,6 +103,7 @@ pub enum Op {
     DeleteToken,
     RotateToken,
     EndPreviousSecret,
+    TokenUsage,
     Backup,
     Audit,
     AuditExport,
@@ -166,7 +167,7 @@ use PathMatch::{Child, ChildThen, Exact, Under};
 
 /// THE route table: every path pa-auth answers, first match wins. Routing, the lane a
 /// request runs on, the early answer to `Expect: 100-continue` and the 405s all read it.
-pub static ROUTES: [Endpoint; 18] = [
+pub static ROUTES: [Endpoint; 19] = [
     // First: the hot path, one comparison.
     endpoint(
         Under("/auth/verify"),
@@ -271,6 +272,14 @@ pub static ROUTES: [Endpoint; 18] = [
         Admin,
         &[m("DELETE", Op::EndPreviousSecret, Admin, Body::None)],
         "DELETE",
+    ),
+    endpoint(
+        ChildThen("/admin/api/tokens/", "/usage"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("GET", Op::TokenUsage, Admin, Body::None)],
+        "GET, HEAD",
     ),
     endpoint(
         Exact("/admin/api/backup"),
@@ -485,6 +494,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 21);
+        assert_eq!(seen.len(), 22);
     }
 }
