@@ -23,5 +23,6 @@ mod security_review;
 mod service;
 mod support;
 mod token_ownership;
+mod usage;
 mod webdriver;
 mod webhooks;
