@@ -207,7 +207,8 @@ impl Service {
         self.shared.then(|| self.freshness.status())
     }
 
-    /// Starts the maintenance thread (last-used flush, failure aggregation, file modes).
+    /// Starts the maintenance thread (last-used and usage flush, failure aggregation, file
+    /// modes).
     /// `resolution`: a periodic flush skips a time that moved less than this.
     pub fn start_maintenance(
         &self,

@@ -8,8 +8,8 @@
 //!
 //! Only tokens used since the last flush have a cell: the flusher drains the maps (they keep
 //! their capacity up to twice the last interval's tokens, so a burst does not pin memory).
-//! A cell is [`CELL_BYTES`] bytes (352; about 420 with its key and the map's own overhead): one per token
-//! active in the interval, whatever the traffic.
+//! A cell is [`CELL_BYTES`] bytes (352; about 420 with its key and the map's own
+//! overhead): one per token active in the interval, whatever the traffic.
 //!
 //! An interval's addresses: the [`ADDRESSES_KEPT`] seen most recently. When an eleventh
 //! arrives, the one seen longest ago is evicted and counted in `evicted` (it would not be
