@@ -3,7 +3,9 @@
 //! with 1,000 and with 1,000,000 tokens stored, rotating over 1,000 of them (cache-warm) and,
 //! with 1M stored, over 100,000 (most lookups miss the CPU caches, as under the flush rows of
 //! compare_nginx.sh). Prints the median and p99 of per-call times measured over batches, and
-//! the 1M/1k ratio of the 1,000-token rows. No thresholds: it reports.
+//! the 1M/1k ratio of the 1,000-token rows. Each row twice: the verify path alone, and
+//! `+usage` with the usage record `Service::authenticate` adds (day count and client address,
+//! issue 19). No thresholds: it reports.
 
 // A benchmark that cannot set up should stop loudly, like a test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -14,6 +16,7 @@ mod support;
 use std::time::Instant;
 
 use pa_auth::service::auth::last_used::LastUsedTracker;
+use pa_auth::service::auth::usage::UsageTracker;
 use pa_auth::service::auth::{verify_bearer, AuthCounters};
 
 fn main() {
@@ -38,6 +41,8 @@ fn main() {
         let generated = started.elapsed();
         let headers: Vec<String> = secrets.iter().map(|s| format!("Bearer {s}")).collect();
         let tracker = LastUsedTracker::default();
+        let usage = UsageTracker::default();
+        let peer = std::net::IpAddr::from([192, 0, 2, 7]);
         let counters = AuthCounters::default();
         let now = pa_auth::domain::time::now_unix();
         let mut rotations = vec![1_000.min(keep)];
@@ -54,27 +59,45 @@ fn main() {
                     .expect("valid");
             }
             const BATCH: usize = 10_000;
-            let mut per_call_ns: Vec<f64> = (0..200)
-                .map(|round| {
-                    let t = Instant::now();
-                    for i in 0..BATCH {
-                        let h = &headers[((round * BATCH + i) * 7919) % distinct];
-                        let ok =
-                            verify_bearer(&store, &tracker, &counters, None, &[h.as_bytes()], now);
-                        std::hint::black_box(ok.is_ok());
-                    }
-                    t.elapsed().as_nanos() as f64 / BATCH as f64
-                })
-                .collect();
-            per_call_ns.sort_by(f64::total_cmp);
-            let median = per_call_ns[per_call_ns.len() / 2];
-            let p99 = per_call_ns[per_call_ns.len() * 99 / 100];
-            println!(
-                "verify_path tokens={n:>9} rotating={distinct:>7} median={median:>7.0} ns/call  p99(batch)={p99:>7.0} ns/call  (generated in {:.1} s)",
-                generated.as_secs_f64()
-            );
-            if distinct == 1_000.min(keep) {
-                medians.push((n, median));
+            for with_usage in [false, true] {
+                let mut per_call_ns: Vec<f64> = (0..200)
+                    .map(|round| {
+                        let t = Instant::now();
+                        for i in 0..BATCH {
+                            let h = &headers[((round * BATCH + i) * 7919) % distinct];
+                            let ok = verify_bearer(
+                                &store,
+                                &tracker,
+                                &counters,
+                                None,
+                                &[h.as_bytes()],
+                                now,
+                            );
+                            if with_usage {
+                                if let Ok(v) = &ok {
+                                    usage.record(v.token.id, peer, now);
+                                }
+                            }
+                            std::hint::black_box(ok.is_ok());
+                        }
+                        t.elapsed().as_nanos() as f64 / BATCH as f64
+                    })
+                    .collect();
+                per_call_ns.sort_by(f64::total_cmp);
+                let median = per_call_ns[per_call_ns.len() / 2];
+                let p99 = per_call_ns[per_call_ns.len() * 99 / 100];
+                let label = if with_usage {
+                    "verify_path+usage"
+                } else {
+                    "verify_path"
+                };
+                println!(
+                    "{label:<17} tokens={n:>9} rotating={distinct:>7} median={median:>7.0} ns/call  p99(batch)={p99:>7.0} ns/call  (generated in {:.1} s)",
+                    generated.as_secs_f64()
+                );
+                if distinct == 1_000.min(keep) && !with_usage {
+                    medians.push((n, median));
+                }
             }
         }
         drop(store);

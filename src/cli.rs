@@ -281,6 +281,7 @@ pub enum TokenAction {
     Delete(TokenDelete),
     Revoke(TokenRevoke),
     BulkDelete(TokenBulkDelete),
+    Usage(TokenUsage),
 }
 
 #[derive(FromArgs, Debug)]
@@ -426,6 +427,22 @@ pub struct TokenBulkDelete {
 }
 
 #[derive(FromArgs, Debug)]
+/// Show a token's usage: requests per day (90 days) and its last ten client addresses, as
+/// last flushed by the server.
+#[argh(subcommand, name = "usage")]
+pub struct TokenUsage {
+    /// the token's id (UUID)
+    #[argh(positional)]
+    pub id: String,
+    /// print JSON (the admin API's usage view) instead of text
+    #[argh(switch)]
+    pub json: bool,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
 /// Manage admin accounts offline.
 #[argh(subcommand, name = "admin")]
 pub struct AdminCommand {
@@ -508,6 +525,7 @@ pub fn run(cli: Cli) -> Result<()> {
             TokenAction::Delete(d) => token_delete(&d),
             TokenAction::Revoke(r) => token_revoke(&r),
             TokenAction::BulkDelete(b) => token_bulk_delete(&b),
+            TokenAction::Usage(u) => token_usage(&u),
         },
         Some(Command::Admin(a)) => match a.action {
             AdminAction::SetPassword(p) => set_password(&p),
@@ -736,6 +754,47 @@ fn token_delete(d: &TokenDelete) -> Result<()> {
         Err(Error::NotFound) => Err(Error::Internal(format!("no token with id {id}"))),
         Err(e) => Err(e),
     }
+}
+
+fn token_usage(u: &TokenUsage) -> Result<()> {
+    let id = TokenId::parse(&u.id)
+        .ok_or_else(|| Error::Config(format!("not a token id: {:?}", u.id)))?;
+    let service = offline(open_existing(&data_dir_or_default(&u.data_dir))?);
+    let now = now_unix();
+    let usage = match service.usage_of(id, now) {
+        Err(Error::NotFound) => return Err(Error::Internal(format!("no token with id {id}"))),
+        other => other?,
+    };
+    let view = crate::service::usage::UsageView::new(id, &usage, now);
+    let mut out = std::io::stdout().lock();
+    if u.json {
+        let text =
+            serde_json::to_string_pretty(&view).map_err(|e| Error::Internal(e.to_string()))?;
+        writeln!(out, "{text}")?;
+        return Ok(());
+    }
+    writeln!(out, "{} requests in the last 90 days (UTC)", view.total)?;
+    for day in view.days.iter().filter(|d| d.count > 0) {
+        writeln!(out, "  {}  {:>10}", day.date, day.count)?;
+    }
+    if view.addresses.is_empty() {
+        writeln!(out, "no client addresses recorded")?;
+    } else {
+        writeln!(out, "last {} client address(es):", view.addresses.len())?;
+        writeln!(
+            out,
+            "  {:<39}  {:<20}  {:<20}  {:>10}",
+            "ADDRESS", "FIRST SEEN", "LAST SEEN", "COUNT"
+        )?;
+        for a in &view.addresses {
+            writeln!(
+                out,
+                "  {:<39}  {:<20}  {:<20}  {:>10}",
+                a.address, a.first_seen, a.last_seen, a.count
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn token_revoke(r: &TokenRevoke) -> Result<()> {

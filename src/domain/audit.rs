@@ -31,6 +31,9 @@ pub enum AuditKind {
     AuthFailed,
     AdminLoginFailed,
     AuthTokenOnAdminRoute,
+    /// A token's first use from an address it was not known to be used from (its usage's
+    /// last ten); capped per token and per flush (`service::auth::usage`).
+    TokenNewAddress,
 }
 
 /// Which tree an event is kept in, and so which events can evict it.
@@ -43,7 +46,7 @@ pub enum AuditClass {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 16] = [
+    pub const ALL: [AuditKind; 17] = [
         AuditKind::ServerStarted,
         AuditKind::ServerStopped,
         AuditKind::TokenCreated,
@@ -60,6 +63,7 @@ impl AuditKind {
         AuditKind::AuthFailed,
         AuditKind::AdminLoginFailed,
         AuditKind::AuthTokenOnAdminRoute,
+        AuditKind::TokenNewAddress,
     ];
 
     /// The `event` field's value.
@@ -81,6 +85,7 @@ impl AuditKind {
             AuditKind::AuthFailed => "auth.failed",
             AuditKind::AdminLoginFailed => "admin.login_failed",
             AuditKind::AuthTokenOnAdminRoute => "auth.token_on_admin_route",
+            AuditKind::TokenNewAddress => "token.new_address",
         }
     }
 
@@ -105,7 +110,9 @@ impl AuditKind {
             | AuditKind::BackupCreated => AuditClass::Lifecycle,
             AuditKind::AuthFailed
             | AuditKind::AdminLoginFailed
-            | AuditKind::AuthTokenOnAdminRoute => AuditClass::Failure,
+            | AuditKind::AuthTokenOnAdminRoute
+            // Whoever holds a token causes it, as often as they have addresses.
+            | AuditKind::TokenNewAddress => AuditClass::Failure,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! round, handed to the store in small chunks paced here (see `write_paced`) so they end
 //! within half the interval (the final round does not pause); the store skips deleted
 //! tokens. Then one sled flush. A failed round keeps its entries unflushed for the next one.
+//! Each round then flushes token usage the same way (`service::usage`).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::service::auth::failure_log::AuthFailureLog;
 use crate::service::auth::last_used::{LastUsedTracker, Unflushed};
+use crate::service::auth::usage::UsageTracker;
 use crate::service::syslog::AuditCopy;
 use crate::store::{LastUsedWrite, Store};
 
@@ -115,6 +117,7 @@ impl LastUsedFlusher {
     pub fn start(
         store: Arc<dyn Store>,
         tracker: Arc<LastUsedTracker>,
+        usage: Arc<UsageTracker>,
         pacing: Pacing,
         status: Arc<Mutex<FlushStatus>>,
         failures: Arc<AuthFailureLog>,
@@ -132,6 +135,7 @@ impl LastUsedFlusher {
                 run(
                     &*store,
                     &tracker,
+                    &usage,
                     &failures,
                     &audit_copy,
                     pacing,
@@ -167,6 +171,7 @@ impl Drop for LastUsedFlusher {
 fn run(
     store: &dyn Store,
     tracker: &LastUsedTracker,
+    usage: &UsageTracker,
     failures: &AuthFailureLog,
     audit_copy: &AuditCopy,
     pacing: Pacing,
@@ -221,6 +226,21 @@ fn run(
                 crate::sync::lock(&control.status).failures += 1;
                 log::error!(
                     "last-used flush failed: {e}; will retry in {} s",
+                    interval.as_secs()
+                );
+            }
+        }
+        // Usage after last-used: the same pacing, in what is left of the spread.
+        let now = crate::domain::time::now_unix();
+        match super::usage::flush_usage(store, usage, now, spread / 2, &copy) {
+            Ok(report) if stopping => {
+                log::info!("final usage flush wrote {} token(s)", report.tokens);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                crate::sync::lock(&control.status).failures += 1;
+                log::error!(
+                    "usage flush failed: {e}; will retry in {} s",
                     interval.as_secs()
                 );
             }

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod rotation;
 pub mod syslog;
 pub mod tokens;
+pub mod usage;
 pub mod view;
 pub mod webhooks;
 
@@ -38,6 +39,8 @@ use maintenance::FlushStatus;
 pub struct Service {
     store: Arc<dyn Store>,
     tracker: Arc<LastUsedTracker>,
+    /// Usage (day counts, client addresses) since the last flush.
+    usage: Arc<auth::usage::UsageTracker>,
     auth_counters: AuthCounters,
     /// Failed authentications, aggregated until the next flush writes them to the audit log.
     auth_failures: Arc<AuthFailureLog>,
@@ -95,6 +98,7 @@ impl Service {
             freshness,
             store,
             tracker: Arc::default(),
+            usage: Arc::default(),
             auth_counters: AuthCounters::default(),
             auth_failures: Arc::default(),
             flush_status: Arc::default(),
@@ -204,7 +208,8 @@ impl Service {
         self.shared.then(|| self.freshness.status())
     }
 
-    /// Starts the maintenance thread (last-used flush, failure aggregation, file modes).
+    /// Starts the maintenance thread (last-used and usage flush, failure aggregation, file
+    /// modes).
     /// `resolution`: a periodic flush skips a time that moved less than this.
     pub fn start_maintenance(
         &self,
@@ -214,6 +219,7 @@ impl Service {
         maintenance::LastUsedFlusher::start(
             Arc::clone(&self.store),
             Arc::clone(&self.tracker),
+            Arc::clone(&self.usage),
             maintenance::Pacing {
                 interval,
                 resolution,
@@ -225,7 +231,8 @@ impl Service {
     }
 
     /// Checks an API token presented in `authorization` (the request's Authorization values)
-    /// at `now`: the hot path. A success is recorded as a use; a failure is counted and kept
+    /// at `now`: the hot path. A success is recorded as a use (last-used, and usage from
+    /// `peer`); a failure is counted and kept
     /// for the audit log's aggregated `auth.failed` events.
     pub fn authenticate(
         &self,
@@ -233,14 +240,16 @@ impl Service {
         peer: IpAddr,
         now: i64,
     ) -> Result<VerifiedToken> {
-        auth::verify_bearer(
+        let verified = auth::verify_bearer(
             &*self.store,
             &self.tracker,
             &self.auth_counters,
             Some(self.failure_sink(peer)),
             authorization,
             now,
-        )
+        )?;
+        self.usage.record(verified.token.id, peer, now);
+        Ok(verified)
     }
 
     /// An API token presented on an admin route: `Ok(id)` when it is a valid token (never a

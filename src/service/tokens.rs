@@ -135,6 +135,7 @@ impl Service {
             match deleted {
                 Ok(Some(record)) => {
                     self.tracker.forget(&id);
+                    self.usage.forget(&id);
                     out.records.push(record);
                 }
                 Ok(None) => {}

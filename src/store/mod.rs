@@ -51,7 +51,8 @@ pub trait Store: Send + Sync {
     /// `Ok(None)` if there is no such token. A shared store records it as a change the
     /// other nodes apply.
     fn update_token(&self, id: TokenId, update: &TokenUpdate) -> Result<Option<UpdatedToken>>;
-    /// Removes a token, its name and its last-used time; from the authentication index too.
+    /// Removes a token, its name, its last-used time and its usage; from the authentication
+    /// index too.
     fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
     /// Gives a token a new secret (same id, name and fields), durably; its old secret
     /// becomes its previous secret until `ends_at` (`None`: it stops now), in place of any
@@ -113,6 +114,20 @@ pub trait Store: Send + Sync {
     /// Writes one chunk of last-used times, skipping deleted tokens and never moving a time
     /// backwards; returns how many were written. Pacing is the caller's business.
     fn write_last_used_chunk(&self, chunk: &[LastUsedWrite]) -> Result<usize>;
+
+    // Usage (requests per day, recent client addresses; `domain::usage`).
+
+    /// The token's persisted usage (empty when none).
+    fn stored_usage(&self, id: TokenId) -> Result<crate::domain::usage::Usage>;
+    /// Merges one chunk of usage deltas as of the UTC day `today` by the rules of
+    /// `domain::usage` (counts add: another node's flush is never overwritten), dropping
+    /// days out of the window; skips deleted tokens. Per token written, the addresses of its
+    /// delta that its stored usage did not list. Pacing is the caller's business.
+    fn merge_usage_chunk(
+        &self,
+        chunk: &[(TokenId, crate::domain::usage::Usage)],
+        today: i64,
+    ) -> Result<Vec<(TokenId, Vec<std::net::IpAddr>)>>;
 
     // The audit log.
 

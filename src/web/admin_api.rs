@@ -206,6 +206,18 @@ pub fn get_token(app: &App, id: &str, now: i64) -> Result<Response> {
     Ok(Response::json(200, &view))
 }
 
+/// `GET /admin/api/tokens/{id}/usage` → 200: requests per UTC day for the last 90 days and
+/// the last ten client addresses (stored, plus what this node saw since its last flush);
+/// 404 for no such token.
+pub fn token_usage(app: &App, id: &str, now: i64) -> Result<Response> {
+    let id = TokenId::parse(id).ok_or(Error::NotFound)?;
+    let usage = app.service.usage_of(id, now)?;
+    Ok(Response::json(
+        200,
+        &crate::service::usage::UsageView::new(id, &usage, now),
+    ))
+}
+
 /// `POST /admin/api/tokens/{id}/rotate` `{"overlap": "<duration>" | "untilNewSecretUsed",
 /// "maxOverlap"?}` → 201 with the view and the new secret (shown once, as create shows
 /// it), after it is durable. The old secret keeps working as the previous secret for the

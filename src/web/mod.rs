@@ -290,6 +290,7 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
         (Op::EndPreviousSecret, Caller::Admin(who)) => {
             admin_api::end_previous_secret(app, req, who, id(), now)
         }
+        (Op::TokenUsage, Caller::Admin(_)) => admin_api::token_usage(app, id(), now),
         (Op::Backup, Caller::Admin(who)) => admin_api::backup(app, req, who, now),
         (Op::Audit, Caller::Admin(_)) => admin_api::audit(app, req),
         (Op::AuditExport, Caller::Admin(_)) => admin_api::audit_export(app, req),

@@ -125,6 +125,7 @@ pub enum Op {
     DeleteToken,
     RotateToken,
     EndPreviousSecret,
+    TokenUsage,
     Backup,
     Audit,
     AuditExport,
@@ -192,7 +193,7 @@ use PathMatch::{Child, ChildThen, Exact, Under};
 
 /// THE route table: every path pa-auth answers, first match wins. Routing, the lane a
 /// request runs on, the early answer to `Expect: 100-continue` and the 405s all read it.
-pub static ROUTES: [Endpoint; 22] = [
+pub static ROUTES: [Endpoint; 23] = [
     // First: the hot path, one comparison.
     endpoint(
         Under("/auth/verify"),
@@ -341,6 +342,14 @@ pub static ROUTES: [Endpoint; 22] = [
         Admin,
         &[m("DELETE", Op::EndPreviousSecret, Admin, Body::None)],
         "DELETE",
+    ),
+    endpoint(
+        ChildThen("/admin/api/tokens/", "/usage"),
+        Route::AdminApi,
+        Worker,
+        Admin,
+        &[m("GET", Op::TokenUsage, Admin, Body::None)],
+        "GET, HEAD",
     ),
     endpoint(
         Exact("/admin/api/backup"),
@@ -607,6 +616,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 25);
+        assert_eq!(seen.len(), 26);
     }
 }

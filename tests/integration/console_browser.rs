@@ -596,7 +596,8 @@ fn console_token_page_shows_rotation_audit_and_ends_the_old_secret() {
     let Some(b) = Browser::start(1280, 900) else {
         return;
     };
-    let svc = Service::start(&[]);
+    // No flush during the test: it would add a token.new_address to the counted audit rows.
+    let svc = Service::start(&["--flush-interval", "3600"]);
     let admin = crate::support::admin_basic(&svc);
     let mut ids = Vec::new();
     for body in [
@@ -991,4 +992,132 @@ fn console_revokes_leaked_tokens_and_bulk_deletes_after_a_preview() {
         .header("Authorization", &admin)
         .send(svc.addr);
     assert_eq!(r.json()["items"].as_array().unwrap().len(), 2);
+}
+
+/// Issue 19 part 3: the token page draws the last 90 days as a bar chart (an inline SVG, one
+/// titled bar per day, the whole labelled) and lists the client addresses, at 1280 and
+/// 390 px, under the console's CSP (no violation reported).
+#[test]
+fn console_token_page_draws_usage_and_lists_addresses() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&["--flush-interval", "1"]);
+    let admin = crate::support::admin_basic(&svc);
+    let r = Req::new("POST", "/admin/api/tokens")
+        .header("Authorization", &admin)
+        .json(&json!({"name": "busy"}))
+        .send(svc.addr);
+    assert_eq!(r.status, 201);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let verify = format!(
+        "GET /auth/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    for (source, times) in [("127.0.0.2", 3), ("127.0.0.3", 1)] {
+        for _ in 0..times {
+            let r = crate::support::from_address(source, svc.addr, verify.as_bytes());
+            assert_eq!(r.status, 200);
+        }
+    }
+
+    sign_in(&b, &svc);
+    b.exec(
+        "window.__cspViolations = []; document.addEventListener('securitypolicyviolation', \
+         (e) => window.__cspViolations.push(e.violatedDirective));",
+        json!([]),
+    );
+    b.exec(&format!("location.hash = '#/tokens/{id}';"), json!([]));
+    b.wait_for(
+        "the usage chart",
+        "document.querySelectorAll('#usage-chart svg rect.bar').length === 90",
+    );
+    let chart = b.exec(
+        "const svg = document.querySelector('#usage-chart svg'); \
+         const bars = [...svg.querySelectorAll('rect.bar')]; \
+         const last = bars[bars.length - 1]; \
+         return { role: svg.getAttribute('role'), label: svg.getAttribute('aria-label'), \
+           titled: bars.filter((r) => r.querySelector('title')).length, \
+           lastTitle: last.querySelector('title').textContent, \
+           lastCount: last.dataset.count, zero: bars.filter((r) => r.classList.contains('zero')).length, \
+           tallest: Math.max(...bars.map((r) => r.getBBox().height)), \
+           fill: getComputedStyle(last).fill, width: svg.getBoundingClientRect().width };",
+        json!([]),
+    );
+    assert_eq!(chart["role"], "img");
+    let label = chart["label"].as_str().unwrap();
+    assert!(
+        label.starts_with("Requests per day, last 90 days: 4 requests in all"),
+        "{label}"
+    );
+    assert_eq!(chart["titled"], 90);
+    assert!(
+        chart["lastTitle"]
+            .as_str()
+            .unwrap()
+            .ends_with(": 4 requests"),
+        "{chart}"
+    );
+    assert_eq!(chart["lastCount"], "4");
+    assert_eq!(chart["zero"], 89);
+    assert_eq!(chart["tallest"], 100.0);
+    assert_ne!(
+        chart["fill"], "rgb(0, 0, 0)",
+        "coloured by console.css: {chart}"
+    );
+    assert!(chart["width"].as_f64().unwrap() > 600.0, "{chart}");
+    assert_eq!(
+        b.text("#usage-summary"),
+        "4 requests in the last 90 days (UTC)."
+    );
+    b.wait_for(
+        "two address rows",
+        "document.querySelectorAll('#usage-addresses tr').length === 2",
+    );
+    let rows = b.exec(
+        "return [...document.querySelectorAll('#usage-addresses tr')].map((tr) => \
+         [...tr.children].map((td) => td.textContent)).sort();",
+        json!([]),
+    );
+    assert_eq!(rows[0][0], "127.0.0.2", "{rows}");
+    assert_eq!(rows[0][3], "3");
+    assert_eq!(rows[1][0], "127.0.0.3");
+    assert_eq!(rows[1][3], "1");
+    assert!(b
+        .exec(
+            "return document.getElementById('usage-addresses-empty').hidden;",
+            json!([])
+        )
+        .as_bool()
+        .unwrap());
+    b.exec(
+        "document.getElementById('usage-title').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot("token-detail-usage-1280");
+    b.set_size(390, 844);
+    b.exec(
+        "document.getElementById('usage-title').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot("token-detail-usage-390");
+    assert_eq!(
+        b.exec(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            json!([])
+        ),
+        json!(true),
+        "no horizontal scrolling at 390 px"
+    );
+    let narrow = b.exec(
+        "return document.querySelector('#usage-chart svg').getBoundingClientRect().width;",
+        json!([]),
+    );
+    assert!(narrow.as_f64().unwrap() > 300.0, "{narrow}");
+    assert_eq!(
+        b.exec("return window.__cspViolations;", json!([])),
+        json!([]),
+        "no CSP violation"
+    );
+    b.set_size(1280, 900);
 }

@@ -24,5 +24,6 @@ mod security_review;
 mod service;
 mod support;
 mod token_ownership;
+mod usage;
 mod webdriver;
 mod webhooks;

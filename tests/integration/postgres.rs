@@ -562,8 +562,8 @@ fn postgres_upgrades_a_schema_1_database() {
         )
         .expect("version")
         .get(0);
-    // Straight to the current schema (5 since issue 18's webhooks: 1 → 5 in one upgrade).
-    assert_eq!(version, 5);
+    // Straight to the current schema (6 since issue 19's usage: 1 → 6 in one upgrade).
+    assert_eq!(version, 6);
     let owners: i64 = db
         .query_one(
             "SELECT count(*) FROM pa_auth_tokens WHERE owner IS NULL",
@@ -582,6 +582,15 @@ fn postgres_upgrades_a_schema_1_database() {
         .expect("schema 5's webhook outbox")
         .get(0);
     assert_eq!(outbox, 0);
+    let usage: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM pa_auth_usage_days) \
+                  + (SELECT count(*) FROM pa_auth_usage_addresses)",
+            &[],
+        )
+        .expect("schema 6's usage tables")
+        .get(0);
+    assert_eq!(usage, 0);
     assert!(svc.log_text().contains("upgraded the pa-auth schema"));
 }
 
@@ -1765,10 +1774,10 @@ fn postgres_upgrades_a_schema_2_database() {
         )
         .expect("version")
         .get(0);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     assert!(svc
         .log_text()
-        .contains("upgraded the pa-auth schema in the database from 2 to 5"));
+        .contains("upgraded the pa-auth schema in the database from 2 to 6"));
     let v = Req::get(&format!("/admin/api/tokens/{id}"))
         .header("Authorization", &admin)
         .send(svc.addr)

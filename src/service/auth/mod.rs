@@ -6,6 +6,7 @@
 pub mod bearer_header;
 pub mod failure_log;
 pub mod last_used;
+pub mod usage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -14,6 +14,7 @@
 
 mod connect;
 mod schema;
+mod token_usage;
 mod webhook_outbox;
 
 use std::path::{Path, PathBuf};
@@ -1168,6 +1169,18 @@ impl crate::store::Store for PgStore {
             )
         })?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn stored_usage(&self, id: TokenId) -> Result<crate::domain::usage::Usage> {
+        PgStore::stored_usage(self, id)
+    }
+
+    fn merge_usage_chunk(
+        &self,
+        chunk: &[(TokenId, crate::domain::usage::Usage)],
+        today: i64,
+    ) -> Result<Vec<(TokenId, Vec<std::net::IpAddr>)>> {
+        PgStore::merge_usage_chunk(self, chunk, today)
     }
 
     fn append_audit(&self, now: i64, event: AuditEvent) -> Result<AuditEvent> {

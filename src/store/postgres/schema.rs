@@ -27,6 +27,9 @@
 //!   lifecycle scan's mark (`webhook_scan_mark`).
 //! - `webhook_sender`: one row, the node that scans and sends webhooks and until when (a
 //!   lease on the database's clock).
+//! - `usage_days` and `usage_addresses`: each token's requests per UTC day (90 kept) and its
+//!   last ten client addresses (first and last seen, count), added to by every node's flush
+//!   and removed with the token (see `token_usage`).
 
 use postgres::Client;
 
@@ -39,7 +42,8 @@ use crate::store::error::{Error, Result};
 /// rotation (`previous_hash`, `previous_ends_at`, `previous_until_used`; null/false for every
 /// token that was there) and the `rotate` and `previous_end` ops in the feed. 5: the webhook
 /// outbox and sender lease (`webhook_outbox`, `webhook_sender`, created by the upgrade).
-pub const SCHEMA_VERSION: i64 = 5;
+/// 6: token usage (`usage_days`, `usage_addresses`, created by the upgrade).
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Serialises schema creation between nodes starting at once ("pa-auth0").
 const SCHEMA_LOCK: i64 = 0x7061_2d61_7574_6830;
@@ -121,6 +125,20 @@ CREATE TABLE IF NOT EXISTS pa_auth_webhook_sender (
     one boolean PRIMARY KEY CHECK (one),
     node_id text NOT NULL,
     until_ms bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pa_auth_usage_days (
+    token_id bytea NOT NULL REFERENCES pa_auth_tokens (id) ON DELETE CASCADE,
+    day integer NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (token_id, day)
+);
+CREATE TABLE IF NOT EXISTS pa_auth_usage_addresses (
+    token_id bytea NOT NULL REFERENCES pa_auth_tokens (id) ON DELETE CASCADE,
+    addr text NOT NULL,
+    first_seen bigint NOT NULL,
+    last_seen bigint NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (token_id, addr)
 );
 ";
 

@@ -344,7 +344,8 @@ mod tests {
             [
                 "auth.failed",
                 "admin.login_failed",
-                "auth.token_on_admin_route"
+                "auth.token_on_admin_route",
+                "token.new_address"
             ]
         );
         assert_eq!(class_of("token.created"), AuditClass::Lifecycle);

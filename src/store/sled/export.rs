@@ -54,6 +54,7 @@ impl SledStore {
             &self.token_names,
             &self.last_used,
             &self.admins,
+            &self.usage,
         ] {
             tree.clear()?;
         }

@@ -50,6 +50,11 @@
 //! - `webhook_outbox` ([`WEBHOOK_OUTBOX_TREE`]): webhook events waiting for delivery, with
 //!   [`WEBHOOK_SCAN_MARK_KEY`] in `meta`; see `webhook_outbox`. Added without a schema
 //!   bump: a release that does not know it leaves it alone, and a newer one reads it as is.
+//! - `token_usage` ([`USAGE_TREE`]): id → the token's usage (requests per day for 90 days,
+//!   its last ten client addresses), encoded by `domain::usage` (at most 1,493 bytes); see
+//!   `token_usage`. Added without a schema bump, like the outbox: an older release ignores
+//!   it (a token it deletes leaves its usage behind, never shown: nothing lists usage
+//!   without its token, and ids are never reused).
 //!
 //! # Schema 3 (upgraded in place)
 //!
@@ -112,6 +117,8 @@ pub(super) const PREVIOUS_SECRETS_TREE: &str = "previous_secrets";
 /// Webhook events waiting for delivery: sled id → entry (see `webhook_outbox`). Not part of
 /// the schema version: an older release leaves the tree alone.
 pub(super) const WEBHOOK_OUTBOX_TREE: &str = "webhook_outbox";
+/// id → usage (see `token_usage`). Not part of the schema version, like the outbox.
+pub(super) const USAGE_TREE: &str = "token_usage";
 /// Schema 1's record tree: blake3(secret) → record.
 pub(super) const SCHEMA_1_RECORDS_TREE: &str = "tokens";
 /// Trees only schema 1 had, rebuilt into [`RECORDS_TREE`] or dropped by the upgrade.

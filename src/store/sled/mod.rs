@@ -13,6 +13,7 @@ mod layout;
 mod previous_secrets;
 mod schema_upgrade;
 mod token_records;
+mod token_usage;
 mod webhook_outbox;
 
 use std::fs::{File, OpenOptions};
@@ -41,7 +42,7 @@ use layout::{
     ADMINS_TREE, DB_DIR, GENERATION_KEY, INITIALIZED_MARKER, LAST_USED_TREE, LOCK_FILE, META_TREE,
     NEWEST_CREATED_KEY, PREVIOUS_SECRETS_TREE, RECORDS_TREE, SCHEMA_1_RECORDS_TREE,
     SCHEMA_VERSION_KEY, SLED_DATA_FILE, SLED_PARTIAL_SNAPSHOT_SUFFIX, STATE_FILE, TMP_SUFFIX,
-    TOKEN_COUNT_KEY, TOKEN_NAMES_TREE, WEBHOOK_OUTBOX_TREE,
+    TOKEN_COUNT_KEY, TOKEN_NAMES_TREE, USAGE_TREE, WEBHOOK_OUTBOX_TREE,
 };
 
 /// The open store. Holds the data-dir lock for its lifetime.
@@ -65,6 +66,8 @@ pub struct SledStore {
     previous_secrets: sled::Tree,
     /// Webhook events waiting for delivery (see `webhook_outbox`).
     webhook_outbox: sled::Tree,
+    /// id → usage (see `token_usage`).
+    usage: sled::Tree,
     /// blake3 → token, in memory, when serving (see `token_index`).
     index: Option<TokenIndex>,
     /// Newest-first listing order, in memory: loaded at open when serving, on first listing
@@ -158,6 +161,7 @@ impl SledStore {
             meta: tree(META_TREE)?,
             previous_secrets: tree(PREVIOUS_SECRETS_TREE)?,
             webhook_outbox: tree(WEBHOOK_OUTBOX_TREE)?,
+            usage: tree(USAGE_TREE)?,
             index: options.index_tokens.then(TokenIndex::default),
             order: std::sync::OnceLock::new(),
             state_lock: std::sync::Mutex::new(()),
@@ -589,6 +593,16 @@ impl crate::store::Store for SledStore {
     }
     fn write_last_used_chunk(&self, chunk: &[LastUsedWrite]) -> Result<usize> {
         SledStore::write_last_used_chunk(self, chunk)
+    }
+    fn stored_usage(&self, id: TokenId) -> Result<crate::domain::usage::Usage> {
+        SledStore::stored_usage(self, id)
+    }
+    fn merge_usage_chunk(
+        &self,
+        chunk: &[(TokenId, crate::domain::usage::Usage)],
+        today: i64,
+    ) -> Result<Vec<(TokenId, Vec<std::net::IpAddr>)>> {
+        SledStore::merge_usage_chunk(self, chunk, today)
     }
     fn append_audit(&self, now: i64, event: AuditEvent) -> Result<AuditEvent> {
         SledStore::append_audit(self, now, event)

@@ -341,6 +341,8 @@ impl SledStore {
         let Some((record, hash, previous)) = deleted else {
             return Ok(None);
         };
+        // Under the gate, so no flush writes it back; made durable with the delete below.
+        self.remove_usage(id)?;
         // Gone from the authentication index before the caller can answer 204, and before
         // the gate opens (the last-used writer checks existence in the index under it);
         // its previous secret too (without its current entry it already finds nothing).

@@ -646,6 +646,7 @@ async function loadDetail(id) {
   if (!state.detail || state.detail.id !== id) return; // navigated away meanwhile
   state.detail = token;
   renderDetail(token);
+  loadDetailUsage(token.id);
   loadDetailAudit(true);
 }
 
@@ -671,6 +672,90 @@ function renderDetail(token) {
   } else {
     $("detail-rotation-state").textContent = "Not rotating: only the current secret works.";
   }
+}
+
+// ---- a token's usage: requests per day as a bar chart, and its last client addresses ----
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+async function loadDetailUsage(id) {
+  $("usage-error").textContent = "";
+  let usage;
+  try {
+    usage = await api("GET", `/admin/api/tokens/${encodeURIComponent(id)}/usage`);
+  } catch (e) {
+    if (e.status !== 401) $("usage-error").textContent = e.message;
+    return;
+  }
+  if (!state.detail || state.detail.id !== id) return;
+  renderUsageChart(usage.days, usage.total);
+  renderUsageAddresses(usage.addresses);
+}
+
+function plural(n, one, many) {
+  return `${n.toLocaleString()} ${n === 1 ? one : many}`;
+}
+
+// An inline SVG of one bar per day (geometry as SVG attributes, colours from console.css:
+// the CSP allows no inline style). Each bar carries a <title> (the tooltip and its name for
+// assistive technology); the chart as a whole is one labelled image.
+function renderUsageChart(days, total) {
+  const width = 900, height = 100, step = width / days.length;
+  const peak = days.reduce((m, d) => Math.max(m, d.count), 0);
+  const busiest = days.find((d) => d.count === peak);
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  const label = total === 0
+    ? `Requests per day, last ${days.length} days: none`
+    : `Requests per day, last ${days.length} days: ${plural(total, "request", "requests")} in all, at most ${peak.toLocaleString()} on ${busiest.date}`;
+  svg.setAttribute("aria-label", label);
+  days.forEach((d, i) => {
+    const bar = document.createElementNS(SVG_NS, "rect");
+    const h = peak === 0 || d.count === 0 ? 1 : Math.max(2, (d.count / peak) * height);
+    bar.setAttribute("x", String(i * step + step * 0.1));
+    bar.setAttribute("y", String(height - h));
+    bar.setAttribute("width", String(step * 0.8));
+    bar.setAttribute("height", String(h));
+    bar.setAttribute("class", d.count === 0 ? "bar zero" : "bar");
+    bar.dataset.date = d.date;
+    bar.dataset.count = String(d.count);
+    const title = document.createElementNS(SVG_NS, "title");
+    title.textContent = `${d.date}: ${plural(d.count, "request", "requests")}`;
+    bar.append(title);
+    svg.append(bar);
+  });
+  $("usage-chart").replaceChildren(svg);
+  $("usage-summary").textContent = total === 0
+    ? "No requests in the last 90 days."
+    : `${plural(total, "request", "requests")} in the last 90 days (UTC).`;
+  $("usage-axis-first").textContent = days.length ? days[0].date : "";
+  $("usage-axis-last").textContent = days.length ? days[days.length - 1].date : "";
+}
+
+function renderUsageAddresses(addresses) {
+  const rows = $("usage-addresses");
+  rows.replaceChildren();
+  for (const a of addresses) {
+    const tr = document.createElement("tr");
+    const address = document.createElement("td");
+    address.dataset.label = "Address";
+    address.className = "mono";
+    address.textContent = a.address;
+    const first = document.createElement("td");
+    first.dataset.label = "First seen";
+    timeCell(first, a.firstSeen, "");
+    const last = document.createElement("td");
+    last.dataset.label = "Last seen";
+    timeCell(last, a.lastSeen, "");
+    const count = document.createElement("td");
+    count.dataset.label = "Requests";
+    count.textContent = a.count.toLocaleString();
+    tr.append(address, first, last, count);
+    rows.append(tr);
+  }
+  $("usage-addresses-table").hidden = addresses.length === 0;
+  $("usage-addresses-empty").hidden = addresses.length > 0;
 }
 
 async function loadDetailAudit(fresh) {
