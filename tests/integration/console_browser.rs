@@ -643,6 +643,15 @@ fn console_token_page_shows_rotation_audit_and_ends_the_old_secret() {
     assert_eq!(b.text("#detail-description"), "CI deploys");
     assert_eq!(b.text("#detail-expires"), "Never");
     assert!(!b.visible("detail-end-previous"), "nothing to end yet");
+    // A card with a display rule of its own stays hidden too (it showed, empty, once).
+    assert_eq!(
+        b.exec(
+            "return document.getElementById('detail-previous').getClientRects().length;",
+            json!([])
+        ),
+        json!(0),
+        "no old secret to describe, and nothing drawn for it"
+    );
 
     // Rotate from the page, 24 hours of overlap (the default).
     b.click("#detail-rotate");
