@@ -33,6 +33,7 @@ pub fn generate(dir: &Path, count: usize, keep: usize) -> (SledStore, Vec<String
                     expires_at: None,
                     owner: None,
                     description: None,
+                    restrictions: Default::default(),
                 };
                 (secret.hash(), record)
             })

@@ -24,6 +24,11 @@ pub enum AuditKind {
     AuthFailed,
     AdminLoginFailed,
     AuthTokenOnAdminRoute,
+    /// A valid token used from outside its allowed networks (aggregated like `auth.failed`).
+    AuthDeniedNetwork,
+    /// A read-only token for a method other than GET/HEAD/OPTIONS, or an unknown one
+    /// (aggregated like `auth.failed`).
+    AuthDeniedReadOnly,
 }
 
 /// Which tree an event is kept in, and so which events can evict it.
@@ -36,7 +41,7 @@ pub enum AuditClass {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 16] = [
         AuditKind::ServerStarted,
         AuditKind::ServerStopped,
         AuditKind::TokenCreated,
@@ -51,6 +56,8 @@ impl AuditKind {
         AuditKind::AuthFailed,
         AuditKind::AdminLoginFailed,
         AuditKind::AuthTokenOnAdminRoute,
+        AuditKind::AuthDeniedNetwork,
+        AuditKind::AuthDeniedReadOnly,
     ];
 
     /// The `event` field's value.
@@ -70,6 +77,8 @@ impl AuditKind {
             AuditKind::AuthFailed => "auth.failed",
             AuditKind::AdminLoginFailed => "admin.login_failed",
             AuditKind::AuthTokenOnAdminRoute => "auth.token_on_admin_route",
+            AuditKind::AuthDeniedNetwork => "auth.denied_network",
+            AuditKind::AuthDeniedReadOnly => "auth.denied_read_only",
         }
     }
 
@@ -92,7 +101,9 @@ impl AuditKind {
             | AuditKind::BackupCreated => AuditClass::Lifecycle,
             AuditKind::AuthFailed
             | AuditKind::AdminLoginFailed
-            | AuditKind::AuthTokenOnAdminRoute => AuditClass::Failure,
+            | AuditKind::AuthTokenOnAdminRoute
+            | AuditKind::AuthDeniedNetwork
+            | AuditKind::AuthDeniedReadOnly => AuditClass::Failure,
         }
     }
 }

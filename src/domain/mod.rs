@@ -6,6 +6,7 @@ pub mod audit;
 pub mod encoding;
 pub mod lifetime_policy;
 pub mod redact;
+pub mod restrictions;
 pub mod rotation;
 pub mod text;
 pub mod time;

@@ -220,24 +220,28 @@ impl Service {
             Arc::clone(&self.flush_status),
             Arc::clone(&self.auth_failures),
             self.audit_copy.clone(),
+            self.webhooks.clone(),
         )
     }
 
     /// Checks an API token presented in `authorization` (the request's Authorization values)
     /// at `now`: the hot path. A success is recorded as a use; a failure is counted and kept
     /// for the audit log's aggregated `auth.failed` events.
+    /// A valid token outside its restrictions (allowed networks, read-only) is `Forbidden`
+    /// and kept for the aggregated `auth.denied_*` events.
     pub fn authenticate(
         &self,
         authorization: &[&[u8]],
-        peer: IpAddr,
+        request: &auth::RequestFacts<'_>,
         now: i64,
     ) -> Result<VerifiedToken> {
         auth::verify_bearer(
             &*self.store,
             &self.tracker,
             &self.auth_counters,
-            Some(self.failure_sink(peer)),
+            Some(self.failure_sink(request.client)),
             authorization,
+            request,
             now,
         )
     }

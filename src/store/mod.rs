@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::lifetime_policy::LifetimePolicy;
+use crate::domain::restrictions::Restrictions;
 use crate::domain::rotation::PreviousSecretEnd;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 
@@ -37,13 +38,14 @@ pub trait Store: Send + Sync {
     // Tokens.
 
     /// Stores a new token with a fresh secret; `NameTaken` if the name (ignoring case) is.
-    /// Owner and description are already validated.
+    /// Owner, description and restrictions are already validated.
     fn create_token(
         &self,
         name: &str,
         expires_at: Option<i64>,
         owner: Option<&str>,
         description: Option<&str>,
+        restrictions: &Restrictions,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)>;
     /// Edits a token's name, owner or description, durably, and the authentication index's

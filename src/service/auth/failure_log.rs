@@ -1,5 +1,8 @@
 //! Failed authentications, aggregated per flush interval and written by the flusher as
-//! `auth.failed` events into the audit log's failure tree (see `store::audit_log`).
+//! `auth.failed` events into the audit log's failure tree (see `store::audit_log`); valid
+//! tokens refused by their restrictions likewise, as `auth.denied_network` (used from
+//! outside its allowed networks) and `auth.denied_read_only` (a read-only token for another
+//! method), which anyone holding a leaked token can cause as often as a bad one.
 //!
 //! Detail degrades under a flood so that the events per interval stay bounded however many
 //! addresses an attacker holds:
@@ -84,9 +87,44 @@ fn network_of(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// Why a request was refused, as the aggregation counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The credential itself (`auth.failed`, with its reason).
+    Credential(AuthFailure),
+    /// A valid token from outside its allowed networks (`auth.denied_network`).
+    Network,
+    /// A read-only token for a method it may not use (`auth.denied_read_only`).
+    ReadOnly,
+}
+
+impl From<AuthFailure> for Refusal {
+    fn from(f: AuthFailure) -> Refusal {
+        Refusal::Credential(f)
+    }
+}
+
+impl Refusal {
+    fn kind(self) -> AuditKind {
+        match self {
+            Refusal::Credential(_) => AuditKind::AuthFailed,
+            Refusal::Network => AuditKind::AuthDeniedNetwork,
+            Refusal::ReadOnly => AuditKind::AuthDeniedReadOnly,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::Credential(f) => f.as_str(),
+            Refusal::Network => "outside_allowed_networks",
+            Refusal::ReadOnly => "read_only",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    reason: AuthFailure,
+    reason: Refusal,
     source: Source,
     token: Option<TokenId>,
 }
@@ -123,7 +161,8 @@ fn take(used: &AtomicUsize, budget: usize) -> bool {
 }
 
 impl AuthFailureLog {
-    pub fn record(&self, reason: AuthFailure, addr: IpAddr, token: Option<TokenId>) {
+    pub fn record(&self, reason: impl Into<Refusal>, addr: IpAddr, token: Option<TokenId>) {
+        let reason = reason.into();
         let addr = addr.to_canonical();
         // Sharded by the recording thread, not by address: behind a reverse proxy every
         // failure comes from one address, and an address-keyed shard would be one lock all
@@ -186,8 +225,8 @@ impl AuthFailureLog {
             let appended = store.append_audit(
                 now,
                 AuditEvent {
-                    event: AuditKind::AuthFailed.into(),
-                    reason: Some(key.reason.as_str().into()),
+                    event: key.reason.kind().into(),
+                    reason: Some(key.reason.reason().into()),
                     remote_addr: Some(key.source.describe()),
                     token_id: key.token.map(|t| t.to_string()),
                     count: Some(*count),
@@ -233,7 +272,10 @@ mod tests {
         let (counts, overflow) = log.drain();
         let counts = counts
             .into_iter()
-            .map(|(k, n)| ((k.reason, k.source.describe()), n))
+            .filter_map(|(k, n)| match k.reason {
+                Refusal::Credential(r) => Some(((r, k.source.describe()), n)),
+                _ => None,
+            })
             .collect();
         (counts, overflow)
     }

@@ -1,12 +1,15 @@
 //! API-token authentication, the hot path: parse the Authorization header → check the token
 //! format → blake3 → the store's in-memory index (one shard's read lock) → expiry against
-//! `now` → record last-used in memory. No disk write, no allocation, no global lock. Also the
-//! counters of outcomes for metrics, and the aggregation of failures for the audit log.
+//! `now` → the token's restrictions (allowed networks against the client address, read-only
+//! against the original method) → record last-used in memory. No disk write, no allocation,
+//! no global lock. Also the counters of outcomes for metrics, and the aggregation of failures
+//! and denials for the audit log.
 
 pub mod bearer_header;
 pub mod failure_log;
 pub mod last_used;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::token::{is_well_formed, TokenHash};
@@ -35,6 +38,15 @@ impl VerifiedToken {
     }
 }
 
+/// What is known of the request a token is presented for: the client's address (the peer,
+/// or what a trusted proxy said) and the original request's method (`None`: unknown, which
+/// a read-only token is refused with).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub client: IpAddr,
+    pub method: Option<&'a str>,
+}
+
 /// Counts of authentication outcomes since start (metrics; never per token).
 #[derive(Debug, Default)]
 pub struct AuthCounters {
@@ -45,6 +57,9 @@ pub struct AuthCounters {
     pub expired: AtomicU64,
     /// Valid API tokens sent to admin routes (answered 403; not counted as a success).
     pub token_on_admin_route: AtomicU64,
+    /// Valid tokens refused by their restrictions (403; not a success, not a use).
+    pub denied_network: AtomicU64,
+    pub denied_read_only: AtomicU64,
 }
 
 impl AuthCounters {
@@ -66,17 +81,28 @@ pub struct FailureSink<'a> {
     pub peer: std::net::IpAddr,
 }
 
-/// Authenticates an API token from the request's Authorization values at `now`.
+/// Authenticates an API token from the request's Authorization values at `now`, for a
+/// request from `request.client` with `request.method`: a valid token outside its
+/// restrictions is `Forbidden` (403), counted and recorded for the audit log, and not a use.
 pub fn verify_bearer(
     store: &dyn Store,
     tracker: &LastUsedTracker,
     counters: &AuthCounters,
     failures: Option<FailureSink<'_>>,
     authorization: &[&[u8]],
+    request: &RequestFacts<'_>,
     now: i64,
 ) -> Result<VerifiedToken, Error> {
     match check(store, authorization, now) {
         Ok(verified) => {
+            if let Some(refusal) = refusal_of(&verified, request) {
+                return Err(record_denial(
+                    counters,
+                    failures,
+                    refusal,
+                    verified.token.id,
+                ));
+            }
             counters.count(Ok(()));
             tracker.record(verified.token.id, &verified.hash, now);
             match verified.secret {
@@ -94,6 +120,47 @@ pub fn verify_bearer(
         }
         Err((error, token)) => Err(record_failure(counters, failures, error, token)),
     }
+}
+
+/// Why a valid token may not be used for this request, if it may not. Allocation-free: a
+/// scan of at most 100 prefixes and a method compare.
+fn refusal_of(
+    verified: &VerifiedToken,
+    request: &RequestFacts<'_>,
+) -> Option<failure_log::Refusal> {
+    let restrictions = &verified.token.restrictions;
+    if !restrictions.networks.permits(request.client) {
+        return Some(failure_log::Refusal::Network);
+    }
+    if !restrictions.access.allows(request.method) {
+        return Some(failure_log::Refusal::ReadOnly);
+    }
+    None
+}
+
+/// Counts a valid token refused by its restrictions and records it for the audit's
+/// aggregated `auth.denied_*` events; the 403 to answer with.
+fn record_denial(
+    counters: &AuthCounters,
+    failures: Option<FailureSink<'_>>,
+    refusal: failure_log::Refusal,
+    token: crate::domain::token::TokenId,
+) -> Error {
+    let (counter, message) = match refusal {
+        failure_log::Refusal::ReadOnly => (
+            &counters.denied_read_only,
+            "This token is read-only: only GET, HEAD and OPTIONS requests are allowed",
+        ),
+        _ => (
+            &counters.denied_network,
+            "This token may not be used from this network",
+        ),
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(sink) = failures {
+        sink.log.record(refusal, sink.peer, Some(token));
+    }
+    Error::Forbidden(message)
 }
 
 /// Counts a refused credential and records it for the audit's `auth.failed` aggregation;
@@ -176,6 +243,80 @@ mod tests {
     use super::*;
     use crate::store::test_support::TempStore;
 
+    const ANYWHERE_GET: RequestFacts<'static> = RequestFacts {
+        client: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        method: Some("GET"),
+    };
+
+    #[test]
+    fn restrictions_refuse_a_valid_token_with_403_and_no_use() {
+        use crate::domain::restrictions::{validate_allowed_cidrs, Access, Restrictions};
+        let s = TempStore::new();
+        let t = LastUsedTracker::default();
+        let counters = AuthCounters::default();
+        let log = failure_log::AuthFailureLog::default();
+        let restrictions = Restrictions {
+            access: Access::Read,
+            networks: validate_allowed_cidrs(&["10.0.0.0/8", "2001:db8::/32"]).unwrap(),
+        };
+        let (secret, rec) = s
+            .create_token_with("ro", None, None, None, &restrictions, 1)
+            .unwrap();
+        let header = format!("Bearer {}", secret.expose_secret());
+        let go = |client: &str, method: Option<&str>| {
+            verify_bearer(
+                &*s,
+                &t,
+                &counters,
+                Some(FailureSink {
+                    log: &log,
+                    peer: client.parse().unwrap(),
+                }),
+                &[header.as_bytes()],
+                &RequestFacts {
+                    client: client.parse().unwrap(),
+                    method,
+                },
+                5,
+            )
+        };
+        assert_eq!(go("10.1.2.3", Some("GET")).unwrap().token.id, rec.id);
+        assert!(go("::ffff:10.1.2.3", Some("HEAD")).is_ok(), "mapped IPv4");
+        assert!(go("2001:db8::7", Some("OPTIONS")).is_ok());
+        assert_eq!(t.get(&rec.id), Some(5));
+        for (client, method) in [
+            ("192.0.2.1", Some("GET")),
+            ("10.1.2.3", Some("POST")),
+            ("10.1.2.3", None),
+            ("10.1.2.3", Some("get")),
+        ] {
+            assert!(
+                matches!(go(client, method), Err(Error::Forbidden(_))),
+                "{client} {method:?}"
+            );
+        }
+        assert_eq!(counters.denied_network.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.denied_read_only.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.success.load(Ordering::Relaxed), 3);
+        // An unknown token from outside is still a 401, never a 403: the restriction is
+        // only told to a holder of the token.
+        let other = crate::domain::token::PlaintextToken::generate();
+        let h = format!("Bearer {}", other.expose_secret());
+        let refused = verify_bearer(
+            &*s,
+            &t,
+            &counters,
+            None,
+            &[h.as_bytes()],
+            &RequestFacts {
+                client: "192.0.2.1".parse().unwrap(),
+                method: None,
+            },
+            5,
+        );
+        assert!(matches!(refused, Err(Error::Unauthorized(_))));
+    }
+
     fn verify(
         s: &dyn Store,
         t: &LastUsedTracker,
@@ -188,6 +329,7 @@ mod tests {
             &AuthCounters::default(),
             None,
             &[header.as_bytes()],
+            &ANYWHERE_GET,
             now,
         )
     }
@@ -246,6 +388,7 @@ mod tests {
                 &AuthCounters::default(),
                 None,
                 &[],
+                &ANYWHERE_GET,
                 5
             )),
             AuthFailure::Missing
