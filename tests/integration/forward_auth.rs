@@ -902,7 +902,14 @@ fn check_hostile_queries(proxy: SocketAddr, upstream: &Recorder) {
 }
 
 fn nginx_allowed() -> &'static [&'static str] {
-    &["host", "authorization", "x-correlation-id"]
+    // Issue 19: the client's address and the original method, set by nginx.
+    &[
+        "host",
+        "authorization",
+        "x-correlation-id",
+        "x-real-ip",
+        "x-original-method",
+    ]
 }
 
 fn caddy_allowed() -> &'static [&'static str] {
@@ -910,6 +917,8 @@ fn caddy_allowed() -> &'static [&'static str] {
         "host",
         "authorization",
         "x-forwarded-for",
+        // Issue 19: the original method, from forward_auth through the hop.
+        "x-forwarded-method",
         "x-forwarded-proto",
         "x-forwarded-host",
         "accept-encoding",

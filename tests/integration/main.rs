@@ -16,6 +16,7 @@ mod hostile;
 mod http_layer;
 mod layers;
 mod lifecycle_monitoring;
+mod network_policy;
 mod postgres;
 mod reliability;
 mod rotation;
