@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::forward_auth::{start_caddy_nodes, start_nginx_nodes, EchoUpstream};
-use crate::support::{admin_basic, from_address, HttpResponse, Req, Service};
+use crate::support::{admin_basic, from_address, run_cli, HttpResponse, Req, Service};
 
 fn create(svc: &Service, auth: &str, body: Value) -> Value {
     let r = Req::new("POST", "/admin/api/tokens")
@@ -411,4 +411,123 @@ fn issue19_admin_api_validates_shows_and_edits_restrictions() {
         changed.contains(&json!(["allowedCidrs", "access"])),
         "{changed:?}"
     );
+}
+
+/// The offline CLI sets and edits restrictions; they survive a clean restart (the index
+/// snapshot), a `kill -9` (the scan), and a backup (format 3) restored into another data dir.
+#[test]
+fn issue19_cli_restart_and_backup_keep_restrictions() {
+    let temp = crate::support::TempDir::new("restrictions-cli");
+    let dir = temp.path().join("data");
+    let d = dir.to_str().unwrap();
+    let (code, secret, err) = run_cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "edge",
+            "--allowed-cidr",
+            "10.0.0.0/8",
+            "--allowed-cidr",
+            "2001:db8::/32",
+            "--access",
+            "read",
+            "--data-dir",
+            d,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let secret = secret.trim().to_string();
+    let (_, out, _) = run_cli(&["token", "list", "--json", "--data-dir", d], None);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        list[0]["allowedCidrs"],
+        json!(["10.0.0.0/8", "2001:db8::/32"])
+    );
+    assert_eq!(list[0]["access"], "read");
+    // Refusals are usage errors naming the flag.
+    for bad in [
+        vec!["--allowed-cidr", "10.0.0.1/8"],
+        vec!["--access", "write"],
+        vec!["--allowed-cidr", "10.0.0.0/8", "--allow-anywhere"],
+    ] {
+        let mut args = vec!["token", "update", id.as_str()];
+        args.extend_from_slice(&bad);
+        args.extend_from_slice(&["--data-dir", d]);
+        let (code, _, err) = run_cli(&args, None);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains("--a"), "{err}");
+    }
+    let (code, _, err) = run_cli(
+        &[
+            "token",
+            "update",
+            &id,
+            "--allowed-cidr",
+            "127.0.0.0/8",
+            "--data-dir",
+            d,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("allowedCidrs"), "{err}");
+
+    let verify = |svc: &Service, method: Option<&str>| {
+        let mut req = Req::get("/auth/verify").bearer(&secret);
+        if let Some(m) = method {
+            req = req.header("X-Original-Method", m);
+        }
+        req.send(svc.addr).status
+    };
+    let mut svc = Service::start_in(&dir, &[]);
+    assert_eq!(verify(&svc, Some("GET")), 200);
+    assert_eq!(verify(&svc, Some("POST")), 403);
+    // A clean stop writes the index snapshot; the next start reads it.
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    let mut svc = Service::start_in(&dir, &[]);
+    assert_eq!(verify(&svc, Some("GET")), 200);
+    assert_eq!(verify(&svc, Some("DELETE")), 403);
+    svc.kill9();
+    drop(svc);
+
+    // Rotate with new restrictions, offline: 10/8 only, full.
+    let (code, _, err) = run_cli(
+        &[
+            "token",
+            "rotate",
+            &id,
+            "--overlap",
+            "0",
+            "--allowed-cidr",
+            "10.0.0.0/8",
+            "--access",
+            "full",
+            "--data-dir",
+            d,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run_cli(&["token", "list", "--json", "--data-dir", d], None);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["allowedCidrs"], json!(["10.0.0.0/8"]));
+    assert_eq!(list[0]["access"], "full");
+
+    let file = temp.path().join("restricted.pab");
+    let f = file.to_str().unwrap();
+    let (code, _, err) = run_cli(&["backup", "--to", f, "--data-dir", d], None);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("PA-AUTH-BACKUP 3 "), "{}", &text[..40]);
+    assert!(text.contains(r#""allowedCidrs":["10.0.0.0/8"]"#));
+    let restored = temp.path().join("restored");
+    let r = restored.to_str().unwrap();
+    let (code, _, err) = run_cli(&["restore", "--from", f, "--data-dir", r], None);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run_cli(&["token", "list", "--json", "--data-dir", r], None);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["allowedCidrs"], json!(["10.0.0.0/8"]));
 }
