@@ -27,6 +27,24 @@ fn main() {
     } else {
         sizes
     };
+    // `--cidrs=N` (issue 19): every token has N allowed prefixes and the client matches only
+    // the last one, the linear scan's worst case (N at most 100).
+    let cidrs: usize = std::env::args()
+        .find_map(|a| a.strip_prefix("--cidrs=").and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    let restrictions = pa_auth::domain::restrictions::Restrictions {
+        access: pa_auth::domain::restrictions::Access::Full,
+        networks: if cidrs == 0 {
+            Default::default()
+        } else {
+            let mut list: Vec<String> = (1..cidrs).map(|i| format!("10.{i}.0.0/16")).collect();
+            list.push("127.0.0.0/8".into());
+            pa_auth::domain::restrictions::validate_allowed_cidrs(&list).expect("prefixes")
+        },
+    };
+    if cidrs > 0 {
+        println!("every token has {cidrs} allowed prefixes; the client matches the last");
+    }
     let mut medians = Vec::new();
     for n in sizes {
         let dir =
@@ -34,7 +52,11 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         let started = Instant::now();
         let keep = n.min(100_000);
-        let (store, secrets) = support::generate(&dir, n, keep);
+        let (store, secrets) = if cidrs == 0 {
+            support::generate(&dir, n, keep)
+        } else {
+            support::generate_restricted(&dir, n, keep, &restrictions)
+        };
         let generated = started.elapsed();
         let headers: Vec<String> = secrets.iter().map(|s| format!("Bearer {s}")).collect();
         let tracker = LastUsedTracker::default();

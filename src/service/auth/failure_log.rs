@@ -340,6 +340,49 @@ mod tests {
         counts.keys().map(|(_, s)| s.as_str()).collect()
     }
 
+    /// Issue 19: a leaked token used from 50,000 addresses outside its networks makes at most
+    /// MAX_EVENTS_PER_INTERVAL `auth.denied_network` events an interval, each naming the
+    /// token, and read-only refusals are their own event.
+    #[test]
+    fn denials_are_aggregated_and_bounded_like_failures() {
+        let store = TempStore::new();
+        let log = AuthFailureLog::default();
+        let token = Some(TokenId::generate());
+        // Counted before the flood: a key keeps counting once it has its place (a key first
+        // seen after both budgets are spent is the overflow count, as for auth.failed).
+        log.record(Refusal::ReadOnly, addr("192.0.2.1"), token);
+        for i in 0..50_000u32 {
+            log.record(Refusal::Network, spread_v4(i), token);
+        }
+        log.record(Refusal::ReadOnly, addr("192.0.2.1"), token);
+        let written = log.write_to_audit(&*store, 100, &|_| {}).unwrap();
+        assert!(written <= MAX_EVENTS_PER_INTERVAL, "{written}");
+        let query = |event: &str| {
+            store
+                .audit_events(&AuditQuery {
+                    limit: 10_000,
+                    event: Some(event.into()),
+                    ..Default::default()
+                })
+                .unwrap()
+                .0
+        };
+        let denied = query("auth.denied_network");
+        assert_eq!(denied.len(), MAX_EVENTS_PER_INTERVAL - 2);
+        assert!(denied
+            .iter()
+            .all(|e| e.token_id == token.map(|t| t.to_string())
+                && e.reason.as_deref() == Some("outside_allowed_networks")));
+        let read_only = query("auth.denied_read_only");
+        assert_eq!(read_only.len(), 1);
+        assert_eq!(read_only[0].count, Some(2));
+        assert_eq!(read_only[0].remote_addr.as_deref(), Some("192.0.2.1"));
+        // The overflow past both budgets is one auth.failed overflow count.
+        let overflow = query("auth.failed");
+        assert_eq!(overflow.len(), 1);
+        assert_eq!(overflow[0].reason.as_deref(), Some("aggregation_overflow"));
+    }
+
     #[test]
     fn past_both_budgets_failures_are_one_overflow_count() {
         let log = AuthFailureLog::default();

@@ -281,4 +281,52 @@ mod tests {
         }
         assert!(b.note(404, None).is_some());
     }
+
+    /// Issue 19: each aggregated `auth.denied_network` audit event becomes one
+    /// `token.denied_network` webhook event, at most MAX_DENIED_NETWORK_EVENTS a window,
+    /// whatever the flood; other denials and failures make none.
+    #[test]
+    fn denied_network_events_are_queued_and_capped_per_window() {
+        let store = crate::store::test_support::TempStore::new();
+        let hooks = Webhooks::new(WebhookSettings {
+            receivers: vec![ReceiverUrl::parse("http://127.0.0.1:9/hook").unwrap()],
+            secret: vec![7; 32],
+            ca: None,
+            unused_after_days: None,
+            scan_interval: Duration::from_secs(60),
+        })
+        .unwrap();
+        let event = |i: u32, kind: AuditKind| AuditEvent {
+            id: format!("{i:032x}"),
+            at: "2026-12-02T00:00:00Z".into(),
+            event: kind.into(),
+            token_id: Some("ee17b3d5-f0dc-4a2a-a3ef-12a7470f8ff0".into()),
+            remote_addr: Some("192.0.2.1".into()),
+            count: Some(3),
+            ..Default::default()
+        };
+        hooks.on_audit(&*store, &event(0, AuditKind::AuthDeniedReadOnly), 1000);
+        hooks.on_audit(&*store, &event(1, AuditKind::AuthFailed), 1000);
+        for i in 2..200 {
+            hooks.on_audit(&*store, &event(i, AuditKind::AuthDeniedNetwork), 1000);
+        }
+        let due = store.due_webhooks(i64::MAX, 1000).unwrap();
+        assert_eq!(due.len() as u64, MAX_DENIED_NETWORK_EVENTS);
+        let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
+        assert_eq!(body["type"], "token.denied_network");
+        assert_eq!(body["data"]["remoteAddr"], "192.0.2.1");
+        assert_eq!(body["data"]["count"], 3);
+        assert_eq!(
+            body["data"]["token"]["id"],
+            "ee17b3d5-f0dc-4a2a-a3ef-12a7470f8ff0"
+        );
+        // The next window has room again.
+        hooks.on_audit(
+            &*store,
+            &event(500, AuditKind::AuthDeniedNetwork),
+            1000 + 301,
+        );
+        let due = store.due_webhooks(i64::MAX, 1000).unwrap();
+        assert_eq!(due.len() as u64, MAX_DENIED_NETWORK_EVENTS + 1);
+    }
 }
