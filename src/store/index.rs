@@ -318,6 +318,44 @@ impl TokenIndex {
     /// time is the caller's to check (time is a parameter). No allocation beyond
     /// [`Self::get`]'s: the previous secrets are looked at only when no current one matched.
     pub fn lookup(&self, hash: &TokenHash) -> Option<(IndexedToken, SecretUsed)> {
+        self.lookup_with(hash, Shard::token)
+    }
+
+    /// [`Self::lookup`] for a request from `client`, the hot path: the allowed-networks
+    /// check is made here, under the shard's read lock, and the token comes back without
+    /// its list (`restrictions.networks` is anywhere), so a verification never touches the
+    /// list's reference count. The `bool`: whether `client` may use the token.
+    pub fn lookup_from(
+        &self,
+        hash: &TokenHash,
+        client: std::net::IpAddr,
+    ) -> Option<(IndexedToken, SecretUsed, bool)> {
+        self.lookup_with(hash, |shard, e| {
+            let allowed = shard.networks.is_empty()
+                || match shard.networks.binary_search_by(|(h, _)| h.cmp(&e.hash)) {
+                    Ok(i) => shard.networks[i].1.permits(client),
+                    Err(_) => true,
+                };
+            let token = IndexedToken {
+                id: e.id,
+                expires_at: (e.expires != NEVER).then_some(e.expires),
+                name: shard.name(e).into(),
+                restrictions: Restrictions {
+                    access: e.access,
+                    networks: AllowedNetworks::anywhere(),
+                },
+            };
+            (token, allowed)
+        })
+        .map(|((token, allowed), secret)| (token, secret, allowed))
+    }
+
+    /// The lookup, with `read` taking what it needs from the current entry under its lock.
+    fn lookup_with<R>(
+        &self,
+        hash: &TokenHash,
+        read: impl Fn(&Shard, &Entry) -> R,
+    ) -> Option<(R, SecretUsed)> {
         let (current, id, ends_at, until_new_secret_used) = {
             let shard = crate::sync::read(self.shard(hash));
             if let Ok(i) = shard.find(&hash.0) {
@@ -325,7 +363,7 @@ impl TokenIndex {
                 let secret = SecretUsed::Current {
                     ends_previous_on_use: e.ends_previous_on_use,
                 };
-                return Some((shard.token(e), secret));
+                return Some((read(&shard, e), secret));
             }
             if shard.previous.is_empty() {
                 return None;
@@ -342,7 +380,7 @@ impl TokenIndex {
         if e.id != id || (until_new_secret_used && !e.ends_previous_on_use) {
             return None;
         }
-        Some((shard.token(e), SecretUsed::Previous { current, ends_at }))
+        Some((read(&shard, e), SecretUsed::Previous { current, ends_at }))
     }
 
     /// Keeps `hash` as the previous secret of the token whose current secret is `current`
@@ -716,7 +754,29 @@ mod tests {
         let mut batch = IndexBatch::default();
         batch.push(h, plain.id, plain.expires_at, "t", &restricted.restrictions);
         index.load(vec![batch]);
-        assert_eq!(index.get(&h), Some(restricted));
+        assert_eq!(index.get(&h), Some(restricted.clone()));
+        // The hot path's lookup: the verdict for the client, the list left behind; a
+        // previous secret is judged by its token's list.
+        let inside: std::net::IpAddr = "10.9.8.7".parse().unwrap();
+        let outside: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let (t, _, allowed) = index.lookup_from(&h, inside).unwrap();
+        assert!(allowed);
+        assert_eq!(t.restrictions.access, Access::Read);
+        assert!(
+            t.restrictions.networks.is_anywhere(),
+            "the list is not handed out"
+        );
+        assert!(!index.lookup_from(&h, outside).unwrap().2);
+        let old = crate::domain::token::PlaintextToken::generate().hash();
+        index.set_previous(old, h, plain.id, 50, false);
+        assert!(!index.lookup_from(&old, outside).unwrap().2);
+        assert!(index.lookup_from(&old, inside).unwrap().2);
+        // A token without a list in a shard where others have one: anywhere.
+        let mut other = [0u8; 32];
+        other[0] = h.0[0];
+        other[31] = h.0[31].wrapping_add(1);
+        index.insert(TokenHash(other), plain.clone());
+        assert!(index.lookup_from(&TokenHash(other), outside).unwrap().2);
     }
 
     #[test]

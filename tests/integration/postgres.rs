@@ -2003,12 +2003,16 @@ fn postgres_restrictions_upgrade_in_place_and_reach_every_node() {
         &b,
         serde_json::json!({"allowedCidrs": null, "access": "read"}),
     );
-    wait_for("B's access on A", || verify(&a, &token) == 403);
-    let get = Req::get("/auth/verify")
-        .bearer(&token)
-        .header("X-Original-Method", "GET")
-        .send(a.addr);
-    assert_eq!(get.status, 200, "{}", get.text());
+    // (Still 403 from the old list until A applies the edit: wait for the GET to pass.)
+    let get = |node: &Service| {
+        Req::get("/auth/verify")
+            .bearer(&token)
+            .header("X-Original-Method", "GET")
+            .send(node.addr)
+    };
+    wait_for("B's edit on A", || get(&a).status == 200);
+    assert_eq!(verify(&a, &token), 403, "read-only, no trusted method");
+    let get = get(&a);
     assert_eq!(get.header("X-PA-Token-Access"), Some("read"));
     // A restart reloads the restrictions from the database.
     drop(a);

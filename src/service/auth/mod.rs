@@ -21,7 +21,11 @@ use crate::store::{IndexedToken, SecretUsed, Store};
 /// A token that authenticated (a clone of its index entry; the name is shared, not copied).
 #[derive(Debug)]
 pub struct VerifiedToken {
+    /// Its `restrictions.networks` is not filled in (anywhere): the list is checked where
+    /// it is kept, and the verdict is [`Self::network_allowed`].
     pub token: IndexedToken,
+    /// Whether the token's allowed networks admit the request's client.
+    pub network_allowed: bool,
     /// blake3 of the token's current secret: the key of its entry in the authentication
     /// index (also when its previous secret was presented).
     pub hash: TokenHash,
@@ -93,7 +97,7 @@ pub fn verify_bearer(
     request: &RequestFacts<'_>,
     now: i64,
 ) -> Result<VerifiedToken, Error> {
-    match check(store, authorization, now) {
+    match check(store, authorization, request.client, now) {
         Ok(verified) => {
             if let Some(refusal) = refusal_of(&verified, request) {
                 return Err(record_denial(
@@ -122,17 +126,17 @@ pub fn verify_bearer(
     }
 }
 
-/// Why a valid token may not be used for this request, if it may not. Allocation-free: a
-/// scan of at most 100 prefixes and a method compare.
+/// Why a valid token may not be used for this request, if it may not. Allocation-free: the
+/// network verdict came with the lookup (a scan of at most 100 prefixes under the index
+/// shard's lock), then a method compare.
 fn refusal_of(
     verified: &VerifiedToken,
     request: &RequestFacts<'_>,
 ) -> Option<failure_log::Refusal> {
-    let restrictions = &verified.token.restrictions;
-    if !restrictions.networks.permits(request.client) {
+    if !verified.network_allowed {
         return Some(failure_log::Refusal::Network);
     }
-    if !restrictions.access.allows(request.method) {
+    if !verified.token.restrictions.access.allows(request.method) {
         return Some(failure_log::Refusal::ReadOnly);
     }
     None
@@ -191,7 +195,9 @@ pub fn check_token_on_admin_route(
     authorization: &[&[u8]],
     now: i64,
 ) -> Result<crate::domain::token::TokenId, Error> {
-    match check(store, authorization, now) {
+    // Never a credential here, so no client to judge: any address will do.
+    let nowhere = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+    match check(store, authorization, nowhere, now) {
         Ok(verified) => {
             counters
                 .token_on_admin_route
@@ -206,6 +212,7 @@ pub fn check_token_on_admin_route(
 fn check(
     store: &dyn Store,
     authorization: &[&[u8]],
+    client: IpAddr,
     now: i64,
 ) -> Result<VerifiedToken, (Error, Option<crate::domain::token::TokenId>)> {
     let refuse = |r| (Error::Unauthorized(r), None);
@@ -214,8 +221,8 @@ fn check(
         return Err(refuse(AuthFailure::Malformed));
     }
     let presented = TokenHash::of(token);
-    let (token, secret) = store
-        .lookup_secret(&presented)
+    let (token, secret, network_allowed) = store
+        .lookup_secret(&presented, client)
         .map_err(|e| (e.into(), None))?
         .ok_or_else(|| refuse(AuthFailure::Unknown))?;
     let hash = match secret {
@@ -232,6 +239,7 @@ fn check(
     }
     Ok(VerifiedToken {
         token,
+        network_allowed,
         hash,
         secret,
         presented,

@@ -1130,8 +1130,12 @@ impl crate::store::Store for PgStore {
         Ok(out)
     }
 
-    fn lookup_secret(&self, hash: &TokenHash) -> Result<Option<(IndexedToken, SecretUsed)>> {
-        Ok(self.index.lookup(hash))
+    fn lookup_secret(
+        &self,
+        hash: &TokenHash,
+        client: std::net::IpAddr,
+    ) -> Result<Option<(IndexedToken, SecretUsed, bool)>> {
+        Ok(self.index.lookup_from(hash, client))
     }
 
     fn note_previous_use(&self, hash: &TokenHash, now: i64) {

@@ -549,14 +549,19 @@ impl crate::store::Store for SledStore {
     ) -> Result<Vec<(TokenId, PreviousSecret, PreviousSecretEnd)>> {
         SledStore::ended_previous_secrets(self, now)
     }
-    fn lookup_secret(&self, hash: &TokenHash) -> Result<Option<(IndexedToken, SecretUsed)>> {
+    fn lookup_secret(
+        &self,
+        hash: &TokenHash,
+        client: std::net::IpAddr,
+    ) -> Result<Option<(IndexedToken, SecretUsed, bool)>> {
         match self.index() {
-            Some(index) => Ok(index.lookup(hash)),
+            Some(index) => Ok(index.lookup_from(hash, client)),
             None => Ok(self.lookup_token(hash)?.map(|t| {
                 let current = SecretUsed::Current {
                     ends_previous_on_use: false,
                 };
-                (t, current)
+                let allowed = t.restrictions.networks.permits(client);
+                (t, current, allowed)
             })),
         }
     }
