@@ -531,3 +531,47 @@ fn issue19_cli_restart_and_backup_keep_restrictions() {
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["allowedCidrs"], json!(["10.0.0.0/8"]));
 }
+
+/// What Traefik's ForwardAuth and Envoy's ext_authz send (replayed: neither is in Debian),
+/// judged for a read-only token and for allowed networks: the client (203.0.113.7 in both
+/// replays) and the original method come from their headers.
+#[test]
+fn issue19_traefik_and_envoy_checks_carry_address_and_method() {
+    use crate::forward_auth::{envoy_check_request, traefik_check_request};
+    let svc = Service::start(&[]);
+    let auth = admin_basic(&svc);
+    let reader = secret(&create(
+        &svc,
+        &auth,
+        json!({"name": "reader", "access": "read", "allowedCidrs": ["203.0.113.0/24"]}),
+    ));
+    let elsewhere = secret(&create(
+        &svc,
+        &auth,
+        json!({"name": "elsewhere", "allowedCidrs": ["10.0.0.0/8"]}),
+    ));
+    for (proxy, build) in [
+        (
+            "traefik",
+            traefik_check_request as fn(&str, &str, Option<&str>) -> Vec<u8>,
+        ),
+        ("envoy", envoy_check_request),
+    ] {
+        let status = |method: &str, token: &str| {
+            crate::support::raw(
+                svc.addr,
+                &build(method, "/api/x?y=1", Some(&format!("Bearer {token}"))),
+            )
+            .status
+        };
+        assert_eq!(status("GET", &reader), 200, "{proxy}");
+        assert_eq!(status("HEAD", &reader), 200, "{proxy}");
+        assert_eq!(status("POST", &reader), 403, "{proxy}");
+        assert_eq!(status("DELETE", &reader), 403, "{proxy}");
+        assert_eq!(
+            status("GET", &elsewhere),
+            403,
+            "{proxy}: 203.0.113.7 is outside"
+        );
+    }
+}
