@@ -1,8 +1,8 @@
 //! Forward-auth (`/auth/verify[/...]`, any method): the answer a reverse proxy gets for a
 //! verified token: 200 with the token's identity headers (id, percent-encoded name, expiry,
 //! which secret: `current` or a rotation's `previous`; its access: `full` or `read`),
-//! built without allocating. A valid token outside its restrictions is the 403 of
-//! [`super::error`] (nginx `auth_request` passes a 403 through). A refused credential is the 401 of [`super::error`].
+//! built without allocating. A refused credential is the 401 of [`super::error`]; a valid
+//! token outside its restrictions is its 403 (nginx `auth_request` passes a 403 through).
 
 use crate::domain::text::{InlineText, Text, INLINE_CAPACITY};
 use crate::domain::time::rfc3339_text;
