@@ -344,7 +344,9 @@ mod tests {
             [
                 "auth.failed",
                 "admin.login_failed",
-                "auth.token_on_admin_route"
+                "auth.token_on_admin_route",
+                "auth.denied_network",
+                "auth.denied_read_only"
             ]
         );
         assert_eq!(class_of("token.created"), AuditClass::Lifecycle);
