@@ -325,32 +325,38 @@ impl TokenIndex {
     /// check is made here, under the shard's read lock, and the token comes back without
     /// its list (`restrictions.networks` is anywhere), so a verification never touches the
     /// list's reference count. The `bool`: whether `client` may use the token.
+    #[inline]
     pub fn lookup_from(
         &self,
         hash: &TokenHash,
         client: std::net::IpAddr,
     ) -> Option<(IndexedToken, SecretUsed, bool)> {
-        self.lookup_with(hash, |shard, e| {
-            let allowed = shard.networks.is_empty()
-                || match shard.networks.binary_search_by(|(h, _)| h.cmp(&e.hash)) {
-                    Ok(i) => shard.networks[i].1.permits(client),
-                    Err(_) => true,
+        self.lookup_with(
+            hash,
+            #[inline(always)]
+            |shard, e| {
+                let allowed = shard.networks.is_empty()
+                    || match shard.networks.binary_search_by(|(h, _)| h.cmp(&e.hash)) {
+                        Ok(i) => shard.networks[i].1.permits(client),
+                        Err(_) => true,
+                    };
+                let token = IndexedToken {
+                    id: e.id,
+                    expires_at: (e.expires != NEVER).then_some(e.expires),
+                    name: shard.name(e).into(),
+                    restrictions: Restrictions {
+                        access: e.access,
+                        networks: AllowedNetworks::anywhere(),
+                    },
                 };
-            let token = IndexedToken {
-                id: e.id,
-                expires_at: (e.expires != NEVER).then_some(e.expires),
-                name: shard.name(e).into(),
-                restrictions: Restrictions {
-                    access: e.access,
-                    networks: AllowedNetworks::anywhere(),
-                },
-            };
-            (token, allowed)
-        })
+                (token, allowed)
+            },
+        )
         .map(|((token, allowed), secret)| (token, secret, allowed))
     }
 
     /// The lookup, with `read` taking what it needs from the current entry under its lock.
+    #[inline(always)]
     fn lookup_with<R>(
         &self,
         hash: &TokenHash,
