@@ -9,6 +9,18 @@ use pa_auth::store::TokenRecord;
 /// Opens (creating) a store and fills it with `count` tokens named `bench-N`, in batches.
 /// Returns the store and the secrets of the first `keep` tokens.
 pub fn generate(dir: &Path, count: usize, keep: usize) -> (SledStore, Vec<String>) {
+    generate_restricted(dir, count, keep, &Default::default())
+}
+
+/// [`generate`] with every token given `restrictions` (issue 19's worst cases). Only
+/// verify_path uses it; each bench compiles this file on its own.
+#[allow(dead_code)]
+pub fn generate_restricted(
+    dir: &Path,
+    count: usize,
+    keep: usize,
+    restrictions: &pa_auth::domain::restrictions::Restrictions,
+) -> (SledStore, Vec<String>) {
     // Indexed, as the server opens it.
     let options = StoreOptions {
         index_tokens: true,
@@ -33,6 +45,7 @@ pub fn generate(dir: &Path, count: usize, keep: usize) -> (SledStore, Vec<String
                     expires_at: None,
                     owner: None,
                     description: None,
+                    restrictions: restrictions.clone(),
                 };
                 (secret.hash(), record)
             })

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use pa_auth::service::auth::last_used::LastUsedTracker;
 use pa_auth::service::auth::usage::UsageTracker;
-use pa_auth::service::auth::{verify_bearer, AuthCounters};
+use pa_auth::service::auth::{verify_bearer, AuthCounters, RequestFacts};
 
 fn main() {
     let sizes: Vec<usize> = std::env::args()
@@ -30,6 +30,24 @@ fn main() {
     } else {
         sizes
     };
+    // `--cidrs=N` (issue 19): every token has N allowed prefixes and the client matches only
+    // the last one, the linear scan's worst case (N at most 100).
+    let cidrs: usize = std::env::args()
+        .find_map(|a| a.strip_prefix("--cidrs=").and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    let restrictions = pa_auth::domain::restrictions::Restrictions {
+        access: pa_auth::domain::restrictions::Access::Full,
+        networks: if cidrs == 0 {
+            Default::default()
+        } else {
+            let mut list: Vec<String> = (1..cidrs).map(|i| format!("10.{i}.0.0/16")).collect();
+            list.push("127.0.0.0/8".into());
+            pa_auth::domain::restrictions::validate_allowed_cidrs(&list).expect("prefixes")
+        },
+    };
+    if cidrs > 0 {
+        println!("every token has {cidrs} allowed prefixes; the client matches the last");
+    }
     let mut medians = Vec::new();
     for n in sizes {
         let dir =
@@ -37,7 +55,11 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         let started = Instant::now();
         let keep = n.min(100_000);
-        let (store, secrets) = support::generate(&dir, n, keep);
+        let (store, secrets) = if cidrs == 0 {
+            support::generate(&dir, n, keep)
+        } else {
+            support::generate_restricted(&dir, n, keep, &restrictions)
+        };
         let generated = started.elapsed();
         let headers: Vec<String> = secrets.iter().map(|s| format!("Bearer {s}")).collect();
         let tracker = LastUsedTracker::default();
@@ -45,6 +67,12 @@ fn main() {
         let peer = std::net::IpAddr::from([192, 0, 2, 7]);
         let counters = AuthCounters::default();
         let now = pa_auth::domain::time::now_unix();
+        // What forward-auth passes since issue 19 (the client address and the original
+        // method); the generated tokens have no restrictions, as most tokens.
+        let facts = RequestFacts {
+            client: std::net::IpAddr::from([127, 0, 0, 1]),
+            method: Some("GET"),
+        };
         let mut rotations = vec![1_000.min(keep)];
         if keep > 1_000 {
             rotations.push(keep);
@@ -55,8 +83,16 @@ fn main() {
             let headers = &headers[..distinct];
             // Warm the cache the way a running server is warm.
             for h in headers {
-                verify_bearer(&store, &tracker, &counters, None, &[h.as_bytes()], now)
-                    .expect("valid");
+                verify_bearer(
+                    &store,
+                    &tracker,
+                    &counters,
+                    None,
+                    &[h.as_bytes()],
+                    &facts,
+                    now,
+                )
+                .expect("valid");
             }
             const BATCH: usize = 10_000;
             for with_usage in [false, true] {
@@ -71,6 +107,7 @@ fn main() {
                                 &counters,
                                 None,
                                 &[h.as_bytes()],
+                                &facts,
                                 now,
                             );
                             if with_usage {

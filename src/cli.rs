@@ -9,6 +9,9 @@ use argh::FromArgs;
 
 use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
 use crate::domain::audit::Actor;
+use crate::domain::restrictions::{
+    validate_access, validate_allowed_cidrs, Access, AllowedNetworks, Restrictions,
+};
 use crate::domain::rotation::Overlap;
 use crate::domain::time::{format_rfc3339, now_unix};
 use crate::domain::token::TokenId;
@@ -300,13 +303,21 @@ pub struct TokenCreate {
     /// what the token is for (at most 500 characters)
     #[argh(option)]
     pub description: Option<String>,
+    /// a network the token may be used from (IPv4 or IPv6 prefix, e.g. 10.0.0.0/8);
+    /// repeat for several (at most 100); none: anywhere
+    #[argh(option)]
+    pub allowed_cidr: Vec<String>,
+    /// read (only GET, HEAD and OPTIONS through forward-auth) or full (the default)
+    #[argh(option)]
+    pub access: Option<String>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
 }
 
 #[derive(FromArgs, Debug)]
-/// Edit a token's name, owner or description (never its secret or expiry).
+/// Edit a token's name, owner, description, allowed networks or access (never its secret
+/// or expiry).
 #[argh(subcommand, name = "update")]
 pub struct TokenUpdateCommand {
     /// the token's id (UUID)
@@ -321,6 +332,15 @@ pub struct TokenUpdateCommand {
     /// new description; an empty value removes it
     #[argh(option)]
     pub description: Option<String>,
+    /// replace the networks the token may be used from (repeat for several, at most 100)
+    #[argh(option)]
+    pub allowed_cidr: Vec<String>,
+    /// let the token be used from anywhere again (clears its allowed networks)
+    #[argh(switch)]
+    pub allow_anywhere: bool,
+    /// read (only GET, HEAD and OPTIONS through forward-auth) or full
+    #[argh(option)]
+    pub access: Option<String>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -356,6 +376,15 @@ pub struct TokenRotate {
     /// with --until-new-secret-used: the longest the old secret works (default 7d)
     #[argh(option)]
     pub max_overlap: Option<String>,
+    /// replace the networks the token may be used from (repeat for several, at most 100)
+    #[argh(option)]
+    pub allowed_cidr: Vec<String>,
+    /// let the token be used from anywhere again (clears its allowed networks)
+    #[argh(switch)]
+    pub allow_anywhere: bool,
+    /// read (only GET, HEAD and OPTIONS through forward-auth) or full
+    #[argh(option)]
+    pub access: Option<String>,
     /// print JSON (the admin API's rotate answer: the view and the secret) instead
     #[argh(switch)]
     pub json: bool,
@@ -536,6 +565,33 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `--allowed-cidr` (repeated), `--allow-anywhere` and `--access` as a change: `None` for
+/// what was not given.
+fn restriction_flags(
+    cidrs: &[String],
+    anywhere: bool,
+    access: Option<&str>,
+) -> Result<(Option<AllowedNetworks>, Option<Access>)> {
+    let networks =
+        match (cidrs.is_empty(), anywhere) {
+            (false, true) => {
+                return Err(Error::Config(
+                    "give --allowed-cidr or --allow-anywhere, not both".into(),
+                ))
+            }
+            (true, true) => Some(AllowedNetworks::anywhere()),
+            (true, false) => None,
+            (false, false) => Some(validate_allowed_cidrs(cidrs).map_err(|e| {
+                Error::Config(format!("--allowed-cidr ({}): {}", e.field, e.message))
+            })?),
+        };
+    let access = access
+        .map(validate_access)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--access: {}", e.message)))?;
+    Ok((networks, access))
+}
+
 fn token_create(c: &TokenCreate) -> Result<()> {
     let now = now_unix();
     let name =
@@ -556,6 +612,7 @@ fn token_create(c: &TokenCreate) -> Result<()> {
         .transpose()
         .map_err(|e| Error::Config(format!("--description: {}", e.message)))?
         .flatten();
+    let (networks, access) = restriction_flags(&c.allowed_cidr, false, c.access.as_deref())?;
     let service = offline(SledStore::open(
         &data_dir_or_default(&c.data_dir),
         &StoreOptions::default(),
@@ -565,6 +622,10 @@ fn token_create(c: &TokenCreate) -> Result<()> {
         expires_at: expires,
         owner,
         description,
+        restrictions: Restrictions {
+            access: access.unwrap_or_default(),
+            networks: networks.unwrap_or_default(),
+        },
     };
     let (secret, record) = service.create_token(&Actor::cli(), &new, now)?;
     service.store().flush()?;
@@ -645,15 +706,26 @@ fn token_update(u: &TokenUpdateCommand) -> Result<()> {
         .map(validate_description)
         .transpose()
         .map_err(|e| Error::Config(format!("--description: {}", e.message)))?;
-    if name.is_none() && owner.is_none() && description.is_none() {
+    let (networks, access) =
+        restriction_flags(&u.allowed_cidr, u.allow_anywhere, u.access.as_deref())?;
+    if name.is_none()
+        && owner.is_none()
+        && description.is_none()
+        && networks.is_none()
+        && access.is_none()
+    {
         return Err(Error::Config(
-            "nothing to change: give --name, --owner or --description".into(),
+            "nothing to change: give --name, --owner, --description, --allowed-cidr, \
+             --allow-anywhere or --access"
+                .into(),
         ));
     }
     let update = TokenUpdate {
         name,
         owner,
         description,
+        networks,
+        access,
     };
     let service = offline(open_existing(&data_dir_or_default(&u.data_dir))?);
     match service.update_token(&Actor::cli(), id, &update, now_unix()) {
@@ -701,8 +773,23 @@ fn token_rotate(r: &TokenRotate) -> Result<()> {
         };
         Error::Config(format!("{flag}: {}", e.message))
     })?;
+    let (networks, access) =
+        restriction_flags(&r.allowed_cidr, r.allow_anywhere, r.access.as_deref())?;
     let service = offline(open_existing(&data_dir_or_default(&r.data_dir))?);
     let now = now_unix();
+    if networks.is_some() || access.is_some() {
+        // Before the rotation, as the admin API does: the new secret never works without them.
+        let update = TokenUpdate {
+            networks,
+            access,
+            ..TokenUpdate::default()
+        };
+        match service.update_token(&Actor::cli(), id, &update, now) {
+            Ok(_) => {}
+            Err(Error::NotFound) => return Err(Error::Internal(format!("no token with id {id}"))),
+            Err(e) => return Err(e),
+        }
+    }
     let rotated = match service.rotate_token(&Actor::cli(), id, overlap, now) {
         Ok(rotated) => rotated,
         Err(Error::NotFound) => return Err(Error::Internal(format!("no token with id {id}"))),

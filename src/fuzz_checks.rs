@@ -292,6 +292,99 @@ pub fn check_admin_json(data: &[u8]) {
     }
 }
 
+/// Forwarded facts and token restrictions (issue 19). The input is header lines
+/// (`name: value`, split on `\n`); its first byte picks the peer (trusted or not) and the
+/// request's own method. Properties an attacker cares about:
+/// - from an untrusted peer nothing is believed: the client is the peer, the method unknown;
+/// - the client is the peer or an address written verbatim (trimmed) in an
+///   `X-Forwarded-For` entry or `X-Real-IP`: a header can never make up an address;
+/// - a known method is a valid token that a proxy header or (Envoy) the own method gave;
+/// - a read-only token passes only GET, HEAD and OPTIONS, never an unknown method;
+/// - allowed-prefix lists: any accepted list re-parses from its canonical spelling to the
+///   same prefixes, and a prefix's stored bytes decode to itself.
+pub fn check_forwarded(data: &[u8]) {
+    use crate::domain::restrictions::{validate_allowed_cidrs, Access, IpPrefix};
+    use crate::http::forwarded::forwarded;
+    use crate::http::TrustedProxies;
+    use std::net::IpAddr;
+
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let peer: IpAddr = if first & 1 == 0 {
+        [127, 0, 0, 1].into()
+    } else {
+        [203, 0, 113, 9].into()
+    };
+    let own_method = ["GET", "POST", "DELETE", "get"][usize::from(first >> 1) % 4];
+    let trusted = TrustedProxies::parse("127.0.0.0/8,::1,10.0.0.0/8").unwrap_or_default();
+    let headers: Vec<(&[u8], &[u8])> = rest
+        .split(|&b| b == b'\n')
+        .take(100)
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let value = &line[colon + 1..];
+            let start = value.iter().position(|&b| b != b' ').unwrap_or(value.len());
+            Some((&line[..colon], &value[start..]))
+        })
+        .collect();
+    let facts = forwarded(
+        headers.iter().copied(),
+        own_method,
+        "/auth/verify/api/x",
+        peer,
+        &trusted,
+    );
+    if !trusted.contains(peer) {
+        assert_eq!(facts.client, peer, "an untrusted peer chose the client");
+        assert_eq!(facts.method, None, "an untrusted peer chose the method");
+        assert_eq!(facts.uri, None);
+    }
+    if facts.client != peer {
+        let written = headers.iter().any(|(n, v)| {
+            (n.eq_ignore_ascii_case(b"x-forwarded-for") || n.eq_ignore_ascii_case(b"x-real-ip"))
+                && v.split(|&b| b == b',').any(|entry| {
+                    std::str::from_utf8(entry)
+                        .ok()
+                        .and_then(|e| e.trim_matches([' ', '\t']).parse::<IpAddr>().ok())
+                        == Some(facts.client)
+                })
+        });
+        assert!(written, "client {} appears in no header", facts.client);
+    }
+    if let Some(m) = facts.method {
+        let from_header = headers.iter().any(|(n, v)| {
+            (n.eq_ignore_ascii_case(b"x-original-method")
+                || n.eq_ignore_ascii_case(b"x-forwarded-method"))
+                && *v == m.as_bytes()
+        });
+        assert!(from_header || m == own_method, "method {m:?} from nowhere");
+        assert!(!m.is_empty() && m.len() <= crate::http::forwarded::MAX_METHOD_BYTES);
+    }
+    let read_ok = Access::Read.allows(facts.method);
+    assert_eq!(
+        read_ok,
+        matches!(facts.method, Some("GET" | "HEAD" | "OPTIONS")),
+        "read-only let {:?} through",
+        facts.method
+    );
+
+    let text = String::from_utf8_lossy(rest);
+    let list: Vec<&str> = text.split([',', '\n']).take(120).collect();
+    if let Ok(networks) = validate_allowed_cidrs(&list) {
+        assert!(networks.prefixes().len() <= 100);
+        let again = validate_allowed_cidrs(&networks.to_strings()).ok();
+        assert_eq!(
+            again.as_ref(),
+            Some(&networks),
+            "canonical spelling did not re-parse to the same prefixes"
+        );
+        for p in networks.prefixes() {
+            assert_eq!(IpPrefix::from_bytes(&p.to_bytes()), Some(*p));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,11 @@ pub enum AuditKind {
     /// A token's first use from an address it was not known to be used from (its usage's
     /// last ten); capped per token and per flush (`service::auth::usage`).
     TokenNewAddress,
+    /// A valid token used from outside its allowed networks (aggregated like `auth.failed`).
+    AuthDeniedNetwork,
+    /// A read-only token for a method other than GET/HEAD/OPTIONS, or an unknown one
+    /// (aggregated like `auth.failed`).
+    AuthDeniedReadOnly,
 }
 
 /// Which tree an event is kept in, and so which events can evict it.
@@ -46,7 +51,7 @@ pub enum AuditClass {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 17] = [
+    pub const ALL: [AuditKind; 19] = [
         AuditKind::ServerStarted,
         AuditKind::ServerStopped,
         AuditKind::TokenCreated,
@@ -64,6 +69,8 @@ impl AuditKind {
         AuditKind::AdminLoginFailed,
         AuditKind::AuthTokenOnAdminRoute,
         AuditKind::TokenNewAddress,
+        AuditKind::AuthDeniedNetwork,
+        AuditKind::AuthDeniedReadOnly,
     ];
 
     /// The `event` field's value.
@@ -86,6 +93,8 @@ impl AuditKind {
             AuditKind::AdminLoginFailed => "admin.login_failed",
             AuditKind::AuthTokenOnAdminRoute => "auth.token_on_admin_route",
             AuditKind::TokenNewAddress => "token.new_address",
+            AuditKind::AuthDeniedNetwork => "auth.denied_network",
+            AuditKind::AuthDeniedReadOnly => "auth.denied_read_only",
         }
     }
 
@@ -112,7 +121,9 @@ impl AuditKind {
             | AuditKind::AdminLoginFailed
             | AuditKind::AuthTokenOnAdminRoute
             // Whoever holds a token causes it, as often as they have addresses.
-            | AuditKind::TokenNewAddress => AuditClass::Failure,
+            | AuditKind::TokenNewAddress
+            | AuditKind::AuthDeniedNetwork
+            | AuditKind::AuthDeniedReadOnly => AuditClass::Failure,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod encoding;
 pub mod leak_response;
 pub mod lifetime_policy;
 pub mod redact;
+pub mod restrictions;
 pub mod rotation;
 pub mod text;
 pub mod time;

@@ -168,6 +168,25 @@ fn body(id: &str, event_type: &str, occurred_at: &str, data: Value) -> String {
     json!({ "id": id, "type": event_type, "occurredAt": occurred_at, "data": data }).to_string()
 }
 
+/// The body of a `token.denied_network` event, from the aggregated `auth.denied_network`
+/// audit event it reports (as stored: id and time set): which token, from which address
+/// (or network, when the aggregation counted by network), and how often in the interval.
+pub fn denied_network_body(event: &AuditEvent) -> String {
+    body(
+        &audit_event_id(&event.id),
+        DENIED_NETWORK_EVENT,
+        &event.at,
+        json!({
+            "token": { "id": event.token_id },
+            "remoteAddr": event.remote_addr,
+            "count": event.count,
+        }),
+    )
+}
+
+/// The webhook event type of a token used from outside its allowed networks.
+pub const DENIED_NETWORK_EVENT: &str = "token.denied_network";
+
 /// The `PA-Signature` header value for `body` sent at unix second `t`:
 /// `t=<t>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the secret>`.
 pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {

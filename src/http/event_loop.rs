@@ -83,11 +83,12 @@ impl LoopConn {
 
     /// The request in hand as the handler sees it (its body, unless still `body_pending`),
     /// and where that body lies in the buffer.
-    fn request(
-        &self,
+    fn request<'s>(
+        &'s self,
+        shared: &'s Shared,
         correlation_id: CorrelationId,
         body_pending: bool,
-    ) -> Option<(Request<'_>, Range<usize>)> {
+    ) -> Option<(Request<'s>, Range<usize>)> {
         let (buf, head, body) = self.conn.request()?;
         let request = Request {
             buf,
@@ -101,6 +102,7 @@ impl LoopConn {
             peer: self.peer,
             correlation_id,
             tls: self.transport.is_tls(),
+            trusted_proxies: &shared.config.trusted_proxies,
         };
         Some((request, body))
     }
@@ -484,7 +486,7 @@ fn body_ahead(
     };
     let handler = &*shared.handler;
     let (early, vouched) = {
-        let Some((request, _)) = c.request(correlation_id, true) else {
+        let Some((request, _)) = c.request(shared, correlation_id, true) else {
             return;
         };
         let early = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -506,7 +508,7 @@ fn body_ahead(
         Some(response) => Some(response),
         None if !c.slot.begin_body(vouched) => {
             let response = (shared.config.refusal)(&Error::Overloaded, &correlation_id);
-            if let Some((request, _)) = c.request(correlation_id, true) {
+            if let Some((request, _)) = c.request(shared, correlation_id, true) {
                 observe(shared, &request, &response, now, true);
             }
             Some(response)
@@ -541,7 +543,7 @@ fn request_ready(
     };
     let handler = &*shared.handler;
     let (inline, body) = {
-        let Some((request, body)) = c.request(correlation_id, false) else {
+        let Some((request, body)) = c.request(shared, correlation_id, false) else {
             return;
         };
         if handler.serves_inline(&request) {

@@ -9,6 +9,7 @@ mod config;
 pub(crate) mod conn;
 pub mod error;
 mod event_loop;
+pub mod forwarded;
 mod handler;
 pub mod head;
 mod request;

@@ -16,6 +16,8 @@ pub struct Request<'a> {
     pub(crate) peer: SocketAddr,
     pub(crate) correlation_id: CorrelationId,
     pub(crate) tls: bool,
+    /// `--trusted-proxies`: whose forwarded facts [`Self::forwarded`] believes.
+    pub(crate) trusted_proxies: &'a super::TrustedProxies,
 }
 
 impl<'a> Request<'a> {
@@ -58,7 +60,7 @@ impl<'a> Request<'a> {
     }
 
     /// All headers as (name, value) pairs.
-    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
         let buf = self.buf;
         self.head.headers[..self.head.header_count]
             .iter()
@@ -78,6 +80,18 @@ impl<'a> Request<'a> {
 
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The client's address and the original method and URI as a trusted proxy gave them
+    /// (see [`super::forwarded`]); from any other peer, the peer and nothing else.
+    pub fn forwarded(&self) -> super::forwarded::Forwarded<'a> {
+        super::forwarded::forwarded(
+            self.headers(),
+            self.method(),
+            self.target(),
+            self.peer.ip(),
+            self.trusted_proxies,
+        )
     }
 
     pub fn correlation_id(&self) -> &CorrelationId {

@@ -149,6 +149,7 @@ fn run(job: Job, shared: &Shared) {
             peer,
             correlation_id,
             tls,
+            trusted_proxies: &shared.config.trusted_proxies,
         };
         call_handler(&shared.config, &*shared.handler, &request, &correlation_id)
     };

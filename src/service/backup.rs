@@ -18,19 +18,24 @@
 //! Versions: 2 added a token's `owner` and `description` (each absent when the token has
 //! none). A backup is written as version 1 when no token has either, so releases that read
 //! only version 1 still restore it; as version 2 otherwise, which those releases refuse by
-//! its version rather than by an unknown field. Both versions are read.
+//! its version rather than by an unknown field. Version 3 added a token's `allowedCidrs` and
+//! `access` (absent when the token has no network policy / full access), written only when
+//! some token is restricted, for the same reason. All three versions are read.
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::encoding::hex;
+use crate::domain::restrictions::{validate_allowed_cidrs, Access, Restrictions};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::service::error::{Error, Result};
 use crate::store::{AdminAccount, Store, TokenRecord};
 
 const MAGIC: &str = "PA-AUTH-BACKUP";
-/// Written when some token has an owner or a description; read, with version 1.
-const FORMAT_VERSION: u32 = 2;
+/// Written when some token has restrictions (allowed networks, read-only access).
+const FORMAT_VERSION: u32 = 3;
+/// Written when some token has an owner or a description, and none has restrictions.
+const FORMAT_VERSION_WITH_PURPOSE: u32 = 2;
 /// Written when no token has an owner or a description.
 const FORMAT_VERSION_WITHOUT_PURPOSE: u32 = 1;
 const CHECKSUM_PREFIX: &str = "BLAKE3 ";
@@ -50,6 +55,10 @@ enum Line {
         owner: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         description: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allowed_cidrs: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     Admin {
@@ -74,9 +83,14 @@ pub fn write_backup(store: &dyn Store, now: i64) -> Result<(Vec<u8>, BackupSumma
     let tokens = store.export_tokens()?;
     let version = if tokens
         .iter()
-        .any(|t| t.record.owner.is_some() || t.record.description.is_some())
+        .any(|t| !t.record.restrictions.is_unrestricted())
     {
         FORMAT_VERSION
+    } else if tokens
+        .iter()
+        .any(|t| t.record.owner.is_some() || t.record.description.is_some())
+    {
+        FORMAT_VERSION_WITH_PURPOSE
     } else {
         FORMAT_VERSION_WITHOUT_PURPOSE
     };
@@ -102,6 +116,9 @@ pub fn write_backup(store: &dyn Store, now: i64) -> Result<(Vec<u8>, BackupSumma
                 last_used: t.last_used,
                 owner: t.record.owner,
                 description: t.record.description,
+                allowed_cidrs: t.record.restrictions.networks.to_strings(),
+                access: (t.record.restrictions.access != Access::Full)
+                    .then(|| t.record.restrictions.access.as_str().to_owned()),
             },
             &mut out,
         )?;
@@ -173,7 +190,7 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
         return Err(damaged("missing header"));
     }
     match parts.next().and_then(|v| v.parse::<u32>().ok()) {
-        Some(FORMAT_VERSION | FORMAT_VERSION_WITHOUT_PURPOSE) => {}
+        Some(FORMAT_VERSION | FORMAT_VERSION_WITH_PURPOSE | FORMAT_VERSION_WITHOUT_PURPOSE) => {}
         Some(v) => {
             return Err(Error::Config(format!(
             "backup format version {v} is not supported by this pa-auth (reads {FORMAT_VERSION})"
@@ -199,9 +216,19 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
                 last_used,
                 owner,
                 description,
+                allowed_cidrs,
+                access,
             } => {
                 let hash = TokenHash::from_hex(&hash).ok_or_else(|| damaged("token hash"))?;
                 let id = TokenId::parse(&id).ok_or_else(|| damaged("token id"))?;
+                let restrictions = Restrictions {
+                    access: match access.as_deref() {
+                        None => Access::Full,
+                        Some(a) => Access::parse(a).ok_or_else(|| damaged("token access"))?,
+                    },
+                    networks: validate_allowed_cidrs(&allowed_cidrs)
+                        .map_err(|_| damaged("token allowedCidrs"))?,
+                };
                 contents.tokens.push((
                     hash,
                     TokenRecord {
@@ -211,6 +238,7 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
                         expires_at,
                         owner,
                         description,
+                        restrictions,
                     },
                     last_used,
                 ));
@@ -308,7 +336,14 @@ mod tests {
         assert!(!String::from_utf8_lossy(&bytes).contains("owner"));
 
         let (_, owned) = a
-            .create_token_with("owned", None, Some("team-a"), Some("line one\nline two"), 2)
+            .create_token_with(
+                "owned",
+                None,
+                Some("team-a"),
+                Some("line one\nline two"),
+                &Default::default(),
+                2,
+            )
             .unwrap();
         let (bytes, _) = write_backup(&*a, 100).unwrap();
         assert!(bytes.starts_with(b"PA-AUTH-BACKUP 2 "));

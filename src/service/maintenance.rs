@@ -122,6 +122,7 @@ impl LastUsedFlusher {
         status: Arc<Mutex<FlushStatus>>,
         failures: Arc<AuthFailureLog>,
         audit_copy: AuditCopy,
+        webhooks: Option<Arc<crate::service::webhooks::Webhooks>>,
     ) -> std::io::Result<Self> {
         let control = Arc::new(Control {
             stop: Mutex::new(false),
@@ -138,6 +139,7 @@ impl LastUsedFlusher {
                     &usage,
                     &failures,
                     &audit_copy,
+                    webhooks.as_deref(),
                     pacing,
                     &thread_control,
                 )
@@ -174,6 +176,7 @@ fn run(
     usage: &UsageTracker,
     failures: &AuthFailureLog,
     audit_copy: &AuditCopy,
+    webhooks: Option<&crate::service::webhooks::Webhooks>,
     pacing: Pacing,
     control: &Control,
 ) {
@@ -196,7 +199,17 @@ fn run(
         };
         next = Instant::now() + interval;
         let copy = |event: &crate::domain::audit::AuditEvent| audit_copy.send(event);
-        if let Err(e) = failures.write_to_audit(store, crate::domain::time::now_unix(), &copy) {
+        // The aggregated events may make webhook events too (`token.denied_network`, rate
+        // limited by the webhooks: see `Webhooks::on_audit`).
+        let copy_and_notify = |event: &crate::domain::audit::AuditEvent| {
+            audit_copy.send(event);
+            if let Some(w) = webhooks {
+                w.on_audit(store, event, crate::domain::time::now_unix());
+            }
+        };
+        if let Err(e) =
+            failures.write_to_audit(store, crate::domain::time::now_unix(), &copy_and_notify)
+        {
             log::error!("writing aggregated auth failures to the audit log failed: {e}");
         }
         if let Err(e) = super::rotation::end_overdue_previous_secrets(

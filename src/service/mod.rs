@@ -227,6 +227,7 @@ impl Service {
             Arc::clone(&self.flush_status),
             Arc::clone(&self.auth_failures),
             self.audit_copy.clone(),
+            self.webhooks.clone(),
         )
     }
 
@@ -234,21 +235,24 @@ impl Service {
     /// at `now`: the hot path. A success is recorded as a use (last-used, and usage from
     /// `peer`); a failure is counted and kept
     /// for the audit log's aggregated `auth.failed` events.
+    /// A valid token outside its restrictions (allowed networks, read-only) is `Forbidden`
+    /// and kept for the aggregated `auth.denied_*` events.
     pub fn authenticate(
         &self,
         authorization: &[&[u8]],
-        peer: IpAddr,
+        request: &auth::RequestFacts<'_>,
         now: i64,
     ) -> Result<VerifiedToken> {
         let verified = auth::verify_bearer(
             &*self.store,
             &self.tracker,
             &self.auth_counters,
-            Some(self.failure_sink(peer)),
+            Some(self.failure_sink(request.client)),
             authorization,
+            request,
             now,
         )?;
-        self.usage.record(verified.token.id, peer, now);
+        self.usage.record(verified.token.id, request.client, now);
         Ok(verified)
     }
 

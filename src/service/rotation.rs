@@ -220,7 +220,10 @@ mod tests {
     fn both_secrets_work_until_the_overlap_ends_by_time() {
         let (s, _dir) = service();
         let actor = Actor::cli();
-        let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+        let peer = &crate::service::auth::RequestFacts {
+            client: std::net::IpAddr::from([127, 0, 0, 1]),
+            method: Some("GET"),
+        };
         let new = crate::service::tokens::NewToken {
             name: "ci".into(),
             ..Default::default()
@@ -260,7 +263,10 @@ mod tests {
     fn until_new_secret_used_ends_at_its_first_use() {
         let (s, _dir) = service();
         let actor = Actor::cli();
-        let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+        let peer = &crate::service::auth::RequestFacts {
+            client: std::net::IpAddr::from([127, 0, 0, 1]),
+            method: Some("GET"),
+        };
         let new = crate::service::tokens::NewToken {
             name: "ci".into(),
             ..Default::default()

@@ -58,6 +58,8 @@ pub struct NewToken {
     pub expires_at: Option<i64>,
     pub owner: Option<String>,
     pub description: Option<String>,
+    /// Access and allowed networks (default: full, anywhere).
+    pub restrictions: crate::domain::restrictions::Restrictions,
 }
 
 /// What a backup held.
@@ -83,6 +85,7 @@ impl Service {
                 new.expires_at,
                 new.owner.as_deref(),
                 new.description.as_deref(),
+                &new.restrictions,
                 now_micros(now),
             )?
         };

@@ -28,6 +28,10 @@ pub struct TokenView {
     pub policy: Option<&'static str>,
     /// The previous secret of a rotation while it still works; `null` otherwise.
     pub previous_secret: Option<PreviousSecretView>,
+    /// Where the token may be used from, canonical prefixes; `[]`: anywhere (issue 19).
+    pub allowed_cidrs: Vec<String>,
+    /// `full`, or `read`: only GET, HEAD and OPTIONS of the request it vouches for.
+    pub access: &'static str,
 }
 
 /// A live previous secret: when it stops working (at the latest) and its last use.
@@ -63,6 +67,8 @@ impl TokenView {
                 .violation(record.created_at(), record.expires_at, now)
                 .map(|v| v.as_str()),
             previous_secret: None,
+            allowed_cidrs: record.restrictions.networks.to_strings(),
+            access: record.restrictions.access.as_str(),
         }
     }
 
@@ -101,6 +107,7 @@ mod tests {
             expires_at: Some(1_796_000_100),
             owner: None,
             description: None,
+            restrictions: Default::default(),
         };
         let none = LifetimePolicy::default();
         let v = serde_json::to_value(TokenView::new(&rec, None, 1_796_000_100, &none)).unwrap();
@@ -114,7 +121,9 @@ mod tests {
         assert_eq!(v["policy"], serde_json::Value::Null);
         // And part 1's previous secret (always present, null outside an overlap).
         assert_eq!(v["previousSecret"], serde_json::Value::Null);
-        assert_eq!(v.as_object().unwrap().len(), 10);
+        assert_eq!(v["allowedCidrs"], serde_json::json!([]));
+        assert_eq!(v["access"], "full");
+        assert_eq!(v.as_object().unwrap().len(), 12);
         let rotated = TokenView::new(&rec, None, 1_796_000_000, &none).with_previous(Some(
             PreviousSecretState {
                 ends_at: 1_796_000_100,
@@ -137,6 +146,7 @@ mod tests {
             expires_at: None,
             owner: Some("team-a".into()),
             description: Some("deploys".into()),
+            restrictions: Default::default(),
         };
         let require = LifetimePolicy {
             max_lifetime_days: None,

@@ -20,6 +20,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;
 
+use crate::domain::restrictions::{Access, AllowedNetworks, Restrictions};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::records::{IndexedToken, SecretUsed};
 
@@ -39,6 +40,9 @@ struct Entry {
     name_len: u16,
     /// The token has a previous secret that ends at this secret's first use.
     ends_previous_on_use: bool,
+    /// Read-only or full (one byte: the entry stays 64 bytes). Allowed networks, which few
+    /// tokens have, sit in the shard's `networks` beside the entries.
+    access: Access,
 }
 
 /// A token's previous secret during a rotation's overlap: its own hash, the token's current
@@ -68,6 +72,10 @@ struct Shard {
     dead: usize,
     /// Previous secrets whose hash falls in this shard, sorted by hash.
     previous: Vec<PreviousEntry>,
+    /// The allowed networks of the tokens in this shard that have any, by current hash,
+    /// sorted. Empty in a shard with no such token, so they cost a token without a network
+    /// policy nothing; one with a policy pays a binary search here and an `Arc` clone.
+    networks: Vec<([u8; 32], AllowedNetworks)>,
 }
 
 impl Shard {
@@ -81,6 +89,32 @@ impl Shard {
             id: e.id,
             expires_at: (e.expires != NEVER).then_some(e.expires),
             name: self.name(e).into(),
+            restrictions: Restrictions {
+                access: e.access,
+                networks: self.networks_of(&e.hash),
+            },
+        }
+    }
+
+    fn networks_of(&self, hash: &[u8; 32]) -> AllowedNetworks {
+        if self.networks.is_empty() {
+            return AllowedNetworks::anywhere();
+        }
+        match self.networks.binary_search_by(|(h, _)| h.cmp(hash)) {
+            Ok(i) => self.networks[i].1.clone(),
+            Err(_) => AllowedNetworks::anywhere(),
+        }
+    }
+
+    /// Keeps (or forgets, for anywhere) the allowed networks of the token at `hash`.
+    fn set_networks(&mut self, hash: &[u8; 32], networks: &AllowedNetworks) {
+        match self.networks.binary_search_by(|(h, _)| h.cmp(hash)) {
+            Ok(i) if networks.is_anywhere() => {
+                self.networks.remove(i);
+            }
+            Ok(i) => self.networks[i].1 = networks.clone(),
+            Err(_) if networks.is_anywhere() => {}
+            Err(i) => self.networks.insert(i, (*hash, networks.clone())),
         }
     }
 
@@ -150,6 +184,7 @@ impl Shard {
         id: TokenId,
         expires_at: Option<i64>,
         name: &str,
+        access: Access,
     ) -> Option<Entry> {
         let name_at = u32::try_from(self.names.len()).ok()?;
         let name_len = u16::try_from(name.len()).ok()?;
@@ -161,6 +196,7 @@ impl Shard {
             name_at,
             name_len,
             ends_previous_on_use: false,
+            access,
         })
     }
 
@@ -176,6 +212,7 @@ impl Shard {
         };
         self.names.push_str(&other.names);
         self.dead += other.dead;
+        self.networks.extend(other.networks);
         self.entries.extend(other.entries.into_iter().map(|mut e| {
             e.name_at = e.name_at.saturating_add(base);
             e
@@ -227,15 +264,27 @@ impl IndexBatch {
                     names: String::with_capacity(per_shard * 24),
                     dead: 0,
                     previous: Vec::new(),
+                    networks: Vec::new(),
                 })
                 .collect(),
         }
     }
 
-    pub fn push(&mut self, hash: TokenHash, id: TokenId, expires_at: Option<i64>, name: &str) {
+    pub fn push(
+        &mut self,
+        hash: TokenHash,
+        id: TokenId,
+        expires_at: Option<i64>,
+        name: &str,
+        restrictions: &Restrictions,
+    ) {
         let shard = &mut self.shards[usize::from(hash.0[0])];
-        if let Some(entry) = shard.new_entry(&hash, id, expires_at, name) {
+        if let Some(entry) = shard.new_entry(&hash, id, expires_at, name, restrictions.access) {
             shard.entries.push(entry);
+            if !restrictions.networks.is_anywhere() {
+                // Sorted when the batch is loaded.
+                shard.networks.push((hash.0, restrictions.networks.clone()));
+            }
         }
     }
 }
@@ -269,6 +318,50 @@ impl TokenIndex {
     /// time is the caller's to check (time is a parameter). No allocation beyond
     /// [`Self::get`]'s: the previous secrets are looked at only when no current one matched.
     pub fn lookup(&self, hash: &TokenHash) -> Option<(IndexedToken, SecretUsed)> {
+        self.lookup_with(hash, Shard::token)
+    }
+
+    /// [`Self::lookup`] for a request from `client`, the hot path: the allowed-networks
+    /// check is made here, under the shard's read lock, and the token comes back without
+    /// its list (`restrictions.networks` is anywhere), so a verification never touches the
+    /// list's reference count. The `bool`: whether `client` may use the token.
+    #[inline]
+    pub fn lookup_from(
+        &self,
+        hash: &TokenHash,
+        client: std::net::IpAddr,
+    ) -> Option<(IndexedToken, SecretUsed, bool)> {
+        self.lookup_with(
+            hash,
+            #[inline(always)]
+            |shard, e| {
+                let allowed = shard.networks.is_empty()
+                    || match shard.networks.binary_search_by(|(h, _)| h.cmp(&e.hash)) {
+                        Ok(i) => shard.networks[i].1.permits(client),
+                        Err(_) => true,
+                    };
+                let token = IndexedToken {
+                    id: e.id,
+                    expires_at: (e.expires != NEVER).then_some(e.expires),
+                    name: shard.name(e).into(),
+                    restrictions: Restrictions {
+                        access: e.access,
+                        networks: AllowedNetworks::anywhere(),
+                    },
+                };
+                (token, allowed)
+            },
+        )
+        .map(|((token, allowed), secret)| (token, secret, allowed))
+    }
+
+    /// The lookup, with `read` taking what it needs from the current entry under its lock.
+    #[inline(always)]
+    fn lookup_with<R>(
+        &self,
+        hash: &TokenHash,
+        read: impl Fn(&Shard, &Entry) -> R,
+    ) -> Option<(R, SecretUsed)> {
         let (current, id, ends_at, until_new_secret_used) = {
             let shard = crate::sync::read(self.shard(hash));
             if let Ok(i) = shard.find(&hash.0) {
@@ -276,7 +369,7 @@ impl TokenIndex {
                 let secret = SecretUsed::Current {
                     ends_previous_on_use: e.ends_previous_on_use,
                 };
-                return Some((shard.token(e), secret));
+                return Some((read(&shard, e), secret));
             }
             if shard.previous.is_empty() {
                 return None;
@@ -293,7 +386,7 @@ impl TokenIndex {
         if e.id != id || (until_new_secret_used && !e.ends_previous_on_use) {
             return None;
         }
-        Some((shard.token(e), SecretUsed::Previous { current, ends_at }))
+        Some((read(&shard, e), SecretUsed::Previous { current, ends_at }))
     }
 
     /// Keeps `hash` as the previous secret of the token whose current secret is `current`
@@ -416,9 +509,16 @@ impl TokenIndex {
 
     pub fn insert(&self, hash: TokenHash, token: IndexedToken) {
         let mut shard = crate::sync::write(self.shard(&hash));
-        let Some(entry) = shard.new_entry(&hash, token.id, token.expires_at, &token.name) else {
+        let Some(entry) = shard.new_entry(
+            &hash,
+            token.id,
+            token.expires_at,
+            &token.name,
+            token.restrictions.access,
+        ) else {
             return;
         };
+        shard.set_networks(&hash.0, &token.restrictions.networks);
         match shard.find(&hash.0) {
             Ok(i) => {
                 let old = std::mem::replace(&mut shard.entries[i], entry);
@@ -436,10 +536,16 @@ impl TokenIndex {
         let Ok(i) = shard.find(&hash.0) else {
             return;
         };
-        let Some(mut entry) = shard.new_entry(&hash, token.id, token.expires_at, &token.name)
-        else {
+        let Some(mut entry) = shard.new_entry(
+            &hash,
+            token.id,
+            token.expires_at,
+            &token.name,
+            token.restrictions.access,
+        ) else {
             return;
         };
+        shard.set_networks(&hash.0, &token.restrictions.networks);
         entry.ends_previous_on_use = shard.entries[i].ends_previous_on_use;
         let old = std::mem::replace(&mut shard.entries[i], entry);
         shard.forget_name(&old);
@@ -451,6 +557,7 @@ impl TokenIndex {
             let old = shard.entries.remove(i);
             shard.forget_name(&old);
         }
+        shard.set_networks(&hash.0, &AllowedNetworks::anywhere());
     }
 
     /// Bulk load (start-up): merges the batches (the scan and the snapshot give one) into
@@ -467,6 +574,8 @@ impl TokenIndex {
             part.entries.sort_unstable_by_key(|e| e.hash);
             part.entries.dedup_by(|a, b| a.hash == b.hash);
             part.entries.shrink_to_fit();
+            part.networks.sort_unstable_by_key(|(h, _)| *h);
+            part.networks.dedup_by(|a, b| a.0 == b.0);
             part.names.shrink_to_fit();
             *crate::sync::write(shard) = part;
         }
@@ -484,21 +593,31 @@ impl TokenIndex {
             merged.entries.sort_unstable_by_key(|e| e.hash);
             merged.entries.dedup_by(|a, b| a.hash == b.hash);
             merged.entries.shrink_to_fit();
+            merged.networks.sort_unstable_by_key(|(h, _)| *h);
+            merged.networks.dedup_by(|a, b| a.0 == b.0);
             merged.names.shrink_to_fit();
             *s = merged;
         }
     }
 
     /// Visits every entry, shard by shard in hash order (each shard's read lock in turn).
-    pub fn for_each(&self, mut visit: impl FnMut(&[u8; 32], TokenId, Option<i64>, &str)) {
+    pub fn for_each(
+        &self,
+        mut visit: impl FnMut(&[u8; 32], TokenId, Option<i64>, &str, &Restrictions),
+    ) {
         for shard in &self.shards {
             let shard = crate::sync::read(shard);
             for e in &shard.entries {
+                let restrictions = Restrictions {
+                    access: e.access,
+                    networks: shard.networks_of(&e.hash),
+                };
                 visit(
                     &e.hash,
                     e.id,
                     (e.expires != NEVER).then_some(e.expires),
                     shard.name(e),
+                    &restrictions,
                 );
             }
         }
@@ -525,6 +644,7 @@ mod tests {
             id: TokenId::generate(),
             expires_at: Some(5),
             name: n.into(),
+            restrictions: Restrictions::default(),
         }
     }
 
@@ -609,6 +729,63 @@ mod tests {
     }
 
     #[test]
+    fn restrictions_follow_insert_update_remove_and_load() {
+        use crate::domain::restrictions::{validate_allowed_cidrs, Access};
+        let index = TokenIndex::default();
+        let h = crate::domain::token::PlaintextToken::generate().hash();
+        let plain = token("t");
+        let restricted = IndexedToken {
+            restrictions: Restrictions {
+                access: Access::Read,
+                networks: validate_allowed_cidrs(&["10.0.0.0/8"]).unwrap(),
+            },
+            ..plain.clone()
+        };
+        index.insert(h, restricted.clone());
+        assert_eq!(index.get(&h), Some(restricted.clone()));
+        index.update_existing(h, plain.clone());
+        assert_eq!(index.get(&h), Some(plain.clone()));
+        assert!(index.shards[usize::from(h.0[0])]
+            .read()
+            .unwrap()
+            .networks
+            .is_empty());
+        index.update_existing(h, restricted.clone());
+        index.remove(&h);
+        assert!(index.shards[usize::from(h.0[0])]
+            .read()
+            .unwrap()
+            .networks
+            .is_empty());
+        let mut batch = IndexBatch::default();
+        batch.push(h, plain.id, plain.expires_at, "t", &restricted.restrictions);
+        index.load(vec![batch]);
+        assert_eq!(index.get(&h), Some(restricted.clone()));
+        // The hot path's lookup: the verdict for the client, the list left behind; a
+        // previous secret is judged by its token's list.
+        let inside: std::net::IpAddr = "10.9.8.7".parse().unwrap();
+        let outside: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let (t, _, allowed) = index.lookup_from(&h, inside).unwrap();
+        assert!(allowed);
+        assert_eq!(t.restrictions.access, Access::Read);
+        assert!(
+            t.restrictions.networks.is_anywhere(),
+            "the list is not handed out"
+        );
+        assert!(!index.lookup_from(&h, outside).unwrap().2);
+        let old = crate::domain::token::PlaintextToken::generate().hash();
+        index.set_previous(old, h, plain.id, 50, false);
+        assert!(!index.lookup_from(&old, outside).unwrap().2);
+        assert!(index.lookup_from(&old, inside).unwrap().2);
+        // A token without a list in a shard where others have one: anywhere.
+        let mut other = [0u8; 32];
+        other[0] = h.0[0];
+        other[31] = h.0[31].wrapping_add(1);
+        index.insert(TokenHash(other), plain.clone());
+        assert!(index.lookup_from(&TokenHash(other), outside).unwrap().2);
+    }
+
+    #[test]
     fn an_entry_stays_64_bytes() {
         assert_eq!(std::mem::size_of::<Entry>(), 64);
     }
@@ -621,7 +798,13 @@ mod tests {
             .collect();
         let mut batches = vec![IndexBatch::default(), IndexBatch::default()];
         for (i, h) in hashes[..1000].iter().enumerate() {
-            batches[i % 2].push(*h, TokenId::generate(), Some(5), &format!("bulk{i}"));
+            batches[i % 2].push(
+                *h,
+                TokenId::generate(),
+                Some(5),
+                &format!("bulk{i}"),
+                &Restrictions::default(),
+            );
         }
         index.load(batches);
         for h in &hashes[1000..] {

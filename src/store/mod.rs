@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::lifetime_policy::LifetimePolicy;
+use crate::domain::restrictions::Restrictions;
 use crate::domain::rotation::PreviousSecretEnd;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 
@@ -37,13 +38,14 @@ pub trait Store: Send + Sync {
     // Tokens.
 
     /// Stores a new token with a fresh secret; `NameTaken` if the name (ignoring case) is.
-    /// Owner and description are already validated.
+    /// Owner, description and restrictions are already validated.
     fn create_token(
         &self,
         name: &str,
         expires_at: Option<i64>,
         owner: Option<&str>,
         description: Option<&str>,
+        restrictions: &Restrictions,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)>;
     /// Edits a token's name, owner or description, durably, and the authentication index's
@@ -81,7 +83,14 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> Result<Vec<(TokenId, PreviousSecret, PreviousSecretEnd)>>;
     /// [`Store::lookup_token`], telling which of the token's secrets matched.
-    fn lookup_secret(&self, hash: &TokenHash) -> Result<Option<(IndexedToken, SecretUsed)>>;
+    /// For a request from `client`: the `bool` says whether the token's allowed networks
+    /// admit it, and the token's `restrictions.networks` may come back as anywhere (the
+    /// check is made where the list is, so the hot path never copies or counts it).
+    fn lookup_secret(
+        &self,
+        hash: &TokenHash,
+        client: std::net::IpAddr,
+    ) -> Result<Option<(IndexedToken, SecretUsed, bool)>>;
     /// Notes a use of a previous secret at `now` (in memory, on this node).
     fn note_previous_use(&self, hash: &TokenHash, now: i64);
     /// Whether this is the first use of the current secret `current` that ends a previous

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::restrictions::{Access, AllowedNetworks, Restrictions};
 use crate::domain::text::Text;
 use crate::domain::token::{TokenHash, TokenId};
 
@@ -40,6 +41,8 @@ pub struct TokenRecord {
     /// What the token is for, validated by
     /// [`crate::domain::token_fields::validate_description`].
     pub description: Option<String>,
+    /// Access and allowed networks (default: full, anywhere).
+    pub restrictions: Restrictions,
 }
 
 impl TokenRecord {
@@ -64,6 +67,16 @@ impl TokenRecord {
         {
             changed.push("description");
         }
+        if update
+            .networks
+            .as_ref()
+            .is_some_and(|n| *n != self.restrictions.networks)
+        {
+            changed.push("allowedCidrs");
+        }
+        if update.access.is_some_and(|a| a != self.restrictions.access) {
+            changed.push("access");
+        }
         changed
     }
 
@@ -76,12 +89,20 @@ impl TokenRecord {
                 .description
                 .clone()
                 .unwrap_or_else(|| self.description.clone()),
+            restrictions: Restrictions {
+                access: update.access.unwrap_or(self.restrictions.access),
+                networks: update
+                    .networks
+                    .clone()
+                    .unwrap_or_else(|| self.restrictions.networks.clone()),
+            },
             ..self.clone()
         }
     }
 }
 
-/// An edit of a token's name, owner or description (never its secret or expiry), values
+/// An edit of a token's name, owner, description, allowed networks or access (never its
+/// secret or expiry), values
 /// already validated. `None` leaves a field as it is; for owner and description,
 /// `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,6 +110,9 @@ pub struct TokenUpdate {
     pub name: Option<String>,
     pub owner: Option<Option<String>>,
     pub description: Option<Option<String>>,
+    /// New allowed networks (an empty list: anywhere).
+    pub networks: Option<AllowedNetworks>,
+    pub access: Option<Access>,
 }
 
 /// What an update did: the record before and after.
@@ -226,6 +250,8 @@ pub struct IndexedToken {
     pub id: TokenId,
     pub expires_at: Option<i64>,
     pub name: Text,
+    /// What forward-auth checks after the secret: shared, never copied.
+    pub restrictions: Restrictions,
 }
 
 /// Which of a token's secrets a lookup matched.

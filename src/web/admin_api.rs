@@ -10,6 +10,9 @@ use serde_json::json;
 use super::admin_auth::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
 use crate::domain::audit::Actor;
 use crate::domain::encoding::hex;
+use crate::domain::restrictions::{
+    validate_access, validate_allowed_cidrs, Access, AllowedNetworks, Restrictions,
+};
 use crate::domain::rotation::Overlap;
 use crate::domain::token::TokenId;
 use crate::domain::token_fields::{
@@ -154,9 +157,28 @@ pub fn list_tokens(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     ))
 }
 
-/// `POST /admin/api/tokens` `{"name","expiresAt"?,"owner"?,"description"?}` → 201 view +
-/// secret, after it is durable. An expiry outside the lifetime policy is a validation error
-/// on `expiresAt`.
+/// The restriction fields of a create, PATCH or rotate body: `allowedCidrs` (a list of
+/// prefixes, at most 100; `null` or `[]` = anywhere) and `access` (`"read"` | `"full"`).
+/// `None` for a field that is absent.
+fn restriction_fields(
+    body: &crate::web::json_body::JsonObject,
+) -> std::result::Result<(Option<AllowedNetworks>, Option<Access>), Vec<FieldError>> {
+    let networks = match body.optional_str_list("allowedCidrs") {
+        Ok(Some(list)) => validate_allowed_cidrs(&list).map(Some),
+        // `null` clears, like `[]`; absent leaves it.
+        Ok(None) if body.has("allowedCidrs") => Ok(Some(AllowedNetworks::anywhere())),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let access = body
+        .optional_str("access")
+        .and_then(|a| a.map(validate_access).transpose());
+    both(one(networks), one(access))
+}
+
+/// `POST /admin/api/tokens` `{"name","expiresAt"?,"owner"?,"description"?,"allowedCidrs"?,
+/// "access"?}` → 201 view + secret, after it is durable. An expiry outside the lifetime
+/// policy is a validation error on `expiresAt`.
 pub fn create_token(
     app: &App,
     req: &Request<'_>,
@@ -166,7 +188,14 @@ pub fn create_token(
     let body = parse_object(
         req.header("content-type"),
         req.body(),
-        &["name", "expiresAt", "owner", "description"],
+        &[
+            "name",
+            "expiresAt",
+            "owner",
+            "description",
+            "allowedCidrs",
+            "access",
+        ],
     )?;
     let name = body.required_str("name").and_then(validate_name);
     let expires = body
@@ -178,9 +207,12 @@ pub fn create_token(
     let description = body
         .optional_str("description")
         .and_then(|d| d.map(validate_description).transpose().map(Option::flatten));
-    let ((name, expires_at), (owner, description)) = both(
-        both(one(name), one(expires)),
-        both(one(owner), one(description)),
+    let (((name, expires_at), (owner, description)), (networks, access)) = both(
+        both(
+            both(one(name), one(expires)),
+            both(one(owner), one(description)),
+        ),
+        restriction_fields(&body),
     )
     .map_err(Error::Validation)?;
     let new = NewToken {
@@ -188,6 +220,10 @@ pub fn create_token(
         expires_at,
         owner,
         description,
+        restrictions: Restrictions {
+            access: access.unwrap_or_default(),
+            networks: networks.unwrap_or_default(),
+        },
     };
     let (secret, record) = app.service.create_token(&actor(who, req), &new, now)?;
     let view = CreatedTokenView {
@@ -219,8 +255,10 @@ pub fn token_usage(app: &App, id: &str, now: i64) -> Result<Response> {
 }
 
 /// `POST /admin/api/tokens/{id}/rotate` `{"overlap": "<duration>" | "untilNewSecretUsed",
-/// "maxOverlap"?}` → 201 with the view and the new secret (shown once, as create shows
-/// it), after it is durable. The old secret keeps working as the previous secret for the
+/// "maxOverlap"?, "allowedCidrs"?, "access"?}` → 201 with the view and the new secret (shown
+/// once, as create shows it), after it is durable. New restrictions are applied (and
+/// audited as `token.updated`) before the rotation, so the new secret never works without
+/// them; they apply to the previous secret too (it is the same token). The old secret keeps working as the previous secret for the
 /// overlap; a previous secret already there is replaced (decision 0008). 404 for no such
 /// token.
 pub fn rotate_token(
@@ -234,12 +272,25 @@ pub fn rotate_token(
     let body = parse_object(
         req.header("content-type"),
         req.body(),
-        &["overlap", "maxOverlap"],
+        &["overlap", "maxOverlap", "allowedCidrs", "access"],
     )?;
     let overlap = body.required_str("overlap");
     let max_overlap = body.optional_str("maxOverlap");
-    let (overlap, max_overlap) = both(one(overlap), one(max_overlap)).map_err(Error::Validation)?;
+    let ((overlap, max_overlap), (networks, access)) = both(
+        both(one(overlap), one(max_overlap)),
+        restriction_fields(&body),
+    )
+    .map_err(Error::Validation)?;
     let overlap = Overlap::parse(overlap, max_overlap).map_err(|e| Error::Validation(vec![e]))?;
+    if networks.is_some() || access.is_some() {
+        let update = TokenUpdate {
+            networks,
+            access,
+            ..TokenUpdate::default()
+        };
+        app.service
+            .update_token(&actor(who, req), id, &update, now)?;
+    }
     let rotated = app
         .service
         .rotate_token(&actor(who, req), id, overlap, now)?;
@@ -266,9 +317,10 @@ pub fn end_previous_secret(
     Ok(Response::new(204))
 }
 
-/// `PATCH /admin/api/tokens/{id}` with any of `{"name", "owner", "description"}` (a JSON
-/// merge patch, RFC 7396, of those three: an absent field stays, `null` clears owner or
-/// description; a name cannot be cleared) → 200 with the view. The secret and the expiry are
+/// `PATCH /admin/api/tokens/{id}` with any of `{"name", "owner", "description",
+/// "allowedCidrs", "access"}` (a JSON merge patch, RFC 7396, of those: an absent field stays,
+/// `null` clears owner, description or allowedCidrs; a name cannot be cleared; `access: null`
+/// is full) → 200 with the view. The secret and the expiry are
 /// not editable: they are not fields here, so sending them is an unknown field. 404 for no
 /// such token, 409 for a name another token has.
 pub fn update_token(
@@ -283,12 +335,12 @@ pub fn update_token(
     let body = parse_object(
         req.header("content-type"),
         req.body(),
-        &["name", "owner", "description"],
+        &["name", "owner", "description", "allowedCidrs", "access"],
     )?;
     if body.is_empty() {
         return Err(Error::Validation(vec![FieldError::new(
             "name",
-            "Give at least one of name, owner or description",
+            "Give at least one of name, owner, description, allowedCidrs or access",
         )]));
     }
     let name = match body.patch_str("name") {
@@ -308,12 +360,21 @@ pub fn update_token(
         d.map(|d| d.map(validate_description).transpose().map(Option::flatten))
             .transpose()
     });
-    let (name, (owner, description)) =
-        both(one(name), both(one(owner), one(description))).map_err(Error::Validation)?;
+    let ((name, (owner, description)), (networks, access)) = both(
+        both(one(name), both(one(owner), one(description))),
+        restriction_fields(&body),
+    )
+    .map_err(Error::Validation)?;
+    let access = match (access, body.has("access")) {
+        (None, true) => Some(Access::Full),
+        (a, _) => a,
+    };
     let update = TokenUpdate {
         name,
         owner,
         description,
+        networks,
+        access,
     };
     let updated = app
         .service

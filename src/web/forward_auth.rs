@@ -1,7 +1,8 @@
 //! Forward-auth (`/auth/verify[/...]`, any method): the answer a reverse proxy gets for a
 //! verified token: 200 with the token's identity headers (id, percent-encoded name, expiry,
-//! which secret: `current` or a rotation's `previous`),
-//! built without allocating. A refused credential is the 401 of [`super::error`].
+//! which secret: `current` or a rotation's `previous`; its access: `full` or `read`),
+//! built without allocating. A refused credential is the 401 of [`super::error`]; a valid
+//! token outside its restrictions is its 403 (nginx `auth_request` passes a 403 through).
 
 use crate::domain::text::{InlineText, Text, INLINE_CAPACITY};
 use crate::domain::time::rfc3339_text;
@@ -29,7 +30,13 @@ pub fn answer(verified: &VerifiedToken) -> Response {
     } else {
         "current"
     };
-    response.header("X-PA-Token-Secret", HeaderValue::inline(secret))
+    response
+        .header("X-PA-Token-Secret", HeaderValue::inline(secret))
+        // So the API behind can refuse writes itself too (issue 19).
+        .header(
+            "X-PA-Token-Access",
+            HeaderValue::inline(token.restrictions.access.as_str()),
+        )
 }
 
 /// UTF-8 percent-encoding of everything but RFC 3986 unreserved characters: the result is

@@ -101,6 +101,32 @@ impl JsonObject {
         }
     }
 
+    /// An optional list of strings (absent or null → None); a member that is not a string
+    /// is refused with its place (`allowedCidrs[2]`). The list is bounded by the 64 KiB body.
+    pub fn optional_str_list(&self, field: &'static str) -> Result<Option<Vec<&str>>, FieldError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_str()
+                        .ok_or_else(|| FieldError::new(format!("{field}[{i}]"), "Must be a string"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(FieldError::new(
+                field,
+                "Must be an array of strings or null",
+            )),
+        }
+    }
+
+    /// Whether the field is there at all (`null` included).
+    pub fn has(&self, field: &str) -> bool {
+        self.0.contains_key(field)
+    }
+
     /// Whether the object has no fields at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

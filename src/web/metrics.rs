@@ -183,6 +183,9 @@ pub fn render(s: &Snapshot<'_>) -> String {
         ("malformed", &s.auth.malformed),
         ("unknown", &s.auth.unknown),
         ("expired", &s.auth.expired),
+        // Valid tokens refused by their restrictions (403; issue 19).
+        ("denied_network", &s.auth.denied_network),
+        ("denied_read_only", &s.auth.denied_read_only),
     ] {
         let _ = writeln!(
             out,

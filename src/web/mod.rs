@@ -60,10 +60,22 @@ impl App {
         self
     }
 
+    /// The token's restrictions are checked against the client's address (what a trusted
+    /// proxy said, else the peer) and, on forward-auth, the original request's method as a
+    /// trusted proxy gave it (unknown otherwise); on pa-auth's own `/api/...` routes the
+    /// request's own method is the one that counts.
     fn authenticate(&self, req: &Request<'_>, now: i64) -> Result<VerifiedToken> {
         let (values, n) = authorization_values(req);
-        self.service
-            .authenticate(&values[..n], req.peer().ip(), now)
+        let forwarded = req.forwarded();
+        let method = match route_of(req.path()) {
+            Route::Verify => forwarded.method,
+            _ => Some(req.method()),
+        };
+        let facts = crate::service::auth::RequestFacts {
+            client: forwarded.client,
+            method,
+        };
+        self.service.authenticate(&values[..n], &facts, now)
     }
 }
 

@@ -1130,3 +1130,113 @@ fn console_token_page_draws_usage_and_lists_addresses() {
     );
     b.set_size(1280, 900);
 }
+
+/// Issue 19: the create dialog takes allowed networks (one per line) and read-only access,
+/// a bad prefix is shown on its line, the list marks read-only tokens, and the token's page
+/// shows and edits both (a PATCH the API then reports).
+#[test]
+fn console_sets_and_edits_allowed_networks_and_read_only_access() {
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let svc = Service::start(&[]);
+    let admin = crate::support::admin_basic(&svc);
+    sign_in(&b, &svc);
+
+    b.click("#create-button");
+    b.wait_for(
+        "create dialog",
+        "document.getElementById('create-dialog').open",
+    );
+    b.type_into("#token-name", "edge reader");
+    b.exec(
+        "document.getElementById('token-cidrs').value = arguments[0];\
+         document.getElementById('token-access').value = 'read';",
+        json!(["10.0.0.0/8\n10.0.0.1/8"]),
+    );
+    b.click("#create-submit");
+    b.wait_for(
+        "the prefix error",
+        "document.getElementById('token-cidrs-error').textContent.length > 0",
+    );
+    let error = b.text("#token-cidrs-error");
+    assert!(
+        error.starts_with("Line 2:") && error.contains("10.0.0.0/8"),
+        "{error}"
+    );
+    b.screenshot("issue19-create-dialog-prefix-error");
+    b.exec(
+        "document.getElementById('token-cidrs').value = arguments[0];",
+        json!(["10.0.0.0/8\n2001:DB8::/32"]),
+    );
+    b.click("#create-submit");
+    b.wait_for("secret", "!document.getElementById('secret-view').hidden");
+    b.click("#secret-done");
+    b.wait_for(
+        "the read-only marker",
+        "document.querySelector('#token-rows td.name .badge.readonly') !== null",
+    );
+    assert_eq!(b.text("#token-rows td.name .badge.readonly"), "read-only");
+    b.screenshot("issue19-list-read-only-marker");
+    let id = b
+        .exec(
+            "return document.querySelector('#token-rows tr').dataset.id;",
+            json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_string();
+    let view = api_token(&svc, &admin, &id);
+    assert_eq!(view["access"], "read");
+    assert_eq!(view["allowedCidrs"], json!(["10.0.0.0/8", "2001:db8::/32"]));
+
+    b.click(&format!("#token-rows tr[data-id='{id}'] td.name a"));
+    b.wait_for(
+        "the token page",
+        "!document.getElementById('detail-body').hidden",
+    );
+    assert!(b.text("#detail-access").starts_with("Read-only"));
+    assert_eq!(b.text("#detail-cidrs"), "10.0.0.0/8\n2001:db8::/32");
+    b.exec(
+        "document.getElementById('edit-cidrs').value = arguments[0];\
+         document.getElementById('edit-access').value = 'full';",
+        json!(["192.0.2.0/24"]),
+    );
+    b.click("#restrictions-save");
+    b.wait_for(
+        "saved",
+        "document.getElementById('restrictions-saved').textContent === 'Saved.'",
+    );
+    assert_eq!(b.text("#detail-cidrs"), "192.0.2.0/24");
+    assert_eq!(b.text("#detail-access"), "Full");
+    let view = api_token(&svc, &admin, &id);
+    assert_eq!(view["access"], "full");
+    assert_eq!(view["allowedCidrs"], json!(["192.0.2.0/24"]));
+    // A bad edit is shown, and changes nothing.
+    b.exec(
+        "document.getElementById('edit-cidrs').value = 'not-a-network';",
+        json!([]),
+    );
+    b.click("#restrictions-save");
+    b.wait_for(
+        "the edit error",
+        "document.getElementById('edit-cidrs-error').textContent.length > 0",
+    );
+    assert!(b.text("#edit-cidrs-error").starts_with("Line 1:"));
+    b.screenshot("issue19-token-page-restrictions");
+    assert_eq!(
+        api_token(&svc, &admin, &id)["allowedCidrs"],
+        json!(["192.0.2.0/24"])
+    );
+    // Emptied: any address again.
+    b.exec(
+        "document.getElementById('edit-cidrs').value = '';",
+        json!([]),
+    );
+    b.click("#restrictions-save");
+    b.wait_for(
+        "saved again",
+        "document.getElementById('detail-cidrs').textContent === 'Any address'",
+    );
+    assert_eq!(api_token(&svc, &admin, &id)["allowedCidrs"], json!([]));
+}

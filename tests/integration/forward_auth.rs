@@ -902,7 +902,14 @@ fn check_hostile_queries(proxy: SocketAddr, upstream: &Recorder) {
 }
 
 fn nginx_allowed() -> &'static [&'static str] {
-    &["host", "authorization", "x-correlation-id"]
+    // Issue 19: the client's address and the original method, set by nginx.
+    &[
+        "host",
+        "authorization",
+        "x-correlation-id",
+        "x-real-ip",
+        "x-original-method",
+    ]
 }
 
 fn caddy_allowed() -> &'static [&'static str] {
@@ -910,6 +917,8 @@ fn caddy_allowed() -> &'static [&'static str] {
         "host",
         "authorization",
         "x-forwarded-for",
+        // Issue 19: the original method, from forward_auth through the hop.
+        "x-forwarded-method",
         "x-forwarded-proto",
         "x-forwarded-host",
         "accept-encoding",
@@ -1000,15 +1009,21 @@ fn bad_credentials() -> [Option<&'static str>; 3] {
 }
 
 /// What Envoy's ext_authz (deploy/envoy/envoy.yaml) sends pa-auth: the client's method,
-/// `path_prefix` + the client's :path (query included), Content-Length 0, and of the
-/// client's headers only `allowed_headers` (Authorization).
-fn envoy_check_request(method: &str, client_target: &str, authorization: Option<&str>) -> Vec<u8> {
+/// `path_prefix` + the client's :path (query included), Content-Length 0, of the client's
+/// headers only `allowed_headers` (Authorization, and X-Forwarded-For with the client's
+/// address appended by `use_remote_address`), and `headers_to_add` (x-pa-auth-proxy).
+pub(crate) fn envoy_check_request(
+    method: &str,
+    client_target: &str,
+    authorization: Option<&str>,
+) -> Vec<u8> {
     // Envoy never puts a fragment in :path (it refuses or strips one from the client).
     let client_target = client_target.split('#').next().unwrap_or("");
     let mut out = format!(
         "{method} /auth/verify{client_target} HTTP/1.1\r\nHost: api.example.internal\r\n\
          content-length: 0\r\nx-envoy-internal: true\r\nx-forwarded-proto: https\r\n\
-         x-request-id: 3f1b2c1e-8d52-4d0e-9a43-5d3c6c1b2a10\r\nx-envoy-expected-rq-timeout-ms: 1000\r\n"
+         x-request-id: 3f1b2c1e-8d52-4d0e-9a43-5d3c6c1b2a10\r\nx-envoy-expected-rq-timeout-ms: 1000\r\n\
+         x-forwarded-for: 203.0.113.7\r\nx-pa-auth-proxy: envoy\r\n"
     );
     if let Some(a) = authorization {
         out.push_str(&format!("authorization: {a}\r\n"));
@@ -1019,7 +1034,7 @@ fn envoy_check_request(method: &str, client_target: &str, authorization: Option<
 
 /// What Traefik's ForwardAuth (deploy/traefik/pa-auth.yml) sends pa-auth: `GET` of the
 /// configured address, Authorization (authRequestHeaders) and its own X-Forwarded-*.
-fn traefik_check_request(
+pub(crate) fn traefik_check_request(
     method: &str,
     client_target: &str,
     authorization: Option<&str>,

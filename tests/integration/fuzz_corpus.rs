@@ -47,3 +47,8 @@ fn admin_json_corpus() {
 fn routing_corpus() {
     replay("routing", pa_auth::fuzz_checks::check_routing);
 }
+
+#[test]
+fn forwarded_corpus() {
+    replay("forwarded", pa_auth::fuzz_checks::check_forwarded);
+}

@@ -17,6 +17,7 @@ mod http_layer;
 mod layers;
 mod leak_response;
 mod lifecycle_monitoring;
+mod network_policy;
 mod postgres;
 mod reliability;
 mod rotation;

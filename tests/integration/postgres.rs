@@ -562,7 +562,8 @@ fn postgres_upgrades_a_schema_1_database() {
         )
         .expect("version")
         .get(0);
-    // Straight to the current schema (6 since issue 19's usage: 1 → 6 in one upgrade).
+    // Straight to the current schema (6 since issue 19's usage and restrictions: 1 → 6 in one
+    // upgrade).
     assert_eq!(version, 6);
     let owners: i64 = db
         .query_one(
@@ -1954,4 +1955,79 @@ fn postgres_a_rotation_reaches_every_node_and_a_delete_ends_both_secrets_before_
         assert_eq!(verify(node, &new3), 401, "ended but accepted");
         assert_eq!(verify(node, &newer3), 200);
     }
+}
+
+/// Issue 19: a schema 5 database (no restriction columns) is upgraded in place to 6, its
+/// tokens unrestricted; an edit of allowedCidrs or access on one node reaches the other
+/// node's forward-auth index through the feed, and clearing it does too.
+#[test]
+fn postgres_restrictions_upgrade_in_place_and_reach_every_node() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("restrictions");
+    let args = ["--database-url", url.as_str(), "--flush-interval", "1"];
+    let (admin, id, token) = {
+        let svc = Service::start(&args);
+        let admin = basic_auth("admin", &svc.initial_password());
+        let (id, token) = create_token(&svc, &admin, "edge");
+        (admin, id, token)
+    };
+    let mut db = pg.client("restrictions");
+    db.batch_execute(
+        "ALTER TABLE pa_auth_tokens DROP COLUMN allowed_cidrs, DROP COLUMN access;
+         UPDATE pa_auth_meta SET value = 5 WHERE key = 'schema_version';",
+    )
+    .expect("schema 5");
+    let a = Service::start(&args);
+    let b = Service::start(&args);
+    assert!(a
+        .log_text()
+        .contains("upgraded the pa-auth schema in the database from 5 to 6"));
+    assert_eq!(verify(&a, &token), 200);
+    wait_for("the token on B", || verify(&b, &token) == 200);
+    let patch = |node: &Service, body: serde_json::Value| {
+        let r = Req::new("PATCH", &format!("/admin/api/tokens/{id}"))
+            .header("Authorization", &admin)
+            .json(&body)
+            .send(node.addr);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    // Loopback is outside 10/8: B refuses the token once it has applied A's edit.
+    let v = patch(&a, serde_json::json!({"allowedCidrs": ["10.0.0.0/8"]}));
+    assert_eq!(v["allowedCidrs"], serde_json::json!(["10.0.0.0/8"]));
+    assert_eq!(verify(&a, &token), 403);
+    wait_for("A's allowedCidrs on B", || verify(&b, &token) == 403);
+    let seen = Req::get(&format!("/admin/api/tokens/{id}"))
+        .header("Authorization", &admin)
+        .send(b.addr)
+        .json();
+    assert_eq!(seen["allowedCidrs"], serde_json::json!(["10.0.0.0/8"]));
+    // A trusted proxy's address for the client inside 10/8 passes on B.
+    let inside = Req::get("/auth/verify")
+        .bearer(&token)
+        .header("X-Forwarded-For", "10.2.3.4")
+        .send(b.addr);
+    assert_eq!(inside.status, 200, "{}", inside.text());
+    // Read-only made on B, cleared networks: A refuses a verify without a trusted method.
+    patch(
+        &b,
+        serde_json::json!({"allowedCidrs": null, "access": "read"}),
+    );
+    // (Still 403 from the old list until A applies the edit: wait for the GET to pass.)
+    let get = |node: &Service| {
+        Req::get("/auth/verify")
+            .bearer(&token)
+            .header("X-Original-Method", "GET")
+            .send(node.addr)
+    };
+    wait_for("B's edit on A", || get(&a).status == 200);
+    assert_eq!(verify(&a, &token), 403, "read-only, no trusted method");
+    let get = get(&a);
+    assert_eq!(get.header("X-PA-Token-Access"), Some("read"));
+    // A restart reloads the restrictions from the database.
+    drop(a);
+    let c = Service::start(&args);
+    assert_eq!(verify(&c, &token), 403);
+    patch(&c, serde_json::json!({"access": "full"}));
+    wait_for("full again on B", || verify(&b, &token) == 200);
 }

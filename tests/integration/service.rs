@@ -137,11 +137,13 @@ fn token_lifecycle_matches_the_docs(store: &Store) {
     assert_eq!(v["lastUsedAt"], Value::Null);
     assert_eq!(v["status"], "active");
     // The contract's six view fields and the secret, plus issue 18's four additive ones
-    // (always present, null here), and nothing else.
-    assert_eq!(v.as_object().unwrap().len(), 11);
+    // (always present, null here) and issue 19's two (anywhere, full), and nothing else.
+    assert_eq!(v.as_object().unwrap().len(), 13);
     for added in ["owner", "description", "policy", "previousSecret"] {
         assert_eq!(v[added], Value::Null, "{added}");
     }
+    assert_eq!(v["allowedCidrs"], json!([]));
+    assert_eq!(v["access"], "full");
     assert!(v["createdAt"].as_str().unwrap().ends_with('Z'));
 
     // The secret is never shown again.

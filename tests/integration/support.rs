@@ -142,7 +142,7 @@ pub fn try_from_address(
     let mut stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     stream.write_all(bytes)?;
-    read_response(&mut BufReader::new(stream), false)
+    read_response(&mut BufReader::new(stream), bytes.starts_with(b"HEAD "))
 }
 
 /// [`try_from_address`] that must succeed.

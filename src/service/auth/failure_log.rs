@@ -1,5 +1,8 @@
 //! Failed authentications, aggregated per flush interval and written by the flusher as
-//! `auth.failed` events into the audit log's failure tree (see `store::audit_log`).
+//! `auth.failed` events into the audit log's failure tree (see `store::audit_log`); valid
+//! tokens refused by their restrictions likewise, as `auth.denied_network` (used from
+//! outside its allowed networks) and `auth.denied_read_only` (a read-only token for another
+//! method), which anyone holding a leaked token can cause as often as a bad one.
 //!
 //! Detail degrades under a flood so that the events per interval stay bounded however many
 //! addresses an attacker holds:
@@ -84,9 +87,44 @@ fn network_of(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// Why a request was refused, as the aggregation counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The credential itself (`auth.failed`, with its reason).
+    Credential(AuthFailure),
+    /// A valid token from outside its allowed networks (`auth.denied_network`).
+    Network,
+    /// A read-only token for a method it may not use (`auth.denied_read_only`).
+    ReadOnly,
+}
+
+impl From<AuthFailure> for Refusal {
+    fn from(f: AuthFailure) -> Refusal {
+        Refusal::Credential(f)
+    }
+}
+
+impl Refusal {
+    fn kind(self) -> AuditKind {
+        match self {
+            Refusal::Credential(_) => AuditKind::AuthFailed,
+            Refusal::Network => AuditKind::AuthDeniedNetwork,
+            Refusal::ReadOnly => AuditKind::AuthDeniedReadOnly,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::Credential(f) => f.as_str(),
+            Refusal::Network => "outside_allowed_networks",
+            Refusal::ReadOnly => "read_only",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    reason: AuthFailure,
+    reason: Refusal,
     source: Source,
     token: Option<TokenId>,
 }
@@ -123,7 +161,8 @@ fn take(used: &AtomicUsize, budget: usize) -> bool {
 }
 
 impl AuthFailureLog {
-    pub fn record(&self, reason: AuthFailure, addr: IpAddr, token: Option<TokenId>) {
+    pub fn record(&self, reason: impl Into<Refusal>, addr: IpAddr, token: Option<TokenId>) {
+        let reason = reason.into();
         let addr = addr.to_canonical();
         // Sharded by the recording thread, not by address: behind a reverse proxy every
         // failure comes from one address, and an address-keyed shard would be one lock all
@@ -186,8 +225,8 @@ impl AuthFailureLog {
             let appended = store.append_audit(
                 now,
                 AuditEvent {
-                    event: AuditKind::AuthFailed.into(),
-                    reason: Some(key.reason.as_str().into()),
+                    event: key.reason.kind().into(),
+                    reason: Some(key.reason.reason().into()),
                     remote_addr: Some(key.source.describe()),
                     token_id: key.token.map(|t| t.to_string()),
                     count: Some(*count),
@@ -233,7 +272,10 @@ mod tests {
         let (counts, overflow) = log.drain();
         let counts = counts
             .into_iter()
-            .map(|(k, n)| ((k.reason, k.source.describe()), n))
+            .filter_map(|(k, n)| match k.reason {
+                Refusal::Credential(r) => Some(((r, k.source.describe()), n)),
+                _ => None,
+            })
             .collect();
         (counts, overflow)
     }
@@ -296,6 +338,49 @@ mod tests {
 
     fn count_keys(counts: &HashMap<(AuthFailure, String), u64>) -> Vec<&str> {
         counts.keys().map(|(_, s)| s.as_str()).collect()
+    }
+
+    /// Issue 19: a leaked token used from 50,000 addresses outside its networks makes at most
+    /// MAX_EVENTS_PER_INTERVAL `auth.denied_network` events an interval, each naming the
+    /// token, and read-only refusals are their own event.
+    #[test]
+    fn denials_are_aggregated_and_bounded_like_failures() {
+        let store = TempStore::new();
+        let log = AuthFailureLog::default();
+        let token = Some(TokenId::generate());
+        // Counted before the flood: a key keeps counting once it has its place (a key first
+        // seen after both budgets are spent is the overflow count, as for auth.failed).
+        log.record(Refusal::ReadOnly, addr("192.0.2.1"), token);
+        for i in 0..50_000u32 {
+            log.record(Refusal::Network, spread_v4(i), token);
+        }
+        log.record(Refusal::ReadOnly, addr("192.0.2.1"), token);
+        let written = log.write_to_audit(&*store, 100, &|_| {}).unwrap();
+        assert!(written <= MAX_EVENTS_PER_INTERVAL, "{written}");
+        let query = |event: &str| {
+            store
+                .audit_events(&AuditQuery {
+                    limit: 10_000,
+                    event: Some(event.into()),
+                    ..Default::default()
+                })
+                .unwrap()
+                .0
+        };
+        let denied = query("auth.denied_network");
+        assert_eq!(denied.len(), MAX_EVENTS_PER_INTERVAL - 2);
+        assert!(denied
+            .iter()
+            .all(|e| e.token_id == token.map(|t| t.to_string())
+                && e.reason.as_deref() == Some("outside_allowed_networks")));
+        let read_only = query("auth.denied_read_only");
+        assert_eq!(read_only.len(), 1);
+        assert_eq!(read_only[0].count, Some(2));
+        assert_eq!(read_only[0].remote_addr.as_deref(), Some("192.0.2.1"));
+        // The overflow past both budgets is one auth.failed overflow count.
+        let overflow = query("auth.failed");
+        assert_eq!(overflow.len(), 1);
+        assert_eq!(overflow[0].reason.as_deref(), Some("aggregation_overflow"));
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! API-token authentication, the hot path: parse the Authorization header → check the token
 //! format → blake3 → the store's in-memory index (one shard's read lock) → expiry against
-//! `now` → record last-used in memory. No disk write, no allocation, no global lock. Also the
-//! counters of outcomes for metrics, and the aggregation of failures for the audit log.
+//! `now` → the token's restrictions (allowed networks against the client address, read-only
+//! against the original method) → record last-used in memory. No disk write, no allocation,
+//! no global lock. Also the counters of outcomes for metrics, and the aggregation of failures
+//! and denials for the audit log.
 
 pub mod bearer_header;
 pub mod failure_log;
 pub mod last_used;
 pub mod usage;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::token::{is_well_formed, TokenHash};
@@ -19,7 +22,11 @@ use crate::store::{IndexedToken, SecretUsed, Store};
 /// A token that authenticated (a clone of its index entry; the name is shared, not copied).
 #[derive(Debug)]
 pub struct VerifiedToken {
+    /// Its `restrictions.networks` is not filled in (anywhere): the list is checked where
+    /// it is kept, and the verdict is [`Self::network_allowed`].
     pub token: IndexedToken,
+    /// Whether the token's allowed networks admit the request's client.
+    pub network_allowed: bool,
     /// blake3 of the token's current secret: the key of its entry in the authentication
     /// index (also when its previous secret was presented).
     pub hash: TokenHash,
@@ -36,6 +43,15 @@ impl VerifiedToken {
     }
 }
 
+/// What is known of the request a token is presented for: the client's address (the peer,
+/// or what a trusted proxy said) and the original request's method (`None`: unknown, which
+/// a read-only token is refused with).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub client: IpAddr,
+    pub method: Option<&'a str>,
+}
+
 /// Counts of authentication outcomes since start (metrics; never per token).
 #[derive(Debug, Default)]
 pub struct AuthCounters {
@@ -46,6 +62,9 @@ pub struct AuthCounters {
     pub expired: AtomicU64,
     /// Valid API tokens sent to admin routes (answered 403; not counted as a success).
     pub token_on_admin_route: AtomicU64,
+    /// Valid tokens refused by their restrictions (403; not a success, not a use).
+    pub denied_network: AtomicU64,
+    pub denied_read_only: AtomicU64,
 }
 
 impl AuthCounters {
@@ -67,17 +86,28 @@ pub struct FailureSink<'a> {
     pub peer: std::net::IpAddr,
 }
 
-/// Authenticates an API token from the request's Authorization values at `now`.
+/// Authenticates an API token from the request's Authorization values at `now`, for a
+/// request from `request.client` with `request.method`: a valid token outside its
+/// restrictions is `Forbidden` (403), counted and recorded for the audit log, and not a use.
 pub fn verify_bearer(
     store: &dyn Store,
     tracker: &LastUsedTracker,
     counters: &AuthCounters,
     failures: Option<FailureSink<'_>>,
     authorization: &[&[u8]],
+    request: &RequestFacts<'_>,
     now: i64,
 ) -> Result<VerifiedToken, Error> {
-    match check(store, authorization, now) {
+    match check(store, authorization, request.client, now) {
         Ok(verified) => {
+            if let Some(refusal) = refusal_of(&verified, request) {
+                return Err(record_denial(
+                    counters,
+                    failures,
+                    refusal,
+                    verified.token.id,
+                ));
+            }
             counters.count(Ok(()));
             tracker.record(verified.token.id, &verified.hash, now);
             match verified.secret {
@@ -95,6 +125,47 @@ pub fn verify_bearer(
         }
         Err((error, token)) => Err(record_failure(counters, failures, error, token)),
     }
+}
+
+/// Why a valid token may not be used for this request, if it may not. Allocation-free: the
+/// network verdict came with the lookup (a scan of at most 100 prefixes under the index
+/// shard's lock), then a method compare.
+fn refusal_of(
+    verified: &VerifiedToken,
+    request: &RequestFacts<'_>,
+) -> Option<failure_log::Refusal> {
+    if !verified.network_allowed {
+        return Some(failure_log::Refusal::Network);
+    }
+    if !verified.token.restrictions.access.allows(request.method) {
+        return Some(failure_log::Refusal::ReadOnly);
+    }
+    None
+}
+
+/// Counts a valid token refused by its restrictions and records it for the audit's
+/// aggregated `auth.denied_*` events; the 403 to answer with.
+fn record_denial(
+    counters: &AuthCounters,
+    failures: Option<FailureSink<'_>>,
+    refusal: failure_log::Refusal,
+    token: crate::domain::token::TokenId,
+) -> Error {
+    let (counter, message) = match refusal {
+        failure_log::Refusal::ReadOnly => (
+            &counters.denied_read_only,
+            "This token is read-only: only GET, HEAD and OPTIONS requests are allowed",
+        ),
+        _ => (
+            &counters.denied_network,
+            "This token may not be used from this network",
+        ),
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(sink) = failures {
+        sink.log.record(refusal, sink.peer, Some(token));
+    }
+    Error::Forbidden(message)
 }
 
 /// Counts a refused credential and records it for the audit's `auth.failed` aggregation;
@@ -125,7 +196,9 @@ pub fn check_token_on_admin_route(
     authorization: &[&[u8]],
     now: i64,
 ) -> Result<crate::domain::token::TokenId, Error> {
-    match check(store, authorization, now) {
+    // Never a credential here, so no client to judge: any address will do.
+    let nowhere = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+    match check(store, authorization, nowhere, now) {
         Ok(verified) => {
             counters
                 .token_on_admin_route
@@ -140,6 +213,7 @@ pub fn check_token_on_admin_route(
 fn check(
     store: &dyn Store,
     authorization: &[&[u8]],
+    client: IpAddr,
     now: i64,
 ) -> Result<VerifiedToken, (Error, Option<crate::domain::token::TokenId>)> {
     let refuse = |r| (Error::Unauthorized(r), None);
@@ -148,8 +222,8 @@ fn check(
         return Err(refuse(AuthFailure::Malformed));
     }
     let presented = TokenHash::of(token);
-    let (token, secret) = store
-        .lookup_secret(&presented)
+    let (token, secret, network_allowed) = store
+        .lookup_secret(&presented, client)
         .map_err(|e| (e.into(), None))?
         .ok_or_else(|| refuse(AuthFailure::Unknown))?;
     let hash = match secret {
@@ -166,6 +240,7 @@ fn check(
     }
     Ok(VerifiedToken {
         token,
+        network_allowed,
         hash,
         secret,
         presented,
@@ -176,6 +251,80 @@ fn check(
 mod tests {
     use super::*;
     use crate::store::test_support::TempStore;
+
+    const ANYWHERE_GET: RequestFacts<'static> = RequestFacts {
+        client: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        method: Some("GET"),
+    };
+
+    #[test]
+    fn restrictions_refuse_a_valid_token_with_403_and_no_use() {
+        use crate::domain::restrictions::{validate_allowed_cidrs, Access, Restrictions};
+        let s = TempStore::new();
+        let t = LastUsedTracker::default();
+        let counters = AuthCounters::default();
+        let log = failure_log::AuthFailureLog::default();
+        let restrictions = Restrictions {
+            access: Access::Read,
+            networks: validate_allowed_cidrs(&["10.0.0.0/8", "2001:db8::/32"]).unwrap(),
+        };
+        let (secret, rec) = s
+            .create_token_with("ro", None, None, None, &restrictions, 1)
+            .unwrap();
+        let header = format!("Bearer {}", secret.expose_secret());
+        let go = |client: &str, method: Option<&str>| {
+            verify_bearer(
+                &*s,
+                &t,
+                &counters,
+                Some(FailureSink {
+                    log: &log,
+                    peer: client.parse().unwrap(),
+                }),
+                &[header.as_bytes()],
+                &RequestFacts {
+                    client: client.parse().unwrap(),
+                    method,
+                },
+                5,
+            )
+        };
+        assert_eq!(go("10.1.2.3", Some("GET")).unwrap().token.id, rec.id);
+        assert!(go("::ffff:10.1.2.3", Some("HEAD")).is_ok(), "mapped IPv4");
+        assert!(go("2001:db8::7", Some("OPTIONS")).is_ok());
+        assert_eq!(t.get(&rec.id), Some(5));
+        for (client, method) in [
+            ("192.0.2.1", Some("GET")),
+            ("10.1.2.3", Some("POST")),
+            ("10.1.2.3", None),
+            ("10.1.2.3", Some("get")),
+        ] {
+            assert!(
+                matches!(go(client, method), Err(Error::Forbidden(_))),
+                "{client} {method:?}"
+            );
+        }
+        assert_eq!(counters.denied_network.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.denied_read_only.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.success.load(Ordering::Relaxed), 3);
+        // An unknown token from outside is still a 401, never a 403: the restriction is
+        // only told to a holder of the token.
+        let other = crate::domain::token::PlaintextToken::generate();
+        let h = format!("Bearer {}", other.expose_secret());
+        let refused = verify_bearer(
+            &*s,
+            &t,
+            &counters,
+            None,
+            &[h.as_bytes()],
+            &RequestFacts {
+                client: "192.0.2.1".parse().unwrap(),
+                method: None,
+            },
+            5,
+        );
+        assert!(matches!(refused, Err(Error::Unauthorized(_))));
+    }
 
     fn verify(
         s: &dyn Store,
@@ -189,6 +338,7 @@ mod tests {
             &AuthCounters::default(),
             None,
             &[header.as_bytes()],
+            &ANYWHERE_GET,
             now,
         )
     }
@@ -247,6 +397,7 @@ mod tests {
                 &AuthCounters::default(),
                 None,
                 &[],
+                &ANYWHERE_GET,
                 5
             )),
             AuthFailure::Missing

@@ -30,6 +30,12 @@ pub const MAX_OUTBOX: u64 = 100_000;
 /// Failed admin logins within [`BURST_WINDOW_SECS`] that make an `admin.login_failed` event.
 pub const BURST_THRESHOLD: u64 = 5;
 pub const BURST_WINDOW_SECS: u64 = 300;
+/// Most `token.denied_network` events queued per [`BURST_WINDOW_SECS`], all tokens
+/// together: each reports one flush interval's aggregated `auth.denied_network` audit event
+/// (a token, an address, a count), so a leaked token hammered from outside makes a few
+/// events, not one per request; past the limit they are counted in the log only (the audit
+/// log still has every count).
+pub const MAX_DENIED_NETWORK_EVENTS: u64 = 20;
 /// The shortest `--webhook-secret` accepted, in bytes.
 pub const MIN_SECRET: usize = 16;
 
@@ -133,6 +139,8 @@ pub struct Webhooks {
     tls: Option<Arc<rustls::ClientConfig>>,
     figures: Arc<WebhookFigures>,
     burst: Mutex<Burst>,
+    /// `token.denied_network` events queued in the current window: (window start, count).
+    denied_network: Mutex<(i64, u64)>,
     /// Wakes the sender when an event is queued.
     nudge: Arc<sender::Nudge>,
 }
@@ -145,6 +153,7 @@ impl Webhooks {
             tls,
             figures: Arc::default(),
             burst: Mutex::default(),
+            denied_network: Mutex::default(),
             nudge: Arc::default(),
         })
     }
@@ -166,6 +175,11 @@ impl Webhooks {
         if webhook::is_webhook_audit_event(kind) {
             let id = webhook::audit_event_id(&event.id);
             self.enqueue(store, &id, &webhook::audit_body(event), None);
+        } else if kind == AuditKind::AuthDeniedNetwork && event.token_id.is_some() {
+            if self.take_denied_network_slot(now) {
+                let id = webhook::audit_event_id(&event.id);
+                self.enqueue(store, &id, &webhook::denied_network_body(event), None);
+            }
         } else if kind == AuditKind::AdminLoginFailed {
             let burst = crate::sync::lock(&self.burst).note(now, event.remote_addr.as_deref());
             if let Some((count, addrs)) = burst {
@@ -174,6 +188,22 @@ impl Webhooks {
                 self.enqueue(store, &id, &body, None);
             }
         }
+    }
+
+    /// Whether another `token.denied_network` event may be queued now (see
+    /// [`MAX_DENIED_NETWORK_EVENTS`]).
+    fn take_denied_network_slot(&self, now: i64) -> bool {
+        let mut window = crate::sync::lock(&self.denied_network);
+        if now - window.0 >= BURST_WINDOW_SECS as i64 {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        if window.1 == MAX_DENIED_NETWORK_EVENTS + 1 {
+            log::warn!(
+                "more than {MAX_DENIED_NETWORK_EVENTS} token.denied_network webhook events                  within {BURST_WINDOW_SECS} s: further ones are not sent until the window                  ends (the audit log keeps every auth.denied_network count)"
+            );
+        }
+        window.1 <= MAX_DENIED_NETWORK_EVENTS
     }
 
     /// Queues one event for every receiver, unless the outbox is full.
@@ -250,5 +280,53 @@ mod tests {
             assert!(b.note(400 + i, None).is_none());
         }
         assert!(b.note(404, None).is_some());
+    }
+
+    /// Issue 19: each aggregated `auth.denied_network` audit event becomes one
+    /// `token.denied_network` webhook event, at most MAX_DENIED_NETWORK_EVENTS a window,
+    /// whatever the flood; other denials and failures make none.
+    #[test]
+    fn denied_network_events_are_queued_and_capped_per_window() {
+        let store = crate::store::test_support::TempStore::new();
+        let hooks = Webhooks::new(WebhookSettings {
+            receivers: vec![ReceiverUrl::parse("http://127.0.0.1:9/hook").unwrap()],
+            secret: vec![7; 32],
+            ca: None,
+            unused_after_days: None,
+            scan_interval: Duration::from_secs(60),
+        })
+        .unwrap();
+        let event = |i: u32, kind: AuditKind| AuditEvent {
+            id: format!("{i:032x}"),
+            at: "2026-12-02T00:00:00Z".into(),
+            event: kind.into(),
+            token_id: Some("ee17b3d5-f0dc-4a2a-a3ef-12a7470f8ff0".into()),
+            remote_addr: Some("192.0.2.1".into()),
+            count: Some(3),
+            ..Default::default()
+        };
+        hooks.on_audit(&*store, &event(0, AuditKind::AuthDeniedReadOnly), 1000);
+        hooks.on_audit(&*store, &event(1, AuditKind::AuthFailed), 1000);
+        for i in 2..200 {
+            hooks.on_audit(&*store, &event(i, AuditKind::AuthDeniedNetwork), 1000);
+        }
+        let due = store.due_webhooks(i64::MAX, 1000).unwrap();
+        assert_eq!(due.len() as u64, MAX_DENIED_NETWORK_EVENTS);
+        let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
+        assert_eq!(body["type"], "token.denied_network");
+        assert_eq!(body["data"]["remoteAddr"], "192.0.2.1");
+        assert_eq!(body["data"]["count"], 3);
+        assert_eq!(
+            body["data"]["token"]["id"],
+            "ee17b3d5-f0dc-4a2a-a3ef-12a7470f8ff0"
+        );
+        // The next window has room again.
+        hooks.on_audit(
+            &*store,
+            &event(500, AuditKind::AuthDeniedNetwork),
+            1000 + 301,
+        );
+        let due = store.due_webhooks(i64::MAX, 1000).unwrap();
+        assert_eq!(due.len() as u64, MAX_DENIED_NETWORK_EVENTS + 1);
     }
 }

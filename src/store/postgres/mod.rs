@@ -27,6 +27,7 @@ use postgres::Client;
 
 use crate::domain::audit::{class_of, AuditClass, AuditEvent};
 use crate::domain::lifetime_policy::LifetimePolicy;
+use crate::domain::restrictions::{validate_allowed_cidrs, Access, AllowedNetworks, Restrictions};
 use crate::domain::rotation::PreviousSecretEnd;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
@@ -196,7 +197,7 @@ impl PgStore {
             .get(0);
         let rows = tx.query(
             "SELECT hash, id, expires_at, name, previous_hash, previous_ends_at, \
-             previous_until_used FROM pa_auth_tokens",
+             previous_until_used, allowed_cidrs, access FROM pa_auth_tokens",
             &[],
         )?;
         tx.commit()?;
@@ -208,7 +209,13 @@ impl PgStore {
             ) else {
                 continue;
             };
-            batch.push(TokenHash(hash), TokenId(id), row.get(2), row.get(3));
+            batch.push(
+                TokenHash(hash),
+                TokenId(id),
+                row.get(2),
+                row.get(3),
+                &restrictions_of(row.get(7), row.get(8)),
+            );
         }
         self.index.replace(batch);
         for row in &rows_with_previous(&rows) {
@@ -240,7 +247,8 @@ impl PgStore {
         let rows = feed.query(
             "SELECT c.revision, c.op, c.id, c.hash, t.name, t.expires_at, \
              GREATEST(0, extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8, \
-             t.hash, t.previous_hash, t.previous_ends_at, t.previous_until_used \
+             t.hash, t.previous_hash, t.previous_ends_at, t.previous_until_used, \
+             t.allowed_cidrs, t.access \
              FROM pa_auth_changes c LEFT JOIN pa_auth_tokens t ON t.id = c.id \
              WHERE c.revision > $1 AND c.revision <= $2 ORDER BY c.revision",
             &[&from, &to],
@@ -262,7 +270,8 @@ impl PgStore {
                 _ => return Ok(false),
             };
             match op {
-                // A rename is applied like a create: the row as it is now replaces the entry.
+                // An edit (a rename, new allowed networks or access) is applied like a
+                // create: the row as it is now replaces the entry.
                 "create" | "update" => {
                     // Deleted since: its own delete follows in the feed.
                     let name: Option<String> = row.get(4);
@@ -274,6 +283,7 @@ impl PgStore {
                                 id,
                                 expires_at,
                                 name: name.as_str().into(),
+                                restrictions: restrictions_of(row.get(11), row.get(12)),
                             },
                         );
                     }
@@ -297,6 +307,7 @@ impl PgStore {
                                 id,
                                 expires_at,
                                 name: name.as_str().into(),
+                                restrictions: restrictions_of(row.get(11), row.get(12)),
                             };
                             self.index.insert(current, token);
                         }
@@ -504,9 +515,11 @@ impl PgStore {
         expires_at: Option<i64>,
         owner: Option<&str>,
         description: Option<&str>,
+        restrictions: &Restrictions,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
         let secret = PlaintextToken::generate();
+        let (allowed_cidrs, access) = restriction_columns(restrictions);
         let hash = secret.hash();
         let id = TokenId::generate();
         let folded = fold_name(name);
@@ -521,7 +534,8 @@ impl PgStore {
                 .get(0);
             tx.execute(
                 "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, expires_at, \
-                 owner, owner_folded, description) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 owner, owner_folded, description, allowed_cidrs, access) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     &&id.0[..],
                     &&hash.0[..],
@@ -532,6 +546,8 @@ impl PgStore {
                     &owner,
                     &owner_folded,
                     &description,
+                    &allowed_cidrs,
+                    &access,
                 ],
             )?;
             Ok(Change::Made {
@@ -565,15 +581,9 @@ impl PgStore {
             expires_at,
             owner: owner.map(str::to_owned),
             description: description.map(str::to_owned),
+            restrictions: restrictions.clone(),
         };
-        self.index.insert(
-            hash,
-            IndexedToken {
-                id,
-                expires_at,
-                name: name.into(),
-            },
-        );
+        self.index.insert(hash, indexed(&record));
         Ok((secret, record))
     }
 
@@ -581,7 +591,8 @@ impl PgStore {
         let deleted = self.change(|tx| {
             let Some(row) = tx.query_opt(
                 "DELETE FROM pa_auth_tokens WHERE id = $1 \
-                 RETURNING hash, name, created_micros, expires_at, owner, description",
+                 RETURNING hash, name, created_micros, expires_at, owner, description, \
+                 allowed_cidrs, access",
                 &[&&id.0[..]],
             )?
             else {
@@ -619,7 +630,7 @@ impl PgStore {
             else {
                 return Ok(Change::None);
             };
-            let hash: Vec<u8> = row.get(6);
+            let hash: Vec<u8> = row.get(8);
             let hash = TokenHash(hash.as_slice().try_into().unwrap_or([0; 32]));
             let before = record_of(id, &row);
             let after = before.updated(update);
@@ -627,9 +638,11 @@ impl PgStore {
                 // Nothing to record: no revision, no feed entry.
                 return Ok(Change::Unchanged((hash, UpdatedToken { before, after })));
             }
+            let (allowed_cidrs, access) = restriction_columns(&after.restrictions);
             tx.execute(
                 "UPDATE pa_auth_tokens SET name = $2, name_folded = $3, owner = $4, \
-                 owner_folded = $5, description = $6 WHERE id = $1",
+                 owner_folded = $5, description = $6, allowed_cidrs = $7, access = $8 \
+                 WHERE id = $1",
                 &[
                     &&id.0[..],
                     &after.name,
@@ -637,6 +650,8 @@ impl PgStore {
                     &after.owner,
                     &after.owner.as_deref().map(fold_owner),
                     &after.description,
+                    &allowed_cidrs,
+                    &access,
                 ],
             )?;
             Ok(Change::Made {
@@ -658,14 +673,7 @@ impl PgStore {
             Err(e) => return Err(e),
         };
         if updated.after != updated.before {
-            self.index.update_existing(
-                hash,
-                IndexedToken {
-                    id,
-                    expires_at: updated.after.expires_at,
-                    name: updated.after.name.as_str().into(),
-                },
-            );
+            self.index.update_existing(hash, indexed(&updated.after));
         }
         Ok(Some(updated))
     }
@@ -692,9 +700,9 @@ impl PgStore {
             else {
                 return Ok(Change::None);
             };
-            let old: Vec<u8> = row.get(6);
+            let old: Vec<u8> = row.get(8);
             let old = TokenHash(old.as_slice().try_into().unwrap_or([0; 32]));
-            let replaced = previous_of(row.get(7), row.get(8), row.get(9));
+            let replaced = previous_of(row.get(9), row.get(10), row.get(11));
             let record = record_of(id, &row);
             let kept = ends_at.map(|ends_at| PreviousSecret {
                 hash: old,
@@ -810,9 +818,10 @@ impl PgStore {
 }
 
 /// The columns [`PgStore::token_rows`] reads, in its order.
-const TOKEN_COLUMNS: &str = "id, name, created_micros, expires_at, owner, description";
+const TOKEN_COLUMNS: &str =
+    "id, name, created_micros, expires_at, owner, description, allowed_cidrs, access";
 
-/// Token `id`'s record from a row holding columns 1-5 of [`TOKEN_COLUMNS`] in their places
+/// Token `id`'s record from a row holding columns 1-7 of [`TOKEN_COLUMNS`] in their places
 /// (what every token query here selects or returns).
 fn record_of(id: TokenId, row: &postgres::Row) -> TokenRecord {
     TokenRecord {
@@ -822,7 +831,35 @@ fn record_of(id: TokenId, row: &postgres::Row) -> TokenRecord {
         expires_at: row.get(3),
         owner: row.get(4),
         description: row.get(5),
+        restrictions: restrictions_of(row.get(6), row.get(7)),
     }
+}
+
+/// The two restriction columns of a token: canonical prefixes joined by `,` (null =
+/// anywhere) and `read` (null = full).
+fn restriction_columns(r: &Restrictions) -> (Option<String>, Option<&'static str>) {
+    let cidrs = (!r.networks.is_anywhere()).then(|| r.networks.to_strings().join(","));
+    let access = (r.access == Access::Read).then_some("read");
+    (cidrs, access)
+}
+
+/// A token's restrictions from its two columns. A stored list that does not parse (written
+/// by hand, damaged) admits no address rather than every one: fail closed.
+fn restrictions_of(cidrs: Option<String>, access: Option<String>) -> Restrictions {
+    let networks = match cidrs {
+        None => AllowedNetworks::anywhere(),
+        Some(list) => {
+            let parts: Vec<&str> = list.split(',').collect();
+            validate_allowed_cidrs(&parts).unwrap_or_else(|_| AllowedNetworks::nowhere())
+        }
+    };
+    let access = match access.as_deref() {
+        None => Access::Full,
+        // Anything else than `read` is refused by the column's CHECK; read-only is the
+        // narrower reading if it ever is there.
+        Some(_) => Access::Read,
+    };
+    Restrictions { access, networks }
 }
 
 /// A stored previous secret from its three columns (none while the hash is null).
@@ -844,6 +881,7 @@ fn indexed(record: &TokenRecord) -> IndexedToken {
         id: record.id,
         expires_at: record.expires_at,
         name: record.name.as_str().into(),
+        restrictions: record.restrictions.clone(),
     }
 }
 
@@ -911,9 +949,18 @@ impl crate::store::Store for PgStore {
         expires_at: Option<i64>,
         owner: Option<&str>,
         description: Option<&str>,
+        restrictions: &crate::domain::restrictions::Restrictions,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
-        PgStore::create_token(self, name, expires_at, owner, description, created_micros)
+        PgStore::create_token(
+            self,
+            name,
+            expires_at,
+            owner,
+            description,
+            restrictions,
+            created_micros,
+        )
     }
 
     fn delete_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
@@ -1084,8 +1131,12 @@ impl crate::store::Store for PgStore {
         Ok(out)
     }
 
-    fn lookup_secret(&self, hash: &TokenHash) -> Result<Option<(IndexedToken, SecretUsed)>> {
-        Ok(self.index.lookup(hash))
+    fn lookup_secret(
+        &self,
+        hash: &TokenHash,
+        client: std::net::IpAddr,
+    ) -> Result<Option<(IndexedToken, SecretUsed, bool)>> {
+        Ok(self.index.lookup_from(hash, client))
     }
 
     fn note_previous_use(&self, hash: &TokenHash, now: i64) {
@@ -1317,8 +1368,8 @@ impl crate::store::Store for PgStore {
     fn export_tokens(&self) -> Result<Vec<ExportedToken>> {
         let rows = self.with_client(|c| {
             c.query(
-                "SELECT id, hash, name, created_micros, expires_at, last_used, owner, description \
-                 FROM pa_auth_tokens ORDER BY created_micros, id",
+                "SELECT id, hash, name, created_micros, expires_at, last_used, owner, description, \
+                 allowed_cidrs, access FROM pa_auth_tokens ORDER BY created_micros, id",
                 &[],
             )
         })?;
@@ -1333,6 +1384,7 @@ impl crate::store::Store for PgStore {
                         expires_at: row.get(4),
                         owner: row.get(6),
                         description: row.get(7),
+                        restrictions: restrictions_of(row.get(8), row.get(9)),
                     },
                     last_used: row.get(5),
                 })
@@ -1382,12 +1434,17 @@ impl crate::store::Store for PgStore {
                 .iter()
                 .map(|(_, r)| r.description.as_deref())
                 .collect();
+            let (cidrs, access): (Vec<Option<String>>, Vec<Option<&str>>) = chunk
+                .iter()
+                .map(|(_, r)| restriction_columns(&r.restrictions))
+                .unzip();
             self.change(|tx| {
                 tx.execute(
                     "INSERT INTO pa_auth_tokens (id, hash, name, name_folded, created_micros, \
-                     expires_at, owner, owner_folded, description) \
+                     expires_at, owner, owner_folded, description, allowed_cidrs, access) \
                      SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], \
-                     $5::int8[], $6::int8[], $7::text[], $8::text[], $9::text[])",
+                     $5::int8[], $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                     $11::text[])",
                     &[
                         &ids,
                         &hashes,
@@ -1398,6 +1455,8 @@ impl crate::store::Store for PgStore {
                         &owners,
                         &owners_folded,
                         &descriptions,
+                        &cidrs,
+                        &access,
                     ],
                 )?;
                 Ok(Change::Made {
@@ -1408,14 +1467,7 @@ impl crate::store::Store for PgStore {
                 })
             })?;
             for (hash, r) in chunk {
-                self.index.insert(
-                    *hash,
-                    IndexedToken {
-                        id: r.id,
-                        expires_at: r.expires_at,
-                        name: r.name.as_str().into(),
-                    },
-                );
+                self.index.insert(*hash, indexed(r));
             }
         }
         Ok(())

@@ -8,8 +8,9 @@
 //!   name (unique: names are unique ignoring case), created µs (listing order), expiry
 //!   (unix s, null = never), last used (unix s, written by the flusher, never backwards),
 //!   owner (and its folded form, for the listing's filter) and description (null = none),
-//!   and a rotation's previous secret (its hash, end, and whether the new secret's first use
-//!   ends it; null while there is none).
+//!   a rotation's previous secret (its hash, end, and whether the new secret's first use
+//!   ends it; null while there is none), and its restrictions (allowed networks, access;
+//!   null = none).
 //! - `changes`: revision → what changed (op `create`, `update`, `delete`, `rotate` (with the
 //!   replaced current hash), `previous_end` or `admin`, token id and hash): the feed other
 //!   nodes follow.
@@ -42,7 +43,10 @@ use crate::store::error::{Error, Result};
 /// rotation (`previous_hash`, `previous_ends_at`, `previous_until_used`; null/false for every
 /// token that was there) and the `rotate` and `previous_end` ops in the feed. 5: the webhook
 /// outbox and sender lease (`webhook_outbox`, `webhook_sender`, created by the upgrade).
-/// 6: token usage (`usage_days`, `usage_addresses`, created by the upgrade).
+/// 6: token usage (`usage_days`, `usage_addresses`, created by the upgrade) and tokens'
+/// restrictions (`allowed_cidrs`: canonical prefixes joined by `,`, null = anywhere;
+/// `access`: null = full, `read`), columns added by the upgrade, null for every token that
+/// was there.
 pub const SCHEMA_VERSION: i64 = 6;
 
 /// Serialises schema creation between nodes starting at once ("pa-auth0").
@@ -70,6 +74,9 @@ ALTER TABLE pa_auth_tokens
     ADD COLUMN IF NOT EXISTS previous_hash bytea CHECK (length(previous_hash) = 32),
     ADD COLUMN IF NOT EXISTS previous_ends_at bigint,
     ADD COLUMN IF NOT EXISTS previous_until_used boolean NOT NULL DEFAULT false;
+ALTER TABLE pa_auth_tokens
+    ADD COLUMN IF NOT EXISTS allowed_cidrs text,
+    ADD COLUMN IF NOT EXISTS access text CHECK (access = 'read');
 -- Only tokens in a rotation's overlap: every node's maintenance round looks for ended ones.
 CREATE INDEX IF NOT EXISTS pa_auth_tokens_previous
     ON pa_auth_tokens (previous_ends_at) WHERE previous_hash IS NOT NULL;

@@ -93,7 +93,7 @@ impl PgStore {
         rows.iter()
             .map(|row| {
                 let id = TokenId(fixed(row.get::<_, &[u8]>(0))?);
-                Ok((record_of(id, row), row.get::<_, Option<i64>>(6)))
+                Ok((record_of(id, row), row.get::<_, Option<i64>>(8)))
             })
             .collect()
     }

@@ -345,7 +345,9 @@ mod tests {
                 "auth.failed",
                 "admin.login_failed",
                 "auth.token_on_admin_route",
-                "token.new_address"
+                "token.new_address",
+                "auth.denied_network",
+                "auth.denied_read_only"
             ]
         );
         assert_eq!(class_of("token.created"), AuditClass::Lifecycle);

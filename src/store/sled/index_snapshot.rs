@@ -10,8 +10,9 @@
 //! contents. It holds what the store holds (hashes, ids, names, times; never a secret) and
 //! is written 0600 like the store.
 //!
-//! Layout, integers big-endian: `PAIDX1\n` ‖ generation u64 ‖ tokens u64 ‖ tokens × index
-//! entry (hash 32 ‖ id 16 ‖ expires i64 ‖ name length u16 ‖ name), in hash order ‖ tokens ×
+//! Layout, integers big-endian: `PAIDX2\n` ‖ generation u64 ‖ tokens u64 ‖ tokens × index
+//! entry (hash 32 ‖ id 16 ‖ expires i64 ‖ name length u16 ‖ name ‖ access u8 (0 full, 1
+//! read) ‖ prefix count u8 ‖ count × 18 bytes of allowed prefix), in hash order ‖ tokens ×
 //! order entry (created µs i64 ‖ id 16), oldest first ‖ blake3 of all before (32).
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,11 +20,14 @@ use std::path::{Path, PathBuf};
 
 use super::creation_order::{CreationOrder, OrderKey};
 use super::layout::{INDEX_SNAPSHOT_FILE as FILE, NEVER, TMP_SUFFIX};
+use crate::domain::restrictions::{Access, AllowedNetworks, IpPrefix, Restrictions};
 use crate::domain::token::{TokenHash, TokenId};
 use crate::store::error::Result;
 use crate::store::index::{IndexBatch, TokenIndex};
 
-const MAGIC: &[u8] = b"PAIDX1\n";
+/// `PAIDX1` (before token restrictions) is not read: a file of that format is one start-up's
+/// cache, and the scan that replaces it reads the same records.
+const MAGIC: &[u8] = b"PAIDX2\n";
 
 pub(super) fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE)
@@ -54,7 +58,7 @@ pub(super) fn write(
     w.put(&generation.to_be_bytes());
     w.put(&(tokens as u64).to_be_bytes());
     let mut written = 0usize;
-    index.for_each(|hash, id, expires_at, name| {
+    index.for_each(|hash, id, expires_at, name, restrictions| {
         // Names are at most 100 characters, so the length always fits.
         let name = &name.as_bytes()[..name.len().min(usize::from(u16::MAX))];
         w.put(hash);
@@ -62,6 +66,16 @@ pub(super) fn write(
         w.put(&expires_at.unwrap_or(NEVER).to_be_bytes());
         w.put(&(name.len() as u16).to_be_bytes());
         w.put(name);
+        // At most 100 prefixes (validated); never more than a byte counts.
+        let prefixes = restrictions.networks.prefixes();
+        let prefixes = &prefixes[..prefixes.len().min(usize::from(u8::MAX))];
+        w.put(&[
+            u8::from(restrictions.access == Access::Read),
+            prefixes.len() as u8,
+        ]);
+        for p in prefixes {
+            w.put(&p.to_bytes());
+        }
         written += 1;
     });
     let mut ordered = 0usize;
@@ -148,11 +162,27 @@ fn parse(
         let len = usize::from(u16::from_be_bytes(r.array::<2>()?));
         let name = &mut name[..len];
         r.fill(name)?;
+        let [access, count] = r.array::<2>()?;
+        let access = match access {
+            0 => Access::Full,
+            1 => Access::Read,
+            _ => return None,
+        };
+        let mut prefixes = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            prefixes.push(IpPrefix::from_bytes(
+                &r.array::<{ IpPrefix::STORED_LEN }>()?,
+            )?);
+        }
         index.push(
             TokenHash(hash),
             TokenId(id),
             (expires != NEVER).then_some(expires),
             std::str::from_utf8(name).ok()?,
+            &Restrictions {
+                access,
+                networks: AllowedNetworks::from_prefixes(prefixes),
+            },
         );
     }
     for _ in 0..count {
@@ -294,6 +324,7 @@ mod tests {
                 id: TokenId::generate(),
                 expires_at: None,
                 name: "a".into(),
+                restrictions: Restrictions::default(),
             },
         );
         let order = CreationOrder::from_unsorted(vec![(5, [1; 16])]);

@@ -20,12 +20,16 @@
 //!   the in-memory index and creation order saved at a clean shutdown, read and removed
 //!   at the next open; its format is described in `index_snapshot`.
 //!
-//! # Trees in sled (schema 4)
+//! # Trees in sled (schema 5)
 //!
 //! Integers are big-endian; ids are the token's 16 bytes; times are unix seconds unless
 //! marked µs.
 //!
-//! - `token_records` ([`RECORDS_TREE`]): id → record, in one of two versions, both read:
+//! - `token_records` ([`RECORDS_TREE`]): id → record, in one of three versions, all read:
+//!   - version `4` (written since schema 5 for a token with restrictions): version 3's
+//!     header and three lengths ‖ access (u8: 0 full, 1 read) ‖ prefix count (u8, ≤ 100) ‖
+//!     name ‖ owner ‖ description ‖ count × allowed prefix (18 bytes: the 16 address bytes,
+//!     IPv4 as IPv4-mapped, ‖ length in IPv6 terms ‖ 4 or 6);
 //!   - version `3` (written since schema 3): `3` (1 byte) ‖ blake3(secret) (32) ‖ created
 //!     µs (i64) ‖ expires (i64, [`NEVER`] = never) ‖ name length (u16) ‖ owner length
 //!     (u16, 0 = none) ‖ description length (u16, 0 = none) ‖ name ‖ owner ‖ description
@@ -56,6 +60,13 @@
 //!   it (a token it deletes leaves its usage behind, never shown: nothing lists usage
 //!   without its token, and ids are never reused).
 //!
+//! # Schema 4 (upgraded in place)
+//!
+//! As schema 5, without version `4` records. Schema 5 added a token's restrictions (access,
+//! allowed networks) as that new record version, written only for a restricted token; the
+//! upgrade only sets [`SCHEMA_VERSION_KEY`] to 5 (instant at any size), so that an older
+//! release refuses the store by its version instead of meeting a record it cannot read.
+//!
 //! # Schema 3 (upgraded in place)
 //!
 //! As schema 4, without `previous_secrets`. Schema 4 added that tree only; the upgrade sets
@@ -80,7 +91,7 @@
 
 /// Layout version of the trees; bumped on any incompatible change, and an older store
 /// is upgraded at open (`schema_upgrade`).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 // Files in the data dir.
 pub(super) const LOCK_FILE: &str = "pa-auth.lock";
@@ -148,7 +159,7 @@ mod tests {
     fn the_layout_names_are_what_every_released_store_holds() {
         // 3: owner and description (record version 3; schema 2 upgraded in place).
         // 4: previous secrets of a rotation (a new tree; schemas 2 and 3 upgraded in place).
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         assert_eq!(PREVIOUS_SECRETS_TREE, "previous_secrets");
         assert_eq!(
             [

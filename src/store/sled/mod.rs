@@ -231,9 +231,10 @@ impl SledStore {
                 Ok(())
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
-            // Schemas 2 and 3 are read as they are (see `layout`): only the number changes.
+            // Schemas 2, 3 and 4 are read as they are (see `layout`): only the number changes.
             Some(v) if v.as_ref() == 2u32.to_be_bytes() => schema_upgrade::upgrade_in_place(&self.meta, 2),
             Some(v) if v.as_ref() == 3u32.to_be_bytes() => schema_upgrade::upgrade_in_place(&self.meta, 3),
+            Some(v) if v.as_ref() == 4u32.to_be_bytes() => schema_upgrade::upgrade_in_place(&self.meta, 4),
             Some(v) => Err(Error::Corrupt(format!(
                 "store schema version {:?} is not {SCHEMA_VERSION}; use the pa-auth release that wrote it",
                 v.as_ref()
@@ -509,9 +510,18 @@ impl crate::store::Store for SledStore {
         expires_at: Option<i64>,
         owner: Option<&str>,
         description: Option<&str>,
+        restrictions: &crate::domain::restrictions::Restrictions,
         created_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
-        SledStore::create_token_with(self, name, expires_at, owner, description, created_micros)
+        SledStore::create_token_with(
+            self,
+            name,
+            expires_at,
+            owner,
+            description,
+            restrictions,
+            created_micros,
+        )
     }
     fn update_token(&self, id: TokenId, update: &TokenUpdate) -> Result<Option<UpdatedToken>> {
         SledStore::update_token(self, id, update)
@@ -543,14 +553,19 @@ impl crate::store::Store for SledStore {
     ) -> Result<Vec<(TokenId, PreviousSecret, PreviousSecretEnd)>> {
         SledStore::ended_previous_secrets(self, now)
     }
-    fn lookup_secret(&self, hash: &TokenHash) -> Result<Option<(IndexedToken, SecretUsed)>> {
+    fn lookup_secret(
+        &self,
+        hash: &TokenHash,
+        client: std::net::IpAddr,
+    ) -> Result<Option<(IndexedToken, SecretUsed, bool)>> {
         match self.index() {
-            Some(index) => Ok(index.lookup(hash)),
+            Some(index) => Ok(index.lookup_from(hash, client)),
             None => Ok(self.lookup_token(hash)?.map(|t| {
                 let current = SecretUsed::Current {
                     ends_previous_on_use: false,
                 };
-                (t, current)
+                let allowed = t.restrictions.networks.permits(client);
+                (t, current, allowed)
             })),
         }
     }

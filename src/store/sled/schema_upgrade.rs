@@ -188,6 +188,7 @@ fn decode_schema_1(bytes: &[u8]) -> Option<TokenRecord> {
         name: std::str::from_utf8(&bytes[HEADER..]).ok()?.to_owned(),
         owner: None,
         description: None,
+        restrictions: Default::default(),
     })
 }
 

@@ -16,6 +16,7 @@ use super::creation_order::{CreationOrder, OrderKey};
 use super::layout::{NEVER, NEWEST_CREATED_KEY, TOKEN_COUNT_KEY};
 use super::{be_i64, be_u64, transaction_error, SledStore};
 use crate::domain::lifetime_policy::LifetimePolicy;
+use crate::domain::restrictions::{Access, AllowedNetworks, IpPrefix, Restrictions};
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
 use crate::domain::token_fields::fold_name;
 use crate::store::error::{Error, Result};
@@ -34,7 +35,13 @@ const RECORD_VERSION_2: u8 = 2;
 /// and description lengths (u16 each; 0 = none: a validated owner or description is never
 /// empty), then the three texts.
 const RECORD_VERSION_3: u8 = 3;
-/// The fixed part both versions start with.
+/// Version byte of a record of a token with restrictions (issue 19, written since schema 5):
+/// version 3's header and three lengths, then access (1 byte: 0 full, 1 read) and the
+/// number of allowed prefixes (1 byte, ≤ 100), the three texts, then the prefixes (18 bytes
+/// each, [`IpPrefix::to_bytes`]). A token without restrictions is still written in version 3,
+/// so a store only holds version 4 records once a token was restricted.
+const RECORD_VERSION_4: u8 = 4;
+/// The fixed part every version starts with.
 const RECORD_HEADER: usize = 1 + 32 + 8 + 8;
 /// Version 3's three lengths after the header.
 const TEXT_LENGTHS: usize = 3 * 2;
@@ -51,6 +58,9 @@ pub struct TokenRecordRef<'a> {
     pub expires_at: Option<i64>,
     pub owner: Option<&'a str>,
     pub description: Option<&'a str>,
+    pub access: Access,
+    /// The allowed prefixes as stored (18 bytes each; decoded by [`Self::networks`]).
+    pub prefixes: &'a [u8],
 }
 
 impl TokenRecord {
@@ -59,28 +69,54 @@ impl TokenRecord {
             id: self.id,
             expires_at: self.expires_at,
             name: self.name.as_str().into(),
+            restrictions: self.restrictions.clone(),
         }
     }
 
-    /// The version 3 record. Texts are validated (≤ 500 characters, so ≤ 2 000 bytes);
+    /// The version 3 record (version 4 with restrictions). Texts are validated (≤ 500 characters, so ≤ 2 000 bytes);
     /// one longer than a u16 length can say is cut at a character boundary rather than
     /// written with a wrong length.
     pub(super) fn encode(&self, hash: &TokenHash) -> Vec<u8> {
         let owner = bounded(self.owner.as_deref().unwrap_or(""));
         let description = bounded(self.description.as_deref().unwrap_or(""));
         let name = bounded(&self.name);
+        // Validated to at most 100; never more than a byte can count.
+        let prefixes = &self.restrictions.networks.prefixes()[..self
+            .restrictions
+            .networks
+            .prefixes()
+            .len()
+            .min(usize::from(u8::MAX))];
+        let restricted = !self.restrictions.is_unrestricted();
         let mut v = Vec::with_capacity(
-            RECORD_HEADER + TEXT_LENGTHS + name.len() + owner.len() + description.len(),
+            RECORD_HEADER
+                + TEXT_LENGTHS
+                + 2
+                + name.len()
+                + owner.len()
+                + description.len()
+                + prefixes.len() * IpPrefix::STORED_LEN,
         );
-        v.push(RECORD_VERSION_3);
+        v.push(if restricted {
+            RECORD_VERSION_4
+        } else {
+            RECORD_VERSION_3
+        });
         v.extend_from_slice(hash.as_bytes());
         v.extend_from_slice(&self.created_micros.to_be_bytes());
         v.extend_from_slice(&self.expires_at.unwrap_or(NEVER).to_be_bytes());
         for text in [name, owner, description] {
             v.extend_from_slice(&(text.len() as u16).to_be_bytes());
         }
+        if restricted {
+            v.push(u8::from(self.restrictions.access == Access::Read));
+            v.push(prefixes.len() as u8);
+        }
         for text in [name, owner, description] {
             v.extend_from_slice(text.as_bytes());
+        }
+        for p in prefixes {
+            v.extend_from_slice(&p.to_bytes());
         }
         v
     }
@@ -112,21 +148,35 @@ impl<'a> TokenRecordRef<'a> {
         let created_micros = be_i64(&bytes[33..41])?;
         let expires = be_i64(&bytes[41..49])?;
         let rest = &bytes[RECORD_HEADER..];
+        let mut access = Access::Full;
+        let mut prefixes: &[u8] = &[];
         let (name, owner, description) = match bytes[0] {
             RECORD_VERSION_2 => (std::str::from_utf8(rest).ok()?, "", ""),
-            RECORD_VERSION_3 => {
+            version @ (RECORD_VERSION_3 | RECORD_VERSION_4) => {
                 let len = |at: usize| -> Option<usize> {
                     Some(usize::from(u16::from_be_bytes(
                         rest.get(at..at + 2)?.try_into().ok()?,
                     )))
                 };
                 let (n, o, d) = (len(0)?, len(2)?, len(4)?);
-                let texts = &rest[TEXT_LENGTHS..];
-                if texts.len() != n + o + d {
+                let mut texts = rest.get(TEXT_LENGTHS..)?;
+                let mut stored_prefixes = 0;
+                if version == RECORD_VERSION_4 {
+                    access = match texts.first()? {
+                        0 => Access::Full,
+                        1 => Access::Read,
+                        _ => return None,
+                    };
+                    stored_prefixes = usize::from(*texts.get(1)?) * IpPrefix::STORED_LEN;
+                    texts = &texts[2..];
+                }
+                if texts.len() != n + o + d + stored_prefixes {
                     return None;
                 }
                 let (name, texts) = texts.split_at(n);
-                let (owner, description) = texts.split_at(o);
+                let (owner, texts) = texts.split_at(o);
+                let (description, stored) = texts.split_at(d);
+                prefixes = stored;
                 (
                     std::str::from_utf8(name).ok()?,
                     std::str::from_utf8(owner).ok()?,
@@ -143,7 +193,25 @@ impl<'a> TokenRecordRef<'a> {
             expires_at: (expires != NEVER).then_some(expires),
             owner: (!owner.is_empty()).then_some(owner),
             description: (!description.is_empty()).then_some(description),
+            access,
+            prefixes,
         })
+    }
+
+    /// The access and allowed networks. A prefix that does not decode (a damaged byte: the
+    /// record's lengths already matched) makes the list admit no address rather than
+    /// every one: fail closed.
+    pub fn restrictions(&self) -> Restrictions {
+        let networks: Option<Vec<IpPrefix>> = self
+            .prefixes
+            .chunks_exact(IpPrefix::STORED_LEN)
+            .map(IpPrefix::from_bytes)
+            .collect();
+        Restrictions {
+            access: self.access,
+            networks: networks
+                .map_or_else(AllowedNetworks::nowhere, AllowedNetworks::from_prefixes),
+        }
     }
 
     pub fn to_owned_record(&self) -> TokenRecord {
@@ -154,6 +222,7 @@ impl<'a> TokenRecordRef<'a> {
             expires_at: self.expires_at,
             owner: self.owner.map(str::to_owned),
             description: self.description.map(str::to_owned),
+            restrictions: self.restrictions(),
         }
     }
 
@@ -162,6 +231,7 @@ impl<'a> TokenRecordRef<'a> {
             id: self.id,
             expires_at: self.expires_at,
             name: self.name.into(),
+            restrictions: self.restrictions(),
         }
     }
 }
@@ -180,7 +250,14 @@ impl SledStore {
         expires_at: Option<i64>,
         now_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
-        self.create_token_with(name, expires_at, None, None, now_micros)
+        self.create_token_with(
+            name,
+            expires_at,
+            None,
+            None,
+            &Restrictions::default(),
+            now_micros,
+        )
     }
 
     /// Creates a token: one transaction over the record, its name and the counters, then a
@@ -192,6 +269,7 @@ impl SledStore {
         expires_at: Option<i64>,
         owner: Option<&str>,
         description: Option<&str>,
+        restrictions: &Restrictions,
         now_micros: i64,
     ) -> Result<(PlaintextToken, TokenRecord)> {
         let secret = PlaintextToken::generate();
@@ -217,6 +295,7 @@ impl SledStore {
             expires_at,
             owner: owner.map(str::to_owned),
             description: description.map(str::to_owned),
+            restrictions: restrictions.clone(),
         };
         let folded = fold_name(name);
         let encoded = record.encode(&hash);
@@ -421,7 +500,13 @@ impl SledStore {
             let record = TokenRecordRef::decode(&key, &bytes)
                 .ok_or_else(|| Error::Corrupt("undecodable token record".into()))?;
             if indexing {
-                tokens.push(record.hash, record.id, record.expires_at, record.name);
+                tokens.push(
+                    record.hash,
+                    record.id,
+                    record.expires_at,
+                    record.name,
+                    &record.restrictions(),
+                );
             }
             order.push((record.created_micros.max(0), record.id.0));
         }
@@ -663,6 +748,53 @@ mod tests {
     use crate::store::test_support::TempStore;
 
     #[test]
+    fn restricted_records_are_version_4_and_others_stay_version_3() {
+        use crate::domain::restrictions::validate_allowed_cidrs;
+        let hash = PlaintextToken::generate().hash();
+        let mut r = TokenRecord {
+            id: TokenId::generate(),
+            name: "ro".into(),
+            created_micros: 1,
+            expires_at: None,
+            owner: Some("o".into()),
+            description: None,
+            restrictions: Restrictions::default(),
+        };
+        assert_eq!(r.encode(&hash)[0], RECORD_VERSION_3);
+        r.restrictions = Restrictions {
+            access: Access::Read,
+            networks: validate_allowed_cidrs(&["10.0.0.0/8", "2001:db8::/32", "::ffff:1.2.3.4"])
+                .unwrap(),
+        };
+        let bytes = r.encode(&hash);
+        assert_eq!(bytes[0], RECORD_VERSION_4);
+        let decoded = TokenRecordRef::decode(&r.id.0, &bytes).unwrap();
+        assert_eq!(decoded.to_owned_record(), r);
+        assert_eq!(decoded.indexed().restrictions, r.restrictions);
+        // Read-only alone is a version 4 record too.
+        r.restrictions.networks = AllowedNetworks::anywhere();
+        let bytes = r.encode(&hash);
+        assert_eq!(bytes[0], RECORD_VERSION_4);
+        assert_eq!(
+            TokenRecordRef::decode(&r.id.0, &bytes)
+                .unwrap()
+                .to_owned_record(),
+            r
+        );
+        // A damaged prefix admits nobody (fail closed); a wrong length is no record.
+        r.restrictions.networks = validate_allowed_cidrs(&["10.0.0.0/8"]).unwrap();
+        let mut bytes = r.encode(&hash);
+        let last = bytes.len() - 1;
+        bytes[last] = 9;
+        let damaged = TokenRecordRef::decode(&r.id.0, &bytes)
+            .unwrap()
+            .restrictions();
+        assert!(!damaged.networks.permits("10.0.0.1".parse().unwrap()));
+        bytes.push(0);
+        assert!(TokenRecordRef::decode(&r.id.0, &bytes).is_none());
+    }
+
+    #[test]
     fn record_round_trips() {
         let r = TokenRecord {
             id: TokenId::generate(),
@@ -671,6 +803,7 @@ mod tests {
             expires_at: Some(1_796_086_400),
             owner: Some("équipe paiements".into()),
             description: Some("nightly deploys\nfrom CI".into()),
+            restrictions: Restrictions::default(),
         };
         let hash = PlaintextToken::generate().hash();
         let bytes = r.encode(&hash);
@@ -736,6 +869,7 @@ mod tests {
                 expires_at: None,
                 owner: None,
                 description: None,
+                restrictions: Restrictions::default(),
             }
         );
     }
@@ -744,7 +878,14 @@ mod tests {
     fn updates_rename_within_the_case_insensitive_rule() {
         let s = TempStore::new();
         let (secret, a) = s
-            .create_token_with("alpha", None, Some("Team-A"), None, 1)
+            .create_token_with(
+                "alpha",
+                None,
+                Some("Team-A"),
+                None,
+                &Restrictions::default(),
+                1,
+            )
             .unwrap();
         let (_, b) = s.create_token("beta", None, 2).unwrap();
         let rename = |name: &str| TokenUpdate {
@@ -764,6 +905,7 @@ mod tests {
                     name: Some("gamma".into()),
                     owner: Some(None),
                     description: Some(Some("why".into())),
+                    ..TokenUpdate::default()
                 },
             )
             .unwrap()
@@ -773,6 +915,7 @@ mod tests {
                 name: Some("gamma".into()),
                 owner: Some(None),
                 description: Some(Some("why".into())),
+                ..TokenUpdate::default()
             }),
             ["name", "owner", "description"]
         );
@@ -865,8 +1008,15 @@ mod tests {
                 1 => Some("team-a-ops"),
                 _ => None,
             };
-            s.create_token_with(&format!("t{i:03}"), None, owner, None, 1_000_000 + i)
-                .unwrap();
+            s.create_token_with(
+                &format!("t{i:03}"),
+                None,
+                owner,
+                None,
+                &Restrictions::default(),
+                1_000_000 + i,
+            )
+            .unwrap();
         }
         let mut seen = Vec::new();
         let mut cursor = None;

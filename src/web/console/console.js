@@ -272,6 +272,12 @@ function renderTokens() {
     link.href = `#/tokens/${encodeURIComponent(token.id)}`;
     link.textContent = token.name;
     name.append(link);
+    if (token.access === "read") {
+      name.append(" ", badge("badge readonly", "read-only", "Only GET, HEAD and OPTIONS requests"));
+    }
+    if (token.allowedCidrs && token.allowedCidrs.length) {
+      name.append(" ", badge("badge network", "network", `Only from ${token.allowedCidrs.join(", ")}`));
+    }
     if (token.description) name.title = token.description;
     tr.append(name);
 
@@ -342,7 +348,12 @@ function renderTokens() {
 }
 
 // ---- create ---------------------------------------------------------------------------
-const CREATE_ERRORS = ["token-name-error", "token-expiry-error", "token-owner-error", "token-description-error", "create-error"];
+const CREATE_ERRORS = ["token-name-error", "token-expiry-error", "token-owner-error", "token-description-error", "token-cidrs-error", "token-access-error", "create-error"];
+
+// The prefixes typed one per line (commas and spaces also separate them).
+function cidrList(text) {
+  return text.split(/[\s,]+/).filter((s) => s.length > 0);
+}
 
 function openCreate() {
   $("create-form").reset();
@@ -372,6 +383,9 @@ async function submitCreate(event) {
   if ($("token-expiry").value) body.expiresAt = $("token-expiry").value;
   if ($("token-owner").value.trim()) body.owner = $("token-owner").value;
   if ($("token-description").value.trim()) body.description = $("token-description").value;
+  const cidrs = cidrList($("token-cidrs").value);
+  if (cidrs.length) body.allowedCidrs = cidrs;
+  if ($("token-access").value === "read") body.access = "read";
   $("create-submit").disabled = true;
   try {
     const created = await api("POST", "/admin/api/tokens", body);
@@ -388,6 +402,8 @@ async function submitCreate(event) {
       expiresAt: "token-expiry-error",
       owner: "token-owner-error",
       description: "token-description-error",
+      allowedCidrs: "token-cidrs-error",
+      access: "token-access-error",
     }, "create-error");
   } finally {
     $("create-submit").disabled = false;
@@ -398,9 +414,11 @@ function showFieldErrors(error, fieldMap, generalId) {
   const fields = (error.body && error.body.errors) || [];
   let placed = false;
   for (const f of fields) {
-    const target = fieldMap[f.field];
+    // `allowedCidrs[2]`: the list's field, naming the line.
+    const indexed = /^(\w+)\[(\d+)\]$/.exec(f.field);
+    const target = fieldMap[f.field] || (indexed && fieldMap[indexed[1]]);
     if (target) {
-      $(target).textContent = f.message;
+      $(target).textContent = indexed ? `Line ${Number(indexed[2]) + 1}: ${f.message}` : f.message;
       placed = true;
     }
   }
@@ -660,6 +678,14 @@ function renderDetail(token) {
   timeCell($("detail-created"), token.createdAt, "");
   expiryCell($("detail-expires"), token);
   timeCell($("detail-last-used"), token.lastUsedAt, "Never");
+  $("detail-access").textContent = token.access === "read"
+    ? "Read-only (GET, HEAD and OPTIONS)" : "Full";
+  $("detail-cidrs").textContent = token.allowedCidrs && token.allowedCidrs.length
+    ? token.allowedCidrs.join("\n") : "Any address";
+  $("edit-cidrs").value = (token.allowedCidrs || []).join("\n");
+  $("edit-access").value = token.access === "read" ? "read" : "full";
+  for (const id of RESTRICTION_ERRORS) $(id).textContent = "";
+  $("restrictions-saved").textContent = "";
   const previous = token.previousSecret;
   $("detail-previous").hidden = !previous;
   $("detail-previous-hint").hidden = !previous;
@@ -756,6 +782,34 @@ function renderUsageAddresses(addresses) {
   }
   $("usage-addresses-table").hidden = addresses.length === 0;
   $("usage-addresses-empty").hidden = addresses.length > 0;
+}
+
+const RESTRICTION_ERRORS = ["edit-cidrs-error", "edit-access-error", "restrictions-error"];
+
+// PATCH the token's allowed networks and access from its page.
+async function saveRestrictions(event) {
+  event.preventDefault();
+  const token = state.detail;
+  if (!token || !token.id) return;
+  for (const id of RESTRICTION_ERRORS) $(id).textContent = "";
+  $("restrictions-saved").textContent = "";
+  $("restrictions-save").disabled = true;
+  try {
+    const updated = await api("PATCH", `/admin/api/tokens/${encodeURIComponent(token.id)}`, {
+      allowedCidrs: cidrList($("edit-cidrs").value),
+      access: $("edit-access").value,
+    });
+    if (!state.detail || state.detail.id !== updated.id) return;
+    state.detail = updated;
+    renderDetail(updated);
+    $("restrictions-saved").textContent = "Saved.";
+    loadDetailAudit(true);
+    loadTokens();
+  } catch (e) {
+    showFieldErrors(e, { allowedCidrs: "edit-cidrs-error", access: "edit-access-error" }, "restrictions-error");
+  } finally {
+    $("restrictions-save").disabled = false;
+  }
 }
 
 async function loadDetailAudit(fresh) {
@@ -925,6 +979,7 @@ function init() {
   $("detail-rotate").addEventListener("click", () => { if (state.detail) openRotate(state.detail); });
   $("detail-delete").addEventListener("click", () => { if (state.detail) openDelete(state.detail); });
   $("detail-end-previous").addEventListener("click", openEndPrevious);
+  $("restrictions-form").addEventListener("submit", saveRestrictions);
   $("detail-audit-more").addEventListener("click", () => loadDetailAudit(false));
   $("end-previous-cancel").addEventListener("click", () => $("end-previous-dialog").close());
   $("end-previous-confirm").addEventListener("click", confirmEndPrevious);
