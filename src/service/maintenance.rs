@@ -105,6 +105,17 @@ struct Control {
     status: Arc<Mutex<FlushStatus>>,
 }
 
+/// What each round works on: the store, the in-memory state it persists (last-used times,
+/// usage, aggregated failures) and where its audit events also go.
+pub struct Housekeeping {
+    pub store: Arc<dyn Store>,
+    pub tracker: Arc<LastUsedTracker>,
+    pub usage: Arc<UsageTracker>,
+    pub failures: Arc<AuthFailureLog>,
+    pub audit_copy: AuditCopy,
+    pub webhooks: Option<Arc<crate::service::webhooks::Webhooks>>,
+}
+
 /// Handle to the flusher thread; `shutdown` stops it after a final flush.
 pub struct LastUsedFlusher {
     control: Arc<Control>,
@@ -115,14 +126,9 @@ impl LastUsedFlusher {
     /// Starts the thread; `status` is updated after every round (for metrics), and the
     /// aggregated failed authentications are written to the audit log each round too.
     pub fn start(
-        store: Arc<dyn Store>,
-        tracker: Arc<LastUsedTracker>,
-        usage: Arc<UsageTracker>,
+        parts: Housekeeping,
         pacing: Pacing,
         status: Arc<Mutex<FlushStatus>>,
-        failures: Arc<AuthFailureLog>,
-        audit_copy: AuditCopy,
-        webhooks: Option<Arc<crate::service::webhooks::Webhooks>>,
     ) -> std::io::Result<Self> {
         let control = Arc::new(Control {
             stop: Mutex::new(false),
@@ -132,18 +138,7 @@ impl LastUsedFlusher {
         let thread_control = Arc::clone(&control);
         let thread = std::thread::Builder::new()
             .name("last-used-flusher".into())
-            .spawn(move || {
-                run(
-                    &*store,
-                    &tracker,
-                    &usage,
-                    &failures,
-                    &audit_copy,
-                    webhooks.as_deref(),
-                    pacing,
-                    &thread_control,
-                )
-            })?;
+            .spawn(move || run(&parts, pacing, &thread_control))?;
         Ok(LastUsedFlusher {
             control,
             thread: Some(thread),
@@ -170,16 +165,13 @@ impl Drop for LastUsedFlusher {
     }
 }
 
-fn run(
-    store: &dyn Store,
-    tracker: &LastUsedTracker,
-    usage: &UsageTracker,
-    failures: &AuthFailureLog,
-    audit_copy: &AuditCopy,
-    webhooks: Option<&crate::service::webhooks::Webhooks>,
-    pacing: Pacing,
-    control: &Control,
-) {
+fn run(parts: &Housekeeping, pacing: Pacing, control: &Control) {
+    let store = &*parts.store;
+    let tracker = &*parts.tracker;
+    let usage = &*parts.usage;
+    let failures = &*parts.failures;
+    let audit_copy = &parts.audit_copy;
+    let webhooks = parts.webhooks.as_deref();
     let Pacing {
         interval,
         resolution,

@@ -217,17 +217,19 @@ impl Service {
         resolution: Duration,
     ) -> std::io::Result<maintenance::LastUsedFlusher> {
         maintenance::LastUsedFlusher::start(
-            Arc::clone(&self.store),
-            Arc::clone(&self.tracker),
-            Arc::clone(&self.usage),
+            maintenance::Housekeeping {
+                store: Arc::clone(&self.store),
+                tracker: Arc::clone(&self.tracker),
+                usage: Arc::clone(&self.usage),
+                failures: Arc::clone(&self.auth_failures),
+                audit_copy: self.audit_copy.clone(),
+                webhooks: self.webhooks.clone(),
+            },
             maintenance::Pacing {
                 interval,
                 resolution,
             },
             Arc::clone(&self.flush_status),
-            Arc::clone(&self.auth_failures),
-            self.audit_copy.clone(),
-            self.webhooks.clone(),
         )
     }
 
