@@ -450,6 +450,10 @@ pub struct TokenBulkDelete {
     /// delete, if the filter selects exactly this many (the dry run's count)
     #[argh(option)]
     pub confirm_count: Option<u64>,
+    /// with --confirm-count: delete only if the filter selects exactly the tokens the dry run
+    /// showed (the selection it printed)
+    #[argh(option)]
+    pub confirm_selection: Option<String>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -968,7 +972,18 @@ fn token_bulk_delete(b: &TokenBulkDelete) -> Result<()> {
     })?;
     let service = offline(open_existing(&data_dir_or_default(&b.data_dir))?);
     let now = now_unix();
-    let outcome = match service.bulk_delete(&Actor::cli(), &filter, b.confirm_count, now) {
+    if b.confirm_selection.is_some() && b.confirm_count.is_none() {
+        return Err(Error::Config(
+            "--confirm-selection goes with --confirm-count".into(),
+        ));
+    }
+    let confirm = b
+        .confirm_count
+        .map(|count| crate::service::leak_response::BulkConfirm {
+            count,
+            selection: b.confirm_selection.as_deref(),
+        });
+    let outcome = match service.bulk_delete(&Actor::cli(), &filter, confirm, now) {
         Ok(o) => o,
         Err(Error::Conflict(m)) => return Err(Error::Internal(m)),
         Err(Error::Validation(errors)) => {
@@ -991,8 +1006,8 @@ fn token_bulk_delete(b: &TokenBulkDelete) -> Result<()> {
             writeln!(out, "… and {} more", outcome.count - outcome.sample.len())?;
         }
         eprintln!(
-            "to delete them: the same filter with --confirm-count {}",
-            outcome.count
+            "to delete them: the same filter with --confirm-count {} --confirm-selection {}",
+            outcome.count, outcome.selection
         );
         return Ok(());
     }

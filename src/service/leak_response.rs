@@ -50,6 +50,17 @@ pub struct BulkOutcome {
     /// A real run: how many were deleted, and the ones whose delete failed.
     pub deleted: usize,
     pub failed: Vec<Revoked>,
+    /// Which tokens the filter selects: a digest of their ids, so a real run can check that
+    /// it deletes the tokens the dry run showed, not only as many.
+    pub selection: String,
+}
+
+/// What a real bulk delete must still find: the dry run's count and, when given, its
+/// selection digest (the same count of other tokens is a conflict too).
+#[derive(Debug, Clone, Copy)]
+pub struct BulkConfirm<'a> {
+    pub count: u64,
+    pub selection: Option<&'a str>,
 }
 
 impl Service {
@@ -116,12 +127,13 @@ impl Service {
             AuditEvent {
                 count: Some(outcome.revoked.len() as u64),
                 reason: Some(format!(
-                    "{reason}: {} revoked, {} unknown, {} malformed, {} duplicate, {} failed",
+                    "{reason}: {} revoked, {} unknown, {} malformed, {} duplicate, {} failed{}",
                     outcome.revoked.len(),
                     outcome.unknown,
                     outcome.malformed,
                     outcome.duplicates,
-                    outcome.failed.len()
+                    outcome.failed.len(),
+                    unconfirmed(&deleted.behind)
                 )),
                 ..AuditEvent::of(AuditKind::TokenRevoke).by(actor)
             },
@@ -139,18 +151,20 @@ impl Service {
     }
 
     /// Selects the tokens `filter` matches at `now`, reading the store a page at a time.
-    /// `confirm_count`: `None` is a dry run (the count and a sample, nothing changes); `Some`
-    /// is a real run, which re-evaluates the filter and deletes only if it still selects
-    /// exactly that many (else `Conflict` naming the current count: tokens were created,
-    /// used or deleted since the dry run), and at most [`MAX_BULK_DELETE`].
+    /// `confirm`: `None` is a dry run (the count, a sample and the selection digest; nothing
+    /// changes); `Some` is a real run, which re-evaluates the filter and deletes only if it
+    /// still selects exactly that many — and, given the dry run's selection, exactly those
+    /// tokens (else `Conflict`: tokens were created, used or deleted since the dry run) —
+    /// and at most [`MAX_BULK_DELETE`].
     pub fn bulk_delete(
         &self,
         actor: &Actor,
         filter: &TokenFilter,
-        confirm_count: Option<u64>,
+        confirm: Option<BulkConfirm<'_>>,
         now: i64,
     ) -> Result<BulkOutcome> {
-        let real = confirm_count.is_some();
+        let real = confirm.is_some();
+        let mut digest = blake3::Hasher::new();
         let needs_used = filter.needs_last_used();
         let mut count = 0usize;
         let mut sample = Vec::new();
@@ -182,6 +196,7 @@ impl Service {
                     continue;
                 }
                 count += 1;
+                digest.update(&record.id.0);
                 if real {
                     // Past the cap the ids are not kept: the run is refused below.
                     if ids.len() <= MAX_BULK_DELETE {
@@ -201,18 +216,28 @@ impl Service {
                 None => break,
             }
         }
-        let Some(confirm) = confirm_count else {
+        let selection = crate::domain::encoding::hex(&digest.finalize().as_bytes()[..16]);
+        let Some(confirm) = confirm else {
             return Ok(BulkOutcome {
                 count,
                 sample,
                 deleted: 0,
                 failed: Vec::new(),
+                selection,
             });
         };
-        if u64::try_from(count) != Ok(confirm) {
+        if u64::try_from(count) != Ok(confirm.count) {
             return Err(Error::Conflict(format!(
-                "The filter now selects {count} tokens, not {confirm}: tokens were created, \
-                 used or deleted since the dry run. Run the dry run again and confirm its count"
+                "The filter now selects {count} tokens, not {}: tokens were created, \
+                 used or deleted since the dry run. Run the dry run again and confirm its count",
+                confirm.count
+            )));
+        }
+        if confirm.selection.is_some_and(|s| s != selection) {
+            return Err(Error::Conflict(format!(
+                "The filter still selects {count} tokens, but not the ones the dry run showed: \
+                 tokens were created, used or deleted since. Run the dry run again and confirm \
+                 its selection"
             )));
         }
         if count > MAX_BULK_DELETE {
@@ -235,11 +260,12 @@ impl Service {
             AuditEvent {
                 count: Some(deleted.records.len() as u64),
                 reason: Some(format!(
-                    "filter: {}; {} selected, {} deleted, {} failed",
+                    "filter: {}; {} selected, {} deleted, {} failed{}",
                     filter.describe(),
                     count,
                     deleted.records.len(),
-                    failed.len()
+                    failed.len(),
+                    unconfirmed(&deleted.behind)
                 )),
                 ..AuditEvent::of(AuditKind::TokenBulkDelete).by(actor)
             },
@@ -252,7 +278,17 @@ impl Service {
             sample: Vec::new(),
             deleted: deleted.records.len(),
             failed,
+            selection,
         })
+    }
+}
+
+/// The operation event's note on nodes that had not applied the deletes when it answered.
+fn unconfirmed(behind: &[String]) -> String {
+    if behind.is_empty() {
+        String::new()
+    } else {
+        format!("; not yet applied by {}", behind.join(", "))
     }
 }
 

@@ -119,9 +119,13 @@ impl Service {
     /// removed from the store (durably), the authentication index and the last-used
     /// tracker; then, in a cluster, one wait until every live node has applied them all
     /// (also when none was found: a retried delete waits again). Each deleted token is
-    /// audited as `token.deleted` with `reason` (and, if some nodes have not confirmed, which
-    /// ones). An id that is not there is skipped; a failure is kept with its id and the rest
-    /// go on.
+    /// audited as `token.deleted` with `reason`. An id that is not there is skipped; a
+    /// failure is kept with its id and the rest go on.
+    ///
+    /// One token's event is written after the wait, naming the nodes that have not confirmed
+    /// (if any). Of many, each event is written as its delete lands, so a crash in the middle
+    /// of a long operation leaves every token it deleted audited (and its webhook queued);
+    /// the caller's operation event says what the cluster confirmed.
     pub(super) fn delete_tokens(
         &self,
         actor: &Actor,
@@ -129,6 +133,13 @@ impl Service {
         reason: Option<&str>,
         now: i64,
     ) -> Result<Deleted> {
+        let deleted_event = |record: &TokenRecord, reason: Option<String>| AuditEvent {
+            token_id: Some(record.id.to_string()),
+            token_name: Some(record.name.clone()),
+            reason,
+            ..AuditEvent::of(AuditKind::TokenDeleted).by(actor)
+        };
+        let one = ids.len() == 1;
         let mut out = Deleted::default();
         for &id in ids {
             let deleted = {
@@ -139,31 +150,36 @@ impl Service {
                 Ok(Some(record)) => {
                     self.tracker.forget(&id);
                     self.usage.forget(&id);
+                    if !one {
+                        self.audit(now, deleted_event(&record, reason.map(str::to_owned)));
+                    }
                     out.records.push(record);
                 }
                 Ok(None) => {}
                 Err(e) => out.failed.push((id, e.into())),
             }
         }
+        if !one && !out.records.is_empty() {
+            // The last event is durable now too (each delete's own flush made the earlier
+            // ones durable).
+            if let Err(e) = self.store.flush() {
+                log::error!("flushing the audit events of a multi-token delete failed: {e}");
+            }
+        }
         // Gone everywhere before the answer: every live node has applied the deletes.
         out.behind = self.nodes_behind()?;
-        for record in &out.records {
-            let mut event = AuditEvent {
-                token_id: Some(record.id.to_string()),
-                token_name: Some(record.name.clone()),
-                reason: reason.map(str::to_owned),
-                ..AuditEvent::of(AuditKind::TokenDeleted).by(actor)
-            };
+        if let (true, Some(record)) = (one, out.records.first()) {
+            let mut why = reason.map(str::to_owned);
             if !out.behind.is_empty() {
                 // Deleted in the store, but these nodes could still accept it: audited as
                 // deleted, answered 503 (no 204 that is not true).
                 let behind = format!("not yet applied by {}", out.behind.join(", "));
-                event.reason = Some(match reason {
+                why = Some(match why {
                     Some(r) => format!("{r}; {behind}"),
                     None => behind,
                 });
             }
-            self.audit(now, event);
+            self.audit(now, deleted_event(record, why));
         }
         Ok(out)
     }

@@ -16,6 +16,7 @@ use crate::domain::leak_response::{read_pasted, FilterInput, TokenFilter, MAX_PA
 use crate::domain::token::AuthFailure;
 use crate::http::{Request, Response};
 use crate::service::error::{Error, FieldError, Result};
+use crate::service::leak_response::BulkConfirm;
 use crate::service::leak_response::{RevokeOutcome, Revoked};
 use crate::service::view::TokenView;
 use crate::web::json_body::{is_json_content_type, parse_object};
@@ -235,9 +236,10 @@ pub fn revoke_answer(outcome: &RevokeOutcome) -> Value {
 }
 
 /// `POST /admin/api/tokens/bulk-delete` `{owner?, createdBefore?, unusedForDays?, neverUsed?,
-/// namePrefix?, all?, dryRun? (default true), confirmCount?}`. A dry run answers the count
-/// and a sample; a real run (`dryRun: false`) needs `confirmCount`, re-evaluates the filter
-/// and answers 409 if it no longer selects exactly that many.
+/// namePrefix?, all?, dryRun? (default true), confirmCount?, confirmSelection?}`. A dry run
+/// answers the count, a sample and the selection digest; a real run (`dryRun: false`) needs
+/// `confirmCount`, re-evaluates the filter and answers 409 if it no longer selects exactly
+/// that many (or, given `confirmSelection`, other tokens).
 pub fn bulk_delete(
     app: &App,
     req: &Request<'_>,
@@ -256,6 +258,7 @@ pub fn bulk_delete(
             "all",
             "dryRun",
             "confirmCount",
+            "confirmSelection",
         ],
     )?;
     let mut errors = Vec::new();
@@ -268,6 +271,13 @@ pub fn bulk_delete(
     let all = kept(e, body.optional_bool("all")).unwrap_or(false);
     let dry_run = kept(e, body.optional_bool("dryRun")).unwrap_or(true);
     let confirm_count = kept(e, body.optional_u64("confirmCount"));
+    let confirm_selection = kept(e, body.optional_str("confirmSelection"));
+    if confirm_selection.is_some() && confirm_count.is_none() {
+        errors.push(FieldError::new(
+            "confirmSelection",
+            "Only with confirmCount (a real run)",
+        ));
+    }
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
@@ -282,7 +292,10 @@ pub fn bulk_delete(
     .map_err(Error::Validation)?;
     let confirm = match (dry_run, confirm_count) {
         (true, None) => None,
-        (false, Some(n)) => Some(n),
+        (false, Some(n)) => Some(BulkConfirm {
+            count: n,
+            selection: confirm_selection,
+        }),
         (true, Some(_)) => {
             return Err(Error::Validation(vec![FieldError::new(
                 "confirmCount",
@@ -310,7 +323,12 @@ pub fn bulk_delete(
             .collect::<Result<_>>()?;
         return Ok(Response::json(
             200,
-            &json!({"dryRun": true, "count": outcome.count, "sample": sample}),
+            &json!({
+                "dryRun": true,
+                "count": outcome.count,
+                "sample": sample,
+                "selection": outcome.selection,
+            }),
         ));
     }
     let failed: Vec<Value> = outcome

@@ -954,3 +954,103 @@ fn on_a_cluster_a_revoke_and_a_bulk_delete_are_everywhere_before_the_answer() {
     assert_eq!(on_a.audit("token.revoke").len(), 1);
     assert_eq!(on_a.audit("token.bulk_delete").len(), 1);
 }
+
+/// Outside attack (medium): a `kill -9` in the middle of a bulk delete left up to all of its
+/// deleted tokens without a `token.deleted` event (the events were written after the last
+/// delete). Each is now written as its delete lands: after the crash, every token that is
+/// gone is audited, but for at most the one deleted last.
+#[test]
+fn a_bulk_delete_killed_midway_leaves_every_deleted_token_audited() {
+    let temp = TempDir::new("bulk-kill");
+    let dir = temp.path().join("data");
+    let mut svc = Service::start_in(&dir, &[]);
+    let admin = Admin::of(&svc);
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(
+            admin
+                .create(json!({"name": format!("bulk-{i:03}"), "owner": "bulk"}))
+                .0,
+        );
+    }
+    let (addr, auth) = (admin.addr, admin.auth.clone());
+    let delete = std::thread::spawn(move || {
+        let _ = Req::new("POST", "/admin/api/tokens/bulk-delete")
+            .header("Authorization", &auth)
+            .json(&json!({"owner": "bulk", "dryRun": false, "confirmCount": 200}))
+            .send(addr);
+    });
+    // Kill once some, not all, are gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = admin.names().len();
+        if left < 190 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bulk delete never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    svc.kill9();
+    let _ = delete.join();
+    let svc = Service::start_in(&dir, &[]);
+    let admin = Admin::of(&svc);
+    let left: std::collections::HashSet<String> = admin.names().into_iter().collect();
+    let audited: std::collections::HashSet<String> = admin
+        .audit("token.deleted")
+        .iter()
+        .filter_map(|e| e["tokenName"].as_str().map(str::to_owned))
+        .collect();
+    let gone: Vec<String> = (0..200)
+        .map(|i| format!("bulk-{i:03}"))
+        .filter(|n| !left.contains(n))
+        .collect();
+    assert!(!gone.is_empty());
+    let unaudited: Vec<&String> = gone.iter().filter(|n| !audited.contains(*n)).collect();
+    assert!(
+        unaudited.len() <= 1,
+        "{} gone, unaudited: {unaudited:?}",
+        gone.len()
+    );
+    drop(ids);
+}
+
+/// Outside attack (medium): a real run checked only the count, so a dry run's three tokens
+/// could become another three (one deleted, a critical one created with the same owner) and
+/// the critical one went. With the dry run's selection confirmed, that is a 409 and nothing
+/// is deleted; the console always confirms it.
+#[test]
+fn a_bulk_delete_confirms_the_tokens_the_dry_run_showed_not_only_their_count() {
+    let svc = Service::start(&[]);
+    let admin = Admin::of(&svc);
+    let (a, _) = admin.create(json!({"name": "legacy-a", "owner": "legacy"}));
+    admin.create(json!({"name": "legacy-b", "owner": "legacy"}));
+    admin.create(json!({"name": "legacy-c", "owner": "legacy"}));
+    let dry = admin.post("/admin/api/tokens/bulk-delete", json!({"owner": "legacy"}));
+    assert_eq!(dry.status, 200, "{}", dry.text());
+    let dry = dry.json();
+    assert_eq!(dry["count"], 3);
+    let selection = dry["selection"].as_str().unwrap().to_owned();
+    // Meanwhile: one of them deleted, a critical one made with the same owner.
+    let r = admin.send(Req::new("DELETE", &format!("/admin/api/tokens/{a}")));
+    assert_eq!(r.status, 204);
+    admin.create(json!({"name": "PROD-CRITICAL", "owner": "legacy"}));
+    let real = admin.post(
+        "/admin/api/tokens/bulk-delete",
+        json!({"owner": "legacy", "dryRun": false, "confirmCount": 3, "confirmSelection": selection}),
+    );
+    assert_eq!(real.status, 409, "{}", real.text());
+    assert!(admin.names().contains(&"PROD-CRITICAL".to_owned()));
+    // A fresh dry run's selection deletes exactly what it showed.
+    let dry = admin
+        .post("/admin/api/tokens/bulk-delete", json!({"owner": "legacy"}))
+        .json();
+    let real = admin.post(
+        "/admin/api/tokens/bulk-delete",
+        json!({"owner": "legacy", "dryRun": false, "confirmCount": dry["count"], "confirmSelection": dry["selection"]}),
+    );
+    assert_eq!(real.status, 200, "{}", real.text());
+    assert_eq!(real.json()["deleted"], 3);
+}

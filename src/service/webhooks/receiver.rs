@@ -41,8 +41,10 @@ impl std::fmt::Debug for ReceiverUrl {
 impl ReceiverUrl {
     pub fn parse(raw: &str) -> Result<ReceiverUrl, String> {
         let bad = |why: &str| {
+            // The URL is not echoed: its user info, path or query may be a secret (a
+            // receiver's token in the path is common).
             Err(format!(
-                "{why}: expected http://HOST[:PORT]/PATH or https://…, got {raw:?}"
+                "{why}: expected http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH"
             ))
         };
         if raw.len() > MAX_URL {

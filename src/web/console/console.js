@@ -625,7 +625,7 @@ async function confirmBulk() {
   $("bulk-confirm").disabled = true;
   try {
     const result = await api("POST", "/admin/api/tokens/bulk-delete",
-      { ...preview.filter, dryRun: false, confirmCount: preview.count });
+      { ...preview.filter, dryRun: false, confirmCount: preview.count, confirmSelection: preview.selection });
     $("bulk-dialog").close();
     showNotice(`Deleted ${result.deleted} token${result.deleted === 1 ? "" : "s"}.` +
       (result.failed.length ? ` ${result.failed.length} could not be deleted.` : ""));
