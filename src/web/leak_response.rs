@@ -42,7 +42,11 @@ pub const REVOCATION_API_PER_SECOND: u32 = 20;
 /// and compared in constant time, and its rate limit.
 pub struct RevocationApi {
     credential_hash: [u8; 32],
+    /// The authenticated callers' budget: (window start, requests in it).
     window: Mutex<(Instant, u32)>,
+    /// Refused credentials: (window start, refusals in it), so a flood logs one line a
+    /// second, not one a request.
+    refusals: Mutex<(Instant, u64)>,
 }
 
 impl std::fmt::Debug for RevocationApi {
@@ -58,7 +62,30 @@ impl RevocationApi {
         RevocationApi {
             credential_hash: *blake3::hash(credential.as_bytes()).as_bytes(),
             window: Mutex::new((Instant::now(), 0)),
+            refusals: Mutex::new((Instant::now(), 0)),
         }
+    }
+
+    /// Logs a refused credential: the first of each second, with how many the second
+    /// before had.
+    fn note_refusal(&self, failure: AuthFailure, peer: std::net::IpAddr, now: Instant) {
+        let mut r = crate::sync::lock(&self.refusals);
+        if now.duration_since(r.0) >= Duration::from_secs(1) {
+            let before = r.1;
+            *r = (now, 0);
+            drop(r);
+            log::warn!(
+                "revocation API: credential refused ({}) from {peer}{}",
+                failure.as_str(),
+                if before > 1 {
+                    format!(" ({before} refusals in the second before)")
+                } else {
+                    String::new()
+                }
+            );
+            return;
+        }
+        r.1 += 1;
     }
 
     /// Counts a request against the per-second budget; `false` when it is spent.
@@ -97,21 +124,34 @@ impl RevocationApi {
     }
 }
 
-/// The revocation API's guard: the rate limit, then the credential. Without the flag the
-/// routes do not exist (404 before this is reached).
+/// The revocation API's guard: the credential (one blake3 and a constant-time comparison,
+/// cheap enough for any flood), then the rate limit of the authenticated caller — so
+/// strangers can spend neither the holder's budget nor (answered before their body, see
+/// [`refuse_before_body`]) the body places. Without the flag the routes do not exist (404
+/// before this is reached).
 pub fn authenticate_revocation_api(app: &App, req: &Request<'_>) -> Result<()> {
     let api = app.revocation_api.as_ref().ok_or(Error::NotFound)?;
+    if let Err(failure) = api.accepts(req) {
+        api.note_refusal(failure, req.peer().ip(), Instant::now());
+        return Err(Error::Unauthorized(failure));
+    }
     if !api.admit(Instant::now()) {
         return Err(Error::TooManyRequests {
             retry_after_secs: 1,
         });
     }
-    api.accepts(req).map_err(|failure| {
-        log::warn!(
-            "revocation API: credential refused ({}) from {}",
-            failure.as_str(),
-            req.peer().ip()
-        );
+    Ok(())
+}
+
+/// Before a body is read on the revocation API: a wrong or missing credential is answered
+/// at once, so it never holds a body place (as admin routes refuse a missing credential).
+pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
+    if super::routes::route_of(req.path()) != super::routes::Route::RevocationApi {
+        return None;
+    }
+    let api = app.revocation_api.as_ref()?;
+    api.accepts(req).err().map(|failure| {
+        api.note_refusal(failure, req.peer().ip(), Instant::now());
         Error::Unauthorized(failure)
     })
 }

@@ -129,6 +129,8 @@ impl Handler for App {
         // Authentication comes first, as when the body has been read.
         let early = if let Some(refusal) = crate::web::admin_auth::refuse_before_body(self, req) {
             Some(refusal)
+        } else if let Some(refusal) = leak_response::refuse_before_body(self, req) {
+            Some(refusal)
         } else if resolved.body() == Body::Json
             && !crate::web::json_body::is_json_content_type(req.header("content-type"))
             && credential_settled(self, req, &resolved)

@@ -465,10 +465,11 @@ fn the_gitlab_revocation_api_revokes_reported_tokens() {
     let r = as_gitlab(Req::get(revoke));
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
 
-    // Rate-limited before the credential is checked: a burst gets 429 + Retry-After.
+    // The credential holder's burst gets 429 + Retry-After (strangers are refused before
+    // they can count: see strangers_cannot_spend_the_revocation_apis_budget_or_body_places).
     let statuses: Vec<(u16, Option<String>)> = (0..60)
         .map(|_| {
-            let r = Req::get(types).send(svc.addr);
+            let r = as_gitlab(Req::get(types));
             (r.status, r.header("retry-after").map(str::to_owned))
         })
         .collect();
@@ -1053,4 +1054,52 @@ fn a_bulk_delete_confirms_the_tokens_the_dry_run_showed_not_only_their_count() {
     );
     assert_eq!(real.status, 200, "{}", real.text());
     assert_eq!(real.json()["deleted"], 3);
+}
+
+/// Outside attack (medium): strangers could block the revocation API. The per-second budget
+/// was counted before the credential, so a flood of wrong credentials made GitLab's own
+/// calls 429; and a wrong credential's body was waited for (a trickled body held a place).
+/// Now the credential is checked first, before the body, and only its holder's calls count.
+#[test]
+fn strangers_cannot_spend_the_revocation_apis_budget_or_body_places() {
+    let dir = TempDir::new("revocation-flood");
+    let flags = revocation_api_flags(&dir);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let svc = Service::start(&flags);
+    let revoke = "/gitlab-revocation/v1/revoke_tokens";
+    for _ in 0..100 {
+        let r = Req::new("POST", revoke)
+            .header("Authorization", "wrong-credential")
+            .json(&json!([]))
+            .send(svc.addr);
+        assert_eq!(r.status, 401);
+    }
+    let r = Req::new("POST", revoke)
+        .header("Authorization", REVOCATION_CREDENTIAL)
+        .json(&json!([]))
+        .send(svc.addr);
+    assert_eq!(r.status, 204, "{}", r.text());
+    // A wrong credential announcing a body it never sends: answered at once, not after the
+    // body timeout.
+    let started = std::time::Instant::now();
+    let r = raw(
+        svc.addr,
+        format!(
+            "POST {revoke} HTTP/1.1\r\nHost: x\r\nAuthorization: wrong\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The flood is in the log as a few lines, not a hundred.
+    let lines = svc
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("revocation API: credential refused"))
+        .count();
+    assert!(lines <= 5, "{lines} log lines");
 }
