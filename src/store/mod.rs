@@ -165,8 +165,14 @@ pub trait Store: Send + Sync {
         to: i64,
         unused_after_days: Option<u32>,
     ) -> Result<Vec<(TokenRecord, Option<i64>)>>;
-    /// Entries whose next attempt is due at `now_ms`, in queue order, at most `limit`.
-    fn due_webhooks(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Entries whose next attempt is due at `now_ms` (only those for receiver `url`, when
+    /// given), in queue order, at most `limit`.
+    fn due_webhooks(
+        &self,
+        now_ms: i64,
+        url: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>>;
     /// After an attempt at entry `seq`: `None` removes it (delivered, or given up);
     /// `Some((attempts, next_attempt_ms))` keeps it for another try.
     fn webhook_attempted(&self, seq: u64, retry: Option<(u32, i64)>) -> Result<()>;

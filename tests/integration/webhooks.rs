@@ -715,18 +715,22 @@ fn webhook_configuration_errors_name_the_flag() {
     }
 }
 
-/// A receiver that accepts and never answers costs one 10 s timeout per backoff step (the
-/// other receivers' events wait that long at most), not one per event.
+/// A receiver that accepts and never answers costs one 10 s timeout per backoff step, not one
+/// per event, and holds the other receivers' events back not at all (a thread each: an
+/// outside attack showed one slow receiver pacing every receiver's events).
 #[test]
 fn a_silent_receiver_holds_nobody_back() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
     let connections = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&connections);
+    let first_held = Arc::new(Mutex::new(None::<Instant>));
+    let held_at = Arc::clone(&first_held);
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in silent.incoming().flatten() {
             counted.fetch_add(1, Ordering::SeqCst);
+            held_at.lock().unwrap().get_or_insert_with(Instant::now);
             held.push(stream);
         }
     });
@@ -742,6 +746,16 @@ fn a_silent_receiver_holds_nobody_back() {
         create(&svc, &admin, serde_json::json!({ "name": format!("t{i}") }));
     }
     receiver.wait_for("token.created", 5);
+    // All five arrived while the silent receiver still held its first event (its 10 s
+    // deadline not yet reached): nothing waited for it.
+    let held = first_held
+        .lock()
+        .unwrap()
+        .expect("the silent receiver got its event");
+    assert!(
+        held.elapsed() < Duration::from_secs(10),
+        "the other receiver waited for the silent one's deadline"
+    );
     // Within the 10 s answer timeout and the first 10 s backoff: one connection, not five.
     assert!(
         connections.load(Ordering::SeqCst) <= 2,

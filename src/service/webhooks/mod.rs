@@ -310,7 +310,7 @@ mod tests {
         for i in 2..200 {
             hooks.on_audit(&*store, &event(i, AuditKind::AuthDeniedNetwork), 1000);
         }
-        let due = store.due_webhooks(i64::MAX, 1000).unwrap();
+        let due = store.due_webhooks(i64::MAX, None, 1000).unwrap();
         assert_eq!(due.len() as u64, MAX_DENIED_NETWORK_EVENTS);
         let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
         assert_eq!(body["type"], "token.denied_network");
@@ -326,7 +326,7 @@ mod tests {
             &event(500, AuditKind::AuthDeniedNetwork),
             1000 + 301,
         );
-        let due = store.due_webhooks(i64::MAX, 1000).unwrap();
+        let due = store.due_webhooks(i64::MAX, None, 1000).unwrap();
         assert_eq!(due.len() as u64, MAX_DENIED_NETWORK_EVENTS + 1);
     }
 }

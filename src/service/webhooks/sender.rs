@@ -1,7 +1,9 @@
-//! The webhook sender: one named thread per node. Each round (every second, or at once when
-//! an event is queued) it renews the store's sender lease; only the holder runs the lifecycle
-//! scan (every `--webhook-scan-interval`) and delivers what is due, oldest first, one at a
-//! time, renewing the lease between deliveries so it never sends on a lapsed one. An entry
+//! The webhook sender: one named thread per receiver on each node, so a slow receiver delays
+//! only its own events. Each round (every second, or at once when an event is queued) a
+//! thread renews the store's sender lease; only on the holder do they deliver what is due for
+//! their receiver, oldest first, one at a time, renewing the lease between deliveries so
+//! they never send on a lapsed one; the first thread also runs the lifecycle scan (every
+//! `--webhook-scan-interval`) and counts the outbox. An entry
 //! leaves the outbox only after its receiver answered 2xx; a failure is retried with backoff
 //! (`domain::webhook::retry_after_ms`), and an entry undelivered for 3 days is dropped and
 //! counted. Nothing is held in memory that the outbox does not also hold: stopping (or
@@ -56,11 +58,12 @@ impl Nudge {
     }
 }
 
-/// Handle to the sender thread; `shutdown` stops it (nothing to flush: the outbox is durable).
+/// Handle to the sender threads; `shutdown` stops them (nothing to flush: the outbox is
+/// durable).
 pub struct WebhookSender {
     webhooks: Arc<Webhooks>,
     store: Arc<dyn Store>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl WebhookSender {
@@ -69,15 +72,25 @@ impl WebhookSender {
         store: Arc<dyn Store>,
         tracker: Arc<LastUsedTracker>,
     ) -> std::io::Result<WebhookSender> {
-        let (w, s) = (Arc::clone(&webhooks), Arc::clone(&store));
-        let thread = std::thread::Builder::new()
-            .name("webhook-sender".into())
-            .spawn(move || run(&w, &*s, &tracker))?;
-        Ok(WebhookSender {
-            webhooks,
-            store,
-            thread: Some(thread),
-        })
+        let mut sender = WebhookSender {
+            webhooks: Arc::clone(&webhooks),
+            store: Arc::clone(&store),
+            threads: Vec::new(),
+        };
+        for receiver in 0..webhooks.settings.receivers.len() {
+            let (w, s, t) = (
+                Arc::clone(&webhooks),
+                Arc::clone(&store),
+                Arc::clone(&tracker),
+            );
+            // On an error the handle's drop stops the threads already started.
+            sender.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("webhook-sender-{receiver}"))
+                    .spawn(move || run(&w, &*s, &t, receiver))?,
+            );
+        }
+        Ok(sender)
     }
 
     /// Stops after the delivery in flight (if any) and gives the lease up.
@@ -87,14 +100,17 @@ impl WebhookSender {
 
     fn stop_and_join(&mut self) {
         self.webhooks.nudge.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-            self.store.release_webhook_lease();
-            self.webhooks
-                .figures
-                .sending
-                .store(false, Ordering::Relaxed);
+        if self.threads.is_empty() {
+            return;
         }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.store.release_webhook_lease();
+        self.webhooks
+            .figures
+            .sending
+            .store(false, Ordering::Relaxed);
     }
 }
 
@@ -104,23 +120,26 @@ impl Drop for WebhookSender {
     }
 }
 
-fn run(webhooks: &Webhooks, store: &dyn Store, tracker: &LastUsedTracker) {
+/// One thread's loop, for receiver number `receiver`; the first also scans and counts.
+fn run(webhooks: &Webhooks, store: &dyn Store, tracker: &LastUsedTracker, receiver: usize) {
+    let url = webhooks.settings.receivers[receiver].raw.as_str();
+    let first = receiver == 0;
     let mut renewed: Option<Instant> = None;
     let mut next_scan = Instant::now();
     let mut next_count = Instant::now();
     loop {
-        if Instant::now() >= next_count {
+        if first && Instant::now() >= next_count {
             count_backlog(webhooks, store);
             next_count = Instant::now() + RENEW;
         }
         if hold_lease(webhooks, store, &mut renewed) {
-            if Instant::now() >= next_scan {
+            if first && Instant::now() >= next_scan {
                 if let Err(e) = scan(webhooks, store, tracker) {
                     log::error!("webhook lifecycle scan failed: {e}; will retry");
                 }
                 next_scan = Instant::now() + webhooks.settings.scan_interval;
             }
-            if let Err(e) = deliver_due(webhooks, store, &mut renewed) {
+            if let Err(e) = deliver_due(webhooks, store, url, &mut renewed) {
                 log::error!("reading the webhook outbox failed: {e}; will retry");
             }
         }
@@ -232,14 +251,16 @@ fn scan(
     Ok(())
 }
 
-/// Delivers what is due, a batch at a time, while this node holds the lease.
+/// Delivers what is due for receiver `url`, a batch at a time, while this node holds the
+/// lease.
 fn deliver_due(
     webhooks: &Webhooks,
     store: &dyn Store,
+    url: &str,
     renewed: &mut Option<Instant>,
 ) -> crate::store::Result<()> {
     loop {
-        let due = store.due_webhooks(crate::domain::time::now_unix_ms(), BATCH)?;
+        let due = store.due_webhooks(crate::domain::time::now_unix_ms(), Some(url), BATCH)?;
         if due.is_empty() {
             return Ok(());
         }

@@ -1288,8 +1288,13 @@ impl crate::store::Store for PgStore {
     ) -> Result<Vec<(TokenRecord, Option<i64>)>> {
         PgStore::lifecycle_candidates(self, from, to, unused_after_days)
     }
-    fn due_webhooks(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
-        PgStore::due_webhooks(self, now_ms, limit)
+    fn due_webhooks(
+        &self,
+        now_ms: i64,
+        url: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        PgStore::due_webhooks(self, now_ms, url, limit)
     }
     fn webhook_attempted(&self, seq: u64, retry: Option<(u32, i64)>) -> Result<()> {
         PgStore::webhook_attempted(self, seq, retry)

@@ -98,13 +98,19 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) fn due_webhooks(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
+    pub(super) fn due_webhooks(
+        &self,
+        now_ms: i64,
+        url: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.with_client(|c| {
             c.query(
                 "SELECT seq, event_id, url, body, attempts, next_attempt_ms, queued_ms \
-                 FROM pa_auth_webhook_outbox WHERE next_attempt_ms <= $1 ORDER BY seq LIMIT $2",
-                &[&now_ms, &limit],
+                 FROM pa_auth_webhook_outbox WHERE next_attempt_ms <= $1 \
+                   AND ($3::text IS NULL OR url = $3) ORDER BY seq LIMIT $2",
+                &[&now_ms, &limit, &url],
             )
         })?;
         Ok(rows

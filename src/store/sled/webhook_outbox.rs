@@ -93,7 +93,12 @@ impl SledStore {
         Ok(found)
     }
 
-    pub fn due_webhooks(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
+    pub fn due_webhooks(
+        &self,
+        now_ms: i64,
+        url: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
         let mut due = Vec::new();
         for item in self.webhook_outbox.iter() {
             if due.len() >= limit {
@@ -101,7 +106,7 @@ impl SledStore {
             }
             let (key, value) = item?;
             let entry = decode(&key, &value)?;
-            if entry.next_attempt_ms <= now_ms {
+            if entry.next_attempt_ms <= now_ms && url.is_none_or(|u| u == entry.url) {
                 due.push(entry);
             }
         }
@@ -176,15 +181,15 @@ mod tests {
         assert!(s
             .enqueue_webhooks(&[entry("a", 10), entry("b", 5), entry("c", 50)], None)
             .unwrap());
-        let due = s.due_webhooks(20, 10).unwrap();
+        let due = s.due_webhooks(20, None, 10).unwrap();
         assert_eq!(
             due.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
         s.webhook_attempted(due[0].seq, None).unwrap();
         s.webhook_attempted(due[1].seq, Some((1, 100))).unwrap();
-        assert!(s.due_webhooks(60, 10).unwrap()[0].event_id == "c");
-        let later = s.due_webhooks(100, 10).unwrap();
+        assert!(s.due_webhooks(60, None, 10).unwrap()[0].event_id == "c");
+        let later = s.due_webhooks(100, None, 10).unwrap();
         assert_eq!(later.len(), 2);
         assert_eq!(later[0].attempts, 1);
         let backlog = s.webhook_backlog().unwrap();
@@ -204,6 +209,6 @@ mod tests {
         // A second scan that read the old mark queues nothing.
         assert!(!s.enqueue_webhooks(&[entry("y", 0)], Some(first)).unwrap());
         assert_eq!(s.webhook_scan_mark().unwrap(), Some(100));
-        assert_eq!(s.due_webhooks(0, 10).unwrap().len(), 1);
+        assert_eq!(s.due_webhooks(0, None, 10).unwrap().len(), 1);
     }
 }
