@@ -71,6 +71,7 @@ fn main() {
         // method); the generated tokens have no restrictions, as most tokens.
         let facts = RequestFacts {
             client: std::net::IpAddr::from([127, 0, 0, 1]),
+            client_known: true,
             method: Some("GET"),
         };
         let mut rotations = vec![1_000.min(keep)];

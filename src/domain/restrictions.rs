@@ -205,12 +205,15 @@ impl AllowedNetworks {
         self.0.is_some()
     }
 
-    /// Whether a request from `addr` may use the token: a linear scan of at most
-    /// [`MAX_ALLOWED_CIDRS`] prefixes, no allocation.
-    pub fn permits(&self, addr: IpAddr) -> bool {
-        match &self.0 {
-            None => true,
-            Some(list) => list.iter().any(|p| p.contains(addr)),
+    /// Whether a request from `client` may use the token: a linear scan of at most
+    /// [`MAX_ALLOWED_CIDRS`] prefixes, no allocation. `None`: the client's address is not
+    /// known (a trusted proxy's address header could not be read), which only anywhere
+    /// admits — never the proxy's own address in its stead.
+    pub fn permits(&self, client: Option<IpAddr>) -> bool {
+        match (&self.0, client) {
+            (None, _) => true,
+            (Some(list), Some(addr)) => list.iter().any(|p| p.contains(addr)),
+            (Some(_), None) => false,
         }
     }
 
@@ -263,8 +266,9 @@ pub fn validate_access(raw: &str) -> Result<Access, FieldError> {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    /// A known client address.
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
     }
 
     fn nets(list: &[&str]) -> AllowedNetworks {
@@ -291,6 +295,9 @@ mod tests {
         assert_eq!(mapped.to_strings(), ["10.0.0.0/8"]);
         assert!(mapped.permits(ip("10.1.2.3")));
         assert!(AllowedNetworks::anywhere().permits(ip("1.1.1.1")));
+        // An unknown client (a proxy's unreadable header): only anywhere admits it.
+        assert!(AllowedNetworks::anywhere().permits(None));
+        assert!(!v4.permits(None) && !n.permits(None));
     }
 
     #[test]

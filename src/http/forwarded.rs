@@ -10,12 +10,16 @@
 //!   from the right: each address that is itself a trusted proxy is a hop and is skipped;
 //!   the first one that is not is the client. A proxy appends the address it saw, so
 //!   everything left of that is what the client wrote and is never read. If every address
-//!   is trusted, the leftmost is the client. A malformed entry met on the way (not an IP
-//!   address; a port, a zone id, an empty entry), more than [`MAX_HOPS`] hops, or a header
-//!   over [`MAX_HEADER_BYTES`] makes the whole header ignored: the client is then the peer
-//!   (fail closed: a garbage header can never choose an address). Without
+//!   is trusted, the leftmost is the client. Only what is walked is bounded: a malformed
+//!   entry met on the way (not an IP address; a port, a zone id, an empty entry), more than
+//!   [`MAX_HOPS`] hops or more than [`MAX_HEADER_BYTES`] walked make the client **unknown**
+//!   (`client_known: false`, `client` the peer for the records): a token with allowed
+//!   networks is then refused, never judged by the proxy's own address (a client could
+//!   otherwise pad the header it controls until it is ignored, and pass as the proxy — an
+//!   outside attack through Envoy, which appends to the client's header). Without
 //!   `X-Forwarded-For`, a single well-formed `X-Real-IP` is used the same way (a trusted
-//!   address there is taken as it is); otherwise the peer.
+//!   address there is taken as it is; a bad one makes the client unknown); with neither,
+//!   the peer.
 //! - **Method.** `X-Original-Method` (nginx) and `X-Forwarded-Method` (Traefik, Caddy); if
 //!   both are present they must agree (a proxy sets the one it knows and passes a client's
 //!   copy of the other, so a disagreement means someone is lying: unknown). Each must occur
@@ -47,6 +51,9 @@ const ENVOY_PREFIX: &str = "/auth/verify";
 pub struct Forwarded<'a> {
     /// The client's address (the peer unless a trusted proxy said otherwise).
     pub client: IpAddr,
+    /// False when a trusted proxy's address header could not be read: `client` is then the
+    /// peer, for the records only, and no allowed-networks list admits the request.
+    pub client_known: bool,
     /// The original request's method; `None`: not known.
     pub method: Option<&'a str>,
     /// The original request's URI (path and query); `None`: not known.
@@ -67,6 +74,7 @@ where
     if !trusted.contains(peer) {
         return Forwarded {
             client: peer,
+            client_known: true,
             method: None,
             uri: None,
         };
@@ -77,11 +85,16 @@ where
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
     };
-    let client = match named("x-forwarded-for").next() {
-        Some(_) => client_from_forwarded_for(named("x-forwarded-for"), trusted),
-        None => client_from_real_ip(named("x-real-ip")),
-    }
-    .unwrap_or(peer);
+    let said = match (named("x-forwarded-for").next(), named("x-real-ip").next()) {
+        (Some(_), _) => Some(client_from_forwarded_for(named("x-forwarded-for"), trusted)),
+        (None, Some(_)) => Some(client_from_real_ip(named("x-real-ip"))),
+        (None, None) => None,
+    };
+    let (client, client_known) = match said {
+        None => (peer, true),
+        Some(Some(addr)) => (addr, true),
+        Some(None) => (peer, false),
+    };
     let envoy = single(named("x-pa-auth-proxy")).is_some_and(|v| v.eq_ignore_ascii_case(b"envoy"));
     let original = single_valid(named("x-original-method"), is_method);
     let forwarded = single_valid(named("x-forwarded-method"), is_method);
@@ -106,6 +119,7 @@ where
     };
     Forwarded {
         client,
+        client_known,
         method,
         uri,
     }
@@ -151,23 +165,12 @@ fn is_uri(v: &[u8]) -> bool {
 }
 
 /// The rightmost untrusted address of every `X-Forwarded-For` field taken as one list;
-/// `None` to ignore the header (malformed on the way, too long, too many hops).
+/// `None` when it cannot be read (malformed on the way, too long or too many hops walked).
+/// What lies left of the client is never read, whatever its length.
 fn client_from_forwarded_for<'a, I>(fields: I, trusted: &TrustedProxies) -> Option<IpAddr>
 where
-    I: Iterator<Item = &'a [u8]> + Clone,
+    I: Iterator<Item = &'a [u8]>,
 {
-    let mut total = 0usize;
-    let mut any = false;
-    for f in fields.clone() {
-        any = true;
-        total = total.saturating_add(f.len() + 1);
-        if total > MAX_HEADER_BYTES {
-            return None;
-        }
-    }
-    if !any {
-        return None;
-    }
     // Fields are few (the head has at most 100); walk them from the last, each from its end.
     let mut fields_rev: [&[u8]; 100] = [&[]; 100];
     let mut n = 0;
@@ -179,11 +182,13 @@ where
         n += 1;
     }
     let mut hops = 0usize;
+    let mut walked = 0usize;
     let mut leftmost = None;
     for field in fields_rev[..n].iter().rev() {
         for entry in field.rsplit(|&b| b == b',') {
             hops += 1;
-            if hops > MAX_HOPS {
+            walked = walked.saturating_add(entry.len() + 1);
+            if hops > MAX_HOPS || walked > MAX_HEADER_BYTES {
                 return None;
             }
             let addr = parse_addr(entry)?;
@@ -294,9 +299,12 @@ mod tests {
     }
 
     #[test]
-    fn hostile_forwarded_for_falls_back_to_the_peer() {
+    fn hostile_forwarded_for_leaves_the_client_unknown() {
         let peer = "127.0.0.2";
-        let long = format!("{}198.51.100.7", "1.1.1.1,".repeat(300));
+        let unknown = |h: &[(&str, &str)]| {
+            let f = facts(h, "GET", "/", peer);
+            f.client == ip(peer) && !f.client_known
+        };
         let many_hops = format!("198.51.100.7{}", ",10.9.0.1".repeat(MAX_HOPS));
         let many_fields: Vec<(&str, &str)> =
             (0..101).map(|_| ("X-Forwarded-For", "10.9.0.1")).collect();
@@ -311,22 +319,43 @@ mod tests {
             "198.51.100.7 198.51.100.8",
             "1.2.3.4.5",
             "\u{0}1.2.3.4",
-            long.as_str(),
             many_hops.as_str(),
+            "10.9.0.1, 10.9.0.2, junk",
         ] {
-            let h = [("X-Forwarded-For", bad)];
-            assert_eq!(facts(&h, "GET", "/", peer).client, ip(peer), "{bad:?}");
+            assert!(unknown(&[("X-Forwarded-For", bad)]), "{bad:?}");
         }
-        assert_eq!(facts(&many_fields, "GET", "/", peer).client, ip(peer));
-        // A malformed trusted hop's neighbour: still the peer, never X-Real-IP's word.
-        let h = [
+        assert!(unknown(&many_fields));
+        // A malformed header: never X-Real-IP's word instead.
+        assert!(unknown(&[
             ("X-Forwarded-For", "nonsense"),
             ("X-Real-IP", "198.51.100.9"),
-        ];
-        assert_eq!(facts(&h, "GET", "/", peer).client, ip(peer));
-        // Two X-Real-IP: ignored.
-        let h = [("X-Real-IP", "198.51.100.9"), ("X-Real-IP", "198.51.100.8")];
-        assert_eq!(facts(&h, "GET", "/", peer).client, ip(peer));
+        ]));
+        // Two X-Real-IP, or a bad one: unknown too.
+        assert!(unknown(&[
+            ("X-Real-IP", "198.51.100.9"),
+            ("X-Real-IP", "198.51.100.8")
+        ]));
+        assert!(unknown(&[("X-Real-IP", "nonsense")]));
+        // Neither header: the peer, known.
+        assert!(facts(&[], "GET", "/", peer).client_known);
+    }
+
+    /// Outside attack (high): behind Envoy, which appends the client to the client's own
+    /// header, a client padded X-Forwarded-For past the length limit; the whole header was
+    /// ignored and the client judged as the proxy (inside "internal only" lists). Only what
+    /// is walked from the right is bounded now: the client is found whatever lies left of it.
+    #[test]
+    fn a_padded_forwarded_for_still_names_the_rightmost_client() {
+        let peer = "127.0.0.1";
+        for pad in ["1.1.1.1,".repeat(300), format!("{},", "x".repeat(3000))] {
+            let h = format!("{pad}198.51.100.7");
+            let headers = [("X-Forwarded-For", h.as_str())];
+            let f = facts(&headers, "GET", "/", peer);
+            assert_eq!((f.client, f.client_known), (ip("198.51.100.7"), true));
+        }
+        // Sixteen hops walked (fifteen trusted, then the client): still found.
+        let h = format!("198.51.100.7,{}", vec!["10.9.0.1"; 15].join(","));
+        assert!(facts(&[("X-Forwarded-For", h.as_str())], "GET", "/", peer).client_known);
     }
 
     #[test]

@@ -222,6 +222,7 @@ mod tests {
         let actor = Actor::cli();
         let peer = &crate::service::auth::RequestFacts {
             client: std::net::IpAddr::from([127, 0, 0, 1]),
+            client_known: true,
             method: Some("GET"),
         };
         let new = crate::service::tokens::NewToken {
@@ -265,6 +266,7 @@ mod tests {
         let actor = Actor::cli();
         let peer = &crate::service::auth::RequestFacts {
             client: std::net::IpAddr::from([127, 0, 0, 1]),
+            client_known: true,
             method: Some("GET"),
         };
         let new = crate::service::tokens::NewToken {

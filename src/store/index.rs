@@ -329,7 +329,7 @@ impl TokenIndex {
     pub fn lookup_from(
         &self,
         hash: &TokenHash,
-        client: std::net::IpAddr,
+        client: Option<std::net::IpAddr>,
     ) -> Option<(IndexedToken, SecretUsed, bool)> {
         self.lookup_with(
             hash,
@@ -763,8 +763,8 @@ mod tests {
         assert_eq!(index.get(&h), Some(restricted.clone()));
         // The hot path's lookup: the verdict for the client, the list left behind; a
         // previous secret is judged by its token's list.
-        let inside: std::net::IpAddr = "10.9.8.7".parse().unwrap();
-        let outside: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let inside: Option<std::net::IpAddr> = Some("10.9.8.7".parse().unwrap());
+        let outside: Option<std::net::IpAddr> = Some("192.0.2.1".parse().unwrap());
         let (t, _, allowed) = index.lookup_from(&h, inside).unwrap();
         assert!(allowed);
         assert_eq!(t.restrictions.access, Access::Read);
@@ -773,6 +773,10 @@ mod tests {
             "the list is not handed out"
         );
         assert!(!index.lookup_from(&h, outside).unwrap().2);
+        assert!(
+            !index.lookup_from(&h, None).unwrap().2,
+            "an unknown client: refused"
+        );
         let old = crate::domain::token::PlaintextToken::generate().hash();
         index.set_previous(old, h, plain.id, 50, false);
         assert!(!index.lookup_from(&old, outside).unwrap().2);
@@ -783,6 +787,7 @@ mod tests {
         other[31] = h.0[31].wrapping_add(1);
         index.insert(TokenHash(other), plain.clone());
         assert!(index.lookup_from(&TokenHash(other), outside).unwrap().2);
+        assert!(index.lookup_from(&TokenHash(other), None).unwrap().2);
     }
 
     #[test]

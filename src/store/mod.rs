@@ -83,13 +83,14 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> Result<Vec<(TokenId, PreviousSecret, PreviousSecretEnd)>>;
     /// [`Store::lookup_token`], telling which of the token's secrets matched.
-    /// For a request from `client`: the `bool` says whether the token's allowed networks
-    /// admit it, and the token's `restrictions.networks` may come back as anywhere (the
-    /// check is made where the list is, so the hot path never copies or counts it).
+    /// For a request from `client` (`None`: not known): the `bool` says whether the token's
+    /// allowed networks admit it, and the token's `restrictions.networks` may come back as
+    /// anywhere (the check is made where the list is, so the hot path never copies or
+    /// counts it).
     fn lookup_secret(
         &self,
         hash: &TokenHash,
-        client: std::net::IpAddr,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Option<(IndexedToken, SecretUsed, bool)>>;
     /// Notes a use of a previous secret at `now` (in memory, on this node).
     fn note_previous_use(&self, hash: &TokenHash, now: i64);

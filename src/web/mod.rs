@@ -73,6 +73,7 @@ impl App {
         };
         let facts = crate::service::auth::RequestFacts {
             client: forwarded.client,
+            client_known: forwarded.client_known,
             method,
         };
         self.service.authenticate(&values[..n], &facts, now)

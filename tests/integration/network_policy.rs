@@ -208,7 +208,8 @@ fn issue19_caddy_passes_the_client_address_and_method() {
 }
 
 /// Straight at pa-auth: forwarded headers count only from --trusted-proxies; hostile ones
-/// fall back to the peer and are never answered with anything but 200/401/403.
+/// leave the client unknown (no allowed-networks list admits it) and are never answered with
+/// anything but 200/401/403.
 #[test]
 fn issue19_forwarded_headers_only_from_trusted_peers_and_hostile_ones_fail_closed() {
     let svc = Service::start(&["--trusted-proxies", "127.0.0.1/32"]);
@@ -243,10 +244,11 @@ fn issue19_forwarded_headers_only_from_trusted_peers_and_hostile_ones_fail_close
         verify("127.0.0.1", &[("X-Forwarded-For", "::ffff:10.0.0.1")]),
         200
     );
-    // Hostile values: the peer (127.0.0.1, outside 10/8) decides, and it is a 403, never a
+    // Hostile values leave the client unknown, which no list admits: a 403, never a
     // 400/431/500.
     let many = vec!["10.0.0.1"; 500].join(",");
     let long = format!("{}, 10.0.0.1", "x".repeat(3000));
+    let long_walk = format!("10.0.0.1,{}", vec!["127.0.0.1"; 20].join(","));
     let hostile: Vec<Vec<(&str, &str)>> = vec![
         vec![("X-Forwarded-For", "fe80::1%eth0")],
         vec![("X-Forwarded-For", "10.0.0.1:8080")],
@@ -254,7 +256,7 @@ fn issue19_forwarded_headers_only_from_trusted_peers_and_hostile_ones_fail_close
         vec![("X-Forwarded-For", "10.0.0.1,")],
         vec![("X-Forwarded-For", "not an address")],
         vec![("X-Forwarded-For", "127.0.0.1,garbage")],
-        vec![("X-Forwarded-For", &long)],
+        vec![("X-Forwarded-For", &long_walk)],
         vec![("X-Real-IP", "10.0.0.1"), ("X-Real-IP", "10.0.0.2")],
         vec![("X-Forwarded-For", "nonsense"), ("X-Real-IP", "10.0.0.1")],
     ];
@@ -264,11 +266,35 @@ fn issue19_forwarded_headers_only_from_trusted_peers_and_hostile_ones_fail_close
     // Many X-Forwarded-For fields and entries: bounded, answered.
     let fields: Vec<(&str, &str)> = (0..90).map(|_| ("X-Forwarded-For", "127.0.0.1")).collect();
     assert_eq!(verify("127.0.0.1", &fields), 403);
-    assert_eq!(
-        verify("127.0.0.1", &[("X-Forwarded-For", &many)]),
-        403,
-        "over 2 KiB"
-    );
+    // Whatever the client wrote left of the hop a proxy appended is never read, however
+    // long: the appended hop decides (outside attack: padding past the limit once made the
+    // whole header ignored and the proxy's own address judged instead).
+    assert_eq!(verify("127.0.0.1", &[("X-Forwarded-For", &many)]), 200);
+    assert_eq!(verify("127.0.0.1", &[("X-Forwarded-For", &long)]), 200);
+    // A token allowed only the proxy's own network: a padded header ending in another
+    // client is that client (403); an unreadable one is nobody (403), never the proxy.
+    let proxy_only = secret(&create(
+        &svc,
+        &auth,
+        json!({"name": "proxy-net", "allowedCidrs": ["127.0.0.1/32"]}),
+    ));
+    let as_proxy = |extra: &[(&str, &str)]| {
+        send_from(
+            "127.0.0.1",
+            svc.addr,
+            "GET",
+            "/auth/verify",
+            &proxy_only,
+            extra,
+        )
+        .status
+    };
+    assert_eq!(as_proxy(&[]), 200, "the proxy itself, no header");
+    let padded = format!("{}, 127.0.0.6", "x".repeat(2100));
+    assert_eq!(as_proxy(&[("X-Forwarded-For", &padded)]), 403);
+    assert_eq!(as_proxy(&[("X-Forwarded-For", &long_walk)]), 403);
+    assert_eq!(as_proxy(&[("X-Forwarded-For", "garbage")]), 403);
+    assert_eq!(as_proxy(&[("X-Real-IP", "garbage")]), 403);
     // The server keeps serving.
     assert_eq!(verify("127.0.0.1", &[("X-Forwarded-For", "10.9.9.9")]), 200);
 }

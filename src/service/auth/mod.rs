@@ -48,7 +48,11 @@ impl VerifiedToken {
 /// a read-only token is refused with).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
+    /// The client's address as recorded (usage, audit): the peer when a trusted proxy's
+    /// header could not be read.
     pub client: IpAddr,
+    /// False in that case: no allowed-networks list admits the request.
+    pub client_known: bool,
     pub method: Option<&'a str>,
 }
 
@@ -98,7 +102,8 @@ pub fn verify_bearer(
     request: &RequestFacts<'_>,
     now: i64,
 ) -> Result<VerifiedToken, Error> {
-    match check(store, authorization, request.client, now) {
+    let client = request.client_known.then_some(request.client);
+    match check(store, authorization, client, now) {
         Ok(verified) => {
             if let Some(refusal) = refusal_of(&verified, request) {
                 return Err(record_denial(
@@ -196,9 +201,8 @@ pub fn check_token_on_admin_route(
     authorization: &[&[u8]],
     now: i64,
 ) -> Result<crate::domain::token::TokenId, Error> {
-    // Never a credential here, so no client to judge: any address will do.
-    let nowhere = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
-    match check(store, authorization, nowhere, now) {
+    // Never a credential here, so no client to judge.
+    match check(store, authorization, None, now) {
         Ok(verified) => {
             counters
                 .token_on_admin_route
@@ -213,7 +217,7 @@ pub fn check_token_on_admin_route(
 fn check(
     store: &dyn Store,
     authorization: &[&[u8]],
-    client: IpAddr,
+    client: Option<IpAddr>,
     now: i64,
 ) -> Result<VerifiedToken, (Error, Option<crate::domain::token::TokenId>)> {
     let refuse = |r| (Error::Unauthorized(r), None);
@@ -254,6 +258,7 @@ mod tests {
 
     const ANYWHERE_GET: RequestFacts<'static> = RequestFacts {
         client: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        client_known: true,
         method: Some("GET"),
     };
 
@@ -284,6 +289,7 @@ mod tests {
                 &[header.as_bytes()],
                 &RequestFacts {
                     client: client.parse().unwrap(),
+                    client_known: true,
                     method,
                 },
                 5,
@@ -319,6 +325,7 @@ mod tests {
             &[h.as_bytes()],
             &RequestFacts {
                 client: "192.0.2.1".parse().unwrap(),
+                client_known: true,
                 method: None,
             },
             5,

@@ -1134,7 +1134,7 @@ impl crate::store::Store for PgStore {
     fn lookup_secret(
         &self,
         hash: &TokenHash,
-        client: std::net::IpAddr,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Option<(IndexedToken, SecretUsed, bool)>> {
         Ok(self.index.lookup_from(hash, client))
     }

@@ -556,7 +556,7 @@ impl crate::store::Store for SledStore {
     fn lookup_secret(
         &self,
         hash: &TokenHash,
-        client: std::net::IpAddr,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Option<(IndexedToken, SecretUsed, bool)>> {
         match self.index() {
             Some(index) => Ok(index.lookup_from(hash, client)),
