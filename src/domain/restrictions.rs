@@ -71,23 +71,25 @@ impl IpPrefix {
         if text.len() > 64 {
             return Err("is too long to be an IP prefix".into());
         }
+        // Echoed in the error, so never a secret pasted into the wrong field.
+        let quoted = format!("{:?}", crate::domain::redact::redact_secrets(text));
         let (addr, len) = match text.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (text, None),
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or CIDR prefix"))?;
+            .map_err(|_| format!("{quoted} is not an IP address or CIDR prefix"))?;
         let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len {
             None => max,
             Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
                 match l.parse::<u8>() {
                     Ok(n) if n <= max => n,
-                    _ => return Err(format!("{text:?}: prefix length must be 0 to {max}")),
+                    _ => return Err(format!("{quoted}: prefix length must be 0 to {max}")),
                 }
             }
-            Some(_) => return Err(format!("{text:?}: prefix length must be 0 to {max}")),
+            Some(_) => return Err(format!("{quoted}: prefix length must be 0 to {max}")),
         };
         let (bits, len, v4) = match addr {
             IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), len + 96, true),
@@ -99,7 +101,7 @@ impl IpPrefix {
         let prefix = IpPrefix { bits, len, v4 };
         if masked(u128::from_be_bytes(bits), len) != u128::from_be_bytes(bits) {
             return Err(format!(
-                "{text:?}: the address has bits set beyond the prefix (did you mean {}?)",
+                "{quoted}: the address has bits set beyond the prefix (did you mean {}?)",
                 IpPrefix {
                     bits: masked(u128::from_be_bytes(bits), len).to_be_bytes(),
                     ..prefix
@@ -297,6 +299,10 @@ mod tests {
         assert!(AllowedNetworks::anywhere().permits(ip("1.1.1.1")));
         // An unknown client (a proxy's unreadable header): only anywhere admits it.
         assert!(AllowedNetworks::anywhere().permits(None));
+        // A token pasted where a prefix belongs is not echoed back.
+        let token = crate::domain::token::PlaintextToken::generate();
+        let error = IpPrefix::parse(token.expose_secret()).unwrap_err();
+        assert!(!error.contains(token.expose_secret()), "{error}");
         assert!(!v4.permits(None) && !n.permits(None));
     }
 

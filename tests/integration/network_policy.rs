@@ -92,6 +92,9 @@ fn check_through_proxy(proxy: SocketAddr, svc: &Service, what: &str) {
         &[],
     );
     assert_eq!(r.status, 403, "{what} denied address: {}", r.text());
+    // The contract's error shape, with the correlation id, through the proxy too.
+    assert_eq!(r.json()["error"], "forbidden", "{what}: {}", r.text());
+    assert!(r.header("x-correlation-id").is_some(), "{what}");
     // A client naming the allowed address itself, in every header a proxy might pass: still 403.
     for spoof in [
         [("X-Forwarded-For", "127.0.0.2"), ("X-Real-IP", "127.0.0.2")],
@@ -142,6 +145,32 @@ fn check_through_proxy(proxy: SocketAddr, svc: &Service, what: &str) {
         &[],
     );
     assert_eq!(r.json()["headers"]["x-pa-token-access"], "read", "{what}");
+    // A method override never reaches the API: a framework honouring it would run this GET
+    // as a write.
+    let r = send_from(
+        "127.0.0.4",
+        proxy,
+        "GET",
+        "/api/report",
+        &reader_secret,
+        &[
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-HTTP-Method", "DELETE"),
+            ("X-Method-Override", "DELETE"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{what}");
+    let seen = r.json()["headers"].clone();
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        assert!(
+            seen.get(name).is_none_or(|v| v.as_str() == Some("")),
+            "{what} passed {name}: {seen}"
+        );
+    }
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         let r = send_from(
             "127.0.0.4",
