@@ -50,7 +50,11 @@ pub enum Command {
 
 #[derive(FromArgs, Debug)]
 /// Write a checksummed backup of an offline data dir (tokens, admins, audit log).
-#[argh(subcommand, name = "backup")]
+#[argh(
+    subcommand,
+    name = "backup",
+    example = "Back up a stopped site:\n$ {command_name} --to /var/backups/pa-auth/nightly.pab --data-dir /var/lib/pa-auth"
+)]
 pub struct BackupCommand {
     /// file to write (created with mode 0600; must not exist)
     #[argh(option)]
@@ -62,7 +66,11 @@ pub struct BackupCommand {
 
 #[derive(FromArgs, Debug)]
 /// Restore a backup into a data dir (empty unless --force); the file is verified first.
-#[argh(subcommand, name = "restore")]
+#[argh(
+    subcommand,
+    name = "restore",
+    example = "Restore it into a new data dir:\n$ {command_name} --from nightly.pab --data-dir /var/lib/pa-auth"
+)]
 pub struct RestoreCommand {
     /// backup file to read
     #[argh(option)]
@@ -79,7 +87,11 @@ pub struct RestoreCommand {
 /// Move a site between the embedded store and PostgreSQL (cluster mode), verified: every
 /// token, admin and audit event, through the backup format. The target must be empty; no
 /// server may use either side meanwhile.
-#[argh(subcommand, name = "migrate")]
+#[argh(
+    subcommand,
+    name = "migrate",
+    example = "Move a single-node site to PostgreSQL (cluster mode):\n$ {command_name} --from-data-dir /var/lib/pa-auth --to postgres://pa_auth@db1/pa_auth"
+)]
 pub struct MigrateCommand {
     /// the embedded store to read (a single-node site)
     #[argh(option)]
@@ -100,10 +112,11 @@ pub struct MigrateCommand {
 
 /// `serve` and `check-config` take the same flags; this keeps them one list.
 macro_rules! serve_flags {
-    ($(#[$doc:meta])* $name:ident, $sub:literal) => {
+    ($(#[$doc:meta])* $name:ident, $sub:literal, $example:literal) => {
         #[derive(FromArgs, Debug)]
         $(#[$doc])*
         #[argh(subcommand, name = $sub)]
+        #[argh(example = $example)]
         pub struct $name {
             /// address to listen on (default 127.0.0.1:8080; env PA_AUTH_LISTEN)
             #[argh(option)]
@@ -257,18 +270,24 @@ macro_rules! serve_flags {
 serve_flags!(
     /// Run the service (flags also from PA_AUTH_<FLAG> environment variables).
     ServeCommand,
-    "serve"
+    "serve",
+    "On the embedded store, loopback only (the site's proxy in front):\n$ {command_name} --listen 127.0.0.1:8080 --data-dir /var/lib/pa-auth"
 );
 
 serve_flags!(
     /// Validate flags, environment and TLS files as `serve` would, without starting.
     CheckConfigCommand,
-    "check-config"
+    "check-config",
+    "Check HTTPS files before a restart:\n$ {command_name} --tls-cert /etc/pa-auth/tls.crt --tls-key /etc/pa-auth/tls.key"
 );
 
 #[derive(FromArgs, Debug)]
 /// Manage API tokens offline (no server may hold the data dir).
-#[argh(subcommand, name = "token")]
+#[argh(
+    subcommand,
+    name = "token",
+    example = "List the tokens of a stopped site:\n$ {command_name} list --data-dir /var/lib/pa-auth"
+)]
 pub struct TokenCommand {
     #[argh(subcommand)]
     pub action: TokenAction,
@@ -289,7 +308,11 @@ pub enum TokenAction {
 
 #[derive(FromArgs, Debug)]
 /// Create a token; prints the secret alone on stdout (shown once).
-#[argh(subcommand, name = "create")]
+#[argh(
+    subcommand,
+    name = "create",
+    example = "A token for a nightly job, working through June 30 (UTC):\n$ {command_name} --name nightly-export --expires 2027-06-30 --owner team-data"
+)]
 pub struct TokenCreate {
     /// token name (1..100 characters, unique ignoring case)
     #[argh(option)]
@@ -318,7 +341,11 @@ pub struct TokenCreate {
 #[derive(FromArgs, Debug)]
 /// Edit a token's name, owner, description, allowed networks or access (never its secret
 /// or expiry).
-#[argh(subcommand, name = "update")]
+#[argh(
+    subcommand,
+    name = "update",
+    example = "Say whose it is and what for:\n$ {command_name} 0f8e6c1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b --owner team-data --description \"warehouse export\""
+)]
 pub struct TokenUpdateCommand {
     /// the token's id (UUID)
     #[argh(positional)]
@@ -348,7 +375,11 @@ pub struct TokenUpdateCommand {
 
 #[derive(FromArgs, Debug)]
 /// List tokens, newest first.
-#[argh(subcommand, name = "list")]
+#[argh(
+    subcommand,
+    name = "list",
+    example = "Every token as JSON:\n$ {command_name} --json"
+)]
 pub struct TokenList {
     /// print JSON (the admin API's views) instead of a table
     #[argh(switch)]
@@ -362,7 +393,11 @@ pub struct TokenList {
 /// Give a token a new secret (same id, name and fields); prints the new secret alone on
 /// stdout (shown once). The old secret keeps working for the overlap chosen (one of
 /// --overlap or --until-new-secret-used is required).
-#[argh(subcommand, name = "rotate")]
+#[argh(
+    subcommand,
+    name = "rotate",
+    example = "A new secret; the old one keeps working for a day:\n$ {command_name} 0f8e6c1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b --overlap 24h"
+)]
 pub struct TokenRotate {
     /// the token's id (UUID)
     #[argh(positional)]
@@ -395,7 +430,11 @@ pub struct TokenRotate {
 
 #[derive(FromArgs, Debug)]
 /// Delete a token by id.
-#[argh(subcommand, name = "delete")]
+#[argh(
+    subcommand,
+    name = "delete",
+    example = "$ {command_name} 0f8e6c1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b"
+)]
 pub struct TokenDelete {
     /// the token's id (UUID)
     #[argh(positional)]
@@ -409,7 +448,11 @@ pub struct TokenDelete {
 /// Revoke leaked tokens by value: reads up to 1000 values from stdin, one a line (quotes,
 /// commas, `Bearer ` and whitespace around each are fine), deletes each known token and
 /// prints its id and name; never prints a value. Exit 0 even when some are unknown.
-#[argh(subcommand, name = "revoke")]
+#[argh(
+    subcommand,
+    name = "revoke",
+    example = "Revoke every token a scanner found (one value a line):\n$ {command_name} < leaked.txt"
+)]
 pub struct TokenRevoke {
     /// print JSON (the admin API's revoke answer) instead of lines
     #[argh(switch)]
@@ -424,7 +467,11 @@ pub struct TokenRevoke {
 /// the filter selects and some of them. With --confirm-count N it deletes them, only if the
 /// filter still selects exactly N (at most 10000). Criteria are ANDed; --all selects every
 /// token and goes alone.
-#[argh(subcommand, name = "bulk-delete")]
+#[argh(
+    subcommand,
+    name = "bulk-delete",
+    example = "See what would go, then delete exactly that:\n$ {command_name} --owner team-legacy --unused-for-days 90\n$ {command_name} --owner team-legacy --unused-for-days 90 --confirm-count 37 --confirm-selection 5f0c…"
+)]
 pub struct TokenBulkDelete {
     /// tokens with exactly this owner (ignoring case)
     #[argh(option)]
@@ -462,7 +509,11 @@ pub struct TokenBulkDelete {
 #[derive(FromArgs, Debug)]
 /// Show a token's usage: requests per day (90 days) and its last ten client addresses, as
 /// last flushed by the server.
-#[argh(subcommand, name = "usage")]
+#[argh(
+    subcommand,
+    name = "usage",
+    example = "$ {command_name} 0f8e6c1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b --json"
+)]
 pub struct TokenUsage {
     /// the token's id (UUID)
     #[argh(positional)]
@@ -477,7 +528,11 @@ pub struct TokenUsage {
 
 #[derive(FromArgs, Debug)]
 /// Manage admin accounts offline.
-#[argh(subcommand, name = "admin")]
+#[argh(
+    subcommand,
+    name = "admin",
+    example = "$ {command_name} set-password --username admin < new-password.txt"
+)]
 pub struct AdminCommand {
     #[argh(subcommand)]
     pub action: AdminAction,
@@ -491,7 +546,11 @@ pub enum AdminAction {
 
 #[derive(FromArgs, Debug)]
 /// Set an admin's password (read from stdin); creates the admin if missing.
-#[argh(subcommand, name = "set-password")]
+#[argh(
+    subcommand,
+    name = "set-password",
+    example = "Set a new password read from stdin:\n$ {command_name} --username admin < new-password.txt"
+)]
 pub struct SetPassword {
     /// admin username (default admin)
     #[argh(option, default = "String::from(\"admin\")")]
@@ -1188,4 +1247,83 @@ fn migrate(m: &MigrateCommand) -> Result<()> {
         summary.tokens, summary.admins, summary.audit_events
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command a user can type, as argh sees it.
+    const COMMANDS: &[&[&str]] = &[
+        &["serve"],
+        &["check-config"],
+        &["backup"],
+        &["restore"],
+        &["migrate"],
+        &["token"],
+        &["token", "create"],
+        &["token", "list"],
+        &["token", "update"],
+        &["token", "rotate"],
+        &["token", "delete"],
+        &["token", "revoke"],
+        &["token", "bulk-delete"],
+        &["token", "usage"],
+        &["admin"],
+        &["admin", "set-password"],
+    ];
+
+    /// Issue 20 part 3: `--help` (and `pa-auth help <command>`) shows an example for every
+    /// command, and every example parses as the command line it claims to be.
+    #[test]
+    fn every_command_has_an_example_that_parses() {
+        for path in COMMANDS {
+            let mut args: Vec<&str> = path.to_vec();
+            args.push("--help");
+            let help = match Cli::from_args(&["pa-auth"], &args) {
+                Err(exit) => exit.output,
+                Ok(_) => panic!("{path:?} --help parsed as a command"),
+            };
+            let examples: Vec<&str> = help
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("$ pa-auth "))
+                .collect();
+            assert!(!examples.is_empty(), "{path:?} has no example:\n{help}");
+            for example in examples {
+                // The shell's part (a redirection) is not the program's.
+                let line = example.split(" < ").next().unwrap_or(example);
+                let words = shell_words(line);
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                assert!(
+                    words.starts_with(path),
+                    "{path:?}'s example is for another command: {example}"
+                );
+                if let Err(e) = Cli::from_args(&["pa-auth"], &words) {
+                    panic!("{path:?}'s example does not parse: {example}\n{}", e.output);
+                }
+            }
+        }
+    }
+
+    /// Splits on spaces, keeping double-quoted words whole (enough for the examples).
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word = String::new();
+        let mut quoted = false;
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' if !quoted => {
+                    if !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                }
+                c => word.push(c),
+            }
+        }
+        if !word.is_empty() {
+            words.push(word);
+        }
+        words
+    }
 }
