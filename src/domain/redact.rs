@@ -56,14 +56,17 @@ fn next_secret(text: &str, from: usize) -> Option<(usize, usize)> {
             before.len() >= prefix.len()
                 && before[before.len() - prefix.len()..].eq_ignore_ascii_case(prefix)
         };
+        // A prefix may lie partly inside the previous match (a run that ends in `pa` right
+        // before `_`): the match then starts where that one ended, never before it (a range
+        // starting before the previous end panicked the copy: found by the fuzzer).
         if (prefixed(b"pa_") || prefixed(b"pa-")) && run.len() >= MIN_SECRET_RUN {
-            return Some((start - 3, end));
+            return Some(((start - 3).max(from), end));
         }
         if prefixed(b"pa%")
             && run.len() >= 2 + MIN_SECRET_RUN
             && run[..2].eq_ignore_ascii_case(b"5f")
         {
-            return Some((start - 3, end));
+            return Some(((start - 3).max(from), end));
         }
         if run.len() >= MIN_BARE_RUN {
             return Some((start, end));
@@ -77,6 +80,51 @@ fn next_secret(text: &str, from: usize) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
     use crate::domain::token::PlaintextToken;
+
+    /// Regression (fuzz target `admin_json`, through the JSON body's error redaction): a
+    /// bare run ending in `pa`, then `_` and a run: the second match's prefix lay inside the
+    /// first, and the copy between them panicked.
+    #[test]
+    fn a_match_ending_in_pa_does_not_lend_its_tail_as_a_prefix() {
+        let text = format!("{}pa_{}!", "i".repeat(40), "n".repeat(20));
+        assert_eq!(redact_secrets(&text), format!("{REDACTED}{REDACTED}!"));
+        let crash = std::fs::read("../fuzz/corpus/admin_json/regression-redact-overlap")
+            .or_else(|_| std::fs::read("fuzz/corpus/admin_json/regression-redact-overlap"))
+            .unwrap_or_default();
+        let _ = redact_secrets(&String::from_utf8_lossy(&crash));
+    }
+
+    /// The class of the bug above: any mix of prefixes, runs and separators, never a panic,
+    /// and nothing left that the rule would still redact.
+    #[test]
+    fn any_mix_of_prefixes_and_runs_is_redacted_without_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+        let pieces = [
+            "pa",
+            "_",
+            "-",
+            "%5F",
+            "%",
+            "i",
+            "iiiiiiiiiiiiiiii",
+            "P",
+            "é",
+            " ",
+            "!",
+        ];
+        for _ in 0..20_000 {
+            let n = rng.gen_range(0..60);
+            let text: String = (0..n)
+                .map(|_| pieces[rng.gen_range(0..pieces.len())])
+                .collect();
+            let once = redact_secrets(&text).into_owned();
+            assert!(
+                next_secret(&once.replace(REDACTED, " "), 0).is_none(),
+                "{text:?} -> {once:?}"
+            );
+        }
+    }
 
     #[test]
     fn hides_every_token_like_run_and_keeps_the_rest() {
