@@ -24,7 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::admission::{ConnSlot, Shared};
 use super::conn::{Conn, RejectedRequest, Step};
 use super::error::Error;
-use super::handler::{call_handler, correlation_id_of, Exchange};
+use super::handler::{call_handler, correlation_id_of, guarded, Exchange};
 use super::request_pool::{ConnectionRef, Job, LoopMailbox, RequestPool};
 use super::response::{serialize, DateCache};
 use super::transport::{Io, Transport};
@@ -151,7 +151,9 @@ impl EventLoop {
     }
 
     pub(super) fn run(mut self) {
-        self.shared.handler.loop_started();
+        guarded("the loop-start hook", (), || {
+            self.shared.handler.loop_started()
+        });
         let mut events = Events::with_capacity(256);
         let mut last_sweep = Instant::now();
         let mut drain_deadline: Option<Instant> = None;
@@ -200,7 +202,9 @@ impl EventLoop {
                 last_sweep = now;
                 self.sweep(now);
             }
-            self.shared.handler.loop_turn_ended();
+            guarded("the loop-turn hook", (), || {
+                self.shared.handler.loop_turn_ended()
+            });
             if let Some(deadline) = drain_deadline {
                 if self.conns.len() == self.free.len() || now >= deadline {
                     for idx in 0..self.conns.len() {
@@ -501,7 +505,10 @@ fn body_ahead(
         if let Some(response) = &early {
             observe(shared, &request, response, now, false);
         }
-        let vouched = early.is_none() && handler.vouches_for_body(&request);
+        let vouched = early.is_none()
+            && guarded("vouches_for_body", false, || {
+                handler.vouches_for_body(&request)
+            });
         (early, vouched)
     };
     let early = match early {
@@ -546,7 +553,8 @@ fn request_ready(
         let Some((request, body)) = c.request(shared, correlation_id, false) else {
             return;
         };
-        if handler.serves_inline(&request) {
+        // A panic here sends the request to a worker, whose handler call is guarded too.
+        if guarded("serves_inline", false, || handler.serves_inline(&request)) {
             (
                 Some(call_handler(
                     &shared.config,
@@ -626,7 +634,7 @@ fn finish(
     if let Some((buf, head, _)) = c.conn.request() {
         let method = std::str::from_utf8(head.method.of(buf)).unwrap_or("");
         let path = std::str::from_utf8(head.path(buf)).unwrap_or("");
-        shared.handler.observe(&Exchange {
+        let exchange = Exchange {
             method,
             path,
             status: response.status(),
@@ -634,7 +642,8 @@ fn finish(
             peer: c.peer,
             correlation_id,
             refused_by_server,
-        });
+        };
+        guarded("the access log", (), || shared.handler.observe(&exchange));
     }
     c.conn.respond(
         response,
@@ -654,7 +663,7 @@ fn observe(
     started: Instant,
     refused_by_server: bool,
 ) {
-    shared.handler.observe(&Exchange {
+    let exchange = Exchange {
         method: request.method(),
         path: request.path(),
         status: response.status(),
@@ -662,11 +671,12 @@ fn observe(
         peer: request.peer(),
         correlation_id: request.correlation_id(),
         refused_by_server,
-    });
+    };
+    guarded("the access log", (), || shared.handler.observe(&exchange));
 }
 
 fn observe_refusal(shared: &Shared, peer: SocketAddr, refused: &RejectedRequest) {
-    shared.handler.observe(&Exchange {
+    let exchange = Exchange {
         method: "",
         path: "",
         status: refused.status,
@@ -674,7 +684,8 @@ fn observe_refusal(shared: &Shared, peer: SocketAddr, refused: &RejectedRequest)
         peer,
         correlation_id: &refused.correlation_id,
         refused_by_server: true,
-    });
+    };
+    guarded("the access log", (), || shared.handler.observe(&exchange));
 }
 
 /// Answers a connection over a cap with a 503 and closes it, without keeping it.

@@ -106,6 +106,17 @@ pub(super) fn call_handler(
     checked_response(config, response, correlation_id)
 }
 
+/// Runs a call into the handler that is not a request's answer (an access-log line, a routing
+/// question, a loop hook), turning a panic into `fallback` and an error line: a bug in the
+/// application never takes an event loop, and every connection on it, down with it (a
+/// panic in the access log's redaction once did).
+pub(super) fn guarded<T>(what: &str, fallback: T, call: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        log::error!("{what} panicked; went on without it");
+        fallback
+    })
+}
+
 pub(super) fn panic_response(config: &ServerConfig, correlation_id: &CorrelationId) -> Response {
     log::error!(
         "handler panicked (correlation id {}); answered 500",

@@ -774,3 +774,25 @@ fn hostile_revocation_and_concurrency() {
     }
     f.assert_healthy("revocation");
 }
+
+/// Regression (found by CI's fuzz smoke, then reproduced on the released binary): a path
+/// with 40+ letters ending in `pa`, then `_` and 16+ more, panicked the redaction of the
+/// request line for the log on the event loop; one anonymous request stopped the server
+/// answering. Every route family, then the server still answers.
+#[test]
+fn regression_a_path_that_overlaps_two_secret_shapes_does_not_stop_the_server() {
+    let svc = Service::start(&[]);
+    let run = format!("{}pa_{}", "i".repeat(40), "n".repeat(20));
+    for path in [
+        format!("/x/{run}"),
+        format!("/admin/{run}"),
+        format!("/auth/verify?{run}"),
+        format!("/{run}"),
+        format!("/api/{run}"),
+    ] {
+        let r = Req::get(&path).send(svc.addr);
+        assert!(matches!(r.status, 401 | 404), "{path}: {}", r.status);
+    }
+    assert_eq!(Req::get("/healthz").send(svc.addr).status, 200);
+    assert!(!svc.log_text().contains("panicked"), "{}", svc.log_text());
+}

@@ -524,3 +524,54 @@ fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "slow done");
 }
+
+/// A handler whose every hook but the answer panics on `/hooks-panic`: the access log
+/// (`observe`), the lane question (`serves_inline`) and the body vouching. Found as a class
+/// after a panic in the access log's redaction stopped an event loop: every call into the
+/// handler is guarded, and the server keeps answering on every connection.
+struct PanickyHooks;
+
+impl Handler for PanickyHooks {
+    fn handle(&self, _req: &Request<'_>) -> Response {
+        Response::new(200).body(b"ok".to_vec())
+    }
+
+    fn serves_inline(&self, req: &Request<'_>) -> bool {
+        if req.path() == "/hooks-panic" {
+            panic!("serves_inline panic");
+        }
+        true
+    }
+
+    fn vouches_for_body(&self, req: &Request<'_>) -> bool {
+        if req.path() == "/hooks-panic" {
+            panic!("vouches_for_body panic");
+        }
+        false
+    }
+
+    fn observe(&self, exchange: &pa_auth::http::Exchange<'_>) {
+        if exchange.path == "/hooks-panic" {
+            panic!("observe panic");
+        }
+    }
+}
+
+#[test]
+fn a_panicking_hook_never_stops_an_event_loop() {
+    let config = ServerConfig {
+        event_loops: 1,
+        ..test_config()
+    };
+    let server = Server::start("127.0.0.1:0", config, PanickyHooks).expect("server");
+    let addr = server.local_addr();
+    for _ in 0..5 {
+        let r = Req::new("POST", "/hooks-panic").body(b"x").send(addr);
+        assert!(matches!(r.status, 200 | 500), "{}", r.status);
+        let r = Req::get("/hooks-panic").send(addr);
+        assert!(matches!(r.status, 200 | 500), "{}", r.status);
+    }
+    // The one loop still answers.
+    assert_eq!(Req::get("/fine").send(addr).status, 200);
+    server.shutdown();
+}
