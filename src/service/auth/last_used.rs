@@ -4,14 +4,10 @@
 //! flusher collects what changed since it last wrote; deleted tokens are forgotten here and
 //! skipped by the store.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::RwLock;
 
 use crate::domain::token::{TokenHash, TokenId};
 
-const SHARDS: usize = 64;
 const NEVER_FLUSHED: i64 = i64::MIN;
 
 struct Cell {
@@ -31,25 +27,7 @@ pub struct Unflushed {
     pub flushed: Option<i64>,
 }
 
-/// Token ids are random UUIDs chosen by us, not by callers, so their own bytes are a fine hash
-/// (no HashDoS exposure, no SipHash cost on the hot path).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
-        }
-    }
-}
-
-type Shard = RwLock<HashMap<TokenId, Cell, BuildHasherDefault<IdHasher>>>;
+type Shard = super::by_token::Shard<Cell>;
 
 /// Last-used times not yet (or already) persisted, per token.
 pub struct LastUsedTracker {
@@ -59,14 +37,14 @@ pub struct LastUsedTracker {
 impl Default for LastUsedTracker {
     fn default() -> Self {
         LastUsedTracker {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shards: super::by_token::new_shards(),
         }
     }
 }
 
 impl LastUsedTracker {
     fn shard(&self, id: &TokenId) -> &Shard {
-        &self.shards[usize::from(id.0[15]) % SHARDS]
+        &self.shards[usize::from(id.0[15]) % super::by_token::SHARDS]
     }
 
     /// Records a use at `now` (unix seconds). Never moves a time backwards.

@@ -6,6 +6,7 @@
 //! and denials for the audit log.
 
 pub mod bearer_header;
+mod by_token;
 pub mod failure_log;
 pub mod last_used;
 pub mod usage;

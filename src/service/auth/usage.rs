@@ -16,15 +16,11 @@
 //! among the ten kept after the merge anyway, so the persisted list is exact; its uses still
 //! count in the day's total).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use crate::domain::token::TokenId;
 use crate::domain::usage::{canonical, day_of, AddressUse, Usage, ADDRESSES_KEPT};
-
-const SHARDS: usize = 64;
 
 /// Bytes of one token's cell in memory (the map adds its key and control bytes).
 pub const CELL_BYTES: usize = std::mem::size_of::<Mutex<Pending>>();
@@ -136,24 +132,7 @@ pub struct UsageDelta {
     pub evicted: u32,
 }
 
-#[derive(Default)]
-struct IdHasher(u64);
-
-/// Token ids are random UUIDs chosen by us (see `last_used`): their bytes are the hash.
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
-        }
-    }
-}
-
-type Shard = RwLock<HashMap<TokenId, Mutex<Pending>, BuildHasherDefault<IdHasher>>>;
+type Shard = super::by_token::Shard<Mutex<Pending>>;
 
 /// Usage recorded since the last flush, per token.
 pub struct UsageTracker {
@@ -163,14 +142,14 @@ pub struct UsageTracker {
 impl Default for UsageTracker {
     fn default() -> Self {
         UsageTracker {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shards: super::by_token::new_shards(),
         }
     }
 }
 
 impl UsageTracker {
     fn shard(&self, id: &TokenId) -> &Shard {
-        &self.shards[usize::from(id.0[14]) % SHARDS]
+        &self.shards[usize::from(id.0[14]) % super::by_token::SHARDS]
     }
 
     /// Records a use of `id` from `peer` at `now` (unix seconds).
