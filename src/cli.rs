@@ -1,30 +1,20 @@
-//! The command line: argh definitions for `serve`, the offline `token create | list | update |
-//! rotate | delete` and `admin set-password`, and the offline commands themselves. Offline commands take the
-//! data-dir lock, so they refuse (exit 2) while a server holds it.
+//! The command line: argh definitions of every command and `run`, which dispatches them.
+//! `serve` and `check-config` start or check the server; the token, admin and backup commands
+//! ([`commands`]) reach the admin API's handlers through the running server's control socket,
+//! or in-process on the data dir when no server holds it ([`client`]); `restore` and
+//! `migrate` work on stopped stores only.
 
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
-use crate::config::{Config, ServeArgs, DEFAULT_DATA_DIR};
-use crate::domain::audit::Actor;
-use crate::domain::restrictions::{
-    validate_access, validate_allowed_cidrs, Access, AllowedNetworks, Restrictions,
-};
-use crate::domain::rotation::Overlap;
-use crate::domain::time::{format_rfc3339, now_unix};
-use crate::domain::token::TokenId;
-use crate::domain::token_fields::{
-    parse_expires_at, validate_description, validate_name, validate_owner,
-};
-use crate::service::admins::passwords::validate_new_password;
+mod client;
+mod commands;
+
+use crate::config::{Config, ServeArgs};
+use crate::domain::time::now_unix;
 use crate::service::error::{Error, Result};
-use crate::service::tokens::NewToken;
-use crate::service::view::{CreatedTokenView, TokenView};
-use crate::service::Service;
 use crate::store::sled::{SledStore, StoreOptions};
-use crate::store::TokenUpdate;
 
 #[derive(FromArgs, Debug)]
 /// pa-auth: the API token service of Permission Assist.
@@ -59,6 +49,12 @@ pub struct BackupCommand {
     /// file to write (created with mode 0600; must not exist)
     #[argh(option)]
     pub to: PathBuf,
+    /// print the admin API's JSON answer instead of text
+    #[argh(switch)]
+    pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -221,6 +217,9 @@ macro_rules! serve_flags {
             /// file holding the revocation API's own credential (one line, 32 to 512 visible ASCII characters, not an API token) that GitLab sends in Authorization (env PA_AUTH_REVOCATION_API_TOKEN_FILE)
             #[argh(option)]
             pub revocation_api_token_file: Option<PathBuf>,
+            /// unix socket the CLI manages the running server through (mode 0600; root and the service's user only): a path or none (default $RUNTIME_DIRECTORY/control.sock under systemd, else <data-dir>/control.sock; env PA_AUTH_CONTROL_SOCKET)
+            #[argh(option)]
+            pub control_socket: Option<String>,
         }
 
         impl $name {
@@ -261,6 +260,7 @@ macro_rules! serve_flags {
                     webhook_scan_interval: self.webhook_scan_interval.clone(),
                     revocation_api_prefix: self.revocation_api_prefix.clone(),
                     revocation_api_token_file: self.revocation_api_token_file.clone(),
+                    control_socket: self.control_socket.clone(),
                 }
             }
         }
@@ -298,6 +298,7 @@ pub struct TokenCommand {
 pub enum TokenAction {
     Create(TokenCreate),
     List(TokenList),
+    Get(TokenGet),
     Update(TokenUpdateCommand),
     Rotate(TokenRotate),
     Delete(TokenDelete),
@@ -333,6 +334,34 @@ pub struct TokenCreate {
     /// read (only GET, HEAD and OPTIONS through forward-auth) or full (the default)
     #[argh(option)]
     pub access: Option<String>,
+    /// print the admin API's JSON answer instead of text
+    #[argh(switch)]
+    pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
+    /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Show one token: its fields, status, rotation and restrictions (never its secret).
+#[argh(
+    subcommand,
+    name = "get",
+    example = "$ {command_name} 0f8e6c1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b --json"
+)]
+pub struct TokenGet {
+    /// the token's id (UUID)
+    #[argh(positional)]
+    pub id: String,
+    /// print the admin API's JSON answer (the token's view) instead of text
+    #[argh(switch)]
+    pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -368,6 +397,12 @@ pub struct TokenUpdateCommand {
     /// read (only GET, HEAD and OPTIONS through forward-auth) or full
     #[argh(option)]
     pub access: Option<String>,
+    /// print the admin API's JSON answer instead of text
+    #[argh(switch)]
+    pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -384,6 +419,9 @@ pub struct TokenList {
     /// print JSON (the admin API's views) instead of a table
     #[argh(switch)]
     pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -423,6 +461,9 @@ pub struct TokenRotate {
     /// print JSON (the admin API's rotate answer: the view and the secret) instead
     #[argh(switch)]
     pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -439,6 +480,12 @@ pub struct TokenDelete {
     /// the token's id (UUID)
     #[argh(positional)]
     pub id: String,
+    /// print the admin API's JSON answer instead of text
+    #[argh(switch)]
+    pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -457,6 +504,9 @@ pub struct TokenRevoke {
     /// print JSON (the admin API's revoke answer) instead of lines
     #[argh(switch)]
     pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -501,6 +551,12 @@ pub struct TokenBulkDelete {
     /// showed (the selection it printed)
     #[argh(option)]
     pub confirm_selection: Option<String>,
+    /// print the admin API's JSON answer instead of text
+    #[argh(switch)]
+    pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -521,6 +577,9 @@ pub struct TokenUsage {
     /// print JSON (the admin API's usage view) instead of text
     #[argh(switch)]
     pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -555,6 +614,12 @@ pub struct SetPassword {
     /// admin username (default admin)
     #[argh(option, default = "String::from(\"admin\")")]
     pub username: String,
+    /// print the admin API's JSON answer instead of text
+    #[argh(switch)]
+    pub json: bool,
+    /// the running server's control socket (default: found from the data dir; without one, the data dir is used offline)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
     /// data directory (default ./pa-auth-data; env PA_AUTH_DATA_DIR)
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
@@ -562,12 +627,6 @@ pub struct SetPassword {
 
 fn env_lookup(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
-}
-
-fn data_dir_or_default(flag: &Option<PathBuf>) -> PathBuf {
-    flag.clone()
-        .or_else(|| env_lookup("PA_AUTH_DATA_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
 /// Opens an existing data dir for an offline command.
@@ -579,12 +638,6 @@ fn open_existing(dir: &Path) -> Result<SledStore> {
         )));
     }
     Ok(SledStore::open(dir, &StoreOptions::default())?)
-}
-
-/// The service over a store opened for one offline command (one Argon2 slot: one password
-/// at a time).
-fn offline(store: SledStore) -> Service {
-    Service::new(std::sync::Arc::new(store), 1)
 }
 
 /// Runs a parsed command line.
@@ -610,525 +663,23 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Token(t)) => match t.action {
-            TokenAction::Create(c) => token_create(&c),
-            TokenAction::List(l) => token_list(&l),
-            TokenAction::Update(u) => token_update(&u),
-            TokenAction::Rotate(r) => token_rotate(&r),
-            TokenAction::Delete(d) => token_delete(&d),
-            TokenAction::Revoke(r) => token_revoke(&r),
-            TokenAction::BulkDelete(b) => token_bulk_delete(&b),
-            TokenAction::Usage(u) => token_usage(&u),
+            TokenAction::Create(c) => commands::token_create(&c),
+            TokenAction::List(l) => commands::token_list(&l),
+            TokenAction::Get(g) => commands::token_get(&g),
+            TokenAction::Update(u) => commands::token_update(&u),
+            TokenAction::Rotate(r) => commands::token_rotate(&r),
+            TokenAction::Delete(d) => commands::token_delete(&d),
+            TokenAction::Revoke(r) => commands::token_revoke(&r),
+            TokenAction::BulkDelete(b) => commands::token_bulk_delete(&b),
+            TokenAction::Usage(u) => commands::token_usage(&u),
         },
         Some(Command::Admin(a)) => match a.action {
-            AdminAction::SetPassword(p) => set_password(&p),
+            AdminAction::SetPassword(p) => commands::set_password(&p),
         },
-        Some(Command::Backup(b)) => backup(&b),
+        Some(Command::Backup(b)) => commands::backup(&b),
         Some(Command::Restore(r)) => restore(&r),
         Some(Command::Migrate(m)) => migrate(&m),
     }
-}
-
-/// `--allowed-cidr` (repeated), `--allow-anywhere` and `--access` as a change: `None` for
-/// what was not given.
-fn restriction_flags(
-    cidrs: &[String],
-    anywhere: bool,
-    access: Option<&str>,
-) -> Result<(Option<AllowedNetworks>, Option<Access>)> {
-    let networks =
-        match (cidrs.is_empty(), anywhere) {
-            (false, true) => {
-                return Err(Error::Config(
-                    "give --allowed-cidr or --allow-anywhere, not both".into(),
-                ))
-            }
-            (true, true) => Some(AllowedNetworks::anywhere()),
-            (true, false) => None,
-            (false, false) => Some(validate_allowed_cidrs(cidrs).map_err(|e| {
-                Error::Config(format!("--allowed-cidr ({}): {}", e.field, e.message))
-            })?),
-        };
-    let access = access
-        .map(validate_access)
-        .transpose()
-        .map_err(|e| Error::Config(format!("--access: {}", e.message)))?;
-    Ok((networks, access))
-}
-
-fn token_create(c: &TokenCreate) -> Result<()> {
-    let now = now_unix();
-    let name =
-        validate_name(&c.name).map_err(|e| Error::Config(format!("--name: {}", e.message)))?;
-    let expires = parse_expires_at(c.expires.as_deref(), now)
-        .map_err(|e| Error::Config(format!("--expires: {}", e.message)))?;
-    let owner = c
-        .owner
-        .as_deref()
-        .map(validate_owner)
-        .transpose()
-        .map_err(|e| Error::Config(format!("--owner: {}", e.message)))?
-        .flatten();
-    let description = c
-        .description
-        .as_deref()
-        .map(validate_description)
-        .transpose()
-        .map_err(|e| Error::Config(format!("--description: {}", e.message)))?
-        .flatten();
-    let (networks, access) = restriction_flags(&c.allowed_cidr, false, c.access.as_deref())?;
-    let service = offline(SledStore::open(
-        &data_dir_or_default(&c.data_dir),
-        &StoreOptions::default(),
-    )?);
-    let new = NewToken {
-        name,
-        expires_at: expires,
-        owner,
-        description,
-        restrictions: Restrictions {
-            access: access.unwrap_or_default(),
-            networks: networks.unwrap_or_default(),
-        },
-    };
-    let (secret, record) = service.create_token(&Actor::cli(), &new, now)?;
-    service.store().flush()?;
-    eprintln!(
-        "created token {} \"{}\" (expires {}); the secret below is shown once",
-        record.id,
-        record.name.escape_debug(),
-        record.expires_at.map_or("never".into(), format_rfc3339)
-    );
-    println!("{}", secret.expose_secret());
-    Ok(())
-}
-
-fn token_list(l: &TokenList) -> Result<()> {
-    let service = offline(open_existing(&data_dir_or_default(&l.data_dir))?);
-    let now = now_unix();
-    let mut views = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = service.list_tokens(1000, cursor.as_ref(), None)?;
-        for (r, used) in &page.items {
-            views.push(
-                TokenView::new(r, *used, now, service.lifetime_policy())
-                    .with_previous(service.previous_secret_of(r.id, now)?),
-            );
-        }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    if l.json {
-        let text =
-            serde_json::to_string_pretty(&views).map_err(|e| Error::Internal(e.to_string()))?;
-        writeln!(out, "{text}")?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "{:<36}  {:<24}  {:<24}  {:<20}  {:<20}  {:<20}  STATUS",
-        "ID", "NAME", "OWNER", "CREATED", "EXPIRES", "LAST USED"
-    )?;
-    for v in views {
-        writeln!(
-            out,
-            "{:<36}  {:<24}  {:<24}  {:<20}  {:<20}  {:<20}  {}",
-            v.id,
-            v.name.escape_debug().to_string(),
-            v.owner.as_deref().unwrap_or("-").escape_debug().to_string(),
-            v.created_at,
-            v.expires_at.unwrap_or_else(|| "never".into()),
-            v.last_used_at.unwrap_or_else(|| "never".into()),
-            v.status
-        )?;
-    }
-    Ok(())
-}
-
-fn token_update(u: &TokenUpdateCommand) -> Result<()> {
-    let id = TokenId::parse(&u.id)
-        .ok_or_else(|| Error::Config(format!("not a token id: {:?}", u.id)))?;
-    let name = u
-        .name
-        .as_deref()
-        .map(validate_name)
-        .transpose()
-        .map_err(|e| Error::Config(format!("--name: {}", e.message)))?;
-    let owner = u
-        .owner
-        .as_deref()
-        .map(validate_owner)
-        .transpose()
-        .map_err(|e| Error::Config(format!("--owner: {}", e.message)))?;
-    let description = u
-        .description
-        .as_deref()
-        .map(validate_description)
-        .transpose()
-        .map_err(|e| Error::Config(format!("--description: {}", e.message)))?;
-    let (networks, access) =
-        restriction_flags(&u.allowed_cidr, u.allow_anywhere, u.access.as_deref())?;
-    if name.is_none()
-        && owner.is_none()
-        && description.is_none()
-        && networks.is_none()
-        && access.is_none()
-    {
-        return Err(Error::Config(
-            "nothing to change: give --name, --owner, --description, --allowed-cidr, \
-             --allow-anywhere or --access"
-                .into(),
-        ));
-    }
-    let update = TokenUpdate {
-        name,
-        owner,
-        description,
-        networks,
-        access,
-    };
-    let service = offline(open_existing(&data_dir_or_default(&u.data_dir))?);
-    match service.update_token(&Actor::cli(), id, &update, now_unix()) {
-        Ok(updated) => {
-            service.store().flush()?;
-            let changed = updated.before.changed_by(&update);
-            eprintln!(
-                "updated token {id} \"{}\": {}",
-                updated.after.name.escape_debug(),
-                if changed.is_empty() {
-                    "nothing changed".to_owned()
-                } else {
-                    format!("changed {}", changed.join(", "))
-                }
-            );
-            Ok(())
-        }
-        Err(Error::NotFound) => Err(Error::Internal(format!("no token with id {id}"))),
-        Err(e) => Err(e),
-    }
-}
-
-fn token_rotate(r: &TokenRotate) -> Result<()> {
-    let id = TokenId::parse(&r.id)
-        .ok_or_else(|| Error::Config(format!("not a token id: {:?}", r.id)))?;
-    let overlap = match (&r.overlap, r.until_new_secret_used) {
-        (Some(_), true) => {
-            return Err(Error::Config(
-                "give --overlap or --until-new-secret-used, not both".into(),
-            ))
-        }
-        (None, false) => {
-            return Err(Error::Config(
-                "give --overlap D (0 for none) or --until-new-secret-used".into(),
-            ))
-        }
-        (Some(d), false) => d.as_str(),
-        (None, true) => "untilNewSecretUsed",
-    };
-    let overlap = Overlap::parse(overlap, r.max_overlap.as_deref()).map_err(|e| {
-        let flag = if e.field == "maxOverlap" {
-            "--max-overlap"
-        } else {
-            "--overlap"
-        };
-        Error::Config(format!("{flag}: {}", e.message))
-    })?;
-    let (networks, access) =
-        restriction_flags(&r.allowed_cidr, r.allow_anywhere, r.access.as_deref())?;
-    let service = offline(open_existing(&data_dir_or_default(&r.data_dir))?);
-    let now = now_unix();
-    if networks.is_some() || access.is_some() {
-        // Before the rotation, as the admin API does: the new secret never works without them.
-        let update = TokenUpdate {
-            networks,
-            access,
-            ..TokenUpdate::default()
-        };
-        match service.update_token(&Actor::cli(), id, &update, now) {
-            Ok(_) => {}
-            Err(Error::NotFound) => return Err(Error::Internal(format!("no token with id {id}"))),
-            Err(e) => return Err(e),
-        }
-    }
-    let rotated = match service.rotate_token(&Actor::cli(), id, overlap, now) {
-        Ok(rotated) => rotated,
-        Err(Error::NotFound) => return Err(Error::Internal(format!("no token with id {id}"))),
-        Err(e) => return Err(e),
-    };
-    service.store().flush()?;
-    let previous = service.previous_secret_of(id, now)?;
-    eprintln!(
-        "rotated token {id} \"{}\"; the old secret works until {}; the new secret below is \
-         shown once",
-        rotated.record.name.escape_debug(),
-        previous.map_or("now (no overlap)".into(), |p| format!(
-            "{}{}",
-            format_rfc3339(p.ends_at),
-            if overlap.until_new_secret_used() {
-                " or the new secret's first use"
-            } else {
-                ""
-            }
-        ))
-    );
-    let mut out = std::io::stdout().lock();
-    if r.json {
-        let used = service.last_used_of(id)?;
-        let view = CreatedTokenView {
-            view: TokenView::new(&rotated.record, used, now, service.lifetime_policy())
-                .with_previous(previous),
-            token: rotated.secret.expose_secret(),
-        };
-        let text =
-            serde_json::to_string_pretty(&view).map_err(|e| Error::Internal(e.to_string()))?;
-        writeln!(out, "{text}")?;
-    } else {
-        writeln!(out, "{}", rotated.secret.expose_secret())?;
-    }
-    Ok(())
-}
-
-fn token_delete(d: &TokenDelete) -> Result<()> {
-    let id = TokenId::parse(&d.id)
-        .ok_or_else(|| Error::Config(format!("not a token id: {:?}", d.id)))?;
-    let service = offline(open_existing(&data_dir_or_default(&d.data_dir))?);
-    match service.delete_token(&Actor::cli(), id, now_unix()) {
-        Ok(record) => {
-            service.store().flush()?;
-            eprintln!("deleted token {id} \"{}\"", record.name.escape_debug());
-            Ok(())
-        }
-        Err(Error::NotFound) => Err(Error::Internal(format!("no token with id {id}"))),
-        Err(e) => Err(e),
-    }
-}
-
-fn token_usage(u: &TokenUsage) -> Result<()> {
-    let id = TokenId::parse(&u.id)
-        .ok_or_else(|| Error::Config(format!("not a token id: {:?}", u.id)))?;
-    let service = offline(open_existing(&data_dir_or_default(&u.data_dir))?);
-    let now = now_unix();
-    let usage = match service.usage_of(id, now) {
-        Err(Error::NotFound) => return Err(Error::Internal(format!("no token with id {id}"))),
-        other => other?,
-    };
-    let view = crate::service::usage::UsageView::new(id, &usage, now);
-    let mut out = std::io::stdout().lock();
-    if u.json {
-        let text =
-            serde_json::to_string_pretty(&view).map_err(|e| Error::Internal(e.to_string()))?;
-        writeln!(out, "{text}")?;
-        return Ok(());
-    }
-    writeln!(out, "{} requests in the last 90 days (UTC)", view.total)?;
-    for day in view.days.iter().filter(|d| d.count > 0) {
-        writeln!(out, "  {}  {:>10}", day.date, day.count)?;
-    }
-    if view.addresses.is_empty() {
-        writeln!(out, "no client addresses recorded")?;
-    } else {
-        writeln!(out, "last {} client address(es):", view.addresses.len())?;
-        writeln!(
-            out,
-            "  {:<39}  {:<20}  {:<20}  {:>10}",
-            "ADDRESS", "FIRST SEEN", "LAST SEEN", "COUNT"
-        )?;
-        for a in &view.addresses {
-            writeln!(
-                out,
-                "  {:<39}  {:<20}  {:<20}  {:>10}",
-                a.address, a.first_seen, a.last_seen, a.count
-            )?;
-        }
-    }
-    Ok(())
-}
-
-fn token_revoke(r: &TokenRevoke) -> Result<()> {
-    use crate::domain::leak_response::{read_pasted, MAX_PASTED};
-    let mut values = Vec::new();
-    for line in std::io::stdin().lock().lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if values.len() == MAX_PASTED {
-            return Err(Error::Config(format!(
-                "more than {MAX_PASTED} values on stdin; split them"
-            )));
-        }
-        values.push(read_pasted(&line));
-    }
-    if values.is_empty() {
-        return Err(Error::Config(
-            "no values on stdin: give the leaked tokens, one a line".into(),
-        ));
-    }
-    let service = offline(open_existing(&data_dir_or_default(&r.data_dir))?);
-    let outcome = service.revoke_leaked(&Actor::cli(), &values, "revoked: leaked", now_unix())?;
-    service.store().flush()?;
-    let mut out = std::io::stdout().lock();
-    if r.json {
-        writeln!(
-            out,
-            "{}",
-            crate::web::leak_response::revoke_answer(&outcome)
-        )?;
-    } else {
-        for t in &outcome.revoked {
-            writeln!(out, "revoked {} \"{}\"", t.id, t.name.escape_debug())?;
-        }
-        for t in &outcome.failed {
-            writeln!(out, "FAILED {} \"{}\"", t.id, t.name.escape_debug())?;
-        }
-    }
-    eprintln!(
-        "{} revoked, {} unknown, {} malformed, {} duplicate, {} failed",
-        outcome.revoked.len(),
-        outcome.unknown,
-        outcome.malformed,
-        outcome.duplicates,
-        outcome.failed.len()
-    );
-    if outcome.failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Internal("some tokens could not be deleted".into()))
-    }
-}
-
-fn token_bulk_delete(b: &TokenBulkDelete) -> Result<()> {
-    use crate::domain::leak_response::{FilterInput, TokenFilter};
-    if b.dry_run && b.confirm_count.is_some() {
-        return Err(Error::Config(
-            "--dry-run and --confirm-count exclude each other".into(),
-        ));
-    }
-    let filter = TokenFilter::new(&FilterInput {
-        owner: b.owner.as_deref(),
-        created_before: b.created_before.as_deref(),
-        unused_for_days: b.unused_for_days,
-        never_used: b.never_used,
-        name_prefix: b.name_prefix.as_deref(),
-        all: b.all,
-    })
-    .map_err(|errors| {
-        let flag = |field: &str| match field {
-            "createdBefore" => "--created-before".to_owned(),
-            "unusedForDays" => "--unused-for-days".to_owned(),
-            "namePrefix" => "--name-prefix".to_owned(),
-            "all" => "--all".to_owned(),
-            other => format!("--{other}"),
-        };
-        let text: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", flag(&e.field), e.message))
-            .collect();
-        Error::Config(text.join("; "))
-    })?;
-    let service = offline(open_existing(&data_dir_or_default(&b.data_dir))?);
-    let now = now_unix();
-    if b.confirm_selection.is_some() && b.confirm_count.is_none() {
-        return Err(Error::Config(
-            "--confirm-selection goes with --confirm-count".into(),
-        ));
-    }
-    let confirm = b
-        .confirm_count
-        .map(|count| crate::service::leak_response::BulkConfirm {
-            count,
-            selection: b.confirm_selection.as_deref(),
-        });
-    let outcome = match service.bulk_delete(&Actor::cli(), &filter, confirm, now) {
-        Ok(o) => o,
-        Err(Error::Conflict(m)) => return Err(Error::Internal(m)),
-        Err(Error::Validation(errors)) => {
-            let text: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-            return Err(Error::Internal(text.join("; ")));
-        }
-        Err(e) => return Err(e),
-    };
-    let mut out = std::io::stdout().lock();
-    if b.confirm_count.is_none() {
-        writeln!(
-            out,
-            "{} tokens selected (dry run; nothing deleted)",
-            outcome.count
-        )?;
-        for (record, _) in &outcome.sample {
-            writeln!(out, "{} {}", record.id, record.name.escape_debug())?;
-        }
-        if outcome.count > outcome.sample.len() {
-            writeln!(out, "… and {} more", outcome.count - outcome.sample.len())?;
-        }
-        eprintln!(
-            "to delete them: the same filter with --confirm-count {} --confirm-selection {}",
-            outcome.count, outcome.selection
-        );
-        return Ok(());
-    }
-    service.store().flush()?;
-    writeln!(out, "{} tokens deleted", outcome.deleted)?;
-    for t in &outcome.failed {
-        writeln!(out, "FAILED {} \"{}\"", t.id, t.name.escape_debug())?;
-    }
-    if outcome.failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Internal("some tokens could not be deleted".into()))
-    }
-}
-
-fn set_password(p: &SetPassword) -> Result<()> {
-    if p.username.is_empty() || p.username.len() > 64 || p.username.chars().any(char::is_control) {
-        return Err(Error::Config(
-            "--username: 1..64 characters, no control characters".into(),
-        ));
-    }
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    let password = line.strip_suffix('\n').unwrap_or(&line);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    validate_new_password(password, "password")
-        .map_err(|e| Error::Config(format!("password on stdin: {}", e.message)))?;
-    let service = offline(SledStore::open(
-        &data_dir_or_default(&p.data_dir),
-        &StoreOptions::default(),
-    )?);
-    service.change_admin_password(&Actor::cli(), &p.username, password, None, now_unix())?;
-    service.store().flush()?;
-    eprintln!("password set for admin {:?}", p.username);
-    Ok(())
-}
-
-fn backup(b: &BackupCommand) -> Result<()> {
-    if b.to.exists() {
-        return Err(Error::Config(format!(
-            "{} exists; choose a new file",
-            b.to.display()
-        )));
-    }
-    let service = offline(open_existing(&data_dir_or_default(&b.data_dir))?);
-    let summary = service.backup(&Actor::cli(), now_unix(), |bytes| {
-        crate::store::write_private_file(&b.to, &bytes).map_err(|e| {
-            Error::Config(format!(
-                "cannot write the backup to {}: {e}",
-                b.to.display()
-            ))
-        })
-    })?;
-    service.store().flush()?;
-    eprintln!(
-        "backup written to {}: {} tokens, {} admins, {} audit events",
-        b.to.display(),
-        summary.tokens,
-        summary.admins,
-        summary.audit_events
-    );
-    Ok(())
 }
 
 fn restore(r: &RestoreCommand) -> Result<()> {
@@ -1136,7 +687,10 @@ fn restore(r: &RestoreCommand) -> Result<()> {
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", r.from.display())))?;
     // Verified in full before the data dir is even opened.
     let contents = crate::service::backup::read_backup(&bytes)?;
-    let store = SledStore::open(&data_dir_or_default(&r.data_dir), &StoreOptions::default())?;
+    let store = SledStore::open(
+        &client::data_dir_or_default(r.data_dir.as_deref()),
+        &StoreOptions::default(),
+    )?;
     if !store.is_empty() {
         if !r.force {
             return Err(Error::Config(format!(
@@ -1263,6 +817,7 @@ mod tests {
         &["token"],
         &["token", "create"],
         &["token", "list"],
+        &["token", "get"],
         &["token", "update"],
         &["token", "rotate"],
         &["token", "delete"],

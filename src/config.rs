@@ -3,7 +3,7 @@
 //! errors (exit 2) and name the flag.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::domain::lifetime_policy::LifetimePolicy;
@@ -56,6 +56,7 @@ pub struct ServeArgs {
     pub webhook_scan_interval: Option<String>,
     pub revocation_api_prefix: Option<String>,
     pub revocation_api_token_file: Option<PathBuf>,
+    pub control_socket: Option<String>,
 }
 
 /// Certificate and key files for HTTPS.
@@ -105,6 +106,46 @@ pub struct Config {
     /// token revocation API, off unless both are given.
     pub revocation_api: Option<RevocationApiSettings>,
 }
+
+/// `--control-socket`: a path, or `none`; by default `control.sock` in systemd's
+/// `RuntimeDirectory=` (`$RUNTIME_DIRECTORY`) when there is one, else in the data dir. A Unix
+/// socket's path is at most 107 bytes.
+fn control_socket(
+    args: &ServeArgs,
+    env: EnvLookup<'_>,
+    data_dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let path = match pick(&args.control_socket, env, "CONTROL_SOCKET") {
+        Some((v, _)) if v.trim() == "none" => return Ok(None),
+        Some((v, source)) => {
+            let path = PathBuf::from(v.trim());
+            if !path.is_absolute() && path.parent().is_none_or(|p| p.as_os_str().is_empty()) {
+                return Err(Error::Config(format!(
+                    "{source}: expected a path (e.g. /run/pa-auth/control.sock) or none, got {v:?}"
+                )));
+            }
+            path
+        }
+        None => match env("RUNTIME_DIRECTORY") {
+            // systemd may list several, separated by ':'; the first is this unit's.
+            Some(dirs) => {
+                PathBuf::from(dirs.split(':').next().unwrap_or(&dirs)).join(CONTROL_SOCKET_NAME)
+            }
+            None => data_dir.join(CONTROL_SOCKET_NAME),
+        },
+    };
+    if path.as_os_str().len() > 107 {
+        return Err(Error::Config(format!(
+            "the control socket path {} is longer than a Unix socket allows (107 bytes): \
+             choose a shorter --control-socket, or none",
+            path.display()
+        )));
+    }
+    Ok(Some(path))
+}
+
+/// The control socket's file name, in the runtime directory or the data dir.
+pub const CONTROL_SOCKET_NAME: &str = "control.sock";
 
 /// Where the revocation API answers and the credential it requires.
 #[derive(Clone)]
@@ -488,6 +529,7 @@ impl Config {
             ),
         };
         let webhooks = webhook_settings(args, env)?;
+        let control_socket = control_socket(args, env, &data_dir)?;
         let revocation_api = revocation_api_settings(args, env)?;
         let log_format = match pick(&args.log_format, env, "LOG_FORMAT") {
             None => LogFormat::Text,
@@ -545,6 +587,7 @@ impl Config {
                 header_timeout: Duration::from_secs(header_timeout),
                 idle_timeout: Duration::from_secs(idle_timeout),
                 trusted_proxies,
+                control_socket,
                 ..defaults
             },
         })
@@ -553,10 +596,14 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn describe(&self) -> String {
         format!(
-            "configuration OK: listen {}://{}, data dir {}, {} event loops, {} workers, max {} connections, flush every {} s (last-used resolution {} s), header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, store {}, token lifetime {}, logs {:?}/{:?}",
+            "configuration OK: listen {}://{}, data dir {}, control socket {}, {} event loops, {} workers, max {} connections, flush every {} s (last-used resolution {} s), header timeout {} s, idle timeout {} s, trusted proxies {}, {} argon2 slots, public URL {}, store {}, token lifetime {}, logs {:?}/{:?}",
             if self.tls.is_some() { "https" } else { "http" },
             self.listen,
             self.data_dir.display(),
+            self.http
+                .control_socket
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
             self.http.event_loops,
             self.http.workers,
             self.http.max_connections,

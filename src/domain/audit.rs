@@ -39,6 +39,9 @@ pub enum AuditKind {
     /// A read-only token for a method other than GET/HEAD/OPTIONS, or an unknown one
     /// (aggregated like `auth.failed`).
     AuthDeniedReadOnly,
+    /// A connection to the control socket from a uid other than root's or the service's
+    /// (at most one a second, with the uid as `actor`).
+    ControlRefused,
 }
 
 /// Which tree an event is kept in, and so which events can evict it.
@@ -51,7 +54,7 @@ pub enum AuditClass {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 20] = [
         AuditKind::ServerStarted,
         AuditKind::ServerStopped,
         AuditKind::TokenCreated,
@@ -71,6 +74,7 @@ impl AuditKind {
         AuditKind::TokenNewAddress,
         AuditKind::AuthDeniedNetwork,
         AuditKind::AuthDeniedReadOnly,
+        AuditKind::ControlRefused,
     ];
 
     /// The `event` field's value.
@@ -95,6 +99,7 @@ impl AuditKind {
             AuditKind::TokenNewAddress => "token.new_address",
             AuditKind::AuthDeniedNetwork => "auth.denied_network",
             AuditKind::AuthDeniedReadOnly => "auth.denied_read_only",
+            AuditKind::ControlRefused => "control.refused",
         }
     }
 
@@ -123,7 +128,9 @@ impl AuditKind {
             // Whoever holds a token causes it, as often as they have addresses.
             | AuditKind::TokenNewAddress
             | AuditKind::AuthDeniedNetwork
-            | AuditKind::AuthDeniedReadOnly => AuditClass::Failure,
+            | AuditKind::AuthDeniedReadOnly
+            // Any local user who can reach the socket (when an operator widened its mode).
+            | AuditKind::ControlRefused => AuditClass::Failure,
         }
     }
 }
@@ -204,6 +211,14 @@ impl Actor {
         Actor {
             name: name.to_owned(),
             remote_addr: Some(remote_addr.to_string()),
+        }
+    }
+
+    /// The command line through the control socket, as the local user `uid`.
+    pub fn local_cli(uid: u32) -> Actor {
+        Actor {
+            name: format!("cli (uid {uid})"),
+            remote_addr: None,
         }
     }
 

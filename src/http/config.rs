@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// How the layer's own refusals (400, 408, 413, 431, 500, 503, 505) are rendered: the
     /// handler's error format.
     pub refusal: Refusal,
+    /// Also listen on this Unix socket (the control socket, mode 0600); its requests carry
+    /// the peer's uid ([`super::Request::local_uid`]) and count as one address.
+    pub control_socket: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             tls: None,
             trusted_proxies: TrustedProxies::default(),
             refusal: plain_refusal,
+            control_socket: None,
         }
     }
 }

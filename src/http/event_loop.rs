@@ -9,8 +9,8 @@
 //! back through the loop's [`LoopMailbox`]. Every answer and every refusal passes
 //! [`Handler::observe`](super::Handler::observe) once.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -23,6 +23,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::admission::{ConnSlot, Shared};
 use super::conn::{Conn, RejectedRequest, Step};
+use super::control::{peer_uid, ControlListener, LOCAL_PEER};
 use super::error::Error;
 use super::handler::{call_handler, correlation_id_of, guarded, Exchange};
 use super::request_pool::{ConnectionRef, Job, LoopMailbox, RequestPool};
@@ -32,6 +33,7 @@ use super::{CorrelationId, Request, Response};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
+const CONTROL: Token = Token(usize::MAX - 2);
 
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -45,6 +47,8 @@ const DRIVE_BUDGET: u32 = 64;
 pub(super) struct EventLoop {
     poll: Poll,
     listener: TcpListener,
+    /// The control socket, on one loop only.
+    control: Option<ControlListener>,
     shared: Arc<Shared>,
     pool: Arc<RequestPool>,
     mailbox: Arc<LoopMailbox>,
@@ -62,6 +66,8 @@ struct LoopConn {
     conn: Conn,
     transport: Transport,
     peer: SocketAddr,
+    /// The peer's uid, on the control socket.
+    local_uid: Option<u32>,
     slot: ConnSlot,
     generation: u64,
     /// The correlation id of the request in hand, chosen once when its head is complete and
@@ -100,6 +106,7 @@ impl LoopConn {
             },
             body_pending,
             peer: self.peer,
+            local_uid: self.local_uid,
             correlation_id,
             tls: self.transport.is_tls(),
             trusted_proxies: &shared.config.trusted_proxies,
@@ -117,6 +124,7 @@ enum Outcome {
 impl EventLoop {
     pub(super) fn new(
         listener: TcpListener,
+        mut control: Option<ControlListener>,
         shared: Arc<Shared>,
         pool: Arc<RequestPool>,
     ) -> io::Result<Self> {
@@ -127,9 +135,14 @@ impl EventLoop {
             LISTENER,
             Interest::READABLE,
         )?;
+        if let Some(control) = control.as_mut() {
+            poll.registry()
+                .register(&mut control.listener, CONTROL, Interest::READABLE)?;
+        }
         Ok(EventLoop {
             poll,
             listener,
+            control,
             shared,
             pool,
             mailbox: Arc::new(LoopMailbox {
@@ -184,6 +197,11 @@ impl EventLoop {
                             self.accept_all();
                         }
                     }
+                    CONTROL => {
+                        if drain_deadline.is_none() {
+                            self.accept_control();
+                        }
+                    }
                     Token(idx) => self.drive_and_settle(idx),
                 }
             }
@@ -221,6 +239,9 @@ impl EventLoop {
             .poll
             .registry()
             .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
+        if let Some(control) = self.control.as_mut() {
+            let _ = self.poll.registry().deregister(&mut control.listener);
+        }
         let now = Instant::now();
         for idx in 0..self.conns.len() {
             if let Some(c) = self.conns[idx].as_mut() {
@@ -239,7 +260,7 @@ impl EventLoop {
                 Ok((stream, peer)) => {
                     self.accept_backoff = Duration::from_millis(5);
                     // Accepted non-blocking already (accept4 with SOCK_NONBLOCK).
-                    self.admit(stream.into(), peer);
+                    self.admit(Transport::Plain(stream.into()), peer, None);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match e.kind() {
@@ -261,13 +282,41 @@ impl EventLoop {
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+    /// Accepts from the control socket: each connection with its peer's uid, accounted under
+    /// one address ([`LOCAL_PEER`]) so together they take at most one address's places.
+    fn accept_control(&mut self) {
+        loop {
+            let Some(control) = self.control.as_ref() else {
+                return;
+            };
+            match control.listener.accept() {
+                Ok((stream, _)) => {
+                    let stream = std::os::unix::net::UnixStream::from(stream);
+                    // No uid, no connection: the handler could not tell who asks.
+                    let Ok(uid) = peer_uid(&stream) else {
+                        continue;
+                    };
+                    self.admit(Transport::Local(stream), LOCAL_PEER, Some(uid));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted => {}
+                    _ => {
+                        log::warn!("control socket accept failed: {e}");
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn admit(&mut self, transport: Transport, peer: SocketAddr, local_uid: Option<u32>) {
         let shared = Arc::clone(&self.shared);
         let Some(slot) = shared.admit(peer.ip()) else {
             // Over a cap. Over TLS no HTTP answer is possible before a handshake, which the
             // loop does not spend on a connection it will not keep: those are just closed.
-            if shared.config.tls.is_none() {
-                refuse_overloaded(stream, peer, &shared, &mut self.date);
+            if shared.config.tls.is_none() || local_uid.is_some() {
+                refuse_overloaded(transport, peer, &shared, &mut self.date);
             } else {
                 // Nothing can be said to it, but the refusal is logged and counted like any.
                 let refused = RejectedRequest {
@@ -279,13 +328,19 @@ impl EventLoop {
             return;
         };
         let now = Instant::now();
-        let _ = stream.set_nodelay(true);
-        let transport = match &shared.config.tls {
-            None => Transport::Plain(stream),
-            Some(ctx) => match ctx.accept() {
-                Ok(tls) => Transport::Tls(stream, Box::new(tls)),
-                Err(_) => return,
-            },
+        let transport = match (transport, &shared.config.tls) {
+            (Transport::Plain(stream), Some(ctx)) => {
+                let _ = stream.set_nodelay(true);
+                match ctx.accept() {
+                    Ok(tls) => Transport::Tls(stream, Box::new(tls)),
+                    Err(_) => return,
+                }
+            }
+            (Transport::Plain(stream), None) => {
+                let _ = stream.set_nodelay(true);
+                Transport::Plain(stream)
+            }
+            (other, _) => other,
         };
         let idx = match self.free.pop() {
             Some(idx) => idx,
@@ -299,7 +354,7 @@ impl EventLoop {
             .poll
             .registry()
             .register(
-                &mut SourceFd(&transport.tcp().as_raw_fd()),
+                &mut SourceFd(&transport.raw_fd()),
                 Token(idx),
                 Interest::READABLE | Interest::WRITABLE,
             )
@@ -313,6 +368,7 @@ impl EventLoop {
             conn: Conn::new(shared.config.conn_limits(), now),
             transport,
             peer,
+            local_uid,
             slot,
             generation: self.generations[idx],
             in_hand: None,
@@ -579,6 +635,7 @@ fn request_ready(
         head: Box::new(head.clone()),
         body,
         peer: c.peer,
+        local_uid: c.local_uid,
         correlation_id,
         tls: c.transport.is_tls(),
         reply_to: Arc::clone(mailbox),
@@ -640,6 +697,7 @@ fn finish(
             status: response.status(),
             duration: now.duration_since(started),
             peer: c.peer,
+            local_uid: c.local_uid,
             correlation_id,
             refused_by_server,
         };
@@ -669,6 +727,7 @@ fn observe(
         status: response.status(),
         duration: started.elapsed(),
         peer: request.peer(),
+        local_uid: request.local_uid(),
         correlation_id: request.correlation_id(),
         refused_by_server,
     };
@@ -682,6 +741,7 @@ fn observe_refusal(shared: &Shared, peer: SocketAddr, refused: &RejectedRequest)
         status: refused.status,
         duration: Duration::ZERO,
         peer,
+        local_uid: None,
         correlation_id: &refused.correlation_id,
         refused_by_server: true,
     };
@@ -690,7 +750,7 @@ fn observe_refusal(shared: &Shared, peer: SocketAddr, refused: &RejectedRequest)
 
 /// Answers a connection over a cap with a 503 and closes it, without keeping it.
 fn refuse_overloaded(
-    mut stream: TcpStream,
+    transport: Transport,
     peer: SocketAddr,
     shared: &Shared,
     date: &mut DateCache,
@@ -706,16 +766,7 @@ fn refuse_overloaded(
         false,
         &mut out,
     );
-    let _ = stream.set_nonblocking(true);
-    // Drain what the client already sent so close() sends FIN, not RST.
-    let mut sink = [0u8; 4096];
-    for _ in 0..4 {
-        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
-            break;
-        }
-    }
-    let _ = stream.write_all(&out);
-    let _ = stream.shutdown(Shutdown::Write);
+    transport.answer_and_close(&out);
     observe_refusal(
         shared,
         peer,

@@ -21,6 +21,8 @@ pub struct Exchange<'a> {
     /// From the complete request to its answer (queueing for a worker included).
     pub duration: Duration,
     pub peer: SocketAddr,
+    /// The peer's uid when the request came through the control socket.
+    pub local_uid: Option<u32>,
     pub correlation_id: &'a CorrelationId,
     /// Refused by the HTTP layer (400, 408, 413, 431, 503, 505 …), not by the handler.
     pub refused_by_server: bool,

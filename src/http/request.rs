@@ -14,6 +14,8 @@ pub struct Request<'a> {
     pub(crate) body: &'a [u8],
     pub(crate) body_pending: bool,
     pub(crate) peer: SocketAddr,
+    /// On the control socket: the peer's uid (`SO_PEERCRED`).
+    pub(crate) local_uid: Option<u32>,
     pub(crate) correlation_id: CorrelationId,
     pub(crate) tls: bool,
     /// `--trusted-proxies`: whose forwarded facts [`Self::forwarded`] believes.
@@ -76,6 +78,12 @@ impl<'a> Request<'a> {
     /// (`Expect: 100-continue`); the body is then not yet available.
     pub fn body_pending(&self) -> bool {
         self.body_pending
+    }
+
+    /// The uid of the local process on the other end when the request came through the
+    /// control socket (`peer` is then [`super::LOCAL_PEER`]); `None` over TCP.
+    pub fn local_uid(&self) -> Option<u32> {
+        self.local_uid
     }
 
     pub fn peer(&self) -> SocketAddr {

@@ -42,6 +42,7 @@ pub(super) struct Job {
     pub(super) head: Box<ParsedHead>,
     pub(super) body: Range<usize>,
     pub(super) peer: SocketAddr,
+    pub(super) local_uid: Option<u32>,
     pub(super) correlation_id: CorrelationId,
     pub(super) tls: bool,
     /// Where the answer goes: the loop's mailbox and the connection there.
@@ -135,6 +136,7 @@ fn run(job: Job, shared: &Shared) {
         head,
         body,
         peer,
+        local_uid,
         correlation_id,
         tls,
         reply_to,
@@ -147,6 +149,7 @@ fn run(job: Job, shared: &Shared) {
             body: buffer.get(body).unwrap_or(&[]),
             body_pending: false,
             peer,
+            local_uid,
             correlation_id,
             tls,
             trusted_proxies: &shared.config.trusted_proxies,

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::admission::Shared;
 use super::config::ServerConfig;
+use super::control::ControlListener;
 use super::event_loop::EventLoop;
 use super::handler::Handler;
 use super::request_pool::{LoopMailbox, RequestPool};
@@ -73,6 +74,11 @@ impl Server {
         for _ in 1..config.event_loops.max(1) {
             listeners.push(bind_listener(local_addr)?);
         }
+        let mut control = config
+            .control_socket
+            .as_deref()
+            .map(ControlListener::bind)
+            .transpose()?;
         let shared = Arc::new(Shared::new(config.clone(), Box::new(handler)));
         let pool = Arc::new(RequestPool::new(config.max_queued_requests));
         let mut workers = Vec::with_capacity(config.workers);
@@ -91,7 +97,12 @@ impl Server {
             let Some(listener) = listeners.pop() else {
                 break;
             };
-            let event_loop = EventLoop::new(listener, Arc::clone(&shared), Arc::clone(&pool))?;
+            let event_loop = EventLoop::new(
+                listener,
+                control.take(),
+                Arc::clone(&shared),
+                Arc::clone(&pool),
+            )?;
             mailboxes.push(event_loop.mailbox());
             loops.push(
                 std::thread::Builder::new()

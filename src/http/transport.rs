@@ -1,9 +1,12 @@
-//! Moving bytes between a non-blocking socket and a [`Conn`]: plain TCP, or TLS through a
+//! Moving bytes between a non-blocking socket and a [`Conn`]: plain TCP, TLS through a
 //! rustls `ServerConnection` (rustls does no I/O of its own: records are read and written here,
-//! so a handshake is just more bytes on the loop, under the same deadline as the head).
+//! so a handshake is just more bytes on the loop, under the same deadline as the head), or the
+//! local control socket (a Unix stream, plain).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 
 use rustls::ServerConnection;
 
@@ -27,13 +30,24 @@ pub(super) enum Io {
 pub(super) enum Transport {
     Plain(TcpStream),
     Tls(TcpStream, Box<ServerConnection>),
+    /// The control socket (`--control-socket`): a local peer, plain.
+    Local(UnixStream),
 }
 
 impl Transport {
-    pub(super) fn tcp(&self) -> &TcpStream {
+    /// The socket, for the poller.
+    pub(super) fn raw_fd(&self) -> RawFd {
         match self {
-            Transport::Plain(tcp) | Transport::Tls(tcp, _) => tcp,
+            Transport::Plain(tcp) | Transport::Tls(tcp, _) => tcp.as_raw_fd(),
+            Transport::Local(unix) => unix.as_raw_fd(),
         }
+    }
+
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Transport::Plain(tcp) | Transport::Tls(tcp, _) => tcp.shutdown(Shutdown::Write),
+            Transport::Local(unix) => unix.shutdown(Shutdown::Write),
+        };
     }
 
     pub(super) fn is_tls(&self) -> bool {
@@ -44,19 +58,8 @@ impl Transport {
     /// socket read (decrypting what came).
     pub(super) fn read_into(&mut self, conn: &mut Conn, now: std::time::Instant) -> Io {
         match self {
-            Transport::Plain(tcp) => {
-                let Some(space) = conn.read_space() else {
-                    return Io::Blocked;
-                };
-                match tcp.read(space) {
-                    Ok(0) => Io::Eof,
-                    Ok(n) => {
-                        conn.received(n, now);
-                        Io::Progress
-                    }
-                    Err(e) => io_error(&e),
-                }
-            }
+            Transport::Plain(tcp) => read_plain(tcp, conn, now),
+            Transport::Local(unix) => read_plain(unix, conn, now),
             Transport::Tls(tcp, tls) => loop {
                 let Some(space) = conn.read_space() else {
                     return Io::Blocked;
@@ -93,19 +96,8 @@ impl Transport {
     /// the socket would block.
     pub(super) fn write_from(&mut self, conn: &mut Conn, now: std::time::Instant) -> Io {
         match self {
-            Transport::Plain(tcp) => {
-                while conn.has_output() {
-                    match tcp.write(conn.output()) {
-                        Ok(0) => return Io::Failed,
-                        Ok(n) => conn.wrote(n, now),
-                        Err(e) => match io_error(&e) {
-                            Io::Progress => {}
-                            other => return other,
-                        },
-                    }
-                }
-                Io::Flushed
-            }
+            Transport::Plain(tcp) => write_plain(tcp, conn, now),
+            Transport::Local(unix) => write_plain(unix, conn, now),
             Transport::Tls(tcp, tls) => loop {
                 let mut moved = false;
                 if conn.has_output() {
@@ -139,7 +131,27 @@ impl Transport {
     /// Half-closes: close_notify for TLS, then FIN.
     pub(super) fn half_close(&mut self) {
         self.close_notify();
-        let _ = self.tcp().shutdown(Shutdown::Write);
+        self.shutdown_write();
+    }
+
+    /// Sends `answer` on a plain connection that will not be kept, after draining what the
+    /// client already sent (so close() sends FIN, not RST); a TLS connection is just closed.
+    pub(super) fn answer_and_close(mut self, answer: &[u8]) {
+        fn drain_and_send(socket: &mut (impl Read + Write), answer: &[u8]) {
+            let mut sink = [0u8; 4096];
+            for _ in 0..4 {
+                if !matches!(socket.read(&mut sink), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+            let _ = socket.write_all(answer);
+        }
+        match &mut self {
+            Transport::Plain(tcp) => drain_and_send(tcp, answer),
+            Transport::Local(unix) => drain_and_send(unix, answer),
+            Transport::Tls(..) => return,
+        }
+        self.shutdown_write();
     }
 
     /// TLS: sends close_notify (best effort; the socket is about to close or half-close).
@@ -153,6 +165,34 @@ impl Transport {
             }
         }
     }
+}
+
+fn read_plain(socket: &mut impl Read, conn: &mut Conn, now: std::time::Instant) -> Io {
+    let Some(space) = conn.read_space() else {
+        return Io::Blocked;
+    };
+    match socket.read(space) {
+        Ok(0) => Io::Eof,
+        Ok(n) => {
+            conn.received(n, now);
+            Io::Progress
+        }
+        Err(e) => io_error(&e),
+    }
+}
+
+fn write_plain(socket: &mut impl Write, conn: &mut Conn, now: std::time::Instant) -> Io {
+    while conn.has_output() {
+        match socket.write(conn.output()) {
+            Ok(0) => return Io::Failed,
+            Ok(n) => conn.wrote(n, now),
+            Err(e) => match io_error(&e) {
+                Io::Progress => {}
+                other => return other,
+            },
+        }
+    }
+    Io::Flushed
 }
 
 fn io_error(e: &io::Error) -> Io {

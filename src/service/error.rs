@@ -48,6 +48,9 @@ pub enum Error {
     Config(String),
     /// Another pa-auth process holds the data dir: exit code 2.
     DataDirLocked(PathBuf),
+    /// A command that could not do what was asked (no such token, a name taken, a refused
+    /// request), as the command line says it: exit code 1.
+    Failed(String),
 }
 
 impl fmt::Display for Error {
@@ -78,11 +81,11 @@ impl fmt::Display for Error {
             Error::Store(e) => write!(f, "{e}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
-            Error::Config(m) => write!(f, "{m}"),
+            Error::Config(m) | Error::Failed(m) => write!(f, "{m}"),
             Error::DataDirLocked(p) => write!(
                 f,
                 "data dir {} is held by another pa-auth process (a running server?); \
-                 stop it first or use the admin API",
+                 stop it first, or reach the server through its control socket (--socket)",
                 p.display()
             ),
         }

@@ -87,7 +87,7 @@ pub fn session_info(app: &App, who: &AdminIdentity) -> Result<Response> {
     let initial = app.service.has_initial_password(&who.username)?;
     let csrf = match &who.credential {
         AdminCredential::Session { session, .. } => Some(session.csrf_token.clone()),
-        AdminCredential::Basic => None,
+        AdminCredential::Basic | AdminCredential::Local { .. } => None,
     };
     Ok(Response::json(
         200,
@@ -546,15 +546,42 @@ pub fn change_password(
     }
     let keep = match &who.credential {
         AdminCredential::Session { cookie, .. } => Some(cookie.as_str()),
-        AdminCredential::Basic => None,
+        AdminCredential::Basic | AdminCredential::Local { .. } => None,
     };
     service.change_admin_password(&actor(who, req), &who.username, new, keep, now)?;
     Ok(Response::new(204))
 }
 
+/// `PUT /admin/api/admins/password` (control socket only): sets `username`'s password,
+/// creating the admin if missing — `pa-auth admin set-password` on the host.
+pub fn set_admin_password(
+    app: &App,
+    req: &Request<'_>,
+    who: &AdminIdentity,
+    now: i64,
+) -> Result<Response> {
+    let body = parse_object(
+        req.header("content-type"),
+        req.body(),
+        &["username", "password"],
+    )?;
+    let (username, password) =
+        collect_fields((body.required_str("username"), body.required_str("password")))?;
+    if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
+        return Err(Error::Validation(vec![FieldError::new(
+            "username",
+            "1..64 characters, no control characters",
+        )]));
+    }
+    validate_new_password(password, "password").map_err(|e| Error::Validation(vec![e]))?;
+    app.service
+        .change_admin_password(&actor(who, req), username, password, None, now)?;
+    Ok(Response::new(204))
+}
+
 /// The admin as the audit log names them.
 fn actor(who: &AdminIdentity, req: &Request<'_>) -> Actor {
-    Actor::admin(&who.username, req.peer().ip())
+    who.actor(req)
 }
 
 /// Turns per-field results into values or one validation error listing every bad field.

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::domain::audit::Actor;
 use crate::http::Request;
 use crate::service::admins::sessions::{session_cookie, Peek, Session};
 use crate::service::error::{Error, Result};
@@ -19,6 +20,8 @@ pub enum AdminCredential {
     Session { cookie: String, session: Session },
     /// HTTP Basic on this request.
     Basic,
+    /// The control socket, as local user `uid` ([`crate::web::control`]).
+    Local { uid: u32 },
 }
 
 /// An authenticated admin.
@@ -26,6 +29,17 @@ pub enum AdminCredential {
 pub struct AdminIdentity {
     pub username: String,
     pub credential: AdminCredential,
+}
+
+impl AdminIdentity {
+    /// The admin as the audit log names them: the username and the client's address, or
+    /// `cli (uid N)` through the control socket.
+    pub fn actor(&self, req: &Request<'_>) -> Actor {
+        match self.credential {
+            AdminCredential::Local { uid } => Actor::local_cli(uid),
+            _ => Actor::admin(&self.username, req.peer().ip()),
+        }
+    }
 }
 
 /// The 401 for an admin request; the console's own requests get no Basic challenge.
@@ -44,6 +58,10 @@ pub fn admin_unauthorized(req: &Request<'_>) -> Error {
 /// as none) its 401, so neither holds a body place.
 /// The login itself carries its credential in the body and only meets the lock.
 pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
+    // The control socket's caller is known by uid, decided with the request.
+    if req.local_uid().is_some() {
+        return None;
+    }
     let resolved = super::routes::resolve(req.method(), req.path());
     if resolved.endpoint.family != super::routes::Route::AdminApi {
         return None;
@@ -72,6 +90,9 @@ pub fn refuse_before_body(app: &App, req: &Request<'_>) -> Option<Error> {
 /// live session, or HTTP Basic remembered from a recent successful check. Such bodies may use
 /// every body place; others (a login, a first Basic check, a wrong password) only half.
 pub fn vouched_before_body(app: &App, req: &Request<'_>) -> bool {
+    if let Some(uid) = req.local_uid() {
+        return app.control.admits(uid);
+    }
     let now = Instant::now();
     let admins = app.service.admins();
     if req

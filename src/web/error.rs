@@ -44,7 +44,8 @@ impl Error {
             | Error::Io(_)
             | Error::Internal(_)
             | Error::Config(_)
-            | Error::DataDirLocked(_) => (500, "server_error"),
+            | Error::DataDirLocked(_)
+            | Error::Failed(_) => (500, "server_error"),
         }
     }
 

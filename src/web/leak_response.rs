@@ -252,7 +252,7 @@ pub fn revoke_tokens(
         };
         values.push(read_pasted(s));
     }
-    let actor = Actor::admin(&who.username, req.peer().ip());
+    let actor = who.actor(req);
     let outcome = app
         .service
         .revoke_leaked(&actor, &values, "revoked: leaked", now)?;
@@ -349,7 +349,7 @@ pub fn bulk_delete(
             )]))
         }
     };
-    let actor = Actor::admin(&who.username, req.peer().ip());
+    let actor = who.actor(req);
     let outcome = app.service.bulk_delete(&actor, &filter, confirm, now)?;
     let policy = app.service.lifetime_policy();
     if confirm.is_none() {

@@ -8,6 +8,7 @@
 pub mod admin_api;
 pub mod admin_auth;
 pub mod console;
+pub mod control;
 pub mod error;
 pub mod forward_auth;
 pub mod json_body;
@@ -37,6 +38,8 @@ pub struct App {
     pub server_stats: OnceLock<StatsHandle>,
     /// `--revocation-api-token-file`: the revocation API's credential and rate limit.
     pub revocation_api: Option<leak_response::RevocationApi>,
+    /// Who may use the control socket.
+    pub control: control::ControlAccess,
 }
 
 impl App {
@@ -50,6 +53,7 @@ impl App {
             public_url,
             server_stats: OnceLock::new(),
             revocation_api: None,
+            control: control::ControlAccess::for_this_process(),
         }
     }
 
@@ -160,7 +164,8 @@ impl Handler for App {
     /// lock held by slow work, or Argon2. Admin routes and `/metrics` (a store scan) go to
     /// the worker pool.
     fn serves_inline(&self, req: &Request<'_>) -> bool {
-        routes::endpoint_of(req.path()).lane == Lane::Inline
+        // Control-socket requests may write an audit event before anything else.
+        req.local_uid().is_none() && routes::endpoint_of(req.path()).lane == Lane::Inline
     }
 
     /// The one place every response is counted and logged, the server's own refusals (400,
@@ -180,6 +185,14 @@ impl Handler for App {
                 "" => "-",
                 method => method,
             };
+            let local;
+            let peer: &dyn std::fmt::Display = match exchange.local_uid {
+                Some(uid) => {
+                    local = format!("local-uid-{uid}");
+                    &local
+                }
+                None => &exchange.peer,
+            };
             crate::logging::write_event(
                 crate::logging::Level::Info,
                 if exchange.refused_by_server {
@@ -192,7 +205,7 @@ impl Handler for App {
                     ("path", &path),
                     ("status", &exchange.status),
                     ("duration_us", &exchange.duration.as_micros()),
-                    ("peer", &exchange.peer),
+                    ("peer", &peer),
                     ("correlation_id", &exchange.correlation_id.as_str()),
                 ],
             );
@@ -235,7 +248,30 @@ fn credential_settled(app: &App, req: &Request<'_>, resolved: &routes::Resolved)
 /// operation (or the endpoint's 405/404).
 fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
     let resolved = routes::resolve(req.method(), req.path());
-    let caller = match resolved.guard() {
+    let caller = match req.local_uid() {
+        Some(uid) => match control::caller(app, req, &resolved, uid, now)? {
+            Some(admin) => Caller::Admin(admin),
+            None => Caller::Anonymous,
+        },
+        None => tcp_caller(app, req, &resolved, now)?,
+    };
+    let Some(method) = resolved.method else {
+        return Err(match resolved.endpoint.allow {
+            "" => Error::NotFound,
+            allow => Error::MethodNotAllowed(allow),
+        });
+    };
+    dispatch(app, req, method.op, &caller, now)
+}
+
+/// Who a request over TCP is, as its route's guard checks.
+fn tcp_caller(
+    app: &App,
+    req: &Request<'_>,
+    resolved: &routes::Resolved,
+    now: i64,
+) -> Result<Caller> {
+    Ok(match resolved.guard() {
         Guard::None => Caller::Anonymous,
         // A cluster node that lost track of the other nodes' deletes must not vouch for a
         // token: the proxy or load balancer sees 503 and drains it until it catches up.
@@ -250,14 +286,12 @@ fn route(app: &App, req: &Request<'_>, now: i64) -> Result<Response> {
             leak_response::authenticate_revocation_api(app, req)?;
             Caller::RevocationApi
         }
-    };
-    let Some(method) = resolved.method else {
-        return Err(match resolved.endpoint.allow {
-            "" => Error::NotFound,
-            allow => Error::MethodNotAllowed(allow),
-        });
-    };
-    dispatch(app, req, method.op, &caller, now)
+        // The host's own routes do not exist over TCP: an admin learns no more than 404.
+        Guard::Local => {
+            authenticate_admin(app, req, now)?;
+            return Err(Error::NotFound);
+        }
+    })
 }
 
 /// Who the guard let through.
@@ -310,6 +344,9 @@ fn dispatch(app: &App, req: &Request<'_>, op: Op, caller: &Caller, now: i64) -> 
         (Op::Audit, Caller::Admin(_)) => admin_api::audit(app, req),
         (Op::AuditExport, Caller::Admin(_)) => admin_api::audit_export(app, req),
         (Op::ChangePassword, Caller::Admin(who)) => admin_api::change_password(app, req, who, now),
+        (Op::SetAdminPassword, Caller::Admin(who)) => {
+            admin_api::set_admin_password(app, req, who, now)
+        }
         (Op::RevokeTokens, Caller::Admin(who)) => leak_response::revoke_tokens(app, req, who, now),
         (Op::BulkDeleteTokens, Caller::Admin(who)) => {
             leak_response::bulk_delete(app, req, who, now)

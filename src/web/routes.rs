@@ -94,6 +94,9 @@ pub enum Guard {
     /// The revocation API's own credential (`--revocation-api-token-file`): never an admin
     /// or an API token.
     RevocationApi,
+    /// Only through the control socket (root or the service's user on the host); over TCP
+    /// the route does not exist (an admin gets 404).
+    Local,
 }
 
 /// What the request body must be.
@@ -134,6 +137,8 @@ pub enum Op {
     BulkDeleteTokens,
     RevocableTokenTypes,
     RevocationRevokeTokens,
+    /// Set any admin's password, creating the admin if missing (`pa-auth admin set-password`).
+    SetAdminPassword,
 }
 
 /// One method of an endpoint.
@@ -193,7 +198,7 @@ use PathMatch::{Child, ChildThen, Exact, Under};
 
 /// THE route table: every path pa-auth answers, first match wins. Routing, the lane a
 /// request runs on, the early answer to `Expect: 100-continue` and the 405s all read it.
-pub static ROUTES: [Endpoint; 23] = [
+pub static ROUTES: [Endpoint; 24] = [
     // First: the hot path, one comparison.
     endpoint(
         Under("/auth/verify"),
@@ -382,6 +387,15 @@ pub static ROUTES: [Endpoint; 23] = [
         Worker,
         Admin,
         &[m("PUT", Op::ChangePassword, Admin, Json)],
+        "PUT",
+    ),
+    // The host's own: through the control socket only.
+    endpoint(
+        Exact("/admin/api/admins/password"),
+        Route::AdminApi,
+        Worker,
+        Guard::Local,
+        &[m("PUT", Op::SetAdminPassword, Guard::Local, Json)],
         "PUT",
     ),
     // Any other admin API path: the admin is checked, then 404.

@@ -225,10 +225,9 @@ impl Service {
             .sessions
             .remove_user_sessions(username, keep_session)?;
         let mut event = AuditEvent::of(AuditKind::AdminPasswordChanged).by(actor);
-        if actor.remote_addr.is_none() {
-            // The command line (offline, no client address): the account is the actor.
-            event.actor = Some(username.to_owned());
-            event.reason = Some(actor.name.clone());
+        if actor.name != username {
+            // The command line set another account's password: the event names it.
+            event.reason = Some(format!("for admin {username:?}"));
         }
         self.audit(now, event);
         Ok(())

@@ -1,0 +1,237 @@
+//! How a command reaches the admin API's handlers: through the running server's control
+//! socket (live), or in this process on the data dir (offline, when no server holds it). Both
+//! carry the same HTTP request to the same handlers and bring back the same answer, so a
+//! command's output cannot depend on which way it went.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{CONTROL_SOCKET_NAME, DEFAULT_DATA_DIR};
+use crate::http::ServerConfig;
+use crate::service::error::{Error, Result};
+use crate::service::Service;
+use crate::store::sled::{SledStore, StoreOptions};
+use crate::web::App;
+
+/// Where the systemd unit's control socket lives (`RuntimeDirectory=pa-auth`).
+pub const SYSTEMD_SOCKET: &str = "/run/pa-auth/control.sock";
+
+/// A live server's work (a backup of many tokens) may take a while; a server that stopped
+/// answering altogether is given up on after this.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An answer from the admin API.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::Internal(format!("the server's answer is not JSON: {e}")))
+    }
+}
+
+/// The flags every command that reaches the admin API shares.
+pub struct Target<'a> {
+    pub data_dir: Option<&'a Path>,
+    pub socket: Option<&'a Path>,
+}
+
+/// The way to the handlers.
+pub enum Endpoint {
+    /// The running server's control socket.
+    Live(PathBuf),
+    /// The data dir opened here (its lock taken: no server may hold it).
+    Offline(Box<App>),
+}
+
+impl Endpoint {
+    /// `--socket PATH`; else the socket of a server holding the data dir (`<data-dir>/control.sock`,
+    /// or systemd's when the data dir was not named or is held by a server); else the data dir
+    /// offline. `create_missing`: an offline command that creates (a token, an admin) may start
+    /// a new data dir; the others need one with data in it.
+    pub fn open(target: &Target<'_>, create_missing: bool) -> Result<Endpoint> {
+        if let Some(socket) = target.socket {
+            return match UnixStream::connect(socket) {
+                Ok(_) => Ok(Endpoint::Live(socket.to_owned())),
+                Err(e) => Err(socket_error(socket, &e)),
+            };
+        }
+        let named = target.data_dir.is_some() || env_data_dir().is_some();
+        let dir = data_dir_or_default(target.data_dir);
+        let local = dir.join(CONTROL_SOCKET_NAME);
+        if let Some(live) = live_socket(&local)? {
+            return Ok(live);
+        }
+        if !named {
+            if let Some(live) = live_socket(Path::new(SYSTEMD_SOCKET))? {
+                return Ok(live);
+            }
+        }
+        if !create_missing && !dir.join("db").exists() {
+            return Err(Error::Config(format!(
+                "no pa-auth data in {} and no server's control socket answers (set --data-dir, \
+                 PA_AUTH_DATA_DIR or --socket)",
+                dir.display()
+            )));
+        }
+        match SledStore::open(&dir, &offline_store_options()) {
+            Ok(store) => {
+                let service = Arc::new(Service::new(Arc::new(store), 1));
+                Ok(Endpoint::Offline(Box::new(App::new(service, None))))
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                if matches!(e, Error::DataDirLocked(_)) {
+                    // Held by a server whose socket is elsewhere: systemd's, if it answers.
+                    if let Some(live) = live_socket(Path::new(SYSTEMD_SOCKET))? {
+                        return Ok(live);
+                    }
+                    return Err(Error::Config(format!(
+                        "{} is held by a running server and no control socket answers at {} \
+                         or {SYSTEMD_SOCKET}: give the server's socket with --socket PATH",
+                        dir.display(),
+                        local.display()
+                    )));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends one request to the admin API (`body` as JSON) and returns its answer.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer> {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nUser-Agent: pa-auth-cli\r\n"
+        );
+        if !body.is_empty() {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        let raw = match self {
+            Endpoint::Live(socket) => {
+                let mut stream =
+                    UnixStream::connect(socket).map_err(|e| socket_error(socket, &e))?;
+                stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+                stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+                stream.write_all(&bytes)?;
+                let mut raw = Vec::new();
+                stream.read_to_end(&mut raw)?;
+                raw
+            }
+            Endpoint::Offline(app) => crate::http::in_process::exchange(
+                &**app,
+                &offline_server_config(),
+                &bytes,
+                rustix::process::geteuid().as_raw(),
+            ),
+        };
+        parse_answer(&raw)
+    }
+
+    /// Flushes an offline store (a live server flushes its own).
+    pub fn finish(&self) -> Result<()> {
+        if let Endpoint::Offline(app) = self {
+            app.service.store().flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// The socket at `path` if a server answers there (a file left by a killed server does not).
+fn live_socket(path: &Path) -> Result<Option<Endpoint>> {
+    match UnixStream::connect(path) {
+        Ok(_) => Ok(Some(Endpoint::Live(path.to_owned()))),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(socket_error(path, &e)),
+        Err(_) => Ok(None),
+    }
+}
+
+fn socket_error(path: &Path, e: &std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        Error::Config(format!(
+            "cannot use the control socket {}: permission denied (only root and the \
+             service's user may use it)",
+            path.display()
+        ))
+    } else {
+        Error::Config(format!(
+            "no server answers on the control socket {}: {e}",
+            path.display()
+        ))
+    }
+}
+
+fn env_data_dir() -> Option<String> {
+    std::env::var("PA_AUTH_DATA_DIR")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// `--data-dir`, else `PA_AUTH_DATA_DIR`, else `./pa-auth-data`.
+pub fn data_dir_or_default(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_owned)
+        .or_else(|| env_data_dir().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// How an offline command opens the store.
+pub fn offline_store_options() -> StoreOptions {
+    StoreOptions::default()
+}
+
+/// The limits an in-process request meets: the server's own, with room for a backup answer.
+fn offline_server_config() -> ServerConfig {
+    ServerConfig {
+        refusal: crate::web::error::refusal,
+        ..ServerConfig::default()
+    }
+}
+
+/// Status and body of a complete HTTP/1.1 answer (the server always sends Content-Length).
+fn parse_answer(raw: &[u8]) -> Result<Answer> {
+    let broken = |what: &str| Error::Internal(format!("the server's answer is {what}"));
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut answer = httparse::Response::new(&mut headers);
+    let head_len = match answer.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if raw.is_empty() => {
+            return Err(broken("empty (the server closed the connection)"))
+        }
+        _ => return Err(broken("not HTTP")),
+    };
+    let status = answer.code.ok_or_else(|| broken("without a status"))?;
+    let length = answer
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or(raw.len() - head_len);
+    let body = raw
+        .get(head_len..head_len + length)
+        .ok_or_else(|| broken("cut short"))?;
+    Ok(Answer {
+        status,
+        body: body.to_vec(),
+    })
+}
