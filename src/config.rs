@@ -115,33 +115,36 @@ fn control_socket(
     env: EnvLookup<'_>,
     data_dir: &Path,
 ) -> Result<Option<PathBuf>> {
-    let path = match pick(&args.control_socket, env, "CONTROL_SOCKET") {
-        Some((v, _)) if v.trim() == "none" => return Ok(None),
+    const MAX_PATH: usize = 107;
+    match pick(&args.control_socket, env, "CONTROL_SOCKET") {
+        Some((v, _)) if v.trim() == "none" => Ok(None),
         Some((v, source)) => {
             let path = PathBuf::from(v.trim());
-            if !path.is_absolute() && path.parent().is_none_or(|p| p.as_os_str().is_empty()) {
+            if v.trim().is_empty() || v.trim().ends_with('/') {
                 return Err(Error::Config(format!(
-                    "{source}: expected a path (e.g. /run/pa-auth/control.sock) or none, got {v:?}"
+                    "{source}: expected a socket path (e.g. /run/pa-auth/control.sock) or none, got {v:?}"
                 )));
             }
-            path
-        }
-        None => match env("RUNTIME_DIRECTORY") {
-            // systemd may list several, separated by ':'; the first is this unit's.
-            Some(dirs) => {
-                PathBuf::from(dirs.split(':').next().unwrap_or(&dirs)).join(CONTROL_SOCKET_NAME)
+            if path.as_os_str().len() > MAX_PATH {
+                return Err(Error::Config(format!(
+                    "{source}: {} is longer than a Unix socket path may be ({MAX_PATH} bytes)",
+                    path.display()
+                )));
             }
-            None => data_dir.join(CONTROL_SOCKET_NAME),
-        },
-    };
-    if path.as_os_str().len() > 107 {
-        return Err(Error::Config(format!(
-            "the control socket path {} is longer than a Unix socket allows (107 bytes): \
-             choose a shorter --control-socket, or none",
-            path.display()
-        )));
+            Ok(Some(path))
+        }
+        None => {
+            let path = match env("RUNTIME_DIRECTORY") {
+                // systemd may list several, separated by ':'; the first is this unit's.
+                Some(dirs) => {
+                    PathBuf::from(dirs.split(':').next().unwrap_or(&dirs)).join(CONTROL_SOCKET_NAME)
+                }
+                None => data_dir.join(CONTROL_SOCKET_NAME),
+            };
+            // A data dir too deep for a socket path: served without one (start-up says so).
+            Ok((path.as_os_str().len() <= MAX_PATH).then_some(path))
+        }
     }
-    Ok(Some(path))
 }
 
 /// The control socket's file name, in the runtime directory or the data dir.

@@ -88,14 +88,29 @@ pub fn serve(config: &Config) -> Result<()> {
         refusal: crate::web::error::refusal,
         ..config.http.clone()
     };
-    let server = Server::start(config.listen, http, SharedApp(Arc::clone(&app)))
-        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let server = Server::start(config.listen, http, SharedApp(Arc::clone(&app))).map_err(|e| {
+        Error::Config(format!(
+            "cannot listen on {}{}: {e}",
+            config.listen,
+            config
+                .http
+                .control_socket
+                .as_ref()
+                .map_or_else(String::new, |p| format!(" and {}", p.display()))
+        ))
+    })?;
     let _ = app.server_stats.set(server.stats_handle());
+    let socket_link = link_control_socket(config);
     log::info!(
-        "pa-auth {VERSION} ({GIT_COMMIT}) listening on {}://{} (data dir {}, {} tokens, {} workers, flush every {} s)",
+        "pa-auth {VERSION} ({GIT_COMMIT}) listening on {}://{} (data dir {}, control socket {}, {} tokens, {} workers, flush every {} s)",
         if tls.is_some() { "https" } else { "http" },
         server.local_addr(),
         config.data_dir.display(),
+        config
+            .http
+            .control_socket
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
         store.token_count()?,
         config.http.workers,
         config.flush_interval.as_secs()
@@ -116,6 +131,9 @@ pub fn serve(config: &Config) -> Result<()> {
     log::info!("{name} received: stopped accepting; finishing in-flight requests");
     if !server.shutdown() {
         log::warn!("drain timed out; some connections were still busy");
+    }
+    if let Some(link) = socket_link {
+        let _ = std::fs::remove_file(link);
     }
     service.audit(now_unix(), AuditEvent::of(AuditKind::ServerStopped));
     flusher.shutdown();
@@ -181,4 +199,29 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
         ..StoreOptions::default()
     };
     Ok(Arc::new(SledStore::open(&config.data_dir, &options)?))
+}
+
+/// With the control socket outside the data dir (systemd's `/run/pa-auth`), a link to it as
+/// `<data-dir>/control.sock`: the CLI finds the socket of the server that holds a data dir
+/// there, and never another server's. Removed at shutdown; one left by `kill -9` points at
+/// nothing that answers, and the next start replaces it.
+fn link_control_socket(config: &Config) -> Option<std::path::PathBuf> {
+    let socket = config.http.control_socket.as_ref()?;
+    let link = config.data_dir.join(crate::config::CONTROL_SOCKET_NAME);
+    if *socket == link {
+        return None;
+    }
+    let _ = std::fs::remove_file(&link);
+    match std::os::unix::fs::symlink(socket, &link) {
+        Ok(()) => Some(link),
+        Err(e) => {
+            log::warn!(
+                "cannot link {} to the control socket {}: {e}; the CLI needs --socket {} here",
+                link.display(),
+                socket.display(),
+                socket.display()
+            );
+            None
+        }
+    }
 }

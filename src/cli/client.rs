@@ -54,10 +54,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// `--socket PATH`; else the socket of a server holding the data dir (`<data-dir>/control.sock`,
-    /// or systemd's when the data dir was not named or is held by a server); else the data dir
-    /// offline. `create_missing`: an offline command that creates (a token, an admin) may start
-    /// a new data dir; the others need one with data in it.
+    /// `--socket PATH`; else the socket of the server holding the data dir
+    /// (`<data-dir>/control.sock`, which the server links to its socket when that is
+    /// elsewhere), or systemd's when no data dir was named; else the data dir offline.
+    /// `create_missing`: an offline command that creates (a token, an admin) may start a new
+    /// data dir; the others need one with data in it.
     pub fn open(target: &Target<'_>, create_missing: bool) -> Result<Endpoint> {
         if let Some(socket) = target.socket {
             return match UnixStream::connect(socket) {
@@ -78,8 +79,8 @@ impl Endpoint {
         }
         if !create_missing && !dir.join("db").exists() {
             return Err(Error::Config(format!(
-                "no pa-auth data in {} and no server's control socket answers (set --data-dir, \
-                 PA_AUTH_DATA_DIR or --socket)",
+                "no pa-auth data in {} and no server's control socket answers there (set \
+                 --data-dir, PA_AUTH_DATA_DIR or --socket)",
                 dir.display()
             )));
         }
@@ -88,22 +89,13 @@ impl Endpoint {
                 let service = Arc::new(Service::new(Arc::new(store), 1));
                 Ok(Endpoint::Offline(Box::new(App::new(service, None))))
             }
-            Err(e) => {
-                let e = Error::from(e);
-                if matches!(e, Error::DataDirLocked(_)) {
-                    // Held by a server whose socket is elsewhere: systemd's, if it answers.
-                    if let Some(live) = live_socket(Path::new(SYSTEMD_SOCKET))? {
-                        return Ok(live);
-                    }
-                    return Err(Error::Config(format!(
-                        "{} is held by a running server and no control socket answers at {} \
-                         or {SYSTEMD_SOCKET}: give the server's socket with --socket PATH",
-                        dir.display(),
-                        local.display()
-                    )));
-                }
-                Err(e)
-            }
+            Err(crate::store::Error::DataDirLocked(_)) => Err(Error::Config(format!(
+                "{} is held by a running server and no control socket answers at {}: give \
+                 the server's socket with --socket PATH (its --control-socket)",
+                dir.display(),
+                local.display()
+            ))),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -596,24 +596,44 @@ pub(super) fn set_password(p: &SetPassword) -> Result<()> {
 }
 
 pub(super) fn backup(b: &BackupCommand) -> Result<()> {
-    if b.to.exists() {
-        return Err(Error::Config(format!(
-            "{} exists; choose a new file",
-            b.to.display()
-        )));
-    }
-    let endpoint = Endpoint::open(&target(&b.data_dir, &b.socket), false)?;
-    let answer = endpoint.call("GET", "/admin/api/backup", None)?;
-    let bytes = expect(answer, &[200], String::new)?.body;
-    endpoint.finish()?;
-    // Checked as a restore would check it before it is kept.
-    let summary = crate::service::backup::read_backup(&bytes)?.summary();
-    crate::store::write_private_file(&b.to, &bytes).map_err(|e| {
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot_write = |e: std::io::Error| {
         Error::Config(format!(
             "cannot write the backup to {}: {e}",
             b.to.display()
         ))
-    })?;
+    };
+    let endpoint = Endpoint::open(&target(&b.data_dir, &b.socket), false)?;
+    // The file is made (new, 0600) before the backup is asked for: the server audits a
+    // backup it hands over, so one that could never be written is not asked for.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&b.to)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                Error::Config(format!("{} exists; choose a new file", b.to.display()))
+            }
+            _ => cannot_write(e),
+        })?;
+    let written = (|| {
+        let answer = endpoint.call("GET", "/admin/api/backup", None)?;
+        let bytes = expect(answer, &[200], String::new)?.body;
+        endpoint.finish()?;
+        // Checked as a restore would check it before it is kept.
+        let summary = crate::service::backup::read_backup(&bytes)?.summary();
+        file.write_all(&bytes).map_err(cannot_write)?;
+        file.sync_all().map_err(cannot_write)?;
+        Ok(summary)
+    })();
+    let summary = match written {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_file(&b.to);
+            return Err(e);
+        }
+    };
     if b.json {
         return print_json(&json!({
             "file": b.to.display().to_string(),

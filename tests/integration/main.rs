@@ -9,6 +9,7 @@ mod audit_integrity;
 mod audit_syslog;
 mod cluster_proxy;
 mod console_browser;
+mod control_socket;
 mod engine;
 mod forward_auth;
 mod fuzz_corpus;

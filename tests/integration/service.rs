@@ -834,8 +834,9 @@ fn offline_cli_manages_tokens_and_refuses_a_held_data_dir() {
         0
     );
 
-    // A running server holds the dir: offline commands exit 2 and say so.
-    let mut svc = Service::start_in(&dir, &[]);
+    // A running server without a control socket holds the dir: commands exit 2 and say so
+    // (with its socket they go through it: tests/integration/control_socket.rs).
+    let mut svc = Service::start_in(&dir, &["--control-socket", "none"]);
     assert_eq!(api(svc.addr, &secret).status, 200);
     let admin = Admin {
         addr: svc.addr,
@@ -844,7 +845,10 @@ fn offline_cli_manages_tokens_and_refuses_a_held_data_dir() {
     assert_eq!(admin.list("").status, 200);
     let (code, _, err) = run_cli(&["token", "list", "--data-dir", d], None);
     assert_eq!(code, 2);
-    assert!(err.contains("held by another pa-auth process"), "{err}");
+    assert!(
+        err.contains("held by a running server") && err.contains("--socket"),
+        "{err}"
+    );
     assert_eq!(
         run_cli(&["token", "delete", &id, "--data-dir", d], None).0,
         2

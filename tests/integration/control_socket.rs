@@ -1,0 +1,543 @@
+//! Issue 20: the CLI against the running server through its control socket. Every command
+//! answers alike live and offline (same output, same exit codes); the socket refuses users
+//! other than root and the service's own (audited); hostile local clients (garbage, huge
+//! frames, slow ones, a thousand that connect and hang up) cost bounded memory and threads.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Replaces what differs between two runs (ids, secrets, times, digests) with placeholders.
+fn normalize(text: &str) -> String {
+    let mut out = String::new();
+    for word in text.split_inclusive(|c: char| c.is_whitespace() || "\",[]{};()".contains(c)) {
+        let (core, tail) = word.split_at(
+            word.trim_end_matches(|c: char| c.is_whitespace() || "\",[]{};()".contains(c))
+                .len(),
+        );
+        let is_uuid = core.len() == 36 && core.chars().filter(|c| *c == '-').count() == 4;
+        let is_secret = core.starts_with("pa_") && core.len() == 49;
+        let is_time = core.len() == 20 && core.ends_with('Z') && core.contains('T');
+        let is_hex = core.len() >= 32 && core.chars().all(|c| c.is_ascii_hexdigit());
+        let is_date = core.len() == 10
+            && core.as_bytes().get(4) == Some(&b'-')
+            && core.as_bytes().get(7) == Some(&b'-');
+        out.push_str(match () {
+            _ if is_uuid => "<id>",
+            _ if is_secret => "<secret>",
+            _ if is_time => "<time>",
+            _ if is_hex => "<hex>",
+            _ if is_date => "<date>",
+            _ => core,
+        });
+        out.push_str(tail);
+    }
+    out
+}
+
+/// (exit code, stdout, stderr without log timestamps), normalized.
+fn cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let (code, out, err) = run_cli(args, stdin);
+    let err: Vec<String> = err
+        .lines()
+        .map(|l| {
+            // `2026-12-02T19:29:28Z ERROR message` → `ERROR message`
+            l.split_once(' ')
+                .filter(|(t, _)| t.ends_with('Z'))
+                .map_or(l, |(_, rest)| rest)
+                .to_owned()
+        })
+        .collect();
+    (code, normalize(&out), normalize(&err.join("\n")))
+}
+
+/// The same session of commands against `dir` (live when a server holds it): what each
+/// printed and its exit code.
+fn session(dir: &Path) -> Vec<(String, (i32, String, String))> {
+    let d = dir.to_str().unwrap();
+    let mut seen = Vec::new();
+    let mut run = |label: &str, args: &[&str], stdin: Option<&str>| {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--data-dir", d]);
+        let (code, out, err) = cli(&full, stdin);
+        // The two runs' directories differ, and the live server's audit log holds more
+        // (its start, the requests' own events): neither is the command's doing.
+        let tmp = dir.parent().unwrap().to_str().unwrap();
+        let steady = |t: &str| {
+            let t = t.replace(tmp, "<tmp>");
+            if let Some(at) = t.find("\"auditEvents\": ") {
+                let end = t[at..].find(',').map_or(t.len(), |e| at + e);
+                return format!("{}\"auditEvents\": <n>{}", &t[..at], &t[end..]);
+            }
+            match t.split_once(" admins, ") {
+                Some((head, tail)) if tail.contains("audit events") => {
+                    format!("{head} admins, <n> audit events")
+                }
+                _ => t,
+            }
+        };
+        let result = (code, steady(&out), steady(&err));
+        seen.push((label.to_owned(), result.clone()));
+        result
+    };
+    let create = &[
+        "token",
+        "create",
+        "--name",
+        "alpha",
+        "--expires",
+        "2999-01-01",
+    ];
+    let (code, secret_line, _) = run("create", create, None);
+    assert_eq!(code, 0);
+    assert_eq!(secret_line, "<secret>\n");
+    run(
+        "create --json",
+        &[
+            "token", "create", "--name", "beta", "--owner", "ops", "--json",
+        ],
+        None,
+    );
+    run(
+        "create conflict",
+        &["token", "create", "--name", "ALPHA"],
+        None,
+    );
+    run("create bad name", &["token", "create", "--name", ""], None);
+    run(
+        "create bad expiry",
+        &["token", "create", "--name", "x", "--expires", "yesterday"],
+        None,
+    );
+    run(
+        "create bad cidr",
+        &[
+            "token",
+            "create",
+            "--name",
+            "x",
+            "--allowed-cidr",
+            "10.0.0.1/8",
+        ],
+        None,
+    );
+    run("list", &["token", "list"], None);
+    let (_, _, _) = run("list --json", &["token", "list", "--json"], None);
+    let (_, list, _) = run_cli(&["token", "list", "--json", "--data-dir", d], None);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "alpha")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run("get", &["token", "get", &id], None);
+    run("get --json", &["token", "get", &id, "--json"], None);
+    run(
+        "get unknown",
+        &["token", "get", "0f8e6c1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b"],
+        None,
+    );
+    run("get not an id", &["token", "get", "nope"], None);
+    run(
+        "update",
+        &[
+            "token", "update", &id, "--owner", "team-a", "--access", "read",
+        ],
+        None,
+    );
+    run(
+        "update --json",
+        &["token", "update", &id, "--description", "nightly", "--json"],
+        None,
+    );
+    run("update nothing", &["token", "update", &id], None);
+    run("rotate", &["token", "rotate", &id, "--overlap", "1h"], None);
+    run(
+        "rotate --json",
+        &["token", "rotate", &id, "--until-new-secret-used", "--json"],
+        None,
+    );
+    run("rotate no overlap", &["token", "rotate", &id], None);
+    run("usage", &["token", "usage", &id], None);
+    run("usage --json", &["token", "usage", &id, "--json"], None);
+    run(
+        "bulk-delete dry run",
+        &["token", "bulk-delete", "--owner", "ops"],
+        None,
+    );
+    run(
+        "bulk-delete --json",
+        &["token", "bulk-delete", "--owner", "ops", "--json"],
+        None,
+    );
+    run(
+        "bulk-delete wrong count",
+        &[
+            "token",
+            "bulk-delete",
+            "--owner",
+            "ops",
+            "--confirm-count",
+            "7",
+        ],
+        None,
+    );
+    run(
+        "bulk-delete",
+        &[
+            "token",
+            "bulk-delete",
+            "--owner",
+            "ops",
+            "--confirm-count",
+            "1",
+        ],
+        None,
+    );
+    run(
+        "revoke",
+        &["token", "revoke"],
+        Some("pa_notatoken\n\"Bearer pa_garbage\",\n"),
+    );
+    run("revoke --json", &["token", "revoke", "--json"], Some("x\n"));
+    run(
+        "set-password weak",
+        &["admin", "set-password", "--username", "ops"],
+        Some("tiny\n"),
+    );
+    run(
+        "set-password",
+        &["admin", "set-password", "--username", "ops"],
+        Some("a long enough password 1\n"),
+    );
+    run(
+        "set-password --json",
+        &["admin", "set-password", "--username", "ops2", "--json"],
+        Some("a long enough password 2\n"),
+    );
+    let file = dir.parent().unwrap().join("b.pab");
+    let f = file.to_str().unwrap();
+    run("backup", &["backup", "--to", f], None);
+    run("backup exists", &["backup", "--to", f], None);
+    std::fs::remove_file(&file).unwrap();
+    run("backup --json", &["backup", "--to", f, "--json"], None);
+    run("delete", &["token", "delete", &id], None);
+    run("delete again", &["token", "delete", &id], None);
+    run("delete --json", &["token", "delete", &id, "--json"], None);
+    seen
+}
+
+#[test]
+fn every_cli_command_answers_alike_live_and_offline() {
+    let offline_temp = TempDir::new("cli-off");
+    let offline_dir = offline_temp.path().join("data");
+    // The offline run starts from an initialised data dir, as the live one does.
+    drop(Service::start_in(&offline_dir, &[]));
+    let offline = session(&offline_dir);
+
+    let live_temp = TempDir::new("cli-live");
+    let live_dir = live_temp.path().join("data");
+    let mut svc = Service::start_in(&live_dir, &[]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let live = session(&live_dir);
+    for ((label, off), (_, on)) in offline.iter().zip(&live) {
+        assert_eq!(off, on, "{label}: offline and live differ");
+    }
+    assert_eq!(offline.len(), live.len());
+    // Exit codes as documented: 0 done, 1 could not (no such token, conflict), 2 usage.
+    let code = |label: &str| live.iter().find(|(l, _)| l == label).unwrap().1 .0;
+    for (label, expected) in [
+        ("create", 0),
+        ("create conflict", 1),
+        ("create bad name", 2),
+        ("create bad cidr", 2),
+        ("get unknown", 1),
+        ("get not an id", 2),
+        ("update nothing", 2),
+        ("rotate no overlap", 2),
+        ("bulk-delete wrong count", 1),
+        ("set-password weak", 2),
+        ("backup exists", 2),
+        ("delete again", 1),
+        ("delete", 0),
+    ] {
+        assert_eq!(code(label), expected, "{label}: {:?}", live);
+    }
+    let text = |label: &str| {
+        let (_, out, err) = &live.iter().find(|(l, _)| l == label).unwrap().1;
+        format!("{out}{err}")
+    };
+    assert!(
+        text("create bad cidr").contains("--allowed-cidr"),
+        "{}",
+        text("create bad cidr")
+    );
+    assert!(text("get unknown").contains("no token with id"));
+
+    // Live means live: the server saw every change at once, and named the actor.
+    let uid = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let audit = Req::get("/admin/api/audit?event=token.created")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    assert_eq!(
+        audit["items"][0]["actor"],
+        format!("cli (uid {})", uid.unwrap())
+    );
+    let (code, out, err) = run_cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "now",
+            "--data-dir",
+            live_dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let secret = out.trim();
+    let check = Req::get("/auth/verify").bearer(secret).send(svc.addr);
+    assert_eq!(
+        check.status, 200,
+        "a token made through the socket works at once"
+    );
+    let list = Req::get("/admin/api/tokens")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    let id = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "now")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _, err) = run_cli(
+        &[
+            "token",
+            "delete",
+            &id,
+            "--data-dir",
+            live_dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        Req::get("/auth/verify")
+            .bearer(secret)
+            .send(svc.addr)
+            .status,
+        401,
+        "deleted through the socket: refused at once"
+    );
+    // --socket names the socket directly; a wrong one says so.
+    let sock = live_dir.join("control.sock");
+    let (code, out, _) = run_cli(
+        &[
+            "token",
+            "list",
+            "--json",
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(serde_json::from_str::<Value>(&out).unwrap().is_array(), "{out}");
+    let (code, _, err) = run_cli(
+        &["token", "list", "--socket", "/nonexistent/control.sock"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("no server answers"), "{err}");
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    assert!(!sock.exists(), "the socket is removed at shutdown");
+}
+
+/// A user who is neither root nor the service's: refused by the file's mode, and — should an
+/// operator widen it — by the peer's uid, audited.
+#[test]
+fn the_socket_refuses_other_users() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root: this test must run"
+        );
+        eprintln!("SKIPPED: the_socket_refuses_other_users needs root to drop privileges");
+        return;
+    }
+    let temp = TempDir::new("cli-uid");
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = temp.path().join("data");
+    let svc = Service::start_in(&dir, &[]);
+    let admin = basic_auth("admin", &svc.initial_password());
+    let sock = dir.join("control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let as_nobody = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new(binary())
+            .args(args)
+            .env_remove("PA_AUTH_DATA_DIR")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let s = sock.to_str().unwrap();
+    let (code, err) = as_nobody(&["token", "list", "--socket", s]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    // An operator widens the directory and the socket: the uid check still refuses.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, err) = as_nobody(&["token", "list", "--socket", s]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("only root and the service's own user"),
+        "{err}"
+    );
+    let (code, err) = as_nobody(&["token", "create", "--name", "sneaky", "--socket", s]);
+    assert_eq!(code, 1, "{err}");
+    let tokens = Req::get("/admin/api/tokens")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    assert_eq!(
+        tokens["items"].as_array().unwrap().len(),
+        0,
+        "nothing created"
+    );
+    let audit = Req::get("/admin/api/audit?event=control.refused")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    assert_eq!(audit["items"][0]["actor"], "uid 65534", "{audit}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
+fn status_field(pid: u32, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+fn exchange(sock: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn hostile_socket_clients_cost_bounded_memory_and_threads() {
+    let temp = TempDir::new("cli-hostile");
+    let dir = temp.path().join("data");
+    let svc = Service::start_in(&dir, &["--header-timeout", "2"]);
+    let sock = dir.join("control.sock");
+    let d = dir.to_str().unwrap();
+    // Garbage, a huge head, a huge body: clear refusals, the server goes on.
+    assert!(exchange(&sock, b"\x16\x03\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let huge_head = format!(
+        "GET /admin/api/tokens HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    assert!(exchange(&sock, huge_head.as_bytes()).starts_with("HTTP/1.1 431"));
+    let huge_body = "POST /admin/api/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{";
+    assert!(exchange(&sock, huge_body.as_bytes()).starts_with("HTTP/1.1 413"));
+    // Not a way around the worlds: no forward-auth, no console login on the socket.
+    assert!(
+        exchange(&sock, b"GET /auth/verify HTTP/1.1\r\nHost: x\r\n\r\n")
+            .starts_with("HTTP/1.1 404")
+    );
+    let login = "POST /admin/api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    assert!(exchange(&sock, login.as_bytes()).starts_with("HTTP/1.1 404"));
+    // Over TCP the host's own route does not exist.
+    let admin = basic_auth("admin", &svc.initial_password());
+    let over_tcp = Req::new("PUT", "/admin/api/admins/password")
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"username": "x", "password": "a long enough password"}))
+        .send(svc.addr);
+    assert_eq!(over_tcp.status, 404);
+
+    let pid = svc.pid();
+    let (rss_before, threads_before) = (status_field(pid, "VmRSS:"), status_field(pid, "Threads:"));
+    // Slow clients hold a connection each, trickling a head; meanwhile the CLI still works.
+    let mut slow: Vec<UnixStream> = (0..100)
+        .map(|_| {
+            let mut s = UnixStream::connect(&sock).unwrap();
+            s.write_all(b"GET /admin/api/tok").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let (code, _, err) = run_cli(&["token", "list", "--data-dir", d], None);
+    assert_eq!(code, 0, "the CLI is served beside slow clients: {err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A thousand clients that connect and hang up, half of them mid-request.
+    for i in 0..1000 {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        if i % 2 == 0 {
+            let _ = s.write_all(b"POST /admin/api/tokens HTTP/1.1\r\nContent-Length: 50\r\n\r\n{");
+        }
+        drop(s);
+    }
+    // The slow ones are cut at the header timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut cut = 0;
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        cut += usize::from(buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"));
+    }
+    assert_eq!(cut, slow.len(), "every slow client was cut off");
+    let (code, _, err) = run_cli(&["token", "list", "--data-dir", d], None);
+    assert_eq!(code, 0, "{err}");
+    let (rss_after, threads_after) = (status_field(pid, "VmRSS:"), status_field(pid, "Threads:"));
+    assert!(
+        threads_after <= threads_before,
+        "threads {threads_before} -> {threads_after}: socket clients must not cost threads"
+    );
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    eprintln!(
+        "control socket under 100 slow + 1000 hang-up clients: RSS {rss_before} -> {rss_after} KiB, threads {threads_before} -> {threads_after}"
+    );
+}
