@@ -384,6 +384,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A large upgrade hands its progress (count and total) to `on_progress` every
+    /// 100,000 entries: what keeps systemd's start timeout extended.
+    #[test]
+    fn a_large_upgrade_reports_to_the_supervisor_hook() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        static TOTAL: AtomicU64 = AtomicU64::new(0);
+        static DONE: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("pa-auth-upgrade-big-{}", TokenId::generate()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let names: Vec<String> = (0..60_000).map(|i| format!("t{i}")).collect();
+        let tokens: Vec<(PlaintextToken, TokenId, &str)> = names
+            .iter()
+            .map(|n| (PlaintextToken::generate(), TokenId::generate(), n.as_str()))
+            .collect();
+        write_schema_1_store(&dir, &tokens);
+        let options = StoreOptions {
+            on_progress: |p| {
+                CALLS.fetch_add(1, Ordering::SeqCst);
+                TOTAL.store(p.total().unwrap_or(0), Ordering::SeqCst);
+                DONE.store(p.done(), Ordering::SeqCst);
+                assert!(p.line().contains(" entries ("), "{}", p.line());
+            },
+            ..StoreOptions::default()
+        };
+        let store = SledStore::open(&dir, &options).unwrap();
+        assert_eq!(store.token_count().unwrap(), 60_000);
+        // Names and records, 60,000 each, plus last-used and meta.
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        assert!(TOTAL.load(Ordering::SeqCst) >= 120_000);
+        assert!((100_000..110_000).contains(&DONE.load(Ordering::SeqCst)));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn an_interrupted_swap_is_finished_or_discarded() {
         let root = std::env::temp_dir().join(format!("pa-auth-swap-{}", TokenId::generate()));
