@@ -4,10 +4,11 @@
 //! Layers, each depending only on those to its left (decision 0005; `tests/integration/
 //! layers.rs` fails on an import that breaks the rule):
 //! [`domain`] ← [`store`] ← [`service`] ← [`web`] (and the CLI); [`http`] stands alone and
-//! [`web`] plugs the service into it. [`sync`] (the poisoned-lock policy), [`logging`] and
-//! [`tls_client`] (TLS to PostgreSQL and webhook receivers) are leaves any layer above the
-//! domain may use. The rest is the binary's glue: [`cli`],
-//! [`config`], [`serve`], [`systemd_notify`], [`fuzz_checks`].
+//! [`web`] plugs the service into it. [`sync`] (the poisoned-lock policy), [`logging`],
+//! [`progress`] (count, rate and ETA of long operations) and [`tls_client`] (TLS to
+//! PostgreSQL and webhook receivers) are leaves any layer above the domain may use. The
+//! rest is the binary's glue: [`cli`], [`config`], [`serve`], [`systemd_notify`],
+//! [`fuzz_checks`].
 
 // Tests may unwrap: a panic there is a failed test, not a crashed server.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -19,6 +20,7 @@ pub mod store;
 pub mod web;
 
 pub mod logging;
+pub mod progress;
 pub mod sync;
 pub mod tls_client;
 

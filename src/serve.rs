@@ -30,6 +30,9 @@ pub fn serve(config: &Config) -> Result<()> {
     // Registered first, so a signal during start-up is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     crate::logging::configure(config.log_format, config.log_level);
+    // Our stderr is the log: long operations (an upgrade at open, an online backup) log
+    // their progress rather than redraw a line between other threads' log lines.
+    crate::progress::report_to_log_only();
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(TlsContext::new(
             load_server_config(&files.cert, &files.key)
@@ -195,7 +198,12 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
         audit_failure_cap: config.audit_failure_retention,
         index_tokens: true,
         // A schema upgrade at open can take minutes: keep systemd from timing the start out.
-        on_progress: |status| notify(&format!("EXTEND_TIMEOUT_USEC=60000000\nSTATUS={status}")),
+        on_progress: |progress| {
+            notify(&format!(
+                "EXTEND_TIMEOUT_USEC=60000000\nSTATUS={}",
+                progress.line()
+            ))
+        },
         ..StoreOptions::default()
     };
     Ok(Arc::new(SledStore::open(&config.data_dir, &options)?))

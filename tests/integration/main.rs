@@ -20,6 +20,7 @@ mod leak_response;
 mod lifecycle_monitoring;
 mod network_policy;
 mod postgres;
+mod progress;
 mod reliability;
 mod rotation;
 mod security_review;

@@ -36,6 +36,7 @@ use crate::domain::audit::AuditEvent;
 use crate::domain::lifetime_policy::LifetimePolicy;
 use crate::domain::rotation::PreviousSecretEnd;
 use crate::domain::token::{PlaintextToken, TokenHash, TokenId};
+use crate::progress::Progress;
 use crate::store::error::{Error, Result};
 use crate::store::AuditKey;
 use layout::{
@@ -105,10 +106,12 @@ pub struct StoreOptions {
     /// Keep every token in the in-memory authentication index (the server does; offline
     /// commands do not need to load it).
     pub index_tokens: bool,
-    /// Called with a status text (e.g. "upgrading the store to schema 2: 300000 entries
-    /// copied") while a long start-up step runs, so the caller can report progress or keep
-    /// a supervisor from timing the start out. Default: does nothing.
-    pub on_progress: fn(&str),
+    /// Called every 100,000 entries of a long start-up step (a schema upgrade) with its
+    /// progress (count, total, [`Progress::line`]: "upgrading the store to schema 2:
+    /// 300000/2000000 entries (15%), 40000/s, ETA 43 s"), so the caller can keep a supervisor
+    /// from timing the start out. The step reports to the terminal or the log itself
+    /// ([`crate::progress`]). Default: does nothing.
+    pub on_progress: fn(&Progress),
 }
 
 impl Default for StoreOptions {

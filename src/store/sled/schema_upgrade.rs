@@ -21,10 +21,14 @@ use super::layout::{
 };
 use super::{be_i64, StoreOptions, StoreState, TokenRecord, SCHEMA_VERSION};
 use crate::domain::token::{TokenHash, TokenId};
+use crate::progress::Progress;
 use crate::store::error::{Error, Result};
 
 /// Entries written per sled batch.
 const COPY_BATCH: usize = 10_000;
+/// Entries between two calls of `StoreOptions::on_progress` (the server extends systemd's
+/// start timeout by a minute each time: 100,000 entries take a few seconds).
+const SUPERVISOR_EVERY: u64 = 100_000;
 
 fn sibling(db_path: &Path, suffix: &str) -> PathBuf {
     let mut name = db_path.as_os_str().to_owned();
@@ -84,24 +88,35 @@ pub(super) fn rewrite_schema_1(
             .path(&new_path)
             .cache_capacity(16 * 1024 * 1024)
             .open()?;
-        let mut copied = 0u64;
-        for name in old.tree_names() {
-            if name.starts_with(b"__sled__")
-                || SCHEMA_1_ONLY_TREES
-                    .iter()
-                    .any(|t| t.as_bytes() == name.as_ref())
-            {
-                continue;
-            }
-            let (from, to) = (old.open_tree(&name)?, new.open_tree(&name)?);
-            copy_batched(from.iter(), &to, &mut copied, options, Ok)?;
+        let copied_trees: Vec<sled::IVec> = old
+            .tree_names()
+            .into_iter()
+            .filter(|name| {
+                !name.starts_with(b"__sled__")
+                    && !SCHEMA_1_ONLY_TREES
+                        .iter()
+                        .any(|t| t.as_bytes() == name.as_ref())
+            })
+            .collect();
+        // Counting is a scan (sled's `len`), a fraction of the copy; an ETA is worth it.
+        let mut total = old.open_tree(SCHEMA_1_RECORDS_TREE)?.len() as u64;
+        for name in &copied_trees {
+            total += old.open_tree(name)?.len() as u64;
+        }
+        let mut progress = Progress::start(
+            &format!("upgrading the store to schema {SCHEMA_VERSION}"),
+            Some(total),
+        );
+        for name in &copied_trees {
+            let (from, to) = (old.open_tree(name)?, new.open_tree(name)?);
+            copy_batched(from.iter(), &to, &mut progress, options, Ok)?;
         }
         let records = new.open_tree(RECORDS_TREE)?;
         let mut newest = 0i64;
         copy_batched(
             old.open_tree(SCHEMA_1_RECORDS_TREE)?.iter(),
             &records,
-            &mut copied,
+            &mut progress,
             options,
             |(key, bytes)| {
                 let hash = TokenHash(key.as_ref().try_into().map_err(|_| {
@@ -118,6 +133,7 @@ pub(super) fn rewrite_schema_1(
         meta.insert(NEWEST_CREATED_KEY, &newest.to_be_bytes())?;
         meta.insert(SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
         new.flush()?;
+        progress.finish();
         // The new log is shorter than the old one; record that before the swap, so neither
         // store is taken for a truncated one (the old one is longer still).
         let new_len = std::fs::metadata(new_path.join(SLED_DATA_FILE))?.len();
@@ -142,13 +158,13 @@ pub(super) fn rewrite_schema_1(
     Ok(())
 }
 
-/// Copies entries into `to` in batches, mapping each, and reports progress every 100,000
-/// entries through `options.on_progress` (the server uses it to keep systemd from timing
-/// the start-up out while a large store is copied).
+/// Copies entries into `to` in batches, mapping each, counting each in `progress`, and
+/// hands `progress` to `options.on_progress` every [`SUPERVISOR_EVERY`] entries (the server
+/// uses it to keep systemd from timing the start-up out while a large store is copied).
 fn copy_batched(
     from: sled::Iter,
     to: &sled::Tree,
-    copied: &mut u64,
+    progress: &mut Progress,
     options: &StoreOptions,
     mut map: impl FnMut((sled::IVec, sled::IVec)) -> Result<(sled::IVec, sled::IVec)>,
 ) -> Result<()> {
@@ -157,15 +173,16 @@ fn copy_batched(
     for entry in from {
         let (key, value) = map(entry?)?;
         batch.insert(key, value);
+        progress.advance(1);
         in_batch += 1;
         if in_batch == COPY_BATCH {
             to.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
-            *copied += COPY_BATCH as u64;
-            if copied.is_multiple_of(100_000) {
-                (options.on_progress)(&format!(
-                    "upgrading the store to schema {SCHEMA_VERSION}: {copied} entries copied"
-                ));
+            let copied = progress.done();
+            if copied / SUPERVISOR_EVERY
+                > copied.saturating_sub(COPY_BATCH as u64) / SUPERVISOR_EVERY
+            {
+                (options.on_progress)(progress);
             }
         }
     }
@@ -363,6 +380,41 @@ mod tests {
         let (_, newer) = store.create_token("delta", None, 5).unwrap();
         assert!(newer.created_micros > 1_700_000_000_000_002);
         assert_eq!(store.list_tokens(1, None).unwrap().items[0].name, "delta");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A large upgrade hands its progress (count and total) to `on_progress` every
+    /// 100,000 entries: what keeps systemd's start timeout extended.
+    #[test]
+    fn a_large_upgrade_reports_to_the_supervisor_hook() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        static TOTAL: AtomicU64 = AtomicU64::new(0);
+        static DONE: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("pa-auth-upgrade-big-{}", TokenId::generate()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let names: Vec<String> = (0..60_000).map(|i| format!("t{i}")).collect();
+        let tokens: Vec<(PlaintextToken, TokenId, &str)> = names
+            .iter()
+            .map(|n| (PlaintextToken::generate(), TokenId::generate(), n.as_str()))
+            .collect();
+        write_schema_1_store(&dir, &tokens);
+        let options = StoreOptions {
+            on_progress: |p| {
+                CALLS.fetch_add(1, Ordering::SeqCst);
+                TOTAL.store(p.total().unwrap_or(0), Ordering::SeqCst);
+                DONE.store(p.done(), Ordering::SeqCst);
+                assert!(p.line().contains(" entries ("), "{}", p.line());
+            },
+            ..StoreOptions::default()
+        };
+        let store = SledStore::open(&dir, &options).unwrap();
+        assert_eq!(store.token_count().unwrap(), 60_000);
+        // Names and records, 60,000 each, plus last-used and meta.
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        assert!(TOTAL.load(Ordering::SeqCst) >= 120_000);
+        assert!((100_000..110_000).contains(&DONE.load(Ordering::SeqCst)));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
