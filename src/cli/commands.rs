@@ -148,6 +148,8 @@ pub(super) fn token_create(c: &TokenCreate) -> Result<()> {
 /// Every token, newest first, page by page.
 pub(super) fn token_list(l: &TokenList) -> Result<()> {
     let endpoint = Endpoint::open(&target(&l.data_dir, &l.socket), false)?;
+    let mut progress =
+        crate::progress::Progress::start("listing tokens", token_count(&endpoint)).unit("tokens");
     let mut views = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -158,12 +160,14 @@ pub(super) fn token_list(l: &TokenList) -> Result<()> {
         let page = expect(endpoint.call("GET", &path, None)?, &[200], String::new)?.json()?;
         if let Some(items) = page["items"].as_array() {
             views.extend(items.iter().cloned());
+            progress.advance(items.len() as u64);
         }
         match page["nextCursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
         }
     }
+    progress.finish();
     if l.json {
         return print_json(&Value::Array(views));
     }
@@ -191,6 +195,19 @@ pub(super) fn token_list(l: &TokenList) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// How many tokens there are, for a long listing's progress: `/metrics`' count (at most 30 s
+/// old), if it can be read.
+fn token_count(endpoint: &Endpoint) -> Option<u64> {
+    let answer = endpoint.call("GET", "/metrics", None).ok()?;
+    let text = String::from_utf8(answer.body).ok()?;
+    let counts: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("pa_auth_tokens{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().sum())
 }
 
 pub(super) fn token_get(g: &TokenGet) -> Result<()> {

@@ -360,7 +360,10 @@ fn every_cli_command_answers_alike_live_and_offline() {
         None,
     );
     assert_eq!(code, 0);
-    assert!(serde_json::from_str::<Value>(&out).unwrap().is_array(), "{out}");
+    assert!(
+        serde_json::from_str::<Value>(&out).unwrap().is_array(),
+        "{out}"
+    );
     let (code, _, err) = run_cli(
         &["token", "list", "--socket", "/nonexistent/control.sock"],
         None,
