@@ -754,6 +754,43 @@ mod tests {
     }
 
     #[test]
+    fn the_control_socket_defaults_to_the_runtime_dir_else_the_data_dir() {
+        let args = |socket: Option<&str>| ServeArgs {
+            data_dir: Some("/var/lib/pa-auth".into()),
+            control_socket: socket.map(str::to_owned),
+            ..Default::default()
+        };
+        let none = |_: &str| None;
+        let socket = |a: &ServeArgs, env: EnvLookup<'_>| {
+            Config::from_args(a, env).map(|c| c.http.control_socket)
+        };
+        assert_eq!(
+            socket(&args(None), &none).unwrap(),
+            Some(PathBuf::from("/var/lib/pa-auth/control.sock"))
+        );
+        let systemd = |k: &str| (k == "RUNTIME_DIRECTORY").then(|| "/run/pa-auth:/run/x".into());
+        assert_eq!(
+            socket(&args(None), &systemd).unwrap(),
+            Some(PathBuf::from("/run/pa-auth/control.sock"))
+        );
+        assert_eq!(socket(&args(Some("none")), &systemd).unwrap(), None);
+        assert_eq!(
+            socket(&args(Some("/tmp/c.sock")), &none).unwrap(),
+            Some(PathBuf::from("/tmp/c.sock"))
+        );
+        for bad in ["", "/run/pa-auth/", &format!("/{}", "x".repeat(120))] {
+            let e = socket(&args(Some(bad)), &none).unwrap_err().to_string();
+            assert!(e.contains("--control-socket"), "{bad:?}: {e}");
+        }
+        // A data dir too deep for a socket path: no socket rather than no server.
+        let deep = ServeArgs {
+            data_dir: Some(PathBuf::from(format!("/{}", "d".repeat(110)))),
+            ..Default::default()
+        };
+        assert_eq!(socket(&deep, &none).unwrap(), None);
+    }
+
+    #[test]
     fn describe_names_scheme_address_and_dir() {
         let none = |_: &str| None;
         let args = ServeArgs {

@@ -214,18 +214,11 @@ impl Actor {
         }
     }
 
-    /// The command line through the control socket, as the local user `uid`.
+    /// The command line as local user `uid`: through the control socket, or offline (the same
+    /// handlers, in-process).
     pub fn local_cli(uid: u32) -> Actor {
         Actor {
             name: format!("cli (uid {uid})"),
-            remote_addr: None,
-        }
-    }
-
-    /// The offline command line (`pa-auth token create`, ...).
-    pub fn cli() -> Actor {
-        Actor {
-            name: "cli".to_owned(),
             remote_addr: None,
         }
     }

@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn both_secrets_work_until_the_overlap_ends_by_time() {
         let (s, _dir) = service();
-        let actor = Actor::cli();
+        let actor = Actor::local_cli(0);
         let peer = &crate::service::auth::RequestFacts {
             client: std::net::IpAddr::from([127, 0, 0, 1]),
             client_known: true,
@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn until_new_secret_used_ends_at_its_first_use() {
         let (s, _dir) = service();
-        let actor = Actor::cli();
+        let actor = Actor::local_cli(0);
         let peer = &crate::service::auth::RequestFacts {
             client: std::net::IpAddr::from([127, 0, 0, 1]),
             client_known: true,
