@@ -144,12 +144,79 @@ impl Endpoint {
     }
 }
 
-/// The socket at `path` if a server answers there (a file left by a killed server does not).
+/// The socket at `path` if a server answers there (a file left by a killed server does not)
+/// and it can be trusted with this command ([`vouch_for`]).
 fn live_socket(path: &Path) -> Result<Option<Endpoint>> {
     match UnixStream::connect(path) {
-        Ok(_) => Ok(Some(Endpoint::Live(path.to_owned()))),
+        Ok(stream) => {
+            vouch_for(path, &stream).map_err(|why| {
+                Error::Config(format!(
+                    "refusing the control socket found at {}: {why}; if it is your server's, \
+                     name it with --socket",
+                    path.display()
+                ))
+            })?;
+            Ok(Some(Endpoint::Live(path.to_owned())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(socket_error(path, &e)),
         Err(_) => Ok(None),
+    }
+}
+
+/// Whether a socket the CLI found by itself (not named with `--socket`) belongs to a real
+/// pa-auth server rather than to another local user who planted one where the CLI looks
+/// (`./pa-auth-data` in a shared directory): the commands send passwords and receive secrets.
+/// Like OpenSSH's checks of its files: the socket's directory, after links, must be writable
+/// by its owner only, every directory above it owned by root or this user and writable by no
+/// one else (or sticky, as `/tmp`, where others cannot replace an entry; but a directory of
+/// another user's is accepted only where no one else could have made it); and the process on
+/// the other end (`SO_PEERCRED`) must run as root, as this user, or as the directory's owner
+/// (the service's user owns its data dir and runtime dir).
+fn vouch_for(path: &Path, stream: &UnixStream) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve it: {e}"))?;
+    let dir = real.parent().ok_or("it has no directory")?;
+    let meta = |p: &Path| std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()));
+    let dir_meta = meta(dir)?;
+    if dir_meta.mode() & 0o022 != 0 {
+        return Err(format!("{} is writable by others", dir.display()));
+    }
+    // A directory of another user's is the service's only where no one else could have made
+    // it: its parent is writable by its owner alone (not a sticky `/tmp`).
+    let parent_shared = dir
+        .parent()
+        .map(|p| meta(p).map(|m| m.mode() & 0o022 != 0))
+        .transpose()?
+        .unwrap_or(false);
+    if ![0, me].contains(&dir_meta.uid()) && parent_shared {
+        return Err(format!(
+            "{} belongs to uid {} and sits in a directory others can write",
+            dir.display(),
+            dir_meta.uid()
+        ));
+    }
+    for above in dir.ancestors().skip(1) {
+        let m = meta(above)?;
+        let sticky = m.mode() & 0o1000 != 0;
+        if ![0, me].contains(&m.uid()) {
+            return Err(format!("{} belongs to uid {}", above.display(), m.uid()));
+        }
+        if m.mode() & 0o022 != 0 && !sticky {
+            return Err(format!("{} is writable by others", above.display()));
+        }
+    }
+    let server = rustix::net::sockopt::socket_peercred(stream)
+        .map_err(|e| format!("cannot tell who serves it: {e}"))?
+        .uid
+        .as_raw();
+    if [0, me, dir_meta.uid()].contains(&server) {
+        Ok(())
+    } else {
+        Err(format!(
+            "it is served by uid {server}, not root, you or {}'s owner",
+            dir.display()
+        ))
     }
 }
 

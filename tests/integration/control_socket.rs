@@ -544,3 +544,73 @@ fn hostile_socket_clients_cost_bounded_memory_and_threads() {
         "control socket under 100 slow + 1000 hang-up clients: RSS {rss_before} -> {rss_after} KiB, threads {threads_before} -> {threads_after}"
     );
 }
+
+/// Another local user plants a socket where the CLI looks (`./pa-auth-data/control.sock` in a
+/// shared, sticky directory like /tmp) to catch the password `admin set-password` sends: the
+/// CLI refuses a socket it cannot vouch for, and sends it nothing.
+#[test]
+fn a_socket_planted_by_another_user_is_refused() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root: this test must run"
+        );
+        eprintln!("SKIPPED: a_socket_planted_by_another_user_is_refused needs root");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let temp = TempDir::new("cli-planted");
+    let shared = temp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let planted = shared.join("pa-auth-data");
+    let caught = temp.path().join("caught");
+    // The other user's listener: accepts, records what it is sent.
+    let script = format!(
+        "import os,socket,sys\nos.makedirs({dir:?}, mode=0o755)\ns=socket.socket(socket.AF_UNIX)\ns.bind({sock:?})\ns.listen(8)\nprint('ready',flush=True)\nwhile True:\n  c,_=s.accept()\n  c.settimeout(2)\n  try:\n    d=c.recv(65536)\n  except Exception:\n    d=b''\n  open({caught:?},'ab').write(d)\n  c.close()\n",
+        dir = planted.to_str().unwrap(),
+        sock = planted.join("control.sock").to_str().unwrap(),
+        caught = caught.to_str().unwrap(),
+    );
+    std::fs::write(&caught, b"").unwrap();
+    std::fs::set_permissions(&caught, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut fake = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (installed by .ci/run)");
+    let mut ready = [0u8; 6];
+    fake.stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["admin", "set-password", "--username", "admin"])
+        .current_dir(&shared)
+        .env_remove("PA_AUTH_DATA_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"the operator's new password\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("refusing the control socket"), "{err}");
+    let got = std::fs::read(&caught).unwrap();
+    assert!(got.is_empty(), "the planted socket was sent {got:?}");
+}
