@@ -347,7 +347,8 @@ mod tests {
                 "auth.token_on_admin_route",
                 "token.new_address",
                 "auth.denied_network",
-                "auth.denied_read_only"
+                "auth.denied_read_only",
+                "control.refused"
             ]
         );
         assert_eq!(class_of("token.created"), AuditClass::Lifecycle);
