@@ -39,11 +39,12 @@ pub enum Command {
 }
 
 #[derive(FromArgs, Debug)]
-/// Write a checksummed backup of an offline data dir (tokens, admins, audit log).
+/// Write a checksummed backup (tokens, admins, audit log): of the running server, through its
+/// control socket, or of a stopped data dir.
 #[argh(
     subcommand,
     name = "backup",
-    example = "Back up a stopped site:\n$ {command_name} --to /var/backups/pa-auth/nightly.pab --data-dir /var/lib/pa-auth"
+    example = "Back up the running service (as root, through its control socket):\n$ {command_name} --to /var/backups/pa-auth/nightly.pab"
 )]
 pub struct BackupCommand {
     /// file to write (created with mode 0600; must not exist)
@@ -282,11 +283,12 @@ serve_flags!(
 );
 
 #[derive(FromArgs, Debug)]
-/// Manage API tokens offline (no server may hold the data dir).
+/// Manage API tokens: through the running server's control socket, or offline on a stopped
+/// data dir.
 #[argh(
     subcommand,
     name = "token",
-    example = "List the tokens of a stopped site:\n$ {command_name} list --data-dir /var/lib/pa-auth"
+    example = "List the running service's tokens (as root, through its control socket):\n$ {command_name} list"
 )]
 pub struct TokenCommand {
     #[argh(subcommand)]
@@ -586,7 +588,7 @@ pub struct TokenUsage {
 }
 
 #[derive(FromArgs, Debug)]
-/// Manage admin accounts offline.
+/// Manage admin accounts: through the running server's control socket, or offline.
 #[argh(
     subcommand,
     name = "admin",

@@ -120,7 +120,7 @@ fn control_socket(
         Some((v, _)) if v.trim() == "none" => Ok(None),
         Some((v, source)) => {
             let path = PathBuf::from(v.trim());
-            if v.trim().is_empty() || v.trim().ends_with('/') {
+            if !path.is_absolute() || v.trim().ends_with('/') {
                 return Err(Error::Config(format!(
                     "{source}: expected a socket path (e.g. /run/pa-auth/control.sock) or none, got {v:?}"
                 )));
@@ -778,7 +778,12 @@ mod tests {
             socket(&args(Some("/tmp/c.sock")), &none).unwrap(),
             Some(PathBuf::from("/tmp/c.sock"))
         );
-        for bad in ["", "/run/pa-auth/", &format!("/{}", "x".repeat(120))] {
+        for bad in [
+            "",
+            "rel/c.sock",
+            "/run/pa-auth/",
+            &format!("/{}", "x".repeat(120)),
+        ] {
             let e = socket(&args(Some(bad)), &none).unwrap_err().to_string();
             assert!(e.contains("--control-socket"), "{bad:?}: {e}");
         }

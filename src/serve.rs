@@ -40,6 +40,14 @@ pub fn serve(config: &Config) -> Result<()> {
         ))),
         None => None,
     };
+    // The embedded store locks its data dir when it opens; a cluster node locks its own here.
+    let _data_dir_lock = match config.database {
+        Some(_) => {
+            crate::store::create_private_dir(&config.data_dir)?;
+            Some(crate::store::sled::lock_data_dir(&config.data_dir)?)
+        }
+        None => None,
+    };
     let store = open_store(config)?;
     let mut service = Service::with_max_staleness(
         Arc::clone(&store),

@@ -21,9 +21,14 @@ use crate::web::App;
 /// Where the systemd unit's control socket lives (`RuntimeDirectory=pa-auth`).
 pub const SYSTEMD_SOCKET: &str = "/run/pa-auth/control.sock";
 
-/// A live server's work (a backup of many tokens) may take a while; a server that stopped
-/// answering altogether is given up on after this.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+/// A server that sends nothing for this long (stopped, hung) is given up on.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// However it trickles, an answer must be complete within this.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(1800);
+/// The largest answer read (a backup of a few million tokens fits).
+const MAX_ANSWER: u64 = 4 << 30;
+/// The largest answer head read.
+const MAX_HEAD: usize = 64 * 1024;
 
 /// An answer from the admin API.
 #[derive(Debug)]
@@ -54,11 +59,13 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// `--socket PATH`; else the socket of the server holding the data dir
-    /// (`<data-dir>/control.sock`, which the server links to its socket when that is
-    /// elsewhere), or systemd's when no data dir was named; else the data dir offline.
-    /// `create_missing`: an offline command that creates (a token, an admin) may start a new
-    /// data dir; the others need one with data in it.
+    /// `--socket PATH`; else, when no data dir was named, systemd's socket (the packaged
+    /// service) if it answers; else the data dir: offline if no one holds it, and if a server
+    /// does, that server's socket (`<data-dir>/control.sock`, which it links to its socket when
+    /// that is elsewhere). The lock decides, so a link left by a killed server, or copied with
+    /// the data dir, never sends a command to another server. A socket found this way must
+    /// pass [`vouch_for`]. `create_missing`: an offline command that creates (a token, an
+    /// admin) may start a new data dir; the others need one with data in it.
     pub fn open(target: &Target<'_>, create_missing: bool) -> Result<Endpoint> {
         if let Some(socket) = target.socket {
             return match UnixStream::connect(socket) {
@@ -67,34 +74,46 @@ impl Endpoint {
             };
         }
         let named = target.data_dir.is_some() || env_data_dir().is_some();
-        let dir = data_dir_or_default(target.data_dir);
-        let local = dir.join(CONTROL_SOCKET_NAME);
-        if let Some(live) = live_socket(&local)? {
-            return Ok(live);
-        }
         if !named {
             if let Some(live) = live_socket(Path::new(SYSTEMD_SOCKET))? {
                 return Ok(live);
             }
         }
-        if !create_missing && !dir.join("db").exists() {
-            return Err(Error::Config(format!(
-                "no pa-auth data in {} and no server's control socket answers there (set \
-                 --data-dir, PA_AUTH_DATA_DIR or --socket)",
-                dir.display()
-            )));
-        }
-        match SledStore::open(&dir, &offline_store_options()) {
-            Ok(store) => {
-                let service = Arc::new(Service::new(Arc::new(store), 1));
-                Ok(Endpoint::Offline(Box::new(App::new(service, None))))
-            }
-            Err(crate::store::Error::DataDirLocked(_)) => Err(Error::Config(format!(
+        let dir = data_dir_or_default(target.data_dir);
+        let local = dir.join(CONTROL_SOCKET_NAME);
+        let held = || match live_socket(&local) {
+            Ok(Some(live)) => Ok(live),
+            Ok(None) => Err(Error::Config(format!(
                 "{} is held by a running server and no control socket answers at {}: give \
                  the server's socket with --socket PATH (its --control-socket)",
                 dir.display(),
                 local.display()
             ))),
+            Err(e) => Err(e),
+        };
+        if dir.exists() {
+            trusted_data_dir(&dir, false)?;
+            // Held (a server, or a cluster node's local files): that server's socket.
+            match crate::store::sled::lock_data_dir(&dir) {
+                Err(crate::store::Error::DataDirLocked(_)) => return held(),
+                Err(e) => return Err(e.into()),
+                Ok(lock) => drop(lock),
+            }
+        }
+        if !create_missing && !dir.join("db").exists() {
+            return Err(Error::Config(format!(
+                "no pa-auth data in {} and no server holds it (set --data-dir, \
+                 PA_AUTH_DATA_DIR or --socket)",
+                dir.display()
+            )));
+        }
+        trusted_data_dir(&dir, create_missing)?;
+        match SledStore::open(&dir, &offline_store_options()) {
+            Ok(store) => {
+                let service = Arc::new(Service::new(Arc::new(store), 1));
+                Ok(Endpoint::Offline(Box::new(App::new(service, None))))
+            }
+            Err(crate::store::Error::DataDirLocked(_)) => held(),
             Err(e) => Err(e.into()),
         }
     }
@@ -118,12 +137,10 @@ impl Endpoint {
             Endpoint::Live(socket) => {
                 let mut stream =
                     UnixStream::connect(socket).map_err(|e| socket_error(socket, &e))?;
-                stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-                stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+                stream.set_read_timeout(Some(SILENCE_TIMEOUT))?;
+                stream.set_write_timeout(Some(SILENCE_TIMEOUT))?;
                 stream.write_all(&bytes)?;
-                let mut raw = Vec::new();
-                stream.read_to_end(&mut raw)?;
-                raw
+                read_answer(&mut stream)?
             }
             Endpoint::Offline(app) => crate::http::in_process::exchange(
                 &**app,
@@ -164,26 +181,44 @@ fn live_socket(path: &Path) -> Result<Option<Endpoint>> {
 }
 
 /// Whether a socket the CLI found by itself (not named with `--socket`) belongs to a real
-/// pa-auth server rather than to another local user who planted one where the CLI looks
-/// (`./pa-auth-data` in a shared directory): the commands send passwords and receive secrets.
-/// Like OpenSSH's checks of its files: the socket's directory, after links, must be writable
-/// by its owner only, every directory above it owned by root or this user and writable by no
-/// one else (or sticky, as `/tmp`, where others cannot replace an entry; but a directory of
-/// another user's is accepted only where no one else could have made it); and the process on
-/// the other end (`SO_PEERCRED`) must run as root, as this user, or as the directory's owner
-/// (the service's user owns its data dir and runtime dir).
+/// pa-auth server rather than to another local user who planted one where the CLI looks: the
+/// commands send passwords and receive secrets. Its directory (after links) must pass
+/// [`trusted_dir`], and the process on the other end (`SO_PEERCRED`) must run as root, as
+/// this user, or as that directory's owner (the service's user owns its data dir and runtime
+/// dir).
 fn vouch_for(path: &Path, stream: &UnixStream) -> std::result::Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid().as_raw();
     let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve it: {e}"))?;
     let dir = real.parent().ok_or("it has no directory")?;
+    let owner = trusted_dir(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    let server = rustix::net::sockopt::socket_peercred(stream)
+        .map_err(|e| format!("cannot tell who serves it: {e}"))?
+        .uid
+        .as_raw();
+    if [0, me, owner].contains(&server) {
+        Ok(())
+    } else {
+        Err(format!(
+            "it is served by uid {server}, not root, you or {}'s owner",
+            dir.display()
+        ))
+    }
+}
+
+/// Whether `dir` (already resolved) is a place only trusted users could have made or changed,
+/// like OpenSSH's checks of its files: writable by its owner only; every directory above it
+/// owned by root or this user and writable by no one else (or sticky, as `/tmp`, where others
+/// cannot replace an entry); and if another user owns it (the service's user owns its data
+/// dir), its parent is writable by its owner alone, so no one else could have made it there.
+/// Returns its owner.
+fn trusted_dir(dir: &Path) -> std::result::Result<u32, String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
     let meta = |p: &Path| std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()));
     let dir_meta = meta(dir)?;
     if dir_meta.mode() & 0o022 != 0 {
         return Err(format!("{} is writable by others", dir.display()));
     }
-    // A directory of another user's is the service's only where no one else could have made
-    // it: its parent is writable by its owner alone (not a sticky `/tmp`).
     let parent_shared = dir
         .parent()
         .map(|p| meta(p).map(|m| m.mode() & 0o022 != 0))
@@ -206,18 +241,20 @@ fn vouch_for(path: &Path, stream: &UnixStream) -> std::result::Result<(), String
             return Err(format!("{} is writable by others", above.display()));
         }
     }
-    let server = rustix::net::sockopt::socket_peercred(stream)
-        .map_err(|e| format!("cannot tell who serves it: {e}"))?
-        .uid
-        .as_raw();
-    if [0, me, dir_meta.uid()].contains(&server) {
-        Ok(())
-    } else {
-        Err(format!(
-            "it is served by uid {server}, not root, you or {}'s owner",
-            dir.display()
-        ))
+    Ok(dir_meta.uid())
+}
+
+/// Checks a data dir before it is opened offline (created first, 0700, when a command may
+/// start one): a store another user could have planted or can change is refused, rather than
+/// written to with this user's rights (a password hash, a lock file through a link).
+fn trusted_data_dir(dir: &Path, create_missing: bool) -> Result<()> {
+    if create_missing && !dir.exists() {
+        crate::store::create_private_dir(dir)?;
     }
+    let real = std::fs::canonicalize(dir)?;
+    trusted_dir(&real)
+        .map(|_| ())
+        .map_err(|why| Error::Config(format!("refusing the data dir {}: {why}", dir.display())))
 }
 
 fn socket_error(path: &Path, e: &std::io::Error) -> Error {
@@ -259,6 +296,78 @@ fn offline_server_config() -> ServerConfig {
         refusal: crate::web::error::refusal,
         ..ServerConfig::default()
     }
+}
+
+/// Reads one answer from the socket, bounded: a head of at most [`MAX_HEAD`], then exactly
+/// the body its Content-Length announces (at most [`MAX_ANSWER`]), within [`ANSWER_DEADLINE`].
+fn read_answer(stream: &mut UnixStream) -> Result<Vec<u8>> {
+    let started = std::time::Instant::now();
+    let late = || Error::Failed("the server's answer did not come in time".into());
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_len = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if raw.len() > MAX_HEAD {
+            return Err(Error::Failed(
+                "the server's answer head is too large".into(),
+            ));
+        }
+        if started.elapsed() > ANSWER_DEADLINE {
+            return Err(late());
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break raw.len(),
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let length = content_length(&raw[..head_len]).unwrap_or(0);
+    if length > MAX_ANSWER {
+        return Err(Error::Failed(format!(
+            "the server's answer announces {length} bytes, more than this command reads"
+        )));
+    }
+    let want = head_len as u64 + length;
+    while (raw.len() as u64) < want {
+        if started.elapsed() > ANSWER_DEADLINE {
+            return Err(late());
+        }
+        let room = usize::try_from(want - raw.len() as u64).unwrap_or(usize::MAX);
+        let take = room.min(chunk.len());
+        match stream.read(&mut chunk[..take]) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(raw)
+}
+
+fn content_length(head: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
 }
 
 /// Status and body of a complete HTTP/1.1 answer (the server always sends Content-Length).

@@ -19,6 +19,23 @@ impl ControlListener {
     /// Binds `path` with mode 0600. A file already there is replaced only if nothing answers
     /// on it (a server killed with `kill -9` leaves its socket behind); a live one is an error.
     pub(super) fn bind(path: &Path) -> io::Result<ControlListener> {
+        use std::os::unix::fs::MetadataExt;
+        // In a directory others can write, another user could put a link or a socket of
+        // their own at the path, before or after the bind.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if std::fs::metadata(dir)?.mode() & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is writable by other users: put the control socket in a directory \
+                     only the service's user can write",
+                    dir.display()
+                ),
+            ));
+        }
         if std::fs::symlink_metadata(path).is_ok() {
             if UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(

@@ -567,10 +567,13 @@ pub fn set_admin_password(
     )?;
     let (username, password) =
         collect_fields((body.required_str("username"), body.required_str("password")))?;
-    if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
+    // New accounts get plain names: no look-alikes (spaces, bidi controls) and nothing that
+    // could pass for another actor in the audit log or break HTTP Basic (`:`).
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '+' | '-');
+    if username.is_empty() || username.len() > 64 || !username.chars().all(plain) {
         return Err(Error::Validation(vec![FieldError::new(
             "username",
-            "1..64 characters, no control characters",
+            "1..64 of A-Z a-z 0-9 . _ @ + -",
         )]));
     }
     validate_new_password(password, "password").map_err(|e| Error::Validation(vec![e]))?;

@@ -588,23 +588,42 @@ fn a_socket_planted_by_another_user_is_refused() {
         .unwrap()
         .read_exact(&mut ready)
         .unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["admin", "set-password", "--username", "admin"])
-        .current_dir(&shared)
-        .env_remove("PA_AUTH_DATA_DIR")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"the operator's new password\n")?;
-            child.wait_with_output()
-        })
-        .unwrap();
+    let set_password = |dir: &Path, extra: &[&str]| {
+        std::process::Command::new(binary())
+            .args(["admin", "set-password", "--username", "admin"])
+            .args(extra)
+            .current_dir(dir)
+            .env_remove("PA_AUTH_DATA_DIR")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(b"the operator's new password\n")?;
+                child.wait_with_output()
+            })
+            .unwrap()
+    };
+    // (a) In the shared directory: the planted data dir is refused, nothing is written there.
+    let out = set_password(&shared, &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("refusing the data dir"), "{err}");
+    assert!(
+        !planted.join("db").exists(),
+        "nothing written into the planted dir"
+    );
+    // (b) A real data dir, held by a server without a socket, with a link to the other user's
+    // socket (as if the server had made it): the socket is refused, and sent nothing.
+    let real = temp.path().join("real");
+    let svc = Service::start_in(&real, &["--control-socket", "none"]);
+    std::os::unix::fs::symlink(planted.join("control.sock"), real.join("control.sock")).unwrap();
+    let out = set_password(temp.path(), &["--data-dir", real.to_str().unwrap()]);
+    drop(svc);
     std::thread::sleep(Duration::from_millis(300));
     let _ = fake.kill();
     let _ = fake.wait();

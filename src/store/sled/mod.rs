@@ -315,7 +315,12 @@ fn restrict_tree(dir: &Path) {
         return;
     };
     for entry in entries.flatten() {
+        // `DirEntry::metadata` does not follow links, and a link is never followed here:
+        // chmod through one (the control socket's, or one planted) would change its target.
         let Ok(meta) = entry.metadata() else { continue };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
         let path = entry.path();
         let wanted = if meta.is_dir() { 0o700 } else { 0o600 };
         if meta.permissions().mode() & 0o777 != wanted {
@@ -452,7 +457,10 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Takes the exclusive lock on `<dir>/pa-auth.lock` and writes our pid into it.
-fn lock_data_dir(dir: &Path) -> Result<File> {
+/// Takes the data dir's lock (`pa-auth.lock`, held until the file is dropped), or says who
+/// holds it. A cluster node takes it too, for its local files: the CLI knows a data dir held
+/// by a server by it, and then reaches that server through its control socket.
+pub fn lock_data_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
@@ -462,6 +470,17 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| Error::Config(format!("cannot open lock file {}: {e}", path.display())))?;
+    // The file opened must be the regular file at that name, not what a link there points
+    // to: the pid is written into it (a link to another file would have it truncated).
+    use std::os::unix::fs::MetadataExt;
+    let opened = file.metadata()?;
+    let named = std::fs::symlink_metadata(&path)?;
+    if !named.file_type().is_file() || (opened.dev(), opened.ino()) != (named.dev(), named.ino()) {
+        return Err(Error::Config(format!(
+            "{} is not a regular file (a link?): refusing to use it",
+            path.display()
+        )));
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -793,6 +812,26 @@ pub(crate) mod test_support {
 mod tests {
     use super::*;
     use crate::store::test_support::TempStore;
+
+    /// Issue 20 (outside attack): the lock file is where the pid is written; a link planted
+    /// there must not get another file truncated, whoever opens the data dir.
+    #[test]
+    fn a_link_at_the_lock_file_is_refused_and_its_target_untouched() {
+        let base = std::env::temp_dir().join(format!(
+            "pa-auth-lock-link-{}-{}",
+            std::process::id(),
+            crate::domain::token::TokenId::generate()
+        ));
+        let dir = base.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = base.join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(LOCK_FILE)).unwrap();
+        let e = SledStore::open(&dir, &StoreOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn regression_issue_16_poisoned_state_lock_still_records_the_generation() {
