@@ -139,8 +139,18 @@ impl Endpoint {
                     UnixStream::connect(socket).map_err(|e| socket_error(socket, &e))?;
                 stream.set_read_timeout(Some(SILENCE_TIMEOUT))?;
                 stream.set_write_timeout(Some(SILENCE_TIMEOUT))?;
-                stream.write_all(&bytes)?;
-                read_answer(&mut stream)?
+                let sent = stream.write_all(&bytes).map_err(Error::from);
+                match sent.and_then(|()| read_answer(&mut stream)) {
+                    Err(Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                        ) =>
+                    {
+                        return Err(unanswered());
+                    }
+                    other => other?,
+                }
             }
             Endpoint::Offline(app) => crate::http::in_process::exchange(
                 &**app,
@@ -298,6 +308,15 @@ fn offline_server_config() -> ServerConfig {
     }
 }
 
+/// The server closed the connection without an answer (it was stopping, or died).
+fn unanswered() -> Error {
+    Error::Failed(
+        "the server closed the connection without answering (stopping?): check whether the \
+         command was done (e.g. token list) before running it again"
+            .into(),
+    )
+}
+
 /// Reads one answer from the socket, bounded: a head of at most [`MAX_HEAD`], then exactly
 /// the body its Content-Length announces (at most [`MAX_ANSWER`]), within [`ANSWER_DEADLINE`].
 fn read_answer(stream: &mut UnixStream) -> Result<Vec<u8>> {
@@ -377,9 +396,7 @@ fn parse_answer(raw: &[u8]) -> Result<Answer> {
     let mut answer = httparse::Response::new(&mut headers);
     let head_len = match answer.parse(raw) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if raw.is_empty() => {
-            return Err(broken("empty (the server closed the connection)"))
-        }
+        Ok(httparse::Status::Partial) if raw.is_empty() => return Err(unanswered()),
         _ => return Err(broken("not HTTP")),
     };
     let status = answer.code.ok_or_else(|| broken("without a status"))?;
