@@ -198,3 +198,33 @@ fn on_a_terminal_a_restore_redraws_one_line_with_a_bar() {
         "{screen:?}"
     );
 }
+
+/// A long listing reports too (issue 20 names an offline list over 100k tokens): page by
+/// page, with the total from the store's count, and the same table afterwards.
+#[test]
+fn a_long_token_list_reports_count_rate_and_eta() {
+    const TOKENS: usize = 5_000;
+    let temp = TempDir::new("progress-list");
+    let file = temp.path().join("list.pab");
+    std::fs::write(&file, backup_of(TOKENS)).unwrap();
+    let data = temp.path().join("data");
+    let d = data.to_str().unwrap();
+    let (code, _, err) = run_cli(
+        &["restore", "--from", file.to_str().unwrap(), "--data-dir", d],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, log) = run_reporting(&["token", "list", "--json", "--data-dir", d]);
+    assert_eq!(code, 0, "{log}");
+    let figures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("listing tokens: ") && l.contains("/s, ETA "))
+        .collect();
+    assert!(!figures.is_empty(), "no progress lines:\n{log}");
+    assert!(
+        figures
+            .iter()
+            .all(|l| l.contains(&format!("/{TOKENS} tokens ("))),
+        "{figures:?}"
+    );
+}
