@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs pa-auth under strace through a representative session (start, create/verify/list/
-# delete tokens, login, metrics, SIGTERM) and checks that every syscall it made is allowed
+# delete tokens, login, metrics, the CLI through the control socket, SIGTERM) and checks that every syscall it made is allowed
 # by the unit's filter: in @system-service and in none of the groups the unit denies.
 # This machine has no running systemd, so this stands in for starting the unit for real.
 # Usage: .ci/syscalls.sh [path/to/pa-auth]
@@ -25,6 +25,9 @@ for _ in $(seq 20); do curl -fs -H "Authorization: Bearer $secret" "$base/auth/v
 curl -fs -u "admin:$pw" "$base/admin/api/tokens" >/dev/null
 curl -fs -c "$work/cookies" -H 'Content-Type: application/json' -d "{\"username\":\"admin\",\"password\":\"$pw\"}" "$base/admin/api/session" >/dev/null
 curl -fs "$base/metrics" >/dev/null
+# The CLI through the control socket (the server's accept and SO_PEERCRED are traced).
+"$bin" token list --data-dir "$work/data" >/dev/null
+"$bin" token create --name strace-cli --data-dir "$work/data" >/dev/null 2>&1
 sleep 1.5
 curl -fs -u "admin:$pw" -X DELETE "$base/admin/api/tokens/$id" >/dev/null
 server=$(pgrep -P "$tracer" -x pa-auth)
