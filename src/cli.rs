@@ -10,6 +10,7 @@ use argh::FromArgs;
 
 mod client;
 mod commands;
+mod trust;
 
 use crate::config::{Config, ServeArgs};
 use crate::domain::time::now_unix;

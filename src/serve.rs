@@ -40,6 +40,10 @@ pub fn serve(config: &Config) -> Result<()> {
         ))),
         None => None,
     };
+    // A data dir another user owns or can write could have links planted in it, which the
+    // server (root, perhaps) would follow: refused.
+    crate::store::create_private_dir(&config.data_dir)?;
+    owned_by_this_user(&config.data_dir)?;
     // The embedded store locks its data dir when it opens; a cluster node locks its own here.
     let _data_dir_lock = match config.database {
         Some(_) => {
@@ -240,4 +244,19 @@ fn link_control_socket(config: &Config) -> Option<std::path::PathBuf> {
             None
         }
     }
+}
+
+/// The data dir belongs to the user the server runs as (`create_private_dir` made it 0700).
+fn owned_by_this_user(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir)?.uid();
+    let me = rustix::process::geteuid().as_raw();
+    if owner == me {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "data dir {} belongs to uid {owner}, not to the user the server runs as (uid {me}): \
+         run the server as its owner, or give it a data dir of its own",
+        dir.display()
+    )))
 }

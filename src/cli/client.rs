@@ -18,6 +18,8 @@ use crate::service::Service;
 use crate::store::sled::{SledStore, StoreOptions};
 use crate::web::App;
 
+use super::trust;
+
 /// Where the systemd unit's control socket lives (`RuntimeDirectory=pa-auth`).
 pub const SYSTEMD_SOCKET: &str = "/run/pa-auth/control.sock";
 
@@ -25,8 +27,12 @@ pub const SYSTEMD_SOCKET: &str = "/run/pa-auth/control.sock";
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// However it trickles, an answer must be complete within this.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(1800);
-/// The largest answer read (a backup of a few million tokens fits).
-const MAX_ANSWER: u64 = 4 << 30;
+/// The largest answer read: a page of tokens, a usage view, … (a backup: below).
+const MAX_ANSWER: u64 = 64 << 20;
+/// The largest backup read (a few million tokens fit).
+const MAX_BACKUP_ANSWER: u64 = 4 << 30;
+/// How long a connect may wait for the server to accept.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer head read.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -52,8 +58,12 @@ pub struct Target<'a> {
 
 /// The way to the handlers.
 pub enum Endpoint {
-    /// The running server's control socket.
-    Live(PathBuf),
+    /// The running server's control socket; `server`: the pid every connection must show
+    /// (a socket the CLI found by itself), `None` for one named with `--socket`.
+    Live {
+        socket: PathBuf,
+        server: Option<i32>,
+    },
     /// The data dir opened here (its lock taken: no server may hold it).
     Offline(Box<App>),
 }
@@ -63,42 +73,62 @@ impl Endpoint {
     /// service) if it answers; else the data dir: offline if no one holds it, and if a server
     /// does, that server's socket (`<data-dir>/control.sock`, which it links to its socket when
     /// that is elsewhere). The lock decides, so a link left by a killed server, or copied with
-    /// the data dir, never sends a command to another server. A socket found this way must
-    /// pass [`vouch_for`]. `create_missing`: an offline command that creates (a token, an
-    /// admin) may start a new data dir; the others need one with data in it.
+    /// the data dir, never sends a command to another server. A socket or data dir found this
+    /// way must pass [`trust`]'s checks. `create_missing`: an offline command that creates (a
+    /// token, an admin) may start a new data dir; the others need one with data in it.
     pub fn open(target: &Target<'_>, create_missing: bool) -> Result<Endpoint> {
         if let Some(socket) = target.socket {
-            return match UnixStream::connect(socket) {
-                Ok(_) => Ok(Endpoint::Live(socket.to_owned())),
-                Err(e) => Err(socket_error(socket, &e)),
-            };
+            connect(socket)?;
+            return Ok(Endpoint::Live {
+                socket: socket.to_owned(),
+                server: None,
+            });
         }
         let named = target.data_dir.is_some() || env_data_dir().is_some();
         if !named {
-            if let Some(live) = live_socket(Path::new(SYSTEMD_SOCKET))? {
-                return Ok(live);
+            let systemd = Path::new(SYSTEMD_SOCKET);
+            if let Ok(stream) = connect(systemd) {
+                let pid = trust::systemd_server(systemd, &stream)
+                    .map_err(|why| refused_socket(systemd, &why))?;
+                return Ok(Endpoint::Live {
+                    socket: systemd.to_owned(),
+                    server: Some(pid),
+                });
             }
         }
         let dir = data_dir_or_default(target.data_dir);
         let local = dir.join(CONTROL_SOCKET_NAME);
-        let held = || match live_socket(&local) {
-            Ok(Some(live)) => Ok(live),
-            Ok(None) => Err(Error::Config(format!(
-                "{} is held by a running server and no control socket answers at {}: give \
-                 the server's socket with --socket PATH (its --control-socket)",
-                dir.display(),
-                local.display()
-            ))),
-            Err(e) => Err(e),
+        let held = || -> Result<Endpoint> {
+            let stream = connect(&local).map_err(|_| {
+                Error::Config(format!(
+                    "{} is held by a running server and no control socket answers at {}: \
+                     give the server's socket with --socket PATH (its --control-socket)",
+                    dir.display(),
+                    local.display()
+                ))
+            })?;
+            let pid = trust::held_dir_server(&dir, &local, &stream)
+                .map_err(|why| refused_socket(&local, &why))?;
+            Ok(Endpoint::Live {
+                socket: local.clone(),
+                server: Some(pid),
+            })
+        };
+        let trusted = || {
+            trust::data_dir(&dir).map(|_| ()).map_err(|why| {
+                Error::Config(format!("refusing the data dir {}: {why}", dir.display()))
+            })
         };
         if dir.exists() {
-            trusted_data_dir(&dir, false)?;
+            trusted()?;
             // Held (a server, or a cluster node's local files): that server's socket.
             match crate::store::sled::lock_data_dir(&dir) {
                 Err(crate::store::Error::DataDirLocked(_)) => return held(),
                 Err(e) => return Err(e.into()),
                 Ok(lock) => drop(lock),
             }
+        } else if create_missing {
+            crate::store::create_private_dir(&dir)?;
         }
         if !create_missing && !dir.join("db").exists() {
             return Err(Error::Config(format!(
@@ -107,7 +137,7 @@ impl Endpoint {
                 dir.display()
             )));
         }
-        trusted_data_dir(&dir, create_missing)?;
+        trusted()?;
         match SledStore::open(&dir, &offline_store_options()) {
             Ok(store) => {
                 let service = Arc::new(Service::new(Arc::new(store), 1));
@@ -134,13 +164,24 @@ impl Endpoint {
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(body.as_bytes());
         let raw = match self {
-            Endpoint::Live(socket) => {
-                let mut stream =
-                    UnixStream::connect(socket).map_err(|e| socket_error(socket, &e))?;
+            Endpoint::Live { socket, server } => {
+                let mut stream = connect(socket)?;
+                if let Some(expected) = server {
+                    // The same server as when it was vouched for, on every connection.
+                    match trust::peer(&stream) {
+                        Ok((pid, _)) if pid == *expected => {}
+                        _ => return Err(refused_socket(socket, "another process answers it now")),
+                    }
+                }
                 stream.set_read_timeout(Some(SILENCE_TIMEOUT))?;
                 stream.set_write_timeout(Some(SILENCE_TIMEOUT))?;
+                let cap = if path == "/admin/api/backup" {
+                    MAX_BACKUP_ANSWER
+                } else {
+                    MAX_ANSWER
+                };
                 let sent = stream.write_all(&bytes).map_err(Error::from);
-                match sent.and_then(|()| read_answer(&mut stream)) {
+                match sent.and_then(|()| read_answer(&mut stream, cap)) {
                     Err(Error::Io(e))
                         if matches!(
                             e.kind(),
@@ -171,100 +212,23 @@ impl Endpoint {
     }
 }
 
-/// The socket at `path` if a server answers there (a file left by a killed server does not)
-/// and it can be trusted with this command ([`vouch_for`]).
-fn live_socket(path: &Path) -> Result<Option<Endpoint>> {
-    match UnixStream::connect(path) {
-        Ok(stream) => {
-            vouch_for(path, &stream).map_err(|why| {
-                Error::Config(format!(
-                    "refusing the control socket found at {}: {why}; if it is your server's, \
-                     name it with --socket",
-                    path.display()
-                ))
-            })?;
-            Ok(Some(Endpoint::Live(path.to_owned())))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(socket_error(path, &e)),
-        Err(_) => Ok(None),
-    }
+/// Connects to a control socket, giving up after [`CONNECT_TIMEOUT`] (a listener that
+/// never accepts fills its backlog and would block a plain connect forever).
+fn connect(path: &Path) -> Result<UnixStream> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    let address = socket2::SockAddr::unix(path)?;
+    socket
+        .connect_timeout(&address, CONNECT_TIMEOUT)
+        .map_err(|e| socket_error(path, &e))?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
 }
 
-/// Whether a socket the CLI found by itself (not named with `--socket`) belongs to a real
-/// pa-auth server rather than to another local user who planted one where the CLI looks: the
-/// commands send passwords and receive secrets. Its directory (after links) must pass
-/// [`trusted_dir`], and the process on the other end (`SO_PEERCRED`) must run as root, as
-/// this user, or as that directory's owner (the service's user owns its data dir and runtime
-/// dir).
-fn vouch_for(path: &Path, stream: &UnixStream) -> std::result::Result<(), String> {
-    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve it: {e}"))?;
-    let dir = real.parent().ok_or("it has no directory")?;
-    let owner = trusted_dir(dir)?;
-    let me = rustix::process::geteuid().as_raw();
-    let server = rustix::net::sockopt::socket_peercred(stream)
-        .map_err(|e| format!("cannot tell who serves it: {e}"))?
-        .uid
-        .as_raw();
-    if [0, me, owner].contains(&server) {
-        Ok(())
-    } else {
-        Err(format!(
-            "it is served by uid {server}, not root, you or {}'s owner",
-            dir.display()
-        ))
-    }
-}
-
-/// Whether `dir` (already resolved) is a place only trusted users could have made or changed,
-/// like OpenSSH's checks of its files: writable by its owner only; every directory above it
-/// owned by root or this user and writable by no one else (or sticky, as `/tmp`, where others
-/// cannot replace an entry); and if another user owns it (the service's user owns its data
-/// dir), its parent is writable by its owner alone, so no one else could have made it there.
-/// Returns its owner.
-fn trusted_dir(dir: &Path) -> std::result::Result<u32, String> {
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid().as_raw();
-    let meta = |p: &Path| std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()));
-    let dir_meta = meta(dir)?;
-    if dir_meta.mode() & 0o022 != 0 {
-        return Err(format!("{} is writable by others", dir.display()));
-    }
-    let parent_shared = dir
-        .parent()
-        .map(|p| meta(p).map(|m| m.mode() & 0o022 != 0))
-        .transpose()?
-        .unwrap_or(false);
-    if ![0, me].contains(&dir_meta.uid()) && parent_shared {
-        return Err(format!(
-            "{} belongs to uid {} and sits in a directory others can write",
-            dir.display(),
-            dir_meta.uid()
-        ));
-    }
-    for above in dir.ancestors().skip(1) {
-        let m = meta(above)?;
-        let sticky = m.mode() & 0o1000 != 0;
-        if ![0, me].contains(&m.uid()) {
-            return Err(format!("{} belongs to uid {}", above.display(), m.uid()));
-        }
-        if m.mode() & 0o022 != 0 && !sticky {
-            return Err(format!("{} is writable by others", above.display()));
-        }
-    }
-    Ok(dir_meta.uid())
-}
-
-/// Checks a data dir before it is opened offline (created first, 0700, when a command may
-/// start one): a store another user could have planted or can change is refused, rather than
-/// written to with this user's rights (a password hash, a lock file through a link).
-fn trusted_data_dir(dir: &Path, create_missing: bool) -> Result<()> {
-    if create_missing && !dir.exists() {
-        crate::store::create_private_dir(dir)?;
-    }
-    let real = std::fs::canonicalize(dir)?;
-    trusted_dir(&real)
-        .map(|_| ())
-        .map_err(|why| Error::Config(format!("refusing the data dir {}: {why}", dir.display())))
+fn refused_socket(path: &Path, why: &str) -> Error {
+    Error::Config(format!(
+        "refusing the control socket found at {}: {why}; if it is your server's, name it \
+         with --socket",
+        path.display()
+    ))
 }
 
 fn socket_error(path: &Path, e: &std::io::Error) -> Error {
@@ -318,8 +282,8 @@ fn unanswered() -> Error {
 }
 
 /// Reads one answer from the socket, bounded: a head of at most [`MAX_HEAD`], then exactly
-/// the body its Content-Length announces (at most [`MAX_ANSWER`]), within [`ANSWER_DEADLINE`].
-fn read_answer(stream: &mut UnixStream) -> Result<Vec<u8>> {
+/// the body its Content-Length announces (at most `cap`), within [`ANSWER_DEADLINE`].
+fn read_answer(stream: &mut UnixStream, cap: u64) -> Result<Vec<u8>> {
     let started = std::time::Instant::now();
     let late = || Error::Failed("the server's answer did not come in time".into());
     let mut raw = Vec::new();
@@ -351,7 +315,7 @@ fn read_answer(stream: &mut UnixStream) -> Result<Vec<u8>> {
         }
     };
     let length = content_length(&raw[..head_len]).unwrap_or(0);
-    if length > MAX_ANSWER {
+    if length > cap {
         return Err(Error::Failed(format!(
             "the server's answer announces {length} bytes, more than this command reads"
         )));

@@ -26,13 +26,17 @@ impl ControlListener {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        if std::fs::metadata(dir)?.mode() & 0o022 != 0 {
+        let meta = std::fs::metadata(dir)?;
+        let me = rustix::process::geteuid().as_raw();
+        if meta.mode() & 0o022 != 0 || meta.uid() != me {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!(
-                    "{} is writable by other users: put the control socket in a directory \
-                     only the service's user can write",
-                    dir.display()
+                    "{} is not this user's alone (owner uid {}, mode {:o}): put the control \
+                     socket in a directory only the service's user owns and can write",
+                    dir.display(),
+                    meta.uid(),
+                    meta.mode() & 0o7777
                 ),
             ));
         }

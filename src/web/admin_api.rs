@@ -577,6 +577,17 @@ pub fn set_admin_password(
         )]));
     }
     validate_new_password(password, "password").map_err(|e| Error::Validation(vec![e]))?;
+    // A new account whose name differs from an existing one only in case would be another
+    // admin that reads the same in a log.
+    let admins = app.service.store().export_admins()?;
+    if let Some((existing, _)) = admins
+        .iter()
+        .find(|(name, _)| name != username && name.eq_ignore_ascii_case(username))
+    {
+        return Err(Error::Conflict(format!(
+            "An admin named {existing:?} exists; names may not differ only in case"
+        )));
+    }
     app.service
         .change_admin_password(&actor(who, req), username, password, None, now)?;
     Ok(Response::new(204))

@@ -633,3 +633,207 @@ fn a_socket_planted_by_another_user_is_refused() {
     let got = std::fs::read(&caught).unwrap();
     assert!(got.is_empty(), "the planted socket was sent {got:?}");
 }
+
+/// A fake pa-auth for the attacks below: holds the data dir's lock (unless told not to),
+/// listens on its control socket, records what it is sent and says 204 to everything.
+const FAKE: &str = r#"
+import fcntl, os, socket, sys
+d, caught, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(d, mode=0o700, exist_ok=True)
+if mode in ("both", "lock"):
+    f = open(os.path.join(d, "pa-auth.lock"), "w")
+    fcntl.flock(f, fcntl.LOCK_EX)
+if mode == "lock":
+    print("ready", flush=True)
+    sys.stdin.read()
+    sys.exit(0)
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(d, "control.sock"))
+s.listen(8)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(2)
+    try:
+        data = c.recv(65536)
+    except Exception:
+        data = b""
+    open(caught, "ab").write(data)
+    c.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+    c.close()
+"#;
+
+fn fake(dir: &Path, caught: &Path, mode: &str, uid: Option<u32>) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([
+        "-c",
+        FAKE,
+        dir.to_str().unwrap(),
+        caught.to_str().unwrap(),
+        mode,
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let mut child = cmd.spawn().expect("python3 (installed by .ci/run)");
+    let mut ready = [0u8; 6];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .unwrap();
+    child
+}
+
+fn set_password_in(cwd: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(binary())
+        .args(["admin", "set-password", "--username", "admin"])
+        .args(extra)
+        .current_dir(cwd)
+        .env_remove("PA_AUTH_DATA_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"the operator's new password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Second outside attack: (1) another user's link in a shared directory to a server of
+/// theirs (holding its own lock) in a home-like directory of theirs; (2) a data dir whose lock
+/// one process holds while another answers its socket. Both refused, nothing sent.
+#[test]
+fn links_of_other_users_and_servers_not_holding_the_lock_are_refused() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root: this test must run"
+        );
+        eprintln!("SKIPPED: links_of_other_users_… needs root");
+        return;
+    }
+    let temp = TempDir::new("cli-links");
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let caught = temp.path().join("caught");
+    std::fs::write(&caught, b"").unwrap();
+    std::fs::set_permissions(&caught, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // (1) /home/nob (theirs, under a root directory) and a link to it from a shared one.
+    let homes = temp.path().join("home");
+    std::fs::create_dir(&homes).unwrap();
+    std::fs::set_permissions(&homes, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = homes.join("nob");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let mut theirs = fake(&home, &caught, "both", Some(65534));
+    let shared = temp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let link = shared.join("pa-auth-data");
+    std::os::unix::fs::symlink(&home, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let (code, err) = set_password_in(&shared, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("refusing"), "{err}");
+    let (code, err) = set_password_in(temp.path(), &["--data-dir", link.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    let _ = theirs.kill();
+    let _ = theirs.wait();
+    // (2) A root data dir: one process holds the lock, another answers the socket.
+    let dir = temp.path().join("data");
+    let mut holder = fake(&dir, &caught, "lock", None);
+    let mut answerer = fake(&dir, &caught, "socket", None);
+    let (code, err) = set_password_in(temp.path(), &["--data-dir", dir.to_str().unwrap()]);
+    let _ = answerer.kill();
+    let _ = answerer.wait();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not by the one holding the data dir"), "{err}");
+    let got = std::fs::read(&caught).unwrap();
+    assert!(got.is_empty(), "a fake server was sent {got:?}");
+}
+
+/// The server refuses a data dir or a socket directory that is not its user's alone.
+#[test]
+fn the_server_refuses_directories_other_users_own() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root: this test must run"
+        );
+        eprintln!("SKIPPED: the_server_refuses_directories_other_users_own needs root");
+        return;
+    }
+    let temp = TempDir::new("srv-owner");
+    let theirs = temp.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+    let sockets = temp.path().join("sockets");
+    std::fs::create_dir(&sockets).unwrap();
+    std::os::unix::fs::chown(&sockets, Some(65534), Some(65534)).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(temp.path().join("data"))
+        .arg("--control-socket")
+        .arg(sockets.join("c.sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("not this user's alone"), "{err}");
+}
+
+/// A new admin whose name differs from an existing one only in case is refused (409, exit 1).
+#[test]
+fn admin_names_differing_only_in_case_are_refused() {
+    let temp = TempDir::new("cli-case");
+    let dir = temp.path().join("data");
+    let d = dir.to_str().unwrap();
+    let _svc = Service::start_in(&dir, &[]);
+    let (code, _, err) = run_cli(
+        &[
+            "admin",
+            "set-password",
+            "--username",
+            "Admin",
+            "--data-dir",
+            d,
+        ],
+        Some("a long enough password 9\n"),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("differ only in case"), "{err}");
+    let (code, _, err) = run_cli(
+        &[
+            "admin",
+            "set-password",
+            "--username",
+            "admin",
+            "--data-dir",
+            d,
+        ],
+        Some("a long enough password 9\n"),
+    );
+    assert_eq!(code, 0, "the account itself: {err}");
+}

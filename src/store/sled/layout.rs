@@ -94,7 +94,7 @@
 pub const SCHEMA_VERSION: u32 = 5;
 
 // Files in the data dir.
-pub(super) const LOCK_FILE: &str = "pa-auth.lock";
+pub const LOCK_FILE: &str = "pa-auth.lock";
 /// Written once a store was created here: its absence later means "never initialized", so
 /// a missing or emptied `db/` is refused instead of silently starting an empty store.
 pub(super) const INITIALIZED_MARKER: &str = "pa-auth.initialized";

@@ -30,7 +30,7 @@ use crate::store::records::{
     TokenUpdate, UpdatedToken, ORDER_KEY_LEN,
 };
 
-pub use layout::SCHEMA_VERSION;
+pub use layout::{LOCK_FILE, SCHEMA_VERSION};
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::lifetime_policy::LifetimePolicy;
@@ -40,7 +40,7 @@ use crate::progress::Progress;
 use crate::store::error::{Error, Result};
 use crate::store::AuditKey;
 use layout::{
-    ADMINS_TREE, DB_DIR, GENERATION_KEY, INITIALIZED_MARKER, LAST_USED_TREE, LOCK_FILE, META_TREE,
+    ADMINS_TREE, DB_DIR, GENERATION_KEY, INITIALIZED_MARKER, LAST_USED_TREE, META_TREE,
     NEWEST_CREATED_KEY, PREVIOUS_SECRETS_TREE, RECORDS_TREE, SCHEMA_1_RECORDS_TREE,
     SCHEMA_VERSION_KEY, SLED_DATA_FILE, SLED_PARTIAL_SNAPSHOT_SUFFIX, STATE_FILE, TMP_SUFFIX,
     TOKEN_COUNT_KEY, TOKEN_NAMES_TREE, USAGE_TREE, WEBHOOK_OUTBOX_TREE,
@@ -468,6 +468,9 @@ pub fn lock_data_dir(dir: &Path) -> Result<File> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // A link there is not followed (nor a file created where it points); a FIFO planted
+        // there does not block the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| Error::Config(format!("cannot open lock file {}: {e}", path.display())))?;
     // The file opened must be the regular file at that name, not what a link there points
@@ -828,8 +831,14 @@ mod tests {
         std::fs::write(&victim, b"keep me").unwrap();
         std::os::unix::fs::symlink(&victim, dir.join(LOCK_FILE)).unwrap();
         let e = SledStore::open(&dir, &StoreOptions::default()).unwrap_err();
-        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(e.to_string().contains("lock file"), "{e}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        // Nor is a file made where a link to nothing points.
+        let nowhere = base.join("nowhere");
+        std::fs::remove_file(dir.join(LOCK_FILE)).unwrap();
+        std::os::unix::fs::symlink(&nowhere, dir.join(LOCK_FILE)).unwrap();
+        assert!(SledStore::open(&dir, &StoreOptions::default()).is_err());
+        assert!(!nowhere.exists(), "created through the link");
         let _ = std::fs::remove_dir_all(&base);
     }
 
