@@ -10,7 +10,6 @@ use argh::FromArgs;
 
 mod client;
 mod commands;
-mod trust;
 
 use crate::config::{Config, ServeArgs};
 use crate::domain::time::now_unix;

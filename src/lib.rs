@@ -23,6 +23,7 @@ pub mod logging;
 pub mod progress;
 pub mod sync;
 pub mod tls_client;
+pub mod trust;
 
 pub mod cli;
 pub mod config;

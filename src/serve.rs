@@ -42,8 +42,24 @@ pub fn serve(config: &Config) -> Result<()> {
     };
     // A data dir another user owns or can write could have links planted in it, which the
     // server (root, perhaps) would follow: refused.
+    let untrusted = |what: &str, why: String| Error::Config(format!("refusing {what}: {why}"));
+    // Checked before anything touches it (making it 0700 would follow a link).
+    if config.data_dir.exists() {
+        crate::trust::server_dir(&config.data_dir).map_err(|why| untrusted("the data dir", why))?;
+    } else {
+        crate::trust::place_to_create(&config.data_dir)
+            .map_err(|why| untrusted("to create the data dir", why))?;
+    }
     crate::store::create_private_dir(&config.data_dir)?;
-    owned_by_this_user(&config.data_dir)?;
+    crate::trust::server_dir(&config.data_dir).map_err(|why| untrusted("the data dir", why))?;
+    if let Some(socket) = &config.http.control_socket {
+        let dir = match socket.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        crate::trust::server_dir(dir)
+            .map_err(|why| untrusted("the control socket's directory", why))?;
+    }
     // The embedded store locks its data dir when it opens; a cluster node locks its own here.
     let _data_dir_lock = match config.database {
         Some(_) => {
@@ -148,7 +164,9 @@ pub fn serve(config: &Config) -> Result<()> {
         log::warn!("drain timed out; some connections were still busy");
     }
     if let Some(link) = socket_link {
-        let _ = std::fs::remove_file(link);
+        if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(link);
+        }
     }
     service.audit(now_unix(), AuditEvent::of(AuditKind::ServerStopped));
     flusher.shutdown();
@@ -244,19 +262,4 @@ fn link_control_socket(config: &Config) -> Option<std::path::PathBuf> {
             None
         }
     }
-}
-
-/// The data dir belongs to the user the server runs as (`create_private_dir` made it 0700).
-fn owned_by_this_user(dir: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(dir)?.uid();
-    let me = rustix::process::geteuid().as_raw();
-    if owner == me {
-        return Ok(());
-    }
-    Err(Error::Config(format!(
-        "data dir {} belongs to uid {owner}, not to the user the server runs as (uid {me}): \
-         run the server as its owner, or give it a data dir of its own",
-        dir.display()
-    )))
 }

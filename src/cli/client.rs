@@ -18,7 +18,7 @@ use crate::service::Service;
 use crate::store::sled::{SledStore, StoreOptions};
 use crate::web::App;
 
-use super::trust;
+use crate::trust;
 
 /// Where the systemd unit's control socket lives (`RuntimeDirectory=pa-auth`).
 pub const SYSTEMD_SOCKET: &str = "/run/pa-auth/control.sock";
@@ -99,15 +99,23 @@ impl Endpoint {
         let dir = data_dir_or_default(target.data_dir);
         let local = dir.join(CONTROL_SOCKET_NAME);
         let held = || -> Result<Endpoint> {
-            let stream = connect(&local).map_err(|_| {
+            let none_answers = || {
                 Error::Config(format!(
                     "{} is held by a running server and no control socket answers at {}: \
                      give the server's socket with --socket PATH (its --control-socket)",
                     dir.display(),
                     local.display()
                 ))
-            })?;
-            let pid = trust::held_dir_server(&dir, &local, &stream)
+            };
+            if std::fs::symlink_metadata(&local).is_err() {
+                return Err(none_answers());
+            }
+            // Where the socket leads is checked before anything connects there.
+            trust::held_dir_socket_place(&dir, &local)
+                .map_err(|why| refused_socket(&local, &why))?;
+            let stream = connect(&local).map_err(|_| none_answers())?;
+            let lock = dir.join(crate::store::sled::LOCK_FILE);
+            let pid = trust::held_dir_server(&dir, &lock, &local, &stream)
                 .map_err(|why| refused_socket(&local, &why))?;
             Ok(Endpoint::Live {
                 socket: local.clone(),
@@ -128,6 +136,12 @@ impl Endpoint {
                 Ok(lock) => drop(lock),
             }
         } else if create_missing {
+            trust::place_to_create(&dir).map_err(|why| {
+                Error::Config(format!(
+                    "refusing to create the data dir {}: {why}",
+                    dir.display()
+                ))
+            })?;
             crate::store::create_private_dir(&dir)?;
         }
         if !create_missing && !dir.join("db").exists() {

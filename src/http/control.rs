@@ -40,8 +40,18 @@ impl ControlListener {
                 ),
             ));
         }
-        if std::fs::symlink_metadata(path).is_ok() {
-            if UnixStream::connect(path).is_ok() {
+        if let Ok(there) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            // Only a socket (a killed server's) or a link (the data dir's link to a socket
+            // kept elsewhere, from another configuration) is replaced: never another file.
+            let kind = there.file_type();
+            if !kind.is_socket() && !kind.is_symlink() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
+            if kind.is_socket() && UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!("{} is in use by a running server", path.display()),
@@ -63,7 +73,11 @@ impl ControlListener {
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::FileTypeExt;
+        // Still our socket (never a file put there since).
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

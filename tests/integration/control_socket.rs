@@ -801,7 +801,45 @@ fn the_server_refuses_directories_other_users_own() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("not this user's alone"), "{err}");
+    assert!(err.contains("control socket's directory"), "{err}");
+    // Third outside attack: another user's link on the way to the data dir or the socket
+    // (root would chmod, write and delete wherever it points). Refused; the target untouched.
+    let victim = temp.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(victim.join("c.sock"), b"a root file").unwrap();
+    std::fs::set_permissions(
+        victim.join("c.sock"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let link = theirs.join("lnk");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    for extra in [
+        vec!["--data-dir".to_owned(), link.display().to_string()],
+        vec![
+            "--data-dir".to_owned(),
+            temp.path().join("data2").display().to_string(),
+            "--control-socket".to_owned(),
+            link.join("c.sock").display().to_string(),
+        ],
+    ] {
+        let out = std::process::Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains("refusing"), "{err}");
+    }
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "the link's target was not chmod-ed");
+    assert_eq!(
+        std::fs::read(victim.join("c.sock")).unwrap(),
+        b"a root file"
+    );
 }
 
 /// A new admin whose name differs from an existing one only in case is refused (409, exit 1).

@@ -135,7 +135,13 @@ fn above_the_store_nothing_names_its_implementation() {
 #[test]
 fn the_shared_utilities_are_leaves() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for leaf in ["sync.rs", "logging.rs", "progress.rs", "tls_client.rs"] {
+    for leaf in [
+        "sync.rs",
+        "logging.rs",
+        "progress.rs",
+        "tls_client.rs",
+        "trust.rs",
+    ] {
         let text = std::fs::read_to_string(root.join(leaf)).unwrap();
         for (line, name) in crate_paths(&text) {
             assert!(

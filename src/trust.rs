@@ -1,11 +1,12 @@
-//! Which control sockets and data dirs the CLI trusts when it finds them by itself (not named
-//! with `--socket`): the commands send passwords and receive secrets, and are often run as
-//! root, so a socket or data dir another local user could have planted (in a shared
-//! directory, through a link) must never be used. The rules, like OpenSSH's for its files:
-//! every link on the way is root's or yours; every directory on the way is root's or yours and
-//! writable by no one else (or sticky, as `/tmp`); the last directory may be another user's
-//! (the service's) only where no one else could have made it; and the process answering is
-//! the one that holds the data dir's lock (`/proc/locks`), checked on every connection.
+//! Which paths pa-auth trusts, as root perhaps: a data dir or control socket another local user
+//! could have planted or can change (in a shared directory, through a link) must never be
+//! used — the server would chmod and write through it, the CLI would send it passwords. The
+//! rules, like OpenSSH's for its files: every link on the way is root's or yours; every
+//! directory on the way is root's or yours and writable by no one else (or sticky, as
+//! `/tmp`); the last directory may be another user's (the service's) only where no one else
+//! could have made it; and, for a socket the CLI finds by itself, the process answering is the
+//! one that holds the data dir's lock (`/proc/locks`), checked on every connection. A leaf:
+//! names nothing of the crate.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
@@ -174,16 +175,14 @@ pub fn peer(stream: &UnixStream) -> Result<(i32, u32), Why> {
 /// process on `stream` is the lock's holder, running as root, you, or the owner of the data
 /// dir or the socket's directory. Returns the server's pid, which every later connection
 /// must show.
-pub fn held_dir_server(dir: &Path, socket: &Path, stream: &UnixStream) -> Result<i32, Why> {
-    let owner = data_dir(dir)?;
-    links_on_the_way(socket, Some(owner))?;
-    let real = std::fs::canonicalize(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    if !lstat(&real)?.file_type().is_socket() {
-        return Err(format!("{} is not a socket", real.display()));
-    }
-    let socket_dir = real.parent().ok_or("a socket without a directory")?;
-    let socket_owner = trusted_dir(socket_dir)?;
-    let holder = lock_holder(&dir.join(crate::store::sled::LOCK_FILE))?;
+pub fn held_dir_server(
+    dir: &Path,
+    lock: &Path,
+    socket: &Path,
+    stream: &UnixStream,
+) -> Result<i32, Why> {
+    let (owner, socket_owner) = held_dir_socket_place(dir, socket)?;
+    let holder = lock_holder(lock)?;
     let (pid, uid) = peer(stream)?;
     if pid != holder {
         return Err(format!(
@@ -194,6 +193,45 @@ pub fn held_dir_server(dir: &Path, socket: &Path, stream: &UnixStream) -> Result
         return Err(format!("it is served by uid {uid}"));
     }
     Ok(pid)
+}
+
+/// Where a held data dir's socket leads is trusted (checked before connecting): returns the
+/// owners of the data dir and of the socket's real directory.
+pub fn held_dir_socket_place(dir: &Path, socket: &Path) -> Result<(u32, u32), Why> {
+    let owner = data_dir(dir)?;
+    links_on_the_way(socket, Some(owner))?;
+    let real = std::fs::canonicalize(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    if !lstat(&real)?.file_type().is_socket() {
+        return Err(format!("{} is not a socket", real.display()));
+    }
+    let socket_dir = real.parent().ok_or("a socket without a directory")?;
+    Ok((owner, trusted_dir(socket_dir)?))
+}
+
+/// A place to create a directory in: no untrusted link on the way, and the deepest part that
+/// exists already a [`trusted_dir`] (checked before anything is created there).
+pub fn place_to_create(dir: &Path) -> Result<(), Why> {
+    links_on_the_way(dir, None)?;
+    let dir = absolute(dir)?;
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .ok_or("nothing of the path exists")?;
+    let real =
+        std::fs::canonicalize(existing).map_err(|e| format!("{}: {e}", existing.display()))?;
+    trusted_dir(&real).map(|_| ())
+}
+
+/// What a server (perhaps root) may use as its data dir or its control socket's directory:
+/// no link on the way but root's or its user's, and a [`trusted_dir`] owned by its user.
+pub fn server_dir(dir: &Path) -> Result<(), Why> {
+    links_on_the_way(dir, None)?;
+    let real = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let owner = trusted_dir(&real)?;
+    if owner != me() {
+        return Err(format!("{} belongs to uid {owner}", real.display()));
+    }
+    Ok(())
 }
 
 /// The packaged service's socket (`/run/pa-auth/control.sock`): a socket, not a link, in a
