@@ -633,6 +633,7 @@ fn env_lookup(key: &str) -> Option<String> {
 
 /// Opens an existing data dir for an offline command.
 fn open_existing(dir: &Path) -> Result<SledStore> {
+    let dir = &client::trusted_data_dir(dir, false)?;
     if !dir.join("db").exists() {
         return Err(Error::Config(format!(
             "no pa-auth data in {} (set --data-dir or PA_AUTH_DATA_DIR)",
@@ -689,8 +690,9 @@ fn restore(r: &RestoreCommand) -> Result<()> {
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", r.from.display())))?;
     // Verified in full before the data dir is even opened.
     let contents = crate::service::backup::read_backup(&bytes)?;
+    let dir = client::data_dir_or_default(r.data_dir.as_deref());
     let store = SledStore::open(
-        &client::data_dir_or_default(r.data_dir.as_deref()),
+        &client::trusted_data_dir(&dir, true)?,
         &StoreOptions::default(),
     )?;
     if !store.is_empty() {
@@ -732,7 +734,7 @@ fn open_side(
     match (data_dir, url) {
         (Some(dir), None) if source => Ok(std::sync::Arc::new(open_existing(dir)?)),
         (Some(dir), None) => Ok(std::sync::Arc::new(SledStore::open(
-            dir,
+            &client::trusted_data_dir(dir, true)?,
             &StoreOptions::default(),
         )?)),
         (None, Some(url)) => {

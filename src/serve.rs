@@ -43,23 +43,27 @@ pub fn serve(config: &Config) -> Result<()> {
     // A data dir another user owns or can write could have links planted in it, which the
     // server (root, perhaps) would follow: refused.
     let untrusted = |what: &str, why: String| Error::Config(format!("refusing {what}: {why}"));
-    // Checked before anything touches it (making it 0700 would follow a link).
-    if config.data_dir.exists() {
-        crate::trust::server_dir(&config.data_dir).map_err(|why| untrusted("the data dir", why))?;
+    // Checked before anything touches it (making it 0700 would follow a link), and from here
+    // on only the real path is used: what was checked cannot change under it.
+    let mut config = config.clone();
+    config.data_dir = if std::fs::symlink_metadata(&config.data_dir).is_ok() {
+        crate::trust::server_dir(&config.data_dir).map_err(|why| untrusted("the data dir", why))?
     } else {
-        crate::trust::place_to_create(&config.data_dir)
+        let made = crate::trust::create_dir(&config.data_dir)
             .map_err(|why| untrusted("to create the data dir", why))?;
-    }
-    crate::store::create_private_dir(&config.data_dir)?;
-    crate::trust::server_dir(&config.data_dir).map_err(|why| untrusted("the data dir", why))?;
-    if let Some(socket) = &config.http.control_socket {
+        crate::trust::server_dir(&made).map_err(|why| untrusted("the data dir", why))?
+    };
+    if let Some(socket) = config.http.control_socket.clone() {
         let dir = match socket.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => std::path::Path::new("."),
         };
-        crate::trust::server_dir(dir)
+        let real = crate::trust::server_dir(dir)
             .map_err(|why| untrusted("the control socket's directory", why))?;
+        let name = socket.file_name().unwrap_or_default();
+        config.http.control_socket = Some(real.join(name));
     }
+    let config = &config;
     // The embedded store locks its data dir when it opens; a cluster node locks its own here.
     let _data_dir_lock = match config.database {
         Some(_) => {

@@ -59,55 +59,81 @@ pub fn trusted_dir(dir: &Path) -> Result<u32, Why> {
     Ok(meta.uid())
 }
 
-/// Every link on the way to `path`, as written, is root's or yours (`also` may own the last
-/// component, if it is a link: the server's link to its socket). Links are followed (at most
-/// 40), each checked where it sits.
-fn links_on_the_way(path: &Path, also: Option<u32>) -> Result<(), Why> {
+/// Walks `path` (relative ones from the current directory) one component at a time with
+/// `lstat`, following links itself: every link must be root's or yours (`last_link_owner`
+/// may own the last component, if it is a link: the server's link to its socket), and every
+/// directory passed through root's or yours and writable by no one else (or sticky: there no
+/// one else can replace an entry of root's or yours). Returns the real path of what is at the
+/// end (it must exist). What it passed through cannot change under the caller afterwards, so
+/// the caller uses the returned path, never the one it was given.
+pub fn resolve(path: &Path, last_link_owner: Option<u32>) -> Result<PathBuf, Why> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
     let me = me();
-    let mut pending: Vec<PathBuf> = vec![absolute(path)?];
-    let mut hops = 0;
-    while let Some(path) = pending.pop() {
-        let mut walked = PathBuf::from("/");
-        let parts: Vec<Component<'_>> = path.components().collect();
-        for (i, part) in parts.iter().enumerate() {
-            match part {
-                Component::RootDir | Component::CurDir => continue,
-                Component::ParentDir => {
-                    walked.pop();
-                    continue;
-                }
-                Component::Normal(name) => walked.push(name),
-                Component::Prefix(_) => return Err("not a Unix path".into()),
-            }
-            let m = match std::fs::symlink_metadata(&walked) {
-                Ok(m) => m,
-                // What does not exist yet holds no link.
-                Err(_) => break,
-            };
-            if m.file_type().is_symlink() {
-                let last = i + 1 == parts.len();
-                let allowed = [0, me].contains(&m.uid()) || (last && also == Some(m.uid()));
-                if !allowed {
-                    return Err(format!(
-                        "{} is a link of uid {}'s",
-                        walked.display(),
-                        m.uid()
-                    ));
-                }
-                hops += 1;
-                if hops > 40 {
-                    return Err(format!("{}: too many links", path.display()));
-                }
-                let target = std::fs::read_link(&walked).map_err(|e| e.to_string())?;
-                let base = walked.parent().map(Path::to_owned).unwrap_or_default();
-                let mut rest = base.join(target);
-                for later in &parts[i + 1..] {
-                    rest.push(later.as_os_str());
-                }
-                pending.push(rest);
-                break;
-            }
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    for part in absolute(path)?.components() {
+        match part {
+            Component::Normal(name) => todo.push_back(name.to_owned()),
+            Component::ParentDir => todo.push_back("..".into()),
+            _ => {}
         }
+    }
+    let mut real = PathBuf::from("/");
+    passable(&real, &lstat(&real)?)?;
+    let mut hops = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            real.pop();
+            continue;
+        }
+        let candidate = real.join(&name);
+        let m = lstat(&candidate)?;
+        if m.file_type().is_symlink() {
+            let allowed =
+                [0, me].contains(&m.uid()) || (todo.is_empty() && last_link_owner == Some(m.uid()));
+            if !allowed {
+                return Err(format!(
+                    "{} is a link of uid {}'s",
+                    candidate.display(),
+                    m.uid()
+                ));
+            }
+            hops += 1;
+            if hops > 40 {
+                return Err(format!("{}: too many links", path.display()));
+            }
+            let target = std::fs::read_link(&candidate).map_err(|e| e.to_string())?;
+            if target.is_absolute() {
+                real = PathBuf::from("/");
+            }
+            for part in target.components().rev() {
+                match part {
+                    Component::Normal(n) => todo.push_front(n.to_owned()),
+                    Component::ParentDir => todo.push_front("..".into()),
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        if !todo.is_empty() {
+            if !m.is_dir() {
+                return Err(format!("{} is not a directory", candidate.display()));
+            }
+            passable(&candidate, &m)?;
+        }
+        real = candidate;
+    }
+    Ok(real)
+}
+
+/// A directory others cannot change the entries of: root's or yours, writable by no one
+/// else, or sticky.
+fn passable(dir: &Path, m: &std::fs::Metadata) -> Result<(), Why> {
+    if ![0, me()].contains(&m.uid()) {
+        return Err(format!("{} belongs to uid {}", dir.display(), m.uid()));
+    }
+    if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+        return Err(format!("{} is writable by others", dir.display()));
     }
     Ok(())
 }
@@ -121,12 +147,50 @@ fn absolute(path: &Path) -> Result<PathBuf, Why> {
     }
 }
 
-/// A data dir the CLI may open or use: no untrusted link on the way, and its real directory
-/// [`trusted_dir`]. Returns the real directory's owner.
-pub fn data_dir(dir: &Path) -> Result<u32, Why> {
-    links_on_the_way(dir, None)?;
-    let real = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    trusted_dir(&real)
+/// A data dir that exists and may be used: [`resolve`]d, then a [`trusted_dir`]. Returns its
+/// real path (use it, not the one given) and its owner.
+pub fn data_dir(dir: &Path) -> Result<(PathBuf, u32), Why> {
+    let real = resolve(dir, None)?;
+    let owner = trusted_dir(&real)?;
+    Ok((real, owner))
+}
+
+/// Creates `dir` (0700) where no one else can interfere: the part that exists is
+/// [`resolve`]d and passable, and each missing directory is made with a plain `mkdir`, which
+/// fails if anything appeared there meanwhile. Returns the real path.
+pub fn create_dir(dir: &Path) -> Result<PathBuf, Why> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = absolute(dir)?;
+    let mut missing = Vec::new();
+    let mut existing = dir.as_path();
+    while std::fs::symlink_metadata(existing).is_err() {
+        let name = existing.file_name().ok_or("nothing of the path exists")?;
+        if name == ".." {
+            return Err(format!("{}: `..` in a path to create", dir.display()));
+        }
+        missing.push(name.to_owned());
+        existing = existing.parent().ok_or("nothing of the path exists")?;
+    }
+    let mut real = resolve(existing, None)?;
+    passable(&real, &lstat(&real)?)?;
+    for name in missing.iter().rev() {
+        real.push(name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&real)
+            .map_err(|e| format!("cannot create {}: {e}", real.display()))?;
+    }
+    Ok(real)
+}
+
+/// What a server (perhaps root) may use as its data dir or its control socket's directory:
+/// [`resolve`]d, a [`trusted_dir`], and its own user's. Returns the real path.
+pub fn server_dir(dir: &Path) -> Result<PathBuf, Why> {
+    let (real, owner) = data_dir(dir)?;
+    if owner != me() {
+        return Err(format!("{} belongs to uid {owner}", real.display()));
+    }
+    Ok(real)
 }
 
 /// The process that holds `lock` (an exclusive `flock`), from `/proc/locks`.
@@ -170,7 +234,7 @@ pub fn peer(stream: &UnixStream) -> Result<(i32, u32), Why> {
     Ok((cred.pid.as_raw_nonzero().get(), cred.uid.as_raw()))
 }
 
-/// The server holding `dir` (its lock held) answers on `socket` (`<dir>/control.sock`, a
+/// The server holding `dir` (its lock held) answers on `<dir>/<socket_name>` (a
 /// socket or the server's link to one): the socket's way and place are trusted, and the
 /// process on `stream` is the lock's holder, running as root, you, or the owner of the data
 /// dir or the socket's directory. Returns the server's pid, which every later connection
@@ -178,10 +242,10 @@ pub fn peer(stream: &UnixStream) -> Result<(i32, u32), Why> {
 pub fn held_dir_server(
     dir: &Path,
     lock: &Path,
-    socket: &Path,
+    socket_name: &str,
     stream: &UnixStream,
 ) -> Result<i32, Why> {
-    let (owner, socket_owner) = held_dir_socket_place(dir, socket)?;
+    let (owner, socket_owner) = held_dir_socket_place(dir, socket_name)?;
     let holder = lock_holder(lock)?;
     let (pid, uid) = peer(stream)?;
     if pid != holder {
@@ -197,47 +261,29 @@ pub fn held_dir_server(
 
 /// Where a held data dir's socket leads is trusted (checked before connecting): returns the
 /// owners of the data dir and of the socket's real directory.
-pub fn held_dir_socket_place(dir: &Path, socket: &Path) -> Result<(u32, u32), Why> {
-    let owner = data_dir(dir)?;
-    links_on_the_way(socket, Some(owner))?;
-    let real = std::fs::canonicalize(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+pub fn held_dir_socket_place(dir: &Path, socket_name: &str) -> Result<(u32, u32), Why> {
+    let (real_dir, owner) = data_dir(dir)?;
+    let real = resolve(&real_dir.join(socket_name), Some(owner))?;
     if !lstat(&real)?.file_type().is_socket() {
         return Err(format!("{} is not a socket", real.display()));
     }
     let socket_dir = real.parent().ok_or("a socket without a directory")?;
-    Ok((owner, trusted_dir(socket_dir)?))
-}
-
-/// A place to create a directory in: no untrusted link on the way, and the deepest part that
-/// exists already a [`trusted_dir`] (checked before anything is created there).
-pub fn place_to_create(dir: &Path) -> Result<(), Why> {
-    links_on_the_way(dir, None)?;
-    let dir = absolute(dir)?;
-    let existing = dir
-        .ancestors()
-        .find(|p| p.exists())
-        .ok_or("nothing of the path exists")?;
-    let real =
-        std::fs::canonicalize(existing).map_err(|e| format!("{}: {e}", existing.display()))?;
-    trusted_dir(&real).map(|_| ())
-}
-
-/// What a server (perhaps root) may use as its data dir or its control socket's directory:
-/// no link on the way but root's or its user's, and a [`trusted_dir`] owned by its user.
-pub fn server_dir(dir: &Path) -> Result<(), Why> {
-    links_on_the_way(dir, None)?;
-    let real = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let owner = trusted_dir(&real)?;
-    if owner != me() {
-        return Err(format!("{} belongs to uid {owner}", real.display()));
+    let socket_owner = trusted_dir(socket_dir)?;
+    if ![owner, me()].contains(&socket_owner) {
+        return Err(format!(
+            "{} belongs to uid {socket_owner}, not to the data dir's owner",
+            socket_dir.display()
+        ));
     }
-    Ok(())
+    Ok((owner, socket_owner))
 }
 
 /// The packaged service's socket (`/run/pa-auth/control.sock`): a socket, not a link, in a
 /// trusted directory, answered by root, you, or that directory's owner (the service's user).
 pub fn systemd_server(socket: &Path, stream: &UnixStream) -> Result<i32, Why> {
-    links_on_the_way(socket, None)?;
+    if resolve(socket, None)? != socket {
+        return Err(format!("{} is reached through a link", socket.display()));
+    }
     if !lstat(socket)?.file_type().is_socket() {
         return Err(format!("{} is not a socket", socket.display()));
     }

@@ -96,14 +96,20 @@ impl Endpoint {
                 });
             }
         }
-        let dir = data_dir_or_default(target.data_dir);
+        let given = data_dir_or_default(target.data_dir);
+        // From here on only the real path is used: what was checked cannot change under it.
+        let dir = if create_missing || std::fs::symlink_metadata(&given).is_ok() {
+            trusted_data_dir(&given, create_missing)?
+        } else {
+            return Err(no_data(&given));
+        };
         let local = dir.join(CONTROL_SOCKET_NAME);
         let held = || -> Result<Endpoint> {
             let none_answers = || {
                 Error::Config(format!(
                     "{} is held by a running server and no control socket answers at {}: \
                      give the server's socket with --socket PATH (its --control-socket)",
-                    dir.display(),
+                    given.display(),
                     local.display()
                 ))
             };
@@ -111,47 +117,26 @@ impl Endpoint {
                 return Err(none_answers());
             }
             // Where the socket leads is checked before anything connects there.
-            trust::held_dir_socket_place(&dir, &local)
+            trust::held_dir_socket_place(&dir, CONTROL_SOCKET_NAME)
                 .map_err(|why| refused_socket(&local, &why))?;
             let stream = connect(&local).map_err(|_| none_answers())?;
             let lock = dir.join(crate::store::sled::LOCK_FILE);
-            let pid = trust::held_dir_server(&dir, &lock, &local, &stream)
+            let pid = trust::held_dir_server(&dir, &lock, CONTROL_SOCKET_NAME, &stream)
                 .map_err(|why| refused_socket(&local, &why))?;
             Ok(Endpoint::Live {
                 socket: local.clone(),
                 server: Some(pid),
             })
         };
-        let trusted = || {
-            trust::data_dir(&dir).map(|_| ()).map_err(|why| {
-                Error::Config(format!("refusing the data dir {}: {why}", dir.display()))
-            })
-        };
-        if dir.exists() {
-            trusted()?;
-            // Held (a server, or a cluster node's local files): that server's socket.
-            match crate::store::sled::lock_data_dir(&dir) {
-                Err(crate::store::Error::DataDirLocked(_)) => return held(),
-                Err(e) => return Err(e.into()),
-                Ok(lock) => drop(lock),
-            }
-        } else if create_missing {
-            trust::place_to_create(&dir).map_err(|why| {
-                Error::Config(format!(
-                    "refusing to create the data dir {}: {why}",
-                    dir.display()
-                ))
-            })?;
-            crate::store::create_private_dir(&dir)?;
+        // Held (a server, or a cluster node's local files): that server's socket.
+        match crate::store::sled::lock_data_dir(&dir) {
+            Err(crate::store::Error::DataDirLocked(_)) => return held(),
+            Err(e) => return Err(e.into()),
+            Ok(lock) => drop(lock),
         }
         if !create_missing && !dir.join("db").exists() {
-            return Err(Error::Config(format!(
-                "no pa-auth data in {} and no server holds it (set --data-dir, \
-                 PA_AUTH_DATA_DIR or --socket)",
-                dir.display()
-            )));
+            return Err(no_data(&given));
         }
-        trusted()?;
         match SledStore::open(&dir, &offline_store_options()) {
             Ok(store) => {
                 let service = Arc::new(Service::new(Arc::new(store), 1));
@@ -194,17 +179,21 @@ impl Endpoint {
                 } else {
                     MAX_ANSWER
                 };
-                let sent = stream.write_all(&bytes).map_err(Error::from);
-                match sent.and_then(|()| read_answer(&mut stream, cap)) {
-                    Err(Error::Io(e))
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                        ) =>
-                    {
-                        return Err(unanswered());
-                    }
-                    other => other?,
+                // A server that refuses at once (503 at its limit) may close before reading
+                // the request: its answer is read even when the write failed.
+                let sent = stream.write_all(&bytes);
+                let closed = |e: &std::io::Error| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    )
+                };
+                match (sent, read_answer(&mut stream, cap)) {
+                    (_, Ok(raw)) if !raw.is_empty() => raw,
+                    (Err(e), _) if closed(&e) => return Err(unanswered()),
+                    (_, Err(Error::Io(e))) if closed(&e) => return Err(unanswered()),
+                    (Err(e), _) => return Err(e.into()),
+                    (Ok(()), answer) => answer?,
                 }
             }
             Endpoint::Offline(app) => crate::http::in_process::exchange(
@@ -235,6 +224,33 @@ fn connect(path: &Path) -> Result<UnixStream> {
         .connect_timeout(&address, CONNECT_TIMEOUT)
         .map_err(|e| socket_error(path, &e))?;
     Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// A data dir an offline command may use, checked by [`trust`] (made first, 0700, when
+/// `create_missing` and it is not there): its real path, to be used from then on.
+pub fn trusted_data_dir(given: &Path, create_missing: bool) -> Result<PathBuf> {
+    if std::fs::symlink_metadata(given).is_ok() {
+        return trust::data_dir(given).map(|(real, _)| real).map_err(|why| {
+            Error::Config(format!("refusing the data dir {}: {why}", given.display()))
+        });
+    }
+    if !create_missing {
+        return Err(no_data(given));
+    }
+    trust::create_dir(given).map_err(|why| {
+        Error::Config(format!(
+            "refusing to create the data dir {}: {why}",
+            given.display()
+        ))
+    })
+}
+
+fn no_data(dir: &Path) -> Error {
+    Error::Config(format!(
+        "no pa-auth data in {} and no server holds it (set --data-dir, PA_AUTH_DATA_DIR or \
+         --socket)",
+        dir.display()
+    ))
 }
 
 fn refused_socket(path: &Path, why: &str) -> Error {

@@ -61,14 +61,17 @@ impl Shared {
             body: false,
             unvouched: false,
         };
-        if open > self.config.max_connections {
+        // The control socket's connections (all under the unspecified address) have their own
+        // budget, one address's: no flood over TCP can lock the host's operator out.
+        let local = peer.is_unspecified();
+        if open > self.config.max_connections && !local {
             return None;
         }
         if self.counts_per_address(peer) {
             // The last eighth of the connections is kept for the trusted proxies: a flood from
             // many addresses that reach pa-auth directly cannot lock the proxy out.
             let reserved = self.config.max_connections / 8;
-            if open > self.config.max_connections - reserved {
+            if open > self.config.max_connections - reserved && !local {
                 return None;
             }
             let mut map = super::sync::lock(&self.per_address);

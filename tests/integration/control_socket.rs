@@ -875,3 +875,96 @@ fn admin_names_differing_only_in_case_are_refused() {
     );
     assert_eq!(code, 0, "the account itself: {err}");
 }
+
+/// Fourth outside attack: `restore` (and `migrate`'s embedded side) took any path, another
+/// user's link included, and chmod-ed and wrote through it. Now the same rules as everywhere.
+#[test]
+fn restore_refuses_a_data_dir_through_another_users_link() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root: this test must run"
+        );
+        eprintln!("SKIPPED: restore_refuses_… needs root");
+        return;
+    }
+    let temp = TempDir::new("restore-link");
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = temp.path().join("data");
+    let d = data.to_str().unwrap();
+    let (code, _, err) = run_cli(&["token", "create", "--name", "x", "--data-dir", d], None);
+    assert_eq!(code, 0, "{err}");
+    let file = temp.path().join("b.pab");
+    let (code, _, err) = run_cli(
+        &["backup", "--to", file.to_str().unwrap(), "--data-dir", d],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let victim = temp.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = temp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let link = shared.join("r");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let (code, _, err) = run_cli(
+        &[
+            "restore",
+            "--from",
+            file.to_str().unwrap(),
+            "--data-dir",
+            link.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refusing"), "{err}");
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755);
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+    let (code, _, err) = run_cli(
+        &[
+            "migrate",
+            "--from-data-dir",
+            d,
+            "--to-data-dir",
+            link.join("m").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+}
+
+/// Fourth outside attack: TCP connections up to the server's limit locked root out of the
+/// control socket. Its connections have their own budget now.
+#[test]
+fn a_full_tcp_side_leaves_the_control_socket_its_own_places() {
+    let temp = TempDir::new("cli-full");
+    let dir = temp.path().join("data");
+    let svc = Service::start_in(&dir, &["--max-connections", "16", "--header-timeout", "30"]);
+    let held: Vec<std::net::TcpStream> = (0..40)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(svc.addr).ok()?;
+            let _ = s.write_all(b"GET /auth/verify HTTP/1.1\r\nHost: x\r\n");
+            Some(s)
+        })
+        .collect();
+    assert!(!held.is_empty());
+    let (code, _, err) = run_cli(
+        &["token", "list", "--data-dir", dir.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "the operator still gets in: {err}");
+    drop(held);
+}
