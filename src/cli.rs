@@ -690,11 +690,19 @@ fn restore(r: &RestoreCommand) -> Result<()> {
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", r.from.display())))?;
     // Verified in full before the data dir is even opened.
     let contents = crate::service::backup::read_backup(&bytes)?;
-    let dir = client::data_dir_or_default(r.data_dir.as_deref());
-    let store = SledStore::open(
-        &client::trusted_data_dir(&dir, true)?,
-        &StoreOptions::default(),
-    )?;
+    let dir = client::trusted_data_dir(&client::data_dir_or_default(r.data_dir.as_deref()), true)?;
+    let store = match SledStore::open(&dir, &StoreOptions::default()) {
+        // What start-up calls damaged is what a forced restore is for.
+        Err(crate::store::Error::Corrupt(why)) if r.force => {
+            eprintln!(
+                "the store in {} is damaged ({why}); --force replaces it",
+                dir.display()
+            );
+            crate::store::sled::discard_store(&dir)?;
+            SledStore::open(&dir, &StoreOptions::default())?
+        }
+        other => other?,
+    };
     if !store.is_empty() {
         if !r.force {
             return Err(Error::Config(format!(

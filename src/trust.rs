@@ -295,3 +295,34 @@ pub fn systemd_server(socket: &Path, stream: &UnixStream) -> Result<i32, Why> {
     }
     Ok(pid)
 }
+
+/// A socket named with `--socket`: the operator chose the place, which may be another user's
+/// (a server run as that user); but no one else's link may redirect it (its directory is
+/// [`resolve`]d, and the name there must be the socket itself), and the process answering
+/// must be the one that place belongs to: its directory's owner, or root or you when the
+/// directory is root's or yours. So a service user cannot point root's commands for its
+/// server at another server. Returns the server's pid.
+pub fn named_socket(socket: &Path, stream: &UnixStream) -> Result<i32, Why> {
+    let dir = match socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = socket.file_name().ok_or("a socket path without a name")?;
+    let real_dir = resolve(dir, None)?;
+    let real = real_dir.join(name);
+    let m = lstat(&real)?;
+    if !m.file_type().is_socket() {
+        return Err(format!("{} is not a socket (a link?)", real.display()));
+    }
+    let owner = lstat(&real_dir)?.uid();
+    let (pid, uid) = peer(stream)?;
+    let trusted_place = [0, me()].contains(&owner);
+    if uid == owner || (trusted_place && [0, me()].contains(&uid)) {
+        Ok(pid)
+    } else {
+        Err(format!(
+            "it is served by uid {uid}, but {} belongs to uid {owner}",
+            real_dir.display()
+        ))
+    }
+}

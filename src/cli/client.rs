@@ -50,6 +50,12 @@ impl Answer {
     }
 }
 
+/// The data dir an offline command opened, and its owner.
+pub struct Offline {
+    dir: PathBuf,
+    owner: u32,
+}
+
 /// The flags every command that reaches the admin API shares.
 pub struct Target<'a> {
     pub data_dir: Option<&'a Path>,
@@ -59,13 +65,10 @@ pub struct Target<'a> {
 /// The way to the handlers.
 pub enum Endpoint {
     /// The running server's control socket; `server`: the pid every connection must show
-    /// (a socket the CLI found by itself), `None` for one named with `--socket`.
-    Live {
-        socket: PathBuf,
-        server: Option<i32>,
-    },
+    /// (the server vouched for when the command began).
+    Live { socket: PathBuf, server: i32 },
     /// The data dir opened here (its lock taken: no server may hold it).
-    Offline(Box<App>),
+    Offline(Box<App>, Offline),
 }
 
 impl Endpoint {
@@ -78,10 +81,12 @@ impl Endpoint {
     /// token, an admin) may start a new data dir; the others need one with data in it.
     pub fn open(target: &Target<'_>, create_missing: bool) -> Result<Endpoint> {
         if let Some(socket) = target.socket {
-            connect(socket)?;
+            let stream = connect(socket)?;
+            let pid =
+                trust::named_socket(socket, &stream).map_err(|why| refused_socket(socket, &why))?;
             return Ok(Endpoint::Live {
                 socket: socket.to_owned(),
-                server: None,
+                server: pid,
             });
         }
         let named = target.data_dir.is_some() || env_data_dir().is_some();
@@ -92,7 +97,7 @@ impl Endpoint {
                     .map_err(|why| refused_socket(systemd, &why))?;
                 return Ok(Endpoint::Live {
                     socket: systemd.to_owned(),
-                    server: Some(pid),
+                    server: pid,
                 });
             }
         }
@@ -125,7 +130,7 @@ impl Endpoint {
                 .map_err(|why| refused_socket(&local, &why))?;
             Ok(Endpoint::Live {
                 socket: local.clone(),
-                server: Some(pid),
+                server: pid,
             })
         };
         // Held (a server, or a cluster node's local files): that server's socket.
@@ -140,7 +145,11 @@ impl Endpoint {
         match SledStore::open(&dir, &offline_store_options()) {
             Ok(store) => {
                 let service = Arc::new(Service::new(Arc::new(store), 1));
-                Ok(Endpoint::Offline(Box::new(App::new(service, None))))
+                let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&dir)?);
+                Ok(Endpoint::Offline(
+                    Box::new(App::new(service, None)),
+                    Offline { dir, owner },
+                ))
             }
             Err(crate::store::Error::DataDirLocked(_)) => held(),
             Err(e) => Err(e.into()),
@@ -165,12 +174,10 @@ impl Endpoint {
         let raw = match self {
             Endpoint::Live { socket, server } => {
                 let mut stream = connect(socket)?;
-                if let Some(expected) = server {
-                    // The same server as when it was vouched for, on every connection.
-                    match trust::peer(&stream) {
-                        Ok((pid, _)) if pid == *expected => {}
-                        _ => return Err(refused_socket(socket, "another process answers it now")),
-                    }
+                // The same server as when it was vouched for, on every connection.
+                match trust::peer(&stream) {
+                    Ok((pid, _)) if pid == *server => {}
+                    _ => return Err(refused_socket(socket, "another process answers it now")),
                 }
                 stream.set_read_timeout(Some(SILENCE_TIMEOUT))?;
                 stream.set_write_timeout(Some(SILENCE_TIMEOUT))?;
@@ -196,7 +203,7 @@ impl Endpoint {
                     (Ok(()), answer) => answer?,
                 }
             }
-            Endpoint::Offline(app) => crate::http::in_process::exchange(
+            Endpoint::Offline(app, _) => crate::http::in_process::exchange(
                 &**app,
                 &offline_server_config(),
                 &bytes,
@@ -208,8 +215,21 @@ impl Endpoint {
 
     /// Flushes an offline store (a live server flushes its own).
     pub fn finish(&self) -> Result<()> {
-        if let Endpoint::Offline(app) = self {
+        if let Endpoint::Offline(app, place) = self {
             app.service.store().flush()?;
+            let me = rustix::process::geteuid().as_raw();
+            if place.owner != me {
+                eprintln!(
+                    "note: files written in {} belong to uid {me}, the data dir to uid {}: a \
+                     server run by hand as uid {} needs `chown -R {} {}` first (the shipped \
+                     unit's systemd does it at start)",
+                    place.dir.display(),
+                    place.owner,
+                    place.owner,
+                    place.owner,
+                    place.dir.display()
+                );
+            }
         }
         Ok(())
     }
@@ -255,8 +275,7 @@ fn no_data(dir: &Path) -> Error {
 
 fn refused_socket(path: &Path, why: &str) -> Error {
     Error::Config(format!(
-        "refusing the control socket found at {}: {why}; if it is your server's, name it \
-         with --socket",
+        "refusing the control socket {}: {why}",
         path.display()
     ))
 }

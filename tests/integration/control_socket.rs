@@ -968,3 +968,86 @@ fn a_full_tcp_side_leaves_the_control_socket_its_own_places() {
     assert_eq!(code, 0, "the operator still gets in: {err}");
     drop(held);
 }
+
+/// Fifth outside attack: (1) the service user swapped the socket root names with `--socket`
+/// for a link to another (root's) server — refused; (2) `restore --force` replaces a store
+/// start-up calls damaged.
+#[test]
+fn a_named_socket_cannot_be_redirected_and_a_forced_restore_replaces_a_damaged_store() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root: this test must run"
+        );
+        eprintln!("SKIPPED: a_named_socket_… needs root");
+        return;
+    }
+    let temp = TempDir::new("cli-named");
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root_dir = temp.path().join("root-data");
+    let svc = Service::start_in(&root_dir, &[]);
+    let team = temp.path().join("team");
+    std::fs::create_dir(&team).unwrap();
+    std::os::unix::fs::chown(&team, Some(65534), Some(65534)).unwrap();
+    let link = team.join("control.sock");
+    std::os::unix::fs::symlink(root_dir.join("control.sock"), &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let (code, _, err) = run_cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "for-the-team",
+            "--socket",
+            link.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refusing the control socket"), "{err}");
+    let admin = basic_auth("admin", &svc.initial_password());
+    let tokens = Req::get("/admin/api/tokens")
+        .header("Authorization", &admin)
+        .send(svc.addr)
+        .json();
+    assert_eq!(
+        tokens["items"].as_array().unwrap().len(),
+        0,
+        "nothing made on root's server"
+    );
+    drop(svc);
+
+    // A store whose recorded generation is ahead of it: start-up calls it damaged.
+    let d = root_dir.to_str().unwrap();
+    let (code, _, err) = run_cli(
+        &["token", "create", "--name", "kept", "--data-dir", d],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let file = temp.path().join("b.pab");
+    let (code, _, err) = run_cli(
+        &["backup", "--to", file.to_str().unwrap(), "--data-dir", d],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let state = root_dir.join("pa-auth.state");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    v["generation"] = serde_json::json!(v["generation"].as_u64().unwrap() + 5);
+    std::fs::write(&state, v.to_string()).unwrap();
+    let (code, _, err) = run_cli(&["token", "list", "--data-dir", d], None);
+    assert_ne!(code, 0, "damaged: {err}");
+    let restore = |force: bool| {
+        let mut args = vec!["restore", "--from", file.to_str().unwrap(), "--data-dir", d];
+        if force {
+            args.push("--force");
+        }
+        run_cli(&args, None)
+    };
+    assert_ne!(restore(false).0, 0);
+    let (code, _, err) = restore(true);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_cli(&["token", "list", "--data-dir", d], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kept"), "{out}");
+}

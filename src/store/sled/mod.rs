@@ -457,6 +457,31 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Takes the exclusive lock on `<dir>/pa-auth.lock` and writes our pid into it.
+/// Removes a store that cannot be opened (a damaged one) from `dir`, under its lock: the sled
+/// directory, the state, the index snapshot, an upgrade's leftovers and the initialized
+/// marker (links among them are removed, never followed). For `restore --force`.
+pub fn discard_store(dir: &Path) -> Result<()> {
+    let _lock = lock_data_dir(dir)?;
+    let db = dir.join(DB_DIR);
+    for path in [
+        db.clone(),
+        dir.join(format!("{DB_DIR}{}", layout::UPGRADE_SUFFIX)),
+        dir.join(format!("{DB_DIR}{}", layout::RETIRED_SUFFIX)),
+    ] {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path)?,
+            Ok(_) => std::fs::remove_file(&path)?,
+            Err(_) => {}
+        }
+    }
+    for name in [STATE_FILE, layout::INDEX_SNAPSHOT_FILE, INITIALIZED_MARKER] {
+        for file in [name.to_owned(), format!("{name}{TMP_SUFFIX}")] {
+            let _ = std::fs::remove_file(dir.join(file));
+        }
+    }
+    Ok(())
+}
+
 /// Takes the data dir's lock (`pa-auth.lock`, held until the file is dropped), or says who
 /// holds it. A cluster node takes it too, for its local files: the CLI knows a data dir held
 /// by a server by it, and then reaches that server through its control socket.
