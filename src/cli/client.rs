@@ -334,7 +334,17 @@ fn unanswered() -> Error {
 /// the body its Content-Length announces (at most `cap`), within [`ANSWER_DEADLINE`].
 fn read_answer(stream: &mut UnixStream, cap: u64) -> Result<Vec<u8>> {
     let started = std::time::Instant::now();
-    let late = || Error::Failed("the server's answer did not come in time".into());
+    // One read, within the whole answer's deadline; a silent server is given up on.
+    let read = |stream: &mut UnixStream, into: &mut [u8]| -> Result<usize> {
+        let late = || Error::Failed("the server's answer did not come in time".into());
+        if started.elapsed() > ANSWER_DEADLINE {
+            return Err(late());
+        }
+        stream.read(into).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => late(),
+            _ => e.into(),
+        })
+    };
     let mut raw = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let head_len = loop {
@@ -346,21 +356,9 @@ fn read_answer(stream: &mut UnixStream, cap: u64) -> Result<Vec<u8>> {
                 "the server's answer head is too large".into(),
             ));
         }
-        if started.elapsed() > ANSWER_DEADLINE {
-            return Err(late());
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => break raw.len(),
-            Ok(n) => raw.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(late())
-            }
-            Err(e) => return Err(e.into()),
+        match read(stream, &mut chunk)? {
+            0 => break raw.len(),
+            n => raw.extend_from_slice(&chunk[..n]),
         }
     };
     let length = content_length(&raw[..head_len]).unwrap_or(0);
@@ -371,23 +369,11 @@ fn read_answer(stream: &mut UnixStream, cap: u64) -> Result<Vec<u8>> {
     }
     let want = head_len as u64 + length;
     while (raw.len() as u64) < want {
-        if started.elapsed() > ANSWER_DEADLINE {
-            return Err(late());
-        }
         let room = usize::try_from(want - raw.len() as u64).unwrap_or(usize::MAX);
         let take = room.min(chunk.len());
-        match stream.read(&mut chunk[..take]) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(late())
-            }
-            Err(e) => return Err(e.into()),
+        match read(stream, &mut chunk[..take])? {
+            0 => break,
+            n => raw.extend_from_slice(&chunk[..n]),
         }
     }
     Ok(raw)
@@ -413,17 +399,8 @@ fn parse_answer(raw: &[u8]) -> Result<Answer> {
         _ => return Err(broken("not HTTP")),
     };
     let status = answer.code.ok_or_else(|| broken("without a status"))?;
-    let length = answer
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        })
+    let length = content_length(&raw[..head_len])
+        .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(raw.len() - head_len);
     let body = raw
         .get(head_len..head_len + length)

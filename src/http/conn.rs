@@ -568,27 +568,29 @@ impl Conn {
     }
 }
 
-/// For the fuzz targets and tests: feeds `bytes` to one [`Conn`] in pieces whose sizes `next_split`
-/// chooses, answering every request 200 with its path, and reading every body. Returns the
-/// requests seen (method, path, body) and the statuses written, comma-separated.
-pub fn serve_stream(
+/// What [`feed`] asks for each complete request: its buffer, head and body range in, the
+/// response and the correlation id it goes out under.
+pub(crate) type Answerer<'a> =
+    dyn FnMut(&[u8], &ParsedHead, Range<usize>) -> (Response, CorrelationId) + 'a;
+
+/// Feeds `bytes` to `conn` in pieces whose sizes `next_split` chooses (capped by the room the
+/// connection has), answering every complete request with what `answer` makes of it (its
+/// buffer, head and body range), and returns everything the connection wrote. With
+/// `close_at_end`, the end of `bytes` is the peer closing, and the answers still owed are
+/// written before it ends. The one driver of a connection without a socket: the fuzz targets'
+/// [`serve_stream`] and the command line's offline path (`super::in_process`).
+pub(crate) fn feed(
+    conn: &mut Conn,
     bytes: &[u8],
     next_split: &mut dyn FnMut(usize) -> usize,
-) -> (Vec<(String, String, Vec<u8>)>, String) {
-    let now = std::time::Instant::now();
-    let limits = ConnLimits {
-        max_head_bytes: 16 * 1024,
-        max_body_bytes: 64 * 1024,
-        header_timeout: std::time::Duration::from_secs(10),
-        idle_timeout: std::time::Duration::from_secs(5),
-        write_timeout: std::time::Duration::from_secs(10),
-        refusal: super::error::plain_refusal,
-    };
+    close_at_end: bool,
+    answer: &mut Answerer<'_>,
+) -> Vec<u8> {
+    let now = Instant::now();
     let mut date = DateCache::default();
-    let mut conn = Conn::new(limits, now);
-    let mut seen = Vec::new();
     let mut out = Vec::new();
     let mut fed = 0;
+    let mut closed_by_peer = false;
     loop {
         let mut step = conn.poll(now, &mut date);
         loop {
@@ -599,12 +601,8 @@ pub fn serve_stream(
                     let Some((buf, head, body)) = conn.request() else {
                         break;
                     };
-                    let method = String::from_utf8_lossy(head.method.of(buf)).into_owned();
-                    let path = String::from_utf8_lossy(head.path(buf)).into_owned();
-                    seen.push((method, path.clone(), buf.get(body).unwrap_or(&[]).to_vec()));
-                    let cid = CorrelationId::generate();
-                    let response = Response::new(200).body(path.into_bytes());
-                    conn.respond(&response, &cid, true, now, &mut date);
+                    let (response, correlation_id) = answer(buf, head, body);
+                    conn.respond(&response, &correlation_id, true, now, &mut date);
                     step = conn.poll(now, &mut date);
                 }
             }
@@ -612,8 +610,16 @@ pub fn serve_stream(
         out.extend_from_slice(conn.output());
         let n = conn.output().len();
         conn.wrote(n, now);
-        if fed == bytes.len() || conn.is_closed() {
+        if conn.is_closed() {
             break;
+        }
+        if fed == bytes.len() {
+            if !close_at_end || closed_by_peer {
+                break;
+            }
+            conn.peer_closed();
+            closed_by_peer = true;
+            continue;
         }
         let Some(space) = conn.read_space() else {
             break;
@@ -623,6 +629,41 @@ pub fn serve_stream(
         conn.received(n, now);
         fed += n;
     }
+    out
+}
+
+/// For the fuzz targets and tests: feeds `bytes` to one [`Conn`] in pieces whose sizes `next_split`
+/// chooses, answering every request 200 with its path, and reading every body. Returns the
+/// requests seen (method, path, body) and the statuses written, comma-separated.
+pub fn serve_stream(
+    bytes: &[u8],
+    next_split: &mut dyn FnMut(usize) -> usize,
+) -> (Vec<(String, String, Vec<u8>)>, String) {
+    let limits = ConnLimits {
+        max_head_bytes: 16 * 1024,
+        max_body_bytes: 64 * 1024,
+        header_timeout: std::time::Duration::from_secs(10),
+        idle_timeout: std::time::Duration::from_secs(5),
+        write_timeout: std::time::Duration::from_secs(10),
+        refusal: super::error::plain_refusal,
+    };
+    let mut conn = Conn::new(limits, Instant::now());
+    let mut seen = Vec::new();
+    let out = feed(
+        &mut conn,
+        bytes,
+        next_split,
+        false,
+        &mut |buf, head, body| {
+            let method = String::from_utf8_lossy(head.method.of(buf)).into_owned();
+            let path = String::from_utf8_lossy(head.path(buf)).into_owned();
+            seen.push((method, path.clone(), buf.get(body).unwrap_or(&[]).to_vec()));
+            (
+                Response::new(200).body(path.into_bytes()),
+                CorrelationId::generate(),
+            )
+        },
+    );
     let text = String::from_utf8_lossy(&out);
     let statuses = text
         .match_indices("HTTP/1.1 ")

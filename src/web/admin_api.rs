@@ -8,7 +8,6 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::admin_auth::{admin_unauthorized, cookie_is_secure, AdminCredential, AdminIdentity};
-use crate::domain::audit::Actor;
 use crate::domain::encoding::hex;
 use crate::domain::restrictions::{
     validate_access, validate_allowed_cidrs, Access, AllowedNetworks, Restrictions,
@@ -225,7 +224,7 @@ pub fn create_token(
             networks: networks.unwrap_or_default(),
         },
     };
-    let (secret, record) = app.service.create_token(&actor(who, req), &new, now)?;
+    let (secret, record) = app.service.create_token(&who.actor(req), &new, now)?;
     let view = CreatedTokenView {
         view: TokenView::new(&record, None, now, app.service.lifetime_policy()),
         token: secret.expose_secret(),
@@ -289,11 +288,11 @@ pub fn rotate_token(
             ..TokenUpdate::default()
         };
         app.service
-            .update_token(&actor(who, req), id, &update, now)?;
+            .update_token(&who.actor(req), id, &update, now)?;
     }
     let rotated = app
         .service
-        .rotate_token(&actor(who, req), id, overlap, now)?;
+        .rotate_token(&who.actor(req), id, overlap, now)?;
     let used = app.service.last_used_of(id)?;
     let view = CreatedTokenView {
         view: TokenView::new(&rotated.record, used, now, app.service.lifetime_policy())
@@ -313,7 +312,7 @@ pub fn end_previous_secret(
     now: i64,
 ) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
-    app.service.end_previous_secret(&actor(who, req), id, now)?;
+    app.service.end_previous_secret(&who.actor(req), id, now)?;
     Ok(Response::new(204))
 }
 
@@ -378,7 +377,7 @@ pub fn update_token(
     };
     let updated = app
         .service
-        .update_token(&actor(who, req), id, &update, now)?;
+        .update_token(&who.actor(req), id, &update, now)?;
     let used = app.service.last_used_of(id)?;
     let view = TokenView::new(&updated.after, used, now, app.service.lifetime_policy())
         .with_previous(app.service.previous_secret_of(id, now)?);
@@ -394,7 +393,7 @@ pub fn delete_token(
     now: i64,
 ) -> Result<Response> {
     let id = TokenId::parse(id).ok_or(Error::NotFound)?;
-    app.service.delete_token(&actor(who, req), id, now)?;
+    app.service.delete_token(&who.actor(req), id, now)?;
     Ok(Response::new(204))
 }
 
@@ -548,7 +547,7 @@ pub fn change_password(
         AdminCredential::Session { cookie, .. } => Some(cookie.as_str()),
         AdminCredential::Basic | AdminCredential::Local { .. } => None,
     };
-    service.change_admin_password(&actor(who, req), &who.username, new, keep, now)?;
+    service.change_admin_password(&who.actor(req), &who.username, new, keep, now)?;
     Ok(Response::new(204))
 }
 
@@ -589,13 +588,8 @@ pub fn set_admin_password(
         )));
     }
     app.service
-        .change_admin_password(&actor(who, req), username, password, None, now)?;
+        .change_admin_password(&who.actor(req), username, password, None, now)?;
     Ok(Response::new(204))
-}
-
-/// The admin as the audit log names them.
-fn actor(who: &AdminIdentity, req: &Request<'_>) -> Actor {
-    who.actor(req)
 }
 
 /// Turns per-field results into values or one validation error listing every bad field.
@@ -749,7 +743,7 @@ pub fn lookup_token(
             )]))
         }
     };
-    let (record, used) = app.service.lookup_token(&actor(who, req), &hash, now)?;
+    let (record, used) = app.service.lookup_token(&who.actor(req), &hash, now)?;
     Ok(Response::json(
         200,
         &TokenView::new(&record, used, now, app.service.lifetime_policy()),
@@ -764,7 +758,7 @@ pub fn backup(app: &App, req: &Request<'_>, who: &AdminIdentity, now: i64) -> Re
         // Same headers (and length) as GET, but nothing is handed over: not audited.
         backup = app.service.backup_snapshot(now)?;
     } else {
-        app.service.backup(&actor(who, req), now, |bytes| {
+        app.service.backup(&who.actor(req), now, |bytes| {
             backup = bytes;
             Ok(())
         })?;
