@@ -378,12 +378,7 @@ fn every_cli_command_answers_alike_live_and_offline() {
 /// operator widen it — by the peer's uid, audited.
 #[test]
 fn the_socket_refuses_other_users() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root: this test must run"
-        );
-        eprintln!("SKIPPED: the_socket_refuses_other_users needs root to drop privileges");
+    if !root_or_skip("the_socket_refuses_other_users") {
         return;
     }
     let temp = TempDir::new("cli-uid");
@@ -437,6 +432,20 @@ fn the_socket_refuses_other_users() {
         .send(svc.addr)
         .json();
     assert_eq!(audit["items"][0]["actor"], "uid 65534", "{audit}");
+}
+
+/// Whether the test runs as root (to drop privileges, plant other users' files); off CI it
+/// says loudly that it is skipped, and under CI it fails (CI runs as root).
+fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI runs as root: {test} must run"
+    );
+    eprintln!("SKIPPED: {test} needs root to drop privileges");
+    false
 }
 
 fn is_root() -> bool {
@@ -550,12 +559,7 @@ fn hostile_socket_clients_cost_bounded_memory_and_threads() {
 /// CLI refuses a socket it cannot vouch for, and sends it nothing.
 #[test]
 fn a_socket_planted_by_another_user_is_refused() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root: this test must run"
-        );
-        eprintln!("SKIPPED: a_socket_planted_by_another_user_is_refused needs root");
+    if !root_or_skip("a_socket_planted_by_another_user_is_refused") {
         return;
     }
     use std::os::unix::process::CommandExt;
@@ -717,12 +721,7 @@ fn set_password_in(cwd: &Path, extra: &[&str]) -> (Option<i32>, String) {
 /// one process holds while another answers its socket. Both refused, nothing sent.
 #[test]
 fn links_of_other_users_and_servers_not_holding_the_lock_are_refused() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root: this test must run"
-        );
-        eprintln!("SKIPPED: links_of_other_users_… needs root");
+    if !root_or_skip("links_of_other_users_and_servers_not_holding_the_lock_are_refused") {
         return;
     }
     let temp = TempDir::new("cli-links");
@@ -769,12 +768,7 @@ fn links_of_other_users_and_servers_not_holding_the_lock_are_refused() {
 /// The server refuses a data dir or a socket directory that is not its user's alone.
 #[test]
 fn the_server_refuses_directories_other_users_own() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root: this test must run"
-        );
-        eprintln!("SKIPPED: the_server_refuses_directories_other_users_own needs root");
+    if !root_or_skip("the_server_refuses_directories_other_users_own") {
         return;
     }
     let temp = TempDir::new("srv-owner");
@@ -880,12 +874,7 @@ fn admin_names_differing_only_in_case_are_refused() {
 /// user's link included, and chmod-ed and wrote through it. Now the same rules as everywhere.
 #[test]
 fn restore_refuses_a_data_dir_through_another_users_link() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root: this test must run"
-        );
-        eprintln!("SKIPPED: restore_refuses_… needs root");
+    if !root_or_skip("restore_refuses_a_data_dir_through_another_users_link") {
         return;
     }
     let temp = TempDir::new("restore-link");
@@ -974,12 +963,9 @@ fn a_full_tcp_side_leaves_the_control_socket_its_own_places() {
 /// start-up calls damaged.
 #[test]
 fn a_named_socket_cannot_be_redirected_and_a_forced_restore_replaces_a_damaged_store() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root: this test must run"
-        );
-        eprintln!("SKIPPED: a_named_socket_… needs root");
+    if !root_or_skip(
+        "a_named_socket_cannot_be_redirected_and_a_forced_restore_replaces_a_damaged_store",
+    ) {
         return;
     }
     let temp = TempDir::new("cli-named");
