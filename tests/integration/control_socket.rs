@@ -1037,3 +1037,100 @@ fn a_named_socket_cannot_be_redirected_and_a_forced_restore_replaces_a_damaged_s
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("kept"), "{out}");
 }
+
+/// The last look, as an outside tester through the shipped proxies: hostile requests through
+/// nginx and Caddy (a query string naming /healthz, two Authorization headers, headers
+/// claiming a local peer, the host-only path) get nothing through, and a thousand slow
+/// clients at once leave pa-auth's threads and memory where they were while the operator's
+/// CLI goes on working through the socket.
+#[test]
+fn through_the_shipped_proxies_nothing_gets_through_and_the_operator_gets_in() {
+    use crate::forward_auth::{start_caddy_nodes, start_nginx_nodes, EchoUpstream};
+    let temp = TempDir::new("cli-proxies");
+    let dir = temp.path().join("data");
+    let svc = Service::start_in(&dir, &[]);
+    let upstream = EchoUpstream::start();
+    let (Some(nginx), Some(caddy)) = (
+        start_nginx_nodes(&[svc.addr], upstream.addr(), true),
+        start_caddy_nodes(&[svc.addr], upstream.addr()),
+    ) else {
+        return;
+    };
+    let pid = svc.pid();
+    let (rss_before, threads_before) = (status_field(pid, "VmRSS:"), status_field(pid, "Threads:"));
+    for front in [nginx.addr, caddy.addr] {
+        for req in [
+            Req::get("/api/x?next=://x/healthz"),
+            Req::get("/api/healthz?x=/healthz"),
+            Req::get("/api/x")
+                .header("Authorization", "Bearer pa_x")
+                .header("Authorization", "Bearer pa_y"),
+            Req::get("/api/x")
+                .header("X-Forwarded-For", "0.0.0.0")
+                .header("X-Real-IP", "0.0.0.0"),
+        ] {
+            let status = req.send(front).status;
+            assert!(
+                !(200..300).contains(&status),
+                "{front}: {status} for {:?}",
+                String::from_utf8_lossy(&req.to_bytes()[..40])
+            );
+        }
+    }
+    assert_eq!(upstream.hits(), 0, "nothing reached the API");
+    // The host-only route is not proxied at all (the shipped configs send only /api to
+    // pa-auth's check): whatever the front answers for it, pa-auth never sees it.
+    for front in [nginx.addr, caddy.addr] {
+        for path in [
+            "/admin/api/admins/password",
+            "/api/../admin/api/admins/password",
+            "/api/%2e%2e/admin/api/admins/password",
+        ] {
+            let _ = Req::new("PUT", path)
+                .json(&serde_json::json!({"username": "admin", "password": "x".repeat(20)}))
+                .send(front);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !svc.log_shows("/admin/api/admins/password"),
+        "the host-only route reached pa-auth through a proxy"
+    );
+    let admin = basic_auth("admin", &svc.initial_password());
+    assert_eq!(
+        Req::get("/admin/api/tokens")
+            .header("Authorization", &admin)
+            .send(svc.addr)
+            .status,
+        200,
+        "the admin's password is unchanged"
+    );
+    // A thousand slow clients at once through each front: a head trickled, never finished.
+    let mut slow = Vec::new();
+    for front in [nginx.addr, caddy.addr] {
+        for _ in 0..500 {
+            if let Ok(mut s) = std::net::TcpStream::connect(front) {
+                let _ = s.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer pa_");
+                slow.push(s);
+            }
+        }
+    }
+    let (code, _, err) = run_cli(
+        &["token", "list", "--data-dir", dir.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "the operator gets in meanwhile: {err}");
+    drop(slow);
+    let (rss_after, threads_after) = (status_field(pid, "VmRSS:"), status_field(pid, "Threads:"));
+    assert!(
+        threads_after <= threads_before,
+        "threads {threads_before} -> {threads_after}"
+    );
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS {rss_before} -> {rss_after} KiB"
+    );
+    eprintln!(
+        "through nginx and Caddy, 1,000 slow clients: pa-auth RSS {rss_before} -> {rss_after} KiB, threads {threads_before} -> {threads_after}"
+    );
+}
