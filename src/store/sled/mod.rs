@@ -332,23 +332,48 @@ fn restrict_tree(dir: &Path) {
     }
 }
 
+/// How long `open_sled` waits for sled's own file lock. Only our process can hold it (the
+/// caller holds the data dir's lock), and only for the moments a just-dropped handle's
+/// background threads take to exit (sled 0.34 does not join them on drop: spacejam/sled
+/// issue 1289): the schema upgrade reopens the store it has just written.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled in `db_path`. The caller holds the data dir's lock.
 fn open_sled(db_path: &Path, options: &StoreOptions) -> Result<sled::Db> {
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(db_path)
         .cache_capacity(options.cache_bytes)
-        .flush_every_ms(Some(500))
-        .open()
-        .map_err(|e| match e {
-            sled::Error::Io(io) if is_unwritable(&io) => Error::Config(format!(
-                "data dir {} is not writable ({io}); pa-auth needs it read-write",
-                db_path.parent().unwrap_or(db_path).display()
-            )),
-            sled::Error::Io(io) => Error::Io(io),
-            other => Error::Corrupt(format!(
-                "cannot open the store in {}: {other}. Restore from a backup; nothing was changed",
-                db_path.display()
-            )),
-        })
+        .flush_every_ms(Some(500));
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(5);
+    let opened = loop {
+        match config.open() {
+            Err(sled::Error::Io(io))
+                if is_sled_lock_busy(&io) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            other => break other,
+        }
+    };
+    opened.map_err(|e| match e {
+        sled::Error::Io(io) if is_unwritable(&io) => Error::Config(format!(
+            "data dir {} is not writable ({io}); pa-auth needs it read-write",
+            db_path.parent().unwrap_or(db_path).display()
+        )),
+        sled::Error::Io(io) => Error::Io(io),
+        other => Error::Corrupt(format!(
+            "cannot open the store in {}: {other}. Restore from a backup; nothing was changed",
+            db_path.display()
+        )),
+    })
+}
+
+/// sled reports its file lock held as `Other` with this text (the `WouldBlock` inside is
+/// only in the message).
+fn is_sled_lock_busy(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 fn is_unwritable(e: &std::io::Error) -> bool {
