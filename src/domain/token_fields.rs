@@ -124,7 +124,7 @@ fn refuse_token(field: &str, label: &str, text: &str) -> Result<(), FieldError> 
 }
 
 /// Whether `text` contains a well-formed pa-auth token anywhere.
-fn contains_token(text: &str) -> bool {
+pub fn contains_token(text: &str) -> bool {
     let bytes = text.as_bytes();
     let prefix = crate::domain::token::TOKEN_PREFIX.as_bytes();
     bytes

@@ -208,14 +208,22 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
     if parts.next() != Some(MAGIC) {
         return Err(damaged("missing header"));
     }
-    match parts.next().and_then(|v| v.parse::<u32>().ok()) {
-        Some(FORMAT_VERSION | FORMAT_VERSION_WITH_PURPOSE | FORMAT_VERSION_WITHOUT_PURPOSE) => {}
+    let version = match parts.next().and_then(|v| v.parse::<u32>().ok()) {
+        Some(
+            v @ (FORMAT_VERSION | FORMAT_VERSION_WITH_PURPOSE | FORMAT_VERSION_WITHOUT_PURPOSE),
+        ) => v,
         Some(v) => {
             return Err(Error::Config(format!(
             "backup format version {v} is not supported by this pa-auth (reads {FORMAT_VERSION})"
         )))
         }
         None => return Err(damaged("bad header")),
+    };
+    let written = parts
+        .next()
+        .and_then(crate::domain::time::parse_rfc3339_micros);
+    if written.is_none() || parts.next().is_some() {
+        return Err(damaged("bad header"));
     }
     let mut contents = BackupContents {
         tokens: Vec::new(),
@@ -270,7 +278,133 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
             }
         }
     }
+    check_rules(&mut contents, version, crate::domain::time::now_unix())?;
     Ok(contents)
+}
+
+/// The latest second any stored time may name: 9999-12-31T23:59:59Z.
+const LAST_SECOND: i64 = 253_402_300_799;
+
+fn refused(what: &str, why: &str) -> Error {
+    Error::Config(format!(
+        "backup holds {what} that pa-auth does not accept: {why}; nothing was changed"
+    ))
+}
+
+/// The checksum proves a file is whole, not who wrote it: anyone who can edit a backup can
+/// recompute it. So a restore holds every record to the rules the API holds new data to,
+/// where breaking them would break the store: ids, secret hashes and names (ignoring case)
+/// unique (two records with one hash brought a deleted token back at the next start), names,
+/// owners and descriptions as create and PATCH accept them, times within years 1970–9999,
+/// fields the header's version does not have absent, admin names as every release has
+/// accepted them (1..64 bytes, no control characters, no API token) and only once, admin
+/// hashes this server can check, and audit events not after tomorrow with any API token in
+/// their text redacted (as every audit write does).
+fn check_rules(contents: &mut BackupContents, version: u32, now: i64) -> Result<()> {
+    use crate::domain::token_fields::{
+        contains_token, fold_name, validate_description, validate_name, validate_owner,
+    };
+    use std::collections::HashSet;
+    let (mut ids, mut hashes, mut names) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let in_range = |t: i64| (0..=LAST_SECOND).contains(&t);
+    for (hash, record, last_used) in &contents.tokens {
+        let what = format!("token {}", record.id);
+        let field = |e: crate::domain::token_fields::FieldError| refused(&what, &e.message);
+        if validate_name(&record.name).map_err(field)? != record.name {
+            return Err(refused(&what, "a name with surrounding spaces"));
+        }
+        if let Some(owner) = &record.owner {
+            if validate_owner(owner).map_err(field)?.as_ref() != Some(owner) {
+                return Err(refused(&what, "an empty or untrimmed owner"));
+            }
+        }
+        if let Some(description) = &record.description {
+            if validate_description(description).map_err(field)?.as_ref() != Some(description) {
+                return Err(refused(&what, "an empty or untrimmed description"));
+            }
+        }
+        let times = [
+            Some(record.created_micros.div_euclid(1_000_000)),
+            record.expires_at,
+            *last_used,
+        ];
+        if times.into_iter().flatten().any(|t| !in_range(t)) {
+            return Err(refused(&what, "a time before 1970 or after 9999"));
+        }
+        if version < FORMAT_VERSION_WITH_PURPOSE
+            && (record.owner.is_some() || record.description.is_some())
+            || version < FORMAT_VERSION && !record.restrictions.is_unrestricted()
+        {
+            return Err(refused(
+                &what,
+                &format!("fields format version {version} does not have"),
+            ));
+        }
+        if !ids.insert(record.id) {
+            return Err(refused(&what, "a second token with the same id"));
+        }
+        if !hashes.insert(*hash) {
+            return Err(refused(&what, "a second token with the same secret"));
+        }
+        if !names.insert(fold_name(&record.name)) {
+            return Err(refused(
+                &what,
+                "a second token with the same name (ignoring case)",
+            ));
+        }
+    }
+    let mut usernames = HashSet::new();
+    for (username, account) in &contents.admins {
+        let what = "an admin account";
+        if username.is_empty()
+            || username.len() > 64
+            || username.chars().any(char::is_control)
+            || contains_token(username)
+        {
+            return Err(refused(
+                what,
+                "a name that is not 1..64 bytes without control characters or an API token",
+            ));
+        }
+        if !usernames.insert(username.as_str()) {
+            return Err(refused(what, "a second account with the same name"));
+        }
+        crate::service::admins::passwords::check_stored_hash(&account.password_hash).map_err(
+            |why| {
+                refused(
+                    what,
+                    &format!("a password hash that cannot be checked ({why})"),
+                )
+            },
+        )?;
+        if ![account.created_at, account.password_changed_at]
+            .into_iter()
+            .all(in_range)
+        {
+            return Err(refused(what, "a time before 1970 or after 9999"));
+        }
+    }
+    let latest_micros = now.saturating_add(86_400).saturating_mul(1_000_000);
+    for (key, event) in &mut contents.audit {
+        let micros = i64::from_be_bytes(key[..8].try_into().unwrap_or_default());
+        if micros > latest_micros {
+            return Err(refused("an audit event", "a time after tomorrow"));
+        }
+        for text in [
+            &mut event.actor,
+            &mut event.token_name,
+            &mut event.reason,
+            &mut event.remote_addr,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let std::borrow::Cow::Owned(clean) = crate::domain::redact::redact_secrets(text) {
+                *text = clean;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a verified backup into an empty store, then flushes.
@@ -437,6 +571,193 @@ mod tests {
         restore(&*c, read_backup(old.as_bytes()).unwrap()).unwrap();
         let record = c.token_by_id(id).unwrap().unwrap();
         assert_eq!((record.owner, record.description), (None, None));
+    }
+
+    /// Signs `lines` under `header` the way write_backup does: what anyone who can edit a
+    /// backup can do.
+    fn forged(header: &str, lines: &[String]) -> Vec<u8> {
+        let mut body = format!("{header}\n");
+        for line in lines {
+            body.push_str(line);
+            body.push('\n');
+        }
+        format!("{body}BLAKE3 {}\n", blake3::hash(body.as_bytes()).to_hex()).into_bytes()
+    }
+
+    fn token_line(hash: &TokenHash, id: &TokenId, name: &str, extra: &str) -> String {
+        format!(
+            "{{\"type\":\"token\",\"hash\":\"{}\",\"id\":\"{id}\",\"name\":{},\"createdMicros\":5,\"expiresAt\":null,\"lastUsed\":null{extra}}}",
+            hash.to_hex(),
+            serde_json::to_string(name).unwrap()
+        )
+    }
+
+    /// Outside attack: a forged backup with two records for one secret restored, and the
+    /// token came back after its delete at the next start. Every record is held to the
+    /// API's rules; a file breaking any of them is refused whole, naming the rule.
+    #[test]
+    fn a_forged_backup_breaking_the_rules_is_refused_whole() {
+        let v1 = "PA-AUTH-BACKUP 1 2026-11-30T09:00:00Z";
+        let v3 = "PA-AUTH-BACKUP 3 2026-11-30T09:00:00Z";
+        let gen = || crate::domain::token::PlaintextToken::generate().hash();
+        let (h1, h2, id1, id2) = (gen(), gen(), TokenId::generate(), TokenId::generate());
+        let good = token_line(&h1, &id1, "one", "");
+        assert!(read_backup(&forged(
+            v1,
+            &[good.clone(), token_line(&h2, &id2, "two", "")]
+        ))
+        .is_ok());
+        let secret = crate::domain::token::PlaintextToken::generate();
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Jz4XvJ8mCCVcsgZd6bUmXn4Ac1gJ6RRvM7RUTJG3zVg";
+        let admin = |name: &str, hash: &str| {
+            format!(
+                "{{\"type\":\"admin\",\"username\":{},\"account\":{{\"passwordHash\":\"{hash}\",\"initialPassword\":false,\"createdAt\":1,\"passwordChangedAt\":1}}}}",
+                serde_json::to_string(name).unwrap()
+            )
+        };
+        assert!(read_backup(&forged(v1, &[admin("admin", hash)])).is_ok());
+        let cases: Vec<(&str, Vec<String>, &str)> = vec![
+            (
+                "same secret",
+                vec![good.clone(), token_line(&h1, &id2, "two", "")],
+                "same secret",
+            ),
+            (
+                "same id",
+                vec![good.clone(), token_line(&h2, &id1, "two", "")],
+                "same id",
+            ),
+            (
+                "same name",
+                vec![good.clone(), token_line(&h2, &id2, "ONE", "")],
+                "same name",
+            ),
+            (
+                "empty name",
+                vec![token_line(&h1, &id1, "", "")],
+                "Name is required",
+            ),
+            (
+                "long name",
+                vec![token_line(&h1, &id1, &"x".repeat(101), "")],
+                "at most 100",
+            ),
+            (
+                "escape",
+                vec![token_line(&h1, &id1, "a\u{1b}]0;x\u{7}", "")],
+                "control",
+            ),
+            (
+                "spaces",
+                vec![token_line(&h1, &id1, " one", "")],
+                "surrounding spaces",
+            ),
+            (
+                "owner in v1",
+                vec![token_line(&h1, &id1, "one", ",\"owner\":\"ops\"")],
+                "format version 1",
+            ),
+            (
+                "owner escape",
+                vec![token_line(&h1, &id1, "one", ",\"owner\":\"\\u001b[2J\"")],
+                "control",
+            ),
+            (
+                "secret in description",
+                vec![token_line(
+                    &h1,
+                    &id1,
+                    "one",
+                    &format!(",\"description\":\"was {}\"", secret.expose_secret()),
+                )],
+                "API token",
+            ),
+            (
+                "far future",
+                vec![good.replace(
+                    "\"createdMicros\":5",
+                    "\"createdMicros\":9223372036854775807",
+                )],
+                "after 9999",
+            ),
+            (
+                "negative",
+                vec![good.replace("\"createdMicros\":5", "\"createdMicros\":-5")],
+                "before 1970",
+            ),
+            (
+                "last used",
+                vec![good.replace("\"lastUsed\":null", "\"lastUsed\":4611686018427387904")],
+                "after 9999",
+            ),
+            (
+                "two admins",
+                vec![admin("admin", hash), admin("admin", hash)],
+                "same name",
+            ),
+            ("admin escape", vec![admin("ad\u{1b}min", hash)], "control"),
+            (
+                "admin token",
+                vec![admin(secret.expose_secret(), hash)],
+                "API token",
+            ),
+            (
+                "garbage hash",
+                vec![admin("admin", "garbage")],
+                "cannot be checked",
+            ),
+            (
+                "huge hash",
+                vec![admin("admin", &hash.replace("m=19456", "m=262144"))],
+                "cannot be checked",
+            ),
+        ];
+        for (case, lines, why) in cases {
+            let header = if case == "owner in v1" { v1 } else { v3 };
+            match read_backup(&forged(header, &lines)) {
+                Ok(_) => panic!("{case}: restored"),
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(why) && text.contains("nothing was changed"),
+                        "{case}: {text}"
+                    );
+                    assert!(!text.contains(secret.expose_secret()), "{case}: {text}");
+                }
+            }
+        }
+        // Junk in the header line.
+        for header in [
+            "PA-AUTH-BACKUP 1",
+            "PA-AUTH-BACKUP 1 2026-11-30T09:00:00Z junk",
+            "PA-AUTH-BACKUP 1 yesterday",
+        ] {
+            assert!(
+                read_backup(&forged(header, std::slice::from_ref(&good))).is_err(),
+                "{header}"
+            );
+        }
+        // Audit events: a secret in one is redacted as every audit write does; one dated
+        // after tomorrow is refused.
+        let audit = |micros: u64, name: &str| {
+            format!(
+                "{{\"type\":\"audit\",\"key\":\"{micros:016x}0000000000000001\",\"event\":{{\"id\":\"{micros:016x}0000000000000001\",\"at\":\"1970-01-01T00:00:10Z\",\"event\":\"token.created\",\"tokenName\":\"{name}\"}}}}"
+            )
+        };
+        let contents = read_backup(&forged(
+            v1,
+            &[audit(10_000_000, &format!("x {}", secret.expose_secret()))],
+        ))
+        .unwrap();
+        let name = contents.audit[0].1.token_name.clone().unwrap();
+        assert!(
+            name.starts_with("x ") && !name.contains(secret.expose_secret()),
+            "{name}"
+        );
+        let e = read_backup(&forged(v1, &[audit(4_070_908_800_000_000, "late")]))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("after tomorrow"), "{e}");
     }
 
     /// A backup written before the audit log had two trees (same format, every event in

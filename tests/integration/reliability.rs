@@ -694,6 +694,132 @@ fn backup_and_restore_round_trip() {
     }
 }
 
+/// Outside attack (medium): a backup is checksummed, not signed, so an edited one with a
+/// second record for a token's secret (another id and name) restored, and that token came
+/// back after its delete at the next start. The restore now refuses the file whole; the
+/// same holds for every rule the API keeps (`service::backup` unit tests go through them).
+#[test]
+fn a_forged_backup_with_a_second_record_for_a_secret_is_refused() {
+    let temp = TempDir::new("forged");
+    let source = temp.path().join("source");
+    let s = source.to_str().unwrap().to_string();
+    let (code, out, err) = run_cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "t1",
+            "--json",
+            "--data-dir",
+            &s,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let file = temp.path().join("b.pab");
+    let f = file.to_str().unwrap().to_string();
+    let (code, _, err) = run_cli(&["backup", "--to", &f, "--data-dir", &s], None);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+    let token_line = *lines
+        .iter()
+        .find(|l| l.contains("\"type\":\"token\""))
+        .unwrap();
+    let mut twin: Value = serde_json::from_str(token_line).unwrap();
+    twin["id"] = json!("11111111-1111-4111-8111-111111111111");
+    twin["name"] = json!("other");
+    let twin = twin.to_string();
+    lines.push(&twin);
+    let mut body = format!("{}\n", text.lines().next().unwrap());
+    for line in lines {
+        body.push_str(line);
+        body.push('\n');
+    }
+    let forged = format!("{body}BLAKE3 {}\n", blake3::hash(body.as_bytes()).to_hex());
+    std::fs::write(&file, forged).unwrap();
+    let target = temp.path().join("target");
+    let (code, _, err) = run_cli(
+        &[
+            "restore",
+            "--from",
+            &f,
+            "--data-dir",
+            target.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a second token with the same secret"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(!target.exists(), "a refused restore created the target");
+    assert!(!err.contains(created["token"].as_str().unwrap()));
+}
+
+/// Outside attack (low): `admin set-password` read stdin to its end before anything
+/// checked it (300 MB piped in took 1.2 GB), and silently used the first of two lines.
+#[test]
+fn set_password_reads_one_bounded_line_from_stdin() {
+    use std::process::Stdio;
+    let temp = TempDir::new("stdin");
+    let d = temp.path().join("data");
+    let d = d.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pa-auth"))
+        .args([
+            "admin",
+            "set-password",
+            "--username",
+            "ops",
+            "--data-dir",
+            d,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // 64 MiB offered; the command stops reading long before (the write then fails).
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 1 << 20];
+        (0..64)
+            .take_while(|_| stdin.write_all(&chunk).is_ok())
+            .count()
+    });
+    let out = child.wait_with_output().unwrap();
+    let written = writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("longer than 1024 bytes"), "{err}");
+    assert!(written < 64, "the command read all of stdin");
+    let (code, _, err) = run_cli(
+        &[
+            "admin",
+            "set-password",
+            "--username",
+            "ops",
+            "--data-dir",
+            d,
+        ],
+        Some("first-line-password\nsecond line\n"),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("more than one line"), "{err}");
+    let (code, _, err) = run_cli(
+        &[
+            "admin",
+            "set-password",
+            "--username",
+            "ops",
+            "--data-dir",
+            d,
+        ],
+        Some("first-line-password\r\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn leaked_token_lookup_and_aggregated_failures_in_the_audit() {
     let svc = Service::start(&["--flush-interval", "1"]);

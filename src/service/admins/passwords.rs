@@ -34,6 +34,39 @@ const MAX_T_COST: u32 = 16;
 /// Checked when the user does not exist, so an unknown name costs the same as a known one.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Jz4XvJ8mCCVcsgZd6bUmXn4Ac1gJ6RRvM7RUTJG3zVg";
 
+/// Whether Argon2 with `params` can run in one slot: the memory and pass bounds every check
+/// is held to.
+fn fits_a_slot(params: &Params) -> std::result::Result<(), String> {
+    if params.block_count() > SLOT_BLOCKS {
+        return Err(format!(
+            "memory cost m={} KiB is above the {SLOT_BLOCKS} KiB this server hashes with",
+            params.m_cost()
+        ));
+    }
+    if params.t_cost() > MAX_T_COST {
+        return Err(format!(
+            "time cost t={} is above the {MAX_T_COST} passes allowed",
+            params.t_cost()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a stored hash is one this server can check a password against: an Argon2 PHC
+/// string with a salt and a hash, within a slot's bounds. A restore refuses any other (its
+/// account could never sign in, and its parameters could ask for anything).
+pub fn check_stored_hash(phc: &str) -> std::result::Result<(), String> {
+    let parsed = PasswordHash::new(phc).map_err(|e| format!("not a PHC string: {e}"))?;
+    Algorithm::try_from(parsed.algorithm).map_err(|e| format!("algorithm: {e}"))?;
+    if let Some(v) = parsed.version {
+        Version::try_from(v).map_err(|e| format!("version: {e}"))?;
+    }
+    fits_a_slot(&Params::try_from(&parsed).map_err(|e| format!("parameters: {e}"))?)?;
+    parsed.salt.ok_or("no salt")?;
+    parsed.hash.ok_or("no hash")?;
+    Ok(())
+}
+
 /// A fixed number of Argon2 memory areas, shared by every thread that hashes or checks a
 /// password.
 pub struct Argon2Pool {
@@ -116,18 +149,7 @@ impl Argon2Pool {
         salt: &[u8],
         out: &mut [u8],
     ) -> std::result::Result<(), String> {
-        if params.block_count() > SLOT_BLOCKS {
-            return Err(format!(
-                "memory cost m={} KiB is above the {SLOT_BLOCKS} KiB this server hashes with",
-                params.m_cost()
-            ));
-        }
-        if params.t_cost() > MAX_T_COST {
-            return Err(format!(
-                "time cost t={} is above the {MAX_T_COST} passes allowed",
-                params.t_cost()
-            ));
-        }
+        fits_a_slot(&params)?;
         let mut slot = self.checkout();
         let memory = slot.memory.as_deref_mut().unwrap_or_default();
         Argon2::new(algorithm, version, params)
