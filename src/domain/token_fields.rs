@@ -138,28 +138,51 @@ pub fn fold_name(name: &str) -> String {
 }
 
 /// Characters that make a name display differently from what it is (Trojan-source style
-/// spoofing in the console, logs and proxy headers): bidi controls, zero-width and other
-/// invisible characters (soft hyphen, fillers, variation selectors, line/paragraph
-/// separators), which let two names that differ look the same.
+/// spoofing in the console, logs and proxy headers): every format character (Unicode
+/// category Cf: bidi controls, zero-width characters, soft hyphen, interlinear annotations,
+/// invisible operators, tag characters), and the other invisible ones (combining grapheme
+/// joiner, Hangul and Khmer fillers, Mongolian variation selectors, line/paragraph
+/// separators, variation selectors, braille blank), which let two names that differ look
+/// the same. The Cf ranges are Unicode 15.1's.
 fn is_invisible_or_bidi(c: char) -> bool {
     matches!(
         c,
+        // Format characters (Cf).
         '\u{00AD}'
-            | '\u{034F}'
+            | '\u{0600}'..='\u{0605}'
             | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+            // Other invisible or blank-looking characters.
+            | '\u{034F}'
             | '\u{115F}'
             | '\u{1160}'
             | '\u{17B4}'
             | '\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
+            | '\u{180B}'..='\u{180D}'
+            | '\u{180F}'
+            | '\u{2028}'..='\u{2029}'
+            | '\u{2800}'
             | '\u{3164}'
             | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
             | '\u{FFA0}'
+            | '\u{E0100}'..='\u{E01EF}'
     )
 }
 
@@ -253,7 +276,23 @@ mod tests {
             "never echoed"
         );
         for invisible in [
-            '\u{00AD}', '\u{034F}', '\u{180E}', '\u{3164}', '\u{115F}', '\u{2028}',
+            '\u{00AD}',
+            '\u{034F}',
+            '\u{180E}',
+            '\u{3164}',
+            '\u{115F}',
+            '\u{2028}',
+            // Outside attack: tag characters and interlinear annotation marks (Cf) showed
+            // "x\u{E0041}y" as "xy" in a browser.
+            '\u{E0041}',
+            '\u{E0001}',
+            '\u{FFF9}',
+            '\u{FFFB}',
+            '\u{2800}',
+            '\u{E0100}',
+            '\u{0600}',
+            '\u{13430}',
+            '\u{1D173}',
         ] {
             assert!(
                 validate_name(&format!("payments{invisible}-prod")).is_err(),
