@@ -87,7 +87,8 @@ pub struct RestoreCommand {
 #[argh(
     subcommand,
     name = "migrate",
-    example = "Move a single-node site to PostgreSQL (cluster mode):\n$ {command_name} --from-data-dir /var/lib/pa-auth --to postgres://pa_auth@db1/pa_auth"
+    example = "Move a single-node site to PostgreSQL (cluster mode):\n$ {command_name} --from-data-dir /var/lib/pa-auth --to postgres://pa_auth@db1/pa_auth",
+    example = "The same, the URL (with its password) from the nodes' environment file:\n$ sudo sh -c 'set -a; . /etc/default/pa-auth; {command_name} --from-data-dir /var/lib/pa-auth'"
 )]
 pub struct MigrateCommand {
     /// the embedded store to read (a single-node site)
@@ -96,13 +97,13 @@ pub struct MigrateCommand {
     /// the PostgreSQL database to read (postgres://…)
     #[argh(option)]
     pub from: Option<String>,
-    /// the PostgreSQL database to fill (postgres://…)
+    /// the PostgreSQL database to fill (postgres://…; a side given neither way is the one in PA_AUTH_DATABASE_URL, which keeps a password off the command line)
     #[argh(option)]
     pub to: Option<String>,
     /// the embedded store to fill (a new data dir)
     #[argh(option)]
     pub to_data_dir: Option<PathBuf>,
-    /// PEM file of the CA that signed the database's certificate
+    /// PEM file of the CA that signed the database's certificate (env PA_AUTH_DATABASE_CA)
     #[argh(option)]
     pub database_ca: Option<PathBuf>,
 }
@@ -776,9 +777,29 @@ fn open_side(
 }
 
 fn migrate(m: &MigrateCommand) -> Result<()> {
-    let ca = m.database_ca.as_deref();
-    let source = open_side(m.from_data_dir.as_ref(), m.from.as_deref(), ca, "from")?;
-    let target = open_side(m.to_data_dir.as_ref(), m.to.as_deref(), ca, "to")?;
+    // A URL with a password on the command line is readable by every local user in /proc
+    // for the minutes a migration takes (outside attack): the side not given on the
+    // command line is the database in PA_AUTH_DATABASE_URL, the one the nodes use (their
+    // environment file), with PA_AUTH_DATABASE_CA as its CA unless --database-ca says.
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let database = env("PA_AUTH_DATABASE_URL");
+    let given = |dir: &Option<PathBuf>, url: &Option<String>| dir.is_some() || url.is_some();
+    let (from, to) = match (
+        given(&m.from_data_dir, &m.from),
+        given(&m.to_data_dir, &m.to),
+        database,
+    ) {
+        (true, false, Some(url)) => (m.from.clone(), Some(url.trim().to_owned())),
+        (false, true, Some(url)) => (Some(url.trim().to_owned()), m.to.clone()),
+        _ => (m.from.clone(), m.to.clone()),
+    };
+    let ca = m
+        .database_ca
+        .clone()
+        .or_else(|| env("PA_AUTH_DATABASE_CA").map(PathBuf::from));
+    let ca = ca.as_deref();
+    let source = open_side(m.from_data_dir.as_ref(), from.as_deref(), ca, "from")?;
+    let target = open_side(m.to_data_dir.as_ref(), to.as_deref(), ca, "to")?;
     if !target.is_empty() {
         return Err(Error::Config(
             "the target already holds tokens, admins or audit events; migrate into an empty one"

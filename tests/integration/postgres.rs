@@ -877,6 +877,20 @@ fn postgres_migrate_moves_a_site_in_and_back() {
     assert_eq!(code, Some(0), "{err}");
     let again = Service::start_in(&back, &[]);
     assert_eq!(verify(&again, &token), 200);
+    // Outside attack: the URL (and its password) had to be on the command line, readable
+    // in /proc for the whole migration. The database side may come from the nodes'
+    // PA_AUTH_DATABASE_URL instead.
+    let back2 = dir.path().join("back2");
+    let out = Command::new(binary())
+        .args(["migrate", "--to-data-dir", back2.to_str().unwrap()])
+        .env("PA_AUTH_DATABASE_URL", &url)
+        .output()
+        .expect("migrate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("migrated and verified 1 tokens"), "{err}");
+    let from_env = Service::start_in(&back2, &[]);
+    assert_eq!(verify(&from_env, &token), 200);
     let (code, err) = run(&["migrate", "--to", &url]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--from"), "{err}");
