@@ -1,7 +1,12 @@
 //! Admission: the state every thread of a server shares ([`Shared`]: configuration, handler,
-//! counters) and the open-connection and body-in-flight accounting, per address and in
+//! counters) and the open-connection and body-in-flight accounting, per client and in
 //! total, that keeps any one client (or many) from taking every place. A [`ConnSlot`] is a
 //! connection's place, given back when it drops.
+//!
+//! Who counts as one client: connections per IPv4 address or IPv6 /64 (one host holds a
+//! whole /64, so counting its addresses one by one would let it take every place), bodies in
+//! flight per IPv4 /24 or IPv6 /64 (eight addresses of one network trickling login bodies
+//! took every place an unvouched body may have and kept every admin from signing in).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,14 +24,42 @@ pub(super) struct Shared {
     /// Bodies in flight that no handler vouched for (at most half the places).
     unvouched_bodies: AtomicUsize,
     pub(super) shutting_down: AtomicBool,
-    /// Connections and bodies per address (only addresses that are not trusted proxies).
-    per_address: Mutex<HashMap<IpAddr, AddressUse>>,
+    /// Connections per client address, bodies per client network (only peers that are not
+    /// trusted proxies), each entry removed when it reaches zero.
+    per_address: Mutex<PerClient>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct AddressUse {
-    connections: usize,
-    bodies: usize,
+#[derive(Debug, Default)]
+struct PerClient {
+    connections: HashMap<IpAddr, usize>,
+    bodies: HashMap<IpAddr, usize>,
+}
+
+/// The key connections are counted under: an IPv4 address (IPv4-mapped IPv6 included), or
+/// an IPv6 address's /64.
+fn address_key(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
+/// The key bodies in flight are counted under: an IPv4 address's /24, or an IPv6 /64.
+fn network_key(peer: IpAddr) -> IpAddr {
+    match address_key(peer) {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & 0xFFFF_FF00).into()),
+        v6 => v6,
+    }
+}
+
+/// Takes one from `key`'s count, removing the entry at zero.
+fn release(map: &mut HashMap<IpAddr, usize>, key: IpAddr) {
+    if let Some(n) = map.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
 }
 
 impl Shared {
@@ -38,7 +71,7 @@ impl Shared {
             bodies_in_flight: AtomicUsize::new(0),
             unvouched_bodies: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
-            per_address: Mutex::new(HashMap::new()),
+            per_address: Mutex::new(PerClient::default()),
         }
     }
 
@@ -75,11 +108,14 @@ impl Shared {
                 return None;
             }
             let mut map = super::sync::lock(&self.per_address);
-            let entry = map.entry(peer).or_default();
-            if entry.connections >= self.config.max_connections_per_address {
+            let count = map.connections.entry(address_key(peer)).or_default();
+            if *count >= self.config.max_connections_per_address {
+                if *count == 0 {
+                    map.connections.remove(&address_key(peer));
+                }
                 return None;
             }
-            entry.connections += 1;
+            *count += 1;
             slot.per_address = true;
         }
         Some(slot)
@@ -120,10 +156,12 @@ impl ConnSlot {
         if self.per_address {
             let allowed = {
                 let mut map = super::sync::lock(&shared.per_address);
-                let entry = map.entry(self.peer).or_default();
-                let ok = entry.bodies < shared.config.max_bodies_per_address;
+                let count = map.bodies.entry(network_key(self.peer)).or_default();
+                let ok = *count < shared.config.max_bodies_per_address;
                 if ok {
-                    entry.bodies += 1;
+                    *count += 1;
+                } else if *count == 0 {
+                    map.bodies.remove(&network_key(self.peer));
                 }
                 ok
             };
@@ -151,9 +189,10 @@ impl ConnSlot {
             shared.unvouched_bodies.fetch_sub(1, Ordering::SeqCst);
         }
         if self.per_address {
-            if let Some(entry) = super::sync::lock(&shared.per_address).get_mut(&self.peer) {
-                entry.bodies = entry.bodies.saturating_sub(1);
-            }
+            release(
+                &mut super::sync::lock(&shared.per_address).bodies,
+                network_key(self.peer),
+            );
         }
     }
 }
@@ -164,13 +203,35 @@ impl Drop for ConnSlot {
         let shared = &self.shared;
         shared.open_connections.fetch_sub(1, Ordering::SeqCst);
         if self.per_address {
-            let mut map = super::sync::lock(&shared.per_address);
-            if let Some(entry) = map.get_mut(&self.peer) {
-                entry.connections = entry.connections.saturating_sub(1);
-                if entry.connections == 0 && entry.bodies == 0 {
-                    map.remove(&self.peer);
-                }
-            }
+            release(
+                &mut super::sync::lock(&shared.per_address).connections,
+                address_key(self.peer),
+            );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{address_key, network_key};
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// One host's /64 is one client; an IPv4-mapped address is its IPv4 address (a
+    /// dual-stack listener must not lump every IPv4 client into one /64).
+    #[test]
+    fn clients_are_counted_by_address_and_network() {
+        assert_eq!(address_key(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(network_key(ip("203.0.113.7")), ip("203.0.113.0"));
+        assert_eq!(address_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(network_key(ip("::ffff:203.0.113.7")), ip("203.0.113.0"));
+        for v6 in ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
+            assert_eq!(address_key(ip(v6)), ip("2001:db8:1:2::"));
+            assert_eq!(network_key(ip(v6)), ip("2001:db8:1:2::"));
+        }
+        assert_ne!(address_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
     }
 }

@@ -446,6 +446,50 @@ fn issue_15_per_address_caps_and_the_room_kept_for_the_proxy() {
     assert_eq!(r.status, 200, "the proxy's body was refused: {}", r.text());
 }
 
+/// Sixth outside attack (medium): eight addresses of one network, sixteen trickled login
+/// bodies each, took all 128 places an unvouched body may have, and every admin login from
+/// anywhere got 503 for as long as they kept it up. Bodies in flight are counted per /24
+/// (IPv6: /64): that network gets sixteen, and a login from elsewhere goes through.
+#[test]
+fn many_addresses_of_one_network_cannot_take_every_login_place() {
+    let svc = Service::start(&["--trusted-proxies", "none"]);
+    let mut held = Vec::new();
+    for a in 2..=9 {
+        for _ in 0..16 {
+            let mut s = connect_from(&format!("127.0.0.{a}"), svc.addr);
+            s.write_all(
+                b"POST /admin/api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{",
+            )
+            .unwrap();
+            held.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = held.iter_mut().map(refused_at_once).filter(|&r| r).count();
+    assert_eq!(refused, 128 - 16, "one /24 held more than 16 bodies");
+    let mut login = connect_from("127.0.1.200", svc.addr);
+    let body =
+        serde_json::to_vec(&json!({"username": "admin", "password": svc.initial_password()}))
+            .unwrap();
+    write!(
+        login,
+        "POST /admin/api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    login.write_all(&body).unwrap();
+    login
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    login.read_exact(&mut head).unwrap();
+    assert_eq!(
+        &head, b"HTTP/1.1 200",
+        "a login from another network was refused"
+    );
+    drop(held);
+}
+
 /// The second outside review: wrong Basic passwords and made-up cookies trickling bodies held
 /// every body place (an admin's token create got 503), and a request whose body was still
 /// arriving at SIGTERM was never answered (the workers had already stopped).
@@ -480,12 +524,13 @@ fn issue_15_unauthenticated_bodies_take_half_the_places_and_sigterm_answers_a_bo
     let mut head = [0u8; 12];
     fake.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 401");
-    // 9 addresses x 16 wrong-password bodies: only half the 256 places are theirs.
+    // 9 networks x 16 wrong-password bodies: only half the 256 places are theirs. (Bodies
+    // are counted per /24: each sender is in a network of its own.)
     let mut held = Vec::new();
     for a in 1..=9 {
         for _ in 0..16 {
             held.push(trickle(
-                &format!("127.0.4.{a}"),
+                &format!("127.0.{}.1", 10 + a),
                 &format!("Authorization: {wrong}"),
             ));
         }
