@@ -5,8 +5,9 @@
 //! layers.rs` fails on an import that breaks the rule):
 //! [`domain`] ← [`store`] ← [`service`] ← [`web`] (and the CLI); [`http`] stands alone and
 //! [`web`] plugs the service into it. [`sync`] (the poisoned-lock policy), [`logging`],
-//! [`progress`] (count, rate and ETA of long operations) and [`tls_client`] (TLS to
-//! PostgreSQL and webhook receivers) are leaves any layer above the domain may use. The
+//! [`progress`] (count, rate and ETA of long operations), [`tls_client`] (TLS to
+//! PostgreSQL and webhook receivers) and [`client_net`] (who counts as one client by
+//! address; the one leaf [`http`] names too) are leaves any layer above the domain may use. The
 //! rest is the binary's glue: [`cli`], [`config`], [`serve`], [`systemd_notify`],
 //! [`fuzz_checks`].
 
@@ -19,6 +20,7 @@ pub mod service;
 pub mod store;
 pub mod web;
 
+pub mod client_net;
 pub mod logging;
 pub mod progress;
 pub mod sync;

@@ -3,10 +3,10 @@
 //! total, that keeps any one client (or many) from taking every place. A [`ConnSlot`] is a
 //! connection's place, given back when it drops.
 //!
-//! Who counts as one client: connections per IPv4 address or IPv6 /64 (one host holds a
-//! whole /64, so counting its addresses one by one would let it take every place), bodies in
-//! flight per IPv4 /24 or IPv6 /64 (eight addresses of one network trickling login bodies
-//! took every place an unvouched body may have and kept every admin from signing in).
+//! Who counts as one client ([`crate::client_net`]): connections per IPv4 address or IPv6
+//! /64, bodies in flight per IPv4 /24 or IPv6 /48 (eight addresses of one network trickling
+//! login bodies took every place an unvouched body may have and kept every admin from
+//! signing in).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,21 +35,15 @@ struct PerClient {
     bodies: HashMap<IpAddr, usize>,
 }
 
-/// The key connections are counted under: an IPv4 address (IPv4-mapped IPv6 included), or
-/// an IPv6 address's /64.
+/// The key connections are counted under: an IPv4 address or an IPv6 /64.
 fn address_key(peer: IpAddr) -> IpAddr {
-    match peer.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        v4 => v4,
-    }
+    crate::client_net::host(peer)
 }
 
-/// The key bodies in flight are counted under: an IPv4 address's /24, or an IPv6 /64.
+/// The key bodies in flight are counted under: an IPv4 /24 or an IPv6 /48 (a site's or a
+/// customer's usual allocation: a /56 holds 256 /64s, each of which would be a network).
 fn network_key(peer: IpAddr) -> IpAddr {
-    match address_key(peer) {
-        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & 0xFFFF_FF00).into()),
-        v6 => v6,
-    }
+    crate::client_net::prefix(peer, 24, 48)
 }
 
 /// Takes one from `key`'s count, removing the entry at zero.
@@ -208,30 +202,5 @@ impl Drop for ConnSlot {
                 address_key(self.peer),
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{address_key, network_key};
-    use std::net::IpAddr;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    /// One host's /64 is one client; an IPv4-mapped address is its IPv4 address (a
-    /// dual-stack listener must not lump every IPv4 client into one /64).
-    #[test]
-    fn clients_are_counted_by_address_and_network() {
-        assert_eq!(address_key(ip("203.0.113.7")), ip("203.0.113.7"));
-        assert_eq!(network_key(ip("203.0.113.7")), ip("203.0.113.0"));
-        assert_eq!(address_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
-        assert_eq!(network_key(ip("::ffff:203.0.113.7")), ip("203.0.113.0"));
-        for v6 in ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
-            assert_eq!(address_key(ip(v6)), ip("2001:db8:1:2::"));
-            assert_eq!(network_key(ip(v6)), ip("2001:db8:1:2::"));
-        }
-        assert_ne!(address_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
     }
 }

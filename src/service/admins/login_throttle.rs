@@ -1,5 +1,6 @@
-//! Login throttling per client address: at most `FREE_FAILURES` guesses per address before it
-//! must wait, doubling from 30 s up to 15 min (429 with Retry-After). Guesses still being
+//! Login throttling per client (an IPv4 address or an IPv6 /64, [`crate::client_net::host`]:
+//! counted per IPv6 address, one /64 had 2^64 times the guesses): at most `FREE_FAILURES`
+//! guesses per client before it must wait, doubling from 30 s up to 15 min (429 with Retry-After). Guesses still being
 //! checked count too: an attempt is reserved before Argon2 runs, so concurrent guesses cannot
 //! slip past the limit while earlier ones are still hashing. A success clears the address.
 //! Other addresses are unaffected. Applies to the login route, HTTP Basic and any other
@@ -105,6 +106,7 @@ impl LoginThrottle {
     /// Locks `addr` out until `until` (a longer lock stays): what another node decided, seen
     /// in a shared store, so this node's early checks refuse too.
     pub fn lock(&self, addr: IpAddr, until: Instant, now: Instant) {
+        let addr = crate::client_net::host(addr);
         let mut map = self.map();
         let f = map.entry(addr).or_insert(Failures {
             count: 0,
@@ -119,6 +121,7 @@ impl LoginThrottle {
     /// `Err(seconds)` if this address is locked out. Reserves nothing: for answers that need
     /// no guess checked (a cached Basic credential still waits out a lockout).
     pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), u64> {
+        let addr = crate::client_net::host(addr);
         match self.map().get(&addr).and_then(|f| f.locked_until) {
             Some(until) if until > now => Err((until - now).as_secs().max(1)),
             _ => Ok(()),
@@ -128,6 +131,7 @@ impl LoginThrottle {
     /// Reserves one guess for `addr`, or `Err(seconds to wait)` when the address is locked
     /// out or its failures plus guesses in flight already reach `FREE_FAILURES`.
     pub fn reserve(&self, addr: IpAddr, now: Instant) -> Result<LoginAttempt<'_>, u64> {
+        let addr = crate::client_net::host(addr);
         let mut map = self.map();
         if map.len() >= MAX_TRACKED {
             map.retain(|_, f| f.in_flight > 0 || now.saturating_duration_since(f.last) < MEMORY);
@@ -198,6 +202,25 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(fail(&t, a, now + Duration::from_secs(93)), None, "cleared");
         }
+    }
+
+    /// Seventh outside attack (medium): twelve addresses of one IPv6 /64 got five guesses
+    /// each. A /64 is one client; another /64 is not affected.
+    #[test]
+    fn one_ipv6_64_shares_one_budget() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        let in_64 = |i: u16| -> IpAddr { format!("fd00:0:0:1::{i:x}").parse().unwrap() };
+        for i in 1..=4 {
+            assert_eq!(fail(&t, in_64(i), now), None);
+        }
+        assert_eq!(fail(&t, in_64(5), now), Some(30));
+        assert_eq!(t.reserve(in_64(99), now).err(), Some(30));
+        let other: IpAddr = "fd00:0:0:2::1".parse().unwrap();
+        assert!(
+            t.reserve(other, now).is_ok(),
+            "another /64 is another client"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! shared atomics, read on a new key only. A poisoned shard is recovered (`crate::sync`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -75,16 +75,7 @@ impl Source {
 
 /// The network a (canonical) address is counted in past the exact budget.
 fn network_of(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX << (32 - u32::from(IPV4_NETWORK_BITS));
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX << (128 - u32::from(IPV6_NETWORK_BITS));
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-        }
-    }
+    crate::client_net::prefix(addr, IPV4_NETWORK_BITS, IPV6_NETWORK_BITS)
 }
 
 /// Why a request was refused, as the aggregation counts it.
@@ -257,6 +248,7 @@ mod tests {
     use crate::store::test_support::StoreOptions;
     use crate::store::test_support::TempStore;
     use crate::store::AuditQuery;
+    use std::net::Ipv4Addr;
 
     fn addr(s: &str) -> IpAddr {
         s.parse().unwrap()
