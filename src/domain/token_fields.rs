@@ -140,49 +140,40 @@ pub fn fold_name(name: &str) -> String {
 /// Characters that make a name display differently from what it is (Trojan-source style
 /// spoofing in the console, logs and proxy headers): every format character (Unicode
 /// category Cf: bidi controls, zero-width characters, soft hyphen, interlinear annotations,
-/// invisible operators, tag characters), and the other invisible ones (combining grapheme
-/// joiner, Hangul and Khmer fillers, Mongolian variation selectors, line/paragraph
-/// separators, variation selectors, braille blank), which let two names that differ look
-/// the same. The Cf ranges are Unicode 15.1's.
+/// invisible operators, tag characters) and every default-ignorable code point, assigned or
+/// not (combining grapheme joiner, Hangul and Khmer fillers, variation selectors, and the
+/// reserved U+2065, U+FFF0–FFF8 and U+E0000–E0FFF, which render as nothing), plus line and
+/// paragraph separators and the braille blank. Either lets two names that differ look the
+/// same. Ranges as of Unicode 15.1 (DerivedCoreProperties.txt and category Cf).
 fn is_invisible_or_bidi(c: char) -> bool {
     matches!(
         c,
-        // Format characters (Cf).
         '\u{00AD}'
+            | '\u{034F}'
             | '\u{0600}'..='\u{0605}'
             | '\u{061C}'
             | '\u{06DD}'
             | '\u{070F}'
             | '\u{0890}'..='\u{0891}'
             | '\u{08E2}'
-            | '\u{180E}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
             | '\u{110BD}'
             | '\u{110CD}'
             | '\u{13430}'..='\u{1343F}'
             | '\u{1BCA0}'..='\u{1BCA3}'
             | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0001}'
-            | '\u{E0020}'..='\u{E007F}'
-            // Other invisible or blank-looking characters.
-            | '\u{034F}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{17B4}'
-            | '\u{17B5}'
-            | '\u{180B}'..='\u{180D}'
-            | '\u{180F}'
-            | '\u{2028}'..='\u{2029}'
-            | '\u{2800}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FFA0}'
-            | '\u{E0100}'..='\u{E01EF}'
+            | '\u{E0000}'..='\u{E0FFF}'
     )
 }
 
@@ -293,6 +284,13 @@ mod tests {
             '\u{0600}',
             '\u{13430}',
             '\u{1D173}',
+            // Seventh: reserved default-ignorable code points render as nothing too.
+            '\u{E0000}',
+            '\u{E0002}',
+            '\u{E0080}',
+            '\u{E0FFF}',
+            '\u{2065}',
+            '\u{FFF0}',
         ] {
             assert!(
                 validate_name(&format!("payments{invisible}-prod")).is_err(),
