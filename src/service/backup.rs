@@ -282,6 +282,10 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
     Ok(contents)
 }
 
+/// Longest text field of a restored audit event, in bytes (what pa-auth writes stays far
+/// below: names are 100 characters, a failed login's username 100).
+const MAX_AUDIT_TEXT: usize = 4096;
+
 /// The latest second any stored time may name: 9999-12-31T23:59:59Z.
 const LAST_SECOND: i64 = 253_402_300_799;
 
@@ -298,13 +302,15 @@ fn refused(what: &str, why: &str) -> Error {
 /// owners and descriptions as create and PATCH accept them, times within years 1970–9999,
 /// fields the header's version does not have absent, admin names as every release has
 /// accepted them (1..64 bytes, no control characters, no API token) and only once, admin
-/// hashes this server can check, and audit events not after tomorrow with any API token in
-/// their text redacted (as every audit write does).
+/// hashes this server can check, and audit events with a key of their own (their id, if
+/// any), a time from 1970 to tomorrow in key and `at`, an `area.action` name and text
+/// fields of at most 4 KiB, any API token in them redacted (as every audit write does).
 fn check_rules(contents: &mut BackupContents, version: u32, now: i64) -> Result<()> {
     use crate::domain::token_fields::{
         contains_token, fold_name, validate_description, validate_name, validate_owner,
     };
     use std::collections::HashSet;
+    let latest_micros = now.saturating_add(86_400).saturating_mul(1_000_000);
     let (mut ids, mut hashes, mut names) = (HashSet::new(), HashSet::new(), HashSet::new());
     let in_range = |t: i64| (0..=LAST_SECOND).contains(&t);
     for (hash, record, last_used) in &contents.tokens {
@@ -330,6 +336,11 @@ fn check_rules(contents: &mut BackupContents, version: u32, now: i64) -> Result<
         ];
         if times.into_iter().flatten().any(|t| !in_range(t)) {
             return Err(refused(&what, "a time before 1970 or after 9999"));
+        }
+        // A creation time in the future would keep it out of createdBefore, unusedForDays
+        // and the unused-token webhook.
+        if record.created_micros > latest_micros {
+            return Err(refused(&what, "a creation time after tomorrow"));
         }
         if version < FORMAT_VERSION_WITH_PURPOSE
             && (record.owner.is_some() || record.description.is_some())
@@ -384,11 +395,45 @@ fn check_rules(contents: &mut BackupContents, version: u32, now: i64) -> Result<
             return Err(refused(what, "a time before 1970 or after 9999"));
         }
     }
-    let latest_micros = now.saturating_add(86_400).saturating_mul(1_000_000);
+    let mut keys = HashSet::new();
     for (key, event) in &mut contents.audit {
-        let micros = i64::from_be_bytes(key[..8].try_into().unwrap_or_default());
-        if micros > latest_micros {
-            return Err(refused("an audit event", "a time after tomorrow"));
+        let what = format!("audit event {}", hex(key));
+        // The key orders the log (newest first) and ages it out: a key from the far future
+        // would head the list for good. Read unsigned: a high bit is no earlier time.
+        let key_micros = u64::from_be_bytes(key[..8].try_into().unwrap_or_default());
+        let at = crate::domain::time::parse_rfc3339_micros(&event.at);
+        if u64::try_from(latest_micros).is_ok_and(|latest| key_micros > latest)
+            || !at.is_some_and(|at| (0..=latest_micros).contains(&at))
+        {
+            return Err(refused(&what, "a time before 1970 or after tomorrow"));
+        }
+        if !(event.id.is_empty() || event.id == hex(key)) {
+            return Err(refused(&what, "an id other than its key"));
+        }
+        if !keys.insert(*key) {
+            return Err(refused(&what, "a second event with the same key"));
+        }
+        let kind = event.event.split_once('.');
+        let word =
+            |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if !kind.is_some_and(|(a, b)| word(a) && word(b)) {
+            return Err(refused(&what, "an event name that is not area.action"));
+        }
+        let texts = [
+            &event.actor,
+            &event.token_name,
+            &event.reason,
+            &event.remote_addr,
+        ];
+        if texts
+            .into_iter()
+            .flatten()
+            .any(|t| t.len() > MAX_AUDIT_TEXT)
+        {
+            return Err(refused(
+                &what,
+                &format!("a text field over {MAX_AUDIT_TEXT} bytes"),
+            ));
         }
         for text in [
             &mut event.actor,
@@ -758,6 +803,56 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("after tomorrow"), "{e}");
+        // Seventh outside attack: audit records and times the first fix still let through.
+        let ok = audit(10_000_000, "n");
+        let audit_cases: Vec<(&str, Vec<String>, &str)> = vec![
+            (
+                "top key",
+                vec![ok.replace("0000000000989680", "ffffffffffffffff")],
+                "after tomorrow",
+            ),
+            (
+                "1969",
+                vec![ok.replace("1970-01-01T00:00:10Z", "1969-01-01T00:00:00Z")],
+                "before 1970",
+            ),
+            (
+                "bad at",
+                vec![ok.replace("1970-01-01T00:00:10Z", "yesterday")],
+                "before 1970",
+            ),
+            (
+                "id",
+                vec![ok.replace("\"id\":\"0000000000989680", "\"id\":\"0000000000989681")],
+                "other than its key",
+            ),
+            ("twice", vec![ok.clone(), ok.clone()], "same key"),
+            (
+                "kind",
+                vec![ok.replace("token.created", "Made Up")],
+                "area.action",
+            ),
+            (
+                "long",
+                vec![audit(10_000_000, &"r".repeat(5000))],
+                "over 4096 bytes",
+            ),
+            (
+                "future token",
+                vec![good.replace(
+                    "\"createdMicros\":5",
+                    "\"createdMicros\":253402300000000000",
+                )],
+                "after tomorrow",
+            ),
+        ];
+        for (case, lines, why) in audit_cases {
+            let e = read_backup(&forged(v1, &lines))
+                .err()
+                .unwrap_or_else(|| panic!("{case}: restored"));
+            assert!(e.to_string().contains(why), "{case}: {e}");
+        }
+        assert!(read_backup(&forged(v1, &[ok])).is_ok());
     }
 
     /// A backup written before the audit log had two trees (same format, every event in
