@@ -231,6 +231,12 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
         audit: Vec::new(),
     };
     for (n, line) in lines.enumerate() {
+        if line.len() > MAX_RECORD_BYTES {
+            return Err(damaged(&format!(
+                "record {} is over {MAX_RECORD_BYTES} bytes",
+                n + 1
+            )));
+        }
         let parsed: Line =
             serde_json::from_str(line).map_err(|e| damaged(&format!("record {}: {e}", n + 1)))?;
         match parsed {
@@ -281,6 +287,11 @@ pub fn read_backup(bytes: &[u8]) -> Result<BackupContents> {
     check_rules(&mut contents, version, crate::domain::time::now_unix())?;
     Ok(contents)
 }
+
+/// Longest record line: what pa-auth writes stays under 10 KiB (a token with 100 allowed
+/// networks); a longer one is refused before it is parsed (a forged 300 MB line took as much
+/// again to parse).
+const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 /// Longest text field of a restored audit event, in bytes (what pa-auth writes stays far
 /// below: names are 100 characters, a failed login's username 100).
@@ -771,6 +782,10 @@ mod tests {
                 }
             }
         }
+        // One record far longer than anything pa-auth writes.
+        let huge = token_line(&h1, &id1, &"x".repeat(70_000), "");
+        let e = read_backup(&forged(v3, &[huge])).err().unwrap();
+        assert!(e.to_string().contains("over 65536 bytes"), "{e}");
         // Junk in the header line.
         for header in [
             "PA-AUTH-BACKUP 1",
